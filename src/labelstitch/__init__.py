@@ -1,0 +1,50 @@
+"""labelstitch: segment very large EM volumes block by block and stitch the blocks.
+
+The public API is re-exported here; everything else is private. See README.md and
+docs/ for the pipeline and the stitching rules.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import metrics
+from .geometry import Box, Face, Plan, Subvolume
+from .matching import FaceReport, Reason, available_rules, match_slabs, register_rule, rule_parameters
+from .metrics import vi, vi_by_region
+from .overlaps import Overlaps, label_counts, overlaps
+from .relabel import remap
+from .resolve import LabelMapping, resolve
+from .stitch import Match, MatchTable, StitchResult, stitch
+
+try:
+    __version__ = version("labelstitch")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Box",
+    "Face",
+    "FaceReport",
+    "LabelMapping",
+    "Match",
+    "MatchTable",
+    "Overlaps",
+    "Plan",
+    "Reason",
+    "StitchResult",
+    "Subvolume",
+    "available_rules",
+    "label_counts",
+    "match_slabs",
+    "metrics",
+    "overlaps",
+    "register_rule",
+    "remap",
+    "resolve",
+    "rule_parameters",
+    "stitch",
+    "vi",
+    "vi_by_region",
+    "__version__",
+]

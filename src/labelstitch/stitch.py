@@ -1,0 +1,328 @@
+"""Stitch independently segmented, overlapping subvolumes into one consistent volume.
+
+:func:`stitch` is the whole post-segmentation half of the pipeline in one call: cut the
+overlap slabs, match segments across every face with a rule, resolve the matches into
+global body ids, and relabel the interiors. It keeps only face slabs and label lists in
+memory; blocks are loaded once each (and once more per subvolume for
+:meth:`StitchResult.to_array` or :meth:`StitchResult.relabel`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from ._validation import as_labels
+from .geometry import Face, Plan, Subvolume
+from .matching import FaceMatches, FaceReport, check_rule_params, get_rule, match_slabs
+from .overlaps import label_counts
+from .relabel import remap
+from .resolve import LabelMapping, resolve
+
+__all__ = ["Match", "MatchTable", "StitchResult", "stitch", "BlockSource"]
+
+BlockSource = Union[Mapping[int, ArrayLike], Callable[[Subvolume], ArrayLike]]
+
+
+@dataclass(frozen=True)
+class Match:
+    """One accepted match across a face.
+
+    Attributes
+    ----------
+    face : Face
+    a, b : int
+        The matched labels, local to subvolumes ``face.a`` and ``face.b``.
+    count : int
+        Voxels the two segments share in the face's overlap box.
+    size_a, size_b : int
+        Each segment's voxels in the overlap box.
+    """
+
+    face: Face
+    a: int
+    b: int
+    count: int
+    size_a: int
+    size_b: int
+
+
+@dataclass(frozen=True)
+class MatchTable:
+    """All matches of a stitch as columns; iterating yields :class:`Match` objects.
+
+    ``face`` indexes into :attr:`faces`; ``sv_a``/``sv_b`` repeat the face's subvolume ids.
+    """
+
+    faces: tuple[Face, ...]
+    face: NDArray[np.int64]
+    sv_a: NDArray[np.uint64]
+    a: NDArray[np.uint64]
+    sv_b: NDArray[np.uint64]
+    b: NDArray[np.uint64]
+    count: NDArray[np.int64]
+    size_a: NDArray[np.int64]
+    size_b: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return int(self.face.size)
+
+    def __iter__(self) -> Iterator[Match]:
+        for i in range(len(self)):
+            yield Match(
+                self.faces[int(self.face[i])],
+                int(self.a[i]),
+                int(self.b[i]),
+                int(self.count[i]),
+                int(self.size_a[i]),
+                int(self.size_b[i]),
+            )
+
+    @classmethod
+    def from_faces(cls, faces: tuple[Face, ...], per_face: list[FaceMatches]) -> MatchTable:
+        """Concatenate the matches of each face (``per_face[i]`` belongs to ``faces[i]``)."""
+        lengths = [len(m) for m in per_face]
+        face = np.repeat(np.arange(len(faces), dtype=np.int64), lengths)
+        sv_a = np.repeat(np.array([f.a for f in faces], dtype=np.uint64), lengths)
+        sv_b = np.repeat(np.array([f.b for f in faces], dtype=np.uint64), lengths)
+
+        def cat(name: str, dtype: DTypeLike) -> NDArray[Any]:
+            parts = [getattr(m, name) for m in per_face]
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+        return cls(
+            faces,
+            face,
+            sv_a,
+            cat("a", np.uint64),
+            sv_b,
+            cat("b", np.uint64),
+            cat("count", np.int64),
+            cat("size_a", np.int64),
+            cat("size_b", np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class StitchResult:
+    """What :func:`stitch` produced.
+
+    Attributes
+    ----------
+    plan : Plan
+    rule : str
+    params : dict
+        The rule parameters as given (defaults are not repeated).
+    matches : MatchTable
+    mapping : LabelMapping
+        Global body id of every ``(subvolume, label)`` seen in an interior or a match.
+    reports : tuple of FaceReport
+        One per face of ``plan.faces()``, in the same order.
+    """
+
+    plan: Plan
+    rule: str
+    params: dict[str, Any]
+    connected_components: bool
+    matches: MatchTable
+    mapping: LabelMapping
+    reports: tuple[FaceReport, ...]
+    _load: Callable[[Subvolume], NDArray[np.unsignedinteger]]
+
+    @property
+    def n_bodies(self) -> int:
+        return self.mapping.n_bodies
+
+    def relabel(self, sv_id: int, block: ArrayLike | None = None) -> NDArray[np.uint64]:
+        """The interior of subvolume ``sv_id`` in global body ids (uint64).
+
+        ``block`` is the subvolume's labels over its outer box; by default it is loaded
+        from the block source given to :func:`stitch`.
+        """
+        sv = self.plan[sv_id]
+        data = self._load(sv) if block is None else _checked_block(sv, block)
+        labels, bodies = self.mapping.for_subvolume(sv_id)
+        zero = np.zeros(1, np.uint64)  # background stays 0; a plain [0] would promote uint64 to float64
+        keys = np.concatenate([zero, labels])
+        vals = np.concatenate([zero, bodies])
+        interior = data[sv.interior.slices(sv.outer)]
+        return remap(interior, (keys, vals), preserve_missing=False, dtype=np.uint64).astype(np.uint64, copy=False)
+
+    def to_array(self, dtype: DTypeLike = np.uint64) -> NDArray[np.integer]:
+        """The stitched volume of the plan's shape; voxels outside every interior are 0.
+
+        Holds the whole volume in memory: for volumes that do not fit, write each
+        :meth:`relabel` result to a store instead.
+        """
+        out = np.zeros(self.plan.shape, dtype=dtype)
+        if self.n_bodies > np.iinfo(out.dtype).max:
+            raise ValueError(f"{self.n_bodies} bodies do not fit `dtype` {out.dtype}")
+        for sv in self.plan:
+            out[sv.interior.slices()] = self.relabel(sv.id)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Counts over all faces: matches, refusals by reason, bodies."""
+        refused: dict[str, int] = {}
+        for r in self.reports:
+            for reason, n in r.refused.items():
+                refused[reason] = refused.get(reason, 0) + n
+        return {
+            "rule": self.rule,
+            "params": dict(self.params),
+            "connected_components": self.connected_components,
+            "subvolumes": len(self.plan),
+            "faces": len(self.reports),
+            "segments": len(self.mapping),
+            "candidates": sum(r.candidates for r in self.reports),
+            "matches": len(self.matches),
+            "refused": dict(sorted(refused.items())),
+            "bodies": self.n_bodies,
+        }
+
+
+def _checked_block(sv: Subvolume, block: ArrayLike) -> NDArray[np.unsignedinteger]:
+    arr = as_labels(block, "blocks", where=f"for subvolume {sv.id} (interior {sv.interior})")
+    if arr.shape != sv.outer.shape:
+        raise ValueError(
+            f"block for subvolume {sv.id} has shape {arr.shape}, expected {sv.outer.shape}: "
+            f"labels must cover the outer box {sv.outer} (interior {sv.interior} plus halo)"
+        )
+    return arr
+
+
+def _block_loader(plan: Plan, blocks: BlockSource) -> Callable[[Subvolume], NDArray[np.unsignedinteger]]:
+    if isinstance(blocks, Mapping):
+        missing = [sv for sv in plan if sv.id not in blocks]
+        if missing:
+            sv = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ValueError(
+                f"`blocks` has no labels for subvolume {sv.id} (interior {sv.interior}){more}; "
+                "every subvolume of the plan needs its labels over its outer box"
+            )
+        return lambda sv: _checked_block(sv, blocks[sv.id])
+    if callable(blocks):
+        return lambda sv: _checked_block(sv, blocks(sv))
+    raise ValueError(f"`blocks` must be a mapping {{subvolume id: labels}} or a callable, got {type(blocks).__name__}")
+
+
+def stitch(
+    plan: Plan,
+    blocks: BlockSource,
+    rule: str = "medium",
+    *,
+    connected_components: bool = False,
+    **rule_params: Any,
+) -> StitchResult:
+    """Stitch the blocks of a plan into one consistent segmentation.
+
+    Parameters
+    ----------
+    plan : Plan
+    blocks : mapping or callable
+        ``blocks[sv.id]`` (or ``blocks(sv)``) gives subvolume ``sv``'s labels over its
+        outer box, in local ids of its own (any non-negative integers; 0 is background).
+        Each block is requested once here, and once more per subvolume by
+        :meth:`StitchResult.to_array`.
+    rule : str
+        ``"none"``, ``"conservative"``, ``"medium"`` (default), ``"aggressive"`` or a rule
+        added with :func:`labelstitch.register_rule`; see :mod:`labelstitch.matching`.
+    connected_components : bool
+        Let each connected piece of a segment inside the overlap seek its own match.
+    **rule_params
+        Thresholds of the rule (e.g. ``min_overlap=50``).
+
+    Returns
+    -------
+    StitchResult
+
+    Raises
+    ------
+    ValueError
+        Before any block is read: an unknown rule or parameter, a missing block, a halo of
+        0 with a rule that needs overlap. While reading: a block of the wrong shape or with
+        float or negative labels, naming the subvolume.
+
+    Examples
+    --------
+    Two blocks of a 1x1x8 volume that agree on their 2-voxel overlap:
+
+    >>> from labelstitch import Plan, stitch
+    >>> plan = Plan.grid((1, 1, 8), block=(1, 1, 4), halo=(0, 0, 1))
+    >>> left = np.array([[[1, 1, 2, 2, 2]]])      # x 0..4 in its own ids
+    >>> right = np.array([[[9, 9, 9, 9, 3]]])     # x 3..7: label 9 is left's 2
+    >>> result = stitch(plan, {0: left, 1: right})
+    >>> result.to_array()
+    array([[[1, 1, 2, 2, 2, 2, 2, 3]]], dtype=uint64)
+    """
+    if not isinstance(plan, Plan):
+        raise ValueError(f"`plan` must be a labelstitch.Plan, got {type(plan).__name__}")
+    get_rule(rule)
+    check_rule_params(rule, rule_params)
+    faces = plan.faces()
+    if rule != "none":
+        flat_axes = sorted({f.axis for f in faces if f.box.empty})
+        if flat_axes:
+            raise ValueError(
+                f"`halo` is 0 along axis {', '.join('ZYX'[a] for a in flat_axes)}: neighbouring blocks share no "
+                f"voxels there, so rule {rule!r} cannot match across them; use halo >= 1 or rule='none'"
+            )
+    load = _block_loader(plan, blocks)
+
+    faces_of: dict[int, list[int]] = {}
+    for i, f in enumerate(faces):
+        faces_of.setdefault(f.a, []).append(i)
+        faces_of.setdefault(f.b, []).append(i)
+    pending: dict[int, NDArray[Any]] = {}  # face index -> the first side's slab
+    per_face: list[FaceMatches | None] = [None] * len(faces)
+    reports: list[FaceReport | None] = [None] * len(faces)
+    node_sv: list[NDArray[np.uint64]] = []
+    node_label: list[NDArray[np.uint64]] = []
+    for sv in plan:
+        block = load(sv)
+        labels = label_counts(block[sv.interior.slices(sv.outer)])[0]
+        labels = labels[labels != 0]
+        node_label.append(labels.astype(np.uint64))
+        node_sv.append(np.full(labels.size, sv.id, np.uint64))
+        for i in faces_of.get(sv.id, ()):
+            slab = block[faces[i].box.slices(sv.outer)]
+            other = pending.pop(i, None)
+            if other is None:
+                pending[i] = slab.copy()
+                continue
+            f = faces[i]
+            slab_a, slab_b = (slab, other) if sv.id == f.a else (other, slab)
+            per_face[i], reports[i] = match_slabs(
+                slab_a,
+                slab_b,
+                axis=f.axis,
+                plane=f.plane_offset,
+                rule=rule,
+                connected_components=connected_components,
+                **rule_params,
+            )
+        del block
+
+    matches = MatchTable.from_faces(faces, [m for m in per_face if m is not None])
+    mapping = resolve(
+        matches.sv_a,
+        matches.a,
+        matches.sv_b,
+        matches.b,
+        nodes=(np.concatenate(node_sv) if node_sv else [], np.concatenate(node_label) if node_label else []),
+    )
+    return StitchResult(
+        plan,
+        rule,
+        dict(rule_params),
+        connected_components,
+        matches,
+        mapping,
+        tuple(r for r in reports if r is not None),
+        load,
+    )
