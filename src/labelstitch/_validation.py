@@ -49,3 +49,13 @@ def check_same_shape(a: NDArray, b: NDArray, name_a: str, name_b: str) -> None:
 def flat(arr: NDArray) -> NDArray:
     """A C-ordered 1-D view (a copy only when the array is not C-contiguous)."""
     return np.ascontiguousarray(arr).reshape(-1)
+
+
+def as_uint64_1d(values: ArrayLike, name: str) -> NDArray[np.uint64]:
+    """A flat uint64 array of non-negative integer ids (lists may hold values up to 2**64-1)."""
+    if not isinstance(values, np.ndarray):
+        try:
+            return np.asarray(values, dtype=np.uint64).reshape(-1)
+        except (OverflowError, TypeError, ValueError):
+            values = np.asarray(values)
+    return as_labels(values, name).astype(np.uint64, copy=False).reshape(-1)

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._kernels.unionfind import union_nodes
+from ._validation import as_uint64_1d
 
 __all__ = ["LabelMapping", "resolve"]
 
@@ -110,7 +111,8 @@ def resolve(
     >>> m.as_dict()
     {(0, 4): 1, (0, 5): 2, (1, 7): 2, (2, 9): 2}
     """
-    arrays = [np.asarray(x).astype(np.uint64, copy=False).reshape(-1) for x in (sv_a, label_a, sv_b, label_b)]
+    names = ("sv_a", "label_a", "sv_b", "label_b")
+    arrays = [as_uint64_1d(x, name) for x, name in zip((sv_a, label_a, sv_b, label_b), names)]
     if len({a.size for a in arrays}) != 1:
         raise ValueError(f"match arrays must have equal lengths, got {[a.size for a in arrays]}")
     sa, la, sb, lb = arrays
@@ -119,8 +121,10 @@ def resolve(
     if nodes is None:
         sn = ln = np.zeros(0, np.uint64)
     else:
-        sn = np.asarray(nodes[0]).astype(np.uint64, copy=False).reshape(-1)
-        ln = np.asarray(nodes[1]).astype(np.uint64, copy=False).reshape(-1)
+        sn = as_uint64_1d(nodes[0], "nodes[0]")
+        ln = as_uint64_1d(nodes[1], "nodes[1]")
+        if sn.size != ln.size:
+            raise ValueError(f"`nodes` arrays must have equal lengths, got {sn.size} and {ln.size}")
         keep = ln != 0
         sn, ln = sn[keep], ln[keep]
     node_s, node_l, root, n_listed = union_nodes(sa, la, sb, lb, sn, ln)

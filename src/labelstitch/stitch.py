@@ -158,6 +158,8 @@ class StitchResult:
         Holds the whole volume in memory: for volumes that do not fit, write each
         :meth:`relabel` result to a store instead.
         """
+        if not np.issubdtype(np.dtype(dtype), np.integer):
+            raise ValueError(f"`dtype` must be an integer dtype, got {np.dtype(dtype)}")
         out = np.zeros(self.plan.shape, dtype=dtype)
         if self.n_bodies > np.iinfo(out.dtype).max:
             raise ValueError(f"{self.n_bodies} bodies do not fit `dtype` {out.dtype}")

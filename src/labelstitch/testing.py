@@ -1,0 +1,53 @@
+"""Helpers for testing segmentations: compare partitions, not label values.
+
+Stitched ids are arbitrary, so tests (ours and those of pipelines built on labelstitch)
+compare which voxels are grouped together, not the ids themselves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._kernels.hashing import pair_counts
+from ._validation import as_labels, check_same_shape, flat
+
+__all__ = ["assert_same_partition", "is_refinement"]
+
+
+def _pairs(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    a_ = as_labels(a, "a")
+    b_ = as_labels(b, "b")
+    check_same_shape(a_, b_, "a", "b")
+    ka, kb, _, _ = pair_counts(flat(a_), flat(b_))
+    return ka, kb
+
+
+def is_refinement(fine: ArrayLike, coarse: ArrayLike) -> bool:
+    """True when every segment of ``fine`` lies inside one segment of ``coarse`` and
+    background (0) is the same set of voxels in both.
+
+    >>> is_refinement(np.array([1, 2, 3, 0]), np.array([5, 5, 7, 0]))
+    True
+    >>> is_refinement(np.array([1, 1, 3, 0]), np.array([5, 6, 7, 0]))
+    False
+    """
+    ka, kb = _pairs(fine, coarse)
+    if np.any((ka == 0) != (kb == 0)):
+        return False
+    return bool(np.unique(ka).size == ka.size)
+
+
+def assert_same_partition(a: ArrayLike, b: ArrayLike) -> None:
+    """Raise AssertionError unless ``a`` and ``b`` group the voxels identically (ids may differ).
+
+    >>> assert_same_partition(np.array([1, 1, 2, 0]), np.array([9, 9, 4, 0]))
+    """
+    ka, kb = _pairs(a, b)
+    bad_bg = np.flatnonzero((ka == 0) != (kb == 0))
+    if bad_bg.size:
+        raise AssertionError(f"background differs: label {ka[bad_bg[0]]} in a meets label {kb[bad_bg[0]]} in b")
+    if np.unique(ka).size != ka.size:
+        raise AssertionError(f"a segment of `a` is split in `b` ({ka.size} pairs for {np.unique(ka).size} labels)")
+    if np.unique(kb).size != kb.size:
+        raise AssertionError(f"a segment of `b` is split in `a` ({kb.size} pairs for {np.unique(kb).size} labels)")
