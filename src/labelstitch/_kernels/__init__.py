@@ -30,3 +30,4 @@ if _CACHE:  # pragma: no cover - depends on the environment
 def jit(fn):  # type: ignore[no-untyped-def]
     """``numba.njit(nogil=True)`` with the package's cache setting."""
     return numba.njit(nogil=True, cache=_CACHE)(fn)
+

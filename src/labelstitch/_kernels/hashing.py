@@ -22,7 +22,7 @@ _MUL2 = np.uint64(0x94D049BB133111EB)
 _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
-_MIN_BITS = 10
+_MIN_BITS = 10  # smallest table: 1024 slots
 
 
 @jit
@@ -35,7 +35,9 @@ def mix64(x):  # type: ignore[no-untyped-def]
 
 @jit
 def hash_pair(x, y):  # type: ignore[no-untyped-def]
-    return mix64(x ^ mix64(y + _GOLDEN))
+    """A cheap hash of a key pair; tables index by its high bits, which mix well."""
+    h = ((x * _GOLDEN) ^ y) * _MUL1
+    return h ^ (h >> _S31)
 
 
 @jit
@@ -48,57 +50,71 @@ def bits_for(n):  # type: ignore[no-untyped-def]
 
 
 # --------------------------------------------------------------------------- pair tables
+# A pair table is one (capacity, 4) uint64 array with columns KEY_A, KEY_B, COUNT, EXTRA, so
+# that a probe touches a single cache line. COUNT == 0 marks an empty slot. EXTRA holds the
+# first position of the pair (pair_counts) or a node index (union-find).
+
+KEY_A, KEY_B, COUNT, EXTRA = 0, 1, 2, 3
 
 
 @jit
-def pair_insert(ka, kb, cnt, first, bits, x, y, run, pos):  # type: ignore[no-untyped-def]
-    """Add ``run`` to the count of ``(x, y)``; return 1 if the key is new, else 0."""
-    mask = ka.size - 1
+def pair_table(bits):  # type: ignore[no-untyped-def]
+    return np.zeros((1 << bits, 4), np.uint64)
+
+
+@jit
+def pair_slot(table, bits, x, y):  # type: ignore[no-untyped-def]
+    """Slot holding ``(x, y)``, or the empty slot where it would go."""
+    mask = table.shape[0] - 1
     slot = np.intp(hash_pair(x, y) >> np.uint64(64 - bits))
-    while True:
-        c = cnt[slot]
-        if c == 0:
-            ka[slot] = x
-            kb[slot] = y
-            cnt[slot] = run
-            first[slot] = pos
-            return 1
-        if ka[slot] == x and kb[slot] == y:
-            cnt[slot] = c + run
-            if pos < first[slot]:
-                first[slot] = pos
-            return 0
+    while table[slot, COUNT] != 0 and (table[slot, KEY_A] != x or table[slot, KEY_B] != y):
         slot = (slot + 1) & mask
+    return slot
 
 
 @jit
-def pair_rehash(ka, kb, cnt, first, bits):  # type: ignore[no-untyped-def]
-    size = np.intp(1) << bits
-    nka = np.zeros(size, np.uint64)
-    nkb = np.zeros(size, np.uint64)
-    ncnt = np.zeros(size, np.int64)
-    nfirst = np.zeros(size, np.int64)
-    for s in range(ka.size):
-        if cnt[s] != 0:
-            pair_insert(nka, nkb, ncnt, nfirst, bits, ka[s], kb[s], cnt[s], first[s])
-    return nka, nkb, ncnt, nfirst
+def pair_rehash(table, bits):  # type: ignore[no-untyped-def]
+    """The same entries in a new table of ``2**bits`` slots."""
+    new = pair_table(bits)
+    for s in range(table.shape[0]):
+        if table[s, COUNT] != 0:
+            slot = pair_slot(new, bits, table[s, KEY_A], table[s, KEY_B])
+            for c in range(4):
+                new[slot, c] = table[s, c]
+    return new
 
 
 @jit
-def pair_compact(ka, kb, cnt, first, used):  # type: ignore[no-untyped-def]
-    oa = np.empty(used, np.uint64)
-    ob = np.empty(used, np.uint64)
-    oc = np.empty(used, np.int64)
-    of = np.empty(used, np.int64)
-    k = 0
-    for s in range(ka.size):
-        if cnt[s] != 0:
-            oa[k] = ka[s]
-            ob[k] = kb[s]
-            oc[k] = cnt[s]
-            of[k] = first[s]
-            k += 1
-    return oa, ob, oc, of
+def _pair_fill(a, b, i, table, bits, used):  # type: ignore[no-untyped-def]
+    """Count pairs from index ``i`` until the table is half full; return ``(i, used)``.
+
+    The table is never reassigned in here, which lets numba drop the reference counting
+    around every insert (several times faster than growing the table inside the loop).
+    """
+    n = a.size
+    limit = table.shape[0] // 2
+    last = -1  # slot of the previous run: label rows often alternate between few pairs
+    while i < n and used < limit:
+        x = a[i]
+        y = b[i]
+        j = i + 1
+        while j < n and a[j] == x and b[j] == y:
+            j += 1
+        ux = np.uint64(x)
+        uy = np.uint64(y)
+        if last >= 0 and table[last, KEY_A] == ux and table[last, KEY_B] == uy:
+            slot = last
+        else:
+            slot = pair_slot(table, bits, ux, uy)
+            if table[slot, COUNT] == 0:
+                table[slot, KEY_A] = ux
+                table[slot, KEY_B] = uy
+                table[slot, EXTRA] = np.uint64(i)
+                used += 1
+        table[slot, COUNT] += np.uint64(j - i)
+        last = slot
+        i = j
+    return i, used
 
 
 @jit
@@ -109,27 +125,20 @@ def pair_counts(a, b):  # type: ignore[no-untyped-def]
     smallest index at which the pair occurs. Runs of equal pairs are counted once, which
     makes label data (long runs along x) several times faster than random data.
     """
-    n = a.size
     bits = _MIN_BITS
-    size = 1 << bits
-    ka = np.zeros(size, np.uint64)
-    kb = np.zeros(size, np.uint64)
-    cnt = np.zeros(size, np.int64)
-    first = np.zeros(size, np.int64)
-    used = 0
-    i = 0
-    while i < n:
-        x = a[i]
-        y = b[i]
-        j = i + 1
-        while j < n and a[j] == x and b[j] == y:
-            j += 1
-        used += pair_insert(ka, kb, cnt, first, bits, np.uint64(x), np.uint64(y), j - i, i)
-        if 2 * used > ka.size:
-            bits += 1
-            ka, kb, cnt, first = pair_rehash(ka, kb, cnt, first, bits)
-        i = j
-    return pair_compact(ka, kb, cnt, first, used)
+    table = pair_table(bits)
+    i, used = _pair_fill(a, b, 0, table, bits, 0)
+    while i < a.size:
+        bits += 1
+        table = pair_rehash(table, bits)
+        i, used = _pair_fill(a, b, i, table, bits, used)
+    rows = table[table[:, COUNT] != 0]
+    return (
+        rows[:, KEY_A].copy(),
+        rows[:, KEY_B].copy(),
+        rows[:, COUNT].astype(np.int64),
+        rows[:, EXTRA].astype(np.int64),
+    )
 
 
 # ------------------------------------------------------------------------- single tables
@@ -146,42 +155,51 @@ def single_find(keys, used, bits, x):  # type: ignore[no-untyped-def]
 
 
 @jit
-def value_counts(a):  # type: ignore[no-untyped-def]
-    """Distinct values of a 1-D array with their counts, in table order."""
+def single_insert(keys, vals, used, bits, key, val):  # type: ignore[no-untyped-def]
+    """Add ``val`` to the value of ``key`` (inserting it); return 1 if the key is new."""
+    slot = single_find(keys, used, bits, key)
+    if used[slot]:
+        vals[slot] += val
+        return 0
+    used[slot] = True
+    keys[slot] = key
+    vals[slot] = val
+    return 1
+
+
+@jit
+def _value_fill(a, i, keys, vals, used, bits, nused):  # type: ignore[no-untyped-def]
+    """Count values from index ``i`` until the table is half full; return ``(i, nused)``."""
     n = a.size
-    bits = _MIN_BITS
-    keys = np.zeros(1 << bits, np.uint64)
-    vals = np.zeros(1 << bits, np.int64)
-    used = np.zeros(1 << bits, np.bool_)
-    nused = 0
-    i = 0
-    while i < n:
+    limit = keys.size // 2
+    while i < n and nused < limit:
         x = a[i]
         j = i + 1
         while j < n and a[j] == x:
             j += 1
-        key = np.uint64(x)
-        slot = single_find(keys, used, bits, key)
-        if used[slot]:
-            vals[slot] += j - i
-        else:
-            used[slot] = True
-            keys[slot] = key
-            vals[slot] = j - i
-            nused += 1
-            if 2 * nused > keys.size:
-                bits += 1
-                nkeys = np.zeros(1 << bits, np.uint64)
-                nvals = np.zeros(1 << bits, np.int64)
-                nused_flags = np.zeros(1 << bits, np.bool_)
-                for s in range(keys.size):
-                    if used[s]:
-                        t = single_find(nkeys, nused_flags, bits, keys[s])
-                        nused_flags[t] = True
-                        nkeys[t] = keys[s]
-                        nvals[t] = vals[s]
-                keys, vals, used = nkeys, nvals, nused_flags
+        nused += single_insert(keys, vals, used, bits, np.uint64(x), j - i)
         i = j
+    return i, nused
+
+
+@jit
+def value_counts(a):  # type: ignore[no-untyped-def]
+    """Distinct values of a 1-D array with their counts, in table order."""
+    bits = _MIN_BITS
+    keys = np.zeros(1 << bits, np.uint64)
+    vals = np.zeros(1 << bits, np.int64)
+    used = np.zeros(1 << bits, np.bool_)
+    i, nused = _value_fill(a, 0, keys, vals, used, bits, 0)
+    while i < a.size:
+        bits += 1
+        nkeys = np.zeros(1 << bits, np.uint64)
+        nvals = np.zeros(1 << bits, np.int64)
+        nflags = np.zeros(1 << bits, np.bool_)
+        for s in range(keys.size):
+            if used[s]:
+                single_insert(nkeys, nvals, nflags, bits, keys[s], vals[s])
+        keys, vals, used = nkeys, nvals, nflags
+        i, nused = _value_fill(a, i, keys, vals, used, bits, nused)
     out_k = np.empty(nused, np.uint64)
     out_v = np.empty(nused, np.int64)
     k = 0

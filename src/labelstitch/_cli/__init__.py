@@ -1,0 +1,1 @@
+"""The ``labelstitch`` command line: argument parsing over the public API, nothing more."""
