@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._kernels.hashing import pair_counts
+from .overlaps import count_pairs
 from ._validation import as_labels, check_same_shape, flat
 from .geometry import Box, _triple
 
@@ -39,7 +39,7 @@ class VI:
 
 
 def _conditional_entropies(seg: NDArray, gt: NDArray, ignore_gt_zero: bool) -> VI:
-    ks, kg, cnt, _ = pair_counts(flat(seg), flat(gt))
+    ks, kg, cnt, _ = count_pairs(flat(seg), flat(gt))
     if ignore_gt_zero:
         keep = kg != 0
         ks, kg, cnt = ks[keep], kg[keep], cnt[keep]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._kernels.hashing import pair_counts, value_counts
+from ._kernels.hashing import pair_counts, pair_sum, value_counts
+from ._threads import chunks, map_chunks
 from ._validation import as_labels, check_same_shape, flat
 
 __all__ = ["Overlaps", "overlaps", "label_counts"]
@@ -52,6 +53,52 @@ def _sum_by(keys: NDArray[np.uint64], weights: NDArray[np.int64]) -> tuple[NDArr
     return labels, np.bincount(inverse, weights=weights, minlength=labels.size).astype(np.int64)
 
 
+_SAMPLE = 1 << 18
+
+
+def _count_pairs_sorted(
+    a: NDArray[np.unsignedinteger], b: NDArray[np.unsignedinteger]
+) -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.int64], NDArray[np.int64]]:
+    """:func:`count_pairs` by sorting, for inputs with very many distinct pairs."""
+    a64 = a.astype(np.uint64, copy=False)
+    b64 = b.astype(np.uint64, copy=False)
+    if int(a64.max()) < 2**32 and int(b64.max()) < 2**32:
+        order = np.argsort((a64 << np.uint64(32)) | b64, kind="stable")
+    else:
+        order = np.lexsort((b64, a64))
+    sa, sb = a64[order], b64[order]
+    head = np.ones(a.size, bool)
+    head[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    starts = np.flatnonzero(head)
+    counts = np.diff(np.append(starts, a.size)).astype(np.int64)
+    return sa[starts], sb[starts], counts, order[starts].astype(np.int64)
+
+
+def count_pairs(
+    a: NDArray[np.unsignedinteger], b: NDArray[np.unsignedinteger]
+) -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.int64], NDArray[np.int64]]:
+    """Distinct pairs of two flat arrays with counts and first positions, background included.
+
+    Label data (few distinct pairs, long runs) is counted in hash tables, split into chunks
+    counted on several threads (the kernel releases the GIL) and merged. Data where most
+    voxels form a new pair (noise, random ids) would make the table miss the cache on every
+    voxel; a sample of the first voxels detects that, and such input is counted by sorting.
+    """
+    sample = min(a.size, _SAMPLE)
+    if sample == _SAMPLE and len(pair_counts(a[:sample], b[:sample])[0]) > sample // 4:
+        return _count_pairs_sorted(a, b)
+    parts = chunks(a.size)
+    if len(parts) == 1:
+        return pair_counts(a, b)  # type: ignore[no-any-return]
+
+    def count(start: int, stop: int) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+        ka, kb, cnt, first = pair_counts(a[start:stop], b[start:stop])
+        return ka, kb, cnt, first + start
+
+    results = map_chunks(count, parts)
+    return pair_sum(*(np.concatenate(cols) for cols in zip(*results)))  # type: ignore[no-any-return]
+
+
 def overlaps(a: ArrayLike, b: ArrayLike) -> Overlaps:
     """Count the voxels shared by every pair of labels of two equally shaped arrays.
 
@@ -91,7 +138,7 @@ def overlaps(a: ArrayLike, b: ArrayLike) -> Overlaps:
         none_u = np.zeros(0, np.uint64)
         none_i = np.zeros(0, np.int64)
         return Overlaps(none_u, none_u, none_i, none_i, none_u, none_i, none_u, none_i)
-    ka, kb, cnt, first = pair_counts(flat(a_), flat(b_))
+    ka, kb, cnt, first = count_pairs(flat(a_), flat(b_))
     a_labels, a_totals = _sum_by(ka, cnt)
     b_labels, b_totals = _sum_by(kb, cnt)
     keep_a = a_labels != 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._kernels.hashing import pair_counts
+from .overlaps import count_pairs
 from ._validation import as_labels, check_same_shape, flat
 
 __all__ = ["assert_same_partition", "is_refinement"]
@@ -19,7 +19,7 @@ def _pairs(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     a_ = as_labels(a, "a")
     b_ = as_labels(b, "b")
     check_same_shape(a_, b_, "a", "b")
-    ka, kb, _, _ = pair_counts(flat(a_), flat(b_))
+    ka, kb, _, _ = count_pairs(flat(a_), flat(b_))
     return ka, kb
 
 

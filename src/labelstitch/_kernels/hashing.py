@@ -277,3 +277,28 @@ def first_missing(labels, keys, used, bits):  # type: ignore[no-untyped-def]
                 return i
             prev = x
     return -1
+
+
+@jit
+def pair_sum(ka, kb, cnt, first):  # type: ignore[no-untyped-def]
+    """Merge partial pair counts: sum ``cnt`` and keep the smallest ``first`` per pair."""
+    bits = bits_for(ka.size)
+    table = pair_table(bits)
+    used = 0
+    for i in range(ka.size):
+        slot = pair_slot(table, bits, ka[i], kb[i])
+        if table[slot, COUNT] == 0:
+            table[slot, KEY_A] = ka[i]
+            table[slot, KEY_B] = kb[i]
+            table[slot, EXTRA] = np.uint64(first[i])
+            used += 1
+        elif np.uint64(first[i]) < table[slot, EXTRA]:
+            table[slot, EXTRA] = np.uint64(first[i])
+        table[slot, COUNT] += np.uint64(cnt[i])
+    rows = table[table[:, COUNT] != 0]
+    return (
+        rows[:, KEY_A].copy(),
+        rows[:, KEY_B].copy(),
+        rows[:, COUNT].astype(np.int64),
+        rows[:, EXTRA].astype(np.int64),
+    )
