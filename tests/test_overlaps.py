@@ -98,3 +98,34 @@ def test_label_counts_matches_numpy():
     ref = np.unique(a, return_counts=True)
     np.testing.assert_array_equal(labels, ref[0])
     np.testing.assert_array_equal(counts, ref[1])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_chunks_and_sorted_fallback_agree_with_reference(monkeypatch, threads):
+    from labelstitch import _threads
+    from labelstitch import contingency as overlaps_module
+
+    monkeypatch.setattr(_threads, "MIN_CHUNK", 500)
+    monkeypatch.setenv("LABELSTITCH_THREADS", str(threads))
+    rng = np.random.default_rng(threads)
+    runs = np.repeat(rng.integers(0, 30, 800), rng.integers(1, 9, 800))[:3000].reshape(3, 10, 100)
+    check(runs, np.roll(runs, 7) % 11)  # label-like data: hash tables on chunks
+    monkeypatch.setattr(overlaps_module, "_SAMPLE", 256)
+    noise = rng.integers(0, 2**63, (3, 10, 100), dtype=np.uint64)
+    check(noise, rng.integers(0, 5, (3, 10, 100)))  # every voxel a new pair: sorting
+    check(rng.integers(0, 2000, 3000), rng.integers(0, 2000, 3000))
+
+
+def test_thread_setting_is_validated(monkeypatch):
+    from labelstitch._threads import get_threads, set_threads
+
+    monkeypatch.setenv("LABELSTITCH_THREADS", "zero")
+    with pytest.raises(ValueError, match="LABELSTITCH_THREADS must be a positive integer, got 'zero'"):
+        get_threads()
+    set_threads(2)
+    try:
+        assert get_threads() == 2
+    finally:
+        set_threads(None)
+    with pytest.raises(ValueError, match="positive int or None"):
+        set_threads(0)

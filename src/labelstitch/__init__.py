@@ -12,10 +12,10 @@ from . import metrics
 from .geometry import Box, Face, Plan, Subvolume
 from .matching import FaceReport, Reason, available_rules, match_slabs, register_rule, rule_parameters
 from .metrics import vi, vi_by_region
-from .overlaps import Overlaps, label_counts, overlaps
+from .contingency import Overlaps, label_counts, overlaps
 from .relabel import remap
 from .resolve import LabelMapping, resolve
-from .stitch import Match, MatchTable, StitchResult, stitch
+from .stitching import Match, MatchTable, StitchResult, stitch
 
 try:
     __version__ = version("labelstitch")

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from .geometry import Plan
 from .matching import available_rules
 from .metrics import vi
-from .stitch import stitch
+from .stitching import stitch
 from .synthetic import blockwise_segmentation, neurite_labels
 
 __all__ = ["DemoRow", "run_demo", "format_table"]

@@ -47,7 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._kernels.components import label_components
-from .overlaps import label_counts, overlaps
+from .contingency import label_counts, overlaps
 
 __all__ = [
     "Candidates",

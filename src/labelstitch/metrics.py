@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .overlaps import count_pairs
+from .contingency import count_pairs
 from ._validation import as_labels, check_same_shape, flat
 from .geometry import Box, _triple
 

@@ -13,26 +13,49 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._kernels.unionfind import union_nodes
+from numba.typed import List
+
+from ._kernels.unionfind import (
+    index_ordered,
+    match_words_inplace,
+    number_bodies,
+    number_sorted_keys,
+    pack_keys,
+    union_words,
+)
 from ._validation import as_uint64_1d
 
 __all__ = ["LabelMapping", "resolve"]
 
 
-def _key_order(s: NDArray[np.uint64], lab: NDArray[np.uint64]) -> NDArray[np.intp]:
-    """Indices that sort nodes by ``(s, lab)``.
+def _index_nodes(
+    parts_s: list[NDArray[np.uint64]], parts_l: list[NDArray[np.uint64]]
+) -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.uint64]]:
+    """Distinct ``(s, l)`` nodes in key order, and the node index of every entry of the
+    concatenated ``parts`` (as uint64).
 
-    When both fit in one 64-bit word the pair is packed and sorted as one key, which is
-    several times faster than a two-key ``lexsort``.
+    When subvolume, label and position bits fit one 64-bit word, the entries are packed
+    and sorted as plain integers (numpy's SIMD sort), and sorted once more by position to
+    hand each entry its node index without a random scatter. Otherwise a two-key
+    ``lexsort`` is used.
     """
-    if s.size == 0:
-        return np.zeros(0, np.intp)
-    s_bits = int(s.max()).bit_length()
-    l_bits = int(lab.max()).bit_length()
-    if s_bits + l_bits <= 64:
-        packed = (s << np.uint64(l_bits)) | lab if l_bits < 64 else lab
-        return np.argsort(packed, kind="stable")
-    return np.lexsort((lab, s))
+    n = sum(p.size for p in parts_s)
+    if n == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    s_bits = max(max(int(p.max()) for p in parts_s if p.size).bit_length(), 1)
+    l_bits = max(max(int(p.max()) for p in parts_l if p.size).bit_length(), 1)
+    p_bits = max(int(n - 1).bit_length(), 1)
+    if s_bits + l_bits + p_bits <= 64 and p_bits <= 32:
+        words = pack_keys(List(parts_s), List(parts_l), l_bits, p_bits)
+        words.sort()
+        keys = number_sorted_keys(words, p_bits)
+        words.sort()
+        words &= np.uint64((1 << p_bits) - 1)
+        return keys >> np.uint64(l_bits), keys & np.uint64((1 << l_bits) - 1), words
+    s, lab = np.concatenate(parts_s), np.concatenate(parts_l)
+    index_of = np.empty(n, np.uint64)
+    node_s, node_l = index_ordered(s, lab, np.lexsort((lab, s)), index_of)
+    return node_s, node_l, index_of
 
 
 @dataclass(frozen=True)
@@ -125,20 +148,24 @@ def resolve(
         ln = as_uint64_1d(nodes[1], "nodes[1]")
         if sn.size != ln.size:
             raise ValueError(f"`nodes` arrays must have equal lengths, got {sn.size} and {ln.size}")
-        keep = ln != 0
-        sn, ln = sn[keep], ln[keep]
-    node_s, node_l, root, n_listed = union_nodes(sa, la, sb, lb, sn, ln)
-    if nodes is not None:
+        nonzero = ln != 0
+        sn, ln = sn[nonzero], ln[nonzero]
+    n_listed, m = sn.size, sa.size
+    node_s, node_l, index_of = _index_nodes([sn, sa, sb], [ln, la, lb])
+    if node_s.size >= 2**32:
+        raise ValueError(f"{node_s.size} distinct nodes: resolve handles at most 2**32 - 1")
+    match_words_inplace(index_of, n_listed, m)
+    words = index_of[n_listed : n_listed + m]
+    words.sort()
+    root = union_words(words, node_s.size)
+    if nodes is None:
+        needed = np.ones(root.size, bool)
+    else:
         needed = np.zeros(root.size, bool)
-        needed[root[:n_listed]] = True
-        keep = needed[root]
-        node_s, node_l, root = node_s[keep], node_l[keep], root[keep]
-        # root indices refer to the unfiltered node list; renumber them
-        new_index = np.cumsum(keep) - 1
-        root = new_index[root]
-    roots = np.flatnonzero(root == np.arange(root.size))
-    rank = np.empty(root.size, np.uint64)
-    rank[roots[_key_order(node_s[roots], node_l[roots])]] = np.arange(1, roots.size + 1, dtype=np.uint64)
-    body = rank[root]
-    order = _key_order(node_s, node_l)
-    return LabelMapping(node_s[order], node_l[order], body[order], int(roots.size))
+        needed[root[index_of[:n_listed].astype(np.intp)]] = True
+    del index_of, words
+    body, n_bodies = number_bodies(root, needed)
+    if nodes is not None:
+        keep = body != 0
+        node_s, node_l, body = node_s[keep], node_l[keep], body[keep]
+    return LabelMapping(node_s, node_l, body, int(n_bodies))

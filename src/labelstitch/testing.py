@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .overlaps import count_pairs
+from .contingency import count_pairs
 from ._validation import as_labels, check_same_shape, flat
 
 __all__ = ["assert_same_partition", "is_refinement"]

@@ -1,6 +1,6 @@
 """Numba kernels: plain loops over flat, C-contiguous arrays.
 
-Kernels trust their inputs. The public wrappers in :mod:`labelstitch.overlaps`,
+Kernels trust their inputs. The public wrappers in :mod:`labelstitch.contingency`,
 :mod:`labelstitch.relabel`, :mod:`labelstitch.resolve` and :mod:`labelstitch.metrics`
 validate, convert and then call exactly one kernel. Nothing here imports from the
 rest of the package.

@@ -1,8 +1,12 @@
-"""Union-find over ``(subvolume, label)`` nodes, with roots chosen by key order.
+"""Node indexing and union-find for the resolution of matches into bodies.
 
-Every union links the root with the larger ``(subvolume, label)`` key under the one with the
-smaller key, so each component's root is its smallest node whatever order the matches
-arrive in. That is what makes the global ids deterministic.
+Nodes are ``(subvolume, label)`` pairs, indexed 0..n-1 in key order. Matches become words
+``lower_index << 32 | higher_index`` and are sorted, so the union-find sweeps memory mostly
+in order. Every union links the larger root index under the smaller one, so
+``parent[i] <= i`` always holds and each component's root is its smallest node whatever
+order the matches arrive in: global ids are deterministic, and one forward pass resolves
+every root. Everything here streams through memory except the union-find itself, because
+random access is what large label tables make expensive.
 """
 
 from __future__ import annotations
@@ -10,91 +14,118 @@ from __future__ import annotations
 import numpy as np
 
 from . import jit
-from .hashing import COUNT, EXTRA, KEY_A, KEY_B, _MIN_BITS, pair_rehash, pair_slot, pair_table
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
 
 
 @jit
-def _find(parent, i):  # type: ignore[no-untyped-def]
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]  # path halving
-        i = parent[i]
-    return i
-
-
-@jit
-def _fill(sa, la, sb, lb, sn, ln, k, table, bits, node_s, node_l, parent, n, n_listed, end_a):  # type: ignore[no-untyped-def]
-    """Process items from ``k`` on until the table is half full.
-
-    Items ``0 .. sn.size-1`` are the listed nodes; after them come the two ends of each
-    match in turn. Returns ``(k, n, n_listed, end_a)``.
-    """
-    total = sn.size + 2 * sa.size
-    limit = table.shape[0] // 2
-    while k < total and n < limit:
-        if k < sn.size:
-            s, lab = sn[k], ln[k]
-        elif (k - sn.size) % 2 == 0:
-            s, lab = sa[(k - sn.size) // 2], la[(k - sn.size) // 2]
-        else:
-            s, lab = sb[(k - sn.size) // 2], lb[(k - sn.size) // 2]
-        slot = pair_slot(table, bits, s, lab)
-        if table[slot, COUNT] == 0:
-            table[slot, KEY_A] = s
-            table[slot, KEY_B] = lab
-            table[slot, COUNT] = 1
-            table[slot, EXTRA] = n
-            node_s[n] = s
-            node_l[n] = lab
-            parent[n] = n
-            i = n
-            n += 1
-        else:
-            i = np.int64(table[slot, EXTRA])
-        if k < sn.size:
-            n_listed = n
-        elif (k - sn.size) % 2 == 0:
-            end_a = i
-        else:
-            ra = _find(parent, end_a)
-            rb = _find(parent, i)
-            if ra != rb:
-                if node_s[ra] < node_s[rb] or (node_s[ra] == node_s[rb] and node_l[ra] < node_l[rb]):
-                    parent[rb] = ra
-                else:
-                    parent[ra] = rb
-        k += 1
-    return k, n, n_listed, end_a
-
-
-@jit
-def _grow(arr, size):  # type: ignore[no-untyped-def]
-    out = np.empty(size, arr.dtype)
-    out[: arr.size] = arr
+def pack_keys(parts_s, parts_l, l_bits, p_bits):  # type: ignore[no-untyped-def]
+    """``s << (l_bits + p_bits) | l << p_bits | position`` over several (s, l) array pairs
+    taken as one concatenated sequence, in a single allocation."""
+    total = 0
+    for k in range(len(parts_s)):
+        total += parts_s[k].size
+    out = np.empty(total, np.uint64)
+    s_shift = np.uint64(l_bits + p_bits)
+    l_shift = np.uint64(p_bits)
+    pos = 0
+    for k in range(len(parts_s)):
+        s = parts_s[k]
+        lab = parts_l[k]
+        for i in range(s.size):
+            out[pos] = (s[i] << s_shift) | (lab[i] << l_shift) | np.uint64(pos)
+            pos += 1
     return out
 
 
 @jit
-def union_nodes(sa, la, sb, lb, sn, ln):  # type: ignore[no-untyped-def]
-    """Join node ``(sa[k], la[k])`` with ``(sb[k], lb[k])`` for every k; also add ``(sn, ln)``.
+def number_sorted_keys(words, p_bits):  # type: ignore[no-untyped-def]
+    """Walk sorted ``key << p_bits | position`` words; number the distinct keys 0..n-1.
 
-    Returns ``(node_s, node_l, root, n_listed)``: every distinct node once, in first-seen
-    order (the listed nodes ``(sn, ln)`` first: ``n_listed`` of them are distinct), and the
-    index of its component's root, which is the component's smallest node.
+    Rewrites each word in place as ``position << p_bits | node`` (sort them again to get
+    the node index of every position) and returns the distinct keys in order.
     """
-    bits = _MIN_BITS
-    table = pair_table(bits)
-    cap = table.shape[0] // 2
-    node_s = np.empty(cap, np.uint64)
-    node_l = np.empty(cap, np.uint64)
-    parent = np.empty(cap, np.int64)
-    k, n, n_listed, end_a = _fill(sa, la, sb, lb, sn, ln, 0, table, bits, node_s, node_l, parent, 0, 0, 0)
-    while k < sn.size + 2 * sa.size:
-        bits += 1
-        table = pair_rehash(table, bits)
-        cap = table.shape[0] // 2
-        node_s, node_l, parent = _grow(node_s, cap), _grow(node_l, cap), _grow(parent, cap)
-        k, n, n_listed, end_a = _fill(sa, la, sb, lb, sn, ln, k, table, bits, node_s, node_l, parent, n, n_listed, end_a)
-    root = np.empty(n, np.int64)
-    for i in range(n):
-        root[i] = _find(parent, i)
-    return node_s[:n].copy(), node_l[:n].copy(), root, n_listed
+    mask = (np.uint64(1) << np.uint64(p_bits)) - np.uint64(1)
+    shift = np.uint64(p_bits)
+    keys = np.empty(words.size, np.uint64)
+    n = 0
+    prev = np.uint64(0)
+    for i in range(words.size):
+        key = words[i] >> shift
+        if n == 0 or key != prev:
+            keys[n] = key
+            n += 1
+            prev = key
+        words[i] = ((words[i] & mask) << shift) | np.uint64(n - 1)
+    return keys[:n].copy()
+
+
+@jit
+def index_ordered(s, lab, order, index_of):  # type: ignore[no-untyped-def]
+    """For keys that do not pack: ``order`` sorts ``(s, lab)``; write each entry's node index
+    into ``index_of`` and return the distinct nodes."""
+    node_s = np.empty(order.size, np.uint64)
+    node_l = np.empty(order.size, np.uint64)
+    n = 0
+    for i in range(order.size):
+        p = order[i]
+        if n == 0 or s[p] != node_s[n - 1] or lab[p] != node_l[n - 1]:
+            node_s[n] = s[p]
+            node_l[n] = lab[p]
+            n += 1
+        index_of[p] = np.uint64(n - 1)
+    return node_s[:n].copy(), node_l[:n].copy()
+
+
+@jit
+def match_words_inplace(index_of, first, m):  # type: ignore[no-untyped-def]
+    """Overwrite ``index_of[first:first+m]`` with ``lo << 32 | hi`` for each match, where
+    the match's ends have node indices ``index_of[first+k]`` and ``index_of[first+m+k]``."""
+    for k in range(m):
+        x = index_of[first + k]
+        y = index_of[first + m + k]
+        if x > y:
+            x, y = y, x
+        index_of[first + k] = (x << _S32) | y
+
+
+@jit
+def union_words(words, n):  # type: ignore[no-untyped-def]
+    """Join the two nodes of every ``lo << 32 | hi`` word; return each node's root."""
+    parent = np.arange(n)
+    for k in range(words.size):
+        x = np.int64(words[k] >> _S32)
+        y = np.int64(words[k] & _LOW32)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        while parent[y] != y:
+            parent[y] = parent[parent[y]]
+            y = parent[y]
+        if x < y:
+            parent[y] = x
+        elif y < x:
+            parent[x] = y
+    for i in range(n):  # parent[i] <= i: one forward pass finishes every path
+        parent[i] = parent[parent[i]]
+    return parent
+
+
+@jit
+def number_bodies(root, needed):  # type: ignore[no-untyped-def]
+    """Body ids 1..k for the roots marked in ``needed``, in node order; 0 for the rest.
+
+    Relies on ``root[i] <= i``, so a root is always numbered before its members.
+    """
+    body = np.zeros(root.size, np.uint64)
+    k = 0
+    for i in range(root.size):
+        r = root[i]
+        if r == i:
+            if needed[i]:
+                k += 1
+                body[i] = k
+        else:
+            body[i] = body[r]
+    return body, k

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from ._validation import as_labels
 from .geometry import Face, Plan, Subvolume
 from .matching import FaceMatches, FaceReport, check_rule_params, get_rule, match_slabs
-from .overlaps import label_counts
+from .contingency import label_counts
 from .relabel import remap
 from .resolve import LabelMapping, resolve
 
