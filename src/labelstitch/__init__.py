@@ -4,9 +4,8 @@ The public API is re-exported here; everything else is private. See README.md an
 docs/ for the pipeline and the stitching rules.
 """
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from . import metrics
 from .geometry import Box, Face, Plan, Subvolume
@@ -18,8 +17,8 @@ from .resolve import LabelMapping, resolve
 from .stitching import Match, MatchTable, StitchResult, stitch
 
 try:
-    __version__ = version("labelstitch")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("labelstitch")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
