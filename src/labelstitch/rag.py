@@ -1,0 +1,148 @@
+"""Region adjacency graphs of label volumes and mean-boundary agglomeration."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._kernels.rag import boundary_pairs
+from ._validation import as_labels
+from .relabel import remap
+from .resolve import resolve
+
+__all__ = ["RegionGraph", "region_graph", "merge_small_segments", "agglomerate_mean_boundary", "renumber"]
+
+
+def renumber(labels: NDArray[np.integer]) -> tuple[NDArray[np.uint32], NDArray[np.uint64]]:
+    """Labels renumbered 1..K in sorted order of the old ids (0 stays 0), and the old ids.
+
+    ``old_ids[k - 1]`` is the old id of new label k.
+    """
+    old = np.unique(labels)
+    old = old[old != 0].astype(np.uint64)
+    new = np.arange(1, old.size + 1, dtype=np.uint64)
+    return remap(labels, (old, new), dtype=np.uint32), old
+
+
+@dataclass(frozen=True)
+class RegionGraph:
+    """Edges between touching regions: ``u < v``, contact voxel pairs and boundary sums."""
+
+    u: NDArray[np.uint64]
+    v: NDArray[np.uint64]
+    count: NDArray[np.int64]
+    boundary_sum: NDArray[np.float64]
+
+    @property
+    def mean_boundary(self) -> NDArray[np.float64]:
+        return self.boundary_sum / self.count
+
+
+def region_graph(labels: NDArray[np.integer], boundary: NDArray[np.floating]) -> RegionGraph:
+    """The region adjacency graph of a 3-D label volume (labels below 2**32).
+
+    Each edge counts the 6-neighbour voxel pairs across the two regions' contact and sums
+    the mean boundary probability of each pair.
+    """
+    lab = np.ascontiguousarray(as_labels(labels, "labels"))
+    if lab.size and int(lab.max()) >= 2**32:
+        raise ValueError("`labels` must be below 2**32 for region_graph; renumber them first")
+    keys, values = boundary_pairs(lab, np.ascontiguousarray(boundary, dtype=np.float32))
+    if keys.size == 0:
+        empty = np.zeros(0, np.uint64)
+        return RegionGraph(empty, empty, np.zeros(0, np.int64), np.zeros(0))
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    head = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    count = np.diff(np.append(head, keys.size)).astype(np.int64)
+    sums = np.add.reduceat(values[order].astype(np.float64), head)
+    edge_keys = keys[head]
+    return RegionGraph(edge_keys >> np.uint64(32), edge_keys & np.uint64(0xFFFFFFFF), count, sums)
+
+
+def merge_small_segments(labels: NDArray[np.integer], min_size: int, boundary: NDArray[np.floating]) -> NDArray[np.integer]:
+    """Merge every segment smaller than ``min_size`` voxels into the neighbour it shares the
+    longest contact with (segments with no neighbour are kept)."""
+    if min_size <= 1:
+        return labels
+    lab, old = renumber(labels)
+    sizes = np.bincount(lab.ravel(), minlength=old.size + 1)
+    graph = region_graph(lab, boundary)
+    if graph.u.size == 0:
+        return labels
+    ends = np.concatenate([graph.u, graph.v]).astype(np.int64)
+    others = np.concatenate([graph.v, graph.u]).astype(np.int64)
+    contact = np.concatenate([graph.count, graph.count])
+    small = sizes[ends] < min_size
+    ends, others, contact = ends[small], others[small], contact[small]
+    order = np.lexsort((-contact, ends))
+    first = np.concatenate([[True], ends[order][1:] != ends[order][:-1]])
+    src, dst = ends[order][first], others[order][first]
+    zeros = np.zeros(src.size, np.uint64)
+    everyone = np.arange(1, old.size + 1, dtype=np.uint64)
+    mapping = resolve(zeros, src, zeros, dst, nodes=(np.zeros(old.size, np.uint64), everyone))
+    return remap(lab, (mapping.label, mapping.body), dtype=np.uint32)
+
+
+def agglomerate_mean_boundary(
+    labels: NDArray[np.integer], boundary: NDArray[np.floating], threshold: float
+) -> NDArray[np.uint32]:
+    """Greedy hierarchical merging of touching regions by mean boundary probability.
+
+    Repeatedly merges the pair of touching regions whose contact has the lowest mean
+    boundary probability, as long as that mean is below ``threshold``; merged regions'
+    contacts are pooled (sum and count), as in NeuroProof's mean agglomeration without a
+    classifier. Returns labels 1..K (0 stays 0).
+    """
+    lab, _ = renumber(labels)
+    graph = region_graph(lab, boundary)
+    n = int(lab.max()) if lab.size else 0
+    adjacency: list[dict[int, list[float]]] = [dict() for _ in range(n + 1)]
+    heap: list[tuple[float, int, int]] = []
+    for u, v, c, s in zip(graph.u.tolist(), graph.v.tolist(), graph.count.tolist(), graph.boundary_sum.tolist()):
+        shared = [c, s]  # one list per contact, seen from both sides
+        adjacency[u][v] = shared
+        adjacency[v][u] = shared
+        if s / c < threshold:
+            heap.append((s / c, u, v))
+    heapq.heapify(heap)
+    parent = list(range(n + 1))
+    while heap:
+        mean, u, v = heapq.heappop(heap)
+        if parent[u] != u or parent[v] != v or v not in adjacency[u]:
+            continue  # stale: one side was merged away
+        c, s = adjacency[u][v]
+        if abs(s / c - mean) > 1e-12:
+            continue  # stale: the contact grew since this entry was pushed
+        if len(adjacency[u]) < len(adjacency[v]):
+            u, v = v, u  # fold the smaller neighbourhood into the larger
+        parent[v] = u
+        del adjacency[u][v]
+        for w, (cw, sw) in adjacency[v].items():
+            if w == u:
+                continue
+            del adjacency[w][v]
+            if w in adjacency[u]:
+                entry = adjacency[u][w]
+                entry[0] += cw
+                entry[1] += sw
+            else:
+                entry = [cw, sw]
+                adjacency[u][w] = entry
+            adjacency[w][u] = entry
+            if entry[1] / entry[0] < threshold:
+                a, b = (u, w) if u < w else (w, u)
+                heapq.heappush(heap, (entry[1] / entry[0], a, b))
+        adjacency[v] = {}
+    roots = np.array(parent, dtype=np.int64)
+    for i in range(roots.size):  # parents may chain: resolve to the final root
+        r = i
+        while roots[r] != r:
+            r = roots[r]
+        roots[i] = r
+    _, dense = np.unique(roots[1:], return_inverse=True)
+    table = np.concatenate([[0], dense + 1]).astype(np.uint32)
+    return table[lab]

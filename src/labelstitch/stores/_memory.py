@@ -1,0 +1,50 @@
+"""An in-memory volume: for the Python API and for tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..geometry import Box
+from ._base import VolumeStore
+
+
+class MemoryStore(VolumeStore):
+    """A volume held in a numpy array (``memory://`` URIs name shared instances)."""
+
+    def __init__(self, array: NDArray[Any], *, uri: str = "memory://", read_only: bool = False) -> None:
+        super().__init__(uri, array.shape, array.dtype, read_only=read_only)
+        self.array = array
+        self._metadata: dict[str, Any] = {}
+
+    def _read(self, box: Box) -> NDArray[Any]:
+        return self.array[box.slices()].copy()
+
+    def _write(self, box: Box, data: NDArray[Any]) -> None:
+        self.array[box.slices()] = data
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._metadata)
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        self._check_writable()
+        self._metadata = dict(metadata)
+
+    def commit(self) -> None:
+        """Nothing to publish: memory volumes are visible at once."""
+
+    def discard(self) -> None:
+        """Nothing to remove."""
+
+
+_REGISTRY: dict[str, MemoryStore] = {}
+
+
+def register_memory_volume(name: str, array: NDArray[Any]) -> str:
+    """Make ``array`` openable as ``memory://name``; returns the URI."""
+    uri = f"memory://{name}"
+    _REGISTRY[uri] = MemoryStore(np.asarray(array), uri=uri)
+    return uri

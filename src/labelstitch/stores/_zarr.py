@@ -1,0 +1,110 @@
+"""zarr volumes: ``path.zarr`` (the array at the root) or ``path.zarr/name`` (an array in a group)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from ..geometry import Box
+from ._base import StoreError, VolumeStore
+
+
+def split_zarr_uri(uri: str) -> tuple[Path, str]:
+    """``"a/b.zarr/c/d"`` -> ``(Path("a/b.zarr"), "c/d")``."""
+    head, _, tail = uri.partition(".zarr")
+    return Path(head + ".zarr"), tail.strip("/")
+
+
+class ZarrStore(VolumeStore):
+    """A zarr v3 array on the local file system; the embedded default for outputs.
+
+    Outputs are chunked like the plan's blocks, so every subvolume writes whole chunks and
+    processes writing different subvolumes never touch the same file.
+    """
+
+    supports_parallel_writes = True
+
+    def __init__(self, uri: str, array: Any, *, read_only: bool, staging: Path | None = None, final: Path | None = None):
+        super().__init__(uri, array.shape, array.dtype, read_only=read_only)
+        self._array = array
+        self._staging = staging
+        self._final = final
+
+    @classmethod
+    def open(cls, uri: str, *, read_only: bool = True) -> ZarrStore:
+        import zarr
+
+        root, name = split_zarr_uri(uri)
+        if not (root / name).exists():
+            raise StoreError(f"no zarr array at {uri} ({root / name} does not exist)")
+        try:
+            array = zarr.open_array(store=str(root), path=name, mode="r" if read_only else "r+")
+        except Exception as exc:  # zarr raises several types for "not an array"
+            raise StoreError(f"cannot open {uri} as a zarr array: {exc}") from exc
+        if array.ndim != 3:
+            raise StoreError(f"{uri} has {array.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
+        return cls(uri, array, read_only=read_only)
+
+    @classmethod
+    def create(
+        cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
+    ) -> ZarrStore:
+        import zarr
+
+        root, name = split_zarr_uri(uri)
+        final = root / name
+        target = final.with_name(f".{final.name}.partial-{os.getpid()}") if staged else final
+        if target.exists():
+            shutil.rmtree(target)
+        array = zarr.create_array(
+            store=str(target),
+            shape=shape,
+            dtype=np.dtype(dtype),
+            chunks=tuple(min(c, s) for c, s in zip(chunks or (64, 64, 64), shape)),
+            fill_value=0,
+        )
+        return cls(uri, array, read_only=False, staging=target if staged else None, final=final)
+
+    def _read(self, box: Box) -> NDArray[Any]:
+        return np.asarray(self._array[box.slices()])
+
+    def _write(self, box: Box, data: NDArray[Any]) -> None:
+        self._array[box.slices()] = data
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self._array.chunks)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._array.attrs.asdict())
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        self._check_writable()
+        self._array.attrs.clear()
+        self._array.attrs.update(metadata)
+
+    def commit(self) -> None:
+        """Publish a staged output: rename it over the final path (replacing an old one)."""
+        if self._staging is None or self._final is None:
+            return
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        if self._final.exists():
+            old = self._final.with_name(f".{self._final.name}.old-{os.getpid()}")
+            os.replace(self._final, old)
+            os.replace(self._staging, self._final)
+            shutil.rmtree(old)
+        else:
+            os.replace(self._staging, self._final)
+        self._staging = None
+
+    def discard(self) -> None:
+        """Remove a staged output that will not be published."""
+        if self._staging is not None and self._staging.exists():
+            shutil.rmtree(self._staging)
+        self._staging = None
