@@ -1,5 +1,9 @@
-"""The demo behind ``labelstitch demo``: stitch a synthetic, imperfectly segmented volume
-with every rule and score each result against the truth (the paper's Table 2, in small).
+"""The demo behind ``labelstitch demo`` (and ``make demo``): the whole pipeline on a
+synthetic EM volume with known truth, stitched with every rule (the paper's Table 2, in
+small).
+
+It writes into the output folder: ``grayscale.zarr`` and ``truth.zarr`` (the input),
+``segmentation-<rule>.zarr`` for every rule, ``summary.json`` and ``slices.png``.
 """
 
 from __future__ import annotations
@@ -7,20 +11,28 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .geometry import Plan
+from .config import load_config
+from .geometry import Box
 from .matching import available_rules
-from .metrics import vi
-from .stitching import stitch
-from .synthetic import blockwise_segmentation, neurite_labels
+from .stores import create_volume, open_volume
+from .synthetic import em_volume
+from .workflow import evaluate_volumes, prepare, segment_blocks, stitch_and_write
 
-__all__ = ["DemoRow", "run_demo", "format_table"]
+__all__ = ["DemoRow", "demo_config", "run_demo", "format_table"]
+
+#: built-in plugin settings chosen for the synthetic volumes (found by a small grid search)
+DEMO_SEGMENTOR = {
+    "predict-voxels": {"function": "naive_membrane_predictions", "parameters": {"sigma": 1.0}},
+    "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.3, "min_segment_size": 20}},
+    "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.2}},
+}
 
 
 @dataclass(frozen=True)
@@ -37,59 +49,80 @@ class DemoRow:
         return self.merge + self.split
 
 
-def run_demo(
-    shape: Sequence[int] = (96, 192, 192),
-    *,
-    block: int = 64,
-    halo: int = 8,
-    n_neurites: int = 150,
-    n_artifacts: int = 2,
-    seed: int = 0,
-    output: str | Path | None = "demo-output",
-) -> tuple[list[DemoRow], dict[str, Any]]:
-    """Run the demo; return one row per rule and a description of the set-up.
+def demo_config(folder: Path, *, block: int, halo: int) -> dict[str, Any]:
+    """The run configuration the demo uses (inputs inside ``folder``)."""
+    return {
+        "input": str(folder / "grayscale.zarr"),
+        "output": str(folder / "segmentation.zarr"),
+        "ground-truth": str(folder / "truth.zarr"),
+        "options": {
+            "segmentor": {"configuration": DEMO_SEGMENTOR},
+            "chunk-size": block,
+            "overlap": halo,
+        },
+    }
 
-    With ``output``, also write ``summary.json`` and ``slices.png`` (one Z slice of the
-    truth and of each rule's result, in random colours) into that folder.
-    """
-    truth = neurite_labels(shape, n_neurites=n_neurites, seed=seed)
-    plan = Plan.grid(truth.shape, block, halo)
-    rng = np.random.default_rng(seed)
-    artifacts = sorted(rng.choice(plan.ids, size=min(n_artifacts, len(plan)), replace=False).tolist())
-    blocks = blockwise_segmentation(truth, plan, artifact_blocks=artifacts, seed=seed)
+
+def run_demo(
+    shape: Sequence[int] = (96, 160, 160),
+    *,
+    block: int = 48,
+    halo: int = 8,
+    n_neurites: int = 120,
+    seed: int = 0,
+    output: str | Path = "demo-output",
+    progress: bool = False,
+) -> tuple[list[DemoRow], dict[str, Any]]:
+    """Run the demo; return one row per rule and a description of the set-up."""
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    depth, height, width = (int(v) for v in shape)
+    artifact = Box((int(depth * 0.55), 0, 0), (int(depth * 0.75), height // 2, width // 2))
+    grayscale, truth = em_volume(shape, n_neurites=n_neurites, artifact=artifact, seed=seed)
+    for name, data in (("grayscale.zarr", grayscale), ("truth.zarr", truth)):
+        store = create_volume(str(folder / name), data.shape, data.dtype, chunks=(block,) * 3, overwrite=True)
+        store.write(store.box, data)
+        store.commit()
+        store.close()
+    made = time.perf_counter() - start
+
+    config = load_config(demo_config(folder, block=block, halo=halo))
+    plan, task, gt = prepare(config)
+    start = time.perf_counter()
+    blocks = segment_blocks(plan, task, progress=progress)
+    segment_seconds = time.perf_counter() - start
     rows = []
-    results = {}
     for rule in available_rules():
-        start = time.perf_counter()
-        result = stitch(plan, blocks, rule)
-        volume = result.to_array()
-        seconds = time.perf_counter() - start
-        score = vi(volume, truth)
-        rows.append(DemoRow(rule, result.n_bodies, len(result.matches), score.merge, score.split, seconds))
-        results[rule] = volume
+        uri = str(folder / f"segmentation-{rule}.zarr")
+        result, seconds = stitch_and_write(config, plan, task, blocks, output=uri, rule=rule, rule_params={}, overwrite=True)
+        with open_volume(uri) as seg:
+            score = evaluate_volumes(seg, gt)  # type: ignore[arg-type]
+        rows.append(DemoRow(rule, result.n_bodies, len(result.matches), score.merge, score.split, sum(seconds.values())))
+    if gt is not None:
+        gt.close()
     setup = {
-        "shape": list(truth.shape),
+        "shape": list(grayscale.shape),
         "block": block,
         "halo": halo,
         "subvolumes": len(plan),
         "faces": len(plan.faces()),
-        "true_bodies": int(np.unique(truth).size),
-        "artifact_subvolumes": artifacts,
+        "true_bodies": int(np.unique(truth[truth > 0]).size),
+        "artifact": artifact.to_list(),
+        "supervoxels": sum(b.supervoxels for b in blocks.values()),
+        "seconds_make_volume": round(made, 2),
+        "seconds_segment": round(segment_seconds, 2),
+        "segmentor": DEMO_SEGMENTOR,
     }
-    if output is not None:
-        out = Path(output)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = {"setup": setup, "rows": [{**r.__dict__, "total": r.total} for r in rows]}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _write_slices(out / "slices.png", truth, results)
+    summary = {"setup": setup, "rows": [{**asdict(r), "total": r.total} for r in rows]}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_slices(folder / "slices.png", grayscale, truth, folder, [r.rule for r in rows], z=depth // 2)
     return rows, setup
 
 
 def format_table(rows: list[DemoRow]) -> str:
     """The rows as a plain-text table like the paper's Table 2."""
-    lines = [
-        f"{'stitching rule':<16}{'bodies':>8}{'matches':>9}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'time s':>8}",
-    ]
+    lines = [f"{'stitching rule':<16}{'bodies':>8}{'matches':>9}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'time s':>8}"]
     for r in rows:
         lines.append(
             f"{r.rule:<16}{r.bodies:>8}{r.matches:>9}{r.merge:>12.3f}{r.split:>12.3f}{r.total:>8.3f}{r.seconds:>8.2f}"
@@ -105,12 +138,21 @@ def _colours(labels: NDArray[np.integer]) -> NDArray[np.uint8]:
     return rgb
 
 
-def _write_slices(path: Path, truth: NDArray[np.integer], results: dict[str, NDArray[np.integer]]) -> None:
+def _overlay(gray: NDArray[np.uint8], labels: NDArray[np.integer]) -> NDArray[np.uint8]:
+    base = np.repeat(gray[..., None].astype(np.float32), 3, axis=-1)
+    mixed = 0.55 * base + 0.45 * _colours(labels).astype(np.float32)
+    return np.clip(mixed, 0, 255).astype(np.uint8)
+
+
+def _write_slices(path: Path, grayscale: NDArray[np.uint8], truth: NDArray[np.integer], folder: Path, rules: list[str], z: int) -> None:
+    """One Z slice: grayscale, truth, then each rule's result over the grayscale."""
     import imageio.v3 as iio
 
-    z = truth.shape[0] // 2
-    gap = np.full((truth.shape[1], 4, 3), 255, np.uint8)
-    panels = [_colours(truth[z])]
-    for volume in results.values():
-        panels += [gap, _colours(volume[z])]
+    gray = grayscale[z]
+    gap = np.full((gray.shape[0], 4, 3), 255, np.uint8)
+    panels = [np.repeat(gray[..., None], 3, axis=-1), gap, _overlay(gray, truth[z])]
+    for rule in rules:
+        with open_volume(str(folder / f"segmentation-{rule}.zarr")) as seg:
+            labels = seg.read(Box((z, 0, 0), (z + 1, *seg.shape[1:])))[0]
+        panels += [gap, _overlay(gray, labels)]
     iio.imwrite(path, np.concatenate(panels, axis=1))

@@ -40,6 +40,11 @@ class VI:
 
 def _conditional_entropies(seg: NDArray, gt: NDArray, ignore_gt_zero: bool) -> VI:
     ks, kg, cnt, _ = count_pairs(flat(seg), flat(gt))
+    return _entropies_from_pairs(ks, kg, cnt, ignore_gt_zero)
+
+
+def _entropies_from_pairs(ks: NDArray, kg: NDArray, cnt: NDArray, ignore_gt_zero: bool) -> VI:
+    """VI from a contingency table given as (seg label, gt label, count) triples."""
     if ignore_gt_zero:
         keep = kg != 0
         ks, kg, cnt = ks[keep], kg[keep], cnt[keep]

@@ -78,6 +78,8 @@ def merge_small_segments(labels: NDArray[np.integer], min_size: int, boundary: N
     contact = np.concatenate([graph.count, graph.count])
     small = sizes[ends] < min_size
     ends, others, contact = ends[small], others[small], contact[small]
+    if ends.size == 0:
+        return labels
     order = np.lexsort((-contact, ends))
     first = np.concatenate([[True], ends[order][1:] != ends[order][:-1]])
     src, dst = ends[order][first], others[order][first]

@@ -1,12 +1,14 @@
-"""Entry point of the ``labelstitch`` console script."""
+"""Entry point of the ``labelstitch`` console script: argument parsing over the public API."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import Any
 
 from .. import __version__
 
@@ -18,10 +20,145 @@ class ExitCode(IntEnum):
     OK = 0
     #: the work ran but some of it failed
     FAILED = 1
-    #: the command line or the input was wrong (argparse uses 2 as well)
+    #: the command line, the config or the input was wrong (argparse uses 2 as well)
     USAGE_ERROR = 2
     #: a bug in labelstitch
     INTERNAL_ERROR = 3
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _cmd_run(args: argparse.Namespace) -> ExitCode:
+    from ..workflow import run
+
+    result = run(args.config, executor=args.executor, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(result.table())
+    return ExitCode.OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
+    from ..stores import open_volume
+    from ..workflow import evaluate_regions, evaluate_volumes
+
+    with open_volume(args.segmentation) as seg, open_volume(args.ground_truth) as gt:
+        score = evaluate_volumes(seg, gt, ignore_gt_zero=not args.keep_zero)
+        from ..contingency import label_counts
+
+        labels: set[int] = set()
+        for box in _blocks(seg.shape, 256):
+            ids = label_counts(seg.read(box))[0]
+            labels.update(ids[ids != 0].tolist())
+        report = {**score.to_dict(), "bodies": len(labels)}
+        if args.heatmap:
+            regional = evaluate_regions(seg, gt, args.region)
+            _write_heatmap(args.heatmap, regional)
+            report["heatmap"] = args.heatmap
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"false merge VI  {report['merge']:.4f} bits")
+        print(f"false split VI  {report['split']:.4f} bits")
+        print(f"total VI        {report['total']:.4f} bits")
+        print(f"bodies          {report['bodies']}")
+        if args.heatmap:
+            print(f"wrote {args.heatmap} (false merge / false split VI per {args.region}^3 region)")
+    return ExitCode.OK
+
+
+def _blocks(shape: tuple[int, ...], size: int) -> list[Any]:
+    from ..geometry import Plan
+
+    return [sv.interior for sv in Plan.grid(shape, size, 0)]
+
+
+def _write_heatmap(path: str, regional: Any) -> None:
+    """The paper's Figure 9: one row per VI part, one tile per Z layer of regions."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    rows = []
+    vmax = max(float(regional.merge.max()), float(regional.split.max()), 1e-9)
+    scale = max(1, 48 // max(regional.merge.shape[1:]))
+    for part in (regional.merge, regional.split):
+        tiles = []
+        for layer in part:
+            v = np.clip(layer / vmax, 0, 1)
+            rgb = np.stack([255 * np.clip(2 * v, 0, 1), 255 * np.clip(2 * v - 1, 0, 1), 40 * (1 - v)], axis=-1)
+            tile = np.kron(rgb, np.ones((scale, scale, 1))).astype(np.uint8)
+            tiles += [tile, np.full((tile.shape[0], 2, 3), 255, np.uint8)]
+        rows += [np.concatenate(tiles, axis=1), np.full((2, sum(t.shape[1] for t in tiles), 3), 255, np.uint8)]
+    iio.imwrite(path, np.concatenate(rows, axis=0))
+
+
+def _cmd_plugins(args: argparse.Namespace) -> ExitCode:
+    from ..plugins import parameters_of, stage_functions
+
+    found = stage_functions()
+    if args.json:
+        out: dict[str, Any] = {}
+        for stage, functions in found.items():
+            out[stage] = {
+                name: {
+                    "plugin": plugin,
+                    "parameters": {
+                        k: (None if v is inspect.Parameter.empty else v) for k, v in parameters_of(fn, stage).items()
+                    },
+                }
+                for name, (fn, plugin) in sorted(functions.items())
+            }
+        print(json.dumps(out))
+        return ExitCode.OK
+    for stage, functions in found.items():
+        print(f"{stage}:")
+        for name, (fn, plugin) in sorted(functions.items()):
+            params = ", ".join(
+                k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in parameters_of(fn, stage).items()
+            )
+            doc = (inspect.getdoc(fn) or "").split("\n")[0]
+            print(f"  {name}({params})  [{plugin}]")
+            if doc:
+                print(f"      {doc}")
+    return ExitCode.OK
+
+
+def _cmd_config(args: argparse.Namespace) -> ExitCode:
+    from ..config import EXAMPLE, SCHEMA, load_config
+
+    if args.schema:
+        print(json.dumps(SCHEMA, indent=2))
+    elif args.example:
+        print(json.dumps(EXAMPLE, indent=2))
+    elif args.check:
+        config = load_config(args.check)
+        from ..workflow import prepare
+
+        plan, _, gt = prepare(config)
+        if gt is not None:
+            gt.close()
+        print(f"{args.check}: valid; {len(plan)} subvolumes of {plan.block} with a {plan.halo} halo")
+    else:
+        print("give --schema, --example or --check CONFIG", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    return ExitCode.OK
+
+
+def _cmd_train(args: argparse.Namespace) -> ExitCode:
+    from ..classifier import membrane_annotations, train_pixel_classifier
+    from ..stores import open_volume
+
+    with open_volume(args.grayscale) as g:
+        grayscale = g.read()
+    with open_volume(args.labels) as lab:
+        labels = lab.read()
+    annotations = labels.astype("uint8") if args.annotations else membrane_annotations(labels)
+    clf = train_pixel_classifier(grayscale, annotations, n_estimators=args.trees, max_samples=args.samples)
+    clf.save(args.output)
+    print(f"trained on {clf.info['samples']} voxels with {args.trees} trees; wrote {args.output}")
+    return ExitCode.OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> ExitCode:
@@ -33,50 +170,84 @@ def _cmd_demo(args: argparse.Namespace) -> ExitCode:
         halo=args.halo,
         n_neurites=args.neurites,
         seed=args.seed,
-        output=None if args.no_output else args.output,
+        output=args.output,
+        progress=not args.json,
     )
     if args.json:
         print(json.dumps({"setup": setup, "rows": [{**r.__dict__, "total": r.total} for r in rows]}))
         return ExitCode.OK
     print(
-        f"Synthetic neurites {tuple(setup['shape'])}, {setup['true_bodies']} true bodies, cut into "
-        f"{setup['subvolumes']} subvolumes of {args.block}^3 with a {args.halo}-voxel halo "
-        f"({setup['faces']} faces).\nEach block was segmented imperfectly: shifted boundaries, "
-        f"false splits, and false merges in the artifact subvolumes {setup['artifact_subvolumes']}.\n"
+        f"Synthetic EM volume {tuple(setup['shape'])} with {setup['true_bodies']} true bodies and an image artifact "
+        f"(faded membranes) in the box {setup['artifact'][0]}-{setup['artifact'][1]}.\n"
+        f"Segmented in {setup['subvolumes']} subvolumes of {args.block}^3 with a {args.halo}-voxel overlap "
+        f"({setup['supervoxels']} supervoxels, {setup['seconds_segment']:.1f} s), then stitched with each rule:\n"
     )
     print(format_table(rows))
-    best = min(rows, key=lambda r: r.total)
     none = next(r for r in rows if r.rule == "none")
+    best = min(rows, key=lambda r: r.total)
     print(f"\nBest total VI: {best.rule} ({best.total:.3f} bits, vs {none.total:.3f} without stitching).")
-    if not args.no_output:
-        print(f"Wrote {args.output}/summary.json and {args.output}/slices.png (truth, then each rule).")
+    print(f"Wrote {args.output}/: grayscale.zarr, truth.zarr, segmentation-<rule>.zarr, summary.json, slices.png")
     return ExitCode.OK
+
+
+# ----------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="labelstitch",
-        description="Segment very large EM volumes block by block and stitch the blocks.",
+        prog="labelstitch", description="Segment very large EM volumes block by block and stitch the blocks."
     )
     parser.add_argument("--version", action="version", version=f"labelstitch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser(
-        "demo",
-        help="stitch a synthetic, imperfectly segmented volume with every rule and score each",
-        description="Build a synthetic neurite volume, segment it blockwise with realistic errors, stitch it "
-        "with every rule and print false-merge / false-split VI per rule (the paper's Table 2, in small).",
-    )
-    demo.add_argument("--size", type=int, default=192, help="Y and X size in voxels (default 192)")
-    demo.add_argument("--depth", type=int, default=96, help="Z size in voxels (default 96)")
-    demo.add_argument("--block", type=int, default=64, help="subvolume interior size (default 64)")
-    demo.add_argument("--halo", type=int, default=8, help="overlap voxels on each side (default 8)")
-    demo.add_argument("--neurites", type=int, default=150, help="number of true bodies (default 150)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--output", default="demo-output", help="folder for summary.json and slices.png")
-    demo.add_argument("--no-output", action="store_true", help="write no files")
-    demo.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    demo.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("run", help="segment and stitch a volume as a config file says")
+    p.add_argument("config", help="JSON or YAML config (see `labelstitch config --example`)")
+    p.add_argument("--executor", default="serial", help="how subvolumes are processed (default serial)")
+    p.add_argument("--workers", type=int, default=None, help="worker count for parallel executors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
+    p.add_argument("--json", action="store_true", help="print one JSON document with timings, counts and VI")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("evaluate", help="variation of information of a segmentation against ground truth")
+    p.add_argument("segmentation", help="volume to score (e.g. out.zarr)")
+    p.add_argument("ground_truth", help="ground-truth label volume")
+    p.add_argument("--json", action="store_true", help='print {"merge", "split", "total", "bodies"} as JSON')
+    p.add_argument("--heatmap", metavar="FILE.png", help="write per-region false merge/split VI (the paper's Figure 9)")
+    p.add_argument("--region", type=int, default=32, help="region size for --heatmap (default 32)")
+    p.add_argument("--keep-zero", action="store_true", help="also score voxels where the ground truth is 0")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("plugins", help="list every stage function with its parameters and defaults")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("config", help="print the config schema or an example, or check a config")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--schema", action="store_true", help="print the JSON schema")
+    g.add_argument("--example", action="store_true", help="print an example config")
+    g.add_argument("--check", metavar="CONFIG", help="validate a config and its volumes and plugins")
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("train-pixel-classifier", help="fit the pixel_classifier plugin from labelled voxels")
+    p.add_argument("grayscale", help="grayscale volume")
+    p.add_argument("labels", help="a label volume (membranes = label changes and 0) or, with --annotations, 1/2/0 marks")
+    p.add_argument("output", help="classifier file to write")
+    p.add_argument("--annotations", action="store_true", help="labels are annotations: 1 membrane, 2 inside, 0 unknown")
+    p.add_argument("--trees", type=int, default=50, help="random-forest size (default 50)")
+    p.add_argument("--samples", type=int, default=200_000, help="annotated voxels used at most (default 200000)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a synthetic EM volume, stitched with every rule")
+    p.add_argument("--size", type=int, default=160, help="Y and X size in voxels (default 160)")
+    p.add_argument("--depth", type=int, default=96, help="Z size in voxels (default 96)")
+    p.add_argument("--block", type=int, default=48, help="subvolume interior size (default 48)")
+    p.add_argument("--halo", type=int, default=8, help="overlap voxels on each side (default 8)")
+    p.add_argument("--neurites", type=int, default=120, help="number of true bodies (default 120)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--output", default="demo-output", help="folder for volumes, summary.json and slices.png")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -85,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except ValueError as exc:
+    except ValueError as exc:  # config, store, plugin and input errors are all ValueErrors
         print(f"labelstitch: error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE_ERROR)
 

@@ -1,0 +1,121 @@
+"""An ilastik-like voxel classifier: multi-scale filter features and a random forest.
+
+Train one from a few annotated voxels (1 = membrane, 2 = inside a cell, 0 = unknown) or
+from a labelled segmentation (membranes are where the label changes or is 0), save it, and
+use it as the ``pixel_classifier`` stage.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["PixelClassifier", "train_pixel_classifier", "load_classifier", "membrane_annotations"]
+
+_FORMAT = "labelstitch-pixel-classifier/1"
+
+
+def _features(grayscale: NDArray[Any], sigmas: tuple[float, ...]) -> NDArray[np.float32]:
+    from skimage.feature import multiscale_basic_features
+
+    image = grayscale.astype(np.float32)
+    if np.issubdtype(grayscale.dtype, np.integer):
+        image /= float(np.iinfo(grayscale.dtype).max)
+    feats = multiscale_basic_features(
+        image,
+        intensity=True,
+        edges=True,
+        texture=True,
+        sigma_min=sigmas[0],
+        sigma_max=sigmas[-1],
+        num_sigma=len(sigmas),
+        channel_axis=None,
+    )
+    return feats.astype(np.float32, copy=False)
+
+
+@dataclass
+class PixelClassifier:
+    """A trained random forest and the feature settings it was trained with."""
+
+    model: Any
+    sigmas: tuple[float, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, grayscale: NDArray[Any]) -> NDArray[np.float32]:
+        """Membrane probability, float32, same shape as ``grayscale``."""
+        feats = _features(grayscale, self.sigmas)
+        proba = self.model.predict_proba(feats.reshape(-1, feats.shape[-1]))
+        membrane = int(np.flatnonzero(self.model.classes_ == 1)[0])
+        return proba[:, membrane].reshape(grayscale.shape).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        """Write the classifier to ``path`` (a pickle; load only files you trust)."""
+        tmp = Path(str(path) + ".partial")
+        with open(tmp, "wb") as f:
+            pickle.dump({"format": _FORMAT, "model": self.model, "sigmas": self.sigmas, "info": self.info}, f)
+        tmp.replace(path)
+
+
+def load_classifier(path: str | Path) -> PixelClassifier:
+    """Read a classifier written by :meth:`PixelClassifier.save`."""
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"no classifier file at {path}; train one with `labelstitch train-pixel-classifier`") from None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a labelstitch pixel classifier")
+    return PixelClassifier(data["model"], tuple(data["sigmas"]), data.get("info", {}))
+
+
+def membrane_annotations(segmentation: NDArray[np.integer]) -> NDArray[np.uint8]:
+    """Annotations from a labelled volume: 1 on membranes (0 or a label change), 2 inside."""
+    seg = np.asarray(segmentation)
+    membrane = seg == 0
+    for axis in range(seg.ndim):
+        a = np.moveaxis(seg, axis, 0)
+        change = a[1:] != a[:-1]
+        m = np.moveaxis(membrane, axis, 0)
+        m[1:] |= change
+        m[:-1] |= change
+    return np.where(membrane, 1, 2).astype(np.uint8)
+
+
+def train_pixel_classifier(
+    grayscale: NDArray[Any],
+    annotations: NDArray[np.integer],
+    *,
+    sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0),
+    n_estimators: int = 50,
+    max_samples: int = 200_000,
+    seed: int = 0,
+) -> PixelClassifier:
+    """Fit a random forest on the annotated voxels (1 membrane, 2 inside, 0 unknown).
+
+    At most ``max_samples`` annotated voxels are used, drawn evenly from both classes.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    if grayscale.shape != annotations.shape:
+        raise ValueError(f"`annotations` (shape {annotations.shape}) must have the shape of `grayscale` ({grayscale.shape})")
+    classes = set(np.unique(annotations).tolist()) - {0}
+    if classes != {1, 2}:
+        raise ValueError(f"`annotations` must mark both membranes (1) and insides (2); found classes {sorted(classes)}")
+    rng = np.random.default_rng(seed)
+    feats = _features(grayscale, sigmas)
+    picks = []
+    for cls in (1, 2):
+        where = np.flatnonzero(annotations.ravel() == cls)
+        picks.append(rng.choice(where, size=min(where.size, max_samples // 2), replace=False))
+    idx = np.concatenate(picks)
+    x = feats.reshape(-1, feats.shape[-1])[idx]
+    y = annotations.ravel()[idx]
+    model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=1, random_state=seed)
+    model.fit(x, y)
+    return PixelClassifier(model, tuple(sigmas), {"samples": int(idx.size), "n_estimators": n_estimators})

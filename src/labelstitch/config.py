@@ -1,0 +1,216 @@
+"""Run configuration: the seed paper's Appendix B layout, as JSON or YAML, checked by a schema.
+
+Every error names the key (as a path like ``options.chunk-size``) and what was expected,
+and comes before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "SCHEMA", "EXAMPLE", "load_config", "validate_config"]
+
+
+class ConfigError(ValueError):
+    """The configuration is missing, unreadable or does not fit the schema."""
+
+
+_STAGE = {
+    "type": "object",
+    "properties": {
+        "function": {"type": "string", "minLength": 1, "description": "a registered name or a dotted path"},
+        "parameters": {"type": "object", "description": "keyword arguments of the function"},
+    },
+    "required": ["function"],
+    "additionalProperties": False,
+}
+_TRIPLE = {"type": "array", "items": {"type": "integer"}, "minItems": 3, "maxItems": 3}
+_SIZE = {"oneOf": [{"type": "integer", "minimum": 1}, {**_TRIPLE, "items": {"type": "integer", "minimum": 1}}]}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "labelstitch run configuration",
+    "type": "object",
+    "properties": {
+        "input": {"type": "string", "description": "grayscale volume (path.zarr, path.npy, path.h5:dataset, path.tif)"},
+        "output": {"type": "string", "description": "where the stitched segmentation is written (zarr by default)"},
+        "roi": {
+            "type": "array",
+            "items": _TRIPLE,
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "[[z0, y0, x0], [z1, y1, x1]]: segment only this box",
+        },
+        "ground-truth": {"type": "string", "description": "a label volume to score the result against"},
+        "preserve-bodies": {
+            "type": "object",
+            "properties": {
+                "segmentation": {"type": "string", "description": "an existing label volume"},
+                "bodies": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+            },
+            "required": ["segmentation", "bodies"],
+            "additionalProperties": False,
+        },
+        "options": {
+            "type": "object",
+            "properties": {
+                "segmentor": {
+                    "type": "object",
+                    "properties": {
+                        "class": {"type": "string", "description": "accepted for DVIDSparkServices configs; ignored"},
+                        "configuration": {
+                            "type": "object",
+                            "properties": {
+                                "predict-voxels": _STAGE,
+                                "create-supervoxels": _STAGE,
+                                "agglomerate-supervoxels": _STAGE,
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
+                    "additionalProperties": False,
+                },
+                "stitch-algorithm": {"type": "string", "description": "none, conservative, medium, aggressive or a plugin rule"},
+                "stitch-parameters": {"type": "object", "description": "thresholds of the stitching rule"},
+                "stitch-connected-components": {"type": "boolean"},
+                "chunk-size": {**_SIZE, "description": "subvolume interior size (int or [z, y, x])"},
+                "overlap": {
+                    "oneOf": [{"type": "integer", "minimum": 0}, {**_TRIPLE, "items": {"type": "integer", "minimum": 0}}],
+                    "description": "halo voxels on each side of a subvolume",
+                },
+                "iterations": {"type": "integer", "minimum": 1},
+                "background-value": {
+                    "type": ["integer", "null"],
+                    "description": "grayscale value of empty padding to mask (null: no masking)",
+                },
+                "background-min-width": {"type": "integer", "minimum": 1},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "required": ["input", "output"],
+    "additionalProperties": False,
+}
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "segmentor": {
+        "configuration": {
+            "predict-voxels": {"function": "naive_membrane_predictions", "parameters": {}},
+            "create-supervoxels": {"function": "seeded_watershed", "parameters": {}},
+            "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {}},
+        }
+    },
+    "stitch-algorithm": "medium",
+    "stitch-parameters": {},
+    "stitch-connected-components": False,
+    "chunk-size": 512,
+    "overlap": 20,
+    "iterations": 1,
+    "background-value": 0,
+    "background-min-width": 5,
+}
+
+EXAMPLE: dict[str, Any] = {
+    "input": "grayscale.zarr",
+    "output": "segmentation.zarr",
+    "ground-truth": "groundtruth.npy",
+    "options": {
+        "segmentor": {
+            "configuration": {
+                "predict-voxels": {"function": "naive_membrane_predictions", "parameters": {}},
+                "create-supervoxels": {
+                    "function": "seeded_watershed",
+                    "parameters": {"boundary_channel": 0, "seed_threshold": 0.2, "seed_size": 5, "min_segment_size": 50},
+                },
+                "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.2}},
+            }
+        },
+        "stitch-algorithm": "medium",
+        "chunk-size": 512,
+        "overlap": 20,
+    },
+}
+
+
+def _key_path(error: Any) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Check ``config`` against :data:`SCHEMA` and fill in defaults; returns a new dict.
+
+    Raises
+    ------
+    ConfigError
+        Naming every offending key and what was expected.
+    """
+    import jsonschema
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"a config must be a JSON/YAML object (mapping), got {type(config).__name__}")
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors:
+            if e.validator == "additionalProperties":
+                allowed = ", ".join(sorted(e.schema.get("properties", {})))
+                lines.append(f"{_key_path(e)}: {e.message}; allowed keys: {allowed}")
+            elif e.validator == "required":
+                lines.append(f"{_key_path(e)}: {e.message}")
+            elif e.validator == "oneOf":
+                lines.append(f"{_key_path(e)}: expected {e.schema.get('description', 'a valid value')}, got {e.instance!r}")
+            else:
+                lines.append(f"{_key_path(e)}: {e.message}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    merged = copy.deepcopy(config)
+    options = merged.setdefault("options", {})
+    for key, value in DEFAULT_OPTIONS.items():
+        if key == "segmentor":
+            stages = options.setdefault("segmentor", {}).setdefault("configuration", {})
+            for stage, default in value["configuration"].items():
+                stages.setdefault(stage, copy.deepcopy(default))
+                stages[stage].setdefault("parameters", {})
+        else:
+            options.setdefault(key, copy.deepcopy(value))
+    return merged
+
+
+def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Read (from a ``.json``/``.yaml``/``.yml`` file or a dict) and validate a config.
+
+    Relative volume paths in a file are taken relative to the file's folder.
+    """
+    if isinstance(source, dict):
+        return validate_config(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
+        raise ConfigError(f"cannot parse {path}: {exc}") from None
+    config = validate_config(data)
+    base = path.parent
+    for key in ("input", "output", "ground-truth"):
+        if key in config:
+            config[key] = _relative_to(config[key], base)
+    if "preserve-bodies" in config:
+        config["preserve-bodies"]["segmentation"] = _relative_to(config["preserve-bodies"]["segmentation"], base)
+    return config
+
+
+def _relative_to(uri: str, base: Path) -> str:
+    if "://" in uri or Path(uri.split(":")[0] if ".h5:" in uri else uri).is_absolute():
+        return uri
+    return str(base / uri)

@@ -1,0 +1,150 @@
+"""Built-in stage functions, registered as a plugin like any other.
+
+=========================  =======================================================
+stage                      functions
+=========================  =======================================================
+predict-voxels             ``naive_membrane_predictions``, ``threshold_predictions``,
+                           ``pixel_classifier``
+create-supervoxels         ``seeded_watershed``
+agglomerate-supervoxels    ``rag_agglomeration``, ``no_agglomeration``
+=========================  =======================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..contingency import label_counts
+from ..hookspecs import hookimpl
+from ..rag import agglomerate_mean_boundary, merge_small_segments
+from ..relabel import remap
+
+__all__ = [
+    "naive_membrane_predictions",
+    "threshold_predictions",
+    "pixel_classifier",
+    "seeded_watershed",
+    "rag_agglomeration",
+    "no_agglomeration",
+]
+
+
+# ----------------------------------------------------------------------------- predict-voxels
+
+
+def naive_membrane_predictions(
+    grayscale: NDArray[Any], mask: NDArray[np.bool_], sigma: float = 0.0
+) -> NDArray[np.float32]:
+    """Membrane probability as inverted grayscale: dark voxels are membranes.
+
+    Integer grayscale is scaled by its dtype's range (so every block is scaled alike);
+    float grayscale is taken to lie in [0, 1]. ``sigma`` > 0 smooths with a Gaussian of that
+    width first (noise otherwise breaks seeds apart). Masked voxels get probability 1.
+    """
+    if sigma > 0:
+        from scipy.ndimage import gaussian_filter
+
+        grayscale = gaussian_filter(grayscale.astype(np.float32), sigma).astype(grayscale.dtype)
+    if np.issubdtype(grayscale.dtype, np.integer):
+        info = np.iinfo(grayscale.dtype)
+        scaled = (grayscale.astype(np.float32) - info.min) / float(info.max - info.min)
+    else:
+        scaled = np.clip(grayscale.astype(np.float32), 0.0, 1.0)
+    out = 1.0 - scaled
+    out[mask] = 1.0
+    return out.astype(np.float32, copy=False)
+
+
+def threshold_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], threshold: float = 128) -> NDArray[np.float32]:
+    """1.0 where grayscale is below ``threshold`` (a membrane), else 0.0 (the paper's example)."""
+    out = (grayscale < threshold).astype(np.float32)
+    out[mask] = 1.0
+    return out
+
+
+def pixel_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifier_path: str = "") -> NDArray[np.float32]:
+    """Membrane probability from a random-forest voxel classifier on multi-scale filter
+    features, trained with ``labelstitch train-pixel-classifier`` (ilastik-like)."""
+    from ..classifier import load_classifier
+
+    if not classifier_path:
+        raise ValueError("pixel_classifier needs `classifier_path`, a file written by `labelstitch train-pixel-classifier`")
+    out = load_classifier(classifier_path).predict(grayscale)
+    out[mask] = 1.0
+    return out
+
+
+# ----------------------------------------------------------------------------- create-supervoxels
+
+
+def _boundary(predictions: NDArray[np.floating], channel: int) -> NDArray[np.float32]:
+    if predictions.ndim == 4:
+        if not 0 <= channel < predictions.shape[-1]:
+            raise ValueError(f"`boundary_channel` {channel} is not a channel of predictions with shape {predictions.shape}")
+        return np.ascontiguousarray(predictions[..., channel], dtype=np.float32)
+    return np.ascontiguousarray(predictions, dtype=np.float32)
+
+
+def seeded_watershed(
+    predictions: NDArray[np.floating],
+    mask: NDArray[np.bool_],
+    boundary_channel: int = 0,
+    seed_threshold: float = 0.2,
+    seed_size: int = 5,
+    min_segment_size: int = 0,
+) -> NDArray[np.uint32]:
+    """Watershed of the boundary channel from seeds of low boundary probability.
+
+    Seeds are the 6-connected components of ``boundary < seed_threshold`` with at least
+    ``seed_size`` voxels. The watershed floods the boundary channel from them; masked
+    voxels stay 0. Segments smaller than ``min_segment_size`` voxels are then merged into
+    the neighbour they share the longest contact with.
+    """
+    from skimage.measure import label as connected_components
+    from skimage.segmentation import watershed
+
+    boundary = _boundary(predictions, boundary_channel)
+    seeds = connected_components((boundary < seed_threshold) & ~mask, connectivity=1).astype(np.uint32)
+    if seed_size > 1 and seeds.any():
+        ids, sizes = label_counts(seeds)
+        small = ids[(sizes < seed_size) & (ids != 0)]
+        if small.size:
+            seeds = remap(seeds, (small, np.zeros(small.size, np.uint64)))
+    labels = watershed(boundary, markers=seeds, mask=~mask, connectivity=1).astype(np.uint32)
+    if min_segment_size > 1:
+        labels = merge_small_segments(labels, min_segment_size, boundary).astype(np.uint32)
+    labels[mask] = 0
+    return labels
+
+
+# ----------------------------------------------------------------------------- agglomerate-supervoxels
+
+
+def rag_agglomeration(
+    predictions: NDArray[np.floating], supervoxels: NDArray[np.integer], threshold: float = 0.2, boundary_channel: int = 0
+) -> NDArray[np.uint32]:
+    """Greedy merging of touching supervoxels whose contact has a mean boundary probability
+    below ``threshold`` (NeuroProof's mean agglomeration without its classifier)."""
+    return agglomerate_mean_boundary(supervoxels, _boundary(predictions, boundary_channel), threshold)
+
+
+def no_agglomeration(predictions: NDArray[np.floating], supervoxels: NDArray[np.integer]) -> NDArray[np.integer]:
+    """The supervoxels, unchanged."""
+    return supervoxels
+
+
+@hookimpl
+def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
+    return {
+        "predict-voxels": {
+            "naive_membrane_predictions": naive_membrane_predictions,
+            "threshold_predictions": threshold_predictions,
+            "pixel_classifier": pixel_classifier,
+        },
+        "create-supervoxels": {"seeded_watershed": seeded_watershed},
+        "agglomerate-supervoxels": {"rag_agglomeration": rag_agglomeration, "no_agglomeration": no_agglomeration},
+    }
