@@ -9,7 +9,7 @@ from pathlib import Path
 import labelstitch
 
 PACKAGE = Path(labelstitch.__file__).parent
-CORE = ["geometry", "contingency", "relabel", "matching", "resolve", "stitching", "metrics", "synthetic", "testing"]
+CORE = ["geometry", "contingency", "relabel", "matching", "resolve", "stitching", "metrics", "synthetic", "testing", "rag"]
 ALLOWED_THIRD_PARTY = {"numpy", "numba", "scipy"}
 
 
@@ -62,3 +62,11 @@ def test_readme_lists_every_public_function():
         obj = getattr(labelstitch, name)
         if inspect.isfunction(obj):
             assert f"`{name}(" in readme, f"README does not list {name}"
+
+
+def test_middle_layers_never_import_the_workflow_or_the_cli():
+    for layer in ("stores", "executors", "plugins"):
+        for path in (PACKAGE / layer).glob("*.py"):
+            for imp in imports_of(path):
+                top = imp.lstrip(".").split(".")[0]
+                assert top not in {"workflow", "_cli", "demo"}, f"{layer}/{path.name} imports {imp}"

@@ -268,6 +268,14 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
     options = config["options"]
     roi = config.get("roi")
     plan = Plan.grid(shape, options["chunk-size"], options["overlap"], roi=roi, iterations=options["iterations"])
+    for axis, (extent, block, halo) in enumerate(zip(plan.roi.shape, plan.block, plan.halo)):
+        rest = extent % block
+        if 0 < rest < max(halo, 1) and extent > block:
+            raise ValueError(
+                f"options.chunk-size {block} leaves a {rest}-voxel sliver at the end of axis {'ZYX'[axis]} "
+                f"({extent} voxels), thinner than the {halo}-voxel overlap; choose a chunk size that divides "
+                f"{extent} or leaves at least {halo} voxels"
+            )
     preserve_uri, bodies = None, ()
     if "preserve-bodies" in config:
         preserve_uri = config["preserve-bodies"]["segmentation"]

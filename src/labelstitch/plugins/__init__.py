@@ -68,13 +68,15 @@ def stage_functions() -> dict[str, dict[str, tuple[Callable[..., Any], str]]]:
 
 
 def parameters_of(fn: Callable[..., Any], stage: str) -> dict[str, Any]:
-    """The keyword parameters of a stage function with their defaults (``inspect._empty`` if required)."""
+    """The parameters of a stage function after its two data arguments, with their defaults
+    (``inspect.Parameter.empty`` when required). The data arguments are recognised by
+    position, whatever their names (the paper's example calls them ``grayscale_vol, mask_vol``)."""
     params = list(inspect.signature(fn).parameters.values())
-    required = REQUIRED_ARGS[stage]
+    rest = params[len(REQUIRED_ARGS[stage]) :]
     return {
         p.name: p.default
-        for p in params
-        if p.name not in required and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        for p in rest
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     }
 
 

@@ -95,8 +95,7 @@ def open_volume(uri: str, *, read_only: bool = True) -> VolumeStore:
     if kind == "memory":
         if uri not in _REGISTRY:
             raise StoreError(f"no in-memory volume {uri}; register one with register_memory_volume()")
-        store = _REGISTRY[uri]
-        return MemoryStore(store.array, uri=uri, read_only=read_only)
+        return _REGISTRY[uri].handle(read_only=read_only)
     opener = {"zarr": ZarrStore, "npy": NpyStore, "h5": HDF5Store, "tif": TiffStore}[kind]
     return opener.open(uri, read_only=read_only)
 

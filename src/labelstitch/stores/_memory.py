@@ -14,6 +14,12 @@ from ._base import VolumeStore
 class MemoryStore(VolumeStore):
     """A volume held in a numpy array (``memory://`` URIs name shared instances)."""
 
+    def handle(self, *, read_only: bool) -> MemoryStore:
+        """Another handle on the same array and metadata."""
+        other = MemoryStore(self.array, uri=self.uri, read_only=read_only)
+        other._metadata = self._metadata
+        return other
+
     def __init__(self, array: NDArray[Any], *, uri: str = "memory://", read_only: bool = False) -> None:
         super().__init__(uri, array.shape, array.dtype, read_only=read_only)
         self.array = array
@@ -31,7 +37,8 @@ class MemoryStore(VolumeStore):
 
     def set_metadata(self, metadata: dict[str, Any]) -> None:
         self._check_writable()
-        self._metadata = dict(metadata)
+        self._metadata.clear()  # in place: every handle on this volume shares the dict
+        self._metadata.update(metadata)
 
     def commit(self) -> None:
         """Nothing to publish: memory volumes are visible at once."""

@@ -46,7 +46,7 @@ class TiffStore(VolumeStore):
         final = Path(uri)
         final.parent.mkdir(parents=True, exist_ok=True)
         target = final.with_name(f".{final.name}.partial-{os.getpid()}{final.suffix}") if staged else final
-        array = tifffile.memmap(target, shape=tuple(shape), dtype=np.dtype(dtype))
+        array = tifffile.memmap(target, shape=tuple(shape), dtype=np.dtype(dtype), photometric="minisblack")
         return cls(uri, array, read_only=False, staging=target if staged else None)
 
     def _read(self, box: Box) -> NDArray[Any]:

@@ -1,0 +1,95 @@
+"""The command line, called in-process through its entry function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelstitch._cli.main import ExitCode, main
+from labelstitch.config import load_config
+from labelstitch.synthetic import em_volume
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_config_schema_and_example(capsys):
+    assert main(["config", "--schema"]) == ExitCode.OK
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["required"] == ["input", "output"]
+    assert main(["config", "--example"]) == ExitCode.OK
+    example = json.loads(capsys.readouterr().out)
+    assert load_config(example)["options"]["overlap"] == 20
+
+
+def test_plugins_lists_every_stage_function_with_defaults(capsys):
+    assert main(["plugins"]) == ExitCode.OK
+    text = capsys.readouterr().out
+    assert "seeded_watershed(boundary_channel=0, seed_threshold=0.2, seed_size=5, min_segment_size=0)" in text
+    assert "rag_agglomeration(threshold=0.2, boundary_channel=0)" in text
+    assert "pixel_classifier(classifier_path='')" in text
+
+
+def test_run_then_evaluate_with_json_and_heatmap(tmp_path, capsys):
+    gray, truth = em_volume((32, 64, 64), n_neurites=20, seed=5)
+    np.save(tmp_path / "gray.npy", gray)
+    np.save(tmp_path / "truth.npy", truth)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "input: gray.npy\noutput: seg.zarr\nground-truth: truth.npy\n"
+        "options:\n  chunk-size: 32\n  overlap: 4\n  stitch-algorithm: conservative\n"
+    )
+    assert main(["run", str(config), "--json", "-q"]) == ExitCode.OK
+    run = json.loads(capsys.readouterr().out)
+    assert run["counts"]["subvolumes"] == 4 and run["stitch"]["rule"] == "conservative"
+    heat = tmp_path / "vi.png"
+    assert main(["evaluate", str(tmp_path / "seg.zarr"), str(tmp_path / "truth.npy"), "--json", "--heatmap", str(heat), "--region", "16"]) == 0
+    score = json.loads(capsys.readouterr().out)
+    assert set(score) == {"merge", "split", "total", "bodies", "heatmap"}
+    assert score["total"] == pytest.approx(run["vi"]["total"]) and heat.stat().st_size > 0
+    import imageio.v3 as iio
+
+    assert iio.imread(heat).shape[2] == 3
+    assert main(["run", str(config), "-q"]) == ExitCode.USAGE_ERROR
+    assert "exists already; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+
+
+def test_bad_config_gives_exit_code_2_and_names_the_key(tmp_path, capsys):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"input": "a.npy", "output": "b.zarr", "options": {"chunk-size": 0}}))
+    assert main(["run", str(config)]) == ExitCode.USAGE_ERROR
+    assert "options.chunk-size" in capsys.readouterr().err
+    assert main(["config", "--check", str(config)]) == ExitCode.USAGE_ERROR
+
+
+def test_train_pixel_classifier_and_use_it(tmp_path, capsys):
+    train = np.load(SHARED / "gala_train.npz")
+    test = np.load(SHARED / "gala_test.npz")
+    np.save(tmp_path / "raw.npy", train["raw"][:20])
+    np.save(tmp_path / "gt.npy", train["gt"][:20])
+    clf_path = tmp_path / "membranes.clf"
+    args = ["train-pixel-classifier", str(tmp_path / "raw.npy"), str(tmp_path / "gt.npy"), str(clf_path), "--trees", "20", "--samples", "20000"]
+    assert main(args) == ExitCode.OK
+    assert "wrote" in capsys.readouterr().out
+    from labelstitch.plugins.builtin import pixel_classifier
+
+    raw = test["raw"][:10, :50, :100]
+    prob = pixel_classifier(raw, np.zeros(raw.shape, bool), classifier_path=str(clf_path))
+    assert prob.shape == raw.shape and prob.dtype == np.float32
+    from labelstitch.classifier import membrane_annotations
+
+    marks = membrane_annotations(test["gt"][:10, :50, :100])
+    assert prob[marks == 1].mean() > prob[marks == 2].mean() + 0.2  # it learned something real
+
+
+def test_demo_runs_the_whole_pipeline_and_stitching_beats_none(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo"), "--json"]) == ExitCode.OK
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["rule"]: r for r in report["rows"]}
+    assert set(rows) >= {"none", "conservative", "medium", "aggressive"}
+    for rule in ("conservative", "medium", "aggressive"):
+        assert rows[rule]["total"] < rows["none"]["total"]
+    assert rows["conservative"]["merge"] <= rows["aggressive"]["merge"]
+    assert (tmp_path / "demo" / "slices.png").exists() and (tmp_path / "demo" / "segmentation-medium.zarr").exists()

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelstitch.plugins import PluginError, get_plugin_manager, resolve_stage, stage_functions
+from labelstitch.plugins.builtin import naive_membrane_predictions, seeded_watershed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_builtins_are_registered_as_a_plugin():
+    found = stage_functions()
+    assert {"naive_membrane_predictions", "threshold_predictions", "pixel_classifier"} <= set(found["predict-voxels"])
+    assert set(found["create-supervoxels"]) >= {"seeded_watershed"}
+    assert set(found["agglomerate-supervoxels"]) >= {"rag_agglomeration", "no_agglomeration"}
+    assert found["create-supervoxels"]["seeded_watershed"][1] == "labelstitch.builtin"
+    get_plugin_manager().check_pending()
+
+
+def test_resolve_by_name_dotted_path_and_callable(tmp_path, monkeypatch):
+    stage = resolve_stage("create-supervoxels", "seeded_watershed", {"seed_threshold": 0.3})
+    assert stage.function is seeded_watershed and stage.parameters == {"seed_threshold": 0.3}
+    (tmp_path / "mystages.py").write_text(
+        "import numpy as np\n"
+        "def predict_via_threshold(grayscale_vol, mask_vol, threshold):\n"
+        "    return (grayscale_vol < threshold).astype(np.float32)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    dotted = resolve_stage("predict-voxels", "mystages.predict_via_threshold", {"threshold": 30})
+    out = dotted(np.array([[[10, 50]]], np.uint8), np.zeros((1, 1, 2), bool))
+    assert out.tolist() == [[[1.0, 0.0]]]
+    direct = resolve_stage("predict-voxels", naive_membrane_predictions)
+    assert direct.name == "naive_membrane_predictions"
+
+
+@pytest.mark.parametrize(
+    ("stage", "function", "params", "message"),
+    [
+        ("predict-voxels", "nope", {}, "unknown function 'nope'; registered: naive_membrane_predictions"),
+        ("predict-voxels", "nomodule.fn", {}, "cannot import module 'nomodule'"),
+        ("create-supervoxels", "seeded_watershed", {"seed_thresh": 1}, "has no parameter 'seed_thresh'; its parameters are: boundary_channel=0"),
+        ("predict-voxels", "math.sqrt", {}, "must accept \\(grayscale, mask"),
+        ("segment", "x", {}, "unknown stage 'segment'"),
+    ],
+)
+def test_bad_stage_configs_are_refused(stage, function, params, message):
+    with pytest.raises(PluginError, match=message):
+        resolve_stage(stage, function, params)
+
+
+def test_missing_required_parameter(tmp_path, monkeypatch):
+    (tmp_path / "needy.py").write_text("def predict(grayscale, mask, level):\n    return grayscale\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match="needs parameter 'level'"):
+        resolve_stage("predict-voxels", "needy.predict")
+
+
+def test_seeded_watershed_respects_the_mask_and_merges_small_segments():
+    pred = np.ones((6, 20, 20), np.float32)
+    pred[:, 2:9, 2:9] = 0.0
+    pred[:, 11:18, 2:18] = 0.0
+    pred[:, 3:5, 12:14] = 0.0  # a 24-voxel basin
+    mask = np.zeros(pred.shape, bool)
+    mask[:, :, 19] = True
+    labels = seeded_watershed(pred, mask, seed_threshold=0.5, seed_size=5)
+    assert (labels[mask] == 0).all() and (labels[~mask] > 0).all()
+    ids, sizes = np.unique(labels[labels > 0], return_counts=True)
+    assert ids.size == 3  # 3 basins
+    smallest, second = np.sort(sizes)[:2]
+    merged = seeded_watershed(pred, mask, seed_threshold=0.5, seed_size=5, min_segment_size=int(smallest) + 1)
+    assert np.unique(merged[merged > 0]).size == 2
+    assert np.sort(np.unique(merged[merged > 0], return_counts=True)[1])[0] >= second
+    no_seeds = seeded_watershed(pred, mask, seed_threshold=0.5, seed_size=10_000)
+    assert (no_seeds == 0).all()
+
+
+def test_an_installed_plugin_package_is_found_and_used(tmp_path):
+    plugin = ROOT / "docs" / "examples" / "labelstitch-example-plugin"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", str(plugin)]
+    subprocess.run(pip, check=True, capture_output=True)
+    try:
+        listing = subprocess.run(
+            [sys.executable, "-m", "labelstitch._cli.main", "plugins", "--json"], check=True, capture_output=True, text=True
+        )
+        found = json.loads(listing.stdout)["predict-voxels"]
+        assert found["dark_is_membrane"] == {"plugin": "example", "parameters": {"cutoff": 100}}
+        from labelstitch.synthetic import em_volume
+
+        gray, truth = em_volume((32, 48, 48), n_neurites=10, seed=3)
+        np.save(tmp_path / "gray.npy", gray)
+        np.save(tmp_path / "truth.npy", truth)
+        config = {
+            "input": "gray.npy",
+            "output": "seg.zarr",
+            "ground-truth": "truth.npy",
+            "options": {
+                "chunk-size": 32,
+                "overlap": 4,
+                "segmentor": {
+                    "configuration": {
+                        "predict-voxels": {"function": "dark_is_membrane", "parameters": {"cutoff": 120}},
+                        "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.5}},
+                    }
+                },
+            },
+        }
+        (tmp_path / "run.json").write_text(json.dumps(config))
+        done = subprocess.run(
+            [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "run.json"), "--json", "-q"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        first = json.loads(done.stdout)
+        config["output"] = "seg-darker.zarr"
+        config["options"]["segmentor"]["configuration"]["predict-voxels"]["parameters"]["cutoff"] = 60
+        (tmp_path / "darker.json").write_text(json.dumps(config))
+        done = subprocess.run(
+            [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "darker.json"), "--json", "-q"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        second = json.loads(done.stdout)
+        assert first["counts"]["subvolumes"] == 4 and first["counts"]["matches"] > 0
+        assert first["counts"]["supervoxels"] != second["counts"]["supervoxels"]  # the plugin's parameter is used
+        from labelstitch.stores import open_volume
+
+        with open_volume(str(tmp_path / "seg.zarr")) as out:
+            stage = out.metadata["config"]["options"]["segmentor"]["configuration"]["predict-voxels"]
+        assert stage == {"function": "dark_is_membrane", "parameters": {"cutoff": 120}}
+    finally:
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", "labelstitch-example-plugin"], check=False)
