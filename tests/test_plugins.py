@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_resolve_by_name_dotted_path_and_callable(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("stage", "function", "params", "message"),
     [
-        ("predict-voxels", "nope", {}, "unknown function 'nope'; registered: naive_membrane_predictions"),
+        ("predict-voxels", "nope", {}, "unknown function 'nope'; registered: .*naive_membrane_predictions"),
         ("predict-voxels", "nomodule.fn", {}, "cannot import module 'nomodule'"),
         ("create-supervoxels", "seeded_watershed", {"seed_thresh": 1}, "has no parameter 'seed_thresh'; its parameters are: boundary_channel=0"),
         ("predict-voxels", "math.sqrt", {}, "must accept \\(grayscale, mask"),
@@ -82,58 +83,59 @@ def test_seeded_watershed_respects_the_mask_and_merges_small_segments():
 
 def test_an_installed_plugin_package_is_found_and_used(tmp_path):
     plugin = ROOT / "docs" / "examples" / "labelstitch-example-plugin"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", str(plugin)]
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(plugin)]
     subprocess.run(pip, check=True, capture_output=True)
-    try:
-        listing = subprocess.run(
-            [sys.executable, "-m", "labelstitch._cli.main", "plugins", "--json"], check=True, capture_output=True, text=True
-        )
-        found = json.loads(listing.stdout)["predict-voxels"]
-        assert found["dark_is_membrane"] == {"plugin": "example", "parameters": {"cutoff": 100}}
-        from labelstitch.synthetic import em_volume
+    env = {**os.environ, "PYTHONPATH": str(site)}  # installed for the subprocesses only
+    listing = subprocess.run(
+        [sys.executable, "-m", "labelstitch._cli.main", "plugins", "--json"], check=True, capture_output=True, text=True, env=env
+    )
+    found = json.loads(listing.stdout)["predict-voxels"]
+    assert found["dark_is_membrane"] == {"plugin": "example", "parameters": {"cutoff": 100}}
+    from labelstitch.synthetic import em_volume
 
-        gray, truth = em_volume((32, 48, 48), n_neurites=10, seed=3)
-        np.save(tmp_path / "gray.npy", gray)
-        np.save(tmp_path / "truth.npy", truth)
-        config = {
-            "input": "gray.npy",
-            "output": "seg.zarr",
-            "ground-truth": "truth.npy",
-            "options": {
-                "chunk-size": 32,
-                "overlap": 4,
-                "segmentor": {
-                    "configuration": {
-                        "predict-voxels": {"function": "dark_is_membrane", "parameters": {"cutoff": 120}},
-                        "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.5}},
-                    }
-                },
+    gray, truth = em_volume((32, 48, 48), n_neurites=10, seed=3)
+    np.save(tmp_path / "gray.npy", gray)
+    np.save(tmp_path / "truth.npy", truth)
+    config = {
+        "input": "gray.npy",
+        "output": "seg.zarr",
+        "ground-truth": "truth.npy",
+        "options": {
+            "chunk-size": 32,
+            "overlap": 4,
+            "segmentor": {
+                "configuration": {
+                    "predict-voxels": {"function": "dark_is_membrane", "parameters": {"cutoff": 120}},
+                    "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.5}},
+                }
             },
-        }
-        (tmp_path / "run.json").write_text(json.dumps(config))
-        done = subprocess.run(
-            [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "run.json"), "--json", "-q"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        first = json.loads(done.stdout)
-        config["output"] = "seg-darker.zarr"
-        config["options"]["segmentor"]["configuration"]["predict-voxels"]["parameters"]["cutoff"] = 60
-        (tmp_path / "darker.json").write_text(json.dumps(config))
-        done = subprocess.run(
-            [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "darker.json"), "--json", "-q"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        second = json.loads(done.stdout)
-        assert first["counts"]["subvolumes"] == 4 and first["counts"]["matches"] > 0
-        assert first["counts"]["supervoxels"] != second["counts"]["supervoxels"]  # the plugin's parameter is used
-        from labelstitch.stores import open_volume
+        },
+    }
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "run.json"), "--json", "-q"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    first = json.loads(done.stdout)
+    config["output"] = "seg-darker.zarr"
+    config["options"]["segmentor"]["configuration"]["predict-voxels"]["parameters"]["cutoff"] = 60
+    (tmp_path / "darker.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "darker.json"), "--json", "-q"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    second = json.loads(done.stdout)
+    assert first["counts"]["subvolumes"] == 4 and first["counts"]["matches"] > 0
+    assert first["counts"]["supervoxels"] != second["counts"]["supervoxels"]  # the plugin's parameter is used
+    from labelstitch.stores import open_volume
 
-        with open_volume(str(tmp_path / "seg.zarr")) as out:
-            stage = out.metadata["config"]["options"]["segmentor"]["configuration"]["predict-voxels"]
-        assert stage == {"function": "dark_is_membrane", "parameters": {"cutoff": 120}}
-    finally:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", "labelstitch-example-plugin"], check=False)
+    with open_volume(str(tmp_path / "seg.zarr")) as out:
+        stage = out.metadata["config"]["options"]["segmentor"]["configuration"]["predict-voxels"]
+    assert stage == {"function": "dark_is_membrane", "parameters": {"cutoff": 120}}
