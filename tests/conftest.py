@@ -11,3 +11,16 @@ settings.register_profile(
 settings.register_profile("thorough", deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+
+
+import pytest  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (where CI puts it), or $LABELSTITCH_SHARED_DATA."""
+    path = Path(os.environ.get("LABELSTITCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not (path / "gala_test.npz").exists():
+        pytest.fail(f"the gala volumes are missing: expected {path}/gala_test.npz (set LABELSTITCH_SHARED_DATA)")
+    return path

@@ -12,7 +12,6 @@ from labelstitch._cli.main import ExitCode, main
 from labelstitch.config import load_config
 from labelstitch.synthetic import em_volume
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_config_schema_and_example(capsys):
@@ -64,9 +63,9 @@ def test_bad_config_gives_exit_code_2_and_names_the_key(tmp_path, capsys):
     assert main(["config", "--check", str(config)]) == ExitCode.USAGE_ERROR
 
 
-def test_train_pixel_classifier_and_use_it(tmp_path, capsys):
-    train = np.load(SHARED / "gala_train.npz")
-    test = np.load(SHARED / "gala_test.npz")
+def test_train_pixel_classifier_and_use_it(tmp_path, capsys, shared_data):
+    train = np.load(shared_data / "gala_train.npz")
+    test = np.load(shared_data / "gala_test.npz")
     np.save(tmp_path / "raw.npy", train["raw"][:20])
     np.save(tmp_path / "gt.npy", train["gt"][:20])
     clf_path = tmp_path / "membranes.clf"

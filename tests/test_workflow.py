@@ -17,7 +17,6 @@ from labelstitch.synthetic import em_volume, neurite_labels
 from labelstitch.testing import assert_same_partition
 from labelstitch.workflow import PipelineError, run
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 PASS_THROUGH = '''
 import numpy as np
@@ -102,8 +101,8 @@ def test_preserved_bodies_keep_their_voxels_and_ids(tmp_path):
     assert result.counts["bodies"] >= len(keep)
 
 
-def test_gala_volume_end_to_end_and_blockwise_scoring_equals_in_memory(tmp_path):
-    data = np.load(SHARED / "gala_test.npz")
+def test_gala_volume_end_to_end_and_blockwise_scoring_equals_in_memory(tmp_path, shared_data):
+    data = np.load(shared_data / "gala_test.npz")
     np.save(tmp_path / "raw.npy", data["raw"])
     np.save(tmp_path / "gt.npy", data["gt"])
     config = {
