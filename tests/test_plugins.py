@@ -112,26 +112,16 @@ def test_an_installed_plugin_package_is_found_and_used(tmp_path):
             },
         },
     }
-    (tmp_path / "run.json").write_text(json.dumps(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "run.json"), "--json", "-q"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    first = json.loads(done.stdout)
+
+    def run_cli(name: str) -> dict:
+        (tmp_path / name).write_text(json.dumps(config))
+        command = [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / name), "--json", "-q"]
+        return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout)
+
+    first = run_cli("run.json")
     config["output"] = "seg-darker.zarr"
     config["options"]["segmentor"]["configuration"]["predict-voxels"]["parameters"]["cutoff"] = 60
-    (tmp_path / "darker.json").write_text(json.dumps(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "darker.json"), "--json", "-q"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    second = json.loads(done.stdout)
+    second = run_cli("darker.json")
     assert first["counts"]["subvolumes"] == 4 and first["counts"]["matches"] > 0
     assert first["counts"]["supervoxels"] != second["counts"]["supervoxels"]  # the plugin's parameter is used
     from labelstitch.stores import open_volume

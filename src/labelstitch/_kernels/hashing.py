@@ -73,6 +73,18 @@ def pair_slot(table, bits, x, y):  # type: ignore[no-untyped-def]
 
 
 @jit
+def pair_rows(table):  # type: ignore[no-untyped-def]
+    """The used slots as ``(key_a, key_b, count, extra)`` columns (counts and extras as int64)."""
+    rows = table[table[:, COUNT] != 0]
+    return (
+        rows[:, KEY_A].copy(),
+        rows[:, KEY_B].copy(),
+        rows[:, COUNT].astype(np.int64),
+        rows[:, EXTRA].astype(np.int64),
+    )
+
+
+@jit
 def pair_rehash(table, bits):  # type: ignore[no-untyped-def]
     """The same entries in a new table of ``2**bits`` slots."""
     new = pair_table(bits)
@@ -132,13 +144,7 @@ def pair_counts(a, b):  # type: ignore[no-untyped-def]
         bits += 1
         table = pair_rehash(table, bits)
         i, used = _pair_fill(a, b, i, table, bits, used)
-    rows = table[table[:, COUNT] != 0]
-    return (
-        rows[:, KEY_A].copy(),
-        rows[:, KEY_B].copy(),
-        rows[:, COUNT].astype(np.int64),
-        rows[:, EXTRA].astype(np.int64),
-    )
+    return pair_rows(table)
 
 
 # ------------------------------------------------------------------------- single tables
@@ -268,6 +274,21 @@ def first_missing(labels, keys, used, bits):  # type: ignore[no-untyped-def]
     if n == 0:
         return -1
     prev = labels[0]
+    prev_out = np.uint64(0)
+    for i in range(n):
+        x = labels[i]
+        if i == 0 or x != prev:  # runs of equal labels are looked up once
+            slot = single_find(keys, used, bits, np.uint64(x))
+            if used[slot]:
+                prev_out = vals[slot]
+            elif preserve_missing:
+                prev_out = np.uint64(x)
+            else:
+                return i
+            prev = x
+        out[i] = prev_out
+    return -1
+    prev = labels[0]
     if not used[single_find(keys, used, bits, np.uint64(prev))]:
         return 0
     for i in range(1, n):
@@ -295,10 +316,4 @@ def pair_sum(ka, kb, cnt, first):  # type: ignore[no-untyped-def]
         elif np.uint64(first[i]) < table[slot, EXTRA]:
             table[slot, EXTRA] = np.uint64(first[i])
         table[slot, COUNT] += np.uint64(cnt[i])
-    rows = table[table[:, COUNT] != 0]
-    return (
-        rows[:, KEY_A].copy(),
-        rows[:, KEY_B].copy(),
-        rows[:, COUNT].astype(np.int64),
-        rows[:, EXTRA].astype(np.int64),
-    )
+    return pair_rows(table)
