@@ -274,21 +274,6 @@ def first_missing(labels, keys, used, bits):  # type: ignore[no-untyped-def]
     if n == 0:
         return -1
     prev = labels[0]
-    prev_out = np.uint64(0)
-    for i in range(n):
-        x = labels[i]
-        if i == 0 or x != prev:  # runs of equal labels are looked up once
-            slot = single_find(keys, used, bits, np.uint64(x))
-            if used[slot]:
-                prev_out = vals[slot]
-            elif preserve_missing:
-                prev_out = np.uint64(x)
-            else:
-                return i
-            prev = x
-        out[i] = prev_out
-    return -1
-    prev = labels[0]
     if not used[single_find(keys, used, bits, np.uint64(prev))]:
         return 0
     for i in range(1, n):
