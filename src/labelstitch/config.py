@@ -81,7 +81,10 @@ SCHEMA: dict[str, Any] = {
                     "oneOf": [{"type": "integer", "minimum": 0}, {**_TRIPLE, "items": {"type": "integer", "minimum": 0}}],
                     "description": "halo voxels on each side of a subvolume",
                 },
-                "iterations": {"type": "integer", "minimum": 1},
+                "iterations": {"type": "integer", "minimum": 1, "description": "number of checkpoint iterations"},
+                "iteration-size": {"type": "integer", "minimum": 1, "description": "subvolumes per iteration"},
+                "checkpoint-dir": {"type": ["string", "null"], "description": "folder for per-subvolume checkpoints"},
+                "codec": {"enum": ["lz4", "zlib"], "description": "checkpoint compression"},
                 "background-value": {
                     "type": ["integer", "null"],
                     "description": "grayscale value of empty padding to mask (null: no masking)",
@@ -109,6 +112,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "chunk-size": 512,
     "overlap": 20,
     "iterations": 1,
+    "checkpoint-dir": None,
+    "codec": "lz4",
     "background-value": 0,
     "background-min-width": 5,
 }
@@ -205,6 +210,8 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     for key in ("input", "output", "ground-truth"):
         if key in config:
             config[key] = _relative_to(config[key], base)
+    if config["options"].get("checkpoint-dir"):
+        config["options"]["checkpoint-dir"] = _relative_to(config["options"]["checkpoint-dir"], base)
     if "preserve-bodies" in config:
         config["preserve-bodies"]["segmentation"] = _relative_to(config["preserve-bodies"]["segmentation"], base)
     return config

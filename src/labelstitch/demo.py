@@ -90,7 +90,7 @@ def run_demo(
     config = load_config(demo_config(folder, block=block, halo=halo))
     plan, task, gt = prepare(config)
     start = time.perf_counter()
-    blocks = segment_blocks(plan, task, progress=progress)
+    blocks, _ = segment_blocks(plan, task, progress=progress)
     segment_seconds = time.perf_counter() - start
     rows = []
     for rule in available_rules():

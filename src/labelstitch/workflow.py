@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+import logging
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,11 +29,16 @@ from ._kernels.hashing import pair_sum
 from .codec import decode_labels, encode_labels
 from .config import load_config
 from .contingency import count_pairs
-from .executors import get_executor
-from .geometry import Plan, Subvolume
+from .checkpoints import CheckpointDir, save_block
+from .contingency import label_counts
+from .executors import Executor, SerialExecutor, get_executor
+from .matching import FaceMatches, FaceReport, match_slabs
+from .relabel import remap
+from .resolve import resolve
+from .geometry import Face, Plan, Subvolume
 from .metrics import VI, RegionalVI, _entropies_from_pairs, vi
 from .plugins import PluginError, Stage, resolve_stage
-from .stitching import StitchResult, stitch
+from .stitching import MatchTable, StitchResult
 from .stores import StoreError, VolumeStore, create_volume, open_volume, volume_exists
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("labelstitch")
 
 
 class PipelineError(ValueError):
@@ -80,17 +88,35 @@ class SegmentTask:
     background_min_width: int
     preserve_uri: str | None = None
     preserve_bodies: tuple[int, ...] = ()
+    codec: str = "lz4"
+    checkpoint_dir: str | None = None
 
 
 @dataclass(frozen=True)
 class SegmentedBlock:
-    """A segmented subvolume: compressed labels over its outer box and a few counts."""
+    """A segmented subvolume: its labels over the outer box (compressed, in memory or in a
+    checkpoint file) and a few counts."""
 
     sv_id: int
-    data: bytes
+    data: bytes | None
     supervoxels: int
     segments: int
     seconds: dict[str, float]
+    path: str | None = None
+    sha256: str = ""
+    size: int = 0
+
+    def load(self) -> NDArray[np.uint64]:
+        """The labels over the outer box."""
+        if self.data is not None:
+            return decode_labels(self.data)
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            return decode_labels(f.read())
+
+    @classmethod
+    def from_checkpoint(cls, sv_id: int, path: Path) -> SegmentedBlock:
+        return cls(sv_id, None, 0, 0, {}, str(path), "", path.stat().st_size)
 
 
 def _check_output(name: str, result: Any, shape: tuple[int, ...], sv: Subvolume, *, floating: bool) -> NDArray[Any]:
@@ -151,7 +177,12 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedBlock:
     seconds["agglomerate-supervoxels"] = time.perf_counter() - start
     n_sv = int(np.unique(svs).size - (1 if (svs == 0).any() else 0))
     n_seg = int(np.unique(seg).size - (1 if (seg == 0).any() else 0))
-    return SegmentedBlock(sv.id, encode_labels(seg.astype(np.uint64)), n_sv, n_seg, seconds)
+    data = encode_labels(seg.astype(np.uint64), task.codec)
+    if task.checkpoint_dir is None:
+        return SegmentedBlock(sv.id, data, n_sv, n_seg, seconds, size=len(data))
+    path = Path(task.checkpoint_dir) / f"sv-{sv.id}.blk"
+    sha, size = save_block(path, data)
+    return SegmentedBlock(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -237,13 +268,31 @@ class RunResult:
         return "\n".join(lines)
 
 
-def _progress(items: Iterable[T], total: int, desc: str, enabled: bool) -> Iterator[T]:
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
+    """A tqdm bar on stderr (work already done, e.g. restored from checkpoints, counts as done)."""
     if not enabled:
-        yield from items
-        return
+        return _NoBar()
     from tqdm import tqdm
 
-    yield from tqdm(items, total=total, desc=desc, unit="subvolume", leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, unit="item", leave=False)
+
+
+def _progress(items: Iterable[T], total: int, desc: str, enabled: bool) -> Iterator[T]:
+    bar = _bar(total, desc, enabled)
+    try:
+        for item in items:
+            yield item
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 def _stages(config: dict[str, Any]) -> tuple[Stage, Stage, Stage]:
@@ -268,6 +317,9 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
     options = config["options"]
     roi = config.get("roi")
     plan = Plan.grid(shape, options["chunk-size"], options["overlap"], roi=roi, iterations=options["iterations"])
+    if options.get("iteration-size"):
+        iterations = -(-len(plan) // options["iteration-size"])
+        plan = Plan.grid(shape, options["chunk-size"], options["overlap"], roi=roi, iterations=iterations)
     for axis, (extent, block, halo) in enumerate(zip(plan.roi.shape, plan.block, plan.halo)):
         rest = extent % block
         if 0 < rest < max(halo, 1) and extent > block:
@@ -292,7 +344,13 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
             gt.close()
             raise StoreError(f"ground-truth {config['ground-truth']} has shape {gt.shape}; input has {shape}")
     task = SegmentTask(
-        config["input"], _stages(config), options["background-value"], options["background-min-width"], preserve_uri, bodies
+        config["input"],
+        _stages(config),
+        options["background-value"],
+        options["background-min-width"],
+        preserve_uri,
+        bodies,
+        codec=options["codec"],
     )
     from .matching import check_rule_params, get_rule
 
@@ -301,16 +359,116 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
     return plan, task, gt
 
 
+def _describe(item: tuple[Any, ...]) -> str:
+    first = item[0]
+    if isinstance(first, Subvolume):
+        return f"subvolume {first.id}"
+    face = item[1]
+    return f"face {first} (subvolumes {face.a} and {face.b})"
+
+
 def segment_blocks(
-    plan: Plan, task: SegmentTask, *, executor: str = "serial", workers: int | None = None, progress: bool = False
-) -> dict[int, SegmentedBlock]:
-    """Segment every subvolume of the plan; results stay lz4-compressed in memory."""
+    plan: Plan,
+    task: SegmentTask,
+    *,
+    executor: str | Executor = "serial",
+    workers: int | None = None,
+    checkpoints: CheckpointDir | None = None,
+    progress: bool = False,
+) -> tuple[dict[int, SegmentedBlock], dict[str, int]]:
+    """Segment every subvolume, iteration by iteration.
+
+    Without checkpoints the compressed blocks stay in memory. With them, each block is
+    written to the checkpoint folder by the worker that made it, and blocks whose
+    checkpoints verify are not recomputed. Returns the blocks and how many were
+    ``computed``, ``restored``, and recomputed because ``missing``, ``half-written`` or
+    ``corrupt``.
+    """
     blocks: dict[int, SegmentedBlock] = {}
-    with get_executor(executor, workers=workers) as pool:
-        tasks = ((sv, task) for sv in plan)
-        for block in _progress(pool.map(_segment_star, tasks), len(plan), "segment", progress):
-            blocks[block.sv_id] = block
-    return blocks
+    counts = {"computed": 0, "restored": 0, "missing": 0, "half-written": 0, "corrupt": 0}
+    todo = list(plan)
+    if checkpoints is not None:
+        states = checkpoints.verify()
+        task = replace(task, checkpoint_dir=str(checkpoints.path))
+        for sv in plan:
+            if states[sv.id] == "ok":
+                blocks[sv.id] = SegmentedBlock.from_checkpoint(sv.id, checkpoints.block_path(sv.id))
+                counts["restored"] += 1
+            elif states[sv.id] != "missing" or any(s != "missing" for s in states.values()):
+                counts[states[sv.id]] += 1
+                if states[sv.id] != "missing":
+                    log.warning("recomputing subvolume %d: its checkpoint is %s", sv.id, states[sv.id])
+        todo = [sv for sv in plan if sv.id not in blocks]
+    pool = get_executor(executor, workers=workers) if isinstance(executor, str) else executor
+    bar = _bar(len(plan), "segment", progress, initial=len(blocks))
+    try:
+        for k in range(plan.iterations):
+            items = [(sv, task) for sv in todo if sv.iteration == k]
+            for block in pool.map(_segment_star, items, describe=_describe):
+                if checkpoints is not None:
+                    checkpoints.record(block.sv_id, block.sha256, block.size)
+                blocks[block.sv_id] = block
+                counts["computed"] += 1
+                bar.update(1)
+    finally:
+        bar.close()
+        if isinstance(executor, str):
+            pool.close()
+    return blocks, counts
+
+
+def _slabs_item(item: tuple[Subvolume, SegmentedBlock, tuple[tuple[int, Face], ...]]) -> tuple[int, NDArray[np.uint64], list[tuple[int, bytes]]]:
+    """Step 1 of stitching, per subvolume: its interior labels and its face slabs (compressed)."""
+    sv, block, faces = item
+    labels = block.load()
+    nodes = label_counts(labels[sv.interior.slices(sv.outer)])[0]
+    slabs = [(i, encode_labels(labels[face.box.slices(sv.outer)])) for i, face in faces]
+    return sv.id, nodes[nodes != 0], slabs
+
+
+def _match_item(item: tuple[int, Face, bytes, bytes, str, dict[str, Any], bool]) -> tuple[int, FaceMatches, FaceReport]:
+    """Step 2, per face: match the two sides' slabs."""
+    index, face, slab_a, slab_b, rule, params, cc = item
+    matches, report = match_slabs(
+        decode_labels(slab_a), decode_labels(slab_b), axis=face.axis, plane=face.plane_offset, rule=rule,
+        connected_components=cc, **params
+    )
+    return index, matches, report
+
+
+@dataclass(frozen=True)
+class _WriteItem:
+    sv: Subvolume
+    block: SegmentedBlock
+    labels: NDArray[np.uint64]
+    bodies: NDArray[np.uint64]
+    offset: int
+    preserve_uri: str | None
+    preserve_bodies: tuple[int, ...]
+    writer_uri: str | None
+
+
+def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
+    """Step 3, per subvolume: relabel the interior into body ids and write it (or hand it back
+    to the driver when the output cannot be written from several processes)."""
+    sv = item.sv
+    zero = np.zeros(1, np.uint64)
+    interior = item.block.load()[sv.interior.slices(sv.outer)]
+    out = remap(interior, (np.concatenate([zero, item.labels]), np.concatenate([zero, item.bodies])),
+                preserve_missing=False, dtype=np.uint64)
+    if item.offset:
+        out = np.where(out != 0, out + np.uint64(item.offset), out)
+    if item.preserve_uri is not None:
+        with open_volume(item.preserve_uri) as volume:
+            original = volume.read(sv.interior).astype(np.uint64)
+        keep = np.isin(original, np.asarray(item.preserve_bodies, dtype=np.uint64))
+        out[keep] = original[keep]
+    if item.writer_uri is None:
+        return sv.id, out
+    with open_volume(item.writer_uri, read_only=False) as store:
+        store.write(sv.interior, out)
+        store.flush()
+    return sv.id, None
 
 
 def stitch_and_write(
@@ -323,32 +481,65 @@ def stitch_and_write(
     rule: str | None = None,
     rule_params: dict[str, Any] | None = None,
     overwrite: bool = False,
+    executor: str | Executor = "serial",
+    workers: int | None = None,
     progress: bool = False,
 ) -> tuple[StitchResult, dict[str, float]]:
     """Stitch segmented blocks and write the interiors to a staged output, then publish it.
 
-    ``output``, ``rule`` and ``rule_params`` default to the config's.
+    Three mapped steps around one driver step, the same on every executor: (1) per
+    subvolume, cut the face slabs and list the interior labels; (2) per face, match; on the
+    driver, resolve the matches into bodies; (3) per subvolume, relabel and write. Only
+    slabs, label lists and matches travel to the driver. ``output``, ``rule`` and
+    ``rule_params`` default to the config's.
     """
     options = config["options"]
     rule = options["stitch-algorithm"] if rule is None else rule
     params = options["stitch-parameters"] if rule_params is None else rule_params
+    cc = bool(options["stitch-connected-components"])
     uri = config["output"] if output is None else output
+    pool = get_executor(executor, workers=workers) if isinstance(executor, str) else executor
     store = create_volume(uri, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite, staged=True)
     seconds: dict[str, float] = {}
     try:
         start = time.perf_counter()
-        result = stitch(
-            plan,
-            lambda sv: decode_labels(blocks[sv.id].data),
-            rule,
-            connected_components=options["stitch-connected-components"],
-            **params,
+        faces = plan.faces()
+        faces_of: dict[int, list[tuple[int, Face]]] = {sv.id: [] for sv in plan}
+        for i, f in enumerate(faces):
+            faces_of[f.a].append((i, f))
+            faces_of[f.b].append((i, f))
+        slabs: dict[int, dict[int, bytes]] = {}
+        node_sv, node_label = [], []
+        step1 = [(sv, blocks[sv.id], tuple(faces_of[sv.id])) for sv in plan]
+        for sv_id, nodes, cut in _progress(pool.map(_slabs_item, step1, describe=_describe), len(plan), "slabs", progress):
+            node_sv.append(np.full(nodes.size, sv_id, np.uint64))
+            node_label.append(nodes.astype(np.uint64))
+            for i, data in cut:
+                slabs.setdefault(i, {})[sv_id] = data
+        step2 = [(i, f, slabs[i][f.a], slabs[i][f.b], rule, params, cc) for i, f in enumerate(faces)]
+        del slabs
+        per_face: list[FaceMatches] = [None] * len(faces)  # type: ignore[list-item]
+        reports: list[FaceReport] = [None] * len(faces)  # type: ignore[list-item]
+        for i, matches, report in _progress(pool.map(_match_item, step2, describe=_describe), len(faces), "match", progress):
+            per_face[i], reports[i] = matches, report
+        table = MatchTable.from_faces(faces, per_face)
+        mapping = resolve(
+            table.sv_a, table.a, table.sv_b, table.b,
+            nodes=(np.concatenate(node_sv) if node_sv else [], np.concatenate(node_label) if node_label else []),
         )
+        result = StitchResult(plan, rule, dict(params), cc, table, mapping, tuple(reports), lambda sv: blocks[sv.id].load())
         seconds["stitch"] = time.perf_counter() - start
+
         start = time.perf_counter()
         offset = max(task.preserve_bodies, default=0)
-        for sv in _progress(plan, len(plan), "write", progress):
-            store.write(sv.interior, _final_labels(result, sv, blocks[sv.id].data, offset, task))
+        writer = store.writer_uri if store.supports_parallel_writes and not isinstance(pool, SerialExecutor) else None
+        step3 = []
+        for sv in plan:
+            labels, bodies = mapping.for_subvolume(sv.id)
+            step3.append(_WriteItem(sv, blocks[sv.id], labels, bodies, offset, task.preserve_uri, task.preserve_bodies, writer))
+        for sv_id, data in _progress(pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}"), len(plan), "write", progress):
+            if data is not None:
+                store.write(plan[sv_id].interior, data)
         store.set_metadata(
             {"labelstitch": __version__, "config": config, "plan": plan.to_dict(), "stitch": result.summary()}
         )
@@ -359,6 +550,8 @@ def stitch_and_write(
         raise
     finally:
         store.close()
+        if isinstance(executor, str):
+            pool.close()
     return result, seconds
 
 
@@ -368,32 +561,43 @@ def run(
     executor: str = "serial",
     workers: int | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
 ) -> RunResult:
     """Run the whole pipeline for a config (a dict or a JSON/YAML file).
 
+    ``executor`` is ``"serial"``, ``"processes"`` or a plugin's name; the output is the same
+    whatever the executor and worker count. With ``options.checkpoint-dir`` every finished
+    subvolume is checkpointed; ``resume=True`` continues a run that crashed.
+
     Raises
     ------
-    ConfigError, StoreError, PluginError, ValueError
+    ConfigError, StoreError, PluginError, CheckpointError, ValueError
         Before anything is written: a bad config, a missing or malformed volume, an unknown
-        plugin or parameter, an existing output without ``overwrite``.
+        plugin or parameter, an existing output without ``overwrite``, checkpoints of
+        another config or plan.
     PipelineError
         A stage function returned the wrong shape or dtype (the staged output is discarded).
     """
     t0 = time.perf_counter()
     config = load_config(config)
     plan, task, gt = prepare(config)
-    get_executor(executor, workers=workers).close()
     if volume_exists(config["output"]) and not overwrite:
         raise StoreError(f"output {config['output']} exists already; pass overwrite=True (--overwrite) to replace it")
+    checkpoints = None
+    if config["options"]["checkpoint-dir"]:
+        checkpoints = CheckpointDir.open(config["options"]["checkpoint-dir"], plan, config, resume=resume)
+    elif resume:
+        raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
+    pool = get_executor(executor, workers=workers)
     seconds = {"check and plan": time.perf_counter() - t0}
     try:
         start = time.perf_counter()
-        blocks = segment_blocks(plan, task, executor=executor, workers=workers, progress=progress)
+        blocks, restored = segment_blocks(plan, task, executor=pool, checkpoints=checkpoints, progress=progress)
         seconds["segment"] = time.perf_counter() - start
         for stage in ("read", "predict-voxels", "create-supervoxels", "agglomerate-supervoxels"):
             seconds[f"  {stage}"] = sum(b.seconds.get(stage, 0.0) for b in blocks.values())
-        result, more = stitch_and_write(config, plan, task, blocks, overwrite=overwrite, progress=progress)
+        result, more = stitch_and_write(config, plan, task, blocks, overwrite=overwrite, executor=pool, progress=progress)
         seconds.update(more)
         vi = None
         if gt is not None:
@@ -402,32 +606,24 @@ def run(
                 vi = evaluate_volumes(seg, gt)
             seconds["evaluate"] = time.perf_counter() - start
     finally:
+        pool.close()
         if gt is not None:
             gt.close()
     seconds["total"] = time.perf_counter() - t0
+    stored = sum(b.size for b in blocks.values())
     counts = {
         "subvolumes": len(plan),
+        "segmented now": restored["computed"],
+        "restored from checkpoints": restored["restored"],
         "supervoxels": sum(b.supervoxels for b in blocks.values()),
         "segments": sum(b.segments for b in blocks.values()),
         "matches": len(result.matches),
         "bodies": result.n_bodies + len(task.preserve_bodies),
+        "checkpoint bytes": stored,
+        "uncompressed label bytes": sum(sv.outer.size * 8 for sv in plan),
     }
     return RunResult(config["output"], plan, seconds, counts, vi, result.summary())
 
 
 def _segment_star(args: tuple[Subvolume, SegmentTask]) -> SegmentedBlock:
     return segment_subvolume(*args)
-
-
-def _final_labels(result: StitchResult, sv: Subvolume, data: bytes, offset: int, task: SegmentTask) -> NDArray[np.uint64]:
-    """The interior in output ids: stitched bodies above ``offset``, preserved bodies as they were."""
-    labels = result.relabel(sv.id, decode_labels(data))
-    if offset:
-        labels = np.where(labels != 0, labels + np.uint64(offset), labels)
-    if task.preserve_uri is not None:
-        with open_volume(task.preserve_uri) as volume:
-            original = volume.read(sv.interior).astype(np.uint64)
-        keep = np.isin(original, np.asarray(task.preserve_bodies, dtype=np.uint64))
-        labels[keep] = original[keep]
-    return labels
-

@@ -32,7 +32,14 @@ class ExitCode(IntEnum):
 def _cmd_run(args: argparse.Namespace) -> ExitCode:
     from ..workflow import run
 
-    result = run(args.config, executor=args.executor, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+    result = run(
+        args.config,
+        executor=args.executor,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -202,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="segment and stitch a volume as a config file says")
     p.add_argument("config", help="JSON or YAML config (see `labelstitch config --example`)")
-    p.add_argument("--executor", default="serial", help="how subvolumes are processed (default serial)")
-    p.add_argument("--workers", type=int, default=None, help="worker count for parallel executors")
+    p.add_argument("--executor", default="serial", help="serial (default), processes, or an executor plugin's name")
+    p.add_argument("--workers", type=int, default=None, help="worker processes for --executor processes (default: all cores)")
+    p.add_argument("--resume", action="store_true", help="continue a crashed run from options.checkpoint-dir")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
     p.add_argument("--json", action="store_true", help="print one JSON document with timings, counts and VI")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

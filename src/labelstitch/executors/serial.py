@@ -16,6 +16,6 @@ class SerialExecutor(Executor):
 
     name = "serial"
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
         for item in items:
             yield fn(item)

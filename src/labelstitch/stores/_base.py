@@ -55,6 +55,12 @@ class VolumeStore(ABC):
         """Store ``data`` at ``box`` (already checked)."""
 
     @property
+    def writer_uri(self) -> str | None:
+        """A volume string other processes can open to write into this volume before it is
+        committed, or None when only this handle may write (``supports_parallel_writes`` off)."""
+        return None
+
+    @property
     def chunks(self) -> tuple[int, ...] | None:
         """The storage chunk shape, if the backend has one."""
         return None

@@ -42,9 +42,14 @@ class NpyStore(VolumeStore):
     def create(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, staged: bool) -> NpyStore:
         final = Path(uri)
         final.parent.mkdir(parents=True, exist_ok=True)
-        target = final.with_name(f".{final.name}.partial-{os.getpid()}") if staged else final
+        target = final.with_name(f".partial-{os.getpid()}-{final.name}") if staged else final
         array = np.lib.format.open_memmap(target, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
         return cls(uri, array, read_only=False, staging=target if staged else None)
+
+    @property
+    def writer_uri(self) -> str:
+        """Where other processes open this volume to write into it (the staged copy until commit)."""
+        return str(self._staging) if self._staging is not None else self.uri
 
     def _read(self, box: Box) -> NDArray[Any]:
         return np.array(self._array[box.slices()])
@@ -77,7 +82,7 @@ class NpyStore(VolumeStore):
             return
         self._array.flush()
         if self._metadata is not None:
-            tmp = self._sidecar.with_name(f".{self._sidecar.name}.partial-{os.getpid()}")
+            tmp = self._sidecar.with_name(f".partial-{os.getpid()}-{self._sidecar.name}")
             tmp.write_text(json.dumps(self._metadata, indent=1))
             os.replace(tmp, self._sidecar)
         os.replace(self._staging, self._path)

@@ -45,9 +45,14 @@ class TiffStore(VolumeStore):
 
         final = Path(uri)
         final.parent.mkdir(parents=True, exist_ok=True)
-        target = final.with_name(f".{final.name}.partial-{os.getpid()}{final.suffix}") if staged else final
+        target = final.with_name(f".partial-{os.getpid()}-{final.name}") if staged else final
         array = tifffile.memmap(target, shape=tuple(shape), dtype=np.dtype(dtype), photometric="minisblack")
         return cls(uri, array, read_only=False, staging=target if staged else None)
+
+    @property
+    def writer_uri(self) -> str:
+        """Where other processes open this volume to write into it (the staged copy until commit)."""
+        return str(self._staging) if self._staging is not None else self.uri
 
     def _read(self, box: Box) -> NDArray[Any]:
         return np.array(self._array[box.slices()])

@@ -58,7 +58,7 @@ class ZarrStore(VolumeStore):
 
         root, name = split_zarr_uri(uri)
         final = root / name
-        target = final.with_name(f".{final.name}.partial-{os.getpid()}") if staged else final
+        target = final.with_name(f".partial-{os.getpid()}-{final.name}") if staged else final
         if target.exists():
             shutil.rmtree(target)
         array = zarr.create_array(
@@ -69,6 +69,11 @@ class ZarrStore(VolumeStore):
             fill_value=0,
         )
         return cls(uri, array, read_only=False, staging=target if staged else None, final=final)
+
+    @property
+    def writer_uri(self) -> str:
+        """Where other processes open this volume to write into it (the staged copy until commit)."""
+        return str(self._staging) if self._staging is not None else self.uri
 
     def _read(self, box: Box) -> NDArray[Any]:
         return np.asarray(self._array[box.slices()])
@@ -95,7 +100,7 @@ class ZarrStore(VolumeStore):
             return
         self._final.parent.mkdir(parents=True, exist_ok=True)
         if self._final.exists():
-            old = self._final.with_name(f".{self._final.name}.old-{os.getpid()}")
+            old = self._final.with_name(f".old-{os.getpid()}-{self._final.name}")
             os.replace(self._final, old)
             os.replace(self._staging, self._final)
             shutil.rmtree(old)

@@ -1,0 +1,156 @@
+"""Executors, checkpoints and resume, on real processes and files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelstitch.checkpoints import CheckpointError
+from labelstitch.executors import ExecutorError, ProcessesExecutor, get_executor
+from labelstitch.stores import open_volume
+from labelstitch.synthetic import em_volume
+from labelstitch.workflow import run
+
+SLOW = '''
+import os, time
+from labelstitch.plugins.builtin import naive_membrane_predictions
+
+def slow_predictions(grayscale, mask, delay=0.0):
+    time.sleep(delay)
+    return naive_membrane_predictions(grayscale, mask, sigma=1.0)
+
+def dies_on_dark_blocks(grayscale, mask):
+    if grayscale.mean() < 1000:   # always: the worker process dies at once
+        os._exit(3)
+'''
+
+
+@pytest.fixture()
+def volume(tmp_path, monkeypatch):
+    gray, truth = em_volume((48, 64, 64), n_neurites=25, seed=4)
+    np.save(tmp_path / "gray.npy", gray)
+    np.save(tmp_path / "truth.npy", truth)
+    (tmp_path / "slowstages.py").write_text(SLOW)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return tmp_path
+
+
+def config(folder: Path, output: str, **options) -> dict:
+    return {
+        "input": str(folder / "gray.npy"),
+        "output": str(folder / output),
+        "ground-truth": str(folder / "truth.npy"),
+        "options": {
+            "chunk-size": 16,
+            "overlap": 4,
+            "segmentor": {
+                "configuration": {
+                    "predict-voxels": {"function": "slowstages.slow_predictions"},
+                    "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.3}},
+                }
+            },
+            **options,
+        },
+    }
+
+
+def read(uri: str) -> np.ndarray:
+    with open_volume(uri) as store:
+        return store.read()
+
+
+def test_every_executor_and_worker_count_gives_bitwise_identical_output(volume):
+    reference = run(config(volume, "serial.zarr"))
+    for name, workers, output in (("processes", 2, "p2.zarr"), ("processes", 1, "p1.zarr")):
+        other = run(config(volume, output), executor=name, workers=workers)
+        np.testing.assert_array_equal(read(str(volume / output)), read(str(volume / "serial.zarr")))
+        assert other.counts["matches"] == reference.counts["matches"]
+    npy = run(config(volume, "p2.npy"), executor="processes", workers=2)  # workers write the staged npy directly
+    np.testing.assert_array_equal(read(str(volume / "p2.npy")), read(str(volume / "serial.zarr")))
+    assert npy.vi.total == pytest.approx(reference.vi.total)
+
+
+def test_checkpoints_restore_and_verify(volume, caplog):
+    ckpt = volume / "ckpt"
+    first = run(config(volume, "a.zarr", **{"checkpoint-dir": str(ckpt), "iteration-size": 10}))
+    assert first.counts["segmented now"] == first.counts["subvolumes"] == 48
+    assert 0 < first.counts["checkpoint bytes"] < first.counts["uncompressed label bytes"] / 5
+    assert json.loads((ckpt / "manifest.json").read_text())["plan"]["iterations"] == 5
+    with pytest.raises(CheckpointError, match="holds checkpoints of an earlier run; pass --resume"):
+        run(config(volume, "b.zarr", **{"checkpoint-dir": str(ckpt), "iteration-size": 10}))
+    again = run(config(volume, "b.zarr", **{"checkpoint-dir": str(ckpt), "iteration-size": 10}), resume=True)
+    assert again.counts["restored from checkpoints"] == 48 and again.counts["segmented now"] == 0
+    np.testing.assert_array_equal(read(str(volume / "b.zarr")), read(str(volume / "a.zarr")))
+
+    (ckpt / "sv-3.blk").unlink()  # missing
+    os.replace(ckpt / "sv-5.blk", ckpt / "sv-5.blk.partial")  # half-written
+    data = bytearray((ckpt / "sv-9.blk").read_bytes())
+    data[-10] ^= 0xFF
+    (ckpt / "sv-9.blk").write_bytes(bytes(data))  # corrupt
+    with caplog.at_level(logging.WARNING, logger="labelstitch"):
+        fixed = run(config(volume, "c.zarr", **{"checkpoint-dir": str(ckpt), "iteration-size": 10}), resume=True)
+    assert fixed.counts["segmented now"] == 3 and fixed.counts["restored from checkpoints"] == 45
+    assert "subvolume 5: its checkpoint is half-written" in caplog.text
+    assert "subvolume 9: its checkpoint is corrupt" in caplog.text
+    np.testing.assert_array_equal(read(str(volume / "c.zarr")), read(str(volume / "a.zarr")))
+
+
+def test_resume_refuses_another_config_or_plan(volume):
+    ckpt = volume / "ckpt"
+    run(config(volume, "a.zarr", **{"checkpoint-dir": str(ckpt)}))
+    changed = config(volume, "b.zarr", **{"checkpoint-dir": str(ckpt)})
+    changed["options"]["segmentor"]["configuration"]["create-supervoxels"]["parameters"]["seed_threshold"] = 0.2
+    with pytest.raises(CheckpointError, match="the config changed .*options.segmentor.configuration.create-supervoxels"):
+        run(changed, resume=True)
+    with pytest.raises(CheckpointError, match="different plan"):
+        run(config(volume, "b.zarr", **{"checkpoint-dir": str(ckpt), "chunk-size": 32}), resume=True)
+    with pytest.raises(ValueError, match="resume needs options.checkpoint-dir"):
+        run(config(volume, "b.zarr"), resume=True)
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_output(volume):
+    run(config(volume, "reference.zarr"))
+    ckpt = volume / "ckpt"
+    slow = config(volume, "killed.zarr", **{"checkpoint-dir": str(ckpt)})
+    slow["options"]["segmentor"]["configuration"]["predict-voxels"]["parameters"] = {"delay": 0.15}
+    (volume / "slow.json").write_text(json.dumps(slow))
+    child = subprocess.Popen([sys.executable, "-m", "labelstitch._cli.main", "run", str(volume / "slow.json"), "-q"])
+    deadline = time.monotonic() + 120
+    while len(list(ckpt.glob("sv-*.blk"))) < 12 and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    done = len(list(ckpt.glob("sv-*.blk")))
+    assert 12 <= done < 48 and not (volume / "killed.zarr").exists()
+    slow["options"]["segmentor"]["configuration"]["predict-voxels"]["parameters"] = {"delay": 0.15}
+    resumed = run(slow, resume=True)
+    assert resumed.counts["restored from checkpoints"] >= 11  # the block being written when killed may be lost
+    np.testing.assert_array_equal(read(str(volume / "killed.zarr")), read(str(volume / "reference.zarr")))
+
+
+def test_a_dying_worker_is_reported_with_the_subvolume_it_held(volume):
+    broken = config(volume, "broken.zarr")
+    broken["options"]["segmentor"]["configuration"]["predict-voxels"] = {"function": "slowstages.dies_on_dark_blocks"}
+    with pytest.raises(ExecutorError, match=r"a worker process died .* while holding .*subvolume \d+"):
+        run(broken, executor="processes", workers=2)
+    assert not (volume / "broken.zarr").exists()
+
+
+def test_executor_names_and_workers_are_checked():
+    with pytest.raises(ValueError, match="unknown executor 'dask'; available: serial, processes"):
+        get_executor("dask")
+    with pytest.raises(ValueError, match="`workers` must be at least 1"):
+        ProcessesExecutor(0)
+    with get_executor("processes", workers=2) as pool:
+        assert list(pool.map(abs, [-3, 2, -1])) == [3, 2, 1]
