@@ -80,6 +80,13 @@ def test_every_executor_and_worker_count_gives_bitwise_identical_output(volume):
     assert npy.vi.total == pytest.approx(reference.vi.total)
 
 
+def test_spark_gives_bitwise_identical_output(volume):
+    run(config(volume, "serial.zarr"))
+    result = run(config(volume, "spark.zarr"), executor="spark", workers=2)
+    np.testing.assert_array_equal(read(str(volume / "spark.zarr")), read(str(volume / "serial.zarr")))
+    assert result.counts["subvolumes"] == 48
+
+
 def test_checkpoints_restore_and_verify(volume, caplog):
     ckpt = volume / "ckpt"
     first = run(config(volume, "a.zarr", **{"checkpoint-dir": str(ckpt), "iteration-size": 10}))

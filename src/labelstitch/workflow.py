@@ -558,7 +558,7 @@ def stitch_and_write(
 def run(
     config: str | dict[str, Any],
     *,
-    executor: str = "serial",
+    executor: str | Executor = "serial",
     workers: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
@@ -566,8 +566,9 @@ def run(
 ) -> RunResult:
     """Run the whole pipeline for a config (a dict or a JSON/YAML file).
 
-    ``executor`` is ``"serial"``, ``"processes"`` or a plugin's name; the output is the same
-    whatever the executor and worker count. With ``options.checkpoint-dir`` every finished
+    ``executor`` is ``"serial"``, ``"processes"``, ``"spark"`` or a plugin's name, or an open
+    :class:`~labelstitch.executors.Executor` (whose warm workers are then reused and left
+    open); the output is the same whatever the executor and worker count. With ``options.checkpoint-dir`` every finished
     subvolume is checkpointed; ``resume=True`` continues a run that crashed.
 
     Raises
@@ -589,7 +590,7 @@ def run(
         checkpoints = CheckpointDir.open(config["options"]["checkpoint-dir"], plan, config, resume=resume)
     elif resume:
         raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
-    pool = get_executor(executor, workers=workers)
+    pool = get_executor(executor, workers=workers) if isinstance(executor, str) else executor
     seconds = {"check and plan": time.perf_counter() - t0}
     try:
         start = time.perf_counter()
@@ -606,7 +607,8 @@ def run(
                 vi = evaluate_volumes(seg, gt)
             seconds["evaluate"] = time.perf_counter() - start
     finally:
-        pool.close()
+        if isinstance(executor, str):
+            pool.close()
         if gt is not None:
             gt.close()
     seconds["total"] = time.perf_counter() - t0

@@ -30,8 +30,12 @@ class ExitCode(IntEnum):
 
 
 def _cmd_run(args: argparse.Namespace) -> ExitCode:
+    import os
+
     from ..workflow import run
 
+    if args.spark_master:
+        os.environ["LABELSTITCH_SPARK_MASTER"] = args.spark_master
     result = run(
         args.config,
         executor=args.executor,
@@ -212,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default="serial", help="serial (default), processes, or an executor plugin's name")
     p.add_argument("--workers", type=int, default=None, help="worker processes for --executor processes (default: all cores)")
     p.add_argument("--resume", action="store_true", help="continue a crashed run from options.checkpoint-dir")
+    p.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
     p.add_argument("--json", action="store_true", help="print one JSON document with timings, counts and VI")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -1,7 +1,7 @@
 """Executors map a function over items and gather the results; nothing more.
 
 ``serial`` is the reference and the debugging path; ``processes`` uses every core of one
-machine. More executors register through the ``labelstitch.executors`` entry-point group:
+machine; ``spark`` runs on a Spark master (``local[*]`` by default). More executors register through the ``labelstitch.executors`` entry-point group:
 an entry point names a class (or factory) called as ``factory(workers=...)`` that returns
 an :class:`Executor`.
 """
@@ -16,7 +16,7 @@ from .serial import SerialExecutor
 
 __all__ = ["Executor", "ExecutorError", "ProcessesExecutor", "SerialExecutor", "available_executors", "get_executor"]
 
-_BUILTIN = {"serial": SerialExecutor, "processes": ProcessesExecutor}
+_BUILTIN = ("serial", "processes", "spark")
 
 
 def _plugins() -> dict[str, object]:
@@ -34,11 +34,14 @@ def get_executor(name: str = "serial", *, workers: int | None = None) -> Executo
         return SerialExecutor()
     if name == "processes":
         return ProcessesExecutor(workers)
+    if name == "spark":
+        from .spark import SparkExecutor  # the only place pyspark is imported
+
+        return SparkExecutor(workers)
     plugins = _plugins()
     if name in plugins:
         executor = plugins[name].load()(workers=workers)  # type: ignore[attr-defined]
         if not isinstance(executor, Executor):
             raise ValueError(f"executor plugin {name!r} returned {type(executor).__name__}, not an Executor")
         return executor
-    hint = " (the Spark executor comes with the next part of the executor issue)" if name == "spark" else ""
-    raise ValueError(f"unknown executor {name!r}; available: {', '.join(available_executors())}{hint}")
+    raise ValueError(f"unknown executor {name!r}; available: {', '.join(available_executors())}")

@@ -1,0 +1,86 @@
+"""Spark: the same plan on a Spark cluster (or ``local[*]``), as in the seed paper.
+
+Only this module imports pyspark. Items are spread over two partitions per core; results
+are collected in item order. The session is created once per process and reused (starting Spark takes
+seconds); set the master with ``--spark-master`` / ``LABELSTITCH_SPARK_MASTER``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from ._base import Executor, ExecutorError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_SESSIONS: dict[str, Any] = {}
+
+
+def _session(master: str) -> Any:
+    """A Spark session for ``master``, created on first use and stopped at exit."""
+    if master in _SESSIONS:
+        return _SESSIONS[master]
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - pyspark is a dependency
+        raise ExecutorError(f"the spark executor needs pyspark: {exc}") from None
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # keep a local session on loopback
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("labelstitch")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.log.level", "ERROR")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.executorEnv.LABELSTITCH_THREADS", "1")
+        .config("spark.driver.maxResultSize", "0")
+        .config("spark.python.worker.reuse", "true")
+    )
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    _SESSIONS[master] = session
+    return session
+
+
+@atexit.register
+def _stop_sessions() -> None:
+    for session in _SESSIONS.values():
+        session.stop()
+    _SESSIONS.clear()
+
+
+class SparkExecutor(Executor):
+    """Maps over items with Spark: ``parallelize`` (two partitions per core), ``map``, ``collect``."""
+
+    name = "spark"
+
+    def __init__(self, workers: int | None = None, master: str | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"`workers` must be at least 1, got {workers}")
+        self.master = master or os.environ.get("LABELSTITCH_SPARK_MASTER") or f"local[{workers or '*'}]"
+        self.session = _session(self.master)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
+        indexed = list(enumerate(items))
+        if not indexed:
+            return
+        context = self.session.sparkContext
+        # a few partitions per core: one per item would pay Spark's task overhead per item
+        slices = min(len(indexed), max(1, context.defaultParallelism * 2))
+        rdd = context.parallelize(indexed, numSlices=slices)
+        try:
+            results = rdd.map(lambda pair: (pair[0], fn(pair[1]))).collect()
+        except Exception as exc:
+            message = str(exc).strip().splitlines()
+            tail = next((line for line in reversed(message) if "Error" in line), message[-1] if message else "")
+            raise ExecutorError(f"a Spark task failed: {tail}") from exc
+        for _, result in sorted(results, key=lambda pair: pair[0]):
+            yield result
