@@ -385,10 +385,12 @@ def segment_blocks(
     ``corrupt``.
     """
     blocks: dict[int, SegmentedBlock] = {}
-    counts = {"computed": 0, "restored": 0, "missing": 0, "half-written": 0, "corrupt": 0}
+    counts: dict[str, Any] = {"computed": 0, "restored": 0, "missing": 0, "half-written": 0, "corrupt": 0}
     todo = list(plan)
     if checkpoints is not None:
-        states = checkpoints.verify()
+        start = time.perf_counter()
+        states = checkpoints.verify()  # reads and decodes every existing block
+        counts["verify seconds"] = time.perf_counter() - start
         task = replace(task, checkpoint_dir=str(checkpoints.path))
         for sv in plan:
             if states[sv.id] == "ok":
@@ -402,7 +404,9 @@ def segment_blocks(
     pool = get_executor(executor, workers=workers) if isinstance(executor, str) else executor
     bar = _bar(len(plan), "segment", progress, initial=len(blocks))
     try:
+        counts["iteration seconds"] = []
         for k in range(plan.iterations):
+            start = time.perf_counter()
             items = [(sv, task) for sv in todo if sv.iteration == k]
             for block in pool.map(_segment_star, items, describe=_describe):
                 if checkpoints is not None:
@@ -410,6 +414,7 @@ def segment_blocks(
                 blocks[block.sv_id] = block
                 counts["computed"] += 1
                 bar.update(1)
+            counts["iteration seconds"].append(time.perf_counter() - start)
     finally:
         bar.close()
         if isinstance(executor, str):
@@ -596,6 +601,11 @@ def run(
         start = time.perf_counter()
         blocks, restored = segment_blocks(plan, task, executor=pool, checkpoints=checkpoints, progress=progress)
         seconds["segment"] = time.perf_counter() - start
+        if "verify seconds" in restored:
+            seconds["  verify checkpoints"] = restored["verify seconds"]
+        if plan.iterations > 1:
+            for k, sec in enumerate(restored["iteration seconds"]):
+                seconds[f"  iteration {k}"] = sec
         for stage in ("read", "predict-voxels", "create-supervoxels", "agglomerate-supervoxels"):
             seconds[f"  {stage}"] = sum(b.seconds.get(stage, 0.0) for b in blocks.values())
         result, more = stitch_and_write(config, plan, task, blocks, overwrite=overwrite, executor=pool, progress=progress)
@@ -613,7 +623,8 @@ def run(
             gt.close()
     seconds["total"] = time.perf_counter() - t0
     stored = sum(b.size for b in blocks.values())
-    counts = {
+    raw = sum(sv.outer.size * 8 for sv in plan)
+    counts: dict[str, Any] = {
         "subvolumes": len(plan),
         "segmented now": restored["computed"],
         "restored from checkpoints": restored["restored"],
@@ -622,8 +633,11 @@ def run(
         "matches": len(result.matches),
         "bodies": result.n_bodies + len(task.preserve_bodies),
         "checkpoint bytes": stored,
-        "uncompressed label bytes": sum(sv.outer.size * 8 for sv in plan),
+        "uncompressed label bytes": raw,
+        "compression ratio": round(raw / stored, 1) if stored else 0,
     }
+    if restored.get("verify seconds"):
+        counts["restore MB/s"] = round(raw / 1e6 / restored["verify seconds"], 1)
     return RunResult(config["output"], plan, seconds, counts, vi, result.summary())
 
 
