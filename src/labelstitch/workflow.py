@@ -422,23 +422,42 @@ def segment_blocks(
     return blocks, counts
 
 
-def _slabs_item(item: tuple[Subvolume, SegmentedBlock, tuple[tuple[int, Face], ...]]) -> tuple[int, NDArray[np.uint64], list[tuple[int, bytes]]]:
-    """Step 1 of stitching, per subvolume: its interior labels and its face slabs (compressed)."""
+def _emit_slabs(item: tuple[Subvolume, SegmentedBlock, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:
+    """Step 1 of stitching, per subvolume: its interior labels (keyed by the subvolume) and
+    its compressed face slabs (keyed by the face)."""
     sv, block, faces = item
     labels = block.load()
     nodes = label_counts(labels[sv.interior.slices(sv.outer)])[0]
-    slabs = [(i, encode_labels(labels[face.box.slices(sv.outer)])) for i, face in faces]
-    return sv.id, nodes[nodes != 0], slabs
+    pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), nodes[nodes != 0])]
+    pairs += [(("face", i), (sv.id, encode_labels(labels[face.box.slices(sv.outer)]))) for i, face in faces]
+    return pairs
 
 
-def _match_item(item: tuple[int, Face, bytes, bytes, str, dict[str, Any], bool]) -> tuple[int, FaceMatches, FaceReport]:
-    """Step 2, per face: match the two sides' slabs."""
-    index, face, slab_a, slab_b, rule, params, cc = item
-    matches, report = match_slabs(
-        decode_labels(slab_a), decode_labels(slab_b), axis=face.axis, plane=face.plane_offset, rule=rule,
-        connected_components=cc, **params
-    )
-    return index, matches, report
+@dataclass(frozen=True)
+class _Matcher:
+    """Step 2, per face: match the two sides' slabs (per subvolume key: hand the labels on)."""
+
+    faces: tuple[Face, ...]
+    rule: str
+    params: dict[str, Any]
+    cc: bool
+
+    def __call__(self, group: tuple[tuple[str, int], list[Any]]) -> tuple[str, int, Any]:
+        (kind, index), values = group
+        if kind == "nodes":
+            return kind, index, values[0]
+        face = self.faces[index]
+        sides = dict(values)
+        matches, report = match_slabs(
+            decode_labels(sides[face.a]),
+            decode_labels(sides[face.b]),
+            axis=face.axis,
+            plane=face.plane_offset,
+            rule=self.rule,
+            connected_components=self.cc,
+            **self.params,
+        )
+        return kind, index, (matches, report)
 
 
 @dataclass(frozen=True)
@@ -513,20 +532,19 @@ def stitch_and_write(
         for i, f in enumerate(faces):
             faces_of[f.a].append((i, f))
             faces_of[f.b].append((i, f))
-        slabs: dict[int, dict[int, bytes]] = {}
-        node_sv, node_label = [], []
-        step1 = [(sv, blocks[sv.id], tuple(faces_of[sv.id])) for sv in plan]
-        for sv_id, nodes, cut in _progress(pool.map(_slabs_item, step1, describe=_describe), len(plan), "slabs", progress):
-            node_sv.append(np.full(nodes.size, sv_id, np.uint64))
-            node_label.append(nodes.astype(np.uint64))
-            for i, data in cut:
-                slabs.setdefault(i, {})[sv_id] = data
-        step2 = [(i, f, slabs[i][f.a], slabs[i][f.b], rule, params, cc) for i, f in enumerate(faces)]
-        del slabs
+        nodes_of: dict[int, NDArray[np.uint64]] = {}
         per_face: list[FaceMatches] = [None] * len(faces)  # type: ignore[list-item]
         reports: list[FaceReport] = [None] * len(faces)  # type: ignore[list-item]
-        for i, matches, report in _progress(pool.map(_match_item, step2, describe=_describe), len(faces), "match", progress):
-            per_face[i], reports[i] = matches, report
+        step1 = [(sv, blocks[sv.id], tuple(faces_of[sv.id])) for sv in plan]
+        matcher = _Matcher(faces, rule, dict(params), cc)
+        grouped = pool.map_grouped(_emit_slabs, step1, matcher, describe=_describe)
+        for kind, index, value in _progress(grouped, len(plan) + len(faces), "match", progress):
+            if kind == "nodes":
+                nodes_of[index] = value
+            else:
+                per_face[index], reports[index] = value
+        node_sv = [np.full(nodes_of[sv.id].size, sv.id, np.uint64) for sv in plan]
+        node_label = [nodes_of[sv.id].astype(np.uint64) for sv in plan]
         table = MatchTable.from_faces(faces, per_face)
         mapping = resolve(
             table.sv_a, table.a, table.sv_b, table.b,

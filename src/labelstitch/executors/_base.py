@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _emit_list:
+    """``emit`` with its pairs materialised (picklable, unlike a closure)."""
+
+    def __init__(self, emit: Callable[[Any], Iterable[tuple[Any, Any]]]) -> None:
+        self.emit = emit
+
+    def __call__(self, item: Any) -> list[tuple[Any, Any]]:
+        return list(self.emit(item))
 
 
 class ExecutorError(RuntimeError):
@@ -27,6 +39,26 @@ class Executor(ABC):
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
         """``fn(item)`` for every item, in the items' order. ``describe(item)`` names an item
         in error messages (e.g. "subvolume 12")."""
+
+    def map_grouped(
+        self,
+        emit: Callable[[T], Iterable[tuple[K, V]]],
+        items: Iterable[T],
+        reduce: Callable[[tuple[K, list[V]]], R],
+        *,
+        describe: Callable[[T], str] = repr,
+    ) -> Iterator[R]:
+        """``emit`` ``(key, value)`` pairs from every item, group the values by key, and yield
+        ``reduce((key, values))`` for every key (values in item order; keys in first-seen order).
+
+        This default groups on the driver with :meth:`map` on both sides; executors with a
+        shuffle (Spark's ``groupByKey``) override it so the values never pass the driver.
+        """
+        groups: dict[K, list[V]] = {}
+        for pairs in self.map(_emit_list(emit), items, describe=describe):
+            for key, value in pairs:
+                groups.setdefault(key, []).append(value)
+        yield from self.map(reduce, list(groups.items()), describe=lambda kv: repr(kv[0]))
 
     def close(self) -> None:
         """Release workers."""

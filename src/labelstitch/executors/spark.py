@@ -84,3 +84,34 @@ class SparkExecutor(Executor):
             raise ExecutorError(f"a Spark task failed: {tail}") from exc
         for _, result in sorted(results, key=lambda pair: pair[0]):
             yield result
+
+    def map_grouped(
+        self,
+        emit: Callable[[T], Iterable[tuple[Any, Any]]],
+        items: Iterable[T],
+        reduce: Callable[[tuple[Any, list[Any]]], R],
+        *,
+        describe: Callable[[T], str] = repr,
+    ) -> Iterator[R]:
+        """``flatMap(emit)`` → ``groupByKey`` → ``map(reduce)`` → ``collect``: the grouped values
+        move between workers in Spark's shuffle and never pass the driver (the paper's Figure 7)."""
+        indexed = list(enumerate(items))
+        if not indexed:
+            return
+        context = self.session.sparkContext
+        slices = min(len(indexed), max(1, context.defaultParallelism * 2))
+
+        def tagged(pair: tuple[int, T]) -> list[tuple[Any, tuple[int, Any]]]:
+            return [(key, (pair[0], value)) for key, value in emit(pair[1])]
+
+        def reduce_sorted(group: tuple[Any, Iterable[tuple[int, Any]]]) -> R:
+            key, values = group
+            return reduce((key, [value for _, value in sorted(values, key=lambda v: v[0])]))
+
+        try:
+            results = context.parallelize(indexed, numSlices=slices).flatMap(tagged).groupByKey().map(reduce_sorted).collect()
+        except Exception as exc:
+            message = str(exc).strip().splitlines()
+            tail = next((line for line in reversed(message) if "Error" in line), message[-1] if message else "")
+            raise ExecutorError(f"a Spark task failed: {tail}") from exc
+        yield from results
