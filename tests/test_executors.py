@@ -163,3 +163,35 @@ def test_executor_names_and_workers_are_checked():
         ProcessesExecutor(0)
     with get_executor("processes", workers=2) as pool:
         assert list(pool.map(abs, [-3, 2, -1])) == [3, 2, 1]
+
+
+def test_an_executor_plugin_registered_by_entry_point_runs_the_pipeline(volume, monkeypatch):
+    package = volume / "plugin_site"
+    (package / "myexecutors").mkdir(parents=True)
+    (package / "myexecutors" / "__init__.py").write_text(
+        "from labelstitch.executors import SerialExecutor\n"
+        "class ReversedSerial(SerialExecutor):\n"
+        "    name = 'reversed'\n"
+        "    calls = 0\n"
+        "    def __init__(self, workers=None):\n"
+        "        pass\n"
+        "    def map(self, fn, items, *, describe=repr):\n"
+        "        ReversedSerial.calls += 1\n"
+        "        items = list(items)\n"
+        "        results = [fn(item) for item in reversed(items)]  # work in another order\n"
+        "        return iter(results[::-1])\n"
+    )
+    dist = package / "myexecutors-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myexecutors\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[labelstitch.executors]\nreversed = myexecutors:ReversedSerial\n")
+    monkeypatch.syspath_prepend(str(package))
+    from labelstitch.executors import available_executors
+
+    assert "reversed" in available_executors()
+    run(config(volume, "serial.zarr"))
+    run(config(volume, "plugin.zarr"), executor="reversed")
+    import myexecutors
+
+    assert myexecutors.ReversedSerial.calls >= 3
+    np.testing.assert_array_equal(read(str(volume / "plugin.zarr")), read(str(volume / "serial.zarr")))
