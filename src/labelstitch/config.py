@@ -206,7 +206,7 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
         raise ConfigError(f"cannot parse {path}: {exc}") from None
     config = validate_config(data)
-    base = path.parent
+    base = path.resolve().parent
     for key in ("input", "output", "ground-truth"):
         if key in config:
             config[key] = _relative_to(config[key], base)

@@ -29,7 +29,8 @@ from ._kernels.hashing import pair_sum
 from .codec import decode_labels, encode_labels
 from .config import load_config
 from .contingency import count_pairs
-from .checkpoints import CheckpointDir, save_block
+from .checkpoints import CheckpointDir, CheckpointError, save_block
+from .report import write_stitch_report
 from .contingency import label_counts
 from .executors import Executor, SerialExecutor, get_executor
 from .matching import FaceMatches, FaceReport, match_slabs
@@ -51,6 +52,9 @@ __all__ = [
     "segment_blocks",
     "segment_subvolume",
     "stitch_and_write",
+    "restitch",
+    "compare",
+    "CompareRow",
 ]
 
 T = TypeVar("T")
@@ -567,6 +571,7 @@ def stitch_and_write(
             {"labelstitch": __version__, "config": config, "plan": plan.to_dict(), "stitch": result.summary()}
         )
         store.commit()
+        write_stitch_report(result, uri, offset=offset)
         seconds["write"] = time.perf_counter() - start
     except BaseException:
         store.discard()
@@ -576,6 +581,110 @@ def stitch_and_write(
         if isinstance(executor, str):
             pool.close()
     return result, seconds
+
+
+def restitch(
+    config: str | dict[str, Any],
+    *,
+    rule: str | None = None,
+    rule_params: dict[str, Any] | None = None,
+    output: str | None = None,
+    overwrite: bool = False,
+    executor: str | Executor = "serial",
+    workers: int | None = None,
+    progress: bool = False,
+) -> tuple[StitchResult, dict[str, float]]:
+    """Stitch again from a finished run's checkpoints, with another rule or parameters,
+    without segmenting anything. The output's metadata records the rule and parameters.
+
+    Raises
+    ------
+    CheckpointError
+        If the config has no checkpoint folder, or a subvolume's checkpoint is missing or
+        does not verify (finish the run with ``labelstitch run --resume`` first).
+    """
+    config = load_config(config)
+    plan, task, gt = prepare(config)
+    if gt is not None:
+        gt.close()
+    folder = config["options"]["checkpoint-dir"]
+    if not folder:
+        raise CheckpointError("re-stitching needs options.checkpoint-dir: the segmented blocks are read from there")
+    checkpoints = CheckpointDir.open(folder, plan, config, resume=True)
+    states = checkpoints.verify()
+    bad = {sv: state for sv, state in states.items() if state != "ok"}
+    if bad:
+        listed = ", ".join(f"{sv} ({state})" for sv, state in list(bad.items())[:5])
+        raise CheckpointError(
+            f"{len(bad)} subvolumes have no usable checkpoint in {folder}: {listed}; "
+            "finish the run with `labelstitch run CONFIG --resume` first"
+        )
+    blocks = {sv.id: SegmentedBlock.from_checkpoint(sv.id, checkpoints.block_path(sv.id)) for sv in plan}
+    if rule is not None:
+        from .matching import check_rule_params, get_rule
+
+        get_rule(rule)
+        check_rule_params(rule, rule_params or {})
+    return stitch_and_write(
+        config, plan, task, blocks, output=output, rule=rule, rule_params=rule_params if rule is not None else None,
+        overwrite=overwrite, executor=executor, workers=workers, progress=progress,
+    )
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One stitching variant scored against ground truth (a row of the paper's Table 2)."""
+
+    name: str
+    rule: str
+    params: dict[str, Any]
+    merge: float
+    split: float
+    bodies: int
+    seconds: float
+    regional: RegionalVI
+
+    @property
+    def total(self) -> float:
+        return self.merge + self.split
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "rule": self.rule, "params": self.params, "merge": self.merge,
+                "split": self.split, "total": self.total, "bodies": self.bodies, "seconds": round(self.seconds, 3)}
+
+
+def compare(
+    config: str | dict[str, Any],
+    ground_truth: str,
+    *,
+    variants: list[tuple[str, str, dict[str, Any]]] | None = None,
+    region: int = 32,
+    folder: str | None = None,
+    executor: str | Executor = "serial",
+) -> list[CompareRow]:
+    """Stitch a finished run's checkpoints with every rule (and any extra ``(name, rule,
+    params)`` variants) and score each against ``ground_truth``: VI merge/split/total,
+    bodies, time, and VI per ``region``-sized block for Figure 9. Results are written to
+    ``folder`` (default: ``compare/`` inside the checkpoint folder), one volume per variant.
+    """
+    from .matching import available_rules
+
+    config = load_config(config)
+    chosen = [(rule, rule, {}) for rule in available_rules()] + list(variants or [])
+    where = Path(folder or Path(config["options"]["checkpoint-dir"] or ".") / "compare")
+    where.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with open_volume(ground_truth) as gt:
+        for name, rule, params in chosen:
+            uri = str(where / f"{name}.zarr")
+            start = time.perf_counter()
+            result, _ = restitch(config, rule=rule, rule_params=params, output=uri, overwrite=True, executor=executor)
+            seconds = time.perf_counter() - start
+            with open_volume(uri) as seg:
+                score = evaluate_volumes(seg, gt)
+                regional = evaluate_regions(seg, gt, region)
+            rows.append(CompareRow(name, rule, dict(params), score.merge, score.split, result.n_bodies, seconds, regional))
+    return rows
 
 
 def run(
@@ -619,7 +728,7 @@ def run(
         start = time.perf_counter()
         blocks, restored = segment_blocks(plan, task, executor=pool, checkpoints=checkpoints, progress=progress)
         seconds["segment"] = time.perf_counter() - start
-        if "verify seconds" in restored:
+        if restored["restored"]:
             seconds["  verify checkpoints"] = restored["verify seconds"]
         if plan.iterations > 1:
             for k, sec in enumerate(restored["iteration seconds"]):
@@ -654,8 +763,9 @@ def run(
         "uncompressed label bytes": raw,
         "compression ratio": round(raw / stored, 1) if stored else 0,
     }
-    if restored.get("verify seconds"):
-        counts["restore MB/s"] = round(raw / 1e6 / restored["verify seconds"], 1)
+    if restored["restored"] and restored.get("verify seconds"):
+        restored_bytes = sum(plan[sv].outer.size * 8 for sv, b in blocks.items() if not b.seconds)
+        counts["restore MB/s"] = round(restored_bytes / 1e6 / restored["verify seconds"], 1)
     return RunResult(config["output"], plan, seconds, counts, vi, result.summary())
 
 

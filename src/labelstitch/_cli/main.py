@@ -51,6 +51,72 @@ def _cmd_run(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _params(pairs: list[str]) -> dict[str, Any]:
+    """``["min_overlap=100", "min_fraction=0.8"]`` -> ``{"min_overlap": 100, "min_fraction": 0.8}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
+    from ..workflow import restitch
+
+    result, seconds = restitch(
+        args.config, rule=args.rule, rule_params=_params(args.param) if args.rule else None, output=args.output,
+        overwrite=args.overwrite, executor=args.executor, workers=args.workers, progress=not args.quiet,
+    )
+    summary = {**result.summary(), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    print(json.dumps(summary) if args.json else
+          f"stitched with {summary['rule']} {summary['params'] or ''}: {summary['matches']} matches, "
+          f"{summary['bodies']} bodies in {sum(seconds.values()):.2f} s")
+    return ExitCode.OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> ExitCode:
+    from ..report import write_heatmaps
+    from ..workflow import compare
+
+    variants = []
+    for spec in args.variant:
+        name, _, rest = spec.partition(":")
+        rule, *pairs = rest.split(",") if rest else [name]
+        variants.append((name, rule, _params([p for p in pairs if p])))
+    rows = compare(args.config, args.ground_truth, variants=variants, region=args.region, executor=args.executor)
+    if args.figures:
+        import os
+
+        os.makedirs(args.figures, exist_ok=True)
+        for part in ("merge", "split"):
+            write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name, r.regional) for r in rows], part=part)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows]))
+        return ExitCode.OK
+    print(f"{'stitching':<22}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'bodies':>8}{'time s':>8}")
+    for r in rows:
+        print(f"{r.name:<22}{r.merge:>12.3f}{r.split:>12.3f}{r.total:>8.3f}{r.bodies:>8}{r.seconds:>8.2f}")
+    if args.figures:
+        print(f"wrote {args.figures}/vi-merge.png and vi-split.png (one row per rule, one tile per Z layer of {args.region}^3 regions)")
+    return ExitCode.OK
+
+
+def _cmd_explain(args: argparse.Namespace) -> ExitCode:
+    from ..report import explain_body, format_explanation, report_paths
+
+    paths = report_paths(args.output)
+    if paths is None or not paths["npz"].exists():
+        raise ValueError(f"no stitch record next to {args.output} (expected {paths and paths['npz']})")
+    info = explain_body(paths["npz"], args.body)
+    print(json.dumps(info) if args.json else format_explanation(info))
+    return ExitCode.OK
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
     from ..stores import open_volume
     from ..workflow import evaluate_regions, evaluate_volumes
@@ -221,6 +287,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document with timings, counts and VI")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("stitch", help="stitch again from a finished run's checkpoints (no segmentation)")
+    p.add_argument("config")
+    p.add_argument("--rule", default=None, help="stitching rule (default: the config's)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a rule parameter (repeatable)")
+    p.add_argument("--output", default=None, help="where to write (default: the config's output)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--executor", default="serial")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_stitch)
+
+    p = sub.add_parser("compare", help="stitch with every rule from checkpoints and score each (the paper's Table 2)")
+    p.add_argument("config")
+    p.add_argument("--ground-truth", required=True, help="label volume to score against")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:RULE,KEY=VALUE,...",
+                   help="an extra parameter set, e.g. medium100:medium,min_overlap=100 (repeatable)")
+    p.add_argument("--figures", metavar="DIR", help="write vi-merge.png and vi-split.png (the paper's Figure 9)")
+    p.add_argument("--region", type=int, default=32, help="region size of the figures (default 32)")
+    p.add_argument("--executor", default="serial")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("explain", help="the chain of matches that built one body of an output")
+    p.add_argument("body", type=int)
+    p.add_argument("--output", required=True, help="the output volume (its .stitch.npz record is read)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("evaluate", help="variation of information of a segmentation against ground truth")
     p.add_argument("segmentation", help="volume to score (e.g. out.zarr)")

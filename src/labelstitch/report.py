@@ -1,0 +1,192 @@
+"""Explaining a stitch: per-face decisions, the largest merged bodies, risky faces, and
+the chain of matches behind any body. Also the VI heatmap figure (the paper's Figure 9).
+
+A run writes, next to its output ``OUT``:
+
+* ``OUT.stitch.json``: the report as data;
+* ``OUT.stitch.md``: the same, readable;
+* ``OUT.stitch.npz``: the match table and the body mapping, for ``labelstitch explain``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .metrics import RegionalVI
+from .stitching import StitchResult
+
+__all__ = ["stitch_report", "write_stitch_report", "explain_body", "format_explanation", "write_heatmaps", "report_paths"]
+
+
+def report_paths(output: str) -> dict[str, Path] | None:
+    """Where the report files of an output go (None for volumes that are not files)."""
+    if "://" in output:
+        return None
+    base = output.split(":")[0] if ".h5:" in output or ".hdf5:" in output else output
+    base = base.rstrip("/")
+    return {kind: Path(f"{base}.stitch.{kind}") for kind in ("json", "md", "npz")}
+
+
+def stitch_report(result: StitchResult, *, offset: int = 0, top: int = 10, fan_in: int = 3) -> dict[str, Any]:
+    """The report as a JSON-ready dict.
+
+    ``fan_in``: faces where one body joins more than this many segments of one side are
+    listed as risky (the paper's Figure 5c: a false merge propagating across a face).
+    """
+    table = result.matches
+    bodies = np.zeros(len(table), np.uint64)
+    if len(table):
+        bodies = np.array([result.mapping.body_of(int(s), int(a)) for s, a in zip(table.sv_a, table.a)], np.uint64)
+    faces_crossed: dict[int, set[int]] = {}
+    for body, face in zip(bodies.tolist(), table.face.tolist()):
+        faces_crossed.setdefault(body, set()).add(face)
+    sizes = np.bincount(result.mapping.body.astype(np.int64), minlength=result.n_bodies + 1)
+    largest = np.argsort(-sizes[1:])[:top] + 1
+    risky = []
+    for i, face in enumerate(result.plan.faces()):
+        rows = table.face == i
+        if not rows.any():
+            continue
+        body_rows = bodies[rows]
+        for side, labels in (("a", table.a[rows]), ("b", table.b[rows])):
+            uniq, counts = np.unique(body_rows, return_counts=True)
+            for body, n in zip(uniq.tolist(), counts.tolist()):
+                segs = np.unique(labels[body_rows == body]).size
+                if segs > fan_in:
+                    risky.append({"face": i, "subvolumes": [face.a, face.b], "side": side, "body": int(body) + offset, "segments": int(segs)})
+    return {
+        "summary": result.summary(),
+        "faces": [
+            {"face": i, "subvolumes": [f.a, f.b], "axis": "ZYX"[f.axis], **r.to_dict()}
+            for i, (f, r) in enumerate(zip(result.plan.faces(), result.reports))
+        ],
+        "largest_bodies": [
+            {"body": int(b) + offset, "segments": int(sizes[b]), "faces_crossed": len(faces_crossed.get(int(b), ()))}
+            for b in largest
+            if sizes[b] > 0
+        ],
+        "risky_faces": sorted(risky, key=lambda r: -r["segments"])[:top],
+        "body_offset": offset,
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    lines = [
+        "# Stitch report",
+        "",
+        f"Rule `{s['rule']}` with parameters {s['params'] or 'defaults'}"
+        f"{' and connected components' if s['connected_components'] else ''}: {s['subvolumes']} subvolumes, "
+        f"{s['faces']} faces, {s['segments']} segments, {s['candidates']} candidate pairs, {s['matches']} matches, "
+        f"{s['bodies']} bodies.",
+        "",
+        "Refused candidates: " + (", ".join(f"{k} {v}" for k, v in s["refused"].items()) or "none") + ".",
+        "",
+        "## Largest bodies",
+        "",
+        "| body | segments | faces crossed |",
+        "|---:|---:|---:|",
+    ]
+    lines += [f"| {b['body']} | {b['segments']} | {b['faces_crossed']} |" for b in report["largest_bodies"]]
+    lines += ["", "## Faces where one body joins many segments of one side", ""]
+    if report["risky_faces"]:
+        lines += ["| face | subvolumes | side | body | segments |", "|---:|---|---|---:|---:|"]
+        lines += [
+            f"| {r['face']} | {r['subvolumes'][0]}, {r['subvolumes'][1]} | {r['side']} | {r['body']} | {r['segments']} |"
+            for r in report["risky_faces"]
+        ]
+    else:
+        lines.append("None.")
+    lines += ["", "## Faces", "", "| face | subvolumes | axis | considered a/b | candidates | matched | refused |",
+              "|---:|---|---|---|---:|---:|---|"]
+    for f in report["faces"]:
+        refused = ", ".join(f"{k} {v}" for k, v in f["refused"].items()) or "-"
+        lines.append(
+            f"| {f['face']} | {f['subvolumes'][0]}, {f['subvolumes'][1]} | {f['axis']} | "
+            f"{f['considered_a']}/{f['considered_b']} | {f['candidates']} | {f['matched']} | {refused} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_stitch_report(result: StitchResult, output: str, *, offset: int = 0) -> dict[str, Path] | None:
+    """Write the JSON, Markdown and npz report files next to ``output``."""
+    paths = report_paths(output)
+    if paths is None:
+        return None
+    report = stitch_report(result, offset=offset)
+    paths["json"].write_text(json.dumps(report, indent=1) + "\n")
+    paths["md"].write_text(_markdown(report))
+    t, m = result.matches, result.mapping
+    np.savez_compressed(
+        paths["npz"],
+        face=t.face, sv_a=t.sv_a, a=t.a, sv_b=t.sv_b, b=t.b, count=t.count, size_a=t.size_a, size_b=t.size_b,
+        node_sv=m.subvolume, node_label=m.label, node_body=m.body, offset=np.uint64(offset),
+    )
+    return paths
+
+
+def explain_body(npz: str | Path, body: int) -> dict[str, Any]:
+    """The segments and matches that built ``body`` (an id of the output volume)."""
+    data = np.load(npz)
+    offset = int(data["offset"])
+    internal = body - offset
+    members = data["node_body"] == internal
+    if internal < 1 or not members.any():
+        raise ValueError(f"body {body} is not a stitched body of this output (preserved bodies are not stitched)")
+    nodes = sorted(zip(data["node_sv"][members].tolist(), data["node_label"][members].tolist()))
+    node_set = set(nodes)
+    matches = []
+    for i in range(data["face"].size):
+        a = (int(data["sv_a"][i]), int(data["a"][i]))
+        if a in node_set:
+            matches.append({
+                "face": int(data["face"][i]),
+                "a": list(a),
+                "b": [int(data["sv_b"][i]), int(data["b"][i])],
+                "overlap": int(data["count"][i]),
+                "size_a": int(data["size_a"][i]),
+                "size_b": int(data["size_b"][i]),
+            })
+    return {"body": body, "segments": [list(n) for n in nodes], "matches": matches}
+
+
+def format_explanation(info: dict[str, Any]) -> str:
+    lines = [f"body {info['body']}: {len(info['segments'])} segments joined by {len(info['matches'])} matches"]
+    for m in info["matches"]:
+        lines.append(
+            f"  face {m['face']}: subvolume {m['a'][0]} label {m['a'][1]} <-> subvolume {m['b'][0]} label {m['b'][1]} "
+            f"(overlap {m['overlap']} of {m['size_a']} / {m['size_b']} voxels)"
+        )
+    unmatched = {tuple(s) for s in info["segments"]} - {tuple(m["a"]) for m in info["matches"]} - {tuple(m["b"]) for m in info["matches"]}
+    for sv, label in sorted(unmatched):
+        lines.append(f"  subvolume {sv} label {label} (no match: the body lies in one subvolume)")
+    return "\n".join(lines)
+
+
+def _colour(values: NDArray[np.float64], vmax: float) -> NDArray[np.uint8]:
+    v = np.clip(values / max(vmax, 1e-9), 0, 1)
+    return np.stack([255 * np.clip(2 * v, 0, 1), 255 * np.clip(2 * v - 1, 0, 1), 40 * (1 - v)], axis=-1).astype(np.uint8)
+
+
+def write_heatmaps(path: str | Path, rows: list[tuple[str, RegionalVI]], *, part: str = "merge") -> None:
+    """The paper's Figure 9: one row per result, one tile per Z layer of regions, coloured by
+    ``part`` VI ("merge" or "split") on one shared scale (black 0, red, yellow = the maximum)."""
+    import imageio.v3 as iio
+
+    vmax = max(float(getattr(r, part).max()) for _, r in rows)
+    grid = getattr(rows[0][1], part).shape
+    scale = max(1, 48 // max(grid[1:]))
+    picture = []
+    for _, regional in rows:
+        tiles = []
+        for layer in getattr(regional, part):
+            tile = np.kron(_colour(layer, vmax), np.ones((scale, scale, 1), np.uint8))
+            tiles += [tile, np.full((tile.shape[0], 2, 3), 255, np.uint8)]
+        row = np.concatenate(tiles, axis=1)
+        picture += [row, np.full((2, row.shape[1], 3), 255, np.uint8)]
+    iio.imwrite(path, np.concatenate(picture, axis=0))
