@@ -85,6 +85,7 @@ def test_many_random_matches():
 def test_lookup_and_errors():
     m = resolve([0], [5], [1], [6], nodes=([0, 1, 1], [5, 6, 9]))
     assert m.body_of(0, 5) == m.body_of(1, 6) == 1 and m.body_of(1, 9) == 2 and m.body_of(1, 0) == 0
+    assert m.bodies_of([0, 1, 1, 1, 5], [5, 6, 9, 77, 1]).tolist() == [1, 1, 2, 0, 0]
     labels, bodies = m.for_subvolume(1)
     assert labels.tolist() == [6, 9] and bodies.tolist() == [1, 2]
     with pytest.raises(KeyError, match="label 7 of subvolume 0"):

@@ -39,12 +39,11 @@ def stitch_report(result: StitchResult, *, offset: int = 0, top: int = 10, fan_i
     listed as risky (the paper's Figure 5c: a false merge propagating across a face).
     """
     table = result.matches
-    bodies = np.zeros(len(table), np.uint64)
-    if len(table):
-        bodies = np.array([result.mapping.body_of(int(s), int(a)) for s, a in zip(table.sv_a, table.a)], np.uint64)
+    bodies = result.mapping.bodies_of(table.sv_a, table.a)  # 0: a bridge between halo-only labels
     faces_crossed: dict[int, set[int]] = {}
     for body, face in zip(bodies.tolist(), table.face.tolist()):
-        faces_crossed.setdefault(body, set()).add(face)
+        if body:
+            faces_crossed.setdefault(body, set()).add(face)
     sizes = np.bincount(result.mapping.body.astype(np.int64), minlength=result.n_bodies + 1)
     largest = np.argsort(-sizes[1:])[:top] + 1
     risky = []
@@ -54,7 +53,7 @@ def stitch_report(result: StitchResult, *, offset: int = 0, top: int = 10, fan_i
             continue
         body_rows = bodies[rows]
         for side, labels in (("a", table.a[rows]), ("b", table.b[rows])):
-            uniq, counts = np.unique(body_rows, return_counts=True)
+            uniq, counts = np.unique(body_rows[body_rows != 0], return_counts=True)
             for body, n in zip(uniq.tolist(), counts.tolist()):
                 segs = np.unique(labels[body_rows == body]).size
                 if segs > fan_in:

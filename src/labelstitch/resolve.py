@@ -93,6 +93,22 @@ class LabelMapping:
             raise KeyError(f"label {label} of subvolume {sv_id} is not in the mapping")
         return int(bodies[i])
 
+    def bodies_of(self, subvolumes: ArrayLike, labels: ArrayLike) -> NDArray[np.uint64]:
+        """Vectorised :meth:`body_of`: 0 for label 0 and for nodes not in the mapping (labels
+        that exist only in halos)."""
+        svs = as_uint64_1d(subvolumes, "subvolumes")
+        labs = as_uint64_1d(labels, "labels")
+        out = np.zeros(labs.size, np.uint64)
+        for sv in np.unique(svs):
+            rows = np.flatnonzero(svs == sv)
+            known, bodies = self.for_subvolume(int(sv))
+            if known.size == 0:
+                continue
+            pos = np.minimum(np.searchsorted(known, labs[rows]), known.size - 1)
+            hit = known[pos] == labs[rows]
+            out[rows[hit]] = bodies[pos[hit]]
+        return out
+
     def as_dict(self) -> dict[tuple[int, int], int]:
         """``{(subvolume, label): body}``; for small mappings and tests."""
         return {(int(s), int(lab)): int(b) for s, lab, b in zip(self.subvolume, self.label, self.body)}
