@@ -9,7 +9,7 @@ from pathlib import Path
 import labelstitch
 
 PACKAGE = Path(labelstitch.__file__).parent
-CORE = ["geometry", "contingency", "relabel", "matching", "resolve", "stitching", "metrics", "synthetic", "testing", "rag"]
+CORE = ["geometry", "contingency", "relabel", "matching", "resolve", "stitching", "metrics", "synthetic", "testing", "rag", "watershed"]
 ALLOWED_THIRD_PARTY = {"numpy", "numba", "scipy"}
 
 

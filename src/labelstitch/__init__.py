@@ -15,6 +15,7 @@ from .contingency import Overlaps, label_counts, overlaps
 from .relabel import remap
 from .resolve import LabelMapping, resolve
 from .stitching import Match, MatchTable, StitchResult, stitch
+from .watershed import watershed
 
 try:
     __version__ = _version("labelstitch")
@@ -45,5 +46,6 @@ __all__ = [
     "stitch",
     "vi",
     "vi_by_region",
+    "watershed",
     "__version__",
 ]

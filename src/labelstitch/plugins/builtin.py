@@ -100,12 +100,14 @@ def seeded_watershed(
     """Watershed of the boundary channel from seeds of low boundary probability.
 
     Seeds are the 6-connected components of ``boundary < seed_threshold`` with at least
-    ``seed_size`` voxels. The watershed floods the boundary channel from them; masked
-    voxels stay 0. Segments smaller than ``min_segment_size`` voxels are then merged into
-    the neighbour they share the longest contact with.
+    ``seed_size`` voxels. The watershed (:func:`labelstitch.watershed`, a bucket-queue
+    flooding with 256 levels, about 4x faster than scikit-image's) floods the boundary
+    channel from them; masked voxels stay 0. Segments smaller than ``min_segment_size``
+    voxels are then merged into the neighbour they share the longest contact with.
     """
     from skimage.measure import label as connected_components
-    from skimage.segmentation import watershed
+
+    from ..watershed import watershed
 
     boundary = _boundary(predictions, boundary_channel)
     seeds = connected_components((boundary < seed_threshold) & ~mask, connectivity=1).astype(np.uint32)
@@ -114,7 +116,7 @@ def seeded_watershed(
         small = ids[(sizes < seed_size) & (ids != 0)]
         if small.size:
             seeds = remap(seeds, (small, np.zeros(small.size, np.uint64)))
-    labels = watershed(boundary, markers=seeds, mask=~mask, connectivity=1).astype(np.uint32)
+    labels = watershed(boundary, seeds, mask=~mask).astype(np.uint32)
     if min_segment_size > 1:
         labels = merge_small_segments(labels, min_segment_size, boundary).astype(np.uint32)
     labels[mask] = 0
