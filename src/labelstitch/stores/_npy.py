@@ -8,22 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import DTypeLike, NDArray
+from numpy.typing import DTypeLike
 
-from ..geometry import Box
-from ._base import StoreError, VolumeStore
+from ._base import StoreError
+from ._staging import MemmapStore, staging_path
 
 
-class NpyStore(VolumeStore):
+class NpyStore(MemmapStore):
     """A ``.npy`` file; metadata lives in a ``<file>.json`` sidecar."""
 
-    supports_parallel_writes = True
-
     def __init__(self, uri: str, array: np.memmap, *, read_only: bool, staging: Path | None = None) -> None:
-        super().__init__(uri, array.shape, array.dtype, read_only=read_only)
-        self._array = array
+        super().__init__(uri, array, read_only=read_only, staging=staging)
         self._path = Path(uri)
-        self._staging = staging
         self._metadata: dict[str, Any] | None = None
 
     @classmethod
@@ -42,20 +38,9 @@ class NpyStore(VolumeStore):
     def create(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, staged: bool) -> NpyStore:
         final = Path(uri)
         final.parent.mkdir(parents=True, exist_ok=True)
-        target = final.with_name(f".partial-{os.getpid()}-{final.name}") if staged else final
+        target = staging_path(final) if staged else final
         array = np.lib.format.open_memmap(target, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
         return cls(uri, array, read_only=False, staging=target if staged else None)
-
-    @property
-    def writer_uri(self) -> str:
-        """Where other processes open this volume to write into it (the staged copy until commit)."""
-        return str(self._staging) if self._staging is not None else self.uri
-
-    def _read(self, box: Box) -> NDArray[Any]:
-        return np.array(self._array[box.slices()])
-
-    def _write(self, box: Box, data: NDArray[Any]) -> None:
-        self._array[box.slices()] = data
 
     @property
     def _sidecar(self) -> Path:
@@ -73,22 +58,8 @@ class NpyStore(VolumeStore):
         if self._staging is None:
             self._sidecar.write_text(json.dumps(metadata, indent=1))
 
-    def flush(self) -> None:
-        self._array.flush()
-
-    def commit(self) -> None:
-        """Publish a staged output: flush it and rename it over the final path."""
-        if self._staging is None:
-            return
-        self._array.flush()
+    def _publish_extras(self) -> None:
         if self._metadata is not None:
-            tmp = self._sidecar.with_name(f".partial-{os.getpid()}-{self._sidecar.name}")
+            tmp = staging_path(self._sidecar)
             tmp.write_text(json.dumps(self._metadata, indent=1))
             os.replace(tmp, self._sidecar)
-        os.replace(self._staging, self._path)
-        self._staging = None
-
-    def discard(self) -> None:
-        if self._staging is not None and self._staging.exists():
-            self._staging.unlink()
-        self._staging = None

@@ -12,6 +12,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box
 from ._base import StoreError, VolumeStore
+from ._staging import staging_path
 
 
 def split_zarr_uri(uri: str) -> tuple[Path, str]:
@@ -58,7 +59,7 @@ class ZarrStore(VolumeStore):
 
         root, name = split_zarr_uri(uri)
         final = root / name
-        target = final.with_name(f".partial-{os.getpid()}-{final.name}") if staged else final
+        target = staging_path(final) if staged else final
         if target.exists():
             shutil.rmtree(target)
         array = zarr.create_array(
