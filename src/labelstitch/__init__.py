@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from . import metrics
+from .api import Comparison, Evaluation, compare, evaluate, run, segment
 from .geometry import Box, Face, Plan, Subvolume
 from .matching import FaceReport, Reason, available_rules, match_slabs, register_rule, rule_parameters
 from .metrics import vi, vi_by_region
@@ -24,6 +25,8 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Box",
+    "Comparison",
+    "Evaluation",
     "Face",
     "FaceReport",
     "LabelMapping",
@@ -35,6 +38,8 @@ __all__ = [
     "StitchResult",
     "Subvolume",
     "available_rules",
+    "compare",
+    "evaluate",
     "label_counts",
     "match_slabs",
     "metrics",
@@ -43,6 +48,8 @@ __all__ = [
     "remap",
     "resolve",
     "rule_parameters",
+    "run",
+    "segment",
     "stitch",
     "vi",
     "vi_by_region",

@@ -94,6 +94,7 @@ class SegmentTask:
     preserve_bodies: tuple[int, ...] = ()
     codec: str = "lz4"
     checkpoint_dir: str | None = None
+    extra_mask: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,9 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedBlock:
     with open_volume(task.input) as volume:
         grayscale = volume.read(sv.outer)
     mask = background_mask(grayscale, task.background_value, task.background_min_width)
+    if task.extra_mask is not None:
+        with open_volume(task.extra_mask) as volume:
+            mask |= volume.read(sv.outer).astype(bool)
     preserved = None
     if task.preserve_uri is not None:
         with open_volume(task.preserve_uri) as volume:

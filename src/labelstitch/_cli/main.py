@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 from collections.abc import Sequence
 from enum import IntEnum
@@ -30,9 +31,7 @@ class ExitCode(IntEnum):
 
 
 def _cmd_run(args: argparse.Namespace) -> ExitCode:
-    import os
-
-    from ..workflow import run
+    from ..api import run
 
     if args.spark_master:
         os.environ["LABELSTITCH_SPARK_MASTER"] = args.spark_master
@@ -42,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> ExitCode:
         workers=args.workers,
         overwrite=args.overwrite,
         resume=args.resume,
-        progress=not args.quiet,
+        progress=not args.quiet and not args.json,
     )
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -80,15 +79,16 @@ def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_compare(args: argparse.Namespace) -> ExitCode:
+    from ..api import compare
     from ..report import write_heatmaps
-    from ..workflow import compare
 
     variants = []
     for spec in args.variant:
         name, _, rest = spec.partition(":")
         rule, *pairs = rest.split(",") if rest else [name]
         variants.append((name, rule, _params([p for p in pairs if p])))
-    rows = compare(args.config, args.ground_truth, variants=variants, region=args.region, executor=args.executor)
+    comparison = compare(args.config, args.ground_truth, variants=variants, region=args.region, executor=args.executor)
+    rows = comparison.rows
     if args.figures:
         import os
 
@@ -96,11 +96,9 @@ def _cmd_compare(args: argparse.Namespace) -> ExitCode:
         for part in ("merge", "split"):
             write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name, r.regional) for r in rows], part=part)
     if args.json:
-        print(json.dumps([r.to_dict() for r in rows]))
+        print(json.dumps(comparison.to_dict()))
         return ExitCode.OK
-    print(f"{'stitching':<22}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'bodies':>8}{'time s':>8}")
-    for r in rows:
-        print(f"{r.name:<22}{r.merge:>12.3f}{r.split:>12.3f}{r.total:>8.3f}{r.bodies:>8}{r.seconds:>8.2f}")
+    print(comparison)
     if args.figures:
         print(f"wrote {args.figures}/vi-merge.png and vi-split.png (one row per rule, one tile per Z layer of {args.region}^3 regions)")
     return ExitCode.OK
@@ -118,57 +116,28 @@ def _cmd_explain(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
+    from ..api import evaluate
     from ..stores import open_volume
-    from ..workflow import evaluate_regions, evaluate_volumes
+    from ..workflow import evaluate_regions
 
-    with open_volume(args.segmentation) as seg, open_volume(args.ground_truth) as gt:
-        score = evaluate_volumes(seg, gt, ignore_gt_zero=not args.keep_zero)
-        from ..contingency import label_counts
+    score = evaluate(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
+    report = score.to_dict()
+    if args.heatmap:
+        from ..report import write_heatmaps
 
-        labels: set[int] = set()
-        for box in _blocks(seg.shape, 256):
-            ids = label_counts(seg.read(box))[0]
-            labels.update(ids[ids != 0].tolist())
-        report = {**score.to_dict(), "bodies": len(labels)}
-        if args.heatmap:
+        with open_volume(args.segmentation) as seg, open_volume(args.ground_truth) as gt:
             regional = evaluate_regions(seg, gt, args.region)
-            _write_heatmap(args.heatmap, regional)
-            report["heatmap"] = args.heatmap
+        stem, ext = os.path.splitext(args.heatmap)
+        write_heatmaps(args.heatmap, [("merge", regional)], part="merge")
+        write_heatmaps(f"{stem}-split{ext}", [("split", regional)], part="split")
+        report["heatmap"] = args.heatmap
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"false merge VI  {report['merge']:.4f} bits")
-        print(f"false split VI  {report['split']:.4f} bits")
-        print(f"total VI        {report['total']:.4f} bits")
-        print(f"bodies          {report['bodies']}")
+        print(score)
         if args.heatmap:
-            print(f"wrote {args.heatmap} (false merge / false split VI per {args.region}^3 region)")
+            print(f"wrote {args.heatmap} (false merge VI per {args.region}^3 region, one tile per Z layer) and {stem}-split{ext}")
     return ExitCode.OK
-
-
-def _blocks(shape: tuple[int, ...], size: int) -> list[Any]:
-    from ..geometry import Plan
-
-    return [sv.interior for sv in Plan.grid(shape, size, 0)]
-
-
-def _write_heatmap(path: str, regional: Any) -> None:
-    """The paper's Figure 9: one row per VI part, one tile per Z layer of regions."""
-    import imageio.v3 as iio
-    import numpy as np
-
-    rows = []
-    vmax = max(float(regional.merge.max()), float(regional.split.max()), 1e-9)
-    scale = max(1, 48 // max(regional.merge.shape[1:]))
-    for part in (regional.merge, regional.split):
-        tiles = []
-        for layer in part:
-            v = np.clip(layer / vmax, 0, 1)
-            rgb = np.stack([255 * np.clip(2 * v, 0, 1), 255 * np.clip(2 * v - 1, 0, 1), 40 * (1 - v)], axis=-1)
-            tile = np.kron(rgb, np.ones((scale, scale, 1))).astype(np.uint8)
-            tiles += [tile, np.full((tile.shape[0], 2, 3), 255, np.uint8)]
-        rows += [np.concatenate(tiles, axis=1), np.full((2, sum(t.shape[1] for t in tiles), 3), 255, np.uint8)]
-    iio.imwrite(path, np.concatenate(rows, axis=0))
 
 
 def _cmd_plugins(args: argparse.Namespace) -> ExitCode:

@@ -26,7 +26,7 @@ class MemoryStore(VolumeStore):
         self._metadata: dict[str, Any] = {}
 
     def _read(self, box: Box) -> NDArray[Any]:
-        return self.array[box.slices()].copy()
+        return np.array(self.array[box.slices()])  # array-likes (zarr, dask) are sliced, never loaded whole
 
     def _write(self, box: Box, data: NDArray[Any]) -> None:
         self.array[box.slices()] = data
@@ -50,8 +50,11 @@ class MemoryStore(VolumeStore):
 _REGISTRY: dict[str, MemoryStore] = {}
 
 
-def register_memory_volume(name: str, array: NDArray[Any]) -> str:
-    """Make ``array`` openable as ``memory://name``; returns the URI."""
+def register_memory_volume(name: str, array: Any) -> str:
+    """Make ``array`` (an ndarray, or any array-like with ``shape``, ``dtype`` and slicing)
+    openable as ``memory://name``; returns the URI."""
     uri = f"memory://{name}"
-    _REGISTRY[uri] = MemoryStore(np.asarray(array), uri=uri)
+    if not all(hasattr(array, attr) for attr in ("shape", "dtype", "__getitem__")):
+        array = np.asarray(array)
+    _REGISTRY[uri] = MemoryStore(array, uri=uri)
     return uri
