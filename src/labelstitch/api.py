@@ -16,10 +16,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    from .workflow import RunResult
 
 __all__ = ["Comparison", "Evaluation", "StageSpec", "compare", "evaluate", "run", "segment"]
 
@@ -37,7 +40,7 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-) -> Any:
+) -> RunResult:
     """Run the pipeline for a config dict or a JSON/YAML file; returns a ``RunResult``
     (output location, per-stage timings, counts, VI when the config names a ground truth).
 

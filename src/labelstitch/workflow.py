@@ -30,7 +30,7 @@ from .codec import decode_labels, encode_labels
 from .config import load_config
 from .contingency import count_pairs
 from .checkpoints import CheckpointDir, CheckpointError, save_block
-from .report import write_stitch_report
+from .report import report_paths, write_stitch_report
 from .contingency import label_counts
 from .executors import Executor, SerialExecutor, get_executor
 from .matching import FaceMatches, FaceReport, match_slabs
@@ -245,6 +245,10 @@ class RunResult:
         Score against the config's ground truth.
     stitch : dict
         ``StitchResult.summary()``.
+    checkpoints : str or None
+        The checkpoint folder, if the run had one.
+    report : str or None
+        The stitch report (``OUT.stitch.md``; ``.json`` and ``.npz`` beside it), if written.
     """
 
     output: str
@@ -253,10 +257,14 @@ class RunResult:
     counts: dict[str, int] = field(default_factory=dict)
     vi: VI | None = None
     stitch: dict[str, Any] = field(default_factory=dict)
+    checkpoints: str | None = None
+    report: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "output": self.output,
+            "checkpoints": self.checkpoints,
+            "report": self.report,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "counts": dict(self.counts),
             "vi": self.vi.to_dict() if self.vi else None,
@@ -770,7 +778,17 @@ def run(
     if restored["restored"] and restored.get("verify seconds"):
         restored_bytes = sum(plan[sv].outer.size * 8 for sv, b in blocks.items() if not b.seconds)
         counts["restore MB/s"] = round(restored_bytes / 1e6 / restored["verify seconds"], 1)
-    return RunResult(config["output"], plan, seconds, counts, vi, result.summary())
+    paths = report_paths(config["output"])
+    return RunResult(
+        config["output"],
+        plan,
+        seconds,
+        counts,
+        vi,
+        result.summary(),
+        str(checkpoints.path) if checkpoints is not None else None,
+        str(paths["md"]) if paths is not None else None,
+    )
 
 
 def _segment_star(args: tuple[Subvolume, SegmentTask]) -> SegmentedBlock:
