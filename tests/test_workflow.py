@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +161,7 @@ def test_bad_inputs_are_refused_before_anything_is_written(plugin_module, tmp_pa
     refused(lambda c: c["options"].update({"stitch-algorithm": "greedy"}), ValueError, "unknown stitching rule 'greedy'")
     refused(lambda c: c["options"].update({"chunk-size": 11, "overlap": 3}), ValueError, "leaves a 2-voxel sliver at the end of axis Z")
     refused(lambda c: c["options"].update({"chunk-size": 8, "overlap": 9}), ValueError, "`halo` \\(9\\) must not exceed")
+    refused(lambda c: c["options"].update({"overlap": 0}), ValueError, "`halo` is 0 along axis Z, Y, X")
     refused(lambda c: stage(c, "predict-voxels", {"function": "teststages.wrong_shape"}), PipelineError,
             r"returned shape \(13, 14, 14\) for subvolume 0; expected \(14, 14, 14\)")
     refused(lambda c: stage(c, "create-supervoxels", {"function": "teststages.wrong_dtype"}), PipelineError,

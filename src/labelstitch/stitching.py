@@ -213,6 +213,75 @@ def _block_loader(plan: Plan, blocks: BlockSource) -> Callable[[Subvolume], NDAr
     raise ValueError(f"`blocks` must be a mapping {{subvolume id: labels}} or a callable, got {type(blocks).__name__}")
 
 
+def check_stitch(plan: Plan, rule: str, rule_params: dict[str, Any]) -> None:
+    """Everything about a stitch that can be checked before reading a block.
+
+    Raises
+    ------
+    ValueError
+        Not a Plan, an unknown rule or parameter, or a halo of 0 with a rule that needs
+        overlap (blocks would share no voxels to match on).
+    """
+    if not isinstance(plan, Plan):
+        raise ValueError(f"`plan` must be a labelstitch.Plan, got {type(plan).__name__}")
+    get_rule(rule)
+    check_rule_params(rule, rule_params)
+    if rule != "none":
+        flat_axes = sorted({f.axis for f in plan.faces() if f.box.empty})
+        if flat_axes:
+            raise ValueError(
+                f"`halo` is 0 along axis {', '.join('ZYX'[a] for a in flat_axes)}: neighbouring blocks share no "
+                f"voxels there, so rule {rule!r} cannot match across them; use halo >= 1 or rule='none'"
+            )
+
+
+def faces_by_subvolume(plan: Plan) -> dict[int, list[tuple[int, Face]]]:
+    """``{subvolume id: [(face index, face), ...]}`` for every face a subvolume takes part in."""
+    found: dict[int, list[tuple[int, Face]]] = {sv.id: [] for sv in plan}
+    for i, f in enumerate(plan.faces()):
+        found[f.a].append((i, f))
+        found[f.b].append((i, f))
+    return found
+
+
+def interior_labels(sv: Subvolume, block: NDArray[Any]) -> NDArray[np.uint64]:
+    """The non-zero labels of a block's interior: the nodes this subvolume contributes."""
+    labels = label_counts(block[sv.interior.slices(sv.outer)])[0]
+    return labels[labels != 0].astype(np.uint64)
+
+
+def face_slabs(sv: Subvolume, block: NDArray[Any], faces: list[tuple[int, Face]]) -> list[tuple[int, NDArray[Any]]]:
+    """This subvolume's side of each of its faces: its labels cut to the face's overlap box."""
+    return [(i, block[face.box.slices(sv.outer)]) for i, face in faces]
+
+
+def assemble(
+    plan: Plan,
+    rule: str,
+    rule_params: dict[str, Any],
+    connected_components: bool,
+    per_face: list[FaceMatches],
+    reports: list[FaceReport],
+    nodes: dict[int, NDArray[np.uint64]],
+    load: Callable[[Subvolume], NDArray[np.unsignedinteger]],
+) -> StitchResult:
+    """Resolve the matches of every face (``per_face[i]`` for ``plan.faces()[i]``) together
+    with every subvolume's interior labels into a :class:`StitchResult`."""
+    matches = MatchTable.from_faces(plan.faces(), per_face)
+    node_sv = [np.full(nodes[sv.id].size, sv.id, np.uint64) for sv in plan]
+    node_label = [nodes[sv.id] for sv in plan]
+    mapping = resolve(
+        matches.sv_a,
+        matches.a,
+        matches.sv_b,
+        matches.b,
+        nodes=(np.concatenate(node_sv) if node_sv else [], np.concatenate(node_label) if node_label else []),
+    )
+    return StitchResult(
+        plan, rule, dict(rule_params), connected_components, matches, mapping, tuple(reports), load
+    )
+
+
 def stitch(
     plan: Plan,
     blocks: BlockSource,
@@ -262,37 +331,18 @@ def stitch(
     >>> result.to_array()
     array([[[1, 1, 2, 2, 2, 2, 2, 3]]], dtype=uint64)
     """
-    if not isinstance(plan, Plan):
-        raise ValueError(f"`plan` must be a labelstitch.Plan, got {type(plan).__name__}")
-    get_rule(rule)
-    check_rule_params(rule, rule_params)
-    faces = plan.faces()
-    if rule != "none":
-        flat_axes = sorted({f.axis for f in faces if f.box.empty})
-        if flat_axes:
-            raise ValueError(
-                f"`halo` is 0 along axis {', '.join('ZYX'[a] for a in flat_axes)}: neighbouring blocks share no "
-                f"voxels there, so rule {rule!r} cannot match across them; use halo >= 1 or rule='none'"
-            )
+    check_stitch(plan, rule, rule_params)
     load = _block_loader(plan, blocks)
-
-    faces_of: dict[int, list[int]] = {}
-    for i, f in enumerate(faces):
-        faces_of.setdefault(f.a, []).append(i)
-        faces_of.setdefault(f.b, []).append(i)
+    faces = plan.faces()
     pending: dict[int, NDArray[Any]] = {}  # face index -> the first side's slab
-    per_face: list[FaceMatches | None] = [None] * len(faces)
-    reports: list[FaceReport | None] = [None] * len(faces)
-    node_sv: list[NDArray[np.uint64]] = []
-    node_label: list[NDArray[np.uint64]] = []
+    per_face: list[FaceMatches] = [None] * len(faces)  # type: ignore[list-item]
+    reports: list[FaceReport] = [None] * len(faces)  # type: ignore[list-item]
+    nodes: dict[int, NDArray[np.uint64]] = {}
+    faces_of = faces_by_subvolume(plan)
     for sv in plan:
         block = load(sv)
-        labels = label_counts(block[sv.interior.slices(sv.outer)])[0]
-        labels = labels[labels != 0]
-        node_label.append(labels.astype(np.uint64))
-        node_sv.append(np.full(labels.size, sv.id, np.uint64))
-        for i in faces_of.get(sv.id, ()):
-            slab = block[faces[i].box.slices(sv.outer)]
+        nodes[sv.id] = interior_labels(sv, block)
+        for i, slab in face_slabs(sv, block, faces_of[sv.id]):
             other = pending.pop(i, None)
             if other is None:
                 pending[i] = slab.copy()
@@ -300,31 +350,8 @@ def stitch(
             f = faces[i]
             slab_a, slab_b = (slab, other) if sv.id == f.a else (other, slab)
             per_face[i], reports[i] = match_slabs(
-                slab_a,
-                slab_b,
-                axis=f.axis,
-                plane=f.plane_offset,
-                rule=rule,
-                connected_components=connected_components,
-                **rule_params,
+                slab_a, slab_b, axis=f.axis, plane=f.plane_offset, rule=rule,
+                connected_components=connected_components, **rule_params,
             )
         del block
-
-    matches = MatchTable.from_faces(faces, [m for m in per_face if m is not None])
-    mapping = resolve(
-        matches.sv_a,
-        matches.a,
-        matches.sv_b,
-        matches.b,
-        nodes=(np.concatenate(node_sv) if node_sv else [], np.concatenate(node_label) if node_label else []),
-    )
-    return StitchResult(
-        plan,
-        rule,
-        dict(rule_params),
-        connected_components,
-        matches,
-        mapping,
-        tuple(r for r in reports if r is not None),
-        load,
-    )
+    return assemble(plan, rule, rule_params, connected_components, per_face, reports, nodes, load)

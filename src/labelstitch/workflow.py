@@ -31,15 +31,13 @@ from .config import load_config
 from .contingency import count_pairs
 from .checkpoints import CheckpointDir, CheckpointError, save_block
 from .report import report_paths, write_stitch_report
-from .contingency import label_counts
 from .executors import Executor, SerialExecutor, get_executor
 from .matching import FaceMatches, FaceReport, match_slabs
 from .relabel import remap
-from .resolve import resolve
 from .geometry import Face, Plan, Subvolume
 from .metrics import VI, RegionalVI, _entropies_from_pairs, vi
 from .plugins import PluginError, Stage, resolve_stage
-from .stitching import MatchTable, StitchResult
+from .stitching import StitchResult, assemble, check_stitch, faces_by_subvolume, face_slabs, interior_labels
 from .stores import StoreError, VolumeStore, create_volume, open_volume, volume_exists
 
 __all__ = [
@@ -368,10 +366,7 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
         bodies,
         codec=options["codec"],
     )
-    from .matching import check_rule_params, get_rule
-
-    get_rule(options["stitch-algorithm"])
-    check_rule_params(options["stitch-algorithm"], options["stitch-parameters"])
+    check_stitch(plan, options["stitch-algorithm"], options["stitch-parameters"])
     return plan, task, gt
 
 
@@ -443,9 +438,8 @@ def _emit_slabs(item: tuple[Subvolume, SegmentedBlock, tuple[tuple[int, Face], .
     its compressed face slabs (keyed by the face)."""
     sv, block, faces = item
     labels = block.load()
-    nodes = label_counts(labels[sv.interior.slices(sv.outer)])[0]
-    pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), nodes[nodes != 0])]
-    pairs += [(("face", i), (sv.id, encode_labels(labels[face.box.slices(sv.outer)]))) for i, face in faces]
+    pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), interior_labels(sv, labels))]
+    pairs += [(("face", i), (sv.id, encode_labels(slab))) for i, slab in face_slabs(sv, labels, list(faces))]
     return pairs
 
 
@@ -537,6 +531,7 @@ def stitch_and_write(
     rule = options["stitch-algorithm"] if rule is None else rule
     params = options["stitch-parameters"] if rule_params is None else rule_params
     cc = bool(options["stitch-connected-components"])
+    check_stitch(plan, rule, params)
     uri = config["output"] if output is None else output
     pool = get_executor(executor, workers=workers) if isinstance(executor, str) else executor
     store = create_volume(uri, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite, staged=True)
@@ -544,10 +539,7 @@ def stitch_and_write(
     try:
         start = time.perf_counter()
         faces = plan.faces()
-        faces_of: dict[int, list[tuple[int, Face]]] = {sv.id: [] for sv in plan}
-        for i, f in enumerate(faces):
-            faces_of[f.a].append((i, f))
-            faces_of[f.b].append((i, f))
+        faces_of = faces_by_subvolume(plan)
         nodes_of: dict[int, NDArray[np.uint64]] = {}
         per_face: list[FaceMatches] = [None] * len(faces)  # type: ignore[list-item]
         reports: list[FaceReport] = [None] * len(faces)  # type: ignore[list-item]
@@ -559,14 +551,8 @@ def stitch_and_write(
                 nodes_of[index] = value
             else:
                 per_face[index], reports[index] = value
-        node_sv = [np.full(nodes_of[sv.id].size, sv.id, np.uint64) for sv in plan]
-        node_label = [nodes_of[sv.id].astype(np.uint64) for sv in plan]
-        table = MatchTable.from_faces(faces, per_face)
-        mapping = resolve(
-            table.sv_a, table.a, table.sv_b, table.b,
-            nodes=(np.concatenate(node_sv) if node_sv else [], np.concatenate(node_label) if node_label else []),
-        )
-        result = StitchResult(plan, rule, dict(params), cc, table, mapping, tuple(reports), lambda sv: blocks[sv.id].load())
+        result = assemble(plan, rule, params, cc, per_face, reports, nodes_of, lambda sv: blocks[sv.id].load())
+        mapping = result.mapping
         seconds["stitch"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -633,10 +619,7 @@ def restitch(
         )
     blocks = {sv.id: SegmentedBlock.from_checkpoint(sv.id, checkpoints.block_path(sv.id)) for sv in plan}
     if rule is not None:
-        from .matching import check_rule_params, get_rule
-
-        get_rule(rule)
-        check_rule_params(rule, rule_params or {})
+        check_stitch(plan, rule, rule_params or {})
     return stitch_and_write(
         config, plan, task, blocks, output=output, rule=rule, rule_params=rule_params if rule is not None else None,
         overwrite=overwrite, executor=executor, workers=workers, progress=progress,
