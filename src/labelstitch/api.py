@@ -139,8 +139,9 @@ class _as_store:
 
 
 def _checked(value: Any, name: str) -> Any:
-    if not all(hasattr(value, attr) for attr in ("shape", "dtype", "__getitem__")):
-        value = np.asarray(value)
+    from .stores._memory import as_array_like
+
+    value = as_array_like(value)
     if len(value.shape) != 3:
         raise ValueError(f"`{name}` must be 3-D (Z, Y, X), got shape {tuple(value.shape)}")
     return value

@@ -145,12 +145,7 @@ class StitchResult:
         """
         sv = self.plan[sv_id]
         data = self._load(sv) if block is None else _checked_block(sv, block)
-        labels, bodies = self.mapping.for_subvolume(sv_id)
-        zero = np.zeros(1, np.uint64)  # background stays 0; a plain [0] would promote uint64 to float64
-        keys = np.concatenate([zero, labels])
-        vals = np.concatenate([zero, bodies])
-        interior = data[sv.interior.slices(sv.outer)]
-        return remap(interior, (keys, vals), preserve_missing=False, dtype=np.uint64).astype(np.uint64, copy=False)
+        return relabel_interior(sv, data, *self.mapping.for_subvolume(sv_id))
 
     def to_array(self, dtype: DTypeLike = np.uint64) -> NDArray[np.integer]:
         """The stitched volume of the plan's shape; voxels outside every interior are 0.
@@ -185,6 +180,17 @@ class StitchResult:
             "refused": dict(sorted(refused.items())),
             "bodies": self.n_bodies,
         }
+
+
+def relabel_interior(
+    sv: Subvolume, block: NDArray[Any], labels: NDArray[np.uint64], bodies: NDArray[np.uint64]
+) -> NDArray[np.uint64]:
+    """The interior of ``block`` (labels over ``sv``'s outer box) with ``labels[i]`` replaced
+    by ``bodies[i]``; 0 stays 0 and any other label is an error (it would have no body)."""
+    zero = np.zeros(1, np.uint64)  # background stays 0; a plain [0] would promote uint64 to float64
+    table = (np.concatenate([zero, labels]), np.concatenate([zero, bodies]))
+    interior = block[sv.interior.slices(sv.outer)]
+    return remap(interior, table, preserve_missing=False, dtype=np.uint64).astype(np.uint64, copy=False)
 
 
 def _checked_block(sv: Subvolume, block: ArrayLike) -> NDArray[np.unsignedinteger]:

@@ -33,11 +33,18 @@ from .checkpoints import CheckpointDir, CheckpointError, save_block
 from .report import report_paths, write_stitch_report
 from .executors import Executor, SerialExecutor, get_executor
 from .matching import FaceMatches, FaceReport, match_slabs
-from .relabel import remap
 from .geometry import Face, Plan, Subvolume
 from .metrics import VI, RegionalVI, _entropies_from_pairs, vi
 from .plugins import PluginError, Stage, resolve_stage
-from .stitching import StitchResult, assemble, check_stitch, faces_by_subvolume, face_slabs, interior_labels
+from .stitching import (
+    StitchResult,
+    assemble,
+    check_stitch,
+    face_slabs,
+    faces_by_subvolume,
+    interior_labels,
+    relabel_interior,
+)
 from .stores import StoreError, VolumeStore, create_volume, open_volume, volume_exists
 
 __all__ = [
@@ -371,11 +378,8 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
 
 
 def _describe(item: tuple[Any, ...]) -> str:
-    first = item[0]
-    if isinstance(first, Subvolume):
-        return f"subvolume {first.id}"
-    face = item[1]
-    return f"face {first} (subvolumes {face.a} and {face.b})"
+    """Name a per-subvolume work item (its first element is the Subvolume) in error messages."""
+    return f"subvolume {item[0].id}"
 
 
 def segment_blocks(
@@ -386,17 +390,17 @@ def segment_blocks(
     workers: int | None = None,
     checkpoints: CheckpointDir | None = None,
     progress: bool = False,
-) -> tuple[dict[int, SegmentedBlock], dict[str, int]]:
+) -> tuple[dict[int, SegmentedBlock], dict[str, Any]]:
     """Segment every subvolume, iteration by iteration.
 
     Without checkpoints the compressed blocks stay in memory. With them, each block is
     written to the checkpoint folder by the worker that made it, and blocks whose
-    checkpoints verify are not recomputed. Returns the blocks and how many were
-    ``computed``, ``restored``, and recomputed because ``missing``, ``half-written`` or
-    ``corrupt``.
+    checkpoints verify are not recomputed (a half-written or corrupt one is logged). Returns
+    the blocks and the counts ``computed`` and ``restored``, the seconds spent verifying
+    checkpoints and the seconds of each iteration.
     """
     blocks: dict[int, SegmentedBlock] = {}
-    counts: dict[str, Any] = {"computed": 0, "restored": 0, "missing": 0, "half-written": 0, "corrupt": 0}
+    counts: dict[str, Any] = {"computed": 0, "restored": 0}
     todo = list(plan)
     if checkpoints is not None:
         start = time.perf_counter()
@@ -407,10 +411,8 @@ def segment_blocks(
             if states[sv.id] == "ok":
                 blocks[sv.id] = SegmentedBlock.from_checkpoint(sv.id, checkpoints.block_path(sv.id))
                 counts["restored"] += 1
-            elif states[sv.id] != "missing" or any(s != "missing" for s in states.values()):
-                counts[states[sv.id]] += 1
-                if states[sv.id] != "missing":
-                    log.warning("recomputing subvolume %d: its checkpoint is %s", sv.id, states[sv.id])
+            elif states[sv.id] != "missing":
+                log.warning("recomputing subvolume %d: its checkpoint is %s", sv.id, states[sv.id])
         todo = [sv for sv in plan if sv.id not in blocks]
     pool = get_executor(executor, workers=workers) if isinstance(executor, str) else executor
     bar = _bar(len(plan), "segment", progress, initial=len(blocks))
@@ -486,10 +488,7 @@ def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
     """Step 3, per subvolume: relabel the interior into body ids and write it (or hand it back
     to the driver when the output cannot be written from several processes)."""
     sv = item.sv
-    zero = np.zeros(1, np.uint64)
-    interior = item.block.load()[sv.interior.slices(sv.outer)]
-    out = remap(interior, (np.concatenate([zero, item.labels]), np.concatenate([zero, item.bodies])),
-                preserve_missing=False, dtype=np.uint64)
+    out = relabel_interior(sv, item.block.load(), item.labels, item.bodies)
     if item.offset:
         out = np.where(out != 0, out + np.uint64(item.offset), out)
     if item.preserve_uri is not None:

@@ -57,6 +57,13 @@ def _stop_sessions() -> None:
     _SESSIONS.clear()
 
 
+def _task_failed(exc: Exception) -> ExecutorError:
+    """A short error from a Spark failure: the last line of the Python traceback it carries."""
+    message = str(exc).strip().splitlines()
+    tail = next((line for line in reversed(message) if "Error" in line), message[-1] if message else "")
+    return ExecutorError(f"a Spark task failed: {tail}")
+
+
 class SparkExecutor(Executor):
     """Maps over items with Spark: ``parallelize`` (two partitions per core), ``map``, ``collect``."""
 
@@ -79,9 +86,7 @@ class SparkExecutor(Executor):
         try:
             results = rdd.map(lambda pair: (pair[0], fn(pair[1]))).collect()
         except Exception as exc:
-            message = str(exc).strip().splitlines()
-            tail = next((line for line in reversed(message) if "Error" in line), message[-1] if message else "")
-            raise ExecutorError(f"a Spark task failed: {tail}") from exc
+            raise _task_failed(exc) from exc
         for _, result in sorted(results, key=lambda pair: pair[0]):
             yield result
 
@@ -111,7 +116,5 @@ class SparkExecutor(Executor):
         try:
             results = context.parallelize(indexed, numSlices=slices).flatMap(tagged).groupByKey().map(reduce_sorted).collect()
         except Exception as exc:
-            message = str(exc).strip().splitlines()
-            tail = next((line for line in reversed(message) if "Error" in line), message[-1] if message else "")
-            raise ExecutorError(f"a Spark task failed: {tail}") from exc
+            raise _task_failed(exc) from exc
         yield from results

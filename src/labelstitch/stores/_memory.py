@@ -50,11 +50,17 @@ class MemoryStore(VolumeStore):
 _REGISTRY: dict[str, MemoryStore] = {}
 
 
+def as_array_like(value: Any) -> Any:
+    """``value`` itself if it has ``shape``, ``dtype`` and slicing (ndarray, zarr, dask: read
+    a box at a time, never loaded whole), else ``np.asarray(value)``."""
+    if all(hasattr(value, attr) for attr in ("shape", "dtype", "__getitem__")):
+        return value
+    return np.asarray(value)
+
+
 def register_memory_volume(name: str, array: Any) -> str:
     """Make ``array`` (an ndarray, or any array-like with ``shape``, ``dtype`` and slicing)
     openable as ``memory://name``; returns the URI."""
     uri = f"memory://{name}"
-    if not all(hasattr(array, attr) for attr in ("shape", "dtype", "__getitem__")):
-        array = np.asarray(array)
-    _REGISTRY[uri] = MemoryStore(array, uri=uri)
+    _REGISTRY[uri] = MemoryStore(as_array_like(array), uri=uri)
     return uri
