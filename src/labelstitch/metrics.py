@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .contingency import count_pairs
 from ._validation import as_labels, check_same_shape, flat
-from .geometry import Box, _triple
+from .geometry import Box, Plan, _triple
 
-__all__ = ["VI", "RegionalVI", "vi", "vi_by_region"]
+__all__ = ["VI", "RegionalVI", "regional_vi", "vi", "vi_by_region"]
 
 
 @dataclass(frozen=True)
@@ -140,17 +141,27 @@ def vi_by_region(
     check_same_shape(s, g, "seg", "gt")
     if s.ndim != 3:
         raise ValueError(f"`seg` must be 3-D (Z, Y, X), got {s.ndim}-D")
+    return regional_vi(s.shape, block, lambda box: (s[box.slices()], g[box.slices()]), ignore_gt_zero=ignore_gt_zero)
+
+
+def regional_vi(
+    shape: tuple[int, ...],
+    block: int | tuple[int, int, int],
+    read: Callable[[Box], tuple[NDArray[Any], NDArray[Any]]],
+    *,
+    ignore_gt_zero: bool = True,
+) -> RegionalVI:
+    """VI of every ``block``-sized region of a volume of ``shape``, where ``read(box)`` returns
+    the segmentation and ground truth of one region (from arrays, or from stored volumes so
+    that nothing larger than a region is ever loaded)."""
     block_ = _triple(block, "block")
     if any(b <= 0 for b in block_):
         raise ValueError(f"`block` must be positive on every axis, got {block_}")
-    grid = tuple(-(-n // b) for n, b in zip(s.shape, block_))
-    merge = np.zeros(grid)
-    split = np.zeros(grid)
-    boxes = []
-    for index in itertools.product(*(range(n) for n in grid)):
-        start = tuple(i * b for i, b in zip(index, block_))
-        box = Box(start, tuple(min(a + b, n) for a, b, n in zip(start, block_, s.shape)))
-        boxes.append(box)
-        r = _conditional_entropies(s[box.slices()], g[box.slices()], ignore_gt_zero)
-        merge[index], split[index] = r.merge, r.split
-    return RegionalVI(merge, split, block_, tuple(boxes))
+    plan = Plan.grid(shape, block_, 0)
+    merge = np.zeros(plan.grid_shape)
+    split = np.zeros(plan.grid_shape)
+    for sv in plan:
+        seg, gt = read(sv.interior)
+        r = _conditional_entropies(as_labels(seg, "seg"), as_labels(gt, "gt"), ignore_gt_zero)
+        merge[sv.index], split[sv.index] = r.merge, r.split
+    return RegionalVI(merge, split, block_, tuple(sv.interior for sv in plan))

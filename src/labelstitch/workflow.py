@@ -34,7 +34,7 @@ from .report import report_paths, write_stitch_report
 from .executors import Executor, SerialExecutor, get_executor
 from .matching import FaceMatches, FaceReport, match_slabs
 from .geometry import Face, Plan, Subvolume
-from .metrics import VI, RegionalVI, _entropies_from_pairs, vi
+from .metrics import VI, RegionalVI, _entropies_from_pairs, regional_vi
 from .plugins import PluginError, Stage, resolve_stage
 from .stitching import (
     StitchResult,
@@ -222,13 +222,7 @@ def evaluate_regions(seg: VolumeStore, gt: VolumeStore, region: int = 32, *, ign
     """VI of every ``region``-sized block of two stored volumes (the paper's Figure 9)."""
     if seg.shape != gt.shape:
         raise ValueError(f"segmentation {seg.uri} has shape {seg.shape} but ground truth {gt.uri} has shape {gt.shape}")
-    plan = Plan.grid(seg.shape, region, 0)
-    merge = np.zeros(plan.grid_shape)
-    split = np.zeros(plan.grid_shape)
-    for sv in plan:
-        score = vi(seg.read(sv.interior), gt.read(sv.interior), ignore_gt_zero=ignore_gt_zero)
-        merge[sv.index], split[sv.index] = score.merge, score.split
-    return RegionalVI(merge, split, plan.block, tuple(sv.interior for sv in plan))
+    return regional_vi(seg.shape, region, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
 
 
 # ----------------------------------------------------------------------------- the run
