@@ -16,7 +16,7 @@ from labelstitch.synthetic import em_volume
 def test_config_schema_and_example(capsys):
     assert main(["config", "--schema"]) == ExitCode.OK
     schema = json.loads(capsys.readouterr().out)
-    assert schema["required"] == ["input", "output"]
+    assert schema["anyOf"] == [{"required": ["input", "output"]}, {"required": ["dvid-info"]}]
     assert main(["config", "--example"]) == ExitCode.OK
     example = json.loads(capsys.readouterr().out)
     assert load_config(example)["options"]["overlap"] == 20

@@ -198,7 +198,7 @@ def test_a_failing_plugin_leaves_no_partial_output_and_keeps_the_old_one(plugin_
     ("config", "message"),
     [
         ({"input": "a.npy"}, "'output' is a required property"),
-        ({"input": "a.npy", "output": "b.zarr", "optoins": {}}, "allowed keys: ground-truth, input, options"),
+        ({"input": "a.npy", "output": "b.zarr", "optoins": {}}, "allowed keys: dvid-info, ground-truth, input, options"),
         ({"input": "a.npy", "output": "b.zarr", "options": {"chunk-size": [64, 64]}}, "options.chunk-size: expected"),
         ({"input": "a.npy", "output": "b.zarr", "options": {"overlap": "20"}}, "options.overlap: expected"),
         ({"input": "a.npy", "output": "b.zarr", "options": {"segmentor": {"configuration": {"predict-voxels": {}}}}},

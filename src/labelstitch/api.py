@@ -39,6 +39,7 @@ def run(
     workers: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    create_output: bool = False,
     progress: bool = True,
 ) -> RunResult:
     """Run the pipeline for a config dict or a JSON/YAML file; returns a ``RunResult``
@@ -48,7 +49,10 @@ def run(
     """
     from .workflow import run as _run
 
-    return _run(config, executor=executor, workers=workers, resume=resume, overwrite=overwrite, progress=progress)
+    return _run(
+        config, executor=executor, workers=workers, resume=resume, overwrite=overwrite, create_output=create_output,
+        progress=progress,
+    )
 
 
 @dataclass(frozen=True)

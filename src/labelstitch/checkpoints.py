@@ -30,7 +30,9 @@ __all__ = ["CheckpointDir", "CheckpointError", "config_hash"]
 _FORMAT = "labelstitch-checkpoints/1"
 #: config keys whose change makes old checkpoints wrong
 _SEGMENTATION_KEYS = ("input", "roi", "preserve-bodies")
-_SEGMENTATION_OPTIONS = ("segmentor", "chunk-size", "overlap", "background-value", "background-min-width", "codec")
+_SEGMENTATION_OPTIONS = (
+    "segmentor", "chunk-size", "overlap", "background-value", "background-min-width", "codec", "roi",
+)
 
 
 class CheckpointError(ValueError):

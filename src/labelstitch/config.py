@@ -45,6 +45,21 @@ SCHEMA: dict[str, Any] = {
             "description": "[[z0, y0, x0], [z1, y1, x1]]: segment only this box",
         },
         "ground-truth": {"type": "string", "description": "a label volume to score the result against"},
+        "dvid-info": {
+            "type": "object",
+            "description": "the seed paper's DVID section: input, output and ROI on one DVID node",
+            "properties": {
+                "dvid-server": {"type": "string", "minLength": 1, "description": "HOST:PORT"},
+                "uuid": {"type": "string", "minLength": 1, "description": "the node (a unique UUID prefix will do)"},
+                "segmentation-name": {"type": "string", "minLength": 1, "description": "the labels instance to write"},
+                "grayscale": {"type": "string", "minLength": 1, "description": "the uint8blk instance to read"},
+                "roi": {"type": "string", "minLength": 1, "description": "a roi instance: segment only its blocks"},
+                "segmentation-type": {"enum": ["labelblk", "labelarray", "labelmap"], "description": "type of a created output"},
+                "segmentation-block-size": {"type": "integer", "minimum": 8, "description": "block size of a created output"},
+            },
+            "required": ["dvid-server", "uuid", "segmentation-name", "grayscale"],
+            "additionalProperties": False,
+        },
         "preserve-bodies": {
             "type": "object",
             "properties": {
@@ -90,11 +105,16 @@ SCHEMA: dict[str, Any] = {
                     "description": "grayscale value of empty padding to mask (null: no masking)",
                 },
                 "background-min-width": {"type": "integer", "minimum": 1},
+                "roi": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "a DVID roi (a name on the input's node, or dvid://HOST:PORT/UUID/NAME)",
+                },
             },
             "additionalProperties": False,
         },
     },
-    "required": ["input", "output"],
+    "anyOf": [{"required": ["input", "output"]}, {"required": ["dvid-info"]}],
     "additionalProperties": False,
 }
 
@@ -167,6 +187,13 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
                 lines.append(f"{_key_path(e)}: {e.message}; allowed keys: {allowed}")
             elif e.validator == "required":
                 lines.append(f"{_key_path(e)}: {e.message}")
+            elif e.validator == "anyOf" and not e.absolute_path:
+                missing = [k for k in ("input", "output") if k not in config]
+                lines.append(
+                    f"(top level): {' and '.join(repr(k) for k in missing)} "
+                    f"{'is a required property' if len(missing) == 1 else 'are required properties'} "
+                    "(or give a 'dvid-info' section)"
+                )
             elif e.validator == "oneOf":
                 lines.append(f"{_key_path(e)}: expected {e.schema.get('description', 'a valid value')}, got {e.instance!r}")
             else:
@@ -174,6 +201,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     merged = copy.deepcopy(config)
     options = merged.setdefault("options", {})
+    if "dvid-info" in merged:
+        _apply_dvid_info(merged)
     for key, value in DEFAULT_OPTIONS.items():
         if key == "segmentor":
             stages = options.setdefault("segmentor", {}).setdefault("configuration", {})
@@ -183,6 +212,24 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         else:
             options.setdefault(key, copy.deepcopy(value))
     return merged
+
+
+def _apply_dvid_info(config: dict[str, Any]) -> None:
+    """Turn the paper's ``dvid-info`` section into volume strings (explicit keys win)."""
+    info = config["dvid-info"]
+    server = info["dvid-server"].removeprefix("http://").rstrip("/")
+    node = f"dvid://{server}/{info['uuid']}"
+    config.setdefault("input", f"{node}/{info['grayscale']}")
+    roi = config["options"].get("roi") or info.get("roi")
+    if roi and "://" not in roi:
+        config["options"]["roi"] = f"{node}/{roi}"
+    query = {
+        "roi": roi if roi and "://" not in roi else None,  # writes skip the blocks outside the ROI
+        "type": info.get("segmentation-type"),
+        "blocksize": info.get("segmentation-block-size"),
+    }
+    tail = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)
+    config.setdefault("output", f"{node}/{info['segmentation-name']}" + (f"?{tail}" if tail else ""))
 
 
 def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:

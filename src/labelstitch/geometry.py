@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["Box", "Face", "Plan", "Subvolume"]
+__all__ = ["Box", "Face", "Plan", "Subvolume", "roi_mask", "roi_chunks"]
 
 Triple = tuple[int, int, int]
 
@@ -408,3 +408,61 @@ class Plan:
         return cls(
             full.shape, full.block, full.halo, full.origin, full.grid_shape, tuple(subvolumes), data["iterations"]
         )
+
+
+# ----------------------------------------------------------------------------- block-run ROIs
+
+
+def _runs(runs: ArrayLike) -> NDArray[np.int64]:
+    arr = np.asarray(runs, dtype=np.int64).reshape(-1, 4)
+    if arr.size and np.any(arr[:, 3] < arr[:, 2]):
+        bad = arr[np.argmax(arr[:, 3] < arr[:, 2])].tolist()
+        raise ValueError(f"ROI run {bad} ends before it starts (runs are [z, y, x0, x1] with x1 inclusive)")
+    return arr
+
+
+def roi_mask(runs: ArrayLike, block: int, box: Box) -> NDArray[np.bool_]:
+    """True on the voxels of ``box`` that lie inside an ROI given as ``[z, y, x0, x1]`` runs
+    of ``block``-voxel blocks, ``x1`` inclusive (DVID's ROI format).
+
+    >>> roi_mask([[0, 0, 1, 1]], 2, Box((0, 0, 0), (1, 1, 6))).astype(int)
+    array([[[0, 0, 1, 1, 0, 0]]])
+    """
+    arr = _runs(runs)
+    lo = np.floor_divide(box.start, block)
+    hi = -np.floor_divide(-np.asarray(box.stop), block)
+    grid = np.zeros(tuple(int(n) for n in hi - lo), bool)
+    inside = (
+        (arr[:, 0] >= lo[0]) & (arr[:, 0] < hi[0]) & (arr[:, 1] >= lo[1]) & (arr[:, 1] < hi[1])
+        & (arr[:, 3] >= lo[2]) & (arr[:, 2] < hi[2])
+    )
+    for z, y, x0, x1 in arr[inside].tolist():
+        grid[z - lo[0], y - lo[1], max(x0, lo[2]) - lo[2] : min(x1 + 1, hi[2]) - lo[2]] = True
+    voxels = grid.repeat(block, 0).repeat(block, 1).repeat(block, 2)
+    first = np.asarray(box.start) - lo * block
+    return voxels[tuple(slice(int(f), int(f) + n) for f, n in zip(first, box.shape))]
+
+
+def roi_chunks(runs: ArrayLike, block: int, shape: Sequence[int], chunk: int | Sequence[int]) -> NDArray[np.bool_]:
+    """The block mask for :meth:`Plan.grid`: True for every ``chunk``-sized subvolume of a
+    volume of ``shape`` that an ROI (``[z, y, x0, x1]`` runs of ``block``-voxel blocks)
+    touches. ROI blocks outside the volume are ignored.
+
+    >>> roi_chunks([[0, 0, 3, 4]], 32, (64, 64, 256), 128).astype(int)
+    array([[[1, 1]]])
+    """
+    arr = _runs(runs)
+    shape_ = np.asarray(_triple(shape, "shape"))
+    chunk_ = np.asarray(_triple(chunk, "chunk"))
+    grid = -(-shape_ // chunk_)
+    mask = np.zeros(tuple(int(g) for g in grid), bool)
+    start = arr[:, [0, 1, 2]] * block
+    stop = np.stack([(arr[:, 0] + 1) * block, (arr[:, 1] + 1) * block, (arr[:, 3] + 1) * block], axis=1)
+    start = np.clip(start, 0, shape_)
+    stop = np.clip(stop, 0, shape_)
+    keep = np.all(stop > start, axis=1)
+    first = start[keep] // chunk_
+    last = (stop[keep] - 1) // chunk_
+    for (z0, y0, x0), (z1, y1, x1) in zip(first.tolist(), last.tolist()):
+        mask[z0 : z1 + 1, y0 : y1 + 1, x0 : x1 + 1] = True
+    return mask

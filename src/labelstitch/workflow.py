@@ -29,11 +29,11 @@ from ._kernels.hashing import pair_sum
 from .codec import decode_labels, encode_labels
 from .config import load_config
 from .contingency import count_pairs
-from .checkpoints import CheckpointDir, CheckpointError, save_block
+from .checkpoints import CheckpointDir, CheckpointError, config_hash, save_block
 from .report import report_paths, write_stitch_report
 from .executors import Executor, SerialExecutor, get_executor
 from .matching import FaceMatches, FaceReport, match_slabs
-from .geometry import Face, Plan, Subvolume
+from .geometry import Face, Plan, Subvolume, roi_chunks, roi_mask
 from .metrics import VI, RegionalVI, _entropies_from_pairs, regional_vi
 from .plugins import PluginError, Stage, resolve_stage
 from .stitching import (
@@ -45,7 +45,7 @@ from .stitching import (
     interior_labels,
     relabel_interior,
 )
-from .stores import StoreError, VolumeStore, create_volume, open_volume, volume_exists
+from .stores import StoreError, VolumeStore, check_output, create_volume, dvid_roi_runs, open_volume, volume_exists
 
 __all__ = [
     "RunResult",
@@ -100,6 +100,8 @@ class SegmentTask:
     codec: str = "lz4"
     checkpoint_dir: str | None = None
     extra_mask: str | None = None
+    roi_runs: tuple[tuple[int, int, int, int], ...] = ()
+    roi_block: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedBlock:
     if task.extra_mask is not None:
         with open_volume(task.extra_mask) as volume:
             mask |= volume.read(sv.outer).astype(bool)
+    if task.roi_runs:
+        mask |= ~roi_mask(task.roi_runs, task.roi_block, sv.outer)
     preserved = None
     if task.preserve_uri is not None:
         with open_volume(task.preserve_uri) as volume:
@@ -331,6 +335,17 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
         raise StoreError(f"input {config['input']} has dtype {dtype}; expected integer or float grayscale")
     options = config["options"]
     roi = config.get("roi")
+    roi_runs: tuple[tuple[int, int, int, int], ...] = ()
+    roi_block = 0
+    if options.get("roi"):
+        if roi is not None:
+            raise ValueError("give either roi (a box) or options.roi (a DVID roi), not both")
+        roi_uri = _roi_uri(options["roi"], config["input"])
+        runs, roi_block = dvid_roi_runs(roi_uri)
+        roi = roi_chunks(runs, roi_block, shape, options["chunk-size"])
+        if not roi.any():
+            raise ValueError(f"options.roi {roi_uri} has no block inside the input volume of shape {shape}")
+        roi_runs = tuple(tuple(int(v) for v in run) for run in runs.tolist())  # type: ignore[misc]
     plan = Plan.grid(shape, options["chunk-size"], options["overlap"], roi=roi, iterations=options["iterations"])
     if options.get("iteration-size"):
         iterations = -(-len(plan) // options["iteration-size"])
@@ -348,7 +363,7 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
         preserve_uri = config["preserve-bodies"]["segmentation"]
         bodies = tuple(int(b) for b in config["preserve-bodies"]["bodies"])
         with open_volume(preserve_uri) as volume:
-            if volume.shape != shape:
+            if volume.bounded and volume.shape != shape:
                 raise StoreError(f"preserve-bodies.segmentation {preserve_uri} has shape {volume.shape}; input has {shape}")
             if not np.issubdtype(volume.dtype, np.integer):
                 raise StoreError(f"preserve-bodies.segmentation {preserve_uri} has dtype {volume.dtype}; expected labels")
@@ -366,9 +381,50 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
         preserve_uri,
         bodies,
         codec=options["codec"],
+        roi_runs=roi_runs,
+        roi_block=roi_block,
     )
     check_stitch(plan, options["stitch-algorithm"], options["stitch-parameters"])
     return plan, task, gt
+
+
+def _roi_uri(roi: str, input_uri: str) -> str:
+    """``options.roi`` as a dvid:// string: a bare name lives on the input's DVID node."""
+    if "://" in roi:
+        return roi
+    if not input_uri.startswith("dvid://"):
+        raise ValueError(
+            f"options.roi {roi!r} names a DVID roi, but the input {input_uri} is not on DVID; "
+            "write it as dvid://HOST:PORT/UUID/NAME, or give a box as the top-level roi"
+        )
+    return input_uri.split("?")[0].rsplit("/", 1)[0] + "/" + roi
+
+
+def check_plan_output(
+    plan: Plan, uri: str, *, overwrite: bool = False, create_output: bool = False
+) -> None:
+    """Refuse, before any work, an output that cannot take this plan's writes: it exists
+    without ``overwrite``, a DVID node is committed or its instance is missing without
+    ``create_output``, or the subvolume interiors are not aligned to the output's blocks."""
+    alignment = check_output(uri, overwrite=overwrite, create_instance=create_output)
+    if alignment is None:
+        return
+    for sv in plan:
+        for axis, (a, b, n, edge) in enumerate(zip(sv.interior.start, sv.interior.stop, alignment, plan.shape)):
+            if a % n or (b % n and b != edge):
+                raise ValueError(
+                    f"the output {uri} takes writes of whole {n}-voxel blocks, but subvolume {sv.id}'s interior "
+                    f"{sv.interior} is not aligned on axis {'ZYX'[axis]}: make options.chunk-size a multiple of {n} "
+                    f"(it is {list(plan.block)}) and start any roi box on multiples of {n}"
+                )
+
+
+def _writes_own_output(config: dict[str, Any]) -> bool:
+    """Whether the output exists and was written by this same config (a run to resume)."""
+    if not volume_exists(config["output"]):
+        return False
+    with open_volume(config["output"]) as store:
+        return bool(store.metadata.get("config-hash") == config_hash(config))
 
 
 def _describe(item: tuple[Any, ...]) -> str:
@@ -508,6 +564,7 @@ def stitch_and_write(
     rule: str | None = None,
     rule_params: dict[str, Any] | None = None,
     overwrite: bool = False,
+    create_output: bool = False,
     executor: str | Executor = "serial",
     workers: int | None = None,
     progress: bool = False,
@@ -526,10 +583,15 @@ def stitch_and_write(
     cc = bool(options["stitch-connected-components"])
     check_stitch(plan, rule, params)
     uri = config["output"] if output is None else output
+    check_plan_output(plan, uri, overwrite=overwrite, create_output=create_output)
     pool = get_executor(executor, workers=workers) if isinstance(executor, str) else executor
-    store = create_volume(uri, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite, staged=True)
+    store = create_volume(
+        uri, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite, staged=True, create_instance=create_output
+    )
     seconds: dict[str, float] = {}
+    identity = {"labelstitch": __version__, "config-hash": config_hash(config)}
     try:
+        store.set_metadata({**identity, "complete": False})  # lets `run --resume` recognise its own output
         start = time.perf_counter()
         faces = plan.faces()
         faces_of = faces_by_subvolume(plan)
@@ -559,7 +621,7 @@ def stitch_and_write(
             if data is not None:
                 store.write(plan[sv_id].interior, data)
         store.set_metadata(
-            {"labelstitch": __version__, "config": config, "plan": plan.to_dict(), "stitch": result.summary()}
+            {**identity, "complete": True, "config": config, "plan": plan.to_dict(), "stitch": result.summary()}
         )
         store.commit()
         write_stitch_report(result, uri, offset=offset)
@@ -581,6 +643,7 @@ def restitch(
     rule_params: dict[str, Any] | None = None,
     output: str | None = None,
     overwrite: bool = False,
+    create_output: bool = False,
     executor: str | Executor = "serial",
     workers: int | None = None,
     progress: bool = False,
@@ -615,7 +678,7 @@ def restitch(
         check_stitch(plan, rule, rule_params or {})
     return stitch_and_write(
         config, plan, task, blocks, output=output, rule=rule, rule_params=rule_params if rule is not None else None,
-        overwrite=overwrite, executor=executor, workers=workers, progress=progress,
+        overwrite=overwrite, create_output=create_output, executor=executor, workers=workers, progress=progress,
     )
 
 
@@ -682,6 +745,7 @@ def run(
     workers: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    create_output: bool = False,
     progress: bool = False,
 ) -> RunResult:
     """Run the whole pipeline for a config (a dict or a JSON/YAML file).
@@ -689,22 +753,25 @@ def run(
     ``executor`` is ``"serial"``, ``"processes"``, ``"spark"`` or a plugin's name, or an open
     :class:`~labelstitch.executors.Executor` (whose warm workers are then reused and left
     open); the output is the same whatever the executor and worker count. With ``options.checkpoint-dir`` every finished
-    subvolume is checkpointed; ``resume=True`` continues a run that crashed.
+    subvolume is checkpointed; ``resume=True`` continues a run that crashed, and may write
+    over an output that this same config had started to write. ``create_output`` creates a
+    missing DVID labels instance.
 
     Raises
     ------
     ConfigError, StoreError, PluginError, CheckpointError, ValueError
         Before anything is written: a bad config, a missing or malformed volume, an unknown
         plugin or parameter, an existing output without ``overwrite``, checkpoints of
-        another config or plan.
+        another config or plan, a committed DVID node, a missing DVID output without
+        ``create_output``, a plan not aligned to a DVID output's blocks.
     PipelineError
         A stage function returned the wrong shape or dtype (the staged output is discarded).
     """
     t0 = time.perf_counter()
     config = load_config(config)
     plan, task, gt = prepare(config)
-    if volume_exists(config["output"]) and not overwrite:
-        raise StoreError(f"output {config['output']} exists already; pass overwrite=True (--overwrite) to replace it")
+    overwrite = overwrite or (resume and _writes_own_output(config))
+    check_plan_output(plan, config["output"], overwrite=overwrite, create_output=create_output)
     checkpoints = None
     if config["options"]["checkpoint-dir"]:
         checkpoints = CheckpointDir.open(config["options"]["checkpoint-dir"], plan, config, resume=resume)
@@ -723,7 +790,9 @@ def run(
                 seconds[f"  iteration {k}"] = sec
         for stage in ("read", "predict-voxels", "create-supervoxels", "agglomerate-supervoxels"):
             seconds[f"  {stage}"] = sum(b.seconds.get(stage, 0.0) for b in blocks.values())
-        result, more = stitch_and_write(config, plan, task, blocks, overwrite=overwrite, executor=pool, progress=progress)
+        result, more = stitch_and_write(
+            config, plan, task, blocks, overwrite=overwrite, create_output=create_output, executor=pool, progress=progress
+        )
         seconds.update(more)
         vi = None
         if gt is not None:

@@ -120,8 +120,8 @@ def test_open_errors_say_what_is_wrong(tmp_path):
         open_volume(f"{tmp_path}/f.h5")
     with pytest.raises(StoreError, match="cannot tell the format"):
         open_volume(f"{tmp_path}/volume.raw")
-    with pytest.raises(StoreError, match="dvid:// volumes are not supported yet"):
-        open_volume("dvid://127.0.0.1:8000/abc/labels")
+    with pytest.raises(StoreError, match="write dvid://HOST:PORT/UUID/INSTANCE"):
+        open_volume("dvid://127.0.0.1:8000/labels")
 
 
 def test_reads_are_lazy_for_memory_mapped_files(tmp_path):

@@ -41,6 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> ExitCode:
         workers=args.workers,
         overwrite=args.overwrite,
         resume=args.resume,
+        create_output=args.create_output,
         progress=not args.quiet and not args.json,
     )
     if args.json:
@@ -69,7 +70,8 @@ def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
 
     result, seconds = restitch(
         args.config, rule=args.rule, rule_params=_params(args.param) if args.rule else None, output=args.output,
-        overwrite=args.overwrite, executor=args.executor, workers=args.workers, progress=not args.quiet,
+        overwrite=args.overwrite, create_output=args.create_output, executor=args.executor, workers=args.workers,
+        progress=not args.quiet,
     )
     summary = {**result.summary(), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     print(json.dumps(summary) if args.json else
@@ -253,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a crashed run from options.checkpoint-dir")
     p.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
+    p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance (labelmap, 32³)")
     p.add_argument("--json", action="store_true", help="print one JSON document with timings, counts and VI")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
@@ -263,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a rule parameter (repeatable)")
     p.add_argument("--output", default=None, help="where to write (default: the config's output)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance")
     p.add_argument("--executor", default="serial")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--json", action="store_true")

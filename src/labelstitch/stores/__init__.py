@@ -1,15 +1,14 @@
 """Volume stores: every volume is named by one string.
 
-=========================  ==============================================
-``path.zarr``              zarr array at the root of ``path.zarr``
-``path.zarr/name``         zarr array ``name`` inside the group ``path.zarr``
-``path.npy``               numpy file (memory-mapped)
-``path.h5:dataset``        HDF5 dataset (``.hdf5`` too)
-``path.tif``               TIFF stack (``.tiff`` too)
-``memory://name``          an array registered with :func:`register_memory_volume`
-=========================  ==============================================
-
-``dvid://HOST:PORT/UUID/INSTANCE`` comes with the DVID issue.
+============================  ===============================================
+``path.zarr``                 zarr array at the root of ``path.zarr``
+``path.zarr/name``            zarr array ``name`` inside the group ``path.zarr``
+``path.npy``                  numpy file (memory-mapped)
+``path.h5:dataset``           HDF5 dataset (``.hdf5`` too)
+``path.tif``                  TIFF stack (``.tiff`` too)
+``memory://name``             an array registered with :func:`register_memory_volume`
+``dvid://HOST:PORT/UUID/I``   DVID instance ``I`` (``uint8blk`` or labels) at node ``UUID``
+============================  ===============================================
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from pathlib import Path
 from numpy.typing import DTypeLike
 
 from ._base import StoreError, StoreReadOnlyError, VolumeStore
+from ._dvid import DvidError, DvidStore, check_dvid_output, dvid_alignment, dvid_roi_runs, dvid_volume_has_data
 from ._hdf5 import HDF5Store, split_h5_uri
 from ._memory import _REGISTRY, MemoryStore, register_memory_volume
 from ._npy import NpyStore
@@ -27,6 +27,8 @@ from ._tiff import TiffStore
 from ._zarr import ZarrStore, split_zarr_uri
 
 __all__ = [
+    "DvidError",
+    "DvidStore",
     "HDF5Store",
     "MemoryStore",
     "NpyStore",
@@ -35,13 +37,15 @@ __all__ = [
     "TiffStore",
     "VolumeStore",
     "ZarrStore",
+    "check_output",
     "create_volume",
+    "dvid_roi_runs",
     "open_volume",
     "register_memory_volume",
     "volume_exists",
 ]
 
-_FORMS = "path.zarr, path.zarr/name, path.npy, path.h5:dataset, path.tif or memory://name"
+_FORMS = "path.zarr, path.zarr/name, path.npy, path.h5:dataset, path.tif, memory://name or dvid://HOST:PORT/UUID/INSTANCE"
 
 
 def _kind(uri: str) -> str:
@@ -51,7 +55,7 @@ def _kind(uri: str) -> str:
     if uri.startswith("memory://"):
         return "memory"
     if uri.startswith("dvid://"):
-        raise StoreError(f"{uri}: dvid:// volumes are not supported yet (they come with the DVID issue)")
+        return "dvid"
     if ".zarr" in uri:
         return "zarr"
     if uri.endswith(".npy"):
@@ -68,6 +72,8 @@ def volume_exists(uri: str) -> bool:
     kind = _kind(uri)
     if kind == "memory":
         return uri in _REGISTRY
+    if kind == "dvid":
+        return dvid_volume_has_data(uri)
     if kind == "zarr":
         root, name = split_zarr_uri(uri)
         return (root / name / "zarr.json").exists() or (root / name / ".zarray").exists()
@@ -96,7 +102,7 @@ def open_volume(uri: str, *, read_only: bool = True) -> VolumeStore:
         if uri not in _REGISTRY:
             raise StoreError(f"no in-memory volume {uri}; register one with register_memory_volume()")
         return _REGISTRY[uri].handle(read_only=read_only)
-    opener = {"zarr": ZarrStore, "npy": NpyStore, "h5": HDF5Store, "tif": TiffStore}[kind]
+    opener = {"dvid": DvidStore, "zarr": ZarrStore, "npy": NpyStore, "h5": HDF5Store, "tif": TiffStore}[kind]
     return opener.open(uri, read_only=read_only)
 
 
@@ -108,6 +114,7 @@ def create_volume(
     chunks: tuple[int, ...] | None = None,
     overwrite: bool = False,
     staged: bool = True,
+    create_instance: bool = False,
 ) -> VolumeStore:
     """Create a volume for writing.
 
@@ -116,16 +123,21 @@ def create_volume(
     so a crash never leaves a half-written volume in place of a good one; ``discard()``
     drops it.
 
+    A DVID output is written in place (DVID has no staging). ``create_instance`` lets a
+    missing DVID labels instance be created (files are always created).
+
     Raises
     ------
     StoreError
         If a volume exists at ``uri`` and ``overwrite`` is False (checked before anything
-        is written).
+        is written), or a DVID output cannot be written (see :func:`check_output`).
     """
     kind = _kind(uri)
     uri = os.fspath(uri)
     if len(shape) != 3:
         raise StoreError(f"volumes are 3-D (Z, Y, X); cannot create {uri} with shape {tuple(shape)}")
+    if kind == "dvid":
+        return DvidStore.create(uri, tuple(shape), dtype, overwrite=overwrite, create_instance=create_instance)
     if volume_exists(uri) and not overwrite:
         raise StoreError(f"output {uri} exists already; pass overwrite=True (--overwrite) to replace it")
     if kind == "memory":
@@ -141,3 +153,24 @@ def create_volume(
     if kind == "npy":
         return NpyStore.create(uri, tuple(shape), dtype, staged=staged)
     return TiffStore.create(uri, tuple(shape), dtype, staged=staged)
+
+
+def check_output(uri: str, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int] | None:
+    """Every check of an output that can run before any work: returns the block alignment
+    writes to it need (None: any box).
+
+    Raises
+    ------
+    StoreError
+        The output exists (or, for DVID, holds labels) and ``overwrite`` is off; a DVID
+        node is committed, or its instance is missing without ``create_instance``, or is
+        not a labels instance.
+    """
+    kind = _kind(uri)
+    uri = os.fspath(uri)
+    if kind == "dvid":
+        check_dvid_output(uri, overwrite=overwrite, create_instance=create_instance)
+        return dvid_alignment(uri)
+    if volume_exists(uri) and not overwrite:
+        raise StoreError(f"output {uri} exists already; pass overwrite=True (--overwrite) to replace it")
+    return None

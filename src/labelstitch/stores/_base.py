@@ -1,7 +1,7 @@
 """The volume store interface: read and write boxes of one 3-D array.
 
 Nothing outside ``labelstitch.stores`` knows whether a volume is zarr, npy, HDF5, TIFF or
-(later) DVID. A store is opened from one string (see :func:`labelstitch.stores.open_volume`).
+DVID. A store is opened from one string (see :func:`labelstitch.stores.open_volume`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class VolumeStore(ABC):
     supports_writes: bool = True
     #: whether disjoint boxes may be written from several processes at once
     supports_parallel_writes: bool = False
+    #: False where any box can be read (DVID answers 0 outside what was written)
+    bounded: bool = True
 
     def __init__(self, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, read_only: bool = True) -> None:
         self.uri = uri

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .contingency import count_pairs
-from ._validation import as_labels, check_same_shape, flat
+from ..contingency import count_pairs
+from .._validation import as_labels, check_same_shape, flat
 
 __all__ = ["assert_same_partition", "is_refinement"]
 

@@ -1,0 +1,480 @@
+"""DVID volumes: ``dvid://HOST:PORT/UUID/INSTANCE[?roi=NAME]`` over DVID's REST API.
+
+Grayscale (``uint8blk``) and labels (``labelblk``, ``labelarray``, ``labelmap``) are read
+at any box; labels travel as raw LZ4 blocks (``compression=lz4``), as libdvid and
+DVIDSparkServices send them. Writes must cover whole DVID blocks (32 voxels unless the
+instance says otherwise); a box ending at the volume's far edge is padded with zeros up to
+the block. ``?roi=NAME`` makes reads return 0 outside that DVID ROI and writes skip the
+blocks outside it.
+
+Every process keeps one pooled ``requests.Session``. Every call has a timeout, carries
+``u=`` and ``app=``, and heavy calls ask for ``throttle=on``. Connection errors, timeouts
+and 5xx replies (503 above all: "too many throttled operations") are retried with jittered
+exponential backoff; DVID's 4xx replies are not retried and their message is passed on.
+The retry policy comes from environment variables, so worker processes share it:
+
+==================================  =========  =========================================
+``LABELSTITCH_DVID_RETRIES``        8          attempts after the first
+``LABELSTITCH_DVID_BACKOFF``        0.5        longest first pause (s); doubles each time
+``LABELSTITCH_DVID_MAX_BACKOFF``    60         cap of a pause (s)
+``LABELSTITCH_DVID_TIMEOUT``        300        seconds to wait for a reply (connect: 10)
+``LABELSTITCH_DVID_USER``           login      the ``u=`` parameter
+==================================  =========  =========================================
+
+DVID has no staging: writes land at once (``commit()`` and ``discard()`` do nothing). A
+crashed run leaves whole blocks of either the old or the new labels, and ``--resume``
+rewrites them from the checkpoints. labelstitch's own metadata (shape, config, plan,
+stitch summary) is kept in a ``keyvalue`` instance named ``labelstitch``, key = instance.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from ..geometry import Box
+from ._base import StoreError, VolumeStore
+
+__all__ = ["DvidAddress", "DvidError", "DvidStore", "dvid_request", "dvid_roi_runs"]
+
+LABEL_TYPES = ("labelblk", "labelarray", "labelmap")
+VOLUME_TYPES = ("uint8blk",) + LABEL_TYPES
+META_INSTANCE = "labelstitch"
+_HINT = "the run can be continued with `labelstitch run CONFIG --resume` once the server answers"
+
+
+class DvidError(StoreError):
+    """A DVID call failed: the URL, the status (None: no reply) and DVID's message."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+@dataclass(frozen=True)
+class DvidAddress:
+    """The parts of a ``dvid://HOST:PORT/UUID/NAME[?k=v...]`` string."""
+
+    server: str
+    uuid: str
+    name: str
+    query: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, uri: str) -> DvidAddress:
+        parts = urlsplit(uri)
+        path = [p for p in parts.path.split("/") if p]
+        if parts.scheme != "dvid" or not parts.netloc or len(path) != 2:
+            raise StoreError(
+                f"{uri!r} is not a DVID volume; write dvid://HOST:PORT/UUID/INSTANCE "
+                "(for example dvid://127.0.0.1:8000/3f8c/grayscale)"
+            )
+        query = tuple(sorted((k, v[-1]) for k, v in parse_qs(parts.query, keep_blank_values=True).items()))
+        known = {"roi", "type", "blocksize", "mutate"}
+        unknown = [k for k, _ in query if k not in known]
+        if unknown:
+            raise StoreError(f"{uri}: unknown option(s) {', '.join(unknown)}; a DVID volume takes {', '.join(sorted(known))}")
+        return cls(parts.netloc, path[0], path[1], query)
+
+    @property
+    def options(self) -> dict[str, str]:
+        return dict(self.query)
+
+    def with_options(self, **options: str | None) -> DvidAddress:
+        merged = {**self.options, **options}
+        return DvidAddress(self.server, self.uuid, self.name, tuple(sorted((k, v) for k, v in merged.items() if v is not None)))
+
+    @property
+    def uri(self) -> str:
+        tail = f"?{urlencode(self.query)}" if self.query else ""
+        return f"dvid://{self.server}/{self.uuid}/{self.name}{tail}"
+
+    def sibling(self, name: str) -> DvidAddress:
+        """Another instance at the same server and node."""
+        return DvidAddress(self.server, self.uuid, name)
+
+    @property
+    def node_path(self) -> str:
+        return f"node/{self.uuid}/{self.name}"
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+_SESSIONS: dict[int, Any] = {}
+
+
+def _session() -> Any:
+    """This process's pooled session (a forked or spawned worker makes its own)."""
+    import requests
+
+    pid = os.getpid()
+    if pid not in _SESSIONS:
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _SESSIONS.clear()
+        _SESSIONS[pid] = session
+    return _SESSIONS[pid]
+
+
+def _env(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise StoreError(f"environment variable {name}={value!r} is not a number") from None
+
+
+def _base_url(server: str) -> str:
+    return server if server.startswith(("http://", "https://")) else f"http://{server}"
+
+
+def dvid_request(
+    server: str,
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    data: bytes | None = None,
+    json_body: Any = None,
+    throttle: bool = False,
+    expect: tuple[int, ...] = (200, 206),
+) -> Any:
+    """One DVID call (``path`` below ``/api/``), retried on connection errors, timeouts and
+    5xx replies with jittered exponential backoff. Returns the ``requests.Response``.
+
+    Raises
+    ------
+    DvidError
+        A reply outside ``expect`` that is not retried (DVID's message included), or the
+        last failure once the retries are spent.
+    """
+    import requests
+
+    retries = int(_env("LABELSTITCH_DVID_RETRIES", 8))
+    backoff = _env("LABELSTITCH_DVID_BACKOFF", 0.5)
+    cap = _env("LABELSTITCH_DVID_MAX_BACKOFF", 60.0)
+    timeout = (10.0, _env("LABELSTITCH_DVID_TIMEOUT", 300.0))
+    query = {"u": os.environ.get("LABELSTITCH_DVID_USER") or _user(), "app": "labelstitch", **(params or {})}
+    if throttle:
+        query["throttle"] = "on"
+    url = f"{_base_url(server)}/api/{path}"
+    body = json.dumps(json_body).encode() if json_body is not None else data
+    failure = ""
+    status: int | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(random.uniform(0, min(cap, backoff * 2 ** (attempt - 1))))
+        try:
+            reply = _session().request(method, url, params=query, data=body, timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            status, failure = None, f"{type(exc).__name__}: {exc}"
+            continue
+        if reply.status_code in expect:
+            return reply
+        status, failure = reply.status_code, reply.text.strip()[:500]
+        if reply.status_code < 500:
+            raise DvidError(f"DVID refused {method} {url}: {status} {failure}", url=url, status=status)
+    raise DvidError(
+        f"DVID call {method} {url} failed after {retries + 1} attempts; last: "
+        f"{status if status is not None else 'no reply'} {failure}; {_HINT}",
+        url=url,
+        status=status,
+    )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "labelstitch"
+
+
+def _info(address: DvidAddress) -> dict[str, Any] | None:
+    """The instance's ``info`` JSON, or None if DVID says it has no such instance (400)."""
+    try:
+        return dvid_request(address.server, "GET", f"{address.node_path}/info").json()  # type: ignore[no-any-return]
+    except DvidError as exc:
+        if exc.status == 400:
+            return None
+        raise
+
+
+def _node_locked(address: DvidAddress) -> bool:
+    return bool(dvid_request(address.server, "GET", f"node/{address.uuid}/commit").json().get("Locked"))
+
+
+def _zyx(values: list[int]) -> tuple[int, int, int]:
+    return int(values[2]), int(values[1]), int(values[0])
+
+
+def dvid_roi_runs(uri: str) -> tuple[NDArray[np.int64], int]:
+    """The ``[z, y, x0, x1]`` block runs (x1 inclusive) of the DVID ROI ``uri`` and its block size."""
+    address = DvidAddress.parse(uri)
+    info = _info(address)
+    if info is None:
+        raise StoreError(f"no ROI {address.name!r} at node {address.uuid} of {address.server}")
+    if info["Base"]["TypeName"] != "roi":
+        raise StoreError(f"{uri} is a {info['Base']['TypeName']} instance, not a roi")
+    block = info["Extended"].get("BlockSize", [32, 32, 32])
+    if len(set(block)) != 1:
+        raise StoreError(f"ROI {uri} has non-cubic blocks {block}; labelstitch reads cubic ROI blocks only")
+    runs = np.asarray(dvid_request(address.server, "GET", f"{address.node_path}/roi").json(), dtype=np.int64)
+    return runs.reshape(-1, 4), int(block[0])
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+class DvidStore(VolumeStore):
+    """A DVID ``uint8blk`` or labels instance, seen as a (Z, Y, X) volume.
+
+    Any box can be read (DVID answers 0 where nothing was written), so the volume is
+    unbounded for reads; ``shape`` is the extent labelstitch wrote (kept in its metadata)
+    or DVID's ``MaxPoint + 1``.
+    """
+
+    supports_parallel_writes = True
+    bounded = False
+
+    def __init__(
+        self,
+        address: DvidAddress,
+        info: dict[str, Any],
+        shape: tuple[int, ...],
+        *,
+        read_only: bool,
+    ) -> None:
+        typename = info["Base"]["TypeName"]
+        super().__init__(address.uri, shape, np.uint8 if typename == "uint8blk" else np.uint64, read_only=read_only)
+        self.address = address
+        self.typename = typename
+        self.block_size = _zyx(info["Extended"]["BlockSize"])
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, uri: str, *, read_only: bool = True) -> DvidStore:
+        address = DvidAddress.parse(uri)
+        info = _info(address)
+        if info is None:
+            raise StoreError(f"no instance {address.name!r} at node {address.uuid} of DVID server {address.server}")
+        typename = info["Base"]["TypeName"]
+        if typename not in VOLUME_TYPES:
+            raise StoreError(f"{uri} is a {typename} instance; labelstitch reads {', '.join(VOLUME_TYPES)} volumes")
+        shape = _stored_metadata(address).get("shape")
+        if shape is None:
+            top = info["Extended"].get("MaxPoint")
+            if not top:
+                raise StoreError(f"{uri} holds no data yet (DVID reports no extents), so it has no shape to read")
+            shape = [v + 1 for v in _zyx(top)]
+        return cls(address, info, tuple(shape), read_only=read_only)
+
+    @classmethod
+    def create(
+        cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, overwrite: bool, create_instance: bool
+    ) -> DvidStore:
+        address = DvidAddress.parse(uri)
+        info = check_dvid_output(uri, overwrite=overwrite, create_instance=create_instance)
+        if info is None:
+            options = address.options
+            typename = options.get("type", "labelmap")
+            size = options.get("blocksize", "32")
+            spec = {"typename": typename, "dataname": address.name, "BlockSize": f"{size},{size},{size}"}
+            try:
+                dvid_request(address.server, "POST", f"repo/{address.uuid}/instance", json_body=spec)
+            except DvidError as exc:  # a retried POST whose first reply was lost
+                if "already exists" not in str(exc):
+                    raise
+            info = _info(address)
+            assert info is not None
+            existed = False
+        else:
+            existed = True
+        if not np.issubdtype(np.dtype(dtype), np.integer):
+            raise StoreError(f"DVID label volumes hold integer labels; cannot write {np.dtype(dtype)} into {uri}")
+        store = cls(address.with_options(mutate="true" if existed else None), info, tuple(shape), read_only=False)
+        store.set_metadata({})
+        return store
+
+    # ------------------------------------------------------------------ voxels
+
+    def _check_box(self, box: Box) -> None:
+        if box.ndim != 3 or box.empty:
+            raise StoreError(f"box {box} is not a non-empty 3-D box (reading {self.uri})")
+
+    def _raw_path(self, box: Box) -> str:
+        size = "_".join(str(n) for n in box.shape[::-1])
+        offset = "_".join(str(s) for s in box.start[::-1])
+        return f"{self.address.node_path}/raw/0_1_2/{size}/{offset}"
+
+    def _params(self, **extra: str) -> dict[str, str]:
+        options = self.address.options
+        params = {k: options[k] for k in ("roi",) if k in options}
+        return {**params, **extra}
+
+    def _read(self, box: Box) -> NDArray[Any]:
+        labels = self.typename in LABEL_TYPES
+        params = self._params(compression="lz4") if labels else self._params()
+        reply = dvid_request(self.address.server, "GET", self._raw_path(box), params=params, throttle=True)
+        expected = box.size * self.dtype.itemsize
+        payload = reply.content
+        if labels:
+            import lz4.block
+
+            try:
+                payload = lz4.block.decompress(payload, uncompressed_size=expected)
+            except Exception as exc:
+                raise DvidError(f"cannot decompress the LZ4 labels of {self.uri} at {box}: {exc}", url=reply.url) from None
+        if len(payload) != expected:
+            raise DvidError(f"{self.uri} sent {len(payload)} bytes for box {box}; expected {expected}", url=reply.url)
+        return np.frombuffer(payload, dtype=self.dtype.newbyteorder("<")).reshape(box.shape).astype(self.dtype)
+
+    def aligned(self, box: Box) -> Box:
+        """The box DVID will take for a write of ``box``: ``box`` itself if its start is a
+        multiple of the block size and its stop is one too or the volume's far edge (then
+        padded up to the block). Raises :class:`StoreError` naming the alignment otherwise."""
+        stop = []
+        for axis, (a, b, n, edge) in enumerate(zip(box.start, box.stop, self.block_size, self.shape)):
+            if a % n or (b % n and b != edge):
+                raise StoreError(
+                    f"{self.uri} takes writes of whole {n}-voxel DVID blocks, but box {box} is not aligned on axis "
+                    f"{'ZYX'[axis]} (start {a}, stop {b}); chunk sizes, offsets and ROIs must be multiples of {n}"
+                )
+            stop.append(-(-b // n) * n)
+        return Box(box.start, tuple(stop))
+
+    def _write(self, box: Box, data: NDArray[Any]) -> None:
+        if self.typename not in VOLUME_TYPES:
+            raise StoreError(f"cannot write voxels into the {self.typename} instance {self.uri}")
+        padded = self.aligned(box)
+        if padded != box:
+            full = np.zeros(padded.shape, self.dtype)
+            full[tuple(slice(0, n) for n in box.shape)] = data
+            data = full
+        raw = np.ascontiguousarray(data, dtype=self.dtype.newbyteorder("<")).tobytes()
+        params = self._params()
+        if self.typename in LABEL_TYPES:
+            import lz4.block
+
+            raw = lz4.block.compress(raw, store_size=False)
+            params["compression"] = "lz4"
+            if self.address.options.get("mutate") == "true":
+                params["mutate"] = "true"
+        dvid_request(self.address.server, "POST", self._raw_path(padded), params=params, data=raw, throttle=True)
+
+    # ------------------------------------------------------------------ the rest
+
+    @property
+    def writer_uri(self) -> str:
+        return self.uri
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self.block_size
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return _stored_metadata(self.address)
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Keep ``metadata`` (plus the volume's shape) in the ``labelstitch`` keyvalue instance."""
+        self._check_writable()
+        kv = self.address.sibling(META_INSTANCE)
+        if _info(kv) is None:
+            try:
+                spec = {"typename": "keyvalue", "dataname": META_INSTANCE}
+                dvid_request(self.address.server, "POST", f"repo/{self.address.uuid}/instance", json_body=spec)
+            except DvidError as exc:
+                if "already exists" not in str(exc):
+                    raise
+        body = json.dumps({**metadata, "shape": list(self.shape)}).encode()
+        dvid_request(self.address.server, "POST", f"{kv.node_path}/key/{self.address.name}", data=body)
+
+    def commit(self) -> None:
+        """Nothing to publish: DVID writes are visible at once."""
+
+    def discard(self) -> None:
+        """Nothing to remove: DVID has no staging (a rerun or ``--resume`` rewrites the blocks)."""
+
+
+def _stored_metadata(address: DvidAddress) -> dict[str, Any]:
+    kv = address.sibling(META_INSTANCE)
+    try:
+        reply = dvid_request(address.server, "GET", f"{kv.node_path}/key/{address.name}")
+    except DvidError as exc:
+        if exc.status in (400, 404):  # no keyvalue instance, or no key for this volume
+            return {}
+        raise
+    try:
+        value = json.loads(reply.content)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def dvid_volume_has_data(uri: str) -> bool:
+    """Whether the instance exists and DVID reports extents (something was written)."""
+    info = _info(DvidAddress.parse(uri))
+    return bool(info and info.get("Extended", {}).get("MaxPoint"))
+
+
+def check_dvid_output(uri: str, *, overwrite: bool, create_instance: bool) -> dict[str, Any] | None:
+    """Every check of a DVID output before work starts; returns its ``info`` (None: to be
+    created).
+
+    Raises
+    ------
+    StoreError
+        The node is committed (DVID refuses writes to locked nodes), the instance is
+        missing and ``create_instance`` is off, it is not a labels instance, or it holds
+        data and ``overwrite`` is off.
+    """
+    address = DvidAddress.parse(uri)
+    info = _info(address)
+    if _node_locked(address):
+        raise StoreError(
+            f"DVID node {address.uuid} is committed (locked), and DVID refuses every write to it "
+            f"(\"Cannot do POST on locked node\"); write to a child version instead: "
+            f"POST /api/node/{address.uuid}/newversion"
+        )
+    if info is None:
+        if not create_instance:
+            kind = address.options.get("type", "labelmap")
+            raise StoreError(
+                f"no instance {address.name!r} at node {address.uuid} of {address.server}; pass --create-output "
+                f"(create_output=True) to create it as a {kind} with {address.options.get('blocksize', '32')}³ blocks"
+            )
+        if address.options.get("type", "labelmap") not in LABEL_TYPES:
+            raise StoreError(f"{uri}: type must be one of {', '.join(LABEL_TYPES)}")
+        return None
+    typename = info["Base"]["TypeName"]
+    if typename not in LABEL_TYPES:
+        raise StoreError(f"output {uri} is a {typename} instance; segmentations go to {', '.join(LABEL_TYPES)}")
+    if info.get("Extended", {}).get("MaxPoint") and not overwrite:
+        raise StoreError(f"output {uri} holds labels already; pass overwrite=True (--overwrite) to write over them")
+    return info
+
+
+def dvid_alignment(uri: str) -> tuple[int, int, int]:
+    """The block size writes to ``uri`` must align to (of the instance, or the one it would be created with)."""
+    address = DvidAddress.parse(uri)
+    info = _info(address)
+    if info is None:
+        size = int(address.options.get("blocksize", "32"))
+        return size, size, size
+    return _zyx(info["Extended"]["BlockSize"])

@@ -1,0 +1,859 @@
+"""A small DVID server, in pure Python, for tests and demos.
+
+It implements the subset of DVID's REST API that a segmentation pipeline uses, following
+``shared/docs/dvid-api.md`` (section 8) to the letter: repos and their version DAG
+(commit, newversion, branch, copy-on-write by block), ``uint8blk`` grayscale and
+``labelblk``/``labelarray``/``labelmap`` labels (raw GET at any geometry, block-aligned raw
+POST, uint64 little-endian, raw LZ4 block framing), ``roi`` (runs, partition, ptquery,
+mask), ``keyvalue``, and throttling (``throttle=on``: at most ``max_throttled_ops`` at once,
+503 beyond). Status codes are DVID's: 400 for nearly every error, unknown instances
+included; 404 only for unmatched routes, missing keys and missing sparse volumes.
+
+For fault tests the server can also answer a share of requests with 503, drop
+connections without replying, or answer slowly (see :class:`Faults`).
+
+Run it by hand::
+
+    python -m labelstitch.testing.dvid --port 8000
+
+or from Python (port 0 picks a free port)::
+
+    >>> from labelstitch.testing.dvid import DvidTestServer
+    >>> with DvidTestServer() as server:
+    ...     server.address.startswith("127.0.0.1:")
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import random
+import threading
+import time
+import uuid as uuidlib
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import lz4.block
+import numpy as np
+
+__all__ = ["DvidTestServer", "DvidState", "Faults"]
+
+LABEL_TYPES = ("labelblk", "labelarray", "labelmap")
+BLOCK_TYPES = ("uint8blk",) + LABEL_TYPES
+KNOWN_TYPES = BLOCK_TYPES + ("roi", "keyvalue", "labelvol")
+_DTYPE = {"uint8blk": np.dtype("<u1"), "labelblk": np.dtype("<u8"), "labelarray": np.dtype("<u8"), "labelmap": np.dtype("<u8")}
+
+
+class DvidHTTPError(Exception):
+    """An error reply: status code and DVID's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _bad(message: str) -> DvidHTTPError:
+    return DvidHTTPError(400, message)
+
+
+@dataclass
+class Faults:
+    """Misbehaviour injected into every ``/api`` request, for the client's fault tests.
+
+    error_rate : share of requests answered 503 ("unavailable"), drawn at random
+    drop_rate : share of requests whose connection is closed without any reply
+    delay : seconds to wait before answering each request
+    force_503 : the next this-many *throttled* requests get 503 (the hook of section 8.10)
+    """
+
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    delay: float = 0.0
+    force_503: int = 0
+    seed: int = 0
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng.seed(self.seed)
+
+
+@dataclass
+class _Node:
+    uuid: str
+    root: str
+    parent: _Node | None
+    branch: str
+    note: str = ""
+    locked: bool = False
+    children: list[str] = field(default_factory=list)
+    version: int = 0
+
+    def ancestry(self) -> list[str]:
+        node: _Node | None = self
+        out = []
+        while node is not None:
+            out.append(node.uuid)
+            node = node.parent
+        return out
+
+
+@dataclass
+class _Instance:
+    name: str
+    typename: str
+    root: str
+    block: tuple[int, int, int] | None  # (z, y, x)
+    versioned: bool = True
+    compression: str = "lz4"
+    tags: dict[str, str] = field(default_factory=dict)
+    voxel_size: list[float] = field(default_factory=lambda: [8.0, 8.0, 8.0])
+    syncs: list[str] = field(default_factory=list)
+    data_uuid: str = field(default_factory=lambda: uuidlib.uuid4().hex)
+    # per node: block coordinate (z, y, x) -> block array; roi runs; key -> bytes
+    blocks: dict[str, dict[tuple[int, int, int], np.ndarray]] = field(default_factory=dict)
+    roi: dict[str, set[tuple[int, int, int]]] = field(default_factory=dict)
+    keys: dict[str, dict[str, bytes | None]] = field(default_factory=dict)
+    min_point: list[int] | None = None  # x, y, z
+    max_point: list[int] | None = None
+
+
+class DvidState:
+    """Everything the server stores: repos, version DAGs, instances and their data.
+
+    Kept apart from the HTTP server so a test can stop the server and start a new one on
+    the same port with the same data ("the server went down and came back").
+    """
+
+    def __init__(self, *, max_throttled_ops: int = 1, faults: Faults | None = None) -> None:
+        self.lock = threading.RLock()
+        self.nodes: dict[str, _Node] = {}
+        self.repos: dict[str, dict[str, Any]] = {}
+        self.instances: dict[str, dict[str, _Instance]] = {}  # root -> name -> instance
+        self.max_throttled_ops = max_throttled_ops
+        self.active_throttled = 0
+        self.throttle_lock = threading.Lock()
+        self.faults = faults or Faults()
+        self.log: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=10000)
+        self.status_counts: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ lookups
+
+    def node(self, spec: str) -> _Node:
+        """Resolve a UUID, a unique prefix, or ``prefix:branch`` (the branch's leaf)."""
+        prefix, _, branch = spec.partition(":")
+        found = [n for u, n in self.nodes.items() if u.startswith(prefix.lower())] if prefix else []
+        if not found:
+            raise _bad(f"could not find UUID with partial match to {prefix!r}")
+        roots = {n.root for n in found}
+        if len(found) > 1 and not branch:
+            raise _bad(f"more than one UUID matches {prefix!r}")
+        if not branch:
+            return found[0]
+        if len(roots) > 1:
+            raise _bad(f"more than one repo matches {prefix!r}")
+        wanted = "" if branch == "master" else branch
+        on_branch = [n for n in self.nodes.values() if n.root == found[0].root and n.branch == wanted]
+        leaves = [n for n in on_branch if not any(self.nodes[c].branch == wanted for c in n.children)]
+        if not leaves:
+            raise _bad(f"no branch {branch!r} in the repo of {prefix!r}")
+        return max(leaves, key=lambda n: n.version)
+
+    def instance(self, node: _Node, name: str) -> _Instance:
+        inst = self.instances[node.root].get(name)
+        if inst is None:
+            raise _bad(f'invalid data instance name "{name}" for node {node.uuid}')
+        return inst
+
+    def versions(self, inst: _Instance, node: _Node) -> list[str]:
+        """Nodes whose writes ``node`` sees, nearest first (copy-on-write along the DAG)."""
+        return [inst.root] if not inst.versioned else node.ancestry()
+
+    def write_node(self, inst: _Instance, node: _Node) -> str:
+        return inst.root if not inst.versioned else node.uuid
+
+    # ------------------------------------------------------------------ repos and versions
+
+    def new_repo(self, alias: str = "", description: str = "") -> str:
+        with self.lock:
+            root = uuidlib.uuid4().hex
+            self.nodes[root] = _Node(root, root, None, "")
+            self.repos[root] = {"alias": alias, "description": description, "created": time.time()}
+            self.instances[root] = {}
+            return root
+
+    def child(self, parent: _Node, note: str, branch: str | None) -> str:
+        with self.lock:
+            if not parent.locked:
+                raise _bad(f"can't branch from unlocked node {parent.uuid}; commit it first")
+            if branch is not None:
+                if not branch or any(n.root == parent.root and n.branch == branch for n in self.nodes.values()):
+                    raise _bad(f"branch name {branch!r} is empty or already used in this repo")
+            child = uuidlib.uuid4().hex
+            version = max(n.version for n in self.nodes.values() if n.root == parent.root) + 1
+            self.nodes[child] = _Node(child, parent.root, parent, parent.branch if branch is None else branch, note, False, [], version)
+            parent.children.append(child)
+            return child
+
+    def repo_info(self, root: str) -> dict[str, Any]:
+        repo = self.repos[root]
+        return {
+            "Root": root,
+            "Alias": repo["alias"],
+            "Description": repo["description"],
+            "DataInstances": {name: self.info(inst)["Base"] for name, inst in self.instances[root].items()},
+            "DAG": {
+                "Root": root,
+                "Nodes": {
+                    n.uuid: {
+                        "UUID": n.uuid,
+                        "Branch": n.branch,
+                        "Note": n.note,
+                        "Locked": n.locked,
+                        "Parents": [n.parent.uuid] if n.parent else [],
+                        "Children": list(n.children),
+                        "VersionID": n.version,
+                    }
+                    for n in self.nodes.values()
+                    if n.root == root
+                },
+            },
+        }
+
+    # ------------------------------------------------------------------ instances
+
+    def add_instance(self, node: _Node, spec: dict[str, Any]) -> str:
+        with self.lock:
+            if node.locked:
+                raise _bad(f"Cannot do POST on locked node {node.uuid}")
+            typename, name = spec.get("typename"), spec.get("dataname")
+            if not typename or not name:
+                raise _bad('instance creation needs "typename" and "dataname"')
+            if typename not in KNOWN_TYPES:
+                raise _bad(f'unknown datatype "{typename}"; this server knows {", ".join(KNOWN_TYPES)}')
+            if name in self.instances[node.root]:
+                raise _bad(f'data "{name}" already exists in repo {node.root}')
+            block = None
+            if typename in BLOCK_TYPES or typename == "roi":
+                default = "64,64,64" if typename in ("labelarray", "labelmap") else "32,32,32"
+                try:
+                    xyz = [int(v) for v in str(spec.get("BlockSize", default)).split(",")]
+                except ValueError:
+                    raise _bad(f"bad BlockSize {spec.get('BlockSize')!r}; expected 'x,y,z'") from None
+                if len(xyz) != 3 or min(xyz) < 1:
+                    raise _bad(f"bad BlockSize {spec.get('BlockSize')!r}; expected 3 positive ints 'x,y,z'")
+                block = (xyz[2], xyz[1], xyz[0])
+            tags = dict(t.split("=", 1) for t in str(spec.get("Tags", "")).split(",") if "=" in t)
+            voxel = [float(v) for v in str(spec.get("VoxelSize", "8,8,8")).split(",")]
+            self.instances[node.root][name] = _Instance(
+                name,
+                typename,
+                node.root,
+                block,
+                versioned=str(spec.get("versioned", "true")).lower() != "false",
+                compression=str(spec.get("Compression", "lz4")),
+                tags=tags,
+                voxel_size=voxel,
+            )
+            return f"Added {name} [{typename}] to node {node.uuid}"
+
+    def info(self, inst: _Instance) -> dict[str, Any]:
+        base = {
+            "TypeName": inst.typename,
+            "TypeURL": f"github.com/janelia-flyem/dvid/datatype/{inst.typename}",
+            "Name": inst.name,
+            "DataUUID": inst.data_uuid,
+            "RepoUUID": inst.root,
+            "Compression": inst.compression,
+            "Checksum": "No checksum",
+            "Syncs": list(inst.syncs),
+            "Versioned": inst.versioned,
+            "Tags": dict(inst.tags),
+        }
+        if inst.typename == "roi":
+            assert inst.block is not None
+            zs = [b[0] for blocks in inst.roi.values() for b in blocks]
+            return {
+                "Base": base,
+                "Extended": {"BlockSize": list(inst.block[::-1]), "MinZ": min(zs, default=0), "MaxZ": max(zs, default=0)},
+            }
+        if inst.typename not in BLOCK_TYPES:
+            return {"Base": base, "Extended": {}}
+        assert inst.block is not None
+        bs = list(inst.block[::-1])
+        min_index = [p // b for p, b in zip(inst.min_point, bs)] if inst.min_point else None
+        max_index = [p // b for p, b in zip(inst.max_point, bs)] if inst.max_point else None
+        extended = {
+            "BlockSize": bs,
+            "VoxelSize": inst.voxel_size,
+            "VoxelUnits": ["nanometers"] * 3,
+            "MinPoint": inst.min_point,
+            "MaxPoint": inst.max_point,
+            "MinIndex": min_index,
+            "MaxIndex": max_index,
+            "Background": 0,
+        }
+        out = {"Base": base, "Extended": extended}
+        if inst.typename in ("uint8blk", "labelblk"):
+            out["Extents"] = {"MinPoint": inst.min_point, "MaxPoint": inst.max_point}
+        return out
+
+    # ------------------------------------------------------------------ voxels
+
+    def read(self, inst: _Instance, node: _Node, start: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+        """Voxels of a (z, y, x) box at any geometry; never-written regions are 0."""
+        assert inst.block is not None
+        out = np.zeros(shape, _DTYPE[inst.typename])
+        bs = inst.block
+        stop = [s + n for s, n in zip(start, shape)]
+        versions = [inst.blocks.get(v, {}) for v in self.versions(inst, node)]
+        ranges = [range(s // b, -(-e // b)) for s, e, b in zip(start, stop, bs)]
+        with self.lock:
+            for key in itertools.product(*ranges):
+                for stored in versions:
+                    block = stored.get(key)
+                    if block is not None:
+                        break
+                else:
+                    continue
+                lo = [max(k * b, s) for k, b, s in zip(key, bs, start)]
+                hi = [min((k + 1) * b, e) for k, b, e in zip(key, bs, stop)]
+                out[tuple(slice(a - s, c - s) for a, c, s in zip(lo, hi, start))] = block[
+                    tuple(slice(a - k * b, c - k * b) for a, c, k, b in zip(lo, hi, key, bs))
+                ]
+        return out
+
+    def write(self, inst: _Instance, node: _Node, start: tuple[int, ...], data: np.ndarray, keep: Any = None) -> int:
+        """Store block-aligned ``data`` at ``start`` in ``node`` only; ``keep(block_key)``
+        filters blocks (the ``roi=`` parameter). Returns the number of blocks written."""
+        assert inst.block is not None
+        bs = inst.block
+        written = 0
+        with self.lock:
+            stored = inst.blocks.setdefault(self.write_node(inst, node), {})
+            first = [s // b for s, b in zip(start, bs)]
+            for index in itertools.product(*(range(n // b) for n, b in zip(data.shape, bs))):
+                key = tuple(f + i for f, i in zip(first, index))
+                if keep is not None and not keep(key):
+                    continue
+                sl = tuple(slice(i * b, (i + 1) * b) for i, b in zip(index, bs))
+                stored[key] = np.array(data[sl], dtype=_DTYPE[inst.typename])  # type: ignore[index]
+                lo = [k * b for k, b in zip(key, bs)][::-1]
+                hi = [(k + 1) * b - 1 for k, b in zip(key, bs)][::-1]
+                inst.min_point = lo if inst.min_point is None else [min(a, b) for a, b in zip(inst.min_point, lo)]
+                inst.max_point = hi if inst.max_point is None else [max(a, b) for a, b in zip(inst.max_point, hi)]
+                written += 1
+        return written
+
+    def roi_blocks(self, inst: _Instance, node: _Node) -> set[tuple[int, int, int]]:
+        for version in self.versions(inst, node):
+            if version in inst.roi:
+                return inst.roi[version]
+        return set()
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _runs(blocks: set[tuple[int, int, int]]) -> list[list[int]]:
+    """Sorted, merged ``[z, y, x0, x1]`` runs (x1 inclusive) of a set of (z, y, x) blocks."""
+    runs: list[list[int]] = []
+    for z, y, x in sorted(blocks):
+        if runs and runs[-1][0] == z and runs[-1][1] == y and runs[-1][3] == x - 1:
+            runs[-1][3] = x
+        else:
+            runs.append([z, y, x, x])
+    return runs
+
+
+def _parse_triple(text: str, what: str, *, positive: bool = False) -> tuple[int, int, int]:
+    """``"x_y_z"`` -> ``(z, y, x)``."""
+    try:
+        xyz = [int(v) for v in text.split("_")]
+    except ValueError:
+        raise _bad(f"bad {what} {text!r}; expected x_y_z integers") from None
+    if len(xyz) != 3 or (positive and min(xyz) < 1):
+        raise _bad(f"bad {what} {text!r}; expected 3 {'positive ' if positive else ''}integers x_y_z")
+    return xyz[2], xyz[1], xyz[0]
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode() or "null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(f"malformed JSON request body: {exc}") from None
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    return params.get(name, "").lower() in ("on", "true", "1")
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        with self.server.state.lock:
+            self.server.state.status_counts[status] = self.server.state.status_counts.get(status, 0) + 1
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self, method: str) -> None:
+        state = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        state.log.append((method, url.path, params))
+        faults = state.faults
+        if parts[:1] == ["api"] and (faults.delay or faults.error_rate or faults.drop_rate):
+            if faults.delay:
+                time.sleep(faults.delay)
+            with state.lock:
+                draw = faults.rng.random()
+            if draw < faults.drop_rate:
+                self.close_connection = True  # no reply at all: the client sees a dropped connection
+                return
+            if draw < faults.drop_rate + faults.error_rate:
+                self._reply(503, b"DVID server is unavailable (injected fault)", "text/plain")
+                return
+        try:
+            if parts[:1] != ["api"]:
+                raise DvidHTTPError(404, f"Could not find the URL: {url.path}")
+            status, payload, ctype = self._route(method, parts[1:], params, body)
+        except DvidHTTPError as exc:
+            status, payload, ctype = exc.status, exc.message.encode(), "text/plain"
+        except Exception as exc:  # a bug in this server: say so instead of hanging the client
+            status, payload, ctype = 500, f"test server error: {type(exc).__name__}: {exc}".encode(), "text/plain"
+        if isinstance(payload, (dict, list)):
+            payload, ctype = json.dumps(payload).encode(), "application/json"
+        self._reply(status, payload, ctype)
+
+    # ---------------------------------------------------------------- routing
+
+    def _route(self, method: str, parts: list[str], params: dict[str, str], body: bytes) -> tuple[int, Any, str]:
+        state = self.server.state
+        unmatched = DvidHTTPError(404, f"Could not find the URL: /api/{'/'.join(parts)}")
+        if parts == ["repos"] and method == "POST":
+            spec = _json(body) or {}
+            return 200, {"root": state.new_repo(spec.get("alias", ""), spec.get("description", ""))}, ""
+        if parts == ["repos", "info"] and method == "GET":
+            with state.lock:
+                return 200, {root: state.repo_info(root) for root in state.repos}, ""
+        if parts[:1] == ["server"]:
+            if parts[1:] == ["info"] and method == "GET":
+                return 200, {"Server": "labelstitch DVID test server", "Max Throttled Ops": state.max_throttled_ops}, ""
+            if parts[1:] == ["settings"] and method == "POST":
+                spec = _json(body) or {}
+                if "throttle" in spec:
+                    state.max_throttled_ops = int(spec["throttle"])
+                return 200, {"result": "settings changed"}, ""
+            raise unmatched
+        if parts[:1] == ["repo"] and len(parts) >= 2:
+            node = state.node(parts[1])
+            if len(parts) == 2 and method == "HEAD":
+                return 200, b"", "text/plain"
+            if parts[2:] == ["info"] and method == "GET":
+                with state.lock:
+                    return 200, state.repo_info(node.root), ""
+            if parts[2:] == ["instance"] and method == "POST":
+                spec = _json(body)
+                if not isinstance(spec, dict):
+                    raise _bad("instance creation needs a JSON object body")
+                return 200, {"result": state.add_instance(node, spec)}, ""
+            raise unmatched
+        if parts[:1] != ["node"] or len(parts) < 3:
+            raise unmatched
+        node = state.node(parts[1])
+        if len(parts) == 3:
+            return self._node_call(method, node, parts[2], body, unmatched)
+        inst = state.instance(node, parts[2])
+        if method in ("POST", "DELETE") and node.locked and not (inst.typename == "roi" and parts[3:] == ["ptquery"]):
+            raise _bad(f"Cannot do {method} on locked node {node.uuid}")
+        if parts[3:] == ["info"] and method == "GET":
+            with state.lock:
+                return 200, state.info(inst), ""
+        if parts[3:] == ["sync"] and method == "POST":
+            spec = _json(body) or {}
+            names = [n for n in str(spec.get("sync", "")).split(",") if n]
+            for name in names:
+                state.instance(node, name)
+            inst.syncs = names if params.get("replace") == "true" else inst.syncs + [n for n in names if n not in inst.syncs]
+            return 200, b"", "text/plain"
+        throttled = _flag(params, "throttle")
+        if throttled:
+            with state.throttle_lock:
+                if state.faults.force_503 > 0:
+                    state.faults.force_503 -= 1
+                    raise DvidHTTPError(503, "Server is throttled (forced by the test hook)")
+                if state.active_throttled >= state.max_throttled_ops:
+                    raise DvidHTTPError(
+                        503,
+                        f"Server already running {state.active_throttled} throttled operations "
+                        f"(max = {state.max_throttled_ops})",
+                    )
+                state.active_throttled += 1
+        try:
+            if inst.typename in BLOCK_TYPES:
+                return self._voxels(method, node, inst, parts[3:], params, body, unmatched)
+            if inst.typename == "roi":
+                return self._roi(method, node, inst, parts[3:], params, body, unmatched)
+            if inst.typename == "keyvalue":
+                return self._keyvalue(method, node, inst, parts[3:], body, unmatched)
+            raise unmatched
+        finally:
+            if throttled:
+                with state.throttle_lock:
+                    state.active_throttled -= 1
+
+    def _node_call(self, method: str, node: _Node, call: str, body: bytes, unmatched: DvidHTTPError) -> tuple[int, Any, str]:
+        state = self.server.state
+        if call in ("commit", "status") and method == "GET":
+            return 200, {"Locked": node.locked}, ""
+        if call == "commit" and method == "POST":
+            with state.lock:
+                if node.locked:
+                    raise _bad(f"node {node.uuid} has already been committed")
+                node.locked = True
+            return 200, {"committed": node.uuid}, ""
+        if call in ("newversion", "branch") and method == "POST":
+            spec = _json(body) or {}
+            branch = None
+            if call == "branch":
+                branch = str(spec.get("branch", ""))
+            return 200, {"child": state.child(node, str(spec.get("note", "")), branch)}, ""
+        raise unmatched
+
+    def _voxels(
+        self, method: str, node: _Node, inst: _Instance, rest: list[str], params: dict[str, str], body: bytes,
+        unmatched: DvidHTTPError,
+    ) -> tuple[int, Any, str]:
+        state = self.server.state
+        labels = inst.typename in LABEL_TYPES
+        if labels and rest == ["maxlabel"] and method == "GET" and inst.typename != "labelblk":
+            top = 0
+            with state.lock:
+                for version in state.versions(inst, node):
+                    for block in inst.blocks.get(version, {}).values():
+                        top = max(top, int(block.max()))
+            return 200, {"maxlabel": top}, ""
+        if labels and len(rest) == 2 and rest[0] == "label" and method == "GET":
+            z, y, x = _parse_triple(rest[1], "point")
+            return 200, {"Label": int(state.read(inst, node, (z, y, x), (1, 1, 1))[0, 0, 0])}, ""
+        if len(rest) < 4 or rest[0] not in ("raw", "isotropic"):
+            raise unmatched
+        if params.get("scale", "0") != "0":
+            raise _bad(f"scale {params.get('scale')} is not available from {inst.name} (this server keeps scale 0 only)")
+        dims = rest[1]
+        if dims == "0_1_2":
+            z0, y0, x0 = _parse_triple(rest[3], "offset")
+            nz, ny, nx = _parse_triple(rest[2], "size", positive=True)
+        elif dims == "0_1" and method == "GET":
+            try:
+                nx, ny = (int(v) for v in rest[2].split("_"))
+            except ValueError:
+                raise _bad(f"bad 2-D size {rest[2]!r}; expected nx_ny") from None
+            z0, y0, x0 = _parse_triple(rest[3], "offset")
+            nz = 1
+        elif dims == "0_1":
+            raise _bad("DVID does not accept 2-D POSTs of voxels")
+        else:
+            raise _bad(f"this server serves 3-D (0_1_2) and xy (0_1) raw requests, not {dims!r}")
+        compression = params.get("compression", "")
+        if labels and compression not in ("", "none", "lz4", "gzip"):
+            raise _bad(f"unknown compression {compression!r}; use lz4, gzip or none")
+        roi = self._roi_of(node, params.get("roi"))
+        if method == "GET":
+            data = state.read(inst, node, (z0, y0, x0), (nz, ny, nx))
+            if roi is not None:
+                self._mask_outside(data, (z0, y0, x0), lambda key: key in roi[0], roi[1])
+            raw = data.astype(_DTYPE[inst.typename], copy=False).tobytes()
+            if labels and compression == "lz4":
+                raw = lz4.block.compress(raw, store_size=False)
+            elif labels and compression == "gzip":
+                raw = gzip.compress(raw)
+            return 200, raw, "application/octet-stream"
+        if method != "POST":
+            raise unmatched
+        assert inst.block is not None
+        if any(v % b for v, b in zip((z0, y0, x0, nz, ny, nx), inst.block * 2)):
+            what = f"labels for data \"{inst.name}\"" if labels else "voxels"
+            raise _bad(
+                f"cannot store {what} in non-block aligned geometry {x0}_{y0}_{z0} -> "
+                f"{x0 + nx - 1}_{y0 + ny - 1}_{z0 + nz - 1} (block size {list(inst.block[::-1])})"
+            )
+        itemsize = _DTYPE[inst.typename].itemsize
+        expected = nx * ny * nz * itemsize
+        if labels and compression == "lz4":
+            if not body:
+                raise _bad("received 0 LZ4 compressed bytes")
+            try:
+                body = lz4.block.decompress(body, uncompressed_size=expected)
+            except Exception as exc:
+                raise _bad(f"cannot decompress LZ4 body: {exc}") from None
+        elif labels and compression == "gzip":
+            try:
+                body = gzip.decompress(body)
+            except Exception as exc:
+                raise _bad(f"cannot decompress gzip body: {exc}") from None
+        if len(body) != expected:
+            raise _bad(f"expected {expected} bytes for a {nx}x{ny}x{nz} volume of {inst.typename}, got {len(body)}")
+        data = np.frombuffer(body, _DTYPE[inst.typename]).reshape(nz, ny, nx)
+        keep = None
+        if roi is not None:
+            blocks, size = roi
+            bs = inst.block
+
+            def keep(key: tuple[int, ...]) -> bool:  # a data block is written if it meets the ROI
+                ranges = [range(k * b // size, -(-(k + 1) * b // size)) for k, b in zip(key, bs)]
+                return any(r in blocks for r in itertools.product(*ranges))
+
+        state.write(inst, node, (z0, y0, x0), data, keep)
+        return 200, b"", "text/plain"
+
+    def _roi_of(self, node: _Node, name: str | None) -> tuple[set[tuple[int, int, int]], int] | None:
+        """The blocks and block size of the ROI named by ``roi=`` (None without it)."""
+        if not name:
+            return None
+        state = self.server.state
+        roi = state.instance(node, name)
+        if roi.typename != "roi":
+            raise _bad(f"{name} is a {roi.typename}, not a roi")
+        assert roi.block is not None
+        return state.roi_blocks(roi, node), roi.block[0]
+
+    @staticmethod
+    def _mask_outside(data: np.ndarray, start: tuple[int, int, int], keep: Any, block: int) -> None:
+        stop = [s + n for s, n in zip(start, data.shape)]
+        for key in itertools.product(*(range(s // block, -(-e // block)) for s, e in zip(start, stop))):
+            if not keep(key):
+                lo = [max(k * block, s) - s for k, s in zip(key, start)]
+                hi = [min((k + 1) * block, e) - s for k, e, s in zip(key, stop, start)]
+                data[tuple(slice(a, b) for a, b in zip(lo, hi))] = 0
+
+    def _roi(
+        self, method: str, node: _Node, inst: _Instance, rest: list[str], params: dict[str, str], body: bytes,
+        unmatched: DvidHTTPError,
+    ) -> tuple[int, Any, str]:
+        state = self.server.state
+        assert inst.block is not None
+        if rest == ["roi"] and method == "GET":
+            with state.lock:
+                return 200, _runs(state.roi_blocks(inst, node)), ""
+        if rest == ["roi"] and method == "POST":
+            runs = _json(body)
+            if not isinstance(runs, list) or any(not isinstance(r, list) or len(r) != 4 for r in runs):
+                raise _bad("an ROI is a JSON list of [z, y, x0, x1] runs")
+            blocks = set(state.roi_blocks(inst, node))
+            for z, y, x0, x1 in runs:
+                if x1 < x0:
+                    raise _bad(f"ROI run {[z, y, x0, x1]} ends before it starts")
+                blocks.update((int(z), int(y), x) for x in range(int(x0), int(x1) + 1))
+            with state.lock:
+                inst.roi[state.write_node(inst, node)] = blocks
+            return 200, b"", "text/plain"
+        if rest == ["roi"] and method == "DELETE":
+            with state.lock:
+                inst.roi[state.write_node(inst, node)] = set()
+            return 200, b"", "text/plain"
+        blocks = state.roi_blocks(inst, node)
+        if rest == ["partition"] and method == "GET":
+            try:
+                batch = int(params.get("batchsize", "8"))
+            except ValueError:
+                raise _bad(f"bad batchsize {params.get('batchsize')!r}") from None
+            if batch < 1:
+                raise _bad("batchsize must be positive")
+            return 200, self._partition(blocks, batch, inst.block[0]), ""
+        if rest == ["ptquery"] and method == "POST":
+            points = _json(body)
+            b = inst.block
+            return 200, [(p[2] // b[0], p[1] // b[1], p[0] // b[2]) in blocks for p in points], ""
+        if len(rest) == 4 and rest[:2] == ["mask", "0_1_2"] and method == "GET":
+            z0, y0, x0 = _parse_triple(rest[3], "offset")
+            shape = _parse_triple(rest[2], "size", positive=True)
+            mask = np.ones(shape, np.uint8)
+            self._mask_outside(mask, (z0, y0, x0), lambda key: key in blocks, inst.block[0])
+            return 200, mask.tobytes(), "application/octet-stream"
+        raise unmatched
+
+    @staticmethod
+    def _partition(blocks: set[tuple[int, int, int]], batch: int, size: int) -> dict[str, Any]:
+        if not blocks:
+            return {"NumTotalBlocks": 0, "NumActiveBlocks": 0, "NumSubvolumes": 0, "ROI": None, "Subvolumes": []}
+        arr = np.array(sorted(blocks))
+        low, high = arr.min(axis=0), arr.max(axis=0)
+        tiles: dict[tuple[int, ...], int] = {}
+        for key in map(tuple, (arr - low) // batch):
+            tiles[key] = tiles.get(key, 0) + 1
+        subvolumes = []
+        for key in sorted(tiles):
+            chunk = [int(v) for v in low + np.array(key) * batch][::-1]  # x, y, z
+            subvolumes.append(
+                {
+                    "MinPoint": [c * size for c in chunk],
+                    "MaxPoint": [(c + batch) * size - 1 for c in chunk],
+                    "MinChunk": chunk,
+                    "MaxChunk": [c + batch - 1 for c in chunk],
+                    "TotalBlocks": batch**3,
+                    "ActiveBlocks": tiles[key],
+                }
+            )
+        return {
+            "NumTotalBlocks": batch**3 * len(tiles),
+            "NumActiveBlocks": len(blocks),
+            "NumSubvolumes": len(tiles),
+            "ROI": {"MinChunk": [int(v) for v in low[::-1]], "MaxChunk": [int(v) for v in high[::-1]]},
+            "Subvolumes": subvolumes,
+        }
+
+    def _keyvalue(
+        self, method: str, node: _Node, inst: _Instance, rest: list[str], body: bytes, unmatched: DvidHTTPError
+    ) -> tuple[int, Any, str]:
+        state = self.server.state
+        with state.lock:
+            visible: dict[str, bytes] = {}
+            for version in reversed(state.versions(inst, node)):  # oldest first, nearer versions win
+                for key, value in inst.keys.get(version, {}).items():
+                    if value is None:
+                        visible.pop(key, None)
+                    else:
+                        visible[key] = value
+            if rest == ["keys"] and method == "GET":
+                return 200, sorted(visible), ""
+            if len(rest) == 3 and rest[0] == "keyrange" and method == "GET":
+                return 200, sorted(k for k in visible if rest[1] <= k <= rest[2]), ""
+            if len(rest) != 2 or rest[0] != "key":
+                raise unmatched
+            key = rest[1]
+            if method in ("GET", "HEAD"):
+                if key not in visible:
+                    raise DvidHTTPError(404, f"key {key!r} not found")
+                return 200, visible[key], "application/octet-stream"
+            stored = inst.keys.setdefault(state.write_node(inst, node), {})
+            if method == "POST":
+                stored[key] = bytes(body)
+            elif method == "DELETE":
+                stored[key] = None  # a tombstone hides the ancestors' value
+            return 200, b"", "text/plain"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: DvidState, verbose: bool) -> None:
+        self.state = state
+        self.verbose = verbose
+        super().__init__(address, _Handler)
+
+
+class DvidTestServer:
+    """The server on ``host:port`` (port 0: a free one) in a background thread.
+
+    ``stop()`` and ``start()`` again keep the data and the port, so a test can take the
+    server down and bring it back. ``state.faults`` sets injected faults.
+    """
+
+    def __init__(self, port: int = 0, *, host: str = "127.0.0.1", state: DvidState | None = None, verbose: bool = False):
+        self.host = host
+        self.port = port
+        self.state = state or DvidState()
+        self.verbose = verbose
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT``, as DVID configs write it."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}/api"
+
+    @property
+    def faults(self) -> Faults:
+        return self.state.faults
+
+    def start(self) -> DvidTestServer:
+        self._httpd = _Server((self.host, self.port), self.state, self.verbose)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            assert self._thread is not None
+            self._thread.join()
+            self._httpd = None
+
+    def new_repo(self, alias: str = "") -> str:
+        """A new repo's root UUID (what ``POST /api/repos`` returns)."""
+        return self.state.new_repo(alias)
+
+    def __enter__(self) -> DvidTestServer:
+        return self.start() if self._httpd is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m labelstitch.testing.dvid", description="Serve the labelstitch DVID test server (in memory)."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--repo", action="store_true", help="create one repo at start and print its UUID")
+    parser.add_argument("--throttle", type=int, default=1, help="max concurrent throttled requests (DVID's default: 1)")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    server = DvidTestServer(args.port, host=args.host, state=DvidState(max_throttled_ops=args.throttle), verbose=args.verbose)
+    server.start()
+    print(f"DVID test server on http://{server.address}/api (Ctrl-C to stop)", flush=True)
+    if args.repo:
+        print(f"repo root UUID: {server.new_repo('labelstitch')}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
