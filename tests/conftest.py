@@ -24,3 +24,15 @@ def shared_data() -> Path:
     if not (path / "gala_test.npz").exists():
         pytest.fail(f"the gala volumes are missing: expected {path}/gala_test.npz (set LABELSTITCH_SHARED_DATA)")
     return path
+
+
+@pytest.fixture
+def dvid_server(monkeypatch):
+    """The DVID test server on 127.0.0.1 (a free port), with short client backoff pauses."""
+    from labelstitch.testing.dvid import DvidTestServer
+
+    monkeypatch.setenv("LABELSTITCH_DVID_BACKOFF", "0.01")
+    monkeypatch.setenv("LABELSTITCH_DVID_MAX_BACKOFF", "0.05")
+    monkeypatch.setenv("LABELSTITCH_DVID_RETRIES", "20")
+    with DvidTestServer() as server:
+        yield server

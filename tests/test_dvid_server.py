@@ -1,0 +1,260 @@
+"""The DVID test server checked against the API reference (shared/docs/dvid-api.md), with
+plain ``requests`` calls, so that the client is never tested against a server that merely
+agrees with it."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import subprocess
+import sys
+import time
+
+import lz4.block
+import numpy as np
+import pytest
+import requests
+
+
+@pytest.fixture
+def api(dvid_server):
+    return dvid_server.url
+
+
+@pytest.fixture
+def repo(api):
+    reply = requests.post(f"{api}/repos", json={"alias": "test", "description": "server tests"})
+    assert reply.status_code == 200
+    return reply.json()["root"]
+
+
+def add(api, uuid, typename, name, **extra):
+    return requests.post(f"{api}/repo/{uuid}/instance", json={"typename": typename, "dataname": name, **extra})
+
+
+def raw(api, uuid, name, shape_zyx, offset_zyx, suffix=""):
+    size = "_".join(map(str, shape_zyx[::-1]))
+    off = "_".join(map(str, offset_zyx[::-1]))
+    return f"{api}/node/{uuid}/{name}/raw/0_1_2/{size}/{off}{suffix}"
+
+
+def get_labels(api, uuid, name, shape, offset, **params):
+    reply = requests.get(raw(api, uuid, name, shape, offset), params={"compression": "lz4", **params})
+    assert reply.status_code == 200, reply.text
+    data = lz4.block.decompress(reply.content, uncompressed_size=int(np.prod(shape)) * 8)
+    return np.frombuffer(data, "<u8").reshape(shape)
+
+
+def post_labels(api, uuid, name, offset, labels, **params):
+    body = lz4.block.compress(np.ascontiguousarray(labels, "<u8").tobytes(), store_size=False)
+    return requests.post(raw(api, uuid, name, labels.shape, offset), data=body, params={"compression": "lz4", **params})
+
+
+def test_repos_instances_and_info(api, repo):
+    assert requests.head(f"{api}/repo/{repo}").status_code == 200
+    assert add(api, repo, "uint8blk", "grayscale").status_code == 200
+    reply = add(api, repo, "labelarray", "seg")
+    assert reply.status_code == 200 and "Added seg [labelarray]" in reply.json()["result"]
+    again = add(api, repo, "labelblk", "seg")
+    assert again.status_code == 400 and "already exists" in again.text
+    assert add(api, repo, "nosuchtype", "x").status_code == 400
+    assert requests.post(f"{api}/repo/{repo}/instance", json={"typename": "labelblk"}).status_code == 400
+    info = requests.get(f"{api}/node/{repo[:5]}/seg/info").json()  # a unique prefix will do
+    assert info["Base"]["TypeName"] == "labelarray" and info["Base"]["Name"] == "seg" and info["Base"]["Syncs"] == []
+    assert info["Extended"]["BlockSize"] == [64, 64, 64]  # labelarray's default
+    assert requests.get(f"{api}/node/{repo}/grayscale/info").json()["Extended"]["BlockSize"] == [32, 32, 32]
+    repo_info = requests.get(f"{api}/repo/{repo}/info").json()
+    assert set(repo_info["DataInstances"]) == {"grayscale", "seg"} and repo in repo_info["DAG"]["Nodes"]
+    assert repo in requests.get(f"{api}/repos/info").json()
+    # DVID answers 400 (not 404) for an unknown instance or UUID, and 404 for unmatched routes
+    assert requests.get(f"{api}/node/{repo}/nosuch/info").status_code == 400
+    assert requests.get(f"{api}/node/ffffffffff/seg/info").status_code == 400
+    assert requests.get(f"{api}/nothing/here").status_code == 404
+    assert requests.post(f"{api}/node/{repo}/seg/sync", json={"sync": "grayscale"}).status_code == 200
+    assert requests.get(f"{api}/node/{repo}/seg/info").json()["Base"]["Syncs"] == ["grayscale"]
+
+
+def test_grayscale_round_trip_any_geometry_and_aligned_posts(api, repo):
+    add(api, repo, "uint8blk", "grayscale")
+    gray = np.random.default_rng(0).integers(0, 256, (64, 32, 96), dtype=np.uint8)
+    assert requests.post(raw(api, repo, "grayscale", gray.shape, (32, 0, 0)), data=gray.tobytes()).status_code == 200
+    # any geometry reads back, never-written voxels (and negative offsets) are 0, ZYX order with x fastest
+    reply = requests.get(raw(api, repo, "grayscale", (40, 20, 50), (20, -4, 10)))
+    got = np.frombuffer(reply.content, np.uint8).reshape(40, 20, 50)
+    want = np.zeros((40, 20, 50), np.uint8)
+    want[12:, 4:, :] = gray[:28, :16, 10:60]
+    np.testing.assert_array_equal(got, want)
+    # older clients add /nD after the offset
+    assert requests.get(raw(api, repo, "grayscale", (2, 2, 2), (32, 0, 0), "/nD")).content == gray[:2, :2, :2].tobytes()
+    before = requests.get(raw(api, repo, "grayscale", (64, 32, 96), (32, 0, 0))).content
+    bad = requests.post(raw(api, repo, "grayscale", (32, 32, 32), (32, 0, 16)), data=bytes(32**3))
+    assert bad.status_code == 400 and "non-block aligned" in bad.text
+    short = requests.post(raw(api, repo, "grayscale", (32, 32, 32), (32, 0, 0)), data=bytes(100))
+    assert short.status_code == 400
+    assert requests.get(raw(api, repo, "grayscale", (64, 32, 96), (32, 0, 0))).content == before
+    info = requests.get(f"{api}/node/{repo}/grayscale/info").json()
+    assert info["Extended"]["MinPoint"] == [0, 0, 32] and info["Extended"]["MaxPoint"] == [95, 31, 95]
+    # an xy slice
+    xy = requests.get(f"{api}/node/{repo}/grayscale/raw/0_1/8_4/3_2_40")
+    np.testing.assert_array_equal(np.frombuffer(xy.content, np.uint8).reshape(4, 8), gray[8, 2:6, 3:11])
+
+
+def test_labels_lz4_round_trip_is_byte_exact_and_unaligned_posts_change_nothing(api, repo):
+    add(api, repo, "labelblk", "seg")
+    labels = np.random.default_rng(1).integers(0, 2**64 - 1, (32, 64, 32), dtype=np.uint64)
+    assert post_labels(api, repo, "seg", (0, 32, 64), labels).status_code == 200
+    np.testing.assert_array_equal(get_labels(api, repo, "seg", labels.shape, (0, 32, 64)), labels)
+    # the reply is one raw LZ4 block (no frame header, no size prefix)
+    reply = requests.get(raw(api, repo, "seg", labels.shape, (0, 32, 64)), params={"compression": "lz4"})
+    assert reply.content == lz4.block.compress(labels.astype("<u8").tobytes(), store_size=False)
+    gz = requests.get(raw(api, repo, "seg", (5, 6, 7), (1, 40, 70)), params={"compression": "gzip"})
+    np.testing.assert_array_equal(np.frombuffer(gzip.decompress(gz.content), "<u8").reshape(5, 6, 7), labels[1:6, 8:14, 6:13])
+    plain = requests.get(raw(api, repo, "seg", (5, 6, 7), (1, 40, 70)))
+    np.testing.assert_array_equal(np.frombuffer(plain.content, "<u8").reshape(5, 6, 7), labels[1:6, 8:14, 6:13])
+    for offset in [(0, 32, 65), (16, 32, 64)]:
+        bad = post_labels(api, repo, "seg", offset, np.ones((32, 32, 32), np.uint64))
+        assert bad.status_code == 400 and 'cannot store labels for data "seg" in non-block aligned geometry' in bad.text
+    np.testing.assert_array_equal(get_labels(api, repo, "seg", labels.shape, (0, 32, 64)), labels)
+    empty = requests.post(raw(api, repo, "seg", (32, 32, 32), (0, 0, 0)), params={"compression": "lz4"}, data=b"")
+    assert empty.status_code == 400 and "0 LZ4" in empty.text
+    wrong = post_labels(api, repo, "seg", (0, 0, 0), np.ones((32, 32, 32), np.uint64)[:, :, :16].copy())
+    assert wrong.status_code == 400
+    assert requests.get(raw(api, repo, "seg", (1, 1, 1), (0, 0, 0)), params={"compression": "zstd"}).status_code == 400
+    point = requests.get(f"{api}/node/{repo}/seg/label/65_33_0").json()
+    assert point == {"Label": int(labels[0, 1, 1])}
+
+
+def test_labelarray_writes_need_its_64_blocks(api, repo):
+    add(api, repo, "labelarray", "seg")
+    assert post_labels(api, repo, "seg", (0, 0, 0), np.ones((32, 32, 32), np.uint64)).status_code == 400
+    assert post_labels(api, repo, "seg", (64, 0, 0), np.full((64, 64, 64), 7, np.uint64)).status_code == 200
+    assert requests.get(f"{api}/node/{repo}/seg/maxlabel").json() == {"maxlabel": 7}
+
+
+def test_versions_copy_on_write_and_locked_nodes(api, repo):
+    add(api, repo, "labelblk", "seg")
+    add(api, repo, "keyvalue", "kv")
+    parent = np.full((32, 32, 32), 5, np.uint64)
+    post_labels(api, repo, "seg", (0, 0, 0), parent)
+    requests.post(f"{api}/node/{repo}/kv/key/a", data=b"parent")
+    assert requests.post(f"{api}/node/{repo}/newversion", json={}).status_code == 400  # parent not committed yet
+    assert requests.get(f"{api}/node/{repo}/commit").json() == {"Locked": False}
+    assert requests.post(f"{api}/node/{repo}/commit", json={"note": "done"}).json() == {"committed": repo}
+    assert requests.get(f"{api}/node/{repo}/status").json() == {"Locked": True}
+    assert requests.post(f"{api}/node/{repo}/commit", json={}).status_code == 400
+    locked = post_labels(api, repo, "seg", (0, 0, 0), np.ones((32, 32, 32), np.uint64))
+    assert locked.status_code == 400 and "locked node" in locked.text
+    assert add(api, repo, "labelblk", "other").status_code == 400
+    child = requests.post(f"{api}/node/{repo}/newversion", json={"note": "next"}).json()["child"]
+    assert len(child) == 32 and child != repo
+    # the child sees the parent's blocks; writing the child leaves the parent unchanged
+    np.testing.assert_array_equal(get_labels(api, child, "seg", (32, 32, 32), (0, 0, 0)), parent)
+    assert requests.get(f"{api}/node/{child}/kv/key/a").content == b"parent"
+    changed = np.full((32, 32, 32), 9, np.uint64)
+    assert post_labels(api, child, "seg", (0, 0, 0), changed).status_code == 200
+    requests.post(f"{api}/node/{child}/kv/key/a", data=b"child")
+    np.testing.assert_array_equal(get_labels(api, child, "seg", (32, 32, 32), (0, 0, 0)), changed)
+    np.testing.assert_array_equal(get_labels(api, repo, "seg", (32, 32, 32), (0, 0, 0)), parent)
+    assert requests.get(f"{api}/node/{repo}/kv/key/a").content == b"parent"
+    # branches: names are unique, master names the root's branch
+    branch = requests.post(f"{api}/node/{repo}/branch", json={"branch": "proofread"}).json()["child"]
+    assert requests.post(f"{api}/node/{repo}/branch", json={"branch": "proofread"}).status_code == 400
+    assert requests.get(f"{api}/node/{repo}:proofread/commit").status_code == 200
+    np.testing.assert_array_equal(get_labels(api, f"{repo[:6]}:master", "seg", (32, 32, 32), (0, 0, 0)), changed)
+    np.testing.assert_array_equal(get_labels(api, branch, "seg", (32, 32, 32), (0, 0, 0)), parent)
+
+
+def test_roi_runs_partition_and_roi_masked_writes(api, repo):
+    add(api, repo, "roi", "roi")
+    add(api, repo, "labelblk", "seg")
+    runs = [[1, 0, 2, 3], [0, 0, 0, 1], [0, 0, 1, 2], [1, 1, 0, 0]]  # unsorted and overlapping
+    assert requests.post(f"{api}/node/{repo}/roi/roi", json=runs).status_code == 200
+    assert requests.get(f"{api}/node/{repo}/roi/roi").json() == [[0, 0, 0, 2], [1, 0, 2, 3], [1, 1, 0, 0]]
+    ext = requests.get(f"{api}/node/{repo}/roi/info").json()["Extended"]
+    assert (ext["MinZ"], ext["MaxZ"]) == (0, 1)
+    blocks = {(0, 0, x) for x in range(3)} | {(1, 0, 2), (1, 0, 3), (1, 1, 0)}
+    partition = requests.get(f"{api}/node/{repo}/roi/partition", params={"batchsize": 2}).json()
+    assert partition["NumActiveBlocks"] == len(blocks)
+    covered = set()
+    for sub in partition["Subvolumes"]:
+        lo, hi = np.array(sub["MinPoint"][::-1]) // 32, np.array(sub["MaxPoint"][::-1]) // 32
+        inside = {b for b in blocks if np.all(lo <= b) and np.all(np.array(b) <= hi)}
+        assert sub["ActiveBlocks"] == len(inside) > 0
+        covered |= inside
+    assert covered == blocks
+    assert requests.post(f"{api}/node/{repo}/roi/ptquery", json=[[70, 0, 0], [70, 0, 64], [0, 40, 40]]).json() == [
+        True, False, True]
+    mask = np.frombuffer(requests.get(f"{api}/node/{repo}/roi/mask/0_1_2/128_64_64/0_0_0").content, np.uint8)
+    mask = mask.reshape(64, 64, 128)
+    for z, y, x in np.ndindex(2, 2, 4):
+        assert mask[z * 32, y * 32, x * 32] == ((z, y, x) in blocks)
+    # a write with roi= leaves blocks outside the ROI untouched; a read with roi= zeroes them
+    old = np.full((64, 64, 128), 3, np.uint64)
+    post_labels(api, repo, "seg", (0, 0, 0), old)
+    assert post_labels(api, repo, "seg", (0, 0, 0), np.full_like(old, 8), roi="roi").status_code == 200
+    got = get_labels(api, repo, "seg", old.shape, (0, 0, 0))
+    for z, y, x in np.ndindex(2, 2, 4):
+        assert got[z * 32, y * 32, x * 32] == (8 if (z, y, x) in blocks else 3)
+    masked = get_labels(api, repo, "seg", old.shape, (0, 0, 0), roi="roi")
+    for z, y, x in np.ndindex(2, 2, 4):
+        assert masked[z * 32 + 5, y * 32 + 5, x * 32 + 5] == (8 if (z, y, x) in blocks else 0)
+
+
+def test_keyvalue(api, repo):
+    add(api, repo, "keyvalue", "kv")
+    assert requests.get(f"{api}/node/{repo}/kv/key/missing").status_code == 404
+    assert requests.post(f"{api}/node/{repo}/kv/key/config", data=b'{"a": 1}').status_code == 200
+    assert requests.post(f"{api}/node/{repo}/kv/key/bodies", data=b"[1, 2]").status_code == 200
+    assert requests.get(f"{api}/node/{repo}/kv/key/config").json() == {"a": 1}
+    assert requests.get(f"{api}/node/{repo}/kv/keys").json() == ["bodies", "config"]
+    assert requests.get(f"{api}/node/{repo}/kv/keyrange/a/c").json() == ["bodies"]
+    assert requests.delete(f"{api}/node/{repo}/kv/key/bodies").status_code == 200
+    assert requests.get(f"{api}/node/{repo}/kv/keys").json() == ["config"]
+
+
+def test_throttling_and_the_forced_503_hook(dvid_server, api, repo):
+    add(api, repo, "uint8blk", "grayscale")
+    url = raw(api, repo, "grayscale", (4, 4, 4), (0, 0, 0))
+    dvid_server.faults.force_503 = 2
+    assert [requests.get(url, params={"throttle": "on"}).status_code for _ in range(3)] == [503, 503, 200]
+    assert requests.get(url, params={"throttle": "true"}).status_code == 200
+    assert requests.post(f"{api}/server/settings", json={"throttle": 0}).status_code == 200
+    busy = requests.get(url, params={"throttle": "on"})
+    assert busy.status_code == 503 and "throttled operations (max = 0)" in busy.text
+    assert requests.get(url).status_code == 200  # unthrottled requests are never refused
+
+
+def test_injected_faults(dvid_server, api, repo):
+    dvid_server.faults.error_rate = 1.0
+    assert requests.get(f"{api}/node/{repo}/commit").status_code == 503
+    dvid_server.faults.error_rate, dvid_server.faults.drop_rate = 0.0, 1.0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{api}/node/{repo}/commit")
+    dvid_server.faults.drop_rate = 0.0
+    assert requests.get(f"{api}/node/{repo}/commit").status_code == 200
+
+
+def test_the_server_runs_by_hand():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labelstitch.testing.dvid", "--port", str(port), "--repo"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert f"127.0.0.1:{port}" in proc.stdout.readline()
+        root = proc.stdout.readline().split()[-1]
+        deadline = time.time() + 20
+        while True:
+            try:
+                reply = requests.get(f"http://127.0.0.1:{port}/api/repo/{root}/info", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.time() < deadline
+                time.sleep(0.1)
+        assert reply.json()["Root"] == root
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
