@@ -31,6 +31,7 @@ import gzip
 import itertools
 import json
 import random
+import socket
 import threading
 import time
 import uuid as uuidlib
@@ -776,7 +777,25 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], state: DvidState, verbose: bool) -> None:
         self.state = state
         self.verbose = verbose
+        self.connections: set[socket.socket] = set()
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        self.connections.add(conn)
+        return conn, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Cut every open (keep-alive) connection, as a server that goes down does."""
+        for conn in list(self.connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class DvidTestServer:
@@ -818,6 +837,7 @@ class DvidTestServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            self._httpd.drop_connections()
             assert self._thread is not None
             self._thread.join()
             self._httpd = None
