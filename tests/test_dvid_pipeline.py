@@ -1,0 +1,210 @@
+"""The whole pipeline on the gala volume read from and written to the DVID test server,
+against the same run on local stores: identical outputs on every executor, ROIs,
+preserved bodies, the refusals before work, and faults (a flaky server, a server that
+goes down and comes back)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import lz4.block
+import numpy as np
+import pytest
+import requests
+
+from labelstitch.stores import DvidError, StoreError, open_volume, volume_exists
+from labelstitch.workflow import run
+
+SHAPE = (64, 128, 224)  # gala_test (50, 100, 200) padded with zeros to whole 32-voxel blocks
+OPTIONS = {
+    "chunk-size": 64,
+    "overlap": 8,
+    "segmentor": {
+        "configuration": {
+            "predict-voxels": {"function": "naive_membrane_predictions", "parameters": {"sigma": 1.0}},
+            "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.4}},
+        }
+    },
+}
+ROI_RUNS = [[0, 0, 0, 3], [0, 1, 0, 2], [1, 2, 3, 6], [1, 3, 4, 4]]  # [z, y, x0, x1] in 32-voxel blocks
+KEEP = (0,)  # filled in by the gala fixture: a few ground-truth bodies to preserve
+
+
+@pytest.fixture(scope="module")
+def gala(shared_data, tmp_path_factory):
+    data = np.load(shared_data / "gala_test.npz")
+    folder = tmp_path_factory.mktemp("gala")
+    raw = np.zeros(SHAPE, np.uint8)
+    raw[:50, :100, :200] = data["raw"]
+    gt = np.zeros(SHAPE, np.uint64)
+    gt[:50, :100, :200] = data["gt"]
+    np.save(folder / "raw.npy", raw)
+    np.save(folder / "gt.npy", gt)
+    ids, counts = np.unique(gt[gt > 0], return_counts=True)
+    keep = tuple(int(i) for i in ids[np.argsort(counts)[-3:]])  # the three largest bodies
+    return folder, raw, gt, keep
+
+
+def local_run(gala, name, **extra):
+    """The reference: the same options on local stores (npy in, zarr out)."""
+    folder, _, _, _ = gala
+    out = folder / f"{name}.zarr"
+    if not out.exists():
+        run({"input": str(folder / "raw.npy"), "output": str(out), "options": {**OPTIONS, **extra.pop("options", {})}, **extra})
+    with open_volume(str(out)) as store:
+        return store.read()
+
+
+@pytest.fixture
+def node(dvid_server, gala):
+    """A fresh repo holding the gala grayscale, its ground truth as labels, and an ROI."""
+    _, raw, gt, _ = gala
+    api = dvid_server.url
+    root = requests.post(f"{api}/repos", json={"alias": "gala"}).json()["root"]
+    for typename, name in [("uint8blk", "grayscale"), ("labelblk", "proofread"), ("roi", "roi")]:
+        assert requests.post(f"{api}/repo/{root}/instance", json={"typename": typename, "dataname": name}).ok
+    size = "_".join(map(str, SHAPE[::-1]))
+    assert requests.post(f"{api}/node/{root}/grayscale/raw/0_1_2/{size}/0_0_0", data=raw.tobytes()).ok
+    body = lz4.block.compress(gt.astype("<u8").tobytes(), store_size=False)
+    assert requests.post(f"{api}/node/{root}/proofread/raw/0_1_2/{size}/0_0_0", params={"compression": "lz4"}, data=body).ok
+    assert requests.post(f"{api}/node/{root}/roi/roi", json=ROI_RUNS).ok
+    return root
+
+
+def dvid_config(dvid_server, uuid, name, **extra):
+    info = {"dvid-server": dvid_server.address, "uuid": uuid[:8], "segmentation-name": name, "grayscale": "grayscale"}
+    info.update(extra.pop("dvid_info", {}))
+    return {"dvid-info": info, "options": {**OPTIONS, **extra.pop("options", {})}, **extra}
+
+
+def read_dvid(dvid_server, uuid, name):
+    with open_volume(f"dvid://{dvid_server.address}/{uuid}/{name}") as store:
+        assert store.shape == SHAPE
+        return store.read()
+
+
+@pytest.mark.parametrize("executor", ["serial", "processes"])
+def test_gala_through_dvid_equals_the_local_run(dvid_server, node, gala, executor):
+    expected = local_run(gala, "plain")
+    result = run(dvid_config(dvid_server, node, "seg"), executor=executor, workers=2, create_output=True)
+    assert result.output == f"dvid://{dvid_server.address}/{node[:8]}/seg"
+    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
+    info = requests.get(f"{dvid_server.url}/node/{node}/seg/info").json()
+    assert info["Base"]["TypeName"] == "labelmap" and info["Extended"]["BlockSize"] == [32, 32, 32]
+    posts = [p for m, path, p in dvid_server.state.log if m == "POST" and path.endswith("/seg/raw/0_1_2/64_64_64/64_0_0")]
+    assert posts and all(p["compression"] == "lz4" and p["throttle"] == "on" for p in posts)
+
+
+def test_gala_through_dvid_with_spark(dvid_server, node, gala):
+    expected = local_run(gala, "plain")
+    run(dvid_config(dvid_server, node, "seg"), executor="spark", workers=2, create_output=True)
+    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
+
+
+def test_an_roi_limits_segmentation_and_writes_to_its_blocks(dvid_server, node, gala):
+    folder = gala[0]
+    # the output already holds labels everywhere: blocks outside the ROI must keep them
+    api = dvid_server.url
+    requests.post(f"{api}/repo/{node}/instance", json={"typename": "labelarray", "dataname": "seg", "BlockSize": "32,32,32"})
+    size = "_".join(map(str, SHAPE[::-1]))
+    old = lz4.block.compress(np.full(SHAPE, 7, "<u8").tobytes(), store_size=False)
+    assert requests.post(f"{api}/node/{node}/seg/raw/0_1_2/{size}/0_0_0", params={"compression": "lz4"}, data=old).ok
+    with pytest.raises(StoreError, match="holds labels already"):
+        run(dvid_config(dvid_server, node, "seg", dvid_info={"roi": "roi"}))
+    result = run(dvid_config(dvid_server, node, "seg", dvid_info={"roi": "roi"}), overwrite=True)
+    assert result.counts["subvolumes"] == 5  # only the 64-voxel chunks the ROI touches (of 8)
+    seg = read_dvid(dvid_server, node, "seg")
+    inside = np.zeros(SHAPE, bool)
+    for z, y, x0, x1 in ROI_RUNS:
+        inside[z * 32 : z * 32 + 32, y * 32 : y * 32 + 32, x0 * 32 : x1 * 32 + 32] = True
+    assert np.all(seg[~inside] == 7)
+    assert np.count_nonzero(seg[inside]) > 0.5 * inside.sum()
+    # the same ROI with local input and output segments the same voxels the same way
+    local = str(folder / "roi.zarr")
+    run({"input": str(folder / "raw.npy"), "output": local,
+         "options": {**OPTIONS, "roi": f"dvid://{dvid_server.address}/{node}/roi"}}, overwrite=True)
+    with open_volume(local) as store:
+        mine = store.read()
+    assert np.all(mine[~inside] == 0)
+    np.testing.assert_array_equal(mine[inside], seg[inside])  # so every ROI block was written anew
+
+
+def test_preserved_bodies_read_from_dvid(dvid_server, node, gala):
+    folder, _, gt, keep = gala
+    expected = local_run(gala, "preserved", **{"preserve-bodies": {"segmentation": str(folder / "gt.npy"), "bodies": list(keep)}})
+    preserve = {"segmentation": f"dvid://{dvid_server.address}/{node}/proofread", "bodies": list(keep)}
+    run(dvid_config(dvid_server, node, "seg", **{"preserve-bodies": preserve}), create_output=True)
+    seg = read_dvid(dvid_server, node, "seg")
+    np.testing.assert_array_equal(seg, expected)
+    kept = np.isin(gt, keep)
+    np.testing.assert_array_equal(seg[kept], gt[kept])
+    assert not np.isin(seg[~kept], keep).any()
+
+
+def test_refusals_come_before_any_work(dvid_server, node, gala, tmp_path):
+    checkpoints = tmp_path / "ckpt"
+    config = dvid_config(dvid_server, node, "seg", options={"checkpoint-dir": str(checkpoints)})
+    with pytest.raises(StoreError, match="no instance 'seg'.*pass --create-output"):
+        run(config)
+    assert requests.get(f"{dvid_server.url}/node/{node}/seg/info").status_code == 400  # nothing created
+    assert not checkpoints.exists()
+    with pytest.raises(ValueError, match="whole 32-voxel blocks.*multiple of 32"):
+        run(dvid_config(dvid_server, node, "seg", options={"chunk-size": 48}), create_output=True)
+    with pytest.raises(StoreError, match="not a DVID volume"):
+        run({"input": f"dvid://{dvid_server.address}/{node}", "output": str(tmp_path / "o.zarr")})
+    requests.post(f"{dvid_server.url}/node/{node}/commit", json={})
+    with pytest.raises(StoreError, match="committed \\(locked\\)"):
+        run(config, create_output=True)
+    assert not checkpoints.exists()
+    # the paper's dvid-info with a local output (explicit keys win)
+    out = tmp_path / "local.zarr"
+    run({**dvid_config(dvid_server, node, "unused"), "output": str(out)})
+    np.testing.assert_array_equal(open_volume(str(out)).read(), local_run(gala, "plain"))
+
+
+def test_a_flaky_server_gives_the_same_output(dvid_server, node, gala):
+    expected = local_run(gala, "plain")
+    faults = dvid_server.faults
+    faults.error_rate, faults.drop_rate, faults.delay = 0.2, 0.05, 0.002
+    run(dvid_config(dvid_server, node, "seg"), executor="processes", workers=2, create_output=True)
+    faults.error_rate = faults.drop_rate = faults.delay = 0.0
+    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
+    assert dvid_server.state.status_counts.get(503, 0) >= 3
+
+
+def _stop_after(server, predicate, count=1):
+    """Stop the server from a thread as soon as ``count`` requests match ``predicate``."""
+
+    def watch():
+        while sum(predicate(m, path) for m, path, _ in list(server.state.log)) < count:
+            time.sleep(0.002)
+        server.stop()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("phase", ["segment", "write"])
+def test_a_server_that_stays_down_fails_clearly_and_resume_finishes(dvid_server, node, gala, tmp_path, monkeypatch, phase):
+    expected = local_run(gala, "plain")
+    config = dvid_config(dvid_server, node, "seg", options={"checkpoint-dir": str(tmp_path / "ckpt")})
+    monkeypatch.setenv("LABELSTITCH_DVID_RETRIES", "3")
+    if phase == "segment":  # down after the third grayscale read
+        watcher = _stop_after(dvid_server, lambda m, p: "/grayscale/raw/" in p, count=3)
+    else:  # down while the output is being written
+        dvid_server.faults.delay = 0.05
+        watcher = _stop_after(dvid_server, lambda m, p: m == "POST" and "/seg/raw/" in p)
+    with pytest.raises(DvidError, match="failed after 4 attempts.*--resume"):
+        run(config, create_output=True)
+    watcher.join()
+    done = len(list((tmp_path / "ckpt").glob("sv-*.blk")))
+    assert (0 < done < 8) if phase == "segment" else done == 8
+    dvid_server.faults.delay = 0.0
+    dvid_server.start()  # back, with its data, on the same port
+    if phase == "write":
+        assert volume_exists(f"dvid://{dvid_server.address}/{node}/seg")  # a part was written
+    result = run(config, resume=True, create_output=True)
+    assert result.counts["restored from checkpoints"] == done
+    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
