@@ -29,13 +29,20 @@ def test_core_imports_only_numpy_numba_scipy_and_the_core():
 
     stdlib = set(sys.stdlib_module_names)
     for name in CORE:
-        for imp in imports_of(PACKAGE / f"{name}.py"):
+        path = PACKAGE / f"{name}.py"
+        for imp in imports_of(path if path.exists() else PACKAGE / name / "__init__.py"):
             top = imp.lstrip(".").split(".")[0]
             if imp.startswith("."):
                 assert top in CORE or top.startswith("_"), f"{name}.py imports {imp}"
                 assert top not in {"_cli", "executors", "plugins", "stores", "workflow", "demo"}, f"{name}.py imports {imp}"
             else:
                 assert top in stdlib or top in ALLOWED_THIRD_PARTY or top == "__future__", f"{name}.py imports {imp}"
+
+
+def test_the_dvid_test_server_shares_no_code_with_the_client():
+    """So the client is tested against the API reference, not against its own assumptions."""
+    for imp in imports_of(PACKAGE / "testing" / "dvid.py"):
+        assert not imp.startswith(".") and not imp.startswith("labelstitch"), f"testing/dvid.py imports {imp}"
 
 
 def test_kernels_import_nothing_from_the_package():

@@ -208,3 +208,21 @@ def test_a_server_that_stays_down_fails_clearly_and_resume_finishes(dvid_server,
     result = run(config, resume=True, create_output=True)
     assert result.counts["restored from checkpoints"] == done
     np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
+
+
+def test_the_command_line_with_a_dvid_info_config(dvid_server, node, gala, tmp_path, capsys, monkeypatch):
+    import json
+
+    from labelstitch._cli.main import ExitCode, main
+
+    path = tmp_path / "dvid.json"
+    path.write_text(json.dumps(dvid_config(dvid_server, node, "seg")))
+    assert main(["run", str(path), "-q"]) == ExitCode.USAGE_ERROR
+    assert "pass --create-output" in capsys.readouterr().err
+    assert main(["run", str(path), "-q", "--create-output"]) == ExitCode.OK
+    assert f"wrote dvid://{dvid_server.address}/{node[:8]}/seg" in capsys.readouterr().out
+    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), local_run(gala, "plain"))
+    monkeypatch.setenv("LABELSTITCH_DVID_RETRIES", "1")
+    dvid_server.stop()
+    assert main(["run", str(path), "-q", "--overwrite"]) == ExitCode.FAILED
+    assert "failed after 2 attempts" in capsys.readouterr().err

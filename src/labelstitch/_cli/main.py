@@ -338,8 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ValueError as exc:  # config, store, plugin and input errors are all ValueErrors
+        from ..stores import DvidError
+
         print(f"labelstitch: error: {exc}", file=sys.stderr)
-        return int(ExitCode.USAGE_ERROR)
+        unreachable = isinstance(exc, DvidError) and (exc.status is None or exc.status >= 500)
+        return int(ExitCode.FAILED if unreachable else ExitCode.USAGE_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

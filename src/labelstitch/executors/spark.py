@@ -18,13 +18,23 @@ from ._base import Executor, ExecutorError
 T = TypeVar("T")
 R = TypeVar("R")
 
-_SESSIONS: dict[str, Any] = {}
+_SESSIONS: dict[str, tuple[str, Any]] = {}
 
 
 def _session(master: str) -> Any:
-    """A Spark session for ``master``, created on first use and stopped at exit."""
+    """A Spark session for ``master``, created on first use and stopped at exit.
+
+    The driver's ``PYTHONPATH`` and ``sys.path`` are handed to the Python workers, so stage
+    functions named by dotted path import there too; a session made under another path is
+    stopped and made anew."""
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep) + sys.path
+    path = os.pathsep.join(dict.fromkeys(p for p in entries if p))
     if master in _SESSIONS:
-        return _SESSIONS[master]
+        made_with, session = _SESSIONS[master]
+        if made_with == path:
+            return session
+        session.stop()
+        del _SESSIONS[master]
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - pyspark is a dependency
@@ -41,18 +51,19 @@ def _session(master: str) -> Any:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.executorEnv.LABELSTITCH_THREADS", "1")
+        .config("spark.executorEnv.PYTHONPATH", path)
         .config("spark.driver.maxResultSize", "0")
         .config("spark.python.worker.reuse", "true")
     )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
-    _SESSIONS[master] = session
+    _SESSIONS[master] = (path, session)
     return session
 
 
 @atexit.register
 def _stop_sessions() -> None:
-    for session in _SESSIONS.values():
+    for _, session in _SESSIONS.values():
         session.stop()
     _SESSIONS.clear()
 
