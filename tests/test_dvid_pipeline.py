@@ -173,6 +173,17 @@ def test_a_flaky_server_gives_the_same_output(dvid_server, node, gala):
     assert dvid_server.state.status_counts.get(503, 0) >= 3
 
 
+def test_a_slow_server_and_timed_out_requests_give_the_same_output(dvid_server, node, gala, monkeypatch):
+    expected = local_run(gala, "plain")
+    monkeypatch.setenv("LABELSTITCH_DVID_TIMEOUT", "0.5")
+    faults = dvid_server.faults
+    faults.delay, faults.stall_rate, faults.stall = 0.02, 0.1, 1.0  # every reply late, one in ten too late
+    run(dvid_config(dvid_server, node, "seg"), create_output=True)
+    faults.delay = faults.stall_rate = 0.0
+    assert faults.stalled >= 2
+    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
+
+
 def _stop_after(server, predicate, count=1):
     """Stop the server from a thread as soon as ``count`` requests match ``predicate``."""
 

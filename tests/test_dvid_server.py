@@ -124,6 +124,26 @@ def test_labels_lz4_round_trip_is_byte_exact_and_unaligned_posts_change_nothing(
     assert point == {"Label": int(labels[0, 1, 1])}
 
 
+def test_label_block_streams_omit_unwritten_blocks(api, repo):
+    add(api, repo, "labelblk", "seg")
+    labels = np.random.default_rng(3).integers(0, 50, (32, 32, 64), dtype=np.uint64)
+    post_labels(api, repo, "seg", (32, 0, 32), labels)
+    for compression in ("lz4", "uncompressed"):
+        reply = requests.get(f"{api}/node/{repo}/seg/blocks/128_64_64/0_0_0", params={"compression": compression})
+        assert reply.status_code == 200
+        stream, records = reply.content, {}
+        while stream:
+            bx, by, bz, n = np.frombuffer(stream[:16], "<i4")
+            data = stream[16 : 16 + n]
+            if compression == "lz4":
+                data = lz4.block.decompress(data, uncompressed_size=32**3 * 8)
+            records[(int(bz), int(by), int(bx))] = np.frombuffer(data, "<u8").reshape(32, 32, 32)
+            stream = stream[16 + n :]
+        assert sorted(records) == [(1, 0, 1), (1, 0, 2)]
+        np.testing.assert_array_equal(records[(1, 0, 2)], labels[:, :, 32:])
+    assert requests.get(f"{api}/node/{repo}/seg/blocks/64_64_64/0_0_16").status_code == 400
+
+
 def test_labelarray_writes_need_its_64_blocks(api, repo):
     add(api, repo, "labelarray", "seg")
     assert post_labels(api, repo, "seg", (0, 0, 0), np.ones((32, 32, 32), np.uint64)).status_code == 400

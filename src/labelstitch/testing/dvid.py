@@ -71,15 +71,20 @@ class Faults:
 
     error_rate : share of requests answered 503 ("unavailable"), drawn at random
     drop_rate : share of requests whose connection is closed without any reply
-    delay : seconds to wait before answering each request
+    stall_rate, stall : share of requests answered only after ``stall`` seconds (longer
+        than a client's timeout, the request then times out there)
+    delay : seconds to wait before answering each request (a slow server)
     force_503 : the next this-many *throttled* requests get 503 (the hook of section 8.10)
     """
 
     error_rate: float = 0.0
     drop_rate: float = 0.0
+    stall_rate: float = 0.0
+    stall: float = 1.0
     delay: float = 0.0
     force_503: int = 0
     seed: int = 0
+    stalled: int = 0  # how many requests were stalled so far
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def __post_init__(self) -> None:
@@ -438,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in url.path.split("/") if p]
         state.log.append((method, url.path, params))
         faults = state.faults
-        if parts[:1] == ["api"] and (faults.delay or faults.error_rate or faults.drop_rate):
+        if parts[:1] == ["api"] and (faults.delay or faults.error_rate or faults.drop_rate or faults.stall_rate):
             if faults.delay:
                 time.sleep(faults.delay)
             with state.lock:
@@ -449,6 +454,10 @@ class _Handler(BaseHTTPRequestHandler):
             if draw < faults.drop_rate + faults.error_rate:
                 self._reply(503, b"DVID server is unavailable (injected fault)", "text/plain")
                 return
+            if draw < faults.drop_rate + faults.error_rate + faults.stall_rate:
+                with state.lock:
+                    faults.stalled += 1
+                time.sleep(faults.stall)
         try:
             if parts[:1] != ["api"]:
                 raise DvidHTTPError(404, f"Could not find the URL: {url.path}")
@@ -572,6 +581,8 @@ class _Handler(BaseHTTPRequestHandler):
         if labels and len(rest) == 2 and rest[0] == "label" and method == "GET":
             z, y, x = _parse_triple(rest[1], "point")
             return 200, {"Label": int(state.read(inst, node, (z, y, x), (1, 1, 1))[0, 0, 0])}, ""
+        if labels and len(rest) == 3 and rest[0] == "blocks" and method == "GET":
+            return 200, self._block_stream(node, inst, rest, params), "application/octet-stream"
         if len(rest) < 4 or rest[0] not in ("raw", "isotropic"):
             raise unmatched
         if params.get("scale", "0") != "0":
@@ -642,6 +653,32 @@ class _Handler(BaseHTTPRequestHandler):
 
         state.write(inst, node, (z0, y0, x0), data, keep)
         return 200, b"", "text/plain"
+
+    def _block_stream(self, node: _Node, inst: _Instance, rest: list[str], params: dict[str, str]) -> bytes:
+        """``GET blocks/{size}/{offset}``: records of ``int32 bx, by, bz, nbytes`` then the
+        block (raw LZ4 or uncompressed uint64), for written blocks only, x fastest."""
+        assert inst.block is not None
+        z0, y0, x0 = _parse_triple(rest[2], "offset")
+        nz, ny, nx = _parse_triple(rest[1], "size", positive=True)
+        if any(v % b for v, b in zip((z0, y0, x0, nz, ny, nx), inst.block * 2)):
+            raise _bad(f"block requests must be block aligned: {rest[1]} at {rest[2]} (block size {list(inst.block[::-1])})")
+        compression = params.get("compression", "lz4")
+        if compression not in ("lz4", "uncompressed"):
+            raise _bad(f"this server streams blocks as lz4 or uncompressed, not {compression!r}")
+        state = self.server.state
+        versions = [inst.blocks.get(v, {}) for v in state.versions(inst, node)]
+        out = bytearray()
+        ranges = [range(s // b, (s + n) // b) for s, n, b in zip((z0, y0, x0), (nz, ny, nx), inst.block)]
+        with state.lock:
+            for key in itertools.product(*ranges):
+                block = next((stored[key] for stored in versions if key in stored), None)
+                if block is None:
+                    continue
+                data = block.astype("<u8").tobytes()
+                if compression == "lz4":
+                    data = lz4.block.compress(data, store_size=False)
+                out += np.array([key[2], key[1], key[0], len(data)], "<i4").tobytes() + data
+        return bytes(out)
 
     def _roi_of(self, node: _Node, name: str | None) -> tuple[set[tuple[int, int, int]], int] | None:
         """The blocks and block size of the ROI named by ``roi=`` (None without it)."""
