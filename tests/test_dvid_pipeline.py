@@ -227,12 +227,23 @@ def test_the_command_line_with_a_dvid_info_config(dvid_server, node, gala, tmp_p
     from labelstitch._cli.main import ExitCode, main
 
     path = tmp_path / "dvid.json"
-    path.write_text(json.dumps(dvid_config(dvid_server, node, "seg")))
+    checkpoints = tmp_path / "ckpt"
+    path.write_text(json.dumps(dvid_config(dvid_server, node, "seg", options={"checkpoint-dir": str(checkpoints)})))
     assert main(["run", str(path), "-q"]) == ExitCode.USAGE_ERROR
     assert "pass --create-output" in capsys.readouterr().err
     assert main(["run", str(path), "-q", "--create-output"]) == ExitCode.OK
-    assert f"wrote dvid://{dvid_server.address}/{node[:8]}/seg" in capsys.readouterr().out
-    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), local_run(gala, "plain"))
+    output = f"dvid://{dvid_server.address}/{node[:8]}/seg"
+    assert f"wrote {output}" in capsys.readouterr().out
+    seg = read_dvid(dvid_server, node, "seg")
+    np.testing.assert_array_equal(seg, local_run(gala, "plain"))
+    # the stitch report of a DVID output lives in the checkpoint folder
+    assert (checkpoints / "seg.stitch.md").exists()
+    ids, counts = np.unique(seg[seg > 0], return_counts=True)
+    body = str(ids[np.argmax(counts)])
+    assert main(["explain", body, "--output", output]) == ExitCode.USAGE_ERROR
+    assert "give --checkpoints DIR" in capsys.readouterr().err
+    assert main(["explain", body, "--output", output, "--checkpoints", str(checkpoints), "--json"]) == ExitCode.OK
+    assert json.loads(capsys.readouterr().out)["body"] == int(body)
     monkeypatch.setenv("LABELSTITCH_DVID_RETRIES", "1")
     dvid_server.stop()
     assert main(["run", str(path), "-q", "--overwrite"]) == ExitCode.FAILED

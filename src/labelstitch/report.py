@@ -6,6 +6,9 @@ A run writes, next to its output ``OUT``:
 * ``OUT.stitch.json``: the report as data;
 * ``OUT.stitch.md``: the same, readable;
 * ``OUT.stitch.npz``: the match table and the body mapping, for ``labelstitch explain``.
+
+An output that is not a file (``dvid://.../NAME``) gets ``NAME.stitch.*`` in the run's
+checkpoint folder instead, when it has one.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ from .stitching import StitchResult
 __all__ = ["stitch_report", "write_stitch_report", "explain_body", "format_explanation", "write_heatmaps", "report_paths"]
 
 
-def report_paths(output: str) -> dict[str, Path] | None:
-    """Where the report files of an output go (None for volumes that are not files)."""
+def report_paths(output: str, folder: str | Path | None = None) -> dict[str, Path] | None:
+    """Where the report files of an output go: beside a file output, or in ``folder`` for
+    an output that is not a file (None if there is no such folder)."""
     if "://" in output:
-        return None
-    base = output.split(":")[0] if ".h5:" in output or ".hdf5:" in output else output
-    base = base.rstrip("/")
+        if folder is None:
+            return None
+        base = str(Path(folder) / output.split("?")[0].rstrip("/").rsplit("/", 1)[-1])
+    else:
+        base = output.split(":")[0] if ".h5:" in output or ".hdf5:" in output else output
+        base = base.rstrip("/")
     return {kind: Path(f"{base}.stitch.{kind}") for kind in ("json", "md", "npz")}
 
 
@@ -112,9 +119,11 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_stitch_report(result: StitchResult, output: str, *, offset: int = 0) -> dict[str, Path] | None:
-    """Write the JSON, Markdown and npz report files next to ``output``."""
-    paths = report_paths(output)
+def write_stitch_report(
+    result: StitchResult, output: str, *, offset: int = 0, folder: str | Path | None = None
+) -> dict[str, Path] | None:
+    """Write the JSON, Markdown and npz report files next to ``output`` (see :func:`report_paths`)."""
+    paths = report_paths(output, folder)
     if paths is None:
         return None
     report = stitch_report(result, offset=offset)

@@ -624,7 +624,7 @@ def stitch_and_write(
             {**identity, "complete": True, "config": config, "plan": plan.to_dict(), "stitch": result.summary()}
         )
         store.commit()
-        write_stitch_report(result, uri, offset=offset)
+        write_stitch_report(result, uri, offset=offset, folder=options["checkpoint-dir"])
         seconds["write"] = time.perf_counter() - start
     except BaseException:
         store.discard()
@@ -823,7 +823,7 @@ def run(
     if restored["restored"] and restored.get("verify seconds"):
         restored_bytes = sum(plan[sv].outer.size * 8 for sv, b in blocks.items() if not b.seconds)
         counts["restore MB/s"] = round(restored_bytes / 1e6 / restored["verify seconds"], 1)
-    paths = report_paths(config["output"])
+    paths = report_paths(config["output"], config["options"]["checkpoint-dir"])
     return RunResult(
         config["output"],
         plan,

@@ -109,9 +109,11 @@ def _cmd_compare(args: argparse.Namespace) -> ExitCode:
 def _cmd_explain(args: argparse.Namespace) -> ExitCode:
     from ..report import explain_body, format_explanation, report_paths
 
-    paths = report_paths(args.output)
-    if paths is None or not paths["npz"].exists():
-        raise ValueError(f"no stitch record next to {args.output} (expected {paths and paths['npz']})")
+    paths = report_paths(args.output, args.checkpoints)
+    if paths is None:
+        raise ValueError(f"{args.output} is not a file: give --checkpoints DIR, the run's checkpoint folder, where its stitch record is")
+    if not paths["npz"].exists():
+        raise ValueError(f"no stitch record for {args.output} (expected {paths['npz']})")
     info = explain_body(paths["npz"], args.body)
     print(json.dumps(info) if args.json else format_explanation(info))
     return ExitCode.OK
@@ -287,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="the chain of matches that built one body of an output")
     p.add_argument("body", type=int)
     p.add_argument("--output", required=True, help="the output volume (its .stitch.npz record is read)")
+    p.add_argument("--checkpoints", default=None, help="for a DVID output: the run's checkpoint folder, which holds the record")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_explain)
 
