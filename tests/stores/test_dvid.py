@@ -3,6 +3,8 @@ metadata, the checks before a run, and retries."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import requests
@@ -114,3 +116,18 @@ def test_refusals_are_not_retried_and_a_dead_server_gives_a_clear_error(dvid_ser
 
 def test_one_session_per_process():
     assert _session() is _session()
+
+
+def test_a_busy_server_has_its_own_larger_retry_budget(dvid_server, node, monkeypatch):
+    gray = np.random.default_rng(3).integers(0, 256, (32, 32, 32), dtype=np.uint8)
+    post_gray(dvid_server, node, "grayscale", gray)
+    volume = open_volume(f"{node}/grayscale")
+    monkeypatch.setenv("LABELSTITCH_DVID_RETRIES", "1")
+    dvid_server.state.max_throttled_ops = 0  # every throttled call: "already running 0 throttled operations"
+    threading.Timer(0.3, lambda: setattr(dvid_server.state, "max_throttled_ops", 1)).start()
+    np.testing.assert_array_equal(volume.read(), gray)  # waited out the busy spell despite RETRIES=1
+    assert dvid_server.state.status_counts[503] > 2
+    monkeypatch.setenv("LABELSTITCH_DVID_BUSY_RETRIES", "2")
+    dvid_server.state.max_throttled_ops = 0
+    with pytest.raises(DvidError, match="failed after 3 attempts; last: 503 Server already running 0 throttled"):
+        volume.read()

@@ -9,12 +9,14 @@ blocks outside it.
 
 Every process keeps one pooled ``requests.Session``. Every call has a timeout, carries
 ``u=`` and ``app=``, and heavy calls ask for ``throttle=on``. Connection errors, timeouts
-and 5xx replies (503 above all: "too many throttled operations") are retried with jittered
-exponential backoff; DVID's 4xx replies are not retried and their message is passed on.
+and 5xx replies are retried with jittered exponential backoff; a busy server's 503 ("already
+running N throttled operations") is normal under load and has a larger budget of its own.
+DVID's 4xx replies are not retried and their message is passed on.
 The retry policy comes from environment variables, so worker processes share it:
 
 ==================================  =========  =========================================
-``LABELSTITCH_DVID_RETRIES``        8          attempts after the first
+``LABELSTITCH_DVID_RETRIES``        8          retries of failures (no reply, 5xx)
+``LABELSTITCH_DVID_BUSY_RETRIES``   40         retries of "too many throttled ops" 503s
 ``LABELSTITCH_DVID_BACKOFF``        0.5        longest first pause (s); doubles each time
 ``LABELSTITCH_DVID_MAX_BACKOFF``    60         cap of a pause (s)
 ``LABELSTITCH_DVID_TIMEOUT``        300        seconds to wait for a reply (connect: 10)
@@ -166,6 +168,7 @@ def dvid_request(
     import requests
 
     retries = int(_env("LABELSTITCH_DVID_RETRIES", 8))
+    busy_retries = int(_env("LABELSTITCH_DVID_BUSY_RETRIES", 40))
     backoff = _env("LABELSTITCH_DVID_BACKOFF", 0.5)
     cap = _env("LABELSTITCH_DVID_MAX_BACKOFF", 60.0)
     timeout = (10.0, _env("LABELSTITCH_DVID_TIMEOUT", 300.0))
@@ -176,21 +179,29 @@ def dvid_request(
     body = json.dumps(json_body).encode() if json_body is not None else data
     failure = ""
     status: int | None = None
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(random.uniform(0, min(cap, backoff * 2 ** (attempt - 1))))
+    failures = busy = 0  # a busy server (503 to a throttled call) has its own, larger budget
+    while True:
         try:
             reply = _session().request(method, url, params=query, data=body, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             status, failure = None, f"{type(exc).__name__}: {exc}"
-            continue
-        if reply.status_code in expect:
-            return reply
-        status, failure = reply.status_code, reply.text.strip()[:500]
-        if reply.status_code < 500:
-            raise DvidError(f"DVID refused {method} {url}: {status} {failure}", url=url, status=status)
+            failures += 1
+        else:
+            if reply.status_code in expect:
+                return reply
+            status, failure = reply.status_code, reply.text.strip()[:500]
+            if reply.status_code < 500:
+                raise DvidError(f"DVID refused {method} {url}: {status} {failure}", url=url, status=status)
+            if throttle and status == 503 and "throttled" in failure:
+                busy += 1
+            else:
+                failures += 1
+        if failures > retries or busy > busy_retries:
+            break
+        pause = backoff * 2 ** (max(failures, busy) - 1)
+        time.sleep(random.uniform(0, min(cap, pause)))  # full jitter: workers spread out
     raise DvidError(
-        f"DVID call {method} {url} failed after {retries + 1} attempts; last: "
+        f"DVID call {method} {url} failed after {failures + busy} attempts; last: "
         f"{status if status is not None else 'no reply'} {failure}; {_HINT}",
         url=url,
         status=status,
