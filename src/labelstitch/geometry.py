@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["Box", "Face", "Plan", "Subvolume", "roi_mask", "roi_chunks"]
+__all__ = ["Box", "Face", "Plan", "Subvolume", "misaligned_axis", "roi_mask", "roi_chunks"]
 
 Triple = tuple[int, int, int]
 
@@ -410,7 +410,24 @@ class Plan:
         )
 
 
-# ----------------------------------------------------------------------------- block-run ROIs
+# ----------------------------------------------------------------------------- block grids and ROIs
+
+
+def misaligned_axis(box: Box, block: Sequence[int], shape: Sequence[int]) -> int | None:
+    """The first axis on which ``box`` does not cover whole blocks of a block-stored volume
+    of ``shape`` (its start must be a multiple of the block, its stop too unless it is the
+    volume's far edge), or None if it does.
+
+    >>> misaligned_axis(Box((0, 32, 64), (32, 64, 70)), (32, 32, 32), (64, 64, 70)) is None
+    True
+    >>> misaligned_axis(Box((0, 16, 0), (32, 48, 32)), (32, 32, 32), (64, 64, 64))
+    1
+    """
+    for axis, (a, b, n, edge) in enumerate(zip(box.start, box.stop, block, shape)):
+        if a % n or (b % n and b != edge):
+            return axis
+    return None
+
 
 
 def _runs(runs: ArrayLike) -> NDArray[np.int64]:

@@ -33,7 +33,7 @@ from .checkpoints import CheckpointDir, CheckpointError, config_hash, save_block
 from .report import report_paths, write_stitch_report
 from .executors import Executor, SerialExecutor, get_executor
 from .matching import FaceMatches, FaceReport, match_slabs
-from .geometry import Face, Plan, Subvolume, roi_chunks, roi_mask
+from .geometry import Face, Plan, Subvolume, misaligned_axis, roi_chunks, roi_mask
 from .metrics import VI, RegionalVI, _entropies_from_pairs, regional_vi
 from .plugins import PluginError, Stage, resolve_stage
 from .stitching import (
@@ -51,6 +51,7 @@ __all__ = [
     "RunResult",
     "SegmentTask",
     "background_mask",
+    "check_plan_output",
     "evaluate_regions",
     "evaluate_volumes",
     "run",
@@ -410,13 +411,14 @@ def check_plan_output(
     if alignment is None:
         return
     for sv in plan:
-        for axis, (a, b, n, edge) in enumerate(zip(sv.interior.start, sv.interior.stop, alignment, plan.shape)):
-            if a % n or (b % n and b != edge):
-                raise ValueError(
-                    f"the output {uri} takes writes of whole {n}-voxel blocks, but subvolume {sv.id}'s interior "
-                    f"{sv.interior} is not aligned on axis {'ZYX'[axis]}: make options.chunk-size a multiple of {n} "
-                    f"(it is {list(plan.block)}) and start any roi box on multiples of {n}"
-                )
+        axis = misaligned_axis(sv.interior, alignment, plan.shape)
+        if axis is not None:
+            n = alignment[axis]
+            raise ValueError(
+                f"the output {uri} takes writes of whole {n}-voxel blocks, but subvolume {sv.id}'s interior "
+                f"{sv.interior} is not aligned on axis {'ZYX'[axis]}: make options.chunk-size a multiple of {n} "
+                f"(it is {list(plan.block)}) and start any roi box on multiples of {n}"
+            )
 
 
 def _writes_own_output(config: dict[str, Any]) -> bool:

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from ..geometry import Box
+from ..geometry import Box, misaligned_axis
 from ._base import StoreError, VolumeStore
 
 __all__ = ["DvidAddress", "DvidError", "DvidStore", "dvid_request", "dvid_roi_runs"]
@@ -359,15 +359,15 @@ class DvidStore(VolumeStore):
         """The box DVID will take for a write of ``box``: ``box`` itself if its start is a
         multiple of the block size and its stop is one too or the volume's far edge (then
         padded up to the block). Raises :class:`StoreError` naming the alignment otherwise."""
-        stop = []
-        for axis, (a, b, n, edge) in enumerate(zip(box.start, box.stop, self.block_size, self.shape)):
-            if a % n or (b % n and b != edge):
-                raise StoreError(
-                    f"{self.uri} takes writes of whole {n}-voxel DVID blocks, but box {box} is not aligned on axis "
-                    f"{'ZYX'[axis]} (start {a}, stop {b}); chunk sizes, offsets and ROIs must be multiples of {n}"
-                )
-            stop.append(-(-b // n) * n)
-        return Box(box.start, tuple(stop))
+        axis = misaligned_axis(box, self.block_size, self.shape)
+        if axis is not None:
+            n = self.block_size[axis]
+            raise StoreError(
+                f"{self.uri} takes writes of whole {n}-voxel DVID blocks, but box {box} is not aligned on axis "
+                f"{'ZYX'[axis]} (start {box.start[axis]}, stop {box.stop[axis]}); chunk sizes, offsets and ROIs "
+                f"must be multiples of {n}"
+            )
+        return Box(box.start, tuple(-(-b // n) * n for b, n in zip(box.stop, self.block_size)))
 
     def _write(self, box: Box, data: NDArray[Any]) -> None:
         if self.typename not in VOLUME_TYPES:
