@@ -206,7 +206,8 @@ def test_a_server_that_stays_down_fails_clearly_and_resume_finishes(dvid_server,
         watcher = _stop_after(dvid_server, lambda m, p: "/grayscale/raw/" in p, count=3)
     else:  # down while the output is being written
         dvid_server.faults.delay = 0.05
-        watcher = _stop_after(dvid_server, lambda m, p: m == "POST" and "/seg/raw/" in p)
+        # the second write arrives only after the first one was answered, so one block is in
+        watcher = _stop_after(dvid_server, lambda m, p: m == "POST" and "/seg/raw/" in p, count=2)
     with pytest.raises(DvidError, match="failed after 4 attempts.*--resume"):
         run(config, create_output=True)
     watcher.join()
