@@ -254,26 +254,29 @@ def test_injected_faults(dvid_server, api, repo):
     assert requests.get(f"{api}/node/{repo}/commit").status_code == 200
 
 
-def test_the_server_runs_by_hand():
+def test_the_server_runs_by_hand_and_serves_a_volume_to_segment(shared_data, tmp_path):
+    import json
+
+    from labelstitch.workflow import run
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "labelstitch.testing.dvid", "--port", str(port), "--repo"],
+        [sys.executable, "-m", "labelstitch.testing.dvid", "--port", str(port),
+         "--grayscale", f"{shared_data / 'gala_test.npz'}:raw"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
         assert f"127.0.0.1:{port}" in proc.stdout.readline()
         root = proc.stdout.readline().split()[-1]
-        deadline = time.time() + 20
-        while True:
-            try:
-                reply = requests.get(f"http://127.0.0.1:{port}/api/repo/{root}/info", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert time.time() < deadline
-                time.sleep(0.1)
+        assert "stored as (64, 128, 224)" in proc.stdout.readline()
+        config = json.loads(proc.stdout.readline())
+        reply = requests.get(f"http://127.0.0.1:{port}/api/repo/{root}/info", timeout=5)
         assert reply.json()["Root"] == root
+        config["options"]["checkpoint-dir"] = str(tmp_path / "ckpt")
+        result = run(config, create_output=True)
+        assert result.counts["subvolumes"] == 8 and result.counts["bodies"] > 50
     finally:
         proc.terminate()
         proc.wait(10)

@@ -890,6 +890,23 @@ class DvidTestServer:
         self.stop()
 
 
+def _load_grayscale(spec: str) -> np.ndarray:
+    """``FILE.npy`` or ``FILE.npz[:KEY]`` (default key ``raw``) as a uint8 (Z, Y, X) array."""
+    path, key = spec, ""
+    if spec.rsplit(":", 1)[0].endswith(".npz") and ":" in spec:
+        path, key = spec.rsplit(":", 1)
+    data = np.load(path)
+    if isinstance(data, np.lib.npyio.NpzFile):
+        names = list(data.keys())
+        key = key or ("raw" if "raw" in names else names[0])
+        if key not in names:
+            raise SystemExit(f"{path} has no array {key!r}; it has {', '.join(names)}")
+        data = data[key]
+    if data.ndim != 3 or data.dtype != np.uint8:
+        raise SystemExit(f"{spec}: grayscale must be a 3-D uint8 array, got {data.ndim}-D {data.dtype}")
+    return data
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m labelstitch.testing.dvid", description="Serve the labelstitch DVID test server (in memory)."
@@ -897,14 +914,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--repo", action="store_true", help="create one repo at start and print its UUID")
+    parser.add_argument(
+        "--grayscale",
+        metavar="FILE[:KEY]",
+        help="create a repo holding this uint8 volume (.npy, or .npz with KEY, default raw) as the uint8blk "
+        "instance 'grayscale', zero-padded to whole 32-voxel blocks, and print a config to segment it",
+    )
     parser.add_argument("--throttle", type=int, default=1, help="max concurrent throttled requests (DVID's default: 1)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
+    gray = _load_grayscale(args.grayscale) if args.grayscale else None
     server = DvidTestServer(args.port, host=args.host, state=DvidState(max_throttled_ops=args.throttle), verbose=args.verbose)
     server.start()
     print(f"DVID test server on http://{server.address}/api (Ctrl-C to stop)", flush=True)
-    if args.repo:
-        print(f"repo root UUID: {server.new_repo('labelstitch')}", flush=True)
+    if args.repo or gray is not None:
+        root = server.new_repo("labelstitch")
+        print(f"repo root UUID: {root}", flush=True)
+    if gray is not None:
+        state = server.state
+        node = state.node(root)
+        state.add_instance(node, {"typename": "uint8blk", "dataname": "grayscale"})
+        padded = np.zeros(tuple(-(-n // 32) * 32 for n in gray.shape), np.uint8)
+        padded[tuple(slice(0, n) for n in gray.shape)] = gray
+        state.write(state.instance(node, "grayscale"), node, (0, 0, 0), padded)
+        config = {
+            "dvid-info": {"dvid-server": server.address, "uuid": root[:8], "segmentation-name": "segmentation",
+                          "grayscale": "grayscale"},
+            "options": {"chunk-size": 64, "overlap": 8},
+        }
+        print(f"grayscale {gray.shape} stored as {padded.shape}; segment it with this config "
+              f"(labelstitch run CONFIG --create-output):\n{json.dumps(config)}", flush=True)
     try:
         while True:
             time.sleep(3600)
