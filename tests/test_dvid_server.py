@@ -8,7 +8,6 @@ import gzip
 import socket
 import subprocess
 import sys
-import time
 
 import lz4.block
 import numpy as np

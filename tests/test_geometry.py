@@ -116,3 +116,56 @@ def test_box_algebra():
         Box((0, 5, 0), (1, 4, 1))
     with pytest.raises(KeyError, match="no subvolume with id 99"):
         Plan.grid((4, 4, 4), 2)[99]
+
+
+# ----------------------------------------------------------------------------- block-run ROIs
+
+from labelstitch.geometry import misaligned_axis, roi_chunks, roi_mask, roi_runs_near  # noqa: E402
+
+_run = st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5), st.integers(0, 3)).map(
+    lambda r: [r[0], r[1], r[2], r[2] + r[3]]
+)
+
+
+def _voxels(runs, block, shape):
+    """Brute force: the ROI as a voxel mask over ``shape``."""
+    out = np.zeros(shape, bool)
+    for z, y, x0, x1 in runs:
+        out[z * block : (z + 1) * block, y * block : (y + 1) * block, x0 * block : (x1 + 1) * block] = True
+    return out
+
+
+@given(
+    runs=st.lists(_run, max_size=12),
+    block=st.sampled_from([2, 3, 4]),
+    start=st.tuples(*[st.integers(-3, 20)] * 3),
+    size=st.tuples(*[st.integers(1, 12)] * 3),
+)
+def test_roi_mask_and_runs_near_agree_with_brute_force(runs, block, start, size):
+    box = Box(start, tuple(a + n for a, n in zip(start, size)))
+    full = _voxels(runs, block, (40, 40, 60))
+    shifted = np.zeros((50, 50, 70), bool)
+    shifted[5:45, 5:45, 5:65] = full  # room for negative starts
+    want = shifted[tuple(slice(a + 5, b + 5) for a, b in zip(box.start, box.stop))]
+    np.testing.assert_array_equal(roi_mask(runs, block, box), want)
+    near = roi_runs_near(runs, block, box)
+    np.testing.assert_array_equal(roi_mask(near, block, box), want)  # the nearby runs are enough
+    assert len(near) <= len(runs)
+
+
+@given(runs=st.lists(_run, min_size=1, max_size=12), block=st.sampled_from([2, 4]), chunk=st.integers(3, 9))
+def test_roi_chunks_marks_exactly_the_chunks_the_roi_touches(runs, block, chunk):
+    shape = (20, 22, 30)
+    full = _voxels(runs, block, (40, 40, 60))[:20, :22, :30]
+    mask = roi_chunks(runs, block, shape, chunk)
+    for index in np.ndindex(mask.shape):
+        sl = tuple(slice(i * chunk, (i + 1) * chunk) for i in index)
+        assert mask[index] == full[sl].any()
+
+
+def test_misaligned_axis_allows_the_far_edge_only():
+    assert misaligned_axis(Box((32, 0, 0), (64, 32, 50)), (32, 32, 32), (64, 64, 50)) is None
+    assert misaligned_axis(Box((32, 0, 0), (64, 32, 50)), (32, 32, 32), (64, 64, 64)) == 2
+    assert misaligned_axis(Box((30, 0, 0), (64, 32, 32)), (32, 32, 32), (64, 64, 64)) == 0
+    with pytest.raises(ValueError, match="ends before it starts"):
+        roi_mask([[0, 0, 3, 1]], 32, Box((0, 0, 0), (1, 1, 1)))

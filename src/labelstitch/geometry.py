@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["Box", "Face", "Plan", "Subvolume", "misaligned_axis", "roi_mask", "roi_chunks"]
+__all__ = ["Box", "Face", "Plan", "Subvolume", "misaligned_axis", "roi_chunks", "roi_mask", "roi_runs_near"]
 
 Triple = tuple[int, int, int]
 
@@ -438,6 +438,23 @@ def _runs(runs: ArrayLike) -> NDArray[np.int64]:
     return arr
 
 
+def roi_runs_near(runs: ArrayLike, block: int, box: Box) -> NDArray[np.int64]:
+    """The ``[z, y, x0, x1]`` runs of ``block``-voxel blocks that meet ``box``: what one
+    subvolume needs of a large ROI.
+
+    >>> roi_runs_near([[0, 0, 0, 9], [5, 0, 0, 1]], 32, Box((0, 0, 40), (32, 32, 64))).tolist()
+    [[0, 0, 0, 9]]
+    """
+    arr = _runs(runs)
+    lo = np.floor_divide(box.start, block)
+    hi = -np.floor_divide(-np.asarray(box.stop), block)
+    inside = (
+        (arr[:, 0] >= lo[0]) & (arr[:, 0] < hi[0]) & (arr[:, 1] >= lo[1]) & (arr[:, 1] < hi[1])
+        & (arr[:, 3] >= lo[2]) & (arr[:, 2] < hi[2])
+    )
+    return arr[inside]
+
+
 def roi_mask(runs: ArrayLike, block: int, box: Box) -> NDArray[np.bool_]:
     """True on the voxels of ``box`` that lie inside an ROI given as ``[z, y, x0, x1]`` runs
     of ``block``-voxel blocks, ``x1`` inclusive (DVID's ROI format).
@@ -445,15 +462,10 @@ def roi_mask(runs: ArrayLike, block: int, box: Box) -> NDArray[np.bool_]:
     >>> roi_mask([[0, 0, 1, 1]], 2, Box((0, 0, 0), (1, 1, 6))).astype(int)
     array([[[0, 0, 1, 1, 0, 0]]])
     """
-    arr = _runs(runs)
     lo = np.floor_divide(box.start, block)
     hi = -np.floor_divide(-np.asarray(box.stop), block)
     grid = np.zeros(tuple(int(n) for n in hi - lo), bool)
-    inside = (
-        (arr[:, 0] >= lo[0]) & (arr[:, 0] < hi[0]) & (arr[:, 1] >= lo[1]) & (arr[:, 1] < hi[1])
-        & (arr[:, 3] >= lo[2]) & (arr[:, 2] < hi[2])
-    )
-    for z, y, x0, x1 in arr[inside].tolist():
+    for z, y, x0, x1 in roi_runs_near(runs, block, box).tolist():
         grid[z - lo[0], y - lo[1], max(x0, lo[2]) - lo[2] : min(x1 + 1, hi[2]) - lo[2]] = True
     voxels = grid.repeat(block, 0).repeat(block, 1).repeat(block, 2)
     first = np.asarray(box.start) - lo * block

@@ -33,7 +33,7 @@ from .checkpoints import CheckpointDir, CheckpointError, config_hash, save_block
 from .report import report_paths, write_stitch_report
 from .executors import Executor, SerialExecutor, get_executor
 from .matching import FaceMatches, FaceReport, match_slabs
-from .geometry import Face, Plan, Subvolume, misaligned_axis, roi_chunks, roi_mask
+from .geometry import Face, Plan, Subvolume, misaligned_axis, roi_chunks, roi_mask, roi_runs_near
 from .metrics import VI, RegionalVI, _entropies_from_pairs, regional_vi
 from .plugins import PluginError, Stage, resolve_stage
 from .stitching import (
@@ -161,7 +161,7 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedBlock:
     if task.extra_mask is not None:
         with open_volume(task.extra_mask) as volume:
             mask |= volume.read(sv.outer).astype(bool)
-    if task.roi_runs:
+    if task.roi_block:  # an ROI run: voxels outside it are masked (runs may be empty near this subvolume)
         mask |= ~roi_mask(task.roi_runs, task.roi_block, sv.outer)
     preserved = None
     if task.preserve_uri is not None:
@@ -472,7 +472,7 @@ def segment_blocks(
         counts["iteration seconds"] = []
         for k in range(plan.iterations):
             start = time.perf_counter()
-            items = [(sv, task) for sv in todo if sv.iteration == k]
+            items = [(sv, _task_for(sv, task)) for sv in todo if sv.iteration == k]
             for block in pool.map(_segment_star, items, describe=_describe):
                 if checkpoints is not None:
                     checkpoints.record(block.sv_id, block.sha256, block.size)
@@ -485,6 +485,14 @@ def segment_blocks(
         if isinstance(executor, str):
             pool.close()
     return blocks, counts
+
+
+def _task_for(sv: Subvolume, task: SegmentTask) -> SegmentTask:
+    """The task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
+    if not task.roi_block:
+        return task
+    near = roi_runs_near(task.roi_runs, task.roi_block, sv.outer)
+    return replace(task, roi_runs=tuple(tuple(int(v) for v in run) for run in near.tolist()))  # type: ignore[misc]
 
 
 def _emit_slabs(item: tuple[Subvolume, SegmentedBlock, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:
