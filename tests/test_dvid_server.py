@@ -148,6 +148,11 @@ def test_labelarray_writes_need_its_64_blocks(api, repo):
     assert post_labels(api, repo, "seg", (0, 0, 0), np.ones((32, 32, 32), np.uint64)).status_code == 400
     assert post_labels(api, repo, "seg", (64, 0, 0), np.full((64, 64, 64), 7, np.uint64)).status_code == 200
     assert requests.get(f"{api}/node/{repo}/seg/maxlabel").json() == {"maxlabel": 7}
+    requests.post(f"{api}/node/{repo}/commit", json={})
+    child = requests.post(f"{api}/node/{repo}/newversion", json={}).json()["child"]
+    assert post_labels(api, child, "seg", (64, 0, 0), np.full((64, 64, 64), 3, np.uint64)).status_code == 200
+    assert requests.get(f"{api}/node/{child}/seg/maxlabel").json() == {"maxlabel": 3}  # the child's own view
+    assert requests.get(f"{api}/node/{repo}/seg/maxlabel").json() == {"maxlabel": 7}
 
 
 def test_versions_copy_on_write_and_locked_nodes(api, repo):

@@ -313,21 +313,27 @@ class DvidState:
 
     # ------------------------------------------------------------------ voxels
 
+    def stored_blocks(self, inst: _Instance, node: _Node) -> list[dict[tuple[int, int, int], np.ndarray]]:
+        """The block dicts ``node`` sees, nearest version first."""
+        return [inst.blocks.get(v, {}) for v in self.versions(inst, node)]
+
+    @staticmethod
+    def block_at(stored: list[dict[tuple[int, int, int], np.ndarray]], key: tuple[int, ...]) -> np.ndarray | None:
+        """The block at ``key`` as the nearest version wrote it (None: never written)."""
+        return next((versions[key] for versions in stored if key in versions), None)  # type: ignore[index]
+
     def read(self, inst: _Instance, node: _Node, start: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
         """Voxels of a (z, y, x) box at any geometry; never-written regions are 0."""
         assert inst.block is not None
         out = np.zeros(shape, _DTYPE[inst.typename])
         bs = inst.block
         stop = [s + n for s, n in zip(start, shape)]
-        versions = [inst.blocks.get(v, {}) for v in self.versions(inst, node)]
+        stored = self.stored_blocks(inst, node)
         ranges = [range(s // b, -(-e // b)) for s, e, b in zip(start, stop, bs)]
         with self.lock:
             for key in itertools.product(*ranges):
-                for stored in versions:
-                    block = stored.get(key)
-                    if block is not None:
-                        break
-                else:
+                block = self.block_at(stored, key)
+                if block is None:
                     continue
                 lo = [max(k * b, s) for k, b, s in zip(key, bs, start)]
                 hi = [min((k + 1) * b, e) for k, b, e in zip(key, bs, stop)]
@@ -388,6 +394,11 @@ def _parse_triple(text: str, what: str, *, positive: bool = False) -> tuple[int,
     if len(xyz) != 3 or (positive and min(xyz) < 1):
         raise _bad(f"bad {what} {text!r}; expected 3 {'positive ' if positive else ''}integers x_y_z")
     return xyz[2], xyz[1], xyz[0]
+
+
+def _aligned(start: tuple[int, ...], size: tuple[int, ...], block: tuple[int, ...]) -> bool:
+    """Whether a box's offset and size are whole multiples of the block size."""
+    return not any(v % b for v, b in zip(start + size, block * 2))
 
 
 def _json(body: bytes) -> Any:
@@ -573,10 +584,10 @@ class _Handler(BaseHTTPRequestHandler):
         labels = inst.typename in LABEL_TYPES
         if labels and rest == ["maxlabel"] and method == "GET" and inst.typename != "labelblk":
             top = 0
-            with state.lock:
-                for version in state.versions(inst, node):
-                    for block in inst.blocks.get(version, {}).values():
-                        top = max(top, int(block.max()))
+            with state.lock:  # only the blocks this version sees, not ones a child overwrote
+                stored = state.stored_blocks(inst, node)
+                for key in set().union(*stored):
+                    top = max(top, int(state.block_at(stored, key).max()))  # type: ignore[union-attr]
             return 200, {"maxlabel": top}, ""
         if labels and len(rest) == 2 and rest[0] == "label" and method == "GET":
             z, y, x = _parse_triple(rest[1], "point")
@@ -619,7 +630,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "POST":
             raise unmatched
         assert inst.block is not None
-        if any(v % b for v, b in zip((z0, y0, x0, nz, ny, nx), inst.block * 2)):
+        if not _aligned((z0, y0, x0), (nz, ny, nx), inst.block):
             what = f"labels for data \"{inst.name}\"" if labels else "voxels"
             raise _bad(
                 f"cannot store {what} in non-block aligned geometry {x0}_{y0}_{z0} -> "
@@ -660,18 +671,18 @@ class _Handler(BaseHTTPRequestHandler):
         assert inst.block is not None
         z0, y0, x0 = _parse_triple(rest[2], "offset")
         nz, ny, nx = _parse_triple(rest[1], "size", positive=True)
-        if any(v % b for v, b in zip((z0, y0, x0, nz, ny, nx), inst.block * 2)):
+        if not _aligned((z0, y0, x0), (nz, ny, nx), inst.block):
             raise _bad(f"block requests must be block aligned: {rest[1]} at {rest[2]} (block size {list(inst.block[::-1])})")
         compression = params.get("compression", "lz4")
         if compression not in ("lz4", "uncompressed"):
             raise _bad(f"this server streams blocks as lz4 or uncompressed, not {compression!r}")
         state = self.server.state
-        versions = [inst.blocks.get(v, {}) for v in state.versions(inst, node)]
+        stored = state.stored_blocks(inst, node)
         out = bytearray()
         ranges = [range(s // b, (s + n) // b) for s, n, b in zip((z0, y0, x0), (nz, ny, nx), inst.block)]
         with state.lock:
             for key in itertools.product(*ranges):
-                block = next((stored[key] for stored in versions if key in stored), None)
+                block = state.block_at(stored, key)
                 if block is None:
                     continue
                 data = block.astype("<u8").tobytes()
