@@ -438,6 +438,11 @@ def _runs(runs: ArrayLike) -> NDArray[np.int64]:
     return arr
 
 
+def _block_range(box: Box, block: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The first block and one past the last block (per axis) that ``box`` meets."""
+    return np.floor_divide(box.start, block), -np.floor_divide(-np.asarray(box.stop), block)
+
+
 def roi_runs_near(runs: ArrayLike, block: int, box: Box) -> NDArray[np.int64]:
     """The ``[z, y, x0, x1]`` runs of ``block``-voxel blocks that meet ``box``: what one
     subvolume needs of a large ROI.
@@ -446,8 +451,7 @@ def roi_runs_near(runs: ArrayLike, block: int, box: Box) -> NDArray[np.int64]:
     [[0, 0, 0, 9]]
     """
     arr = _runs(runs)
-    lo = np.floor_divide(box.start, block)
-    hi = -np.floor_divide(-np.asarray(box.stop), block)
+    lo, hi = _block_range(box, block)
     inside = (
         (arr[:, 0] >= lo[0]) & (arr[:, 0] < hi[0]) & (arr[:, 1] >= lo[1]) & (arr[:, 1] < hi[1])
         & (arr[:, 3] >= lo[2]) & (arr[:, 2] < hi[2])
@@ -462,8 +466,7 @@ def roi_mask(runs: ArrayLike, block: int, box: Box) -> NDArray[np.bool_]:
     >>> roi_mask([[0, 0, 1, 1]], 2, Box((0, 0, 0), (1, 1, 6))).astype(int)
     array([[[0, 0, 1, 1, 0, 0]]])
     """
-    lo = np.floor_divide(box.start, block)
-    hi = -np.floor_divide(-np.asarray(box.stop), block)
+    lo, hi = _block_range(box, block)
     grid = np.zeros(tuple(int(n) for n in hi - lo), bool)
     for z, y, x0, x1 in roi_runs_near(runs, block, box).tolist():
         grid[z - lo[0], y - lo[1], max(x0, lo[2]) - lo[2] : min(x1 + 1, hi[2]) - lo[2]] = True

@@ -45,7 +45,16 @@ from .stitching import (
     interior_labels,
     relabel_interior,
 )
-from .stores import StoreError, VolumeStore, check_output, create_volume, dvid_roi_runs, open_volume, volume_exists
+from .stores import (
+    DvidAddress,
+    StoreError,
+    VolumeStore,
+    check_output,
+    create_volume,
+    dvid_roi_runs,
+    open_volume,
+    volume_exists,
+)
 
 __all__ = [
     "RunResult",
@@ -346,7 +355,7 @@ def prepare(config: dict[str, Any]) -> tuple[Plan, SegmentTask, VolumeStore | No
         roi = roi_chunks(runs, roi_block, shape, options["chunk-size"])
         if not roi.any():
             raise ValueError(f"options.roi {roi_uri} has no block inside the input volume of shape {shape}")
-        roi_runs = tuple(tuple(int(v) for v in run) for run in runs.tolist())  # type: ignore[misc]
+        roi_runs = _run_tuples(runs)
     plan = Plan.grid(shape, options["chunk-size"], options["overlap"], roi=roi, iterations=options["iterations"])
     if options.get("iteration-size"):
         iterations = -(-len(plan) // options["iteration-size"])
@@ -398,7 +407,7 @@ def _roi_uri(roi: str, input_uri: str) -> str:
             f"options.roi {roi!r} names a DVID roi, but the input {input_uri} is not on DVID; "
             "write it as dvid://HOST:PORT/UUID/NAME, or give a box as the top-level roi"
         )
-    return input_uri.split("?")[0].rsplit("/", 1)[0] + "/" + roi
+    return DvidAddress.parse(input_uri).sibling(roi).uri
 
 
 def check_plan_output(
@@ -491,8 +500,12 @@ def _task_for(sv: Subvolume, task: SegmentTask) -> SegmentTask:
     """The task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
     if not task.roi_block:
         return task
-    near = roi_runs_near(task.roi_runs, task.roi_block, sv.outer)
-    return replace(task, roi_runs=tuple(tuple(int(v) for v in run) for run in near.tolist()))  # type: ignore[misc]
+    return replace(task, roi_runs=_run_tuples(roi_runs_near(task.roi_runs, task.roi_block, sv.outer)))
+
+
+def _run_tuples(runs: NDArray[np.int64]) -> tuple[tuple[int, int, int, int], ...]:
+    """ROI runs as plain tuples, for the frozen (picklable, comparable) task."""
+    return tuple((z, y, x0, x1) for z, y, x0, x1 in runs.tolist())
 
 
 def _emit_slabs(item: tuple[Subvolume, SegmentedBlock, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:

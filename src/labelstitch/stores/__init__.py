@@ -19,7 +19,7 @@ from pathlib import Path
 from numpy.typing import DTypeLike
 
 from ._base import StoreError, StoreReadOnlyError, VolumeStore
-from ._dvid import DvidError, DvidStore, check_dvid_output, dvid_alignment, dvid_roi_runs, dvid_volume_has_data
+from ._dvid import DvidAddress, DvidError, DvidStore, check_dvid_output, dvid_alignment, dvid_roi_runs, dvid_volume_has_data
 from ._hdf5 import HDF5Store, split_h5_uri
 from ._memory import _REGISTRY, MemoryStore, register_memory_volume
 from ._npy import NpyStore
@@ -27,6 +27,7 @@ from ._tiff import TiffStore
 from ._zarr import ZarrStore, split_zarr_uri
 
 __all__ = [
+    "DvidAddress",
     "DvidError",
     "DvidStore",
     "HDF5Store",
@@ -138,8 +139,7 @@ def create_volume(
         raise StoreError(f"volumes are 3-D (Z, Y, X); cannot create {uri} with shape {tuple(shape)}")
     if kind == "dvid":
         return DvidStore.create(uri, tuple(shape), dtype, overwrite=overwrite, create_instance=create_instance)
-    if volume_exists(uri) and not overwrite:
-        raise StoreError(f"output {uri} exists already; pass overwrite=True (--overwrite) to replace it")
+    check_output(uri, overwrite=overwrite)
     if kind == "memory":
         import numpy as np
 
@@ -169,8 +169,7 @@ def check_output(uri: str, *, overwrite: bool = False, create_instance: bool = F
     kind = _kind(uri)
     uri = os.fspath(uri)
     if kind == "dvid":
-        check_dvid_output(uri, overwrite=overwrite, create_instance=create_instance)
-        return dvid_alignment(uri)
+        return dvid_alignment(uri, check_dvid_output(uri, overwrite=overwrite, create_instance=create_instance))
     if volume_exists(uri) and not overwrite:
         raise StoreError(f"output {uri} exists already; pass overwrite=True (--overwrite) to replace it")
     return None

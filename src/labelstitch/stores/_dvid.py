@@ -370,8 +370,6 @@ class DvidStore(VolumeStore):
         return Box(box.start, tuple(-(-b // n) * n for b, n in zip(box.stop, self.block_size)))
 
     def _write(self, box: Box, data: NDArray[Any]) -> None:
-        if self.typename not in VOLUME_TYPES:
-            raise StoreError(f"cannot write voxels into the {self.typename} instance {self.uri}")
         padded = self.aligned(box)
         if padded != box:
             full = np.zeros(padded.shape, self.dtype)
@@ -438,10 +436,14 @@ def _stored_metadata(address: DvidAddress) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def dvid_volume_has_data(uri: str) -> bool:
-    """Whether the instance exists and DVID reports extents (something was written)."""
-    info = _info(DvidAddress.parse(uri))
+def _has_data(info: dict[str, Any] | None) -> bool:
+    """Whether DVID reports extents for the instance (something was written)."""
     return bool(info and info.get("Extended", {}).get("MaxPoint"))
+
+
+def dvid_volume_has_data(uri: str) -> bool:
+    """Whether the instance exists and something was written to it."""
+    return _has_data(_info(DvidAddress.parse(uri)))
 
 
 def check_dvid_output(uri: str, *, overwrite: bool, create_instance: bool) -> dict[str, Any] | None:
@@ -476,16 +478,15 @@ def check_dvid_output(uri: str, *, overwrite: bool, create_instance: bool) -> di
     typename = info["Base"]["TypeName"]
     if typename not in LABEL_TYPES:
         raise StoreError(f"output {uri} is a {typename} instance; segmentations go to {', '.join(LABEL_TYPES)}")
-    if info.get("Extended", {}).get("MaxPoint") and not overwrite:
+    if _has_data(info) and not overwrite:
         raise StoreError(f"output {uri} holds labels already; pass overwrite=True (--overwrite) to write over them")
     return info
 
 
-def dvid_alignment(uri: str) -> tuple[int, int, int]:
-    """The block size writes to ``uri`` must align to (of the instance, or the one it would be created with)."""
-    address = DvidAddress.parse(uri)
-    info = _info(address)
+def dvid_alignment(uri: str, info: dict[str, Any] | None) -> tuple[int, int, int]:
+    """The block size writes to ``uri`` must align to: the instance's (``info``), or the one
+    it would be created with (``info`` None)."""
     if info is None:
-        size = int(address.options.get("blocksize", "32"))
+        size = int(DvidAddress.parse(uri).options.get("blocksize", "32"))
         return size, size, size
     return _zyx(info["Extended"]["BlockSize"])
