@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from labelstitch.codec import decode_labels, encode_labels
-from labelstitch.executors import get_executor
+from labelstitch.plugins import get_executor
 from labelstitch.synthetic import em_volume
-from labelstitch.workflow import run
+from labelstitch.pipeline import run
 
 
 def noop(x: int) -> int:

@@ -23,7 +23,7 @@ from skimage.measure import label
 from labelstitch import vi, watershed
 from labelstitch.plugins.builtin import rag_agglomeration
 from labelstitch.synthetic import em_volume
-from labelstitch.workflow import restitch, run
+from labelstitch.pipeline import restitch, run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

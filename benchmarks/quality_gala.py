@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from labelstitch.classifier import membrane_annotations, train_pixel_classifier
+from labelstitch.plugins.classifier import membrane_annotations, train_pixel_classifier
 from labelstitch.metrics import vi
 from labelstitch.plugins.builtin import rag_agglomeration, seeded_watershed
-from labelstitch.workflow import compare, run
+from labelstitch.pipeline import compare, run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

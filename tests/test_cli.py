@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from labelstitch._cli.main import ExitCode, main
-from labelstitch.config import load_config
+from labelstitch.pipeline.config import load_config
 from labelstitch.synthetic import em_volume
 
 
@@ -76,7 +76,7 @@ def test_train_pixel_classifier_and_use_it(tmp_path, capsys, shared_data):
     raw = test["raw"][:10, :50, :100]
     prob = pixel_classifier(raw, np.zeros(raw.shape, bool), classifier_path=str(clf_path))
     assert prob.shape == raw.shape and prob.dtype == np.float32
-    from labelstitch.classifier import membrane_annotations
+    from labelstitch.plugins.classifier import membrane_annotations
 
     marks = membrane_annotations(test["gt"][:10, :50, :100])
     assert prob[marks == 1].mean() > prob[marks == 2].mean() + 0.2  # it learned something real
@@ -90,4 +90,4 @@ def test_demo_runs_the_whole_pipeline_and_stitching_beats_none(tmp_path, capsys)
     for rule in ("conservative", "medium", "aggressive"):
         assert rows[rule]["total"] < rows["none"]["total"]
     assert rows["conservative"]["merge"] <= rows["aggressive"]["merge"]
-    assert (tmp_path / "demo" / "slices.png").exists() and (tmp_path / "demo" / "segmentation-medium.zarr").exists()
+    assert (tmp_path / "demo" / "slices.png").exists() and (tmp_path / "demo" / "compare" / "medium.zarr").exists()

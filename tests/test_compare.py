@@ -11,7 +11,7 @@ from labelstitch._cli.main import main
 from labelstitch.checkpoints import CheckpointError
 from labelstitch.stores import open_volume
 from labelstitch.synthetic import em_volume
-from labelstitch.workflow import compare, restitch, run
+from labelstitch.pipeline import compare, restitch, run
 
 
 @pytest.fixture()

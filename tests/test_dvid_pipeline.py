@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from labelstitch.stores import DvidError, StoreError, open_volume, volume_exists
-from labelstitch.workflow import run
+from labelstitch.pipeline import run
 
 SHAPE = (64, 128, 224)  # gala_test (50, 100, 200) padded with zeros to whole 32-voxel blocks
 OPTIONS = {

@@ -261,7 +261,7 @@ def test_injected_faults(dvid_server, api, repo):
 def test_the_server_runs_by_hand_and_serves_a_volume_to_segment(shared_data, tmp_path):
     import json
 
-    from labelstitch.workflow import run
+    from labelstitch.pipeline import run
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

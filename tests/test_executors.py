@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from labelstitch.checkpoints import CheckpointError
-from labelstitch.executors import ExecutorError, ProcessesExecutor, get_executor
+from labelstitch.executors import ExecutorError, ProcessesExecutor
+from labelstitch.plugins import available_executors, get_executor, get_plugin_manager
 from labelstitch.stores import open_volume
 from labelstitch.synthetic import em_volume
-from labelstitch.workflow import run
+from labelstitch.pipeline import run
 
 SLOW = '''
 import os, time
@@ -160,38 +161,49 @@ def test_executor_names_and_workers_are_checked():
     with pytest.raises(ValueError, match="unknown executor 'dask'; available: serial, processes"):
         get_executor("dask")
     with pytest.raises(ValueError, match="`workers` must be at least 1"):
-        ProcessesExecutor(0)
+        ProcessesExecutor(workers=0)
     with get_executor("processes", workers=2) as pool:
         assert list(pool.map(abs, [-3, 2, -1])) == [3, 2, 1]
 
 
 def test_an_executor_plugin_registered_by_entry_point_runs_the_pipeline(volume, monkeypatch):
+    """An executor comes from a pip-installed plugin through the `labelstitch_executors` hook
+    (the same entry-point group and manager as stage functions), with its options."""
     package = volume / "plugin_site"
     (package / "myexecutors").mkdir(parents=True)
     (package / "myexecutors" / "__init__.py").write_text(
+        "import labelstitch\n"
         "from labelstitch.executors import SerialExecutor\n"
         "class ReversedSerial(SerialExecutor):\n"
         "    name = 'reversed'\n"
         "    calls = 0\n"
-        "    def __init__(self, workers=None):\n"
-        "        pass\n"
+        "    def __init__(self, *, workers=None):\n"
+        "        self.workers = workers\n"
         "    def map(self, fn, items, *, describe=repr):\n"
         "        ReversedSerial.calls += 1\n"
         "        items = list(items)\n"
         "        results = [fn(item) for item in reversed(items)]  # work in another order\n"
         "        return iter(results[::-1])\n"
+        "@labelstitch.hookimpl\n"
+        "def labelstitch_executors():\n"
+        "    return {'reversed': ReversedSerial}\n"
     )
     dist = package / "myexecutors-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myexecutors\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[labelstitch.executors]\nreversed = myexecutors:ReversedSerial\n")
+    (dist / "entry_points.txt").write_text("[labelstitch.plugins]\nmyexecutors = myexecutors\n")
     monkeypatch.syspath_prepend(str(package))
-    from labelstitch.executors import available_executors
+    get_plugin_manager.cache_clear()
+    try:
+        assert available_executors()[:3] == ("serial", "processes", "spark") and "reversed" in available_executors()
+        assert get_executor("reversed", workers=3).workers == 3
+        with pytest.raises(ValueError, match="executor 'reversed' .* takes no option 'master'"):
+            get_executor("reversed", master="spark://x:7077")
+        run(config(volume, "serial.zarr"))
+        run(config(volume, "plugin.zarr"), executor="reversed")
+        import myexecutors
 
-    assert "reversed" in available_executors()
-    run(config(volume, "serial.zarr"))
-    run(config(volume, "plugin.zarr"), executor="reversed")
-    import myexecutors
-
-    assert myexecutors.ReversedSerial.calls >= 3
-    np.testing.assert_array_equal(read(str(volume / "plugin.zarr")), read(str(volume / "serial.zarr")))
+        assert myexecutors.ReversedSerial.calls >= 3
+        np.testing.assert_array_equal(read(str(volume / "plugin.zarr")), read(str(volume / "serial.zarr")))
+    finally:
+        get_plugin_manager.cache_clear()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,8 @@ def test_seeded_watershed_respects_the_mask_and_merges_small_segments():
 
 
 def test_an_installed_plugin_package_is_found_and_used(tmp_path):
-    plugin = ROOT / "docs" / "examples" / "labelstitch-example-plugin"
+    plugin = tmp_path / "plugin-source"  # a copy: building in the source tree would leave an .egg-info there
+    shutil.copytree(ROOT / "docs" / "examples" / "labelstitch-example-plugin", plugin)
     site = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(plugin)]
     subprocess.run(pip, check=True, capture_output=True)
@@ -119,6 +121,15 @@ def test_an_installed_plugin_package_is_found_and_used(tmp_path):
         return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout)
 
     first = run_cli("run.json")
+    config["output"] = "seg-mutual.zarr"
+    config["options"]["stitch-algorithm"] = "mutual-any"
+    (tmp_path / "mutual.json").write_text(json.dumps(config))
+    command = [sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "mutual.json"), "--json", "-q",
+               "--executor", "processes", "--workers", "2"]  # the plugin's rule is known in the workers too
+    mutual = json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout)
+    assert mutual["stitch"]["rule"] == "mutual-any"
+    assert mutual["counts"]["matches"] >= first["counts"]["matches"]  # medium's matches, and the small ones
+    del config["options"]["stitch-algorithm"]
     config["output"] = "seg-darker.zarr"
     config["options"]["segmentor"]["configuration"]["predict-voxels"]["parameters"]["cutoff"] = 60
     second = run_cli("darker.json")

@@ -1,32 +1,25 @@
 """labelstitch: segment very large EM volumes block by block and stitch the blocks.
 
 The public API is re-exported here; everything else is private. See README.md and
-docs/ for the pipeline and the stitching rules.
+docs/ for the pipeline and the stitching rules, and docs/architecture.md for the layers.
 """
 
-from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
-from importlib.metadata import version as _version
-
 from . import metrics
-from .api import Comparison, Evaluation, compare, evaluate, run, segment
-from .geometry import Box, Face, Plan, Subvolume
-from .matching import FaceReport, Reason, available_rules, match_slabs, register_rule, rule_parameters
-from .metrics import vi, vi_by_region
+from ._version import __version__
+from .api import compare, evaluate, restitch, run, segment
 from .contingency import Overlaps, label_counts, overlaps
+from .geometry import Box, Face, Plan, Subvolume
+from .hookspecs import hookimpl
+from .matching import FaceReport, Reason, available_rules, match_slabs, register_rule, rule_parameters
+from .metrics import Score, format_scores, vi, vi_by_region
+from .pipeline import RunConfig, RunResult
 from .relabel import remap
 from .resolve import LabelMapping, resolve
 from .stitching import Match, MatchTable, StitchResult, stitch
 from .watershed import watershed
 
-try:
-    __version__ = _version("labelstitch")
-except _PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
 __all__ = [
     "Box",
-    "Comparison",
-    "Evaluation",
     "Face",
     "FaceReport",
     "LabelMapping",
@@ -35,11 +28,16 @@ __all__ = [
     "Overlaps",
     "Plan",
     "Reason",
+    "RunConfig",
+    "RunResult",
+    "Score",
     "StitchResult",
     "Subvolume",
     "available_rules",
     "compare",
     "evaluate",
+    "format_scores",
+    "hookimpl",
     "label_counts",
     "match_slabs",
     "metrics",
@@ -47,6 +45,7 @@ __all__ = [
     "register_rule",
     "remap",
     "resolve",
+    "restitch",
     "rule_parameters",
     "run",
     "segment",

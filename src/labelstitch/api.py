@@ -1,5 +1,8 @@
 """The Python API: every CLI command is a thin layer over one of these functions.
 
+``run``, ``restitch`` and ``compare`` are the pipeline's own (:mod:`labelstitch.pipeline`);
+the others adapt arrays and volume strings to it.
+
 They take numpy arrays (or any array-like with ``shape``, ``dtype`` and slicing, such as a
 zarr or dask array), volume strings and plain dicts, and return objects that also render
 as the CLI's tables (``str()``) and JSON (``to_dict()``). Nothing prints unless asked
@@ -8,143 +11,146 @@ as the CLI's tables (``str()``) and JSON (``to_dict()``). Nothing prints unless 
 
 from __future__ import annotations
 
-import itertools
-import json
+import inspect
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-if TYPE_CHECKING:
-    from .workflow import RunResult
+from .geometry import Plan
+from .metrics import Score, format_scores
+from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, compare, prepare, restitch, run
+from .pipeline import score_regions, score_volumes
+from .pipeline.config import EXAMPLE, SCHEMA
+from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
+from .report import format_explanation, write_heatmaps
+from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume
 
-__all__ = ["Comparison", "Evaluation", "StageSpec", "compare", "evaluate", "run", "segment"]
+__all__ = [
+    "ConfigError",
+    "DvidError",
+    "PipelineError",
+    "PluginError",
+    "StageSpec",
+    "StoreError",
+    "check_config",
+    "compare",
+    "config_example",
+    "config_schema",
+    "describe_plugins",
+    "evaluate",
+    "evaluate_regions",
+    "explain",
+    "format_explanation",
+    "format_scores",
+    "restitch",
+    "run",
+    "segment",
+    "train_pixel_classifier",
+    "write_heatmaps",
+]
 
 #: a stage: a registered name, a ``(name, parameters)`` pair, or a Python callable
 StageSpec = Union[str, tuple[str, dict[str, Any]], Callable[..., Any]]
-
-_names = itertools.count()
-
-
-def run(
-    config: str | os.PathLike[str] | dict[str, Any],
-    *,
-    executor: str = "serial",
-    workers: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    create_output: bool = False,
-    progress: bool = True,
-) -> RunResult:
-    """Run the pipeline for a config dict or a JSON/YAML file; returns a ``RunResult``
-    (output location, per-stage timings, counts, VI when the config names a ground truth).
-
-    The same as ``labelstitch run``; see :func:`labelstitch.workflow.run`.
-    """
-    from .workflow import run as _run
-
-    return _run(
-        config, executor=executor, workers=workers, resume=resume, overwrite=overwrite, create_output=create_output,
-        progress=progress,
-    )
+#: a config: a JSON/YAML file, a dict in file form, or a RunConfig
+ConfigLike = Union[str, "os.PathLike[str]", dict[str, Any], RunConfig]
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """VI of a segmentation against ground truth, in bits, and the number of bodies."""
-
-    merge: float
-    split: float
-    bodies: int
-
-    @property
-    def total(self) -> float:
-        return self.merge + self.split
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"merge": self.merge, "split": self.split, "total": self.total, "bodies": self.bodies}
-
-    def __str__(self) -> str:
-        return (
-            f"false merge VI  {self.merge:.4f} bits\nfalse split VI  {self.split:.4f} bits\n"
-            f"total VI        {self.total:.4f} bits\nbodies          {self.bodies}"
-        )
+@contextmanager
+def _as_store(value: Any, name: str) -> Iterator[Any]:
+    """A volume string opened, or an array-like wrapped as an in-memory volume."""
+    store = open_volume(value) if isinstance(value, (str, os.PathLike)) else MemoryStore(_checked(value, name), read_only=True)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
-def evaluate(seg: ArrayLike | str, gt: ArrayLike | str, *, ignore_gt_zero: bool = True) -> Evaluation:
-    """Score ``seg`` against ``gt`` (arrays, or volume strings read block by block).
+def evaluate(seg: ArrayLike | str, gt: ArrayLike | str, *, ignore_gt_zero: bool = True) -> Score:
+    """Score ``seg`` against ``gt`` (arrays, or volume strings read block by block): VI
+    merge/split and the number of bodies (``labelstitch evaluate``).
 
     >>> evaluate(np.array([[[1, 1, 2, 2]]]), np.array([[[5, 5, 5, 5]]])).to_dict()
     {'merge': 0.0, 'split': 1.0, 'total': 1.0, 'bodies': 2}
     """
-    from .contingency import label_counts
-    from .geometry import Plan
-    from .workflow import evaluate_volumes
-
     with _as_store(seg, "seg") as s, _as_store(gt, "gt") as g:
-        score = evaluate_volumes(s, g, ignore_gt_zero=ignore_gt_zero)
-        ids: set[int] = set()
-        for sv in Plan.grid(s.shape, 256, 0):
-            found = label_counts(s.read(sv.interior))[0]
-            ids.update(found[found != 0].tolist())
-    return Evaluation(score.merge, score.split, len(ids))
+        return score_volumes(s, g, ignore_gt_zero=ignore_gt_zero)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Every stitching variant scored against ground truth: the paper's Table 2."""
-
-    rows: tuple[Any, ...]
-
-    def to_dict(self) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in self.rows]
-
-    def __str__(self) -> str:
-        lines = [f"{'stitching':<22}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'bodies':>8}{'time s':>8}"]
-        for r in self.rows:
-            lines.append(f"{r.name:<22}{r.merge:>12.3f}{r.split:>12.3f}{r.total:>8.3f}{r.bodies:>8}{r.seconds:>8.2f}")
-        return "\n".join(lines)
+def evaluate_regions(seg: ArrayLike | str, gt: ArrayLike | str, *, region: int = 32, ignore_gt_zero: bool = True) -> Any:
+    """VI of every ``region``-sized block of ``seg`` against ``gt`` (a
+    :class:`~labelstitch.metrics.RegionalVI`, for ``labelstitch evaluate --heatmap``)."""
+    with _as_store(seg, "seg") as s, _as_store(gt, "gt") as g:
+        return score_regions(s, g, region, ignore_gt_zero=ignore_gt_zero)
 
 
-def compare(
-    config: str | os.PathLike[str] | dict[str, Any],
-    ground_truth: str,
-    *,
-    variants: list[tuple[str, str, dict[str, Any]]] | None = None,
-    region: int = 32,
-    executor: str = "serial",
-) -> Comparison:
-    """Stitch a finished run's checkpoints with every rule (plus ``variants``) and score each;
-    see ``labelstitch compare`` and :func:`labelstitch.workflow.compare`."""
-    from .workflow import compare as _compare
+def explain(body: int, output: str, *, checkpoints: str | None = None) -> dict[str, Any]:
+    """The chain of matches that built body ``body`` of a finished output, read from its
+    stitch record (beside a file output, or in ``checkpoints`` for a DVID output)."""
+    from .report import explain_body, report_paths
 
-    return Comparison(tuple(_compare(config, ground_truth, variants=variants, region=region, executor=executor)))
+    paths = report_paths(output, checkpoints)
+    if paths is None:
+        raise ValueError(f"{output} is not a file: give --checkpoints DIR, the run's checkpoint folder, where its stitch record is")
+    if not paths["npz"].exists():
+        raise ValueError(f"no stitch record for {output} (expected {paths['npz']})")
+    return explain_body(paths["npz"], body)
 
 
-class _as_store:
-    """A volume string, or an array-like wrapped as an in-memory volume, as a context manager."""
+def check_config(config: ConfigLike) -> tuple[RunConfig, Plan]:
+    """Validate a config with its volumes, plugins and rule (``labelstitch config --check``);
+    returns the typed config and the plan it makes."""
+    prepared = prepare(RunConfig.load(config))
+    return prepared.config, prepared.plan
 
-    def __init__(self, value: Any, name: str) -> None:
-        from .stores import MemoryStore, open_volume
 
-        self.store = open_volume(value) if isinstance(value, (str, os.PathLike)) else MemoryStore(_checked(value, name), read_only=True)
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of a config file."""
+    return SCHEMA
 
-    def __enter__(self) -> Any:
-        return self.store
 
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
+def config_example() -> dict[str, Any]:
+    """An example config (the seed paper's Appendix B layout)."""
+    return EXAMPLE
+
+
+def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
+    """Every stage function: ``{stage: {name: {"plugin", "parameters", "doc"}}}``, parameters
+    with their defaults (``inspect.Parameter.empty`` where required)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for stage, functions in stage_functions().items():
+        out[stage] = {
+            name: {"plugin": plugin, "parameters": parameters_of(fn, stage), "doc": (inspect.getdoc(fn) or "").split("\n")[0]}
+            for name, (fn, plugin) in sorted(functions.items())
+        }
+    return out
+
+
+def train_pixel_classifier(
+    grayscale: str, labels: str, output: str, *, annotations: bool = False, trees: int = 50, samples: int = 200_000
+) -> dict[str, Any]:
+    """Fit the ``pixel_classifier`` plugin's random forest from a grayscale volume and a
+    label volume (membranes are label changes and 0) or, with ``annotations``, 1/2/0 marks;
+    write it to ``output`` and return its info."""
+    from .plugins.classifier import membrane_annotations
+    from .plugins.classifier import train_pixel_classifier as _train
+
+    with open_volume(grayscale) as g:
+        gray = g.read()
+    with open_volume(labels) as lab:
+        marks = lab.read()
+    clf = _train(gray, marks.astype("uint8") if annotations else membrane_annotations(marks), n_estimators=trees, max_samples=samples)
+    clf.save(output)
+    return dict(clf.info)
 
 
 def _checked(value: Any, name: str) -> Any:
-    from .stores._memory import as_array_like
-
     value = as_array_like(value)
     if len(value.shape) != 3:
         raise ValueError(f"`{name}` must be 3-D (Z, Y, X), got shape {tuple(value.shape)}")
@@ -152,8 +158,6 @@ def _checked(value: Any, name: str) -> Any:
 
 
 def _stage(spec: StageSpec, stage: str) -> Any:
-    from .plugins import resolve_stage
-
     if isinstance(spec, tuple):
         name, params = spec
         return resolve_stage(stage, name, params)
@@ -201,50 +205,46 @@ def segment(
     Returns
     -------
     (Z, Y, X) ndarray of uint64
-    """
-    from .stores import create_volume, open_volume, register_memory_volume
-    from .workflow import prepare, segment_blocks, stitch_and_write
 
+    Notes
+    -----
+    The serial executor reads the arrays in place through in-memory volumes, removed
+    again when the call returns; other executors' workers are separate processes, so the
+    arrays are spilled block by block to a temporary folder, removed as well.
+    """
     gray = _checked(grayscale, "grayscale")
-    serial = executor == "serial"
-    tmp = Path(tempfile.mkdtemp(prefix="labelstitch-segment-"))
-    try:
+    in_memory = executor == "serial"
+    with ExitStack() as cleanup:
+        tmp = Path(tempfile.mkdtemp(prefix="labelstitch-segment-"))
+        cleanup.callback(shutil.rmtree, tmp, True)
 
         def volume(value: Any, name: str) -> str:
-            """A volume string workers can open: in memory for serial runs, else a temp .npy."""
+            """A volume string the workers can open: in memory for serial runs, else a temp .npy."""
             value = _checked(value, name)
-            if serial:
-                return register_memory_volume(f"api-{os.getpid()}-{next(_names)}-{name}", value)
+            if in_memory:
+                return cleanup.enter_context(memory_volume(value, name=name))
             uri = str(tmp / f"{name}.npy")
             store = create_volume(uri, tuple(value.shape), value.dtype, staged=False)
-            from .geometry import Plan
-
             for sv in Plan.grid(tuple(value.shape), 128, 0):
                 store.write(sv.interior, np.asarray(value[sv.interior.slices()]))
             store.flush()
             store.close()
             return uri
 
-        config: dict[str, Any] = {
-            "input": volume(gray, "grayscale"),
-            "output": f"memory://api-{os.getpid()}-{next(_names)}-out" if serial else str(tmp / "out.zarr"),
+        output = cleanup.enter_context(memory_volume(name="out")) if in_memory else str(tmp / "out.zarr")
+        stages = (_stage(predict, "predict-voxels"), _stage(supervoxels, "create-supervoxels"),
+                  _stage(agglomerate, "agglomerate-supervoxels"))
+        preserve_volume, preserve_bodies = None, ()
+        if preserve is not None:
+            preserve_volume, preserve_bodies = volume(preserve[0], "preserve"), tuple(int(i) for i in preserve[1])
+        config = RunConfig.load({
+            "input": volume(gray, "grayscale"), "output": output,
             "options": {"chunk-size": block if isinstance(block, int) else list(block),
                         "overlap": overlap if isinstance(overlap, int) else list(overlap),
                         "stitch-algorithm": rule, "stitch-parameters": dict(rule_params or {})},
-        }
-        if preserve is not None:
-            labels, ids = preserve
-            config["preserve-bodies"] = {"segmentation": volume(labels, "preserve"), "bodies": [int(i) for i in ids]}
-        from .config import load_config
-
-        config = load_config(json.loads(json.dumps(config)))
-        plan, task, _ = prepare(config)
-        stages = (_stage(predict, "predict-voxels"), _stage(supervoxels, "create-supervoxels"),
-                  _stage(agglomerate, "agglomerate-supervoxels"))
-        task = replace(task, stages=stages, extra_mask=volume(mask, "mask") if mask is not None else None)
-        blocks, _ = segment_blocks(plan, task, executor=executor, workers=workers, progress=progress)
-        stitch_and_write(config, plan, task, blocks, executor=executor, workers=workers, progress=progress)
-        with open_volume(config["output"]) as out:
+        }).replace(preserve_volume=preserve_volume, preserve_bodies=preserve_bodies,
+                   stages=tuple(StageConfig(s.name, dict(s.parameters)) for s in stages))
+        run(config, executor=executor, workers=workers, progress=progress, stages=stages,
+             mask=volume(mask, "mask") if mask is not None else None)
+        with open_volume(output) as out:
             return out.read().astype(np.uint64, copy=False)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,11 @@ Layout of ``options.checkpoint-dir``::
     sv-<id>.blk          the labels over the outer box (see labelstitch.codec), written to
                          sv-<id>.blk.partial first and renamed, so a file is whole or absent
 
-A run with ``resume`` checks that the folder belongs to the same plan and config, keeps every
+The folder is bound to a plan and to the run's *segmentation settings*: the part of the
+configuration that determines the segmented labels (input, ROI, preserved bodies, stages,
+subvolume size, halo, masking, codec), given as a JSON dict by the pipeline
+(:meth:`labelstitch.pipeline.RunConfig.segmentation_settings`). A run with ``resume``
+checks that the folder belongs to the same plan and settings, keeps every
 block whose file matches its recorded checksum and decodes, and recomputes the others,
 saying why (missing, half-written, corrupt).
 """
@@ -21,33 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .codec import decode_labels
 from .geometry import Plan
 
-__all__ = ["CheckpointDir", "CheckpointError", "config_hash"]
+__all__ = ["CheckpointDir", "CheckpointError", "settings_hash"]
 
 _FORMAT = "labelstitch-checkpoints/1"
-#: config keys whose change makes old checkpoints wrong
-_SEGMENTATION_KEYS = ("input", "roi", "preserve-bodies")
-_SEGMENTATION_OPTIONS = (
-    "segmentor", "chunk-size", "overlap", "background-value", "background-min-width", "codec", "roi",
-)
 
 
 class CheckpointError(ValueError):
     """The checkpoint folder cannot be used for this run."""
 
 
-def _segmentation_part(config: dict[str, Any]) -> dict[str, Any]:
-    part = {k: config.get(k) for k in _SEGMENTATION_KEYS}
-    part["options"] = {k: config["options"].get(k) for k in _SEGMENTATION_OPTIONS}
-    return part
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """SHA-256 of the parts of a config that determine the segmented blocks."""
-    text = json.dumps(_segmentation_part(config), sort_keys=True, default=str)
+def settings_hash(settings: dict[str, Any]) -> str:
+    """SHA-256 of segmentation settings (a JSON dict): equal hashes, equal segmented labels."""
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -62,15 +55,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 @dataclass
 class CheckpointDir:
-    """A checkpoint folder bound to one plan and config."""
+    """A checkpoint folder bound to one plan and one set of segmentation settings."""
 
     path: Path
     plan: Plan
-    config: dict[str, Any]
+    settings: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | Path, plan: Plan, config: dict[str, Any], *, resume: bool) -> CheckpointDir:
-        """Create the folder, or (with ``resume``) reopen one written for the same plan and config.
+    def open(cls, path: str | Path, plan: Plan, settings: dict[str, Any], *, resume: bool) -> CheckpointDir:
+        """Create the folder, or (with ``resume``) reopen one written for the same plan and settings.
 
         Raises
         ------
@@ -83,8 +76,8 @@ class CheckpointDir:
         manifest = {
             "format": _FORMAT,
             "labelstitch": __version__,
-            "config_hash": config_hash(config),
-            "segmentation": _segmentation_part(config),
+            "config_hash": settings_hash(settings),
+            "segmentation": settings,
             "plan": plan.to_dict(),
         }
         if manifest_path.exists():
@@ -113,7 +106,7 @@ class CheckpointDir:
                 raise CheckpointError(f"checkpoint folder {folder} is not empty and has no manifest.json; use an empty folder")
             folder.mkdir(parents=True, exist_ok=True)
             _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
-        return cls(folder, plan, config)
+        return cls(folder, plan, settings)
 
     def block_path(self, sv_id: int) -> Path:
         return self.path / f"sv-{sv_id}.blk"

@@ -1,31 +1,32 @@
 """The demo behind ``labelstitch demo`` (and ``make demo``): the whole pipeline on a
 synthetic EM volume with known truth, stitched with every rule (the paper's Table 2, in
-small).
+small). It is a short script over the public API: :func:`labelstitch.run` once, with
+checkpoints, then :func:`labelstitch.compare`.
 
 It writes into the output folder: ``grayscale.zarr`` and ``truth.zarr`` (the input),
-``segmentation-<rule>.zarr`` for every rule, ``summary.json`` and ``slices.png``.
+``segmentation.zarr`` (the run, stitched with ``medium``), ``checkpoints/``,
+``compare/<rule>.zarr`` for every rule, ``summary.json`` and ``slices.png``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .config import load_config
+from .api import compare, run
 from .geometry import Box
-from .matching import available_rules
+from .metrics import Score
 from .stores import create_volume, open_volume
 from .synthetic import em_volume
-from .workflow import evaluate_volumes, prepare, segment_blocks, stitch_and_write
 
-__all__ = ["DemoRow", "demo_config", "run_demo", "format_table"]
+__all__ = ["DEMO_SEGMENTOR", "demo_config", "run_demo"]
 
 #: built-in plugin settings chosen for the synthetic volumes (found by a small grid search)
 DEMO_SEGMENTOR = {
@@ -33,20 +34,6 @@ DEMO_SEGMENTOR = {
     "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.3, "min_segment_size": 20}},
     "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.2}},
 }
-
-
-@dataclass(frozen=True)
-class DemoRow:
-    rule: str
-    bodies: int
-    matches: int
-    merge: float
-    split: float
-    seconds: float
-
-    @property
-    def total(self) -> float:
-        return self.merge + self.split
 
 
 def demo_config(folder: Path, *, block: int, halo: int) -> dict[str, Any]:
@@ -59,6 +46,7 @@ def demo_config(folder: Path, *, block: int, halo: int) -> dict[str, Any]:
             "segmentor": {"configuration": DEMO_SEGMENTOR},
             "chunk-size": block,
             "overlap": halo,
+            "checkpoint-dir": str(folder / "checkpoints"),
         },
     }
 
@@ -72,8 +60,9 @@ def run_demo(
     seed: int = 0,
     output: str | Path = "demo-output",
     progress: bool = False,
-) -> tuple[list[DemoRow], dict[str, Any]]:
-    """Run the demo; return one row per rule and a description of the set-up."""
+) -> tuple[list[Score], dict[str, Any]]:
+    """Run the demo; return one :class:`~labelstitch.metrics.Score` per rule and a
+    description of the set-up."""
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -87,47 +76,27 @@ def run_demo(
         store.close()
     made = time.perf_counter() - start
 
-    config = load_config(demo_config(folder, block=block, halo=halo))
-    plan, task, gt = prepare(config)
-    start = time.perf_counter()
-    blocks, _ = segment_blocks(plan, task, progress=progress)
-    segment_seconds = time.perf_counter() - start
-    rows = []
-    for rule in available_rules():
-        uri = str(folder / f"segmentation-{rule}.zarr")
-        result, seconds = stitch_and_write(config, plan, task, blocks, output=uri, rule=rule, rule_params={}, overwrite=True)
-        with open_volume(uri) as seg:
-            score = evaluate_volumes(seg, gt)  # type: ignore[arg-type]
-        rows.append(DemoRow(rule, result.n_bodies, len(result.matches), score.merge, score.split, sum(seconds.values())))
-    if gt is not None:
-        gt.close()
+    config = demo_config(folder, block=block, halo=halo)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the demo's own: its volume was just made anew
+    result = run(config, overwrite=True, progress=progress)
+    rows = compare(config, str(folder / "truth.zarr"), folder=str(folder / "compare"), progress=progress)
     setup = {
         "shape": list(grayscale.shape),
         "block": block,
         "halo": halo,
-        "subvolumes": len(plan),
-        "faces": len(plan.faces()),
+        "subvolumes": len(result.plan),
+        "faces": len(result.plan.faces()),
         "true_bodies": int(np.unique(truth[truth > 0]).size),
         "artifact": artifact.to_list(),
-        "supervoxels": sum(b.supervoxels for b in blocks.values()),
+        "supervoxels": result.counts["supervoxels"],
         "seconds_make_volume": round(made, 2),
-        "seconds_segment": round(segment_seconds, 2),
+        "seconds_segment": round(result.seconds["segment"], 2),
         "segmentor": DEMO_SEGMENTOR,
     }
-    summary = {"setup": setup, "rows": [{**asdict(r), "total": r.total} for r in rows]}
+    summary = {"setup": setup, "rows": [r.to_dict() for r in rows]}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _write_slices(folder / "slices.png", grayscale, truth, folder, [r.rule for r in rows], z=depth // 2)
+    _write_slices(folder / "slices.png", grayscale, truth, folder / "compare", [r.rule or "" for r in rows], z=depth // 2)
     return rows, setup
-
-
-def format_table(rows: list[DemoRow]) -> str:
-    """The rows as a plain-text table like the paper's Table 2."""
-    lines = [f"{'stitching rule':<16}{'bodies':>8}{'matches':>9}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'time s':>8}"]
-    for r in rows:
-        lines.append(
-            f"{r.rule:<16}{r.bodies:>8}{r.matches:>9}{r.merge:>12.3f}{r.split:>12.3f}{r.total:>8.3f}{r.seconds:>8.2f}"
-        )
-    return "\n".join(lines)
 
 
 def _colours(labels: NDArray[np.integer]) -> NDArray[np.uint8]:
@@ -152,7 +121,7 @@ def _write_slices(path: Path, grayscale: NDArray[np.uint8], truth: NDArray[np.in
     gap = np.full((gray.shape[0], 4, 3), 255, np.uint8)
     panels = [np.repeat(gray[..., None], 3, axis=-1), gap, _overlay(gray, truth[z])]
     for rule in rules:
-        with open_volume(str(folder / f"segmentation-{rule}.zarr")) as seg:
+        with open_volume(str(folder / f"{rule}.zarr")) as seg:
             labels = seg.read(Box((z, 0, 0), (z + 1, *seg.shape[1:])))[0]
         panels += [gap, _overlay(gray, labels)]
     iio.imwrite(path, np.concatenate(panels, axis=1))

@@ -1,31 +1,36 @@
 """Hook specifications: how plugins extend labelstitch.
 
-A plugin is a module or object with functions marked ``@labelstitch.hookimpl``. Built-in
-stage functions are registered as a plugin like any other; third-party packages register
-theirs through the entry-point group ``labelstitch.plugins``::
+A plugin is a module or object with functions marked ``@labelstitch.hookimpl``. The
+built-in stage functions and executors are registered as a plugin like any other;
+third-party packages register theirs through the entry-point group ``labelstitch.plugins``::
 
     [project.entry-points."labelstitch.plugins"]
     myplugin = "myplugin"
 
-Hooks are called with keyword arguments only, so an implementation may accept fewer
-arguments than the spec.
+One plugin can implement any of the hooks below. Hooks are called with keyword arguments
+only, so an implementation may accept fewer arguments than the spec, and specs can gain
+arguments later without breaking old plugins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+if TYPE_CHECKING:
+    from .executors import Executor
+
 hookspec = pluggy.HookspecMarker("labelstitch")
+#: the marker plugins put on their hook implementations (exported as ``labelstitch.hookimpl``)
 hookimpl = pluggy.HookimplMarker("labelstitch")
 
 #: the three segmentation stages, in pipeline order
 STAGES = ("predict-voxels", "create-supervoxels", "agglomerate-supervoxels")
 
 
-# ----------------------------------------------------------------------------- discovery
+# ----------------------------------------------------------------------------- segmentation
 
 
 @hookspec
@@ -47,4 +52,33 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
         Returns an integer (Z, Y, X) over-segmentation; masked voxels must be 0.
     ``agglomerate-supervoxels``: ``f(predictions, supervoxels, **parameters)``
         Returns an integer (Z, Y, X) segmentation (0 stays 0).
+    """
+
+
+# ----------------------------------------------------------------------------- stitching
+
+
+@hookspec
+def labelstitch_stitch_rules() -> dict[str, Callable[..., Any]]:
+    """Stitching rules this plugin provides, by name.
+
+    :return: ``{name: rule}``; ``rule(candidates, **params)`` returns one
+        :class:`~labelstitch.Reason` code per candidate pair, as for
+        :func:`labelstitch.register_rule`. Its keyword-only parameters, with their
+        defaults, become the rule's parameters (``options.stitch-parameters``).
+    """
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+@hookspec
+def labelstitch_executors() -> dict[str, Callable[..., Executor]]:
+    """Executors this plugin provides, by name (the value of ``--executor``).
+
+    :return: ``{name: factory}``; ``factory(**options)`` returns an
+        :class:`~labelstitch.executors.Executor`. Options are passed as keywords, and only
+        those the user set: ``workers`` (``--workers``) and ``master`` (``--spark-master``)
+        today. A factory that does not take an option the user set is refused with a
+        message naming it.
     """

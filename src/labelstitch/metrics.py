@@ -1,24 +1,30 @@
-"""Segmentation quality: variation of information split into false merges and false splits."""
+"""Segmentation quality: variation of information split into false merges and false splits.
+
+One record, :class:`Score`, holds every score labelstitch reports (an array's VI, an
+evaluated volume, a row of the paper's Table 2), and :func:`format_scores` prints any list
+of them as that table.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._kernels.hashing import pair_sum
 from .contingency import count_pairs
 from ._validation import as_labels, check_same_shape, flat
 from .geometry import Box, Plan, _triple
 
-__all__ = ["VI", "RegionalVI", "regional_vi", "vi", "vi_by_region"]
+__all__ = ["RegionalVI", "Score", "format_scores", "regional_vi", "vi", "vi_blockwise", "vi_by_region"]
 
 
 @dataclass(frozen=True)
-class VI:
-    """Variation of information in bits.
+class Score:
+    """Variation of information in bits, with what is known about the scored segmentation.
 
     Attributes
     ----------
@@ -26,32 +32,84 @@ class VI:
         H(gt | seg): false merges (one segment covering several true bodies).
     split : float
         H(seg | gt): false splits (one true body cut into several segments).
+    bodies : int, optional
+        Distinct non-zero labels of the segmentation.
+    name, rule, params, matches, seconds : optional
+        For a row of a comparison: the variant's name, its stitching rule and parameters,
+        the matches it accepted and the seconds it took.
+    regional : RegionalVI, optional
+        VI per region (the paper's Figure 9), where it was computed.
     """
 
     merge: float
     split: float
+    bodies: int | None = None
+    name: str | None = None
+    rule: str | None = None
+    params: dict[str, Any] | None = None
+    matches: int | None = None
+    seconds: float | None = None
+    regional: RegionalVI | None = field(default=None, compare=False)
 
     @property
     def total(self) -> float:
         return self.merge + self.split
 
-    def to_dict(self) -> dict[str, float]:
-        return {"merge": self.merge, "split": self.split, "total": self.total}
+    def to_dict(self) -> dict[str, Any]:
+        """The known fields and ``total`` as plain JSON values (``regional`` left out)."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("name", "rule", "params") if getattr(self, k) is not None}
+        out.update(merge=self.merge, split=self.split, total=self.total)
+        out.update({k: getattr(self, k) for k in ("bodies", "matches") if getattr(self, k) is not None})
+        if self.seconds is not None:
+            out["seconds"] = round(self.seconds, 3)
+        return out
+
+    def __repr__(self) -> str:
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if f.name in ("merge", "split") or (f.name != "regional" and getattr(self, f.name) is not None)]
+        return f"Score({', '.join(shown)})"
+
+    def __str__(self) -> str:
+        lines = [f"false merge VI  {self.merge:.4f} bits", f"false split VI  {self.split:.4f} bits",
+                 f"total VI        {self.total:.4f} bits"]
+        if self.bodies is not None:
+            lines.append(f"bodies          {self.bodies}")
+        return "\n".join(lines)
 
 
-def _conditional_entropies(seg: NDArray, gt: NDArray, ignore_gt_zero: bool) -> VI:
+def format_scores(scores: Iterable[Score]) -> str:
+    """Scores as a plain-text table like the paper's Table 2 (unknown values show as ``-``).
+
+    >>> print(format_scores([Score(0.5, 1.25, bodies=3, name="medium", matches=7, seconds=0.1)]))
+    stitching rule    bodies  matches  f.merge VI  f.split VI      VI  time s
+    medium                 3        7       0.500       1.250   1.750    0.10
+    """
+
+    def cell(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    lines = [f"{'stitching rule':<16}{'bodies':>8}{'matches':>9}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'time s':>8}"]
+    for s in scores:
+        lines.append(
+            f"{s.name or s.rule or '':<16}{cell(s.bodies, 'd'):>8}{cell(s.matches, 'd'):>9}{s.merge:>12.3f}"
+            f"{s.split:>12.3f}{s.total:>8.3f}{cell(s.seconds, '.2f'):>8}"
+        )
+    return "\n".join(lines)
+
+
+def _conditional_entropies(seg: NDArray, gt: NDArray, ignore_gt_zero: bool) -> Score:
     ks, kg, cnt, _ = count_pairs(flat(seg), flat(gt))
     return _entropies_from_pairs(ks, kg, cnt, ignore_gt_zero)
 
 
-def _entropies_from_pairs(ks: NDArray, kg: NDArray, cnt: NDArray, ignore_gt_zero: bool) -> VI:
+def _entropies_from_pairs(ks: NDArray, kg: NDArray, cnt: NDArray, ignore_gt_zero: bool) -> Score:
     """VI from a contingency table given as (seg label, gt label, count) triples."""
     if ignore_gt_zero:
         keep = kg != 0
         ks, kg, cnt = ks[keep], kg[keep], cnt[keep]
     total = cnt.sum()
     if total == 0:
-        return VI(0.0, 0.0)
+        return Score(0.0, 0.0)
     p = cnt / total
     _, inv_s = np.unique(ks, return_inverse=True)
     _, inv_g = np.unique(kg, return_inverse=True)
@@ -59,10 +117,10 @@ def _entropies_from_pairs(ks: NDArray, kg: NDArray, cnt: NDArray, ignore_gt_zero
     pg = np.bincount(inv_g, weights=p)[inv_g]
     merge = float(-np.sum(p * np.log2(p / ps)))
     split = float(-np.sum(p * np.log2(p / pg)))
-    return VI(max(0.0, merge), max(0.0, split))
+    return Score(max(0.0, merge), max(0.0, split))
 
 
-def vi(seg: ArrayLike, gt: ArrayLike, *, ignore_gt_zero: bool = True) -> VI:
+def vi(seg: ArrayLike, gt: ArrayLike, *, ignore_gt_zero: bool = True) -> Score:
     """Variation of information between a segmentation and ground truth, in bits.
 
     One pass over the voxels builds the contingency table in a hash table, so time is
@@ -77,14 +135,14 @@ def vi(seg: ArrayLike, gt: ArrayLike, *, ignore_gt_zero: bool = True) -> VI:
 
     Returns
     -------
-    VI
+    Score
         ``merge`` = H(gt|seg), ``split`` = H(seg|gt), ``total``.
 
     Examples
     --------
     >>> gt = np.array([1, 1, 2, 2])
     >>> vi(np.array([5, 5, 5, 5]), gt)   # one false merge of two equal bodies
-    VI(merge=1.0, split=0.0)
+    Score(merge=1.0, split=0.0)
     >>> vi(np.array([1, 2, 3, 3]), gt).split
     0.5
     """
@@ -165,3 +223,34 @@ def regional_vi(
         r = _conditional_entropies(as_labels(seg, "seg"), as_labels(gt, "gt"), ignore_gt_zero)
         merge[sv.index], split[sv.index] = r.merge, r.split
     return RegionalVI(merge, split, block_, tuple(sv.interior for sv in plan))
+
+
+def vi_blockwise(
+    shape: tuple[int, ...],
+    read: Callable[[Box], tuple[NDArray[Any], NDArray[Any]]],
+    *,
+    region: int = 256,
+    ignore_gt_zero: bool = True,
+) -> Score:
+    """VI and body count of a whole volume of ``shape``, where ``read(box)`` returns the
+    segmentation and ground truth of one ``region``-sized box: the contingency table is
+    accumulated box by box, so nothing larger than a box is ever loaded (for stored volumes
+    far larger than memory). Equal to :func:`vi` on the whole arrays.
+
+    >>> seg = np.array([[[5, 5, 5, 5]]]); gt = np.array([[[1, 1, 2, 2]]])
+    >>> vi_blockwise(seg.shape, lambda box: (seg[box.slices()], gt[box.slices()]), region=2)
+    Score(merge=1.0, split=0.0, bodies=1)
+    """
+    parts: list[tuple[NDArray[Any], ...]] = []
+    for sv in Plan.grid(shape, region, 0):
+        seg, gt = read(sv.interior)
+        s = np.ascontiguousarray(as_labels(seg, "seg")).reshape(-1)
+        g = np.ascontiguousarray(as_labels(gt, "gt")).reshape(-1)
+        ks, kg, cnt, first = count_pairs(s.astype(np.uint64, copy=False), g.astype(np.uint64, copy=False))
+        parts.append((ks, kg, cnt, first))
+        if len(parts) > 16:  # keep the partial tables small
+            parts = [pair_sum(*(np.concatenate(c) for c in zip(*parts)))]
+    ks, kg, cnt, _ = pair_sum(*(np.concatenate(c) for c in zip(*parts)))
+    score = _entropies_from_pairs(ks, kg, cnt, ignore_gt_zero)
+    bodies = int(np.unique(ks[ks != 0]).size)
+    return Score(score.merge, score.split, bodies=bodies)

@@ -7,7 +7,7 @@ A run writes, next to its output ``OUT``:
 * ``OUT.stitch.md``: the same, readable;
 * ``OUT.stitch.npz``: the match table and the body mapping, for ``labelstitch explain``.
 
-An output that is not a file (``dvid://.../NAME``) gets ``NAME.stitch.*`` in the run's
+An output that is not a file (a DVID instance ``NAME``) gets ``NAME.stitch.*`` in the run's
 checkpoint folder instead, when it has one.
 """
 
@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from .metrics import RegionalVI
 from .stitching import StitchResult
+from .stores import side_file_base
 
 __all__ = ["stitch_report", "write_stitch_report", "explain_body", "format_explanation", "write_heatmaps", "report_paths"]
 
@@ -29,13 +30,9 @@ __all__ = ["stitch_report", "write_stitch_report", "explain_body", "format_expla
 def report_paths(output: str, folder: str | Path | None = None) -> dict[str, Path] | None:
     """Where the report files of an output go: beside a file output, or in ``folder`` for
     an output that is not a file (None if there is no such folder)."""
-    if "://" in output:
-        if folder is None:
-            return None
-        base = str(Path(folder) / output.split("?")[0].rstrip("/").rsplit("/", 1)[-1])
-    else:
-        base = output.split(":")[0] if ".h5:" in output or ".hdf5:" in output else output
-        base = base.rstrip("/")
+    base = side_file_base(output, folder)
+    if base is None:
+        return None
     return {kind: Path(f"{base}.stitch.{kind}") for kind in ("json", "md", "npz")}
 
 

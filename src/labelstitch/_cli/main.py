@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
-from .. import __version__
+from .. import api
+from .._version import __version__
 
 
 class ExitCode(IntEnum):
@@ -19,11 +20,11 @@ class ExitCode(IntEnum):
 
     #: everything worked
     OK = 0
-    #: the work ran but some of it failed
+    #: the work ran but some of it failed (a worker died, DVID stayed unreachable)
     FAILED = 1
     #: the command line, the config or the input was wrong (argparse uses 2 as well)
     USAGE_ERROR = 2
-    #: a bug in labelstitch
+    #: a bug in labelstitch: the message asks for a bug report
     INTERNAL_ERROR = 3
 
 
@@ -31,23 +32,17 @@ class ExitCode(IntEnum):
 
 
 def _cmd_run(args: argparse.Namespace) -> ExitCode:
-    from ..api import run
-
-    if args.spark_master:
-        os.environ["LABELSTITCH_SPARK_MASTER"] = args.spark_master
-    result = run(
+    result = api.run(
         args.config,
         executor=args.executor,
         workers=args.workers,
+        spark_master=args.spark_master,
         overwrite=args.overwrite,
         resume=args.resume,
         create_output=args.create_output,
         progress=not args.quiet and not args.json,
     )
-    if args.json:
-        print(json.dumps(result.to_dict()))
-    else:
-        print(result.table())
+    print(json.dumps(result.to_dict()) if args.json else result.table())
     return ExitCode.OK
 
 
@@ -66,12 +61,10 @@ def _params(pairs: list[str]) -> dict[str, Any]:
 
 
 def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
-    from ..workflow import restitch
-
-    result, seconds = restitch(
+    result, seconds = api.restitch(
         args.config, rule=args.rule, rule_params=_params(args.param) if args.rule else None, output=args.output,
         overwrite=args.overwrite, create_output=args.create_output, executor=args.executor, workers=args.workers,
-        progress=not args.quiet,
+        spark_master=args.spark_master, progress=not args.quiet,
     )
     summary = {**result.summary(), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     print(json.dumps(summary) if args.json else
@@ -80,60 +73,46 @@ def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
-def _cmd_compare(args: argparse.Namespace) -> ExitCode:
-    from ..api import compare
-    from ..report import write_heatmaps
-
+def _variants(specs: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``NAME:RULE,KEY=VALUE,...`` (or just ``NAME`` for a rule's defaults) as variants."""
     variants = []
-    for spec in args.variant:
+    for spec in specs:
         name, _, rest = spec.partition(":")
         rule, *pairs = rest.split(",") if rest else [name]
         variants.append((name, rule, _params([p for p in pairs if p])))
-    comparison = compare(args.config, args.ground_truth, variants=variants, region=args.region, executor=args.executor)
-    rows = comparison.rows
-    if args.figures:
-        import os
+    return variants
 
+
+def _cmd_compare(args: argparse.Namespace) -> ExitCode:
+    rows = api.compare(args.config, args.ground_truth, variants=_variants(args.variant), region=args.region,
+                       executor=args.executor, workers=args.workers)
+    if args.figures:
         os.makedirs(args.figures, exist_ok=True)
         for part in ("merge", "split"):
-            write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name, r.regional) for r in rows], part=part)
+            api.write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name or "", r.regional) for r in rows], part=part)
     if args.json:
-        print(json.dumps(comparison.to_dict()))
+        print(json.dumps([r.to_dict() for r in rows]))
         return ExitCode.OK
-    print(comparison)
+    print(api.format_scores(rows))
     if args.figures:
         print(f"wrote {args.figures}/vi-merge.png and vi-split.png (one row per rule, one tile per Z layer of {args.region}^3 regions)")
     return ExitCode.OK
 
 
 def _cmd_explain(args: argparse.Namespace) -> ExitCode:
-    from ..report import explain_body, format_explanation, report_paths
-
-    paths = report_paths(args.output, args.checkpoints)
-    if paths is None:
-        raise ValueError(f"{args.output} is not a file: give --checkpoints DIR, the run's checkpoint folder, where its stitch record is")
-    if not paths["npz"].exists():
-        raise ValueError(f"no stitch record for {args.output} (expected {paths['npz']})")
-    info = explain_body(paths["npz"], args.body)
-    print(json.dumps(info) if args.json else format_explanation(info))
+    info = api.explain(args.body, args.output, checkpoints=args.checkpoints)
+    print(json.dumps(info) if args.json else api.format_explanation(info))
     return ExitCode.OK
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
-    from ..api import evaluate
-    from ..stores import open_volume
-    from ..workflow import evaluate_regions
-
-    score = evaluate(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
+    score = api.evaluate(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
     report = score.to_dict()
     if args.heatmap:
-        from ..report import write_heatmaps
-
-        with open_volume(args.segmentation) as seg, open_volume(args.ground_truth) as gt:
-            regional = evaluate_regions(seg, gt, args.region)
+        regional = api.evaluate_regions(args.segmentation, args.ground_truth, region=args.region)
         stem, ext = os.path.splitext(args.heatmap)
-        write_heatmaps(args.heatmap, [("merge", regional)], part="merge")
-        write_heatmaps(f"{stem}-split{ext}", [("split", regional)], part="split")
+        api.write_heatmaps(args.heatmap, [("merge", regional)], part="merge")
+        api.write_heatmaps(f"{stem}-split{ext}", [("split", regional)], part="split")
         report["heatmap"] = args.heatmap
     if args.json:
         print(json.dumps(report))
@@ -145,50 +124,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> ExitCode:
-    from ..plugins import parameters_of, stage_functions
-
-    found = stage_functions()
+    found = api.describe_plugins()
     if args.json:
-        out: dict[str, Any] = {}
-        for stage, functions in found.items():
-            out[stage] = {
-                name: {
-                    "plugin": plugin,
-                    "parameters": {
-                        k: (None if v is inspect.Parameter.empty else v) for k, v in parameters_of(fn, stage).items()
-                    },
-                }
-                for name, (fn, plugin) in sorted(functions.items())
-            }
-        print(json.dumps(out))
+        print(json.dumps({
+            stage: {name: {"plugin": info["plugin"],
+                           "parameters": {k: (None if v is inspect.Parameter.empty else v) for k, v in info["parameters"].items()}}
+                    for name, info in functions.items()}
+            for stage, functions in found.items()
+        }))
         return ExitCode.OK
     for stage, functions in found.items():
         print(f"{stage}:")
-        for name, (fn, plugin) in sorted(functions.items()):
-            params = ", ".join(
-                k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in parameters_of(fn, stage).items()
-            )
-            doc = (inspect.getdoc(fn) or "").split("\n")[0]
-            print(f"  {name}({params})  [{plugin}]")
-            if doc:
-                print(f"      {doc}")
+        for name, info in functions.items():
+            params = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in info["parameters"].items())
+            print(f"  {name}({params})  [{info['plugin']}]")
+            if info["doc"]:
+                print(f"      {info['doc']}")
     return ExitCode.OK
 
 
 def _cmd_config(args: argparse.Namespace) -> ExitCode:
-    from ..config import EXAMPLE, SCHEMA, load_config
-
     if args.schema:
-        print(json.dumps(SCHEMA, indent=2))
+        print(json.dumps(api.config_schema(), indent=2))
     elif args.example:
-        print(json.dumps(EXAMPLE, indent=2))
+        print(json.dumps(api.config_example(), indent=2))
     elif args.check:
-        config = load_config(args.check)
-        from ..workflow import prepare
-
-        plan, _, gt = prepare(config)
-        if gt is not None:
-            gt.close()
+        _, plan = api.check_config(args.check)
         print(f"{args.check}: valid; {len(plan)} subvolumes of {plan.block} with a {plan.halo} halo")
     else:
         print("give --schema, --example or --check CONFIG", file=sys.stderr)
@@ -197,22 +158,15 @@ def _cmd_config(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_train(args: argparse.Namespace) -> ExitCode:
-    from ..classifier import membrane_annotations, train_pixel_classifier
-    from ..stores import open_volume
-
-    with open_volume(args.grayscale) as g:
-        grayscale = g.read()
-    with open_volume(args.labels) as lab:
-        labels = lab.read()
-    annotations = labels.astype("uint8") if args.annotations else membrane_annotations(labels)
-    clf = train_pixel_classifier(grayscale, annotations, n_estimators=args.trees, max_samples=args.samples)
-    clf.save(args.output)
-    print(f"trained on {clf.info['samples']} voxels with {args.trees} trees; wrote {args.output}")
+    info = api.train_pixel_classifier(
+        args.grayscale, args.labels, args.output, annotations=args.annotations, trees=args.trees, samples=args.samples
+    )
+    print(f"trained on {info['samples']} voxels with {args.trees} trees; wrote {args.output}")
     return ExitCode.OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> ExitCode:
-    from ..demo import format_table, run_demo
+    from ..demo import run_demo
 
     rows, setup = run_demo(
         (args.depth, args.size, args.size),
@@ -224,7 +178,7 @@ def _cmd_demo(args: argparse.Namespace) -> ExitCode:
         progress=not args.json,
     )
     if args.json:
-        print(json.dumps({"setup": setup, "rows": [{**r.__dict__, "total": r.total} for r in rows]}))
+        print(json.dumps({"setup": setup, "rows": [r.to_dict() for r in rows]}))
         return ExitCode.OK
     print(
         f"Synthetic EM volume {tuple(setup['shape'])} with {setup['true_bodies']} true bodies and an image artifact "
@@ -232,11 +186,11 @@ def _cmd_demo(args: argparse.Namespace) -> ExitCode:
         f"Segmented in {setup['subvolumes']} subvolumes of {args.block}^3 with a {args.halo}-voxel overlap "
         f"({setup['supervoxels']} supervoxels, {setup['seconds_segment']:.1f} s), then stitched with each rule:\n"
     )
-    print(format_table(rows))
+    print(api.format_scores(rows))
     none = next(r for r in rows if r.rule == "none")
     best = min(rows, key=lambda r: r.total)
     print(f"\nBest total VI: {best.rule} ({best.total:.3f} bits, vs {none.total:.3f} without stitching).")
-    print(f"Wrote {args.output}/: grayscale.zarr, truth.zarr, segmentation-<rule>.zarr, summary.json, slices.png")
+    print(f"Wrote {args.output}/: grayscale.zarr, truth.zarr, segmentation.zarr, compare/<rule>.zarr, summary.json, slices.png")
     return ExitCode.OK
 
 
@@ -248,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="labelstitch", description="Segment very large EM volumes block by block and stitch the blocks."
     )
     parser.add_argument("--version", action="version", version=f"labelstitch {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="segment and stitch a volume as a config file says")
@@ -271,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance")
     p.add_argument("--executor", default="serial")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_stitch)
@@ -283,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", metavar="DIR", help="write vi-merge.png and vi-split.png (the paper's Figure 9)")
     p.add_argument("--region", type=int, default=32, help="region size of the figures (default 32)")
     p.add_argument("--executor", default="serial")
+    p.add_argument("--workers", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compare)
 
@@ -341,11 +298,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ValueError as exc:  # config, store, plugin and input errors are all ValueErrors
-        from ..stores import DvidError
-
+        if args.debug:
+            raise
         print(f"labelstitch: error: {exc}", file=sys.stderr)
-        unreachable = isinstance(exc, DvidError) and (exc.status is None or exc.status >= 500)
+        unreachable = isinstance(exc, api.DvidError) and (exc.status is None or exc.status >= 500)
         return int(ExitCode.FAILED if unreachable else ExitCode.USAGE_ERROR)
+    except (RuntimeError, OSError) as exc:  # a worker died, the cluster went away, a disk failed
+        if args.debug:
+            raise
+        print(f"labelstitch: error: {exc}", file=sys.stderr)
+        return int(ExitCode.FAILED)
+    except KeyboardInterrupt:
+        print("labelstitch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is a bug
+        if args.debug:
+            raise
+        print(
+            f"labelstitch: internal error: {type(exc).__name__}: {exc}\n"
+            "labelstitch: this is a bug; please report it with the command and `--debug` output",
+            file=sys.stderr,
+        )
+        return int(ExitCode.INTERNAL_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

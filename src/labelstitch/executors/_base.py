@@ -34,6 +34,10 @@ class Executor(ABC):
     """
 
     name: str = "executor"
+    #: items run in the calling process, so they see its memory (in-memory volumes)
+    #: and the store handles it holds open; the pipeline then writes through the driver's
+    #: handle instead of opening the output again in every worker
+    in_process: bool = False
 
     @abstractmethod
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:

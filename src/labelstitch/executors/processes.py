@@ -41,7 +41,7 @@ class ProcessesExecutor(Executor):
 
     name = "processes"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, *, workers: int | None = None) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"`workers` must be at least 1, got {workers}")
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -15,6 +15,10 @@ class SerialExecutor(Executor):
     """Runs everything in the calling process, in order."""
 
     name = "serial"
+    in_process = True
+
+    def __init__(self, *, workers: int | None = None) -> None:
+        """``workers`` is accepted for a uniform interface and ignored: one item at a time."""
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
         for item in items:

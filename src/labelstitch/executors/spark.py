@@ -2,7 +2,7 @@
 
 Only this module imports pyspark. Items are spread over two partitions per core; results
 are collected in item order. The session is created once per process and reused (starting Spark takes
-seconds); set the master with ``--spark-master`` / ``LABELSTITCH_SPARK_MASTER``.
+seconds); the master is an option of the executor (``--spark-master``, ``master=``).
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ class SparkExecutor(Executor):
 
     name = "spark"
 
-    def __init__(self, workers: int | None = None, master: str | None = None) -> None:
+    def __init__(self, *, workers: int | None = None, master: str | None = None) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"`workers` must be at least 1, got {workers}")
-        self.master = master or os.environ.get("LABELSTITCH_SPARK_MASTER") or f"local[{workers or '*'}]"
+        self.master = master or f"local[{workers or '*'}]"
         self.session = _session(self.master)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:

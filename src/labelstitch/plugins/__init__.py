@@ -1,9 +1,14 @@
-"""Plugins: the built-in stage functions and the machinery that finds every plugin's.
+"""The plugin registry: every stage function, stitching rule and executor is found here.
 
-:func:`get_plugin_manager` registers the hook specifications, the built-ins, and every
-package installed with an entry point in the group ``labelstitch.plugins``.
-:func:`resolve_stage` turns a config entry (``{"function": ..., "parameters": ...}``) into a
-callable with its parameters checked.
+:func:`get_plugin_manager` registers the hook specifications (:mod:`labelstitch.hookspecs`),
+the built-ins (:mod:`labelstitch.plugins.builtin`) and every package installed with an
+entry point in the group ``labelstitch.plugins``. Then:
+
+* :func:`resolve_stage` turns a config entry (``{"function": ..., "parameters": ...}``)
+  into a callable :class:`Stage` with its parameters checked;
+* :func:`get_executor` builds the executor named by ``--executor`` with its options;
+* stitching rules provided by plugins are added to the core's rule registry
+  (:func:`labelstitch.register_rule`), where ``rule=`` names are looked up.
 """
 
 from __future__ import annotations
@@ -18,9 +23,21 @@ from typing import Any
 import pluggy
 
 from .. import hookspecs
+from ..executors import Executor
 from ..hookspecs import STAGES
+from ..matching import available_rules, get_rule, register_rule
 
-__all__ = ["PluginError", "Stage", "get_plugin_manager", "stage_functions", "resolve_stage", "REQUIRED_ARGS"]
+__all__ = [
+    "PluginError",
+    "REQUIRED_ARGS",
+    "Stage",
+    "available_executors",
+    "get_executor",
+    "get_plugin_manager",
+    "parameters_of",
+    "resolve_stage",
+    "stage_functions",
+]
 
 #: the positional arguments each stage function receives
 REQUIRED_ARGS = {
@@ -31,12 +48,16 @@ REQUIRED_ARGS = {
 
 
 class PluginError(ValueError):
-    """A stage function cannot be found or does not fit its stage."""
+    """A plugin, stage function or executor cannot be found or does not fit its role."""
 
 
 @functools.lru_cache(maxsize=1)
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager: built-ins plus entry-point plugins."""
+    """The process-wide plugin manager: built-ins plus entry-point plugins.
+
+    Loading it also registers the plugins' stitching rules in the core's rule registry,
+    so call it (it is cached) in any process that matches with a plugin's rule.
+    """
     from . import builtin
 
     pm = pluggy.PluginManager("labelstitch")
@@ -44,26 +65,40 @@ def get_plugin_manager() -> pluggy.PluginManager:
     pm.register(builtin, name="labelstitch.builtin")
     pm.load_setuptools_entrypoints("labelstitch.plugins")
     pm.check_pending()
+    for impl in pm.hook.labelstitch_stitch_rules.get_hookimpls():
+        for name, rule in impl.function().items():
+            if name in available_rules():
+                if get_rule(name) is rule:  # registered by an earlier manager of this process
+                    continue
+                raise PluginError(f"plugin {impl.plugin_name!r} provides stitching rule {name!r}, which exists already")
+            register_rule(name, rule)
     return pm
+
+
+def _provided(hook: str) -> list[tuple[str, dict[str, Any]]]:
+    """``[(plugin name, what its implementation of ``hook`` returned)]``."""
+    impls = getattr(get_plugin_manager().hook, hook).get_hookimpls()
+    return [(impl.plugin_name, impl.function()) for impl in impls]
+
+
+# ----------------------------------------------------------------------------- stages
 
 
 def stage_functions() -> dict[str, dict[str, tuple[Callable[..., Any], str]]]:
     """``{stage: {name: (function, plugin name)}}`` over every registered plugin."""
-    pm = get_plugin_manager()
     found: dict[str, dict[str, tuple[Callable[..., Any], str]]] = {stage: {} for stage in STAGES}
-    for impl in pm.hook.labelstitch_stage_functions.get_hookimpls():
-        provided = impl.function()
+    for plugin, provided in _provided("labelstitch_stage_functions"):
         for stage, functions in provided.items():
             if stage not in found:
                 raise PluginError(
-                    f"plugin {impl.plugin_name!r} provides functions for unknown stage {stage!r}; stages are {', '.join(STAGES)}"
+                    f"plugin {plugin!r} provides functions for unknown stage {stage!r}; stages are {', '.join(STAGES)}"
                 )
             for name, fn in functions.items():
                 if name in found[stage]:
                     raise PluginError(
-                        f"stage function {stage}/{name} is provided by both {found[stage][name][1]!r} and {impl.plugin_name!r}"
+                        f"stage function {stage}/{name} is provided by both {found[stage][name][1]!r} and {plugin!r}"
                     )
-                found[stage][name] = (fn, impl.plugin_name)
+                found[stage][name] = (fn, plugin)
     return found
 
 
@@ -152,3 +187,58 @@ def resolve_stage(stage: str, function: str | Callable[..., Any], parameters: di
     if missing:
         raise PluginError(f"{stage}: function {name!r} needs parameter {', '.join(map(repr, missing))}")
     return Stage(stage, name, fn, parameters)
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+def _executor_factories() -> dict[str, tuple[Callable[..., Executor], str]]:
+    found: dict[str, tuple[Callable[..., Executor], str]] = {}
+    for plugin, provided in _provided("labelstitch_executors"):
+        for name, factory in provided.items():
+            if name in found:
+                raise PluginError(f"executor {name!r} is provided by both {found[name][1]!r} and {plugin!r}")
+            found[name] = (factory, plugin)
+    return found
+
+
+def available_executors() -> tuple[str, ...]:
+    """Names accepted by :func:`get_executor`: the built-ins first, then plugins' in name order."""
+    names = list(_executor_factories())
+    builtin = [n for n in ("serial", "processes", "spark") if n in names]
+    return tuple(builtin + sorted(set(names) - set(builtin)))
+
+
+def get_executor(name: str = "serial", **options: Any) -> Executor:
+    """The executor called ``name``, made with ``options`` (those that are not None).
+
+    >>> with get_executor("processes", workers=2) as pool:
+    ...     list(pool.map(abs, [-3, 2, -1]))
+    [3, 2, 1]
+
+    Raises
+    ------
+    PluginError
+        An unknown name, a factory that does not take one of the options, or one that
+        returns something other than an :class:`~labelstitch.executors.Executor`.
+    """
+    factories = _executor_factories()
+    if name not in factories:
+        raise PluginError(f"unknown executor {name!r}; available: {', '.join(available_executors())}")
+    factory, plugin = factories[name]
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        unknown = sorted(set(given) - set(sig.parameters))
+        if unknown:
+            raise PluginError(
+                f"executor {name!r} (from {plugin!r}) takes no option {', '.join(map(repr, unknown))}; "
+                f"it takes: {', '.join(sig.parameters) or 'none'}"
+            )
+    executor = factory(**given)
+    if not isinstance(executor, Executor):
+        raise PluginError(f"executor plugin {name!r} returned {type(executor).__name__}, not an Executor")
+    return executor

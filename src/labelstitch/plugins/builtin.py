@@ -1,4 +1,4 @@
-"""Built-in stage functions, registered as a plugin like any other.
+"""Built-in stage functions and executors, registered as a plugin like any other.
 
 =========================  =======================================================
 stage                      functions
@@ -8,6 +8,10 @@ predict-voxels             ``naive_membrane_predictions``, ``threshold_predictio
 create-supervoxels         ``seeded_watershed``
 agglomerate-supervoxels    ``rag_agglomeration``, ``no_agglomeration``
 =========================  =======================================================
+
+Executors: ``serial``, ``processes`` and ``spark`` (see :mod:`labelstitch.executors`).
+The paper's four stitching rules live in the core (:mod:`labelstitch.matching`), so that
+:func:`labelstitch.stitch` works without any plugin machinery.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..contingency import label_counts
+from ..executors import Executor, ProcessesExecutor, SerialExecutor, spark_executor
 from ..hookspecs import hookimpl
 from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
@@ -69,7 +74,7 @@ def threshold_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], thre
 def pixel_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifier_path: str = "") -> NDArray[np.float32]:
     """Membrane probability from a random-forest voxel classifier on multi-scale filter
     features, trained with ``labelstitch train-pixel-classifier`` (ilastik-like)."""
-    from ..classifier import load_classifier
+    from .classifier import load_classifier
 
     if not classifier_path:
         raise ValueError("pixel_classifier needs `classifier_path`, a file written by `labelstitch train-pixel-classifier`")
@@ -150,3 +155,8 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
         "create-supervoxels": {"seeded_watershed": seeded_watershed},
         "agglomerate-supervoxels": {"rag_agglomeration": rag_agglomeration, "no_agglomeration": no_agglomeration},
     }
+
+
+@hookimpl
+def labelstitch_executors() -> dict[str, Callable[..., Executor]]:
+    return {"serial": SerialExecutor, "processes": ProcessesExecutor, "spark": spark_executor}

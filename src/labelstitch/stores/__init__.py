@@ -9,22 +9,37 @@
 ``memory://name``             an array registered with :func:`register_memory_volume`
 ``dvid://HOST:PORT/UUID/I``   DVID instance ``I`` (``uint8blk`` or labels) at node ``UUID``
 ============================  ===============================================
+
+One registry maps a scheme to its :class:`VolumeStore` class (:func:`store_class`):
+``scheme://...`` strings by their scheme, file paths by the first class that
+:meth:`~VolumeStore.claims` them. Every function below asks the registry once and calls
+the class; nothing else in labelstitch looks inside a volume string. A new backend is a
+:class:`VolumeStore` subclass passed to :func:`register_store`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from numpy.typing import DTypeLike
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from ._base import StoreError, StoreReadOnlyError, VolumeStore
-from ._dvid import DvidAddress, DvidError, DvidStore, check_dvid_output, dvid_alignment, dvid_roi_runs, dvid_volume_has_data
-from ._hdf5 import HDF5Store, split_h5_uri
-from ._memory import _REGISTRY, MemoryStore, register_memory_volume
+from ._dvid import DvidAddress, DvidError, DvidStore, dvid_roi_runs
+from ._hdf5 import HDF5Store
+from ._memory import (
+    MemoryStore,
+    as_array_like,
+    memory_volume,
+    memory_volumes,
+    register_memory_volume,
+    remove_memory_volume,
+)
 from ._npy import NpyStore
 from ._tiff import TiffStore
-from ._zarr import ZarrStore, split_zarr_uri
+from ._zarr import ZarrStore
 
 __all__ = [
     "DvidAddress",
@@ -38,55 +53,71 @@ __all__ = [
     "TiffStore",
     "VolumeStore",
     "ZarrStore",
+    "as_array_like",
     "check_output",
     "create_volume",
-    "dvid_roi_runs",
+    "memory_volume",
+    "memory_volumes",
     "open_volume",
+    "read_roi",
     "register_memory_volume",
+    "register_store",
+    "remove_memory_volume",
+    "side_file_base",
+    "store_class",
     "volume_exists",
 ]
+
+_STORES: dict[str, type[VolumeStore]] = {}
+
+
+def register_store(cls: type[VolumeStore]) -> type[VolumeStore]:
+    """Add a backend to the registry under ``cls.scheme`` (usable as a class decorator).
+
+    Raises
+    ------
+    ValueError
+        ``cls`` is not a VolumeStore, has no scheme, or its scheme is taken.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, VolumeStore)) or not cls.scheme:
+        raise ValueError(f"a store must be a VolumeStore subclass with a `scheme`, got {cls!r}")
+    if cls.scheme in _STORES and _STORES[cls.scheme] is not cls:
+        raise ValueError(f"the store scheme {cls.scheme!r} is taken by {_STORES[cls.scheme].__name__}")
+    _STORES[cls.scheme] = cls
+    return cls
+
+
+for _cls in (MemoryStore, DvidStore, ZarrStore, NpyStore, HDF5Store, TiffStore):  # file claims are tried in this order
+    register_store(_cls)
 
 _FORMS = "path.zarr, path.zarr/name, path.npy, path.h5:dataset, path.tif, memory://name or dvid://HOST:PORT/UUID/INSTANCE"
 
 
-def _kind(uri: str) -> str:
+def store_class(uri: str | os.PathLike[str]) -> type[VolumeStore]:
+    """The :class:`VolumeStore` class that handles the volume string ``uri``.
+
+    Raises
+    ------
+    StoreError
+        Not a string, an unknown scheme, or a file name no backend claims.
+    """
     if not isinstance(uri, (str, os.PathLike)):
         raise StoreError(f"a volume is named by a string ({_FORMS}), got {type(uri).__name__}")
     uri = os.fspath(uri)
-    if uri.startswith("memory://"):
-        return "memory"
-    if uri.startswith("dvid://"):
-        return "dvid"
-    if ".zarr" in uri:
-        return "zarr"
-    if uri.endswith(".npy"):
-        return "npy"
-    if ".h5" in uri or ".hdf5" in uri:
-        return "h5"
-    if uri.endswith((".tif", ".tiff")):
-        return "tif"
+    scheme, sep, _ = uri.partition("://")
+    if sep:
+        if scheme not in _STORES:
+            raise StoreError(f"unknown volume scheme {scheme!r} in {uri!r}; known: {', '.join(s + '://' for s in _STORES)}")
+        return _STORES[scheme]
+    for cls in _STORES.values():
+        if cls.claims(uri):
+            return cls
     raise StoreError(f"cannot tell the format of {uri!r}; name volumes as {_FORMS}")
 
 
 def volume_exists(uri: str) -> bool:
     """Whether a volume is already stored at ``uri``."""
-    kind = _kind(uri)
-    if kind == "memory":
-        return uri in _REGISTRY
-    if kind == "dvid":
-        return dvid_volume_has_data(uri)
-    if kind == "zarr":
-        root, name = split_zarr_uri(uri)
-        return (root / name / "zarr.json").exists() or (root / name / ".zarray").exists()
-    if kind == "h5":
-        import h5py
-
-        path, name = split_h5_uri(uri)
-        if not os.path.isfile(path):
-            return False
-        with h5py.File(path, "r") as f:
-            return name in f
-    return Path(uri).exists()
+    return store_class(uri).exists(os.fspath(uri))
 
 
 def open_volume(uri: str, *, read_only: bool = True) -> VolumeStore:
@@ -97,35 +128,18 @@ def open_volume(uri: str, *, read_only: bool = True) -> VolumeStore:
     StoreError
         If nothing is stored there, the format is unknown, or the array is not 3-D.
     """
-    kind = _kind(uri)
-    uri = os.fspath(uri)
-    if kind == "memory":
-        if uri not in _REGISTRY:
-            raise StoreError(f"no in-memory volume {uri}; register one with register_memory_volume()")
-        return _REGISTRY[uri].handle(read_only=read_only)
-    opener = {"dvid": DvidStore, "zarr": ZarrStore, "npy": NpyStore, "h5": HDF5Store, "tif": TiffStore}[kind]
-    return opener.open(uri, read_only=read_only)
+    return store_class(uri).open(os.fspath(uri), read_only=read_only)
 
 
-def create_volume(
-    uri: str,
-    shape: tuple[int, ...],
-    dtype: DTypeLike,
-    *,
-    chunks: tuple[int, ...] | None = None,
-    overwrite: bool = False,
-    staged: bool = True,
-    create_instance: bool = False,
-) -> VolumeStore:
-    """Create a volume for writing.
+def create_volume(uri: str, shape: tuple[int, ...], dtype: DTypeLike, **options: Any) -> VolumeStore:
+    """Create a volume for writing: :meth:`VolumeStore.create` of the volume's backend, whose
+    keyword options (``chunks``, ``overwrite``, ``staged``, ``create_instance``) it takes.
 
     With ``staged`` (the default) the data goes to a temporary sibling, and only the store's
     ``commit()`` publishes it under ``uri`` (by an atomic rename where the backend allows),
     so a crash never leaves a half-written volume in place of a good one; ``discard()``
-    drops it.
-
-    A DVID output is written in place (DVID has no staging). ``create_instance`` lets a
-    missing DVID labels instance be created (files are always created).
+    drops it. A DVID output is written in place (DVID has no staging); ``create_instance``
+    lets a missing DVID labels instance be created (files are always created).
 
     Raises
     ------
@@ -133,26 +147,7 @@ def create_volume(
         If a volume exists at ``uri`` and ``overwrite`` is False (checked before anything
         is written), or a DVID output cannot be written (see :func:`check_output`).
     """
-    kind = _kind(uri)
-    uri = os.fspath(uri)
-    if len(shape) != 3:
-        raise StoreError(f"volumes are 3-D (Z, Y, X); cannot create {uri} with shape {tuple(shape)}")
-    if kind == "dvid":
-        return DvidStore.create(uri, tuple(shape), dtype, overwrite=overwrite, create_instance=create_instance)
-    check_output(uri, overwrite=overwrite)
-    if kind == "memory":
-        import numpy as np
-
-        store = MemoryStore(np.zeros(shape, dtype), uri=uri)
-        _REGISTRY[uri] = store
-        return store
-    if kind == "zarr":
-        return ZarrStore.create(uri, tuple(shape), dtype, chunks=chunks, staged=staged)
-    if kind == "h5":
-        return HDF5Store.create(uri, tuple(shape), dtype, chunks=chunks, staged=staged)
-    if kind == "npy":
-        return NpyStore.create(uri, tuple(shape), dtype, staged=staged)
-    return TiffStore.create(uri, tuple(shape), dtype, staged=staged)
+    return store_class(uri).create(os.fspath(uri), tuple(shape), dtype, **options)
 
 
 def check_output(uri: str, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int] | None:
@@ -166,10 +161,21 @@ def check_output(uri: str, *, overwrite: bool = False, create_instance: bool = F
         node is committed, or its instance is missing without ``create_instance``, or is
         not a labels instance.
     """
-    kind = _kind(uri)
-    uri = os.fspath(uri)
-    if kind == "dvid":
-        return dvid_alignment(uri, check_dvid_output(uri, overwrite=overwrite, create_instance=create_instance))
-    if volume_exists(uri) and not overwrite:
-        raise StoreError(f"output {uri} exists already; pass overwrite=True (--overwrite) to replace it")
-    return None
+    return store_class(uri).check_output(os.fspath(uri), overwrite=overwrite, create_instance=create_instance)
+
+
+def side_file_base(uri: str, folder: str | os.PathLike[str] | None = None) -> Path | None:
+    """Where files that accompany a volume go (its stitch report): beside the file or folder
+    that holds it, or, for a volume that is not a file (DVID), as ``folder/NAME`` (None
+    without a folder)."""
+    cls = store_class(uri)
+    local = cls.local_path(os.fspath(uri))
+    if local is not None:
+        return Path(str(local).rstrip("/"))
+    return None if folder is None else Path(folder) / cls.short_name(os.fspath(uri))
+
+
+def read_roi(roi: str, *, beside: str) -> tuple[NDArray[np.int64], int]:
+    """A DVID ROI's ``[z, y, x0, x1]`` block runs and block size; ``roi`` is a full
+    ``dvid://`` string or the name of a roi on the node of the DVID volume ``beside``."""
+    return dvid_roi_runs(roi, beside)

@@ -1,13 +1,21 @@
-"""The volume store interface: read and write boxes of one 3-D array.
+"""The volume store interface: read and write boxes of one 3-D array, and own its lifecycle.
 
 Nothing outside ``labelstitch.stores`` knows whether a volume is zarr, npy, HDF5, TIFF or
-DVID. A store is opened from one string (see :func:`labelstitch.stores.open_volume`).
+DVID. A store is opened from one string (see :func:`labelstitch.stores.open_volume`), and
+the registry there picks the class by the string's scheme (``dvid://``, ``memory://``) or,
+for files, by the classes' :meth:`VolumeStore.claims`.
+
+Lifecycle of an output: :meth:`VolumeStore.check_output` (before any work) →
+:meth:`VolumeStore.create` (staged) → :meth:`~VolumeStore.write` … →
+:meth:`~VolumeStore.commit` (publish atomically) or :meth:`~VolumeStore.discard` →
+:meth:`~VolumeStore.close`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
@@ -33,6 +41,8 @@ class VolumeStore(ABC):
     reports bad boxes with the same message.
     """
 
+    #: the registry key: ``scheme://...`` volume strings name this class
+    scheme: ClassVar[str] = ""
     #: whether :meth:`write` can work at all for this backend
     supports_writes: bool = True
     #: whether disjoint boxes may be written from several processes at once
@@ -46,7 +56,87 @@ class VolumeStore(ABC):
         self.dtype = np.dtype(dtype)
         self.read_only = read_only
 
-    # ------------------------------------------------------------------ the interface
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def claims(cls, uri: str) -> bool:
+        """Whether a volume string without ``scheme://`` names a volume of this kind (by its
+        file name); stores reached only through their scheme return False."""
+        return False
+
+    @classmethod
+    @abstractmethod
+    def open(cls, uri: str, *, read_only: bool = True) -> VolumeStore:
+        """Open an existing volume (:class:`StoreError` if there is none, or not 3-D)."""
+
+    @classmethod
+    @abstractmethod
+    def exists(cls, uri: str) -> bool:
+        """Whether a volume (for DVID: written labels) is already stored at ``uri``."""
+
+    @classmethod
+    def check_output(cls, uri: str, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int] | None:
+        """Every check of ``uri`` as an output that can run before any work; returns the
+        block shape writes must align to (None: any box).
+
+        Raises
+        ------
+        StoreError
+            The volume exists and ``overwrite`` is off (backends add their own refusals).
+        """
+        if cls.exists(uri) and not overwrite:
+            raise StoreError(f"output {uri} exists already; pass overwrite=True (--overwrite) to replace it")
+        return None
+
+    @classmethod
+    def create(
+        cls,
+        uri: str,
+        shape: tuple[int, ...],
+        dtype: DTypeLike,
+        *,
+        chunks: tuple[int, ...] | None = None,
+        overwrite: bool = False,
+        staged: bool = True,
+        create_instance: bool = False,
+    ) -> VolumeStore:
+        """Create a volume for writing, after :meth:`check_output`.
+
+        With ``staged`` the data goes to a hidden sibling that only :meth:`commit`
+        publishes under ``uri``; ``create_instance`` is for backends whose containers must
+        be created on a server (DVID).
+        """
+        if len(shape) != 3:
+            raise StoreError(f"volumes are 3-D (Z, Y, X); cannot create {uri} with shape {tuple(shape)}")
+        cls.check_output(uri, overwrite=overwrite, create_instance=create_instance)
+        return cls._create(uri, tuple(int(s) for s in shape), np.dtype(dtype), chunks=chunks, staged=staged)
+
+    @classmethod
+    def _create(
+        cls, uri: str, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
+    ) -> VolumeStore:
+        """Make the volume that :meth:`check_output` allowed (replacing an existing one only
+        at :meth:`commit` where staged); backends that can be written implement this."""
+        raise StoreError(f"{cls.__name__} volumes cannot be created ({uri})")
+
+    @classmethod
+    def local_path(cls, uri: str) -> Path | None:
+        """The file or folder that holds the volume on this machine (None: not a file, e.g. DVID)."""
+        return None
+
+    @classmethod
+    def short_name(cls, uri: str) -> str:
+        """A file-name-safe name of the volume (for side files kept elsewhere, e.g. the stitch report)."""
+        return uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+    def commit(self) -> None:
+        """Publish a staged volume under its final name, atomically where the backend can
+        (nothing to do for volumes written in place)."""
+
+    def discard(self) -> None:
+        """Drop a staged volume that will not be published (nothing to do for in-place volumes)."""
+
+    # ------------------------------------------------------------------ voxels
 
     @abstractmethod
     def _read(self, box: Box) -> NDArray[Any]:

@@ -233,8 +233,19 @@ def _zyx(values: list[int]) -> tuple[int, int, int]:
     return int(values[2]), int(values[1]), int(values[0])
 
 
-def dvid_roi_runs(uri: str) -> tuple[NDArray[np.int64], int]:
-    """The ``[z, y, x0, x1]`` block runs (x1 inclusive) of the DVID ROI ``uri`` and its block size."""
+def dvid_roi_runs(roi: str, beside: str | None = None) -> tuple[NDArray[np.int64], int]:
+    """The ``[z, y, x0, x1]`` block runs (x1 inclusive) of a DVID ROI and its block size.
+
+    ``roi`` is ``dvid://HOST:PORT/UUID/NAME``, or a bare name of a roi instance on the node
+    of the DVID volume ``beside`` (the run's input)."""
+    if "://" not in roi:
+        if beside is None or not beside.startswith("dvid://"):
+            raise StoreError(
+                f"options.roi {roi!r} names a DVID roi, but the input {beside} is not on DVID; "
+                "write it as dvid://HOST:PORT/UUID/NAME, or give a box as the top-level roi"
+            )
+        roi = DvidAddress.parse(beside).sibling(roi).uri
+    uri = roi
     address = DvidAddress.parse(uri)
     info = _info(address)
     if info is None:
@@ -259,6 +270,7 @@ class DvidStore(VolumeStore):
     or DVID's ``MaxPoint + 1``.
     """
 
+    scheme = "dvid"
     supports_parallel_writes = True
     bounded = False
 
@@ -296,11 +308,30 @@ class DvidStore(VolumeStore):
         return cls(address, info, tuple(shape), read_only=read_only)
 
     @classmethod
-    def create(
-        cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, overwrite: bool, create_instance: bool
+    def exists(cls, uri: str) -> bool:
+        """Whether the instance exists and something was written to it."""
+        return _has_data(_info(DvidAddress.parse(uri)))
+
+    @classmethod
+    def check_output(cls, uri: str, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int]:
+        """Refuse a committed node, a missing instance without ``create_instance``, a
+        non-labels instance or one holding labels without ``overwrite``; return the block
+        shape every write must align to."""
+        return dvid_alignment(uri, check_dvid_output(uri, overwrite=overwrite, create_instance=create_instance))
+
+    @classmethod
+    def short_name(cls, uri: str) -> str:
+        return DvidAddress.parse(uri).name
+
+    @classmethod
+    def _create(
+        cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
     ) -> DvidStore:
+        """Create the instance if :meth:`check_output` allowed it to be missing. DVID has no
+        staging, so ``staged`` is ignored and writes land in place (whole blocks, each
+        wholly old or new); ``chunks`` is ignored: blocks are the instance's (``?blocksize=``)."""
         address = DvidAddress.parse(uri)
-        info = check_dvid_output(uri, overwrite=overwrite, create_instance=create_instance)
+        info = _info(address)
         if info is None:
             options = address.options
             typename = options.get("type", "labelmap")
@@ -414,11 +445,8 @@ class DvidStore(VolumeStore):
         body = json.dumps({**metadata, "shape": list(self.shape)}).encode()
         dvid_request(self.address.server, "POST", f"{kv.node_path}/key/{self.address.name}", data=body)
 
-    def commit(self) -> None:
-        """Nothing to publish: DVID writes are visible at once."""
-
-    def discard(self) -> None:
-        """Nothing to remove: DVID has no staging (a rerun or ``--resume`` rewrites the blocks)."""
+    # commit() and discard() are the base class's no-ops: DVID writes are visible at once,
+    # and there is no staging to drop (a rerun or ``--resume`` rewrites the blocks)
 
 
 def _stored_metadata(address: DvidAddress) -> dict[str, Any]:
@@ -439,11 +467,6 @@ def _stored_metadata(address: DvidAddress) -> dict[str, Any]:
 def _has_data(info: dict[str, Any] | None) -> bool:
     """Whether DVID reports extents for the instance (something was written)."""
     return bool(info and info.get("Extended", {}).get("MaxPoint"))
-
-
-def dvid_volume_has_data(uri: str) -> bool:
-    """Whether the instance exists and something was written to it."""
-    return _has_data(_info(DvidAddress.parse(uri)))
 
 
 def check_dvid_output(uri: str, *, overwrite: bool, create_instance: bool) -> dict[str, Any] | None:

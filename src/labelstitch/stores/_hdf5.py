@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ def split_h5_uri(uri: str) -> tuple[str, str]:
 
 class HDF5Store(VolumeStore):
     """A dataset in an HDF5 file (h5py). Writes go through one process at a time."""
+
+    scheme = "h5"
 
     def __init__(self, uri: str, file: Any, name: str, *, read_only: bool, staging: str | None = None) -> None:
         dataset = file[staging or name]
@@ -56,7 +59,25 @@ class HDF5Store(VolumeStore):
         return cls(uri, file, name, read_only=read_only)
 
     @classmethod
-    def create(
+    def claims(cls, uri: str) -> bool:
+        return ".h5" in uri or ".hdf5" in uri
+
+    @classmethod
+    def exists(cls, uri: str) -> bool:
+        import h5py
+
+        path, name = split_h5_uri(uri)
+        if not os.path.isfile(path):
+            return False
+        with h5py.File(path, "r") as f:
+            return name in f
+
+    @classmethod
+    def local_path(cls, uri: str) -> Path:
+        return Path(split_h5_uri(uri)[0])
+
+    @classmethod
+    def _create(
         cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
     ) -> HDF5Store:
         import h5py

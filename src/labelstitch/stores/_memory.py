@@ -1,29 +1,58 @@
-"""An in-memory volume: for the Python API and for tests."""
+"""In-memory volumes (``memory://name``): for the Python API and for tests.
+
+A name is visible to every handle in this process until it is removed: the API registers
+its arrays with :func:`memory_volume`, which removes them again on exit, so nothing is left
+behind (only executors that run in the calling process can see these volumes).
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..geometry import Box
-from ._base import VolumeStore
+from ._base import StoreError, VolumeStore
+
+_VOLUMES: dict[str, MemoryStore] = {}
+_NAMES = itertools.count()
 
 
 class MemoryStore(VolumeStore):
-    """A volume held in a numpy array (``memory://`` URIs name shared instances)."""
+    """A volume held in a numpy array (or read a box at a time from an array-like)."""
 
-    def handle(self, *, read_only: bool) -> MemoryStore:
-        """Another handle on the same array and metadata."""
-        other = MemoryStore(self.array, uri=self.uri, read_only=read_only)
-        other._metadata = self._metadata
-        return other
+    scheme = "memory"
 
     def __init__(self, array: NDArray[Any], *, uri: str = "memory://", read_only: bool = False) -> None:
         super().__init__(uri, array.shape, array.dtype, read_only=read_only)
         self.array = array
         self._metadata: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, uri: str, *, read_only: bool = True) -> MemoryStore:
+        if uri not in _VOLUMES:
+            raise StoreError(f"no in-memory volume {uri}; register one with register_memory_volume()")
+        shared = _VOLUMES[uri]
+        handle = cls(shared.array, uri=uri, read_only=read_only)
+        handle._metadata = shared._metadata  # one dict for every handle on this volume
+        return handle
+
+    @classmethod
+    def exists(cls, uri: str) -> bool:
+        return uri in _VOLUMES
+
+    @classmethod
+    def _create(
+        cls, uri: str, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
+    ) -> MemoryStore:
+        store = cls(np.zeros(shape, dtype), uri=uri)
+        _VOLUMES[uri] = store
+        return store
 
     def _read(self, box: Box) -> NDArray[Any]:
         return np.array(self.array[box.slices()])  # array-likes (zarr, dask) are sliced, never loaded whole
@@ -40,15 +69,6 @@ class MemoryStore(VolumeStore):
         self._metadata.clear()  # in place: every handle on this volume shares the dict
         self._metadata.update(metadata)
 
-    def commit(self) -> None:
-        """Nothing to publish: memory volumes are visible at once."""
-
-    def discard(self) -> None:
-        """Nothing to remove."""
-
-
-_REGISTRY: dict[str, MemoryStore] = {}
-
 
 def as_array_like(value: Any) -> Any:
     """``value`` itself if it has ``shape``, ``dtype`` and slicing (ndarray, zarr, dask: read
@@ -60,7 +80,30 @@ def as_array_like(value: Any) -> Any:
 
 def register_memory_volume(name: str, array: Any) -> str:
     """Make ``array`` (an ndarray, or any array-like with ``shape``, ``dtype`` and slicing)
-    openable as ``memory://name``; returns the URI."""
+    openable as ``memory://name`` until :func:`remove_memory_volume`; returns the URI."""
     uri = f"memory://{name}"
-    _REGISTRY[uri] = MemoryStore(as_array_like(array), uri=uri)
+    _VOLUMES[uri] = MemoryStore(as_array_like(array), uri=uri)
     return uri
+
+
+def remove_memory_volume(uri: str) -> None:
+    """Forget the in-memory volume ``uri`` (no error if there is none)."""
+    _VOLUMES.pop(uri, None)
+
+
+def memory_volumes() -> tuple[str, ...]:
+    """The URIs of every in-memory volume now registered."""
+    return tuple(_VOLUMES)
+
+
+@contextmanager
+def memory_volume(array: Any | None = None, *, name: str = "volume") -> Iterator[str]:
+    """A fresh ``memory://`` name, holding ``array`` if given (else free for an output to be
+    created there), removed again on exit."""
+    uri = f"memory://{name}-{os.getpid()}-{next(_NAMES)}"
+    if array is not None:
+        register_memory_volume(uri.removeprefix("memory://"), array)
+    try:
+        yield uri
+    finally:
+        remove_memory_volume(uri)

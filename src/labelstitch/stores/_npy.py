@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import DTypeLike
 
-from ._base import StoreError
 from ._staging import MemmapStore, staging_path
 
 
 class NpyStore(MemmapStore):
     """A ``.npy`` file; metadata lives in a ``<file>.json`` sidecar."""
+
+    scheme = "npy"
+    suffixes = (".npy",)
+    described = ".npy file"
 
     def __init__(self, uri: str, array: np.memmap, *, read_only: bool, staging: Path | None = None) -> None:
         super().__init__(uri, array, read_only=read_only, staging=staging)
@@ -23,24 +25,12 @@ class NpyStore(MemmapStore):
         self._metadata: dict[str, Any] | None = None
 
     @classmethod
-    def open(cls, uri: str, *, read_only: bool = True) -> NpyStore:
-        if not Path(uri).is_file():
-            raise StoreError(f"no .npy file at {uri}")
-        try:
-            array = np.load(uri, mmap_mode="r" if read_only else "r+")
-        except ValueError as exc:
-            raise StoreError(f"cannot read {uri} as a .npy array: {exc}") from exc
-        if array.ndim != 3:
-            raise StoreError(f"{uri} has {array.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
-        return cls(uri, array, read_only=read_only)
+    def _map(cls, path: str, *, read_only: bool) -> np.memmap:
+        return np.load(path, mmap_mode="r" if read_only else "r+")
 
     @classmethod
-    def create(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, staged: bool) -> NpyStore:
-        final = Path(uri)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        target = staging_path(final) if staged else final
-        array = np.lib.format.open_memmap(target, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
-        return cls(uri, array, read_only=False, staging=target if staged else None)
+    def _map_new(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.memmap:
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
     @property
     def _sidecar(self) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..geometry import Box
-from ._base import VolumeStore
+from ._base import StoreError, VolumeStore
 
 
 def staging_path(final: Path) -> Path:
@@ -25,10 +25,59 @@ class MemmapStore(VolumeStore):
 
     supports_parallel_writes = True
 
+    #: file name endings this class claims
+    suffixes: tuple[str, ...] = ()
+
     def __init__(self, uri: str, array: NDArray[Any], *, read_only: bool, staging: Path | None = None) -> None:
         super().__init__(uri, array.shape, array.dtype, read_only=read_only)
         self._array = array
         self._staging = staging
+
+    #: the format's name in messages (".npy file")
+    described: str = "file"
+
+    @classmethod
+    def claims(cls, uri: str) -> bool:
+        return uri.endswith(cls.suffixes)
+
+    @classmethod
+    def _map(cls, path: str, *, read_only: bool) -> NDArray[Any]:
+        """The file's array, memory-mapped where possible (ValueError if it is not one)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _map_new(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
+        """A new zero-filled file of ``shape`` and ``dtype``, memory-mapped for writing."""
+        raise NotImplementedError
+
+    @classmethod
+    def open(cls, uri: str, *, read_only: bool = True) -> MemmapStore:
+        if not Path(uri).is_file():
+            raise StoreError(f"no {cls.described} at {uri}")
+        try:
+            array = cls._map(uri, read_only=read_only)
+        except ValueError as exc:
+            raise StoreError(f"cannot read {uri} as a {cls.described}: {exc}") from exc
+        if array.ndim != 3:
+            raise StoreError(f"{uri} has {array.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
+        return cls(uri, array, read_only=read_only)
+
+    @classmethod
+    def _create(
+        cls, uri: str, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
+    ) -> MemmapStore:
+        final = Path(uri)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        target = staging_path(final) if staged else final
+        return cls(uri, cls._map_new(target, tuple(shape), np.dtype(dtype)), read_only=False, staging=target if staged else None)
+
+    @classmethod
+    def exists(cls, uri: str) -> bool:
+        return Path(uri).exists()
+
+    @classmethod
+    def local_path(cls, uri: str) -> Path:
+        return Path(uri)
 
     @property
     def writer_uri(self) -> str:

@@ -3,39 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from numpy.typing import DTypeLike
+from numpy.typing import NDArray
 
 from ._base import StoreError
-from ._staging import MemmapStore, staging_path
+from ._staging import MemmapStore
 
 
 class TiffStore(MemmapStore):
     """A TIFF stack, memory-mapped when the file allows it (uncompressed, contiguous)."""
 
+    scheme = "tif"
+    suffixes = (".tif", ".tiff")
+    described = "TIFF file"
+
     @classmethod
-    def open(cls, uri: str, *, read_only: bool = True) -> TiffStore:
+    def _map(cls, path: str, *, read_only: bool) -> NDArray[Any]:
         import tifffile
 
-        if not Path(uri).is_file():
-            raise StoreError(f"no TIFF file at {uri}")
         try:
-            array = tifffile.memmap(uri, mode="r" if read_only else "r+")
+            return tifffile.memmap(path, mode="r" if read_only else "r+")
         except ValueError:
             if not read_only:
-                raise StoreError(f"{uri} is compressed or not contiguous and cannot be written in place") from None
-            array = tifffile.imread(uri)  # compressed stacks are read whole
-        if array.ndim != 3:
-            raise StoreError(f"{uri} has {array.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
-        return cls(uri, array, read_only=read_only)
+                raise StoreError(f"{path} is compressed or not contiguous and cannot be written in place") from None
+            return tifffile.imread(path)  # compressed stacks are read whole
 
     @classmethod
-    def create(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, staged: bool) -> TiffStore:
+    def _map_new(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
         import tifffile
 
-        final = Path(uri)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        target = staging_path(final) if staged else final
-        array = tifffile.memmap(target, shape=tuple(shape), dtype=np.dtype(dtype), photometric="minisblack")
-        return cls(uri, array, read_only=False, staging=target if staged else None)
+        return tifffile.memmap(path, shape=shape, dtype=dtype, photometric="minisblack")

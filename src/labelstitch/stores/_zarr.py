@@ -28,6 +28,7 @@ class ZarrStore(VolumeStore):
     processes writing different subvolumes never touch the same file.
     """
 
+    scheme = "zarr"
     supports_parallel_writes = True
 
     def __init__(self, uri: str, array: Any, *, read_only: bool, staging: Path | None = None, final: Path | None = None):
@@ -52,7 +53,20 @@ class ZarrStore(VolumeStore):
         return cls(uri, array, read_only=read_only)
 
     @classmethod
-    def create(
+    def claims(cls, uri: str) -> bool:
+        return ".zarr" in uri
+
+    @classmethod
+    def exists(cls, uri: str) -> bool:
+        root, name = split_zarr_uri(uri)
+        return (root / name / "zarr.json").exists() or (root / name / ".zarray").exists()
+
+    @classmethod
+    def local_path(cls, uri: str) -> Path:
+        return Path(uri)
+
+    @classmethod
+    def _create(
         cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
     ) -> ZarrStore:
         import zarr

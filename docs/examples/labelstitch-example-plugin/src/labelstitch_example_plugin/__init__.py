@@ -1,10 +1,11 @@
-"""A labelstitch plugin in a dozen lines: it adds the predict-voxels function
-``dark_is_membrane``, usable in a config as ``"function": "dark_is_membrane"``."""
+"""A labelstitch plugin in a few lines: it adds the predict-voxels function
+``dark_is_membrane`` (``"function": "dark_is_membrane"`` in a config) and the stitching rule
+``mutual-any`` (``"stitch-algorithm": "mutual-any"``)."""
 
 import numpy as np
-import pluggy
 
-hookimpl = pluggy.HookimplMarker("labelstitch")
+import labelstitch
+from labelstitch import Reason
 
 
 def dark_is_membrane(grayscale, mask, cutoff=100):
@@ -14,6 +15,17 @@ def dark_is_membrane(grayscale, mask, cutoff=100):
     return out
 
 
-@hookimpl
+def mutual_any(candidates, *, min_overlap=0):
+    """Every pair of mutual best partners sharing more than ``min_overlap`` voxels."""
+    ok = candidates.mutual & (candidates.count > min_overlap)
+    return np.where(ok, Reason.ACCEPTED, np.where(candidates.mutual, Reason.BELOW_SIZE, Reason.NOT_MUTUAL)).astype(np.int8)
+
+
+@labelstitch.hookimpl
 def labelstitch_stage_functions():
     return {"predict-voxels": {"dark_is_membrane": dark_is_membrane}}
+
+
+@labelstitch.hookimpl
+def labelstitch_stitch_rules():
+    return {"mutual-any": mutual_any}

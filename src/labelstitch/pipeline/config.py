@@ -1,17 +1,25 @@
-"""Run configuration: the seed paper's Appendix B layout, as JSON or YAML, checked by a schema.
+"""Run configuration: the seed paper's Appendix B layout, as JSON or YAML, checked by a
+schema and turned once into a frozen, typed :class:`RunConfig` that the pipeline passes
+everywhere.
 
 Every error names the key (as a path like ``options.chunk-size``) and what was expected,
-and comes before any work starts.
+and comes before any work starts. :data:`KEYS` is the one place where config keys meet
+Python names.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "SCHEMA", "EXAMPLE", "load_config", "validate_config"]
+from ..checkpoints import settings_hash
+
+__all__ = ["ConfigError", "EXAMPLE", "KEYS", "RunConfig", "SCHEMA", "StageConfig", "load_config", "validate_config"]
 
 
 class ConfigError(ValueError):
@@ -268,3 +276,158 @@ def _relative_to(uri: str, base: Path) -> str:
     if "://" in uri or Path(uri.split(":")[0] if ".h5:" in uri else uri).is_absolute():
         return uri
     return str(base / uri)
+
+
+# ----------------------------------------------------------------------------- the typed config
+
+#: config key (a dotted path in the JSON/YAML) -> :class:`RunConfig` field
+KEYS: dict[str, str] = {
+    "input": "input",
+    "output": "output",
+    "ground-truth": "ground_truth",
+    "roi": "roi_box",
+    "preserve-bodies.segmentation": "preserve_volume",
+    "preserve-bodies.bodies": "preserve_bodies",
+    "options.segmentor.configuration": "stages",
+    "options.stitch-algorithm": "rule",
+    "options.stitch-parameters": "rule_params",
+    "options.stitch-connected-components": "connected_components",
+    "options.chunk-size": "subvolume_size",
+    "options.overlap": "halo",
+    "options.iterations": "iterations",
+    "options.iteration-size": "iteration_size",
+    "options.checkpoint-dir": "checkpoint_dir",
+    "options.codec": "codec",
+    "options.background-value": "background_value",
+    "options.background-min-width": "background_min_width",
+    "options.roi": "roi_name",
+}
+
+#: fields whose key is left out of the file form when they are unset
+_OPTIONAL = ("ground_truth", "roi_box", "roi_name", "preserve_volume", "preserve_bodies", "iteration_size")
+
+_STAGE_ORDER = ("predict-voxels", "create-supervoxels", "agglomerate-supervoxels")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One segmentation stage as configured: a registered name or dotted path, and its parameters."""
+
+    function: str
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Size = int | tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run configuration with Python names (see :data:`KEYS`).
+
+    Built once, by :meth:`load`, from a JSON/YAML file or a dict, and passed to every step of
+    the pipeline; change it with :meth:`replace`, never in place. :meth:`to_dict` gives the
+    config back in its file form.
+    """
+
+    input: str
+    output: str
+    stages: tuple[StageConfig, StageConfig, StageConfig]
+    rule: str
+    rule_params: dict[str, Any]
+    connected_components: bool
+    subvolume_size: Size
+    halo: Size
+    iterations: int
+    codec: str
+    background_value: int | None
+    background_min_width: int
+    ground_truth: str | None = None
+    roi_box: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+    roi_name: str | None = None
+    preserve_volume: str | None = None
+    preserve_bodies: tuple[int, ...] = ()
+    iteration_size: int | None = None
+    checkpoint_dir: str | None = None
+
+    @classmethod
+    def load(cls, source: RunConfig | str | os.PathLike[str] | dict[str, Any]) -> RunConfig:
+        """Read and validate a config file (``.json``, ``.yaml``, ``.yml``) or dict; a
+        RunConfig is returned as it is.
+
+        Raises
+        ------
+        ConfigError
+            Naming every offending key and what was expected.
+        """
+        if isinstance(source, RunConfig):
+            return source
+        return cls.from_dict(load_config(source))
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> RunConfig:
+        """A RunConfig from a dict that :func:`validate_config` has checked and completed."""
+        values: dict[str, Any] = {}
+        missing = object()
+        for key, name in KEYS.items():
+            node: Any = config
+            for part in key.split("."):
+                node = node.get(part, missing) if isinstance(node, dict) else missing
+            if node is not missing:
+                values[name] = node
+        stages = values.pop("stages")
+        values["stages"] = tuple(
+            StageConfig(stages[s]["function"], dict(stages[s].get("parameters", {}))) for s in _STAGE_ORDER
+        )
+        for name in ("subvolume_size", "halo"):
+            if isinstance(values[name], list):
+                values[name] = tuple(values[name])
+        if "roi_box" in values:
+            values["roi_box"] = tuple(tuple(int(v) for v in corner) for corner in values["roi_box"])
+        if "preserve_bodies" in values:
+            values["preserve_bodies"] = tuple(int(b) for b in values["preserve_bodies"])
+        values["rule_params"] = dict(values["rule_params"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config in its file form (keys of :data:`KEYS`); ``RunConfig.from_dict``
+        of it gives back an equal RunConfig."""
+        out: dict[str, Any] = {}
+        for key, name in KEYS.items():
+            value = getattr(self, name)
+            if name in _OPTIONAL and not value:
+                continue
+            if name == "stages":
+                value = {s: {"function": c.function, "parameters": dict(c.parameters)} for s, c in zip(_STAGE_ORDER, value)}
+            elif isinstance(value, tuple):
+                value = json.loads(json.dumps(value))  # tuples (nested too) as lists
+            elif isinstance(value, dict):
+                value = copy.deepcopy(value)
+            node = out
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return out
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed (names as in :data:`KEYS`)."""
+        return dataclasses.replace(self, **changes)
+
+    def segmentation_settings(self) -> dict[str, Any]:
+        """The part of the config that determines the segmented labels, in file form: what
+        checkpoints are bound to (:class:`~labelstitch.checkpoints.CheckpointDir`)."""
+        whole = self.to_dict()
+        options = whole.get("options", {})
+        top = {"input": "input", "roi": "roi_box", "preserve-bodies": None}
+        part: dict[str, Any] = {k: whole.get(k) for k in top}
+        part["options"] = {
+            "segmentor": {"configuration": options["segmentor"]["configuration"]},
+            **{k: options.get(k) for k in ("chunk-size", "overlap", "background-value", "background-min-width", "codec", "roi")},
+        }
+        return part
+
+    @property
+    def settings_hash(self) -> str:
+        """SHA-256 of :meth:`segmentation_settings`: kept in checkpoints and in the output's
+        metadata, so that ``--resume`` recognises its own work."""
+        return settings_hash(self.segmentation_settings())

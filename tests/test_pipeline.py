@@ -9,12 +9,12 @@ import pytest
 from skimage.measure import label as connected
 
 import labelstitch as ls
-from labelstitch.config import ConfigError, load_config
+from labelstitch.pipeline.config import ConfigError, load_config
 from labelstitch.plugins import PluginError
 from labelstitch.stores import StoreError, open_volume, volume_exists
 from labelstitch.synthetic import em_volume, neurite_labels
 from labelstitch.testing import assert_same_partition
-from labelstitch.workflow import PipelineError, run
+from labelstitch.pipeline import PipelineError, run
 
 
 PASS_THROUGH = '''

@@ -1,0 +1,357 @@
+"""The driver: ``run``, ``restitch`` and ``compare`` as short compositions of the steps.
+
+==============  ============================================================================
+``run``         prepare → check output → open checkpoints → segment all → stitch and write
+                → score
+``restitch``    prepare (other rule) → check output → verified checkpoints → stitch and write
+``compare``     prepare → verified checkpoints → for every variant: stitch and write → score
+==============  ============================================================================
+
+Each acquires its executor once (or uses the open one it is given) and closes only what
+it opened.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..checkpoints import CheckpointDir, CheckpointError
+from ..executors import Executor
+from ..geometry import Plan
+from ..matching import available_rules
+from ..metrics import RegionalVI, Score, regional_vi, vi_blockwise
+from ..plugins import Stage, get_executor
+from ..report import report_paths
+from ..stitching import StitchResult
+from ..stores import StoreError, VolumeStore, open_volume, volume_exists
+from .config import RunConfig
+from .planning import PreparedRun, check_plan_output, prepare
+from .segment import SegmentedSubvolume, segment_all
+from .stitch import stitch_and_write
+
+__all__ = ["RunResult", "compare", "restitch", "run", "score_volumes", "score_regions"]
+
+#: a config as accepted by the driver: a file, a dict in file form, or a RunConfig
+ConfigSource = RunConfig | str | os.PathLike[str] | dict[str, Any]
+
+
+@contextmanager
+def executor_for(executor: str | Executor, **options: Any) -> Iterator[Executor]:
+    """The executor to use: an open one as it is (left open), or one made by name with
+    ``options`` and closed at the end."""
+    if isinstance(executor, Executor):
+        yield executor
+        return
+    pool = get_executor(executor, **options)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score_volumes(seg: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = True) -> Score:
+    """VI and body count of two stored volumes, read box by box (never whole)."""
+    if seg.shape != gt.shape:
+        raise StoreError(f"segmentation {seg.uri} has shape {seg.shape} but ground truth {gt.uri} has shape {gt.shape}")
+    return vi_blockwise(seg.shape, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
+
+
+def score_regions(seg: VolumeStore, gt: VolumeStore, region: int = 32, *, ignore_gt_zero: bool = True) -> RegionalVI:
+    """VI of every ``region``-sized block of two stored volumes (the paper's Figure 9)."""
+    if seg.shape != gt.shape:
+        raise StoreError(f"segmentation {seg.uri} has shape {seg.shape} but ground truth {gt.uri} has shape {gt.shape}")
+    return regional_vi(seg.shape, region, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` did.
+
+    Attributes
+    ----------
+    output : str
+        Where the segmentation was written.
+    seconds : dict
+        Wall time per stage (the paper's Table 1).
+    counts : dict
+        Subvolumes, supervoxels, segments, matches and final bodies.
+    vi : Score or None
+        Score against the config's ground truth.
+    stitch : dict
+        ``StitchResult.summary()``.
+    checkpoints : str or None
+        The checkpoint folder, if the run had one.
+    report : str or None
+        The stitch report (``OUT.stitch.md``; ``.json`` and ``.npz`` beside it), if written.
+    """
+
+    output: str
+    plan: Plan
+    seconds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    vi: Score | None = None
+    stitch: dict[str, Any] = field(default_factory=dict)
+    checkpoints: str | None = None
+    report: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "checkpoints": self.checkpoints,
+            "report": self.report,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "counts": dict(self.counts),
+            "vi": self.vi.to_dict() if self.vi else None,
+            "stitch": self.stitch,
+        }
+
+    def table(self) -> str:
+        """The summary as text: time per stage, then counts and scores."""
+        lines = [f"{'stage':<28}{'seconds':>10}"]
+        lines += [f"{stage:<28}{sec:>10.2f}" for stage, sec in self.seconds.items()]
+        lines.append("")
+        lines += [f"{name:<28}{value:>10}" for name, value in self.counts.items()]
+        if self.vi is not None:
+            lines.append("")
+            lines.append(f"VI merge {self.vi.merge:.3f}  split {self.vi.split:.3f}  total {self.vi.total:.3f} bits")
+        lines.append(f"\nwrote {self.output}")
+        return "\n".join(lines)
+
+    __str__ = table
+
+
+def _writes_own_output(config: RunConfig) -> bool:
+    """Whether the output exists and was written by this same config (a run to resume)."""
+    if not volume_exists(config.output):
+        return False
+    with open_volume(config.output) as store:
+        return bool(store.metadata.get("config-hash") == config.settings_hash)
+
+
+def _counts(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], computed: int, restored: int,
+            result: StitchResult) -> dict[str, Any]:
+    plan = prepared.plan
+    stored = sum(s.size for s in segmented.values())
+    raw = sum(sv.outer.size * 8 for sv in plan)
+    return {
+        "subvolumes": len(plan),
+        "segmented now": computed,
+        "restored from checkpoints": restored,
+        "supervoxels": sum(s.supervoxels for s in segmented.values()),
+        "segments": sum(s.segments for s in segmented.values()),
+        "matches": len(result.matches),
+        "bodies": result.n_bodies + len(prepared.task.preserve_bodies),
+        "checkpoint bytes": stored,
+        "uncompressed label bytes": raw,
+        "compression ratio": round(raw / stored, 1) if stored else 0,
+    }
+
+
+def run(
+    config: ConfigSource,
+    *,
+    executor: str | Executor = "serial",
+    workers: int | None = None,
+    spark_master: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    create_output: bool = False,
+    progress: bool = False,
+    stages: tuple[Stage, Stage, Stage] | None = None,
+    mask: str | None = None,
+) -> RunResult:
+    """Run the pipeline for a config (a JSON/YAML file, a dict in file form or a
+    :class:`RunConfig`); returns a :class:`RunResult` (output location, per-stage timings,
+    counts, VI when the config names a ground truth). The same as ``labelstitch run``.
+
+    ``executor`` is ``"serial"``, ``"processes"``, ``"spark"`` or a plugin's name (an open
+    :class:`~labelstitch.executors.Executor` works too, and is left open); the output is the
+    same whatever the executor and worker count. ``spark_master`` is the Spark master URL
+    (default ``local[*]``). With ``options.checkpoint-dir`` every finished subvolume is
+    checkpointed; ``resume=True`` continues a run that crashed, and may write over an
+    output that this same config had started to write. ``create_output`` creates a
+    missing DVID labels instance. ``progress=True`` shows progress bars on stderr.
+    ``stages`` (resolved stage callables) and ``mask`` (a bool volume of voxels to leave
+    unlabelled) are for :func:`labelstitch.segment`, which takes Python callables.
+
+    Raises
+    ------
+    ConfigError, StoreError, PluginError, CheckpointError, ValueError
+        Before anything is written: a bad config, a missing or malformed volume, an unknown
+        plugin or parameter, an existing output without ``overwrite``, checkpoints of
+        another config or plan, a committed DVID node, a missing DVID output without
+        ``create_output``, a plan not aligned to a DVID output's blocks.
+    PipelineError
+        A stage function returned the wrong shape or dtype (the staged output is discarded).
+    ExecutorError
+        A worker died or the cluster went away (finished checkpoints are kept).
+    """
+    t0 = time.perf_counter()
+    config = RunConfig.load(config)
+    prepared = prepare(config, stages=stages, extra_mask=mask)
+    plan = prepared.plan
+    overwrite = overwrite or (resume and _writes_own_output(config))
+    check_plan_output(plan, config.output, overwrite=overwrite, create_output=create_output)
+    checkpoints = None
+    if config.checkpoint_dir:
+        checkpoints = CheckpointDir.open(config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume)
+    elif resume:
+        raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
+    seconds = {"check and plan": time.perf_counter() - t0}
+    with executor_for(executor, workers=workers, master=spark_master) as pool:
+        start = time.perf_counter()
+        segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, progress=progress)
+        seconds["segment"] = time.perf_counter() - start
+        if stats.restored:
+            seconds["  verify checkpoints"] = stats.verify_seconds
+        if plan.iterations > 1:
+            for k, sec in enumerate(stats.iteration_seconds):
+                seconds[f"  iteration {k}"] = sec
+        for stage in ("read", "predict-voxels", "create-supervoxels", "agglomerate-supervoxels"):
+            seconds[f"  {stage}"] = sum(s.seconds.get(stage, 0.0) for s in segmented.values())
+        result, more = stitch_and_write(
+            prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress
+        )
+        seconds.update(more)
+    vi = None
+    if config.ground_truth is not None:
+        start = time.perf_counter()
+        with open_volume(config.output) as seg, open_volume(config.ground_truth) as gt:
+            vi = score_volumes(seg, gt)
+        seconds["evaluate"] = time.perf_counter() - start
+    seconds["total"] = time.perf_counter() - t0
+    counts = _counts(prepared, segmented, stats.computed, stats.restored, result)
+    if stats.restored and stats.verify_seconds:
+        restored_bytes = sum(plan[sv].outer.size * 8 for sv, s in segmented.items() if not s.seconds)
+        counts["restore MB/s"] = round(restored_bytes / 1e6 / stats.verify_seconds, 1)
+    paths = report_paths(config.output, config.checkpoint_dir)
+    return RunResult(
+        config.output, plan, seconds, counts, vi, result.summary(),
+        str(checkpoints.path) if checkpoints is not None else None,
+        str(paths["md"]) if paths is not None else None,
+    )
+
+
+# ----------------------------------------------------------------------------- from checkpoints
+
+
+def _finished_subvolumes(prepared: PreparedRun) -> dict[int, SegmentedSubvolume]:
+    """Every subvolume's verified checkpoint, or a CheckpointError naming what is missing."""
+    config, plan = prepared.config, prepared.plan
+    folder = config.checkpoint_dir
+    if not folder:
+        raise CheckpointError("re-stitching needs options.checkpoint-dir: the segmented subvolumes are read from there")
+    checkpoints = CheckpointDir.open(folder, plan, config.segmentation_settings(), resume=True)
+    states = checkpoints.verify()
+    bad = {sv: state for sv, state in states.items() if state != "ok"}
+    if bad:
+        listed = ", ".join(f"{sv} ({state})" for sv, state in list(bad.items())[:5])
+        raise CheckpointError(
+            f"{len(bad)} subvolumes have no usable checkpoint in {folder}: {listed}; "
+            "finish the run with `labelstitch run CONFIG --resume` first"
+        )
+    return {sv.id: SegmentedSubvolume.from_checkpoint(sv.id, checkpoints.block_path(sv.id)) for sv in plan}
+
+
+def _variant(config: RunConfig, rule: str | None, rule_params: dict[str, Any] | None, output: str | None) -> RunConfig:
+    """The config with another rule (and its parameters: none given means the defaults)
+    and output; unchanged where None."""
+    changes: dict[str, Any] = {}
+    if rule is not None:
+        changes.update(rule=rule, rule_params=dict(rule_params or {}))
+    if output is not None:
+        changes["output"] = output
+    return config.replace(**changes)
+
+
+def restitch(
+    config: ConfigSource,
+    *,
+    rule: str | None = None,
+    rule_params: dict[str, Any] | None = None,
+    output: str | None = None,
+    overwrite: bool = False,
+    create_output: bool = False,
+    executor: str | Executor = "serial",
+    workers: int | None = None,
+    spark_master: str | None = None,
+    progress: bool = False,
+) -> tuple[StitchResult, dict[str, float]]:
+    """Stitch again from a finished run's checkpoints, with another rule or parameters,
+    without segmenting anything (``labelstitch stitch``). ``rule`` (with ``rule_params``;
+    none given means the rule's defaults) and ``output`` default to the config's; the
+    output's metadata records what was used. Returns the :class:`~labelstitch.StitchResult`
+    and the seconds per step.
+
+    Raises
+    ------
+    CheckpointError
+        If the config has no checkpoint folder, or a subvolume's checkpoint is missing or
+        does not verify (finish the run with ``labelstitch run --resume`` first).
+    """
+    config = _variant(RunConfig.load(config), rule, rule_params, output)
+    prepared = prepare(config)
+    check_plan_output(prepared.plan, config.output, overwrite=overwrite, create_output=create_output)
+    segmented = _finished_subvolumes(prepared)
+    with executor_for(executor, workers=workers, master=spark_master) as pool:
+        return stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress)
+
+
+def compare(
+    config: ConfigSource,
+    ground_truth: str,
+    *,
+    variants: list[tuple[str, str, dict[str, Any]]] | None = None,
+    region: int = 32,
+    folder: str | None = None,
+    executor: str | Executor = "serial",
+    workers: int | None = None,
+    spark_master: str | None = None,
+    progress: bool = False,
+) -> list[Score]:
+    """Stitch a finished run's checkpoints with every rule (and any extra ``(name, rule,
+    params)`` variants) and score each against ``ground_truth``: one
+    :class:`~labelstitch.Score` per variant (VI merge/split, bodies, matches, seconds, and VI
+    per ``region``-sized block for the paper's Figure 9); :func:`~labelstitch.format_scores`
+    prints them as the paper's Table 2. Each variant is written to ``folder`` (default:
+    ``compare/`` in the checkpoint folder) as ``NAME.zarr``; every variant and the ground
+    truth's shape are checked before the first is written. The same as ``labelstitch compare``.
+    """
+    config = RunConfig.load(config)
+    chosen = [(rule, rule, {}) for rule in available_rules()] + list(variants or [])
+    where = Path(folder or Path(config.checkpoint_dir or ".") / "compare")
+    base = prepare(config)
+    with open_volume(ground_truth) as gt:
+        if gt.shape != base.plan.shape:
+            raise StoreError(f"ground truth {ground_truth} has shape {gt.shape}; the run's volume has {base.plan.shape}")
+    segmented = _finished_subvolumes(base)
+    prepared = []
+    for name, rule, params in chosen:  # every variant is checked before anything is written
+        variant = _variant(config, rule, params, str(where / f"{name}.zarr"))
+        prepared.append((name, prepare(variant)))
+    where.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with executor_for(executor, workers=workers, master=spark_master) as pool, open_volume(ground_truth) as gt:
+        for name, variant in prepared:
+            start = time.perf_counter()
+            result, _ = stitch_and_write(variant, segmented, pool, overwrite=True, progress=progress)
+            seconds = time.perf_counter() - start
+            with open_volume(variant.config.output) as seg:
+                score = score_volumes(seg, gt)
+                regional = score_regions(seg, gt, region)
+            rows.append(Score(score.merge, score.split, bodies=result.n_bodies, name=name, rule=variant.config.rule,
+                              params=dict(variant.config.rule_params), matches=len(result.matches), seconds=seconds,
+                              regional=regional))
+    return rows

@@ -1,0 +1,125 @@
+"""Step 1 of the paper's workflow: plan the subvolumes and check everything that can be
+checked before any work (volumes, ROI, plan, plugins and their parameters, the stitching
+rule, the output), each exactly once per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import Plan, misaligned_axis, roi_chunks
+from ..plugins import PluginError, Stage, resolve_stage
+from ..stitching import check_stitch
+from ..stores import StoreError, check_output, open_volume, read_roi
+from .config import RunConfig
+from .segment import SegmentTask, run_tuples
+
+__all__ = ["PreparedRun", "check_plan_output", "prepare", "resolve_stages"]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A checked run: its configuration, its plan and what every worker needs to segment."""
+
+    config: RunConfig
+    plan: Plan
+    task: SegmentTask
+
+
+def resolve_stages(config: RunConfig) -> tuple[Stage, Stage, Stage]:
+    """The three configured stages as callables, with their parameters checked."""
+    out = []
+    for stage, entry in zip(("predict-voxels", "create-supervoxels", "agglomerate-supervoxels"), config.stages):
+        try:
+            out.append(resolve_stage(stage, entry.function, entry.parameters))
+        except PluginError as exc:
+            raise PluginError(f"options.segmentor.configuration.{exc}") from None
+    return out[0], out[1], out[2]
+
+
+def _plan(config: RunConfig, shape: tuple[int, ...]) -> tuple[Plan, tuple[tuple[int, int, int, int], ...], int]:
+    """The plan over the input (a box ROI, or the blocks of a DVID ROI), with its ROI runs."""
+    roi = config.roi_box
+    runs: tuple[tuple[int, int, int, int], ...] = ()
+    roi_block = 0
+    mask = None
+    if config.roi_name:
+        if roi is not None:
+            raise ValueError("give either roi (a box) or options.roi (a DVID roi), not both")
+        found, roi_block = read_roi(config.roi_name, beside=config.input)
+        mask = roi_chunks(found, roi_block, shape, config.subvolume_size)
+        if not mask.any():
+            raise ValueError(f"options.roi {config.roi_name} has no block inside the input volume of shape {shape}")
+        runs = run_tuples(found)
+    where = mask if mask is not None else roi
+    plan = Plan.grid(shape, config.subvolume_size, config.halo, roi=where, iterations=config.iterations)
+    if config.iteration_size:
+        iterations = -(-len(plan) // config.iteration_size)
+        plan = Plan.grid(shape, config.subvolume_size, config.halo, roi=where, iterations=iterations)
+    for axis, (extent, size, halo) in enumerate(zip(plan.roi.shape, plan.block, plan.halo)):
+        rest = extent % size
+        if 0 < rest < max(halo, 1) and extent > size:
+            raise ValueError(
+                f"options.chunk-size {size} leaves a {rest}-voxel sliver at the end of axis {'ZYX'[axis]} "
+                f"({extent} voxels), thinner than the {halo}-voxel overlap; choose a chunk size that divides "
+                f"{extent} or leaves at least {halo} voxels"
+            )
+    return plan, runs, roi_block
+
+
+def prepare(
+    config: RunConfig, *, stages: tuple[Stage, Stage, Stage] | None = None, extra_mask: str | None = None
+) -> PreparedRun:
+    """Every check that can run before any work, except the output's (see
+    :func:`check_plan_output`): the input, ROI, plan, preserved bodies, ground truth, stage
+    functions and stitching rule. ``stages`` replaces the configured ones (the Python API
+    passes callables); ``extra_mask`` names a bool volume of voxels to leave unlabelled."""
+    with open_volume(config.input) as volume:
+        shape, dtype = volume.shape, volume.dtype
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise StoreError(f"input {config.input} has dtype {dtype}; expected integer or float grayscale")
+    plan, runs, roi_block = _plan(config, shape)
+    if config.preserve_volume is not None:
+        with open_volume(config.preserve_volume) as volume:
+            if volume.bounded and volume.shape != shape:
+                raise StoreError(f"preserve-bodies.segmentation {config.preserve_volume} has shape {volume.shape}; input has {shape}")
+            if not np.issubdtype(volume.dtype, np.integer):
+                raise StoreError(f"preserve-bodies.segmentation {config.preserve_volume} has dtype {volume.dtype}; expected labels")
+    if config.ground_truth is not None:
+        with open_volume(config.ground_truth) as gt:
+            if gt.shape != shape:
+                raise StoreError(f"ground-truth {config.ground_truth} has shape {gt.shape}; input has {shape}")
+    task = SegmentTask(
+        config.input,
+        stages if stages is not None else resolve_stages(config),
+        config.background_value,
+        config.background_min_width,
+        config.preserve_volume,
+        config.preserve_bodies,
+        codec=config.codec,
+        extra_mask=extra_mask,
+        roi_runs=runs,
+        roi_block=roi_block,
+    )
+    check_stitch(plan, config.rule, config.rule_params)
+    return PreparedRun(config, plan, task)
+
+
+def check_plan_output(plan: Plan, uri: str, *, overwrite: bool = False, create_output: bool = False) -> None:
+    """Refuse, before any work, an output that cannot take this plan's writes: it exists
+    without ``overwrite``, a DVID node is committed or its instance is missing without
+    ``create_output``, or the subvolume interiors are not aligned to the output's blocks."""
+    alignment = check_output(uri, overwrite=overwrite, create_instance=create_output)
+    if alignment is None:
+        return
+    for sv in plan:
+        axis = misaligned_axis(sv.interior, alignment, plan.shape)
+        if axis is not None:
+            n = alignment[axis]
+            raise ValueError(
+                f"the output {uri} takes writes of whole {n}-voxel blocks, but subvolume {sv.id}'s interior "
+                f"{sv.interior} is not aligned on axis {'ZYX'[axis]}: make options.chunk-size a multiple of {n} "
+                f"(it is {list(plan.block)}) and start any roi box on multiples of {n}"
+            )

@@ -1,0 +1,239 @@
+"""Step 2 of the paper's workflow: segment every subvolume, on the workers.
+
+:func:`segment_subvolume` is the code an executor runs for one subvolume: read its outer
+box, mask background, ROI and preserved bodies, run the three stages, check what each
+returns, and compress the labels (into the checkpoint folder when there is one).
+:func:`segment_all` is the driver's loop around it, iteration by iteration, reusing
+checkpoints that verify.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..checkpoints import CheckpointDir, save_block
+from ..codec import decode_labels, encode_labels
+from ..executors import Executor
+from ..geometry import Subvolume, roi_mask, roi_runs_near
+from ..plugins import Stage
+from ..stores import open_volume
+from .progress import bar
+
+__all__ = ["PipelineError", "SegmentTask", "SegmentedSubvolume", "SegmentStats", "background_mask", "segment_all", "segment_subvolume"]
+
+log = logging.getLogger("labelstitch")
+
+#: ROI block runs ``(z, y, x0, x1)`` as plain tuples (frozen, picklable, comparable)
+Runs = tuple[tuple[int, int, int, int], ...]
+
+
+class PipelineError(ValueError):
+    """A stage function returned something the pipeline cannot use."""
+
+
+def background_mask(grayscale: NDArray[Any], value: int | None, min_width: int) -> NDArray[np.bool_]:
+    """True on empty regions: voxels equal to ``value`` inside runs of at least ``min_width``
+    such voxels along every axis (a morphological opening with a cube), so dark membranes
+    are never mistaken for padding."""
+    if value is None:
+        return np.zeros(grayscale.shape, bool)
+    empty = grayscale == value
+    if not empty.any():
+        return empty
+    from scipy.ndimage import binary_opening
+
+    return binary_opening(empty, structure=np.ones((min_width,) * 3, bool), border_value=1)
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """Everything a worker needs to segment one subvolume; picklable."""
+
+    input: str
+    stages: tuple[Stage, Stage, Stage]
+    background_value: int | None
+    background_min_width: int
+    preserve_volume: str | None = None
+    preserve_bodies: tuple[int, ...] = ()
+    codec: str = "lz4"
+    checkpoint_dir: str | None = None
+    extra_mask: str | None = None
+    roi_runs: Runs = ()
+    roi_block: int = 0
+
+    def near(self, sv: Subvolume) -> SegmentTask:
+        """This task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
+        if not self.roi_block:
+            return self
+        return replace(self, roi_runs=run_tuples(roi_runs_near(self.roi_runs, self.roi_block, sv.outer)))
+
+
+def run_tuples(runs: NDArray[np.int64]) -> Runs:
+    """ROI runs as plain tuples, for the frozen task."""
+    return tuple((z, y, x0, x1) for z, y, x0, x1 in runs.tolist())
+
+
+@dataclass(frozen=True)
+class SegmentedSubvolume:
+    """A segmented subvolume: its labels over the outer box (compressed, in memory or in a
+    checkpoint file) and a few counts."""
+
+    sv_id: int
+    data: bytes | None
+    supervoxels: int
+    segments: int
+    seconds: dict[str, float]
+    path: str | None = None
+    sha256: str = ""
+    size: int = 0
+
+    def load(self) -> NDArray[np.uint64]:
+        """The labels over the outer box."""
+        if self.data is not None:
+            return decode_labels(self.data)
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            return decode_labels(f.read())
+
+    @classmethod
+    def from_checkpoint(cls, sv_id: int, path: Path) -> SegmentedSubvolume:
+        return cls(sv_id, None, 0, 0, {}, str(path), "", path.stat().st_size)
+
+
+def _checked(name: str, result: Any, shape: tuple[int, ...], sv: Subvolume, *, floating: bool) -> NDArray[Any]:
+    """A stage's result as an array, or a PipelineError naming the function and subvolume."""
+    arr = np.asarray(result)
+    if floating:
+        if arr.shape[:3] != shape or arr.ndim not in (3, 4):
+            raise PipelineError(
+                f"{name} returned shape {arr.shape} for subvolume {sv.id}; expected {shape} or {shape} + (channels,)"
+            )
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise PipelineError(f"{name} returned dtype {arr.dtype} for subvolume {sv.id}; expected float32 probabilities")
+        return arr.astype(np.float32, copy=False)
+    if arr.shape != shape:
+        raise PipelineError(f"{name} returned shape {arr.shape} for subvolume {sv.id}; expected {shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise PipelineError(f"{name} returned dtype {arr.dtype} for subvolume {sv.id}; expected integer labels")
+    if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and arr.min() < 0:
+        raise PipelineError(f"{name} returned negative labels for subvolume {sv.id}")
+    return arr
+
+
+def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
+    """Read, mask and segment one subvolume's outer box with the three stages."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    with open_volume(task.input) as volume:
+        grayscale = volume.read(sv.outer)
+    mask = background_mask(grayscale, task.background_value, task.background_min_width)
+    if task.extra_mask is not None:
+        with open_volume(task.extra_mask) as volume:
+            mask |= volume.read(sv.outer).astype(bool)
+    if task.roi_block:  # an ROI run: voxels outside it are masked (runs may be empty near this subvolume)
+        mask |= ~roi_mask(task.roi_runs, task.roi_block, sv.outer)
+    if task.preserve_volume is not None:
+        with open_volume(task.preserve_volume) as volume:
+            mask |= np.isin(volume.read(sv.outer), np.asarray(task.preserve_bodies, dtype=np.uint64))
+    seconds["read"] = time.perf_counter() - start
+    predict, supervoxel, agglomerate = task.stages
+    shape = grayscale.shape
+
+    start = time.perf_counter()
+    predictions = _checked(f"predict-voxels function {predict.name!r}", predict(grayscale, mask), shape, sv, floating=True)
+    seconds["predict-voxels"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    svs = _checked(f"create-supervoxels function {supervoxel.name!r}", supervoxel(predictions, mask), shape, sv, floating=False)
+    if np.any(svs[mask] != 0):
+        raise PipelineError(
+            f"create-supervoxels function {supervoxel.name!r} labelled {int(np.count_nonzero(svs[mask]))} masked voxels "
+            f"in subvolume {sv.id}; supervoxels must not enter the mask"
+        )
+    seconds["create-supervoxels"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    seg = _checked(
+        f"agglomerate-supervoxels function {agglomerate.name!r}", agglomerate(predictions, svs), shape, sv, floating=False
+    )
+    seg = np.where(mask, 0, seg)  # preserved bodies and background never take part in stitching
+    seconds["agglomerate-supervoxels"] = time.perf_counter() - start
+    n_sv = int(np.unique(svs).size - (1 if (svs == 0).any() else 0))
+    n_seg = int(np.unique(seg).size - (1 if (seg == 0).any() else 0))
+    data = encode_labels(seg.astype(np.uint64), task.codec)
+    if task.checkpoint_dir is None:
+        return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data))
+    path = Path(task.checkpoint_dir) / f"sv-{sv.id}.blk"
+    sha, size = save_block(path, data)
+    return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size)
+
+
+def _segment_item(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume:
+    return segment_subvolume(*item)
+
+
+def describe_item(item: tuple[Any, ...]) -> str:
+    """Name a per-subvolume work item (its first element is the Subvolume) in error messages."""
+    return f"subvolume {item[0].id}"
+
+
+@dataclass
+class SegmentStats:
+    """What :func:`segment_all` did: counts and seconds."""
+
+    computed: int = 0
+    restored: int = 0
+    verify_seconds: float = 0.0
+    iteration_seconds: list[float] = field(default_factory=list)
+
+
+def segment_all(
+    plan: Any,
+    task: SegmentTask,
+    pool: Executor,
+    *,
+    checkpoints: CheckpointDir | None = None,
+    progress: bool = False,
+) -> tuple[dict[int, SegmentedSubvolume], SegmentStats]:
+    """Segment every subvolume of ``plan``, iteration by iteration, on ``pool``.
+
+    Without checkpoints the compressed labels stay in memory. With them, each subvolume's
+    labels are written to the checkpoint folder by the worker that made them, and those
+    whose checkpoints verify are not recomputed (a half-written or corrupt one is logged).
+    """
+    segmented: dict[int, SegmentedSubvolume] = {}
+    stats = SegmentStats()
+    if checkpoints is not None:
+        start = time.perf_counter()
+        states = checkpoints.verify()  # reads and decodes every existing checkpoint
+        stats.verify_seconds = time.perf_counter() - start
+        task = replace(task, checkpoint_dir=str(checkpoints.path))
+        for sv in plan:
+            if states[sv.id] == "ok":
+                segmented[sv.id] = SegmentedSubvolume.from_checkpoint(sv.id, checkpoints.block_path(sv.id))
+                stats.restored += 1
+            elif states[sv.id] != "missing":
+                log.warning("recomputing subvolume %d: its checkpoint is %s", sv.id, states[sv.id])
+    todo = [sv for sv in plan if sv.id not in segmented]
+    counter = bar(len(plan), "segment", progress, initial=len(segmented))
+    try:
+        for k in range(plan.iterations):
+            start = time.perf_counter()
+            items = [(sv, task.near(sv)) for sv in todo if sv.iteration == k]
+            for done in pool.map(_segment_item, items, describe=describe_item):
+                if checkpoints is not None:
+                    checkpoints.record(done.sv_id, done.sha256, done.size)
+                segmented[done.sv_id] = done
+                stats.computed += 1
+                counter.update(1)
+            stats.iteration_seconds.append(time.perf_counter() - start)
+    finally:
+        counter.close()
+    return segmented, stats

@@ -1,0 +1,177 @@
+"""Step 4 of the paper's workflow: stitch the segmented subvolumes and write the interiors.
+
+Three mapped steps around one driver step, the same on every executor: (1) per subvolume,
+cut the face slabs and list the interior labels; (2) per face, match, then on the driver
+resolve the matches into bodies; (3) per subvolume, relabel the interior and write it.
+Only slabs, label lists and matches travel to the driver; the output is staged and
+published only when every interior is written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._version import __version__
+from ..codec import decode_labels, encode_labels
+from ..executors import Executor
+from ..geometry import Face, Plan, Subvolume
+from ..matching import FaceMatches, FaceReport, match_slabs
+from ..plugins import get_plugin_manager
+from ..report import write_stitch_report
+from ..stitching import StitchResult, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior
+from ..stores import create_volume, open_volume
+from .config import RunConfig
+from .planning import PreparedRun
+from .progress import progress as counted
+from .segment import SegmentedSubvolume, describe_item
+
+__all__ = ["stitch_and_write"]
+
+
+def _emit_slabs(item: tuple[Subvolume, SegmentedSubvolume, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:
+    """Step 1, per subvolume: its interior labels (keyed by the subvolume) and its
+    compressed face slabs (keyed by the face)."""
+    sv, segmented, faces = item
+    labels = segmented.load()
+    pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), interior_labels(sv, labels))]
+    pairs += [(("face", i), (sv.id, encode_labels(slab))) for i, slab in face_slabs(sv, labels, list(faces))]
+    return pairs
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    """Step 2, per face: match the two sides' slabs (per subvolume key: hand the labels on)."""
+
+    faces: tuple[Face, ...]
+    rule: str
+    params: dict[str, Any]
+    cc: bool
+
+    def __call__(self, group: tuple[tuple[str, int], list[Any]]) -> tuple[str, int, Any]:
+        (kind, index), values = group
+        if kind == "nodes":
+            return kind, index, values[0]
+        get_plugin_manager()  # a plugin's rule is registered in this worker process too
+        face = self.faces[index]
+        sides = dict(values)
+        matches, report = match_slabs(
+            decode_labels(sides[face.a]),
+            decode_labels(sides[face.b]),
+            axis=face.axis,
+            plane=face.plane_offset,
+            rule=self.rule,
+            connected_components=self.cc,
+            **self.params,
+        )
+        return kind, index, (matches, report)
+
+
+@dataclass(frozen=True)
+class _WriteItem:
+    sv: Subvolume
+    segmented: SegmentedSubvolume
+    labels: NDArray[np.uint64]
+    bodies: NDArray[np.uint64]
+    offset: int
+    preserve_volume: str | None
+    preserve_bodies: tuple[int, ...]
+    writer_uri: str | None
+
+
+def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
+    """Step 3, per subvolume: relabel the interior into body ids and write it (or hand it back
+    to the driver when the output cannot be written from several processes)."""
+    sv = item.sv
+    out = relabel_interior(sv, item.segmented.load(), item.labels, item.bodies)
+    if item.offset:
+        out = np.where(out != 0, out + np.uint64(item.offset), out)
+    if item.preserve_volume is not None:
+        with open_volume(item.preserve_volume) as volume:
+            original = volume.read(sv.interior).astype(np.uint64)
+        keep = np.isin(original, np.asarray(item.preserve_bodies, dtype=np.uint64))
+        out[keep] = original[keep]
+    if item.writer_uri is None:
+        return sv.id, out
+    with open_volume(item.writer_uri, read_only=False) as store:
+        store.write(sv.interior, out)
+        store.flush()
+    return sv.id, None
+
+
+def _match_all(
+    config: RunConfig, plan: Plan, segmented: dict[int, SegmentedSubvolume], pool: Executor, progress: bool
+) -> StitchResult:
+    """Steps 1 and 2, then resolution on the driver."""
+    faces = plan.faces()
+    faces_of = faces_by_subvolume(plan)
+    nodes_of: dict[int, NDArray[np.uint64]] = {}
+    per_face: list[FaceMatches] = [None] * len(faces)  # type: ignore[list-item]
+    reports: list[FaceReport] = [None] * len(faces)  # type: ignore[list-item]
+    step1 = [(sv, segmented[sv.id], tuple(faces_of[sv.id])) for sv in plan]
+    matcher = _Matcher(faces, config.rule, dict(config.rule_params), config.connected_components)
+    grouped = pool.map_grouped(_emit_slabs, step1, matcher, describe=describe_item)
+    for kind, index, value in counted(grouped, len(plan) + len(faces), "match", progress):
+        if kind == "nodes":
+            nodes_of[index] = value
+        else:
+            per_face[index], reports[index] = value
+    return assemble(
+        plan, config.rule, config.rule_params, config.connected_components, per_face, reports, nodes_of,
+        lambda sv: segmented[sv.id].load(),
+    )
+
+
+def stitch_and_write(
+    prepared: PreparedRun,
+    segmented: dict[int, SegmentedSubvolume],
+    pool: Executor,
+    *,
+    overwrite: bool = False,
+    create_output: bool = False,
+    progress: bool = False,
+) -> tuple[StitchResult, dict[str, float]]:
+    """Stitch the segmented subvolumes with the config's rule and write the interiors to a
+    staged ``config.output``, then publish it. The output has been checked by
+    :func:`~labelstitch.pipeline.planning.check_plan_output`; it is created here."""
+    config, plan, task = prepared.config, prepared.plan, prepared.task
+    store = create_volume(
+        config.output, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite, staged=True,
+        create_instance=create_output,
+    )
+    seconds: dict[str, float] = {}
+    identity = {"labelstitch": __version__, "config-hash": config.settings_hash}
+    try:
+        store.set_metadata({**identity, "complete": False})  # lets `run --resume` recognise its own output
+        start = time.perf_counter()
+        result = _match_all(config, plan, segmented, pool, progress)
+        seconds["stitch"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        offset = max(task.preserve_bodies, default=0)
+        parallel = store.supports_parallel_writes and not pool.in_process
+        writer = store.writer_uri if parallel else None
+        step3 = []
+        for sv in plan:
+            labels, bodies = result.mapping.for_subvolume(sv.id)
+            step3.append(_WriteItem(sv, segmented[sv.id], labels, bodies, offset, task.preserve_volume, task.preserve_bodies, writer))
+        written = pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}")
+        for sv_id, data in counted(written, len(plan), "write", progress):
+            if data is not None:
+                store.write(plan[sv_id].interior, data)
+        store.set_metadata(
+            {**identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary()}
+        )
+        store.commit()
+        write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)
+        seconds["write"] = time.perf_counter() - start
+    except BaseException:
+        store.discard()
+        raise
+    finally:
+        store.close()
+    return result, seconds
