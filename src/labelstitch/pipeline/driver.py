@@ -203,7 +203,7 @@ def run(
     prepared = prepare(config, stages=stages, extra_mask=mask)
     plan = prepared.plan
     overwrite = overwrite or (resume and _writes_own_output(config))
-    check_plan_output(plan, config.output, overwrite=overwrite, create_output=create_output)
+    check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
     checkpoints = None
     if config.checkpoint_dir:
         checkpoints = CheckpointDir.open(config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume)
@@ -303,7 +303,7 @@ def restitch(
     """
     config = _variant(RunConfig.load(config), rule, rule_params, output)
     prepared = prepare(config)
-    check_plan_output(prepared.plan, config.output, overwrite=overwrite, create_output=create_output)
+    check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
     segmented = _finished_subvolumes(prepared)
     with executor_for(executor, workers=workers, master=spark_master) as pool:
         return stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress)
@@ -326,12 +326,15 @@ def compare(
     :class:`~labelstitch.Score` per variant (VI merge/split, bodies, matches, seconds, and VI
     per ``region``-sized block for the paper's Figure 9); :func:`~labelstitch.format_scores`
     prints them as the paper's Table 2. Each variant is written to ``folder`` (default:
-    ``compare/`` in the checkpoint folder) as ``NAME.zarr``; every variant and the ground
+    ``CHECKPOINTS-compare/`` beside the checkpoint folder, which no output may enter) as
+    ``NAME.zarr``; every variant and the ground
     truth's shape are checked before the first is written. The same as ``labelstitch compare``.
     """
     config = RunConfig.load(config)
     chosen = [(rule, rule, {}) for rule in available_rules()] + list(variants or [])
-    where = Path(folder or Path(config.checkpoint_dir or ".") / "compare")
+    if folder is None and config.checkpoint_dir:
+        folder = str(Path(config.checkpoint_dir.rstrip("/")).with_name(Path(config.checkpoint_dir.rstrip("/")).name + "-compare"))
+    where = Path(folder or "compare")
     base = prepare(config)
     with open_volume(ground_truth) as gt:
         if gt.shape != base.plan.shape:
@@ -339,8 +342,9 @@ def compare(
     segmented = _finished_subvolumes(base)
     prepared = []
     for name, rule, params in chosen:  # every variant is checked before anything is written
-        variant = _variant(config, rule, params, str(where / f"{name}.zarr"))
-        prepared.append((name, prepare(variant)))
+        variant = prepare(_variant(config, rule, params, str(where / f"{name}.zarr")))
+        check_plan_output(variant, variant.config.output, overwrite=True)
+        prepared.append((name, variant))
     where.mkdir(parents=True, exist_ok=True)
     rows = []
     with executor_for(executor, workers=workers, master=spark_master) as pool, open_volume(ground_truth) as gt:

@@ -12,7 +12,7 @@ import numpy as np
 from ..geometry import Plan, misaligned_axis, roi_chunks
 from ..plugins import PluginError, Stage, resolve_stage
 from ..stitching import check_stitch
-from ..stores import StoreError, check_output, open_volume, read_roi
+from ..stores import StoreError, check_output, open_volume, read_roi, volumes_overlap
 from .config import RunConfig
 from .segment import SegmentTask, run_tuples
 
@@ -103,14 +103,38 @@ def prepare(
         roi_runs=runs,
         roi_block=roi_block,
     )
+    if config.checkpoint_dir:
+        for key, other in inputs_of(config).items():
+            if key != "options.checkpoint-dir" and volumes_overlap(config.checkpoint_dir, other):
+                raise StoreError(
+                    f"options.checkpoint-dir {config.checkpoint_dir} overlaps {key} {other}; "
+                    "keep checkpoints in a folder of their own"
+                )
     check_stitch(plan, config.rule, config.rule_params)
     return PreparedRun(config, plan, task)
 
 
-def check_plan_output(plan: Plan, uri: str, *, overwrite: bool = False, create_output: bool = False) -> None:
-    """Refuse, before any work, an output that cannot take this plan's writes: it exists
-    without ``overwrite``, a DVID node is committed or its instance is missing without
-    ``create_output``, or the subvolume interiors are not aligned to the output's blocks."""
+def inputs_of(config: RunConfig) -> dict[str, str]:
+    """Every volume or folder a run reads or keeps, by its config key: what no output may touch."""
+    found = {"input": config.input, "ground-truth": config.ground_truth,
+             "preserve-bodies.segmentation": config.preserve_volume, "options.checkpoint-dir": config.checkpoint_dir}
+    return {key: value for key, value in found.items() if value}
+
+
+def check_plan_output(
+    prepared: PreparedRun, uri: str, *, overwrite: bool = False, create_output: bool = False
+) -> None:
+    """Refuse, before any work, an output that cannot take this plan's writes: it equals,
+    contains or lies inside anything the run reads or keeps (whatever the flags); it exists
+    without ``overwrite``; a DVID node is committed or its instance is missing without
+    ``create_output``; or the subvolume interiors are not aligned to the output's blocks."""
+    for key, other in inputs_of(prepared.config).items():
+        if volumes_overlap(uri, other):
+            raise StoreError(
+                f"output {uri} would overwrite {key} {other} (it is the same volume, lies inside it or holds it); "
+                "choose an output apart from the input, ground truth, preserved bodies and checkpoint folder"
+            )
+    plan = prepared.plan
     alignment = check_output(uri, overwrite=overwrite, create_instance=create_output)
     if alignment is None:
         return

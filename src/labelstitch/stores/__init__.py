@@ -66,6 +66,7 @@ __all__ = [
     "side_file_base",
     "store_class",
     "volume_exists",
+    "volumes_overlap",
 ]
 
 _STORES: dict[str, type[VolumeStore]] = {}
@@ -173,6 +174,26 @@ def side_file_base(uri: str, folder: str | os.PathLike[str] | None = None) -> Pa
     if local is not None:
         return Path(str(local).rstrip("/"))
     return None if folder is None else Path(folder) / cls.short_name(os.fspath(uri))
+
+
+def _footprint(uri: str | os.PathLike[str]) -> tuple[str, ...]:
+    """A volume string's footprint, or a plain folder's (a checkpoint folder)."""
+    try:
+        return store_class(uri).footprint(os.fspath(uri))
+    except StoreError:
+        return ("file", *Path(os.path.abspath(os.fspath(uri))).parts)
+
+
+def volumes_overlap(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether writing one of two volume strings (or folders) could change the other: they
+    are the same, one lies inside the other (a zarr array inside a zarr group, a folder
+    inside a folder), they share an HDF5 file, or they name one DVID instance on one node
+    (a unique prefix of a UUID names the node as well)."""
+    fa, fb = _footprint(a), _footprint(b)
+    if fa[0] == "dvid" and fb[0] == "dvid":
+        return fa[1:3] == fb[1:3] and (fa[3].startswith(fb[3]) or fb[3].startswith(fa[3]))
+    n = min(len(fa), len(fb))
+    return fa[:n] == fb[:n]
 
 
 def read_roi(roi: str, *, beside: str) -> tuple[NDArray[np.int64], int]:

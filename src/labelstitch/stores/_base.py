@@ -13,6 +13,7 @@ Lifecycle of an output: :meth:`VolumeStore.check_output` (before any work) →
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,6 +124,15 @@ class VolumeStore(ABC):
     def local_path(cls, uri: str) -> Path | None:
         """The file or folder that holds the volume on this machine (None: not a file, e.g. DVID)."""
         return None
+
+    @classmethod
+    def footprint(cls, uri: str) -> tuple[str, ...]:
+        """What the volume occupies, as a path of names: two volumes overlap when one's
+        footprint starts with the other's. Files: the absolute path of their file or folder."""
+        local = cls.local_path(uri)
+        if local is None:
+            return (cls.scheme, uri)
+        return ("file", *Path(os.path.abspath(local)).parts)
 
     @classmethod
     def short_name(cls, uri: str) -> str:

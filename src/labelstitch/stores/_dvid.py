@@ -324,6 +324,12 @@ class DvidStore(VolumeStore):
         return DvidAddress.parse(uri).name
 
     @classmethod
+    def footprint(cls, uri: str) -> tuple[str, ...]:
+        """Server, instance and node: a child node's writes do not touch its parent's data."""
+        address = DvidAddress.parse(uri)
+        return ("dvid", address.server, address.name, address.uuid)
+
+    @classmethod
     def _create(
         cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
     ) -> DvidStore:
