@@ -24,7 +24,7 @@ LAYERS = {
     **dict.fromkeys(
         ["_threads", "_validation", "_version", "codec", "contingency", "geometry", "matching", "metrics", "rag",
          "relabel", "resolve", "stitching", "synthetic", "watershed", "testing"], 1),
-    **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "report"], 2),
+    **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "locks", "report"], 2),
     "pipeline": 3,
     "api": 4,
     "demo": 4,

@@ -74,3 +74,80 @@ def test_ground_truth_preserved_bodies_and_checkpoints_are_never_outputs(gray, t
     with pytest.raises(StoreError, match="options.checkpoint-dir .* overlaps input"):
         ls.run({**base, "output": str(tmp_path / "o.zarr"), "options": {**OPTIONS, "checkpoint-dir": str(tmp_path / "gray.npy")}})
     assert snapshot(tmp_path) == before
+
+
+SLOW = '''
+import time
+from labelstitch.plugins.builtin import naive_membrane_predictions
+
+def slow_predictions(grayscale, mask, delay=0.0):
+    time.sleep(delay)
+    return naive_membrane_predictions(grayscale, mask, sigma=1.0)
+'''
+
+
+def slow_config(folder, output="out.zarr", delay=0.2, **options):
+    return {
+        "input": str(folder / "gray.npy"),
+        "output": str(folder / output),
+        "options": {
+            **OPTIONS, "chunk-size": 16,
+            "segmentor": {"configuration": {
+                "predict-voxels": {"function": "slowstages.slow_predictions", "parameters": {"delay": delay}}}},
+            **options,
+        },
+    }
+
+
+def cli(folder, *args, wait=True):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(folder) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "labelstitch._cli.main", *args]
+    if not wait:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def wait_for(condition, what, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_second_run_on_the_same_output_or_checkpoints_is_refused_naming_the_first(gray, tmp_path, monkeypatch):
+    import signal
+
+    np.save(tmp_path / "gray.npy", gray)
+    (tmp_path / "slowstages.py").write_text(SLOW)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt = tmp_path / "ckpt"
+    (tmp_path / "a.json").write_text(json.dumps(slow_config(tmp_path, **{"checkpoint-dir": str(ckpt)})))
+    (tmp_path / "b.json").write_text(json.dumps(slow_config(tmp_path, "other.zarr", **{"checkpoint-dir": str(ckpt)})))
+    (tmp_path / "c.json").write_text(json.dumps(slow_config(tmp_path, delay=0.0)))
+    first = cli(tmp_path, "run", str(tmp_path / "a.json"), "-q", wait=False)
+    try:
+        wait_for(lambda: (tmp_path / "out.zarr.lock").exists() and (tmp_path / "ckpt.lock").exists(), "the first run's locks")
+        same_output = cli(tmp_path, "run", str(tmp_path / "c.json"), "-q")
+        assert same_output.returncode == 1
+        assert f"output {tmp_path / 'out.zarr'} is in use by labelstitch pid {first.pid}" in same_output.stderr
+        same_checkpoints = cli(tmp_path, "run", str(tmp_path / "b.json"), "--resume", "-q")
+        assert same_checkpoints.returncode == 1
+        assert f"checkpoint folder {ckpt} is in use by labelstitch pid {first.pid}" in same_checkpoints.stderr
+        assert not (tmp_path / "other.zarr").exists()
+        wait_for(lambda: len(list(ckpt.glob("sv-*.blk"))) >= 3, "some finished subvolumes")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    assert (tmp_path / "out.zarr.lock").exists()  # the killed run could not remove its lock file ...
+    resumed = cli(tmp_path, "run", str(tmp_path / "a.json"), "--resume", "-q", "--json")
+    assert resumed.returncode == 0, resumed.stderr  # ... but its lock died with it
+    assert f"taking over a stale lock left by labelstitch pid {first.pid}" in resumed.stderr
+    assert not (tmp_path / "out.zarr.lock").exists() and not (tmp_path / "ckpt.lock").exists()
+    reference = ls.run(slow_config(tmp_path, "reference.zarr", delay=0.0))
+    with open_volume(str(tmp_path / "out.zarr")) as out, open_volume(reference.output) as ref:
+        np.testing.assert_array_equal(out.read(), ref.read())

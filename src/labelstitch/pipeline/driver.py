@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from ..checkpoints import CheckpointDir, CheckpointError
 from ..executors import Executor
 from ..geometry import Plan
+from ..locks import hold
 from ..matching import available_rules
 from ..metrics import RegionalVI, Score, regional_vi, vi_blockwise
 from ..plugins import Stage, get_executor
@@ -132,6 +133,15 @@ class RunResult:
     __str__ = table
 
 
+def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[str, ...] | None = None) -> None:
+    """Hold the locks of the outputs (default: the config's) and of the checkpoint folder
+    until ``held`` closes: a second run on either is refused, naming the first."""
+    for output in (config.output,) if outputs is None else outputs:
+        held.enter_context(hold(output, f"output {output}"))
+    if config.checkpoint_dir:
+        held.enter_context(hold(config.checkpoint_dir, f"checkpoint folder {config.checkpoint_dir}"))
+
+
 def _writes_own_output(config: RunConfig) -> bool:
     """Whether the output exists and was written by this same config (a run to resume)."""
     if not volume_exists(config.output):
@@ -202,15 +212,17 @@ def run(
     config = RunConfig.load(config)
     prepared = prepare(config, stages=stages, extra_mask=mask)
     plan = prepared.plan
-    overwrite = overwrite or (resume and _writes_own_output(config))
-    check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
-    checkpoints = None
-    if config.checkpoint_dir:
-        checkpoints = CheckpointDir.open(config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume)
-    elif resume:
-        raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
-    seconds = {"check and plan": time.perf_counter() - t0}
-    with executor_for(executor, workers=workers, master=spark_master) as pool:
+    with ExitStack() as held:
+        _lock_run(held, config)
+        overwrite = overwrite or (resume and _writes_own_output(config))
+        check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
+        checkpoints = None
+        if config.checkpoint_dir:
+            checkpoints = CheckpointDir.open(config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume)
+        elif resume:
+            raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
+        seconds = {"check and plan": time.perf_counter() - t0}
+        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
         start = time.perf_counter()
         segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, progress=progress)
         seconds["segment"] = time.perf_counter() - start
@@ -303,9 +315,11 @@ def restitch(
     """
     config = _variant(RunConfig.load(config), rule, rule_params, output)
     prepared = prepare(config)
-    check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
-    segmented = _finished_subvolumes(prepared)
-    with executor_for(executor, workers=workers, master=spark_master) as pool:
+    with ExitStack() as held:
+        _lock_run(held, config)
+        check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
+        segmented = _finished_subvolumes(prepared)
+        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
         return stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress)
 
 
@@ -339,15 +353,18 @@ def compare(
     with open_volume(ground_truth) as gt:
         if gt.shape != base.plan.shape:
             raise StoreError(f"ground truth {ground_truth} has shape {gt.shape}; the run's volume has {base.plan.shape}")
-    segmented = _finished_subvolumes(base)
-    prepared = []
-    for name, rule, params in chosen:  # every variant is checked before anything is written
-        variant = prepare(_variant(config, rule, params, str(where / f"{name}.zarr")))
-        check_plan_output(variant, variant.config.output, overwrite=True)
-        prepared.append((name, variant))
-    where.mkdir(parents=True, exist_ok=True)
-    rows = []
-    with executor_for(executor, workers=workers, master=spark_master) as pool, open_volume(ground_truth) as gt:
+    with ExitStack() as held:
+        _lock_run(held, config, outputs=tuple(str(where / f"{name}.zarr") for name, _, _ in chosen))
+        segmented = _finished_subvolumes(base)
+        prepared = []
+        for name, rule, params in chosen:  # every variant is checked before anything is written
+            variant = prepare(_variant(config, rule, params, str(where / f"{name}.zarr")))
+            check_plan_output(variant, variant.config.output, overwrite=True)
+            prepared.append((name, variant))
+        where.mkdir(parents=True, exist_ok=True)
+        rows = []
+        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        gt = held.enter_context(open_volume(ground_truth))
         for name, variant in prepared:
             start = time.perf_counter()
             result, _ = stitch_and_write(variant, segmented, pool, overwrite=True, progress=progress)
