@@ -151,3 +151,74 @@ def test_a_second_run_on_the_same_output_or_checkpoints_is_refused_naming_the_fi
     reference = ls.run(slow_config(tmp_path, "reference.zarr", delay=0.0))
     with open_volume(str(tmp_path / "out.zarr")) as out, open_volume(reference.output) as ref:
         np.testing.assert_array_equal(out.read(), ref.read())
+
+
+def test_checkpoints_verify_themselves_without_the_drivers_record(gray, tmp_path):
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "a.zarr"),
+              "options": {**OPTIONS, "chunk-size": 16, "checkpoint-dir": str(tmp_path / "ckpt")}}
+    first = ls.run(config)
+    (tmp_path / "ckpt" / "checksums.jsonl").unlink()  # as if the driver died before recording any block
+    (tmp_path / "ckpt" / "sv-1.blk.partial").write_bytes(b"cut short")  # and a worker mid-write
+    again = ls.run({**config, "output": str(tmp_path / "b.zarr")}, resume=True)
+    assert again.counts["restored from checkpoints"] == first.counts["subvolumes"]
+    assert not list((tmp_path / "ckpt").glob("*.partial"))
+    with open_volume(str(tmp_path / "a.zarr")) as a, open_volume(str(tmp_path / "b.zarr")) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+def whole_blocks(folder):
+    """Block files that reached the disk whole (a rename makes them appear whole or not at all)."""
+    return {p.name for p in folder.glob("sv-*.blk")}
+
+
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory, gray):
+    """A volume, a slow plugin, and the uninterrupted run's output to compare with."""
+    folder = tmp_path_factory.mktemp("killed")
+    np.save(folder / "gray.npy", gray)
+    (folder / "slowstages.py").write_text(SLOW)
+    import sys
+
+    sys.path.insert(0, str(folder))
+    try:
+        reference = ls.run(slow_config(folder, "reference.zarr", delay=0.0))
+        with open_volume(reference.output) as ref:
+            yield folder, ref.read()
+    finally:
+        sys.path.remove(str(folder))
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(after=st.integers(min_value=1, max_value=17), extra=st.floats(min_value=0.0, max_value=0.2))
+def test_a_kill_at_any_moment_loses_no_finished_subvolume(killable, after, extra):
+    """SIGKILL once ``after`` subvolumes are on disk (plus a little): every block file that
+    is there is reused by --resume, and the output equals the uninterrupted run's."""
+    import shutil
+    import signal
+    import sys
+    import time
+
+    folder, reference = killable
+    ckpt = folder / "ckpt"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    shutil.rmtree(folder / "out.zarr", ignore_errors=True)
+    (folder / "run.json").write_text(json.dumps(slow_config(folder, delay=0.05, **{"checkpoint-dir": str(ckpt)})))
+    child = cli(folder, "run", str(folder / "run.json"), "-q", wait=False)
+    wait_for(lambda: len(whole_blocks(ckpt)) >= after or child.poll() is not None, "finished subvolumes")
+    time.sleep(extra)
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    on_disk = whole_blocks(ckpt)
+    sys.path.insert(0, str(folder))
+    try:
+        resumed = ls.run(json.loads((folder / "run.json").read_text()), resume=True, overwrite=True)
+    finally:
+        sys.path.remove(str(folder))
+    assert resumed.counts["restored from checkpoints"] == len(on_disk)
+    with open_volume(str(folder / "out.zarr")) as out:
+        np.testing.assert_array_equal(out.read(), reference)

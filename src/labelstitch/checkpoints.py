@@ -4,16 +4,19 @@ Layout of ``options.checkpoint-dir``::
 
     manifest.json        plan, config hash, codec, labelstitch version (written once, atomically)
     checksums.jsonl      one line per finished subvolume: {"sv": id, "sha256": ..., "bytes": n}
-    sv-<id>.blk          the labels over the outer box (see labelstitch.codec), written to
-                         sv-<id>.blk.partial first and renamed, so a file is whole or absent
+    sv-<id>.blk          the labels over the outer box (see labelstitch.codec) followed by
+                         their SHA-256 (a 36-byte trailer), written by the worker that made
+                         them to sv-<id>.blk.partial first and renamed, so a file is whole or
+                         absent, and checks itself
 
 The folder is bound to a plan and to the run's *segmentation settings*: the part of the
 configuration that determines the segmented labels (input, ROI, preserved bodies, stages,
 subvolume size, halo, masking, codec), given as a JSON dict by the pipeline
 (:meth:`labelstitch.pipeline.RunConfig.segmentation_settings`). A run with ``resume``
-checks that the folder belongs to the same plan and settings, keeps every
-block whose file matches its recorded checksum and decodes, and recomputes the others,
-saying why (missing, half-written, corrupt).
+checks that the folder belongs to the same plan and settings, keeps every block whose file
+matches its own checksum and decodes to the right shape (whether or not the driver lived
+to record it in ``checksums.jsonl``), and recomputes the others, saying why (missing,
+half-written, corrupt). Staging files (``*.partial``) left by a killed run are removed.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ._version import __version__
 from .codec import decode_labels
 from .geometry import Plan
 
-__all__ = ["CheckpointDir", "CheckpointError", "settings_hash"]
+__all__ = ["CheckpointDir", "CheckpointError", "read_block", "save_block", "settings_hash"]
 
 _FORMAT = "labelstitch-checkpoints/1"
 
@@ -86,8 +89,13 @@ class CheckpointDir:
                     f"{folder} holds checkpoints of an earlier run; pass --resume (resume=True) to continue it, "
                     "or remove the folder to start over"
                 )
-            old = json.loads(manifest_path.read_text())
-            if old.get("format") != _FORMAT:
+            try:
+                old = json.loads(manifest_path.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CheckpointError(
+                    f"{manifest_path} is damaged ({exc}); remove the folder {folder} to start over"
+                ) from None
+            if not isinstance(old, dict) or old.get("format") != _FORMAT or "plan" not in old:
                 raise CheckpointError(f"{manifest_path} is not a labelstitch checkpoint manifest")
             if old["plan"] != manifest["plan"]:
                 raise CheckpointError(
@@ -107,6 +115,14 @@ class CheckpointDir:
             folder.mkdir(parents=True, exist_ok=True)
             _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
         return cls(folder, plan, settings)
+
+    def remove_staging(self) -> int:
+        """Remove ``*.partial`` files left by a killed run (the folder's lock guarantees that
+        no live run is writing them); returns how many."""
+        stale = list(self.path.glob("*.partial"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     def block_path(self, sv_id: int) -> Path:
         return self.path / f"sv-{sv_id}.blk"
@@ -141,17 +157,19 @@ class CheckpointDir:
                 states[sv.id] = "half-written" if partial else "missing"
                 continue
             data = path.read_bytes()
-            if sv.id in recorded and hashlib.sha256(data).hexdigest() != recorded[sv.id]:
-                states[sv.id] = "corrupt"
+            body, digest = _split_trailer(data)
+            if digest is not None:
+                valid = hashlib.sha256(body).digest() == digest
+            elif sv.id in recorded:  # a block of the earlier format: the driver's record vouches for it
+                valid = hashlib.sha256(body).hexdigest() == recorded[sv.id]
+            else:
+                states[sv.id] = "half-written"
                 continue
             try:
-                if decode_labels(data).shape != sv.outer.shape:
-                    states[sv.id] = "corrupt"
-                    continue
+                valid = valid and decode_labels(body).shape == sv.outer.shape
             except ValueError:
-                states[sv.id] = "corrupt"
-                continue
-            states[sv.id] = "ok" if sv.id in recorded else "half-written"
+                valid = False
+            states[sv.id] = "ok" if valid else "corrupt"
         return states
 
 
@@ -166,7 +184,27 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
     return changed
 
 
+_TRAILER_MAGIC = b"LSCK"
+_TRAILER_SIZE = len(_TRAILER_MAGIC) + 32
+
+
+def _split_trailer(data: bytes) -> tuple[bytes, bytes | None]:
+    """A block file's encoded labels and the SHA-256 it carries (None: a file without one)."""
+    if len(data) >= _TRAILER_SIZE and data[-_TRAILER_SIZE:-32] == _TRAILER_MAGIC:
+        return data[:-_TRAILER_SIZE], data[-32:]
+    return data, None
+
+
 def save_block(path: Path, data: bytes) -> tuple[str, int]:
-    """Write one block file atomically; return its SHA-256 and size (runs in workers)."""
-    _atomic_write(path, data)
-    return hashlib.sha256(data).hexdigest(), len(data)
+    """Write one block file atomically with its own SHA-256 after the encoded labels; return
+    that checksum and the file's size (runs in the worker that made the block)."""
+    digest = hashlib.sha256(data).digest()
+    _atomic_write(path, data + _TRAILER_MAGIC + digest)
+    return digest.hex(), len(data) + _TRAILER_SIZE
+
+
+def read_block(path: str | Path) -> bytes:
+    """The encoded labels of a block file (its checksum trailer removed, not checked: see
+    :meth:`CheckpointDir.verify`)."""
+    with open(path, "rb") as f:
+        return _split_trailer(f.read())[0]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..checkpoints import CheckpointDir, save_block
+from ..checkpoints import CheckpointDir, read_block, save_block
 from ..codec import decode_labels, encode_labels
 from ..executors import Executor
 from ..geometry import Subvolume, roi_mask, roi_runs_near
@@ -99,8 +99,7 @@ class SegmentedSubvolume:
         if self.data is not None:
             return decode_labels(self.data)
         assert self.path is not None
-        with open(self.path, "rb") as f:
-            return decode_labels(f.read())
+        return decode_labels(read_block(self.path))
 
     @classmethod
     def from_checkpoint(cls, sv_id: int, path: Path) -> SegmentedSubvolume:
@@ -213,6 +212,7 @@ def segment_all(
     if checkpoints is not None:
         start = time.perf_counter()
         states = checkpoints.verify()  # reads and decodes every existing checkpoint
+        checkpoints.remove_staging()  # the *.partial files of a killed run (reported as half-written below)
         stats.verify_seconds = time.perf_counter() - start
         task = replace(task, checkpoint_dir=str(checkpoints.path))
         for sv in plan:
