@@ -222,3 +222,86 @@ def test_a_kill_at_any_moment_loses_no_finished_subvolume(killable, after, extra
     assert resumed.counts["restored from checkpoints"] == len(on_disk)
     with open_volume(str(folder / "out.zarr")) as out:
         np.testing.assert_array_equal(out.read(), reference)
+
+
+FULL_DISK = r'''
+import json, os, shutil, subprocess, sys
+disk, work = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", disk], check=True)
+
+def fill(leave):
+    """Leave only ``leave`` bytes free on the small disk."""
+    free = shutil.disk_usage(disk).free
+    with open(os.path.join(disk, "filler"), "ab") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size + max(0, free - leave))
+
+def cli(config, *flags):
+    path = os.path.join(work, "run.json")
+    with open(path, "w") as f:
+        json.dump(config, f)
+    done = subprocess.run([sys.executable, "-m", "labelstitch._cli.main", "run", path, "-q", *flags],
+                          capture_output=True, text=True)
+    return {"rc": done.returncode, "err": done.stderr.strip().splitlines()[-1:] , "files": sorted(
+        os.path.relpath(os.path.join(r, n), disk) for r, ds, fs in os.walk(disk) for n in fs + ds if n != "filler")}
+
+options = {"chunk-size": 16, "overlap": 4}
+gray = os.path.join(work, "gray.npy")
+found = {}
+fill(64 * 1024)
+found["npy"] = cli({"input": gray, "output": os.path.join(disk, "seg.npy"), "options": options})
+fill(8 * 1024)
+found["zarr"] = cli({"input": gray, "output": os.path.join(disk, "seg.zarr"), "options": options})
+found["checkpoints"] = cli({"input": gray, "output": os.path.join(work, "seg.zarr"),
+                            "options": {**options, "checkpoint-dir": os.path.join(disk, "ckpt")}})
+os.remove(os.path.join(disk, "filler"))
+import h5py, numpy as np
+with h5py.File(os.path.join(disk, "seg.h5"), "w") as f:
+    f["old"] = np.arange(1000)
+fill(8 * 1024)
+found["h5"] = cli({"input": gray, "output": os.path.join(disk, "seg.h5:seg"), "options": options})
+with h5py.File(os.path.join(disk, "seg.h5"), "r") as f:
+    found["h5"]["kept"] = list(f.keys()) == ["old"] and int(f["old"][999]) == 999
+print(json.dumps(found))
+'''
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing_behind(gray, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("needs `unshare -rm` (util-linux, user namespaces) to mount a small tmpfs")
+    np.save(tmp_path / "gray.npy", gray)
+    before = (tmp_path / "gray.npy").read_bytes()
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "full_disk.py").write_text(FULL_DISK)
+    done = subprocess.run(["unshare", "-rm", sys.executable, str(tmp_path / "full_disk.py"), str(tmp_path / "disk"),
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    npy, zarr, ckpt, h5 = found["npy"], found["zarr"], found["checkpoints"], found["h5"]
+    assert npy["rc"] == 1 and "not enough space for the output" in npy["err"][0] and npy["files"] == [], npy
+    assert zarr["rc"] == 1 and "is full" in zarr["err"][0] and zarr["files"] == [], zarr
+    assert ckpt["rc"] == 1 and "checkpoint folder" in ckpt["err"][0] and "is full" in ckpt["err"][0], ckpt
+    assert not [f for f in ckpt["files"] if f.endswith(".partial")], ckpt
+    assert h5["rc"] == 1 and "not enough space for the output" in h5["err"][0] and h5["kept"], h5
+    assert h5["files"] == ["ckpt", "ckpt/manifest.json", "seg.h5"], h5  # the earlier case's checkpoint folder, and the old file
+    assert (tmp_path / "gray.npy").read_bytes() == before
+
+
+@pytest.mark.parametrize("output", ["seg.zarr", "seg.npy", "seg.tif", "seg.h5:labels"])
+def test_staging_left_by_a_dead_process_is_removed_by_the_next_run(gray, tmp_path, output):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended
+    name = output.split(":")[0]
+    (tmp_path / f".partial-{pid}-{name}").mkdir() if name.endswith(".zarr") else (tmp_path / f".partial-{pid}-{name}").write_bytes(b"x")
+    (tmp_path / f".partial-{pid}-{name}.json").write_text("{}")
+    (tmp_path / f".partial-{os.getppid()}-{name}").write_bytes(b"x")  # a live process's: kept
+    np.save(tmp_path / "gray.npy", gray)
+    ls.run({"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / output), "options": OPTIONS})
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".partial"))
+    assert left == [f".partial-{os.getppid()}-{name}"]

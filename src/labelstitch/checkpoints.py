@@ -21,6 +21,7 @@ half-written, corrupt). Staging files (``*.partial``) left by a killed run are r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -48,11 +49,22 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a full disk is one clear error)."""
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC,
+                f"the disk of the checkpoint folder {path.parent} is full (writing {path.name}, {len(data):,} bytes); "
+                "free some space and run again with --resume (finished subvolumes are kept)",
+            ) from None
+        raise
     os.replace(tmp, path)
 
 

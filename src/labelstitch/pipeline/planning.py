@@ -135,7 +135,7 @@ def check_plan_output(
                 "choose an output apart from the input, ground truth, preserved bodies and checkpoint folder"
             )
     plan = prepared.plan
-    alignment = check_output(uri, overwrite=overwrite, create_instance=create_output)
+    alignment = check_output(uri, overwrite=overwrite, create_instance=create_output, shape=plan.shape, dtype=np.uint64)
     if alignment is None:
         return
     for sv in plan:

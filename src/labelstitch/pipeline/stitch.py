@@ -24,7 +24,7 @@ from ..matching import FaceMatches, FaceReport, match_slabs
 from ..plugins import get_plugin_manager
 from ..report import write_stitch_report
 from ..stitching import StitchResult, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior
-from ..stores import create_volume, open_volume
+from ..stores import create_volume, disk_errors, open_volume
 from .config import RunConfig
 from .planning import PreparedRun
 from .progress import progress as counted
@@ -139,39 +139,40 @@ def stitch_and_write(
     staged ``config.output``, then publish it. The output has been checked by
     :func:`~labelstitch.pipeline.planning.check_plan_output`; it is created here."""
     config, plan, task = prepared.config, prepared.plan, prepared.task
-    store = create_volume(
-        config.output, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite, staged=True,
-        create_instance=create_output,
-    )
-    seconds: dict[str, float] = {}
-    identity = {"labelstitch": __version__, "config-hash": config.settings_hash}
-    try:
-        store.set_metadata({**identity, "complete": False})  # lets `run --resume` recognise its own output
-        start = time.perf_counter()
-        result = _match_all(config, plan, segmented, pool, progress)
-        seconds["stitch"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        offset = max(task.preserve_bodies, default=0)
-        parallel = store.supports_parallel_writes and not pool.in_process
-        writer = store.writer_uri if parallel else None
-        step3 = []
-        for sv in plan:
-            labels, bodies = result.mapping.for_subvolume(sv.id)
-            step3.append(_WriteItem(sv, segmented[sv.id], labels, bodies, offset, task.preserve_volume, task.preserve_bodies, writer))
-        written = pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}")
-        for sv_id, data in counted(written, len(plan), "write", progress):
-            if data is not None:
-                store.write(plan[sv_id].interior, data)
-        store.set_metadata(
-            {**identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary()}
+    with disk_errors(config.output):
+        store = create_volume(
+            config.output, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite, staged=True,
+            create_instance=create_output,
         )
-        store.commit()
-        write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)
-        seconds["write"] = time.perf_counter() - start
-    except BaseException:
-        store.discard()
-        raise
-    finally:
-        store.close()
+        seconds: dict[str, float] = {}
+        identity = {"labelstitch": __version__, "config-hash": config.settings_hash}
+        try:
+            store.set_metadata({**identity, "complete": False})  # lets `run --resume` recognise its own output
+            start = time.perf_counter()
+            result = _match_all(config, plan, segmented, pool, progress)
+            seconds["stitch"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            offset = max(task.preserve_bodies, default=0)
+            parallel = store.supports_parallel_writes and not pool.in_process
+            writer = store.writer_uri if parallel else None
+            step3 = []
+            for sv in plan:
+                labels, bodies = result.mapping.for_subvolume(sv.id)
+                step3.append(_WriteItem(sv, segmented[sv.id], labels, bodies, offset, task.preserve_volume, task.preserve_bodies, writer))
+            written = pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}")
+            for sv_id, data in counted(written, len(plan), "write", progress):
+                if data is not None:
+                    store.write(plan[sv_id].interior, data)
+            store.set_metadata(
+                {**identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary()}
+            )
+            store.commit()
+            write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)
+            seconds["write"] = time.perf_counter() - start
+        except BaseException:
+            store.discard()
+            raise
+        finally:
+            store.close()
     return result, seconds

@@ -38,6 +38,7 @@ from ._memory import (
     remove_memory_volume,
 )
 from ._npy import NpyStore
+from ._staging import NoSpaceError, disk_errors
 from ._tiff import TiffStore
 from ._zarr import ZarrStore
 
@@ -47,6 +48,7 @@ __all__ = [
     "DvidStore",
     "HDF5Store",
     "MemoryStore",
+    "NoSpaceError",
     "NpyStore",
     "StoreError",
     "StoreReadOnlyError",
@@ -56,6 +58,7 @@ __all__ = [
     "as_array_like",
     "check_output",
     "create_volume",
+    "disk_errors",
     "memory_volume",
     "memory_volumes",
     "open_volume",
@@ -151,9 +154,17 @@ def create_volume(uri: str, shape: tuple[int, ...], dtype: DTypeLike, **options:
     return store_class(uri).create(os.fspath(uri), tuple(shape), dtype, **options)
 
 
-def check_output(uri: str, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int] | None:
+def check_output(
+    uri: str,
+    *,
+    overwrite: bool = False,
+    create_instance: bool = False,
+    shape: tuple[int, ...] | None = None,
+    dtype: DTypeLike = None,
+) -> tuple[int, int, int] | None:
     """Every check of an output that can run before any work: returns the block alignment
-    writes to it need (None: any box).
+    writes to it need (None: any box). With ``shape`` and ``dtype``, an output whose size
+    is known in advance (npy, TIFF) must also fit on its disk.
 
     Raises
     ------
@@ -161,8 +172,14 @@ def check_output(uri: str, *, overwrite: bool = False, create_instance: bool = F
         The output exists (or, for DVID, holds labels) and ``overwrite`` is off; a DVID
         node is committed, or its instance is missing without ``create_instance``, or is
         not a labels instance.
+    NoSpaceError
+        The output would not fit on its disk.
     """
-    return store_class(uri).check_output(os.fspath(uri), overwrite=overwrite, create_instance=create_instance)
+    cls = store_class(uri)
+    alignment = cls.check_output(os.fspath(uri), overwrite=overwrite, create_instance=create_instance)
+    if shape is not None:
+        cls.check_space(os.fspath(uri), tuple(shape), dtype)
+    return alignment
 
 
 def side_file_base(uri: str, folder: str | os.PathLike[str] | None = None) -> Path | None:

@@ -90,6 +90,11 @@ class VolumeStore(ABC):
         return None
 
     @classmethod
+    def check_space(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike) -> None:
+        """Refuse (:class:`OSError` ENOSPC) an output whose size is known in advance and does
+        not fit where it goes; backends whose size depends on compression check nothing."""
+
+    @classmethod
     def create(
         cls,
         uri: str,

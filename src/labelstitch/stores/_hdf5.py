@@ -12,6 +12,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box
 from ._base import StoreError, VolumeStore
+from ._staging import check_free_space, no_space, remove_stale_staging, staging_path
 
 _ATTR = "labelstitch"
 
@@ -24,20 +25,31 @@ def split_h5_uri(uri: str) -> tuple[str, str]:
 
 
 class HDF5Store(VolumeStore):
-    """A dataset in an HDF5 file (h5py). Writes go through one process at a time."""
+    """A dataset in an HDF5 file (h5py). Writes go through one process at a time.
+
+    A staged output is written to a new file (``.partial-PID-FILE``); :meth:`commit` copies
+    the file's other objects into it and renames it over the file, so the file at the
+    output path is always whole, whatever happens while writing (HDF5 files are not safe
+    against crashes mid-write). The HDF5 library crashes (SIGSEGV) when its disk fills
+    up, so an output is refused before any work unless its disk has room for the
+    uncompressed volume (the compressed file is usually far smaller).
+    """
 
     scheme = "h5"
 
-    def __init__(self, uri: str, file: Any, name: str, *, read_only: bool, staging: str | None = None) -> None:
-        dataset = file[staging or name]
+    def __init__(
+        self, uri: str, file: Any, name: str, *, read_only: bool, staging: Path | None = None, final: Path | None = None
+    ) -> None:
+        dataset = file[name]
         super().__init__(uri, dataset.shape, dataset.dtype, read_only=read_only)
         self._file = file
         self._name = name
         self._staging = staging
+        self._final = final
 
     @property
     def _dataset(self) -> Any:
-        return self._file[self._staging or self._name]
+        return self._file[self._name]
 
     @classmethod
     def open(cls, uri: str, *, read_only: bool = True) -> HDF5Store:
@@ -46,7 +58,10 @@ class HDF5Store(VolumeStore):
         path, name = split_h5_uri(uri)
         if not os.path.isfile(path):
             raise StoreError(f"no HDF5 file at {path} (from {uri})")
-        file = h5py.File(path, "r" if read_only else "r+")
+        try:
+            file = h5py.File(path, "r" if read_only else "r+")
+        except OSError as exc:
+            raise StoreError(f"cannot open {path} as an HDF5 file: {exc}") from None
         if name not in file or not isinstance(file[name], h5py.Dataset):
             datasets: list[str] = []
             file.visititems(lambda k, v: datasets.append(k) if isinstance(v, h5py.Dataset) else None)
@@ -77,19 +92,26 @@ class HDF5Store(VolumeStore):
         return Path(split_h5_uri(uri)[0])
 
     @classmethod
+    def check_space(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike) -> None:
+        check_free_space(Path(os.path.abspath(split_h5_uri(uri)[0])).parent, int(np.prod(shape)) * np.dtype(dtype).itemsize, uri)
+
+    @classmethod
     def _create(
         cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
     ) -> HDF5Store:
         import h5py
 
         path, name = split_h5_uri(uri)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        file = h5py.File(path, "a")
-        target = f"{name}.partial-{os.getpid()}" if staged else name
-        if target in file:
-            del file[target]
+        final = Path(os.path.abspath(path))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(final)
+        cls.check_space(uri, shape, dtype)
+        target = staging_path(final) if staged else final
+        file = h5py.File(target, "w" if staged else "a")
+        if name in file:
+            del file[name]
         file.create_dataset(
-            target,
+            name,
             shape=tuple(shape),
             dtype=np.dtype(dtype),
             chunks=tuple(min(c, s) for c, s in zip(chunks, shape)) if chunks else True,
@@ -97,7 +119,7 @@ class HDF5Store(VolumeStore):
             compression_opts=1,
             fillvalue=0,
         )
-        return cls(uri, file, name, read_only=False, staging=target if staged else None)
+        return cls(uri, file, name, read_only=False, staging=target if staged else None, final=final)
 
     def _read(self, box: Box) -> NDArray[Any]:
         return np.asarray(self._dataset[box.slices()])
@@ -123,19 +145,46 @@ class HDF5Store(VolumeStore):
         self._file.flush()
 
     def commit(self) -> None:
-        """Publish a staged dataset: move it to its final name within the file."""
-        if self._staging is None:
+        """Publish a staged dataset: copy the final file's other objects into the staging
+        file, then rename it over the final file (one atomic step)."""
+        if self._staging is None or self._final is None:
             return
-        if self._name in self._file:
-            del self._file[self._name]
-        self._file.move(self._staging, self._name)
+        import h5py
+
+        try:
+            if self._final.exists():
+                with h5py.File(self._final, "r") as old:
+                    _copy_all_but(old, self._file, self._name)
+            self._file.flush()
+            self._file.close()
+        except OSError as exc:
+            raise no_space(exc, self.uri, self._staging) from exc
+        os.replace(self._staging, self._final)
         self._staging = None
-        self._file.flush()
+        self._file = h5py.File(self._final, "r+")
 
     def discard(self) -> None:
-        if self._staging is not None and self._staging in self._file:
-            del self._file[self._staging]
-        self._staging = None
+        """Drop the staging file."""
+        if self._staging is not None:
+            self._file.close()
+            self._staging.unlink(missing_ok=True)
+            self._staging = None
 
     def close(self) -> None:
         self._file.close()
+
+
+def _copy_all_but(source: Any, target: Any, skip: str) -> None:
+    """Copy every object and attribute of ``source`` (an h5py group) into ``target`` except
+    the dataset at path ``skip``."""
+    import h5py
+
+    head, _, rest = skip.partition("/")
+    for key, value in source.attrs.items():
+        if key not in target.attrs:
+            target.attrs[key] = value
+    for key in source:
+        if key != head:
+            source.copy(source[key], target, name=key)
+        elif rest and isinstance(source[key], h5py.Group):
+            _copy_all_but(source[key], target.require_group(key), rest)

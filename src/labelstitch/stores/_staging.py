@@ -1,9 +1,19 @@
-"""What file-backed volumes share: staged creation and memory-mapped access."""
+"""What file-backed volumes share: staged creation, space checks and memory-mapped access.
+
+An output is written to a hidden sibling (``.partial-PID-NAME``) and renamed over its final
+name only when complete. The staging of a process that died is removed by the next
+creation of the same output. Memory-mapped outputs reserve their disk blocks when they are
+created, so running out of space is one clear error up front, never a SIGBUS mid-write.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,10 +23,103 @@ from ..geometry import Box
 from ._base import StoreError, VolumeStore
 
 
+class NoSpaceError(OSError):
+    """The file system of an output has no room for it (an OSError: the run failed, the
+    input was fine)."""
+
+
 def staging_path(final: Path) -> Path:
     """The hidden sibling an output is written to before it is published. The name keeps the
     final name's suffix, so it is itself a valid volume string for worker processes."""
     return final.with_name(f".partial-{os.getpid()}-{final.name}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(final: Path) -> list[Path]:
+    """Remove the staging files and folders of ``final`` (``.partial-PID-NAME*``, and
+    ``.old-PID-NAME`` from an interrupted publish) whose process is no longer running."""
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for prefix in (".partial-", ".old-"):
+        for path in final.parent.glob(f"{prefix}*-{final.name}*"):
+            pid = path.name[len(prefix):].split("-", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _free_bytes(folder: Path) -> int:
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_free_space(folder: Path, needed: int, uri: str) -> None:
+    """Refuse an output of ``needed`` bytes that ``folder``'s file system cannot hold."""
+    free = _free_bytes(folder)
+    if needed > free:
+        raise NoSpaceError(
+            errno.ENOSPC,
+            f"not enough space for the output {uri}: it needs {needed:,} bytes and {folder} has {free:,} free; "
+            "free some space or write the output elsewhere",
+        )
+
+
+def no_space(exc: OSError, uri: str, path: Path | str, needed: int | None = None) -> OSError:
+    """``exc`` as a :class:`NoSpaceError` naming the output if the disk is full, else as it is."""
+    if exc.errno != errno.ENOSPC:
+        return exc
+    need = f"; it needed {needed:,} more bytes" if needed else ""
+    return NoSpaceError(
+        errno.ENOSPC,
+        f"the disk of {uri} is full (writing {path}, {_free_bytes(Path(path).parent):,} bytes free{need}); "
+        "free some space and run again (--resume keeps finished subvolumes)",
+    )
+
+
+@contextlib.contextmanager
+def disk_errors(uri: str) -> Iterator[None]:
+    """Turn a full disk met anywhere inside the block (a worker's write included) into a
+    :class:`NoSpaceError` that names the output ``uri``."""
+    try:
+        yield
+    except NoSpaceError:
+        raise
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise NoSpaceError(
+            errno.ENOSPC,
+            f"the disk of the output {uri} is full ({exc.strerror}); free some space and run again "
+            "(--resume keeps finished subvolumes)",
+        ) from exc
+
+
+def reserve(path: Path, size: int, uri: str) -> None:
+    """Allocate ``size`` bytes of ``path`` on disk now, so that writes through a memory map
+    can never find the disk full (which kills the process with SIGBUS)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        raise no_space(exc, uri, path, size) from None
+    finally:
+        os.close(fd)
 
 
 class MemmapStore(VolumeStore):
@@ -39,6 +142,10 @@ class MemmapStore(VolumeStore):
     @classmethod
     def claims(cls, uri: str) -> bool:
         return uri.endswith(cls.suffixes)
+
+    @classmethod
+    def check_space(cls, uri: str, shape: tuple[int, ...], dtype: Any) -> None:
+        check_free_space(Path(os.path.abspath(uri)).parent, int(np.prod(shape)) * np.dtype(dtype).itemsize, uri)
 
     @classmethod
     def _map(cls, path: str, *, read_only: bool) -> NDArray[Any]:
@@ -68,8 +175,17 @@ class MemmapStore(VolumeStore):
     ) -> MemmapStore:
         final = Path(uri)
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(final)
         target = staging_path(final) if staged else final
-        return cls(uri, cls._map_new(target, tuple(shape), np.dtype(dtype)), read_only=False, staging=target if staged else None)
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        check_free_space(final.parent, size, uri)
+        try:
+            array = cls._map_new(target, tuple(shape), np.dtype(dtype))
+            reserve(target, target.stat().st_size, uri)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return cls(uri, array, read_only=False, staging=target if staged else None)
 
     @classmethod
     def exists(cls, uri: str) -> bool:

@@ -12,7 +12,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box
 from ._base import StoreError, VolumeStore
-from ._staging import staging_path
+from ._staging import no_space, remove_stale_staging, staging_path
 
 
 def split_zarr_uri(uri: str) -> tuple[Path, str]:
@@ -73,16 +73,22 @@ class ZarrStore(VolumeStore):
 
         root, name = split_zarr_uri(uri)
         final = root / name
+        remove_stale_staging(final)
         target = staging_path(final) if staged else final
         if target.exists():
             shutil.rmtree(target)
-        array = zarr.create_array(
-            store=str(target),
-            shape=shape,
-            dtype=np.dtype(dtype),
-            chunks=tuple(min(c, s) for c, s in zip(chunks or (64, 64, 64), shape)),
-            fill_value=0,
-        )
+        try:
+            array = zarr.create_array(
+                store=str(target),
+                shape=shape,
+                dtype=np.dtype(dtype),
+                chunks=tuple(min(c, s) for c, s in zip(chunks or (64, 64, 64), shape)),
+                fill_value=0,
+            )
+        except BaseException:
+            if staged:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
         return cls(uri, array, read_only=False, staging=target if staged else None, final=final)
 
     @property
@@ -94,7 +100,10 @@ class ZarrStore(VolumeStore):
         return np.asarray(self._array[box.slices()])
 
     def _write(self, box: Box, data: NDArray[Any]) -> None:
-        self._array[box.slices()] = data
+        try:
+            self._array[box.slices()] = data
+        except OSError as exc:
+            raise no_space(exc, self.uri, self._staging or self._final or self.uri) from exc
 
     @property
     def chunks(self) -> tuple[int, ...]:
