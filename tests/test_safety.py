@@ -305,3 +305,65 @@ def test_staging_left_by_a_dead_process_is_removed_by_the_next_run(gray, tmp_pat
     ls.run({"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / output), "options": OPTIONS})
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".partial"))
     assert left == [f".partial-{os.getppid()}-{name}"]
+
+
+def test_the_same_8_bit_data_in_any_dtype_segments_the_same(tmp_path):
+    gray, truth = em_volume((32, 48, 48), n_neurites=10, seed=8)
+    reference = None
+    for dtype in (np.uint8, np.uint16, np.int64, np.float64):
+        np.save(tmp_path / f"gray-{np.dtype(dtype).name}.npy", gray.astype(dtype))
+        result = ls.run({"input": str(tmp_path / f"gray-{np.dtype(dtype).name}.npy"),
+                         "output": str(tmp_path / f"seg-{np.dtype(dtype).name}.zarr"), "options": OPTIONS})
+        assert result.intensity_range.startswith("[0, 255]") and not result.warnings
+        with open_volume(result.output) as out:
+            labels = out.read()
+        if reference is None:
+            reference = labels
+            assert result.counts["bodies"] > 5
+        np.testing.assert_array_equal(labels, reference)
+
+
+def test_a_range_that_fits_the_data_badly_is_reported_not_silent(tmp_path, caplog):
+    import logging
+
+    gray, _ = em_volume((32, 48, 48), n_neurites=10, seed=8)
+    np.save(tmp_path / "gray16.npy", gray.astype(np.uint16))
+    with caplog.at_level(logging.WARNING, logger="labelstitch"):
+        result = ls.run({"input": str(tmp_path / "gray16.npy"), "output": str(tmp_path / "dtype.zarr"),
+                         "options": {**OPTIONS, "intensity-range": "dtype"}})
+    assert result.intensity_range.startswith("[0, 65535]") and result.counts["bodies"] <= 1
+    assert any("produced no segment" in w for w in result.warnings)
+    assert any("the run produced" in w and "intensity-range" in w for w in result.warnings)
+    assert "check options.intensity-range" in caplog.text
+    twelve_bit = (gray.astype(np.uint16) * 16 + 100)  # 12-bit data with an offset, in uint16
+    np.save(tmp_path / "gray12.npy", twelve_bit)
+    measured = ls.run({"input": str(tmp_path / "gray12.npy"), "output": str(tmp_path / "auto.zarr"), "options": OPTIONS})
+    assert "sampled minimum and maximum" in measured.intensity_range and not measured.warnings
+    assert measured.counts["bodies"] > 5
+    explicit = ls.run({"input": str(tmp_path / "gray12.npy"), "output": str(tmp_path / "explicit.zarr"),
+                       "options": {**OPTIONS, "intensity-range": [100, 100 + 255 * 16]}})
+    assert explicit.intensity_range.startswith("[100, 4180]: as configured") and explicit.counts["bodies"] > 5
+
+
+def test_nan_from_a_stage_or_in_the_input_and_float_labels_are_refused(gray, tmp_path, monkeypatch):
+    from labelstitch.pipeline import PipelineError
+
+    (tmp_path / "nanstages.py").write_text("import numpy as np\ndef nan_predictions(grayscale, mask):\n"
+                                            "    out = np.zeros(grayscale.shape, np.float32)\n    out[3, 4, 5] = np.nan\n    return out\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"),
+              "options": {**OPTIONS, "segmentor": {"configuration": {"predict-voxels": {"function": "nanstages.nan_predictions"}}}}}
+    with pytest.raises(PipelineError, match=r"'nanstages.nan_predictions' returned 1 NaN or infinite values for subvolume 0 \(the first at \(3, 4, 5\)"):
+        ls.run(config)
+    floats = gray.astype(np.float32)
+    floats[10, 20, 30] = np.nan
+    np.save(tmp_path / "nan.npy", floats)
+    with pytest.raises(PipelineError, match=r"input .*nan.npy holds NaN or infinite values .* at \(10, 20, 30\)"):
+        ls.run({"input": str(tmp_path / "nan.npy"), "output": str(tmp_path / "nan.zarr"), "options": {**OPTIONS, "intensity-range": [0, 255]}})
+    np.save(tmp_path / "gt.npy", gray.astype(np.float64))
+    with pytest.raises(StoreError, match="ground-truth .*gt.npy has dtype float64; label volumes must hold integers"):
+        ls.run({"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "x.zarr"), "ground-truth": str(tmp_path / "gt.npy"), "options": OPTIONS})
+    with pytest.raises(StoreError, match="ground truth .*gt.npy has dtype float64"):
+        ls.evaluate(str(tmp_path / "gray.npy"), str(tmp_path / "gt.npy"))
+    assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "seg.zarr").exists()

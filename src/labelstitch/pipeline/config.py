@@ -113,6 +113,18 @@ SCHEMA: dict[str, Any] = {
                     "description": "grayscale value of empty padding to mask (null: no masking)",
                 },
                 "background-min-width": {"type": "integer", "minimum": 1},
+                "intensity-range": {
+                    "oneOf": [
+                        {"enum": ["auto", "dtype"]},
+                        {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                    ],
+                    "description": "grayscale values that mean black and white: auto (measured, the default), "
+                    "dtype (the dtype's full range) or [black, white]",
+                },
+                "allow-missing-input": {
+                    "type": "boolean",
+                    "description": "read missing chunks of a zarr input as its fill value instead of refusing them",
+                },
                 "roi": {
                     "type": "string",
                     "minLength": 1,
@@ -144,6 +156,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "codec": "lz4",
     "background-value": 0,
     "background-min-width": 5,
+    "intensity-range": "auto",
+    "allow-missing-input": False,
 }
 
 EXAMPLE: dict[str, Any] = {
@@ -301,6 +315,8 @@ KEYS: dict[str, str] = {
     "options.background-value": "background_value",
     "options.background-min-width": "background_min_width",
     "options.roi": "roi_name",
+    "options.intensity-range": "intensity_range",
+    "options.allow-missing-input": "allow_missing_input",
 }
 
 #: fields whose key is left out of the file form when they are unset
@@ -341,6 +357,8 @@ class RunConfig:
     codec: str
     background_value: int | None
     background_min_width: int
+    intensity_range: str | tuple[float, float] = "auto"
+    allow_missing_input: bool = False
     ground_truth: str | None = None
     roi_box: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
     roi_name: str | None = None
@@ -386,6 +404,8 @@ class RunConfig:
         if "preserve_bodies" in values:
             values["preserve_bodies"] = tuple(int(b) for b in values["preserve_bodies"])
         values["rule_params"] = dict(values["rule_params"])
+        if isinstance(values.get("intensity_range"), list):
+            values["intensity_range"] = tuple(values["intensity_range"])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -423,6 +443,7 @@ class RunConfig:
         part["options"] = {
             "segmentor": {"configuration": options["segmentor"]["configuration"]},
             **{k: options.get(k) for k in ("chunk-size", "overlap", "background-value", "background-min-width", "codec", "roi")},
+            **({"intensity-range": options["intensity-range"]} if options.get("intensity-range", "auto") != "auto" else {}),
         }
         return part
 

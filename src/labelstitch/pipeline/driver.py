@@ -13,6 +13,7 @@ it opened.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..checkpoints import CheckpointDir, CheckpointError
 from ..executors import Executor
@@ -37,6 +40,8 @@ from .segment import SegmentedSubvolume, segment_all
 from .stitch import stitch_and_write
 
 __all__ = ["RunResult", "compare", "restitch", "run", "score_volumes", "score_regions"]
+
+log = logging.getLogger("labelstitch")
 
 #: a config as accepted by the driver: a file, a dict in file form, or a RunConfig
 ConfigSource = RunConfig | str | os.PathLike[str] | dict[str, Any]
@@ -59,17 +64,24 @@ def executor_for(executor: str | Executor, **options: Any) -> Iterator[Executor]
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_volumes(seg: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = True) -> Score:
-    """VI and body count of two stored volumes, read box by box (never whole)."""
+def _check_labels(seg: VolumeStore, gt: VolumeStore) -> None:
+    """Two label volumes that can be scored against each other, or one clear error."""
     if seg.shape != gt.shape:
         raise StoreError(f"segmentation {seg.uri} has shape {seg.shape} but ground truth {gt.uri} has shape {gt.shape}")
+    for role, store in (("segmentation", seg), ("ground truth", gt)):
+        if not (np.issubdtype(store.dtype, np.integer) or store.dtype == np.bool_):
+            raise StoreError(f"{role} {store.uri} has dtype {store.dtype}; label volumes must hold integers")
+
+
+def score_volumes(seg: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = True) -> Score:
+    """VI and body count of two stored volumes, read box by box (never whole)."""
+    _check_labels(seg, gt)
     return vi_blockwise(seg.shape, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
 
 
 def score_regions(seg: VolumeStore, gt: VolumeStore, region: int = 32, *, ignore_gt_zero: bool = True) -> RegionalVI:
     """VI of every ``region``-sized block of two stored volumes (the paper's Figure 9)."""
-    if seg.shape != gt.shape:
-        raise StoreError(f"segmentation {seg.uri} has shape {seg.shape} but ground truth {gt.uri} has shape {gt.shape}")
+    _check_labels(seg, gt)
     return regional_vi(seg.shape, region, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
 
 
@@ -96,6 +108,11 @@ class RunResult:
         The checkpoint folder, if the run had one.
     report : str or None
         The stitch report (``OUT.stitch.md``; ``.json`` and ``.npz`` beside it), if written.
+    intensity_range : str
+        The grayscale values taken as black and white, and how they were chosen.
+    warnings : list of str
+        Results that look wrong (subvolumes with no segment, a run with one body or none),
+        also logged to the ``labelstitch`` logger.
     """
 
     output: str
@@ -106,6 +123,8 @@ class RunResult:
     stitch: dict[str, Any] = field(default_factory=dict)
     checkpoints: str | None = None
     report: str | None = None
+    intensity_range: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +135,8 @@ class RunResult:
             "counts": dict(self.counts),
             "vi": self.vi.to_dict() if self.vi else None,
             "stitch": self.stitch,
+            "intensity-range": self.intensity_range,
+            "warnings": list(self.warnings),
         }
 
     def table(self) -> str:
@@ -127,6 +148,9 @@ class RunResult:
         if self.vi is not None:
             lines.append("")
             lines.append(f"VI merge {self.vi.merge:.3f}  split {self.vi.split:.3f}  total {self.vi.total:.3f} bits")
+        if self.intensity_range:
+            lines.append(f"\nintensity range {self.intensity_range}")
+        lines += [f"warning: {w}" for w in self.warnings]
         lines.append(f"\nwrote {self.output}")
         return "\n".join(lines)
 
@@ -140,6 +164,26 @@ def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[str, ...] | Non
         held.enter_context(hold(output, f"output {output}"))
     if config.checkpoint_dir:
         held.enter_context(hold(config.checkpoint_dir, f"checkpoint folder {config.checkpoint_dir}"))
+
+
+def _suspicious(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], bodies: int) -> list[str]:
+    """Warnings about results that look wrong, logged as they are found."""
+    found = []
+    empty = sorted(s.sv_id for s in segmented.values() if s.unmasked > 0 and s.segments == 0)
+    if empty:
+        listed = ", ".join(map(str, empty[:8])) + (" ..." if len(empty) > 8 else "")
+        found.append(
+            f"{len(empty)} subvolumes produced no segment although they hold unmasked voxels (subvolumes {listed}); "
+            f"check options.intensity-range (used: {prepared.intensity_note}) and the stage parameters"
+        )
+    if bodies <= 1:
+        found.append(
+            f"the run produced {bodies} {'body' if bodies == 1 else 'bodies'}; check options.intensity-range "
+            f"(used: {prepared.intensity_note}), options.background-value and the stage parameters"
+        )
+    for warning in found:
+        log.warning("%s", warning)
+    return found
 
 
 def _writes_own_output(config: RunConfig) -> bool:
@@ -253,6 +297,8 @@ def run(
         config.output, plan, seconds, counts, vi, result.summary(),
         str(checkpoints.path) if checkpoints is not None else None,
         str(paths["md"]) if paths is not None else None,
+        prepared.intensity_note,
+        _suspicious(prepared, segmented, counts["bodies"]),
     )
 
 

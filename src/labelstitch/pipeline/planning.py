@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import Plan, misaligned_axis, roi_chunks
+from ..geometry import Box, Plan, misaligned_axis, roi_chunks
 from ..plugins import PluginError, Stage, resolve_stage
 from ..stitching import check_stitch
-from ..stores import StoreError, check_output, open_volume, read_roi, volumes_overlap
+from ..stores import StoreError, VolumeStore, check_output, open_volume, read_roi, volumes_overlap
 from .config import RunConfig
 from .segment import SegmentTask, run_tuples
 
@@ -21,11 +21,62 @@ __all__ = ["PreparedRun", "check_plan_output", "prepare", "resolve_stages"]
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A checked run: its configuration, its plan and what every worker needs to segment."""
+    """A checked run: its configuration, its plan and what every worker needs to segment,
+    and how the intensity range was chosen."""
 
     config: RunConfig
     plan: Plan
     task: SegmentTask
+    intensity_note: str = ""
+
+
+def resolve_intensity_range(config: RunConfig, volume: VolumeStore, plan: Plan) -> tuple[tuple[float, float], str]:
+    """The grayscale values that mean black and white, and how they were found.
+
+    ``options.intensity-range`` ``[black, white]`` is used as given; ``dtype`` takes the
+    dtype's full range ([0, 1] for floats); ``auto`` (the default) takes [0, 255] for uint8,
+    else the input's ``intensity-range`` metadata, else looks at small samples of up to
+    eight subvolumes: whole numbers within [0, 255] (8-bit data stored in any dtype) give
+    [0, 255], values within [0, 1] give [0, 1], anything else the measured minimum and maximum.
+    """
+    setting = config.intensity_range
+    dtype = volume.dtype
+    if isinstance(setting, tuple):
+        black, white = float(setting[0]), float(setting[1])
+        if not white > black:
+            raise ValueError(f"options.intensity-range must be [black, white] with white > black, got {list(setting)}")
+        return (black, white), "as configured"
+    if setting == "dtype":
+        if np.issubdtype(dtype, np.integer):
+            return (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)), f"the full range of {dtype}"
+        return (0.0, 1.0), "[0, 1] for float data"
+    if dtype == np.uint8:
+        return (0.0, 255.0), "uint8"
+    stored = volume.metadata.get("intensity-range")
+    if isinstance(stored, list) and len(stored) == 2 and all(isinstance(v, (int, float)) for v in stored) and stored[1] > stored[0]:
+        return (float(stored[0]), float(stored[1])), "the input's metadata"
+    picks = list(plan)[:: max(1, len(plan) // 8)][:8]
+    samples = []
+    for sv in picks:
+        centre = [(a + b) // 2 for a, b in zip(sv.interior.start, sv.interior.stop)]
+        start = [max(a, c - 16) for a, c in zip(sv.interior.start, centre)]
+        stop = [min(b, c + 16) for b, c in zip(sv.interior.stop, centre)]
+        samples.append(np.asarray(volume.read(Box(tuple(start), tuple(stop)))).ravel())
+    values = np.concatenate(samples)
+    if np.issubdtype(values.dtype, np.floating):
+        values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (0.0, 255.0), "no finite sample values; assumed 8-bit"
+    low, high = float(values.min()), float(values.max())
+    whole = bool(np.all(values == np.round(values)))
+    where = f"measured on {values.size:,} voxels of {len(picks)} subvolumes"
+    if whole and low >= 0 and high <= 255:
+        return (0.0, 255.0), f"8-bit values ({where})"
+    if low >= 0 and high <= 1:
+        return (0.0, 1.0), f"values within [0, 1] ({where})"
+    if high == low:
+        return (low, low + 1.0), f"one value only ({where})"
+    return (low, high), f"the sampled minimum and maximum ({where})"
 
 
 def resolve_stages(config: RunConfig) -> tuple[Stage, Stage, Stage]:
@@ -78,9 +129,10 @@ def prepare(
     passes callables); ``extra_mask`` names a bool volume of voxels to leave unlabelled."""
     with open_volume(config.input) as volume:
         shape, dtype = volume.shape, volume.dtype
-    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-        raise StoreError(f"input {config.input} has dtype {dtype}; expected integer or float grayscale")
-    plan, runs, roi_block = _plan(config, shape)
+        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise StoreError(f"input {config.input} has dtype {dtype}; expected integer or float grayscale")
+        plan, runs, roi_block = _plan(config, shape)
+        intensity, note = resolve_intensity_range(config, volume, plan)
     if config.preserve_volume is not None:
         with open_volume(config.preserve_volume) as volume:
             if volume.bounded and volume.shape != shape:
@@ -91,11 +143,18 @@ def prepare(
         with open_volume(config.ground_truth) as gt:
             if gt.shape != shape:
                 raise StoreError(f"ground-truth {config.ground_truth} has shape {gt.shape}; input has {shape}")
+            if not np.issubdtype(gt.dtype, np.integer):
+                raise StoreError(
+                    f"ground-truth {config.ground_truth} has dtype {gt.dtype}; label volumes must hold integers "
+                    "(a VI of float labels would mean nothing)"
+                )
     task = SegmentTask(
         config.input,
         stages if stages is not None else resolve_stages(config),
         config.background_value,
         config.background_min_width,
+        intensity,
+        config.allow_missing_input,
         config.preserve_volume,
         config.preserve_bodies,
         codec=config.codec,
@@ -111,7 +170,7 @@ def prepare(
                     "keep checkpoints in a folder of their own"
                 )
     check_stitch(plan, config.rule, config.rule_params)
-    return PreparedRun(config, plan, task)
+    return PreparedRun(config, plan, task, f"[{intensity[0]:g}, {intensity[1]:g}]: {note}")
 
 
 def inputs_of(config: RunConfig) -> dict[str, str]:

@@ -52,6 +52,24 @@ def background_mask(grayscale: NDArray[Any], value: int | None, min_width: int) 
     return binary_opening(empty, structure=np.ones((min_width,) * 3, bool), border_value=1)
 
 
+def stage_grayscale(grayscale: NDArray[Any], black: float, white: float) -> NDArray[Any]:
+    """The grayscale as predict-voxels functions receive it: uint8 (0 black, 255 white) when
+    the intensity range is [0, 255], else float32 in [0, 1]; values outside are clipped.
+
+    >>> stage_grayscale(np.array([0, 128, 300], np.uint16), 0, 255)
+    array([  0, 128, 255], dtype=uint8)
+    >>> stage_grayscale(np.array([100.0, 150.0, 300.0]), 100, 200)
+    array([0. , 0.5, 1. ], dtype=float32)
+    """
+    if (black, white) == (0, 255):
+        if grayscale.dtype == np.uint8:
+            return grayscale
+        values = np.rint(grayscale) if np.issubdtype(grayscale.dtype, np.floating) else grayscale
+        return np.clip(values, 0, 255).astype(np.uint8)
+    out = (grayscale.astype(np.float32) - np.float32(black)) / np.float32(white - black)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
 @dataclass(frozen=True)
 class SegmentTask:
     """Everything a worker needs to segment one subvolume; picklable."""
@@ -60,6 +78,8 @@ class SegmentTask:
     stages: tuple[Stage, Stage, Stage]
     background_value: int | None
     background_min_width: int
+    intensity_range: tuple[float, float] = (0, 255)
+    allow_missing_input: bool = False
     preserve_volume: str | None = None
     preserve_bodies: tuple[int, ...] = ()
     codec: str = "lz4"
@@ -93,6 +113,7 @@ class SegmentedSubvolume:
     path: str | None = None
     sha256: str = ""
     size: int = 0
+    unmasked: int = -1  # voxels left to the stages (-1: not known, restored from a checkpoint)
 
     def load(self) -> NDArray[np.uint64]:
         """The labels over the outer box."""
@@ -116,6 +137,13 @@ def _checked(name: str, result: Any, shape: tuple[int, ...], sv: Subvolume, *, f
             )
         if not np.issubdtype(arr.dtype, np.floating):
             raise PipelineError(f"{name} returned dtype {arr.dtype} for subvolume {sv.id}; expected float32 probabilities")
+        finite = np.isfinite(arr)
+        if not finite.all():
+            where = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), arr.shape)[:3])
+            raise PipelineError(
+                f"{name} returned {arr.size - int(finite.sum())} NaN or infinite values for subvolume {sv.id} "
+                f"(the first at {tuple(o + w for o, w in zip(sv.outer.start, where))} in the volume)"
+            )
         return arr.astype(np.float32, copy=False)
     if arr.shape != shape:
         raise PipelineError(f"{name} returned shape {arr.shape} for subvolume {sv.id}; expected {shape}")
@@ -132,6 +160,12 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     start = time.perf_counter()
     with open_volume(task.input) as volume:
         grayscale = volume.read(sv.outer)
+    if np.issubdtype(grayscale.dtype, np.floating) and not np.isfinite(grayscale).all():
+        bad = tuple(int(i) for i in np.unravel_index(int(np.argmin(np.isfinite(grayscale))), grayscale.shape))
+        raise PipelineError(
+            f"input {task.input} holds NaN or infinite values in subvolume {sv.id} "
+            f"(the first at {tuple(o + b for o, b in zip(sv.outer.start, bad))}); grayscale must be finite"
+        )
     mask = background_mask(grayscale, task.background_value, task.background_min_width)
     if task.extra_mask is not None:
         with open_volume(task.extra_mask) as volume:
@@ -144,6 +178,7 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     seconds["read"] = time.perf_counter() - start
     predict, supervoxel, agglomerate = task.stages
     shape = grayscale.shape
+    grayscale = stage_grayscale(grayscale, *task.intensity_range)
 
     start = time.perf_counter()
     predictions = _checked(f"predict-voxels function {predict.name!r}", predict(grayscale, mask), shape, sv, floating=True)
@@ -167,11 +202,12 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     n_sv = int(np.unique(svs).size - (1 if (svs == 0).any() else 0))
     n_seg = int(np.unique(seg).size - (1 if (seg == 0).any() else 0))
     data = encode_labels(seg.astype(np.uint64), task.codec)
+    unmasked = int(mask.size - np.count_nonzero(mask))
     if task.checkpoint_dir is None:
-        return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data))
+        return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked)
     path = Path(task.checkpoint_dir) / f"sv-{sv.id}.blk"
     sha, size = save_block(path, data)
-    return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size)
+    return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size, unmasked=unmasked)
 
 
 def _segment_item(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume:
