@@ -285,3 +285,28 @@ def test_the_server_runs_by_hand_and_serves_a_volume_to_segment(shared_data, tmp
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_requests_too_large_to_serve_get_413_not_an_allocation(dvid_server):
+    import http.client
+
+    api = dvid_server.url
+    repo = requests.post(f"{api}/repos", json={"alias": "caps"}).json()["root"]
+    requests.post(f"{api}/repo/{repo}/instance", json={"typename": "labelblk", "dataname": "seg"})
+    huge = requests.get(f"{api}/node/{repo}/seg/raw/0_1_2/4096_4096_4096/0_0_0")
+    assert huge.status_code == 413 and "over this server's limit" in huge.text
+    stream = requests.get(f"{api}/node/{repo}/seg/blocks/4096_4096_4096/0_0_0")
+    assert stream.status_code == 413
+    connection = http.client.HTTPConnection(dvid_server.host, dvid_server.port, timeout=10)
+    connection.putrequest("POST", f"/api/node/{repo}/seg/raw/0_1_2/32_32_32/0_0_0")
+    connection.putheader("Content-Length", str(2**40))  # a body it never sends
+    connection.endheaders()
+    reply = connection.getresponse()
+    assert reply.status == 413 and b"request body of 1099511627776 bytes" in reply.read()
+    connection.close()
+    import gzip
+
+    bomb = gzip.compress(bytes(32 * 32 * 32 * 8 * 64))  # inflates to 64 times what a 32^3 box holds
+    posted = requests.post(f"{api}/node/{repo}/seg/raw/0_1_2/32_32_32/0_0_0?compression=gzip", data=bomb)
+    assert posted.status_code == 400 and "expected 262144 bytes" in posted.text
+    assert requests.get(f"{api}/server/info").status_code == 200  # and it still serves

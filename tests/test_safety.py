@@ -367,3 +367,147 @@ def test_nan_from_a_stage_or_in_the_input_and_float_labels_are_refused(gray, tmp
     with pytest.raises(StoreError, match="ground truth .*gt.npy has dtype float64"):
         ls.evaluate(str(tmp_path / "gray.npy"), str(tmp_path / "gt.npy"))
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "seg.zarr").exists()
+
+
+def zarr_input(folder, gray):
+    from labelstitch.stores import create_volume
+
+    store = create_volume(str(folder / "in.zarr"), gray.shape, gray.dtype, chunks=(16, 16, 16))
+    store.write(store.box, gray)
+    store.commit()
+    store.close()
+    return str(folder / "in.zarr")
+
+
+def test_a_missing_or_damaged_input_chunk_is_an_error_naming_it(gray, tmp_path):
+    uri = zarr_input(tmp_path, gray)
+    (tmp_path / "in.zarr" / "c" / "1" / "2" / "0").unlink()
+    config = {"input": uri, "output": str(tmp_path / "seg.zarr"), "options": OPTIONS}
+    with pytest.raises(StoreError, match=r"input .*in.zarr has no chunk \(1, 2, 0\) under subvolume .*options.allow-missing-input"):
+        ls.run(config)
+    assert not (tmp_path / "seg.zarr").exists()
+    allowed = ls.run({**config, "options": {**OPTIONS, "allow-missing-input": True}})
+    assert allowed.counts["bodies"] > 1
+    chunk = tmp_path / "in.zarr" / "c" / "0" / "0" / "1"
+    chunk.write_bytes(chunk.read_bytes()[: len(chunk.read_bytes()) // 2])  # truncated
+    with pytest.raises(StoreError, match=r"cannot read .*in.zarr: its chunk c/0/0/1 is damaged"):
+        ls.run({**config, "output": str(tmp_path / "seg2.zarr"), "options": {**OPTIONS, "allow-missing-input": True}})
+
+
+def test_resume_refuses_an_input_whose_content_changed(gray, tmp_path):
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "a.zarr"),
+              "options": {**OPTIONS, "checkpoint-dir": str(tmp_path / "ckpt")}}
+    ls.run(config)
+    ls.run({**config, "output": str(tmp_path / "b.zarr")}, resume=True)  # unchanged: fine
+    changed = gray.copy()
+    changed[0, 0, 0] ^= 1
+    np.save(tmp_path / "gray.npy", changed)
+    from labelstitch.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError,
+                       match=r"input changed since its checkpoints were made \(.*modified.*differ\)"):
+        ls.run({**config, "output": str(tmp_path / "c.zarr")}, resume=True)
+
+
+def test_bad_parameters_and_sizes_are_refused_before_any_work(gray, tmp_path, capsys):
+    from labelstitch._cli.main import ExitCode, main
+    from labelstitch.plugins import PluginError
+
+    np.save(tmp_path / "gray.npy", gray)
+    base = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"), "options": dict(OPTIONS)}
+
+    def with_stage(**parameters):
+        return {**base, "options": {**OPTIONS, "segmentor": {"configuration": {
+            "create-supervoxels": {"function": "seeded_watershed", "parameters": parameters}}}}}
+
+    with pytest.raises(PluginError, match="parameter 'seed_threshold' of 'seeded_watershed' must be a number, got 'high'"):
+        ls.run(with_stage(seed_threshold="high"))
+    with pytest.raises(PluginError, match="parameter 'seed_size' of 'seeded_watershed' must be >= 1, got -5"):
+        ls.run(with_stage(seed_size=-5))
+    with pytest.raises(PluginError, match=r"parameter 'seed_threshold' of 'seeded_watershed' must be in \[0, 1\], got 2"):
+        ls.run(with_stage(seed_threshold=2))
+    with pytest.raises(PluginError, match="parameter 'seed_size' of 'seeded_watershed' must be a whole number, got True"):
+        ls.run(with_stage(seed_size=True))
+    with pytest.raises(ValueError, match="parameter 'min_overlap' must be a whole number like its default 50, got 'abc'"):
+        ls.run({**base, "options": {**OPTIONS, "stitch-parameters": {"min_overlap": "abc"}}})
+    from labelstitch.stores import create_volume
+
+    huge = create_volume(str(tmp_path / "huge.zarr"), (4096, 4096, 4096), np.uint8, chunks=(256, 256, 256))
+    huge.commit()
+    huge.close()  # nothing written: a vast, empty volume
+    with pytest.raises(ValueError, match=r"options.chunk-size \[.*\] makes subvolumes of up to .* voxels; segmenting one needs about .* GiB"):
+        ls.run({**base, "input": str(tmp_path / "huge.zarr"), "options": {**OPTIONS, "chunk-size": 10**12, "allow-missing-input": True}})
+    assert not (tmp_path / "seg.zarr").exists()
+    (tmp_path / "run.json").write_text(json.dumps(base))
+    assert main(["run", str(tmp_path / "run.json"), "-q"]) == ExitCode.OK
+    capsys.readouterr()
+    assert main(["stitch", str(tmp_path / "run.json"), "--rule", "medium", "--param", "min_overlap=abc"]) == ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be a whole number" in err and "Traceback" not in err
+
+
+def test_compare_refuses_a_ground_truth_of_the_wrong_shape_before_writing(gray, tmp_path):
+    np.save(tmp_path / "gray.npy", gray)
+    np.save(tmp_path / "gt.npy", np.zeros((4, 4, 4), np.uint32))
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"),
+              "options": {**OPTIONS, "checkpoint-dir": str(tmp_path / "ckpt")}}
+    ls.run(config)
+    with pytest.raises(StoreError, match=r"ground truth .*gt.npy has shape \(4, 4, 4\); the run's volume has \(32, 48, 48\)"):
+        ls.compare(config, str(tmp_path / "gt.npy"))
+    assert not (tmp_path / "ckpt-compare").exists()
+
+
+def test_damaged_files_are_one_clear_line(gray, tmp_path, capsys):
+    from labelstitch._cli.main import ExitCode, main
+
+    (tmp_path / "fake.tif").write_bytes(b"this is not a TIFF file at all")
+    np.save(tmp_path / "gt.npy", np.zeros(gray.shape, np.uint32))
+    assert main(["evaluate", str(tmp_path / "fake.tif"), str(tmp_path / "gt.npy")]) == ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("labelstitch: error: cannot read ") and "as a TIFF file" in err and err.count("\n") == 1
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"),
+              "options": {**OPTIONS, "checkpoint-dir": str(tmp_path / "ckpt")}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    assert main(["run", str(tmp_path / "run.json"), "-q"]) == ExitCode.OK
+    (tmp_path / "ckpt" / "manifest.json").write_text('{"format": "labelstitch-checkpoints/1", "pla')
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "run.json"), "-q", "--resume"]) == ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err
+    assert "manifest.json is damaged" in err and "remove the folder" in err and err.count("\n") == 1
+
+
+READ_ONLY = r'''
+import json, subprocess, sys
+disk, config = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", disk], check=True)
+found = {}
+for command in (["config", "--check", config], ["run", config, "-q"]):
+    done = subprocess.run([sys.executable, "-m", "labelstitch._cli.main", *command], capture_output=True, text=True)
+    found[command[0]] = [done.returncode, done.stderr]
+print(json.dumps(found))
+'''
+
+
+def test_an_unwritable_output_is_refused_by_config_check_and_before_any_work(gray, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("needs `unshare -rm` (util-linux, user namespaces) to mount a read-only tmpfs")
+    np.save(tmp_path / "gray.npy", gray)
+    (tmp_path / "ro").mkdir()
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "ro" / "seg.zarr"),
+              "options": {**OPTIONS, "checkpoint-dir": str(tmp_path / "ckpt")}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    (tmp_path / "ro.py").write_text(READ_ONLY)
+    done = subprocess.run(["unshare", "-rm", sys.executable, str(tmp_path / "ro.py"), str(tmp_path / "ro"),
+                           str(tmp_path / "run.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    for command in ("config", "run"):
+        code, err = found[command]
+        assert code == 2 and f"cannot write output {tmp_path / 'ro' / 'seg.zarr'}" in err and "Read-only file system" in err, err
+    assert not list((tmp_path / "ckpt").glob("sv-*"))  # refused before segmenting anything

@@ -25,12 +25,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from .geometry import Plan
 from .metrics import Score, format_scores
-from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, compare, prepare, restitch, run
+from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run
 from .pipeline import score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
 from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
 from .report import format_explanation, write_heatmaps
-from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume
+from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, volume_exists
 
 __all__ = [
     "ConfigError",
@@ -103,11 +103,16 @@ def explain(body: int, output: str, *, checkpoints: str | None = None) -> dict[s
     return explain_body(paths["npz"], body)
 
 
-def check_config(config: ConfigLike) -> tuple[RunConfig, Plan]:
-    """Validate a config with its volumes, plugins and rule (``labelstitch config --check``);
-    returns the typed config and the plan it makes."""
+def check_config(config: ConfigLike) -> tuple[RunConfig, Plan, list[str]]:
+    """Every check a run makes before any work (``labelstitch config --check``): the config,
+    its volumes, plugins, rule, subvolume size, and the output (apart from the inputs,
+    writable, with room where its size is known, aligned for DVID). Returns the typed
+    config, the plan it makes and notes (an existing output that needs ``--overwrite``)."""
     prepared = prepare(RunConfig.load(config))
-    return prepared.config, prepared.plan
+    output = prepared.config.output
+    check_plan_output(prepared, output, overwrite=True)
+    notes = [f"the output {output} exists: the run needs --overwrite (or --resume) to replace it"] if volume_exists(output) else []
+    return prepared.config, prepared.plan, notes + [f"intensity range {prepared.intensity_note}"]
 
 
 def config_schema() -> dict[str, Any]:

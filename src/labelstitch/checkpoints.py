@@ -77,8 +77,12 @@ class CheckpointDir:
     settings: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | Path, plan: Plan, settings: dict[str, Any], *, resume: bool) -> CheckpointDir:
-        """Create the folder, or (with ``resume``) reopen one written for the same plan and settings.
+    def open(
+        cls, path: str | Path, plan: Plan, settings: dict[str, Any], *, resume: bool,
+        inputs: dict[str, dict[str, Any]] | None = None,
+    ) -> CheckpointDir:
+        """Create the folder, or (with ``resume``) reopen one written for the same plan and
+        settings from the same input content (``inputs``: a signature per input volume).
 
         Raises
         ------
@@ -94,6 +98,7 @@ class CheckpointDir:
             "config_hash": settings_hash(settings),
             "segmentation": settings,
             "plan": plan.to_dict(),
+            "inputs": inputs or {},
         }
         if manifest_path.exists():
             if not resume:
@@ -115,6 +120,14 @@ class CheckpointDir:
                     f"(block {old['plan']['block']}, halo {old['plan']['halo']}, shape {old['plan']['shape']}; "
                     f"now block {list(plan.block)}, halo {list(plan.halo)}, shape {list(plan.shape)})"
                 )
+            for key, now in (inputs or {}).items():
+                then = old.get("inputs", {}).get(key)
+                if then is not None and then != now:
+                    changed = ", ".join(k for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k))
+                    raise CheckpointError(
+                        f"cannot resume from {folder}: {key} changed since its checkpoints were made ({changed} differ); "
+                        "old subvolumes would be stitched next to new ones: remove the folder to start over"
+                    )
             if old["config_hash"] != manifest["config_hash"]:
                 changed = _changed_keys(old.get("segmentation", {}), manifest["segmentation"])
                 raise CheckpointError(

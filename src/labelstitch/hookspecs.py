@@ -15,6 +15,7 @@ arguments later without breaking old plugins.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -28,6 +29,26 @@ hookimpl = pluggy.HookimplMarker("labelstitch")
 
 #: the three segmentation stages, in pipeline order
 STAGES = ("predict-voxels", "create-supervoxels", "agglomerate-supervoxels")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric stage parameter accepts, for ``Annotated[float, Range(0, 1)]``
+    in a stage function's signature: the config is refused before any work when a value
+    lies outside (``None``: no bound on that side)."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def __contains__(self, value: float) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f">= {self.low:g}"
+        if self.low is None:
+            return f"<= {self.high:g}"
+        return f"in [{self.low:g}, {self.high:g}]"
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -52,6 +73,11 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
         Returns an integer (Z, Y, X) over-segmentation; masked voxels must be 0.
     ``agglomerate-supervoxels``: ``f(predictions, supervoxels, **parameters)``
         Returns an integer (Z, Y, X) segmentation (0 stays 0).
+
+    ``grayscale`` arrives as uint8 (0 black, 255 white) when the run's intensity range is
+    [0, 255], else as float32 in [0, 1] (``options.intensity-range``). Parameters annotated
+    ``int``, ``float``, ``bool`` or ``str`` (optionally ``Annotated[..., Range(low, high)]``)
+    are checked against the config before any work.
     """
 
 

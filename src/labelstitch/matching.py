@@ -208,7 +208,8 @@ def rule_parameters(name: str) -> dict[str, Any]:
 
 
 def check_rule_params(name: str, params: dict[str, Any]) -> None:
-    """Raise ValueError naming any parameter the rule does not take."""
+    """Raise ValueError naming any parameter the rule does not take, or a value whose type
+    does not fit the parameter's default (a number where the default is a number)."""
     known = rule_parameters(name)
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -216,6 +217,16 @@ def check_rule_params(name: str, params: dict[str, Any]) -> None:
             f"stitching rule {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"its parameters are: {', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}"
         )
+    for key, value in params.items():
+        default = known[key]
+        if isinstance(default, bool) or default is inspect.Parameter.empty or default is None:
+            continue
+        if isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must be a whole number like its default {default!r}, got {value!r}")
+        if isinstance(default, float) and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must be a number like its default {default!r}, got {value!r}")
+        if isinstance(default, (int, float)) and value < 0:
+            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must not be negative, got {value!r}")
 
 
 for _name, _rule in (

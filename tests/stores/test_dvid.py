@@ -131,3 +131,43 @@ def test_a_busy_server_has_its_own_larger_retry_budget(dvid_server, node, monkey
     dvid_server.state.max_throttled_ops = 0
     with pytest.raises(DvidError, match="failed after 3 attempts; last: 503 Server already running 0 throttled"):
         volume.read()
+
+
+@pytest.mark.parametrize(
+    "reply, message",
+    [
+        (b"<html>proxy error</html>", "is not JSON"),
+        (b'{"Base": {"TypeName": "uint8blk"}}', "no Extended section"),
+        (b'{"Base": {"TypeName": "uint8blk"}, "Extended": {"BlockSize": [32, 32, 32], "MaxPoint": ["a", 1, 2]}}',
+         r"Extended.MaxPoint is \['a', 1, 2\], not three whole numbers"),
+    ],
+)
+def test_a_malformed_dvid_reply_is_one_clear_line(reply, message, capsys):
+    import http.server
+    import threading
+
+    from labelstitch._cli.main import ExitCode, main
+
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"dvid://127.0.0.1:{server.server_address[1]}/abc123/grayscale"
+        with pytest.raises(DvidError, match=message):
+            open_volume(uri)
+        assert main(["evaluate", uri, uri]) == ExitCode.FAILED
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and ("instance description" in err or "not JSON" in err)
+    finally:
+        server.shutdown()
+        server.server_close()

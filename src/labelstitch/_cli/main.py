@@ -149,8 +149,10 @@ def _cmd_config(args: argparse.Namespace) -> ExitCode:
     elif args.example:
         print(json.dumps(api.config_example(), indent=2))
     elif args.check:
-        _, plan = api.check_config(args.check)
+        _, plan, notes = api.check_config(args.check)
         print(f"{args.check}: valid; {len(plan)} subvolumes of {plan.block} with a {plan.halo} halo")
+        for note in notes:
+            print(f"  {note}")
     else:
         print("give --schema, --example or --check CONFIG", file=sys.stderr)
         return ExitCode.USAGE_ERROR

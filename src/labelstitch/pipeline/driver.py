@@ -33,9 +33,9 @@ from ..metrics import RegionalVI, Score, regional_vi, vi_blockwise
 from ..plugins import Stage, get_executor
 from ..report import report_paths
 from ..stitching import StitchResult
-from ..stores import StoreError, VolumeStore, open_volume, volume_exists
+from ..stores import StoreError, VolumeStore, open_volume, volume_exists, volume_signature
 from .config import RunConfig
-from .planning import PreparedRun, check_plan_output, prepare
+from .planning import PreparedRun, check_plan_output, check_writable, prepare
 from .segment import SegmentedSubvolume, segment_all
 from .stitch import stitch_and_write
 
@@ -161,6 +161,7 @@ def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[str, ...] | Non
     """Hold the locks of the outputs (default: the config's) and of the checkpoint folder
     until ``held`` closes: a second run on either is refused, naming the first."""
     for output in (config.output,) if outputs is None else outputs:
+        check_writable(output, "output")  # before the lock file is made beside it
         held.enter_context(hold(output, f"output {output}"))
     if config.checkpoint_dir:
         held.enter_context(hold(config.checkpoint_dir, f"checkpoint folder {config.checkpoint_dir}"))
@@ -184,6 +185,12 @@ def _suspicious(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume],
     for warning in found:
         log.warning("%s", warning)
     return found
+
+
+def _signatures(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """The content signature of every volume the segmented labels depend on."""
+    found = {"input": config.input, "preserve-bodies.segmentation": config.preserve_volume}
+    return {key: dict(volume_signature(uri)) for key, uri in found.items() if uri}
 
 
 def _writes_own_output(config: RunConfig) -> bool:
@@ -262,7 +269,9 @@ def run(
         check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
         checkpoints = None
         if config.checkpoint_dir:
-            checkpoints = CheckpointDir.open(config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume)
+            checkpoints = CheckpointDir.open(
+                config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume, inputs=_signatures(config)
+            )
         elif resume:
             raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
         seconds = {"check and plan": time.perf_counter() - t0}
@@ -311,7 +320,7 @@ def _finished_subvolumes(prepared: PreparedRun) -> dict[int, SegmentedSubvolume]
     folder = config.checkpoint_dir
     if not folder:
         raise CheckpointError("re-stitching needs options.checkpoint-dir: the segmented subvolumes are read from there")
-    checkpoints = CheckpointDir.open(folder, plan, config.segmentation_settings(), resume=True)
+    checkpoints = CheckpointDir.open(folder, plan, config.segmentation_settings(), resume=True, inputs=_signatures(config))
     states = checkpoints.verify()
     bad = {sv: state for sv, state in states.items() if state != "ok"}
     if bad:

@@ -5,14 +5,17 @@ rule, the output), each exactly once per run.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..geometry import Box, Plan, misaligned_axis, roi_chunks
 from ..plugins import PluginError, Stage, resolve_stage
 from ..stitching import check_stitch
-from ..stores import StoreError, VolumeStore, check_output, open_volume, read_roi, volumes_overlap
+from ..stores import StoreError, VolumeStore, check_output, open_volume, read_roi, side_file_base, volumes_overlap
 from .config import RunConfig
 from .segment import SegmentTask, run_tuples
 
@@ -120,6 +123,48 @@ def _plan(config: RunConfig, shape: tuple[int, ...]) -> tuple[Plan, tuple[tuple[
     return plan, runs, roi_block
 
 
+#: working memory of one subvolume per voxel of its outer box, an upper estimate for the
+#: built-in stages (grayscale, mask, float32 predictions and boundary, uint32 seeds and
+#: labels, the watershed's queue, uint64 labels and their compressed copy)
+BYTES_PER_VOXEL = 64
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 0
+
+
+def check_subvolume_memory(plan: Plan) -> None:
+    """Refuse subvolumes whose working set cannot fit in this machine's memory."""
+    memory = _physical_memory()
+    largest = max(sv.outer.size for sv in plan)
+    needed = largest * BYTES_PER_VOXEL
+    if memory and needed > 0.8 * memory:
+        side = int((0.8 * memory / BYTES_PER_VOXEL) ** (1 / 3)) - 2 * max(plan.halo)
+        raise ValueError(
+            f"options.chunk-size {list(plan.block)} makes subvolumes of up to {largest:,} voxels; segmenting one needs "
+            f"about {needed / 2**30:.1f} GiB (about {BYTES_PER_VOXEL} bytes per voxel) and this machine has "
+            f"{memory / 2**30:.1f} GiB: choose options.chunk-size of at most {max(side, 1)}"
+        )
+
+
+def check_writable(target: str, what: str) -> None:
+    """Refuse, before any work, a file or folder output whose folder cannot be written."""
+    local = side_file_base(target)
+    if local is None:
+        return
+    folder = Path(os.path.abspath(local)).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise StoreError(f"cannot write {what} {target}: {folder} is not writable ({exc.strerror})") from None
+
+
 def prepare(
     config: RunConfig, *, stages: tuple[Stage, Stage, Stage] | None = None, extra_mask: str | None = None
 ) -> PreparedRun:
@@ -162,7 +207,9 @@ def prepare(
         roi_runs=runs,
         roi_block=roi_block,
     )
+    check_subvolume_memory(plan)
     if config.checkpoint_dir:
+        check_writable(os.path.join(config.checkpoint_dir, "x.npy"), "options.checkpoint-dir")
         for key, other in inputs_of(config).items():
             if key != "options.checkpoint-dir" and volumes_overlap(config.checkpoint_dir, other):
                 raise StoreError(
@@ -194,6 +241,7 @@ def check_plan_output(
                 "choose an output apart from the input, ground truth, preserved bodies and checkpoint folder"
             )
     plan = prepared.plan
+    check_writable(uri, "output")
     alignment = check_output(uri, overwrite=overwrite, create_instance=create_output, shape=plan.shape, dtype=np.uint64)
     if alignment is None:
         return

@@ -23,7 +23,7 @@ from ..codec import decode_labels, encode_labels
 from ..executors import Executor
 from ..geometry import Subvolume, roi_mask, roi_runs_near
 from ..plugins import Stage
-from ..stores import open_volume
+from ..stores import StoreError, open_volume
 from .progress import bar
 
 __all__ = ["PipelineError", "SegmentTask", "SegmentedSubvolume", "SegmentStats", "background_mask", "segment_all", "segment_subvolume"]
@@ -159,6 +159,14 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     with open_volume(task.input) as volume:
+        missing = [] if task.allow_missing_input else volume.missing_chunks(sv.outer)
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise StoreError(
+                f"input {task.input} has no chunk {missing[0]}{more} under subvolume {sv.id} ({sv.outer}): a chunk that "
+                "was never written would be read as empty background; restore it, or set "
+                "options.allow-missing-input to read missing chunks as the fill value"
+            )
         grayscale = volume.read(sv.outer)
     if np.issubdtype(grayscale.dtype, np.floating) and not np.isfinite(grayscale).all():
         bad = tuple(int(i) for i in np.unravel_index(int(np.argmin(np.isfinite(grayscale))), grayscale.shape))

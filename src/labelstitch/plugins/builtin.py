@@ -17,14 +17,14 @@ The paper's four stitching rules live in the core (:mod:`labelstitch.matching`),
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..contingency import label_counts
 from ..executors import Executor, ProcessesExecutor, SerialExecutor, spark_executor
-from ..hookspecs import hookimpl
+from ..hookspecs import Range, hookimpl
 from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
 
@@ -42,12 +42,12 @@ __all__ = [
 
 
 def naive_membrane_predictions(
-    grayscale: NDArray[Any], mask: NDArray[np.bool_], sigma: float = 0.0
+    grayscale: NDArray[Any], mask: NDArray[np.bool_], sigma: Annotated[float, Range(0, None)] = 0.0
 ) -> NDArray[np.float32]:
     """Membrane probability as inverted grayscale: dark voxels are membranes.
 
-    Integer grayscale is scaled by its dtype's range (so every block is scaled alike);
-    float grayscale is taken to lie in [0, 1]. ``sigma`` > 0 smooths with a Gaussian of that
+    The pipeline hands it uint8 grayscale (scaled by 255) or float32 in [0, 1] (see
+    ``options.intensity-range``); other integer grayscale is scaled by its dtype's range. ``sigma`` > 0 smooths with a Gaussian of that
     width first (noise otherwise breaks seeds apart). Masked voxels get probability 1.
     """
     if sigma > 0:
@@ -97,10 +97,10 @@ def _boundary(predictions: NDArray[np.floating], channel: int) -> NDArray[np.flo
 def seeded_watershed(
     predictions: NDArray[np.floating],
     mask: NDArray[np.bool_],
-    boundary_channel: int = 0,
-    seed_threshold: float = 0.2,
-    seed_size: int = 5,
-    min_segment_size: int = 0,
+    boundary_channel: Annotated[int, Range(0, None)] = 0,
+    seed_threshold: Annotated[float, Range(0, 1)] = 0.2,
+    seed_size: Annotated[int, Range(1, None)] = 5,
+    min_segment_size: Annotated[int, Range(0, None)] = 0,
 ) -> NDArray[np.uint32]:
     """Watershed of the boundary channel from seeds of low boundary probability.
 
@@ -132,7 +132,10 @@ def seeded_watershed(
 
 
 def rag_agglomeration(
-    predictions: NDArray[np.floating], supervoxels: NDArray[np.integer], threshold: float = 0.2, boundary_channel: int = 0
+    predictions: NDArray[np.floating],
+    supervoxels: NDArray[np.integer],
+    threshold: Annotated[float, Range(0, 1)] = 0.2,
+    boundary_channel: Annotated[int, Range(0, None)] = 0,
 ) -> NDArray[np.uint32]:
     """Greedy merging of touching supervoxels whose contact has a mean boundary probability
     below ``threshold`` (NeuroProof's mean agglomeration without its classifier)."""

@@ -69,6 +69,7 @@ __all__ = [
     "side_file_base",
     "store_class",
     "volume_exists",
+    "volume_signature",
     "volumes_overlap",
 ]
 
@@ -211,6 +212,14 @@ def volumes_overlap(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> boo
         return fa[1:3] == fb[1:3] and (fa[3].startswith(fb[3]) or fb[3].startswith(fa[3]))
     n = min(len(fa), len(fb))
     return fa[:n] == fb[:n]
+
+
+def volume_signature(uri: str) -> dict[str, object]:
+    """Shape, dtype and the backend's cheap content signature of a volume (see
+    :meth:`VolumeStore.signature`): equal signatures, (almost surely) equal content."""
+    with open_volume(uri) as store:
+        shape, dtype = list(store.shape), str(store.dtype)
+    return {"shape": shape, "dtype": dtype, **store_class(uri).signature(os.fspath(uri))}
 
 
 def read_roi(roi: str, *, beside: str) -> tuple[NDArray[np.int64], int]:

@@ -13,6 +13,7 @@ Lifecycle of an output: :meth:`VolumeStore.check_output` (before any work) →
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -143,6 +144,27 @@ class VolumeStore(ABC):
     def short_name(cls, uri: str) -> str:
         """A file-name-safe name of the volume (for side files kept elsewhere, e.g. the stitch report)."""
         return uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+    @classmethod
+    def signature(cls, uri: str) -> dict[str, Any]:
+        """What identifies the volume's content cheaply: recorded with checkpoints so that a
+        resume refuses an input that changed. Files: size, modification time and the
+        SHA-256 of a few sampled pieces."""
+        local = cls.local_path(uri)
+        if local is None or not local.is_file():
+            return {}
+        stat = local.stat()
+        digest = hashlib.sha256()
+        with open(local, "rb") as f:
+            for k in range(8):
+                f.seek(stat.st_size * k // 8)
+                digest.update(f.read(1 << 16))
+        return {"bytes": stat.st_size, "modified": stat.st_mtime_ns, "sampled-sha256": digest.hexdigest()}
+
+    def missing_chunks(self, box: Box) -> list[tuple[int, ...]]:
+        """Storage chunks under ``box`` that were never written (and so read as the fill
+        value); empty where the backend cannot tell or has no chunks."""
+        return []
 
     def commit(self) -> None:
         """Publish a staged volume under its final name, atomically where the backend can

@@ -216,13 +216,41 @@ def _user() -> str:
 
 
 def _info(address: DvidAddress) -> dict[str, Any] | None:
-    """The instance's ``info`` JSON, or None if DVID says it has no such instance (400)."""
+    """The instance's ``info`` JSON, checked, or None if DVID says it has no such instance (400).
+
+    Raises
+    ------
+    DvidError
+        The reply is not JSON, or not an instance description (``Base.TypeName`` and
+        ``Extended``, with three whole numbers in ``BlockSize`` and ``MaxPoint`` where given).
+    """
+    path = f"{address.node_path}/info"
     try:
-        return dvid_request(address.server, "GET", f"{address.node_path}/info").json()  # type: ignore[no-any-return]
+        reply = dvid_request(address.server, "GET", path)
     except DvidError as exc:
         if exc.status == 400:
             return None
         raise
+    url = f"{_base_url(address.server)}/{path}"
+    try:
+        info = reply.json()
+    except ValueError:
+        raise DvidError(f"DVID's reply to GET {url} is not JSON: {reply.text[:80]!r}", url=url) from None
+
+    def bad(what: str) -> DvidError:
+        return DvidError(f"DVID's reply to GET {url} is not an instance description: {what}", url=url)
+
+    if not isinstance(info, dict) or not isinstance(info.get("Base"), dict) or not isinstance(info["Base"].get("TypeName"), str):
+        raise bad("no Base.TypeName")
+    if not isinstance(info.get("Extended"), dict):
+        raise bad("no Extended section")
+    for key in ("BlockSize", "MaxPoint", "MinPoint"):
+        value = info["Extended"].get(key)
+        if value is not None and not (
+            isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            raise bad(f"Extended.{key} is {value!r}, not three whole numbers")
+    return info  # type: ignore[no-any-return]
 
 
 def _node_locked(address: DvidAddress) -> bool:

@@ -163,8 +163,10 @@ class MemmapStore(VolumeStore):
             raise StoreError(f"no {cls.described} at {uri}")
         try:
             array = cls._map(uri, read_only=read_only)
-        except ValueError as exc:
-            raise StoreError(f"cannot read {uri} as a {cls.described}: {exc}") from exc
+        except StoreError:
+            raise
+        except Exception as exc:  # each format's library has its own errors for a file that is not one
+            raise StoreError(f"cannot read {uri} as a {cls.described}: {exc}") from None
         if array.ndim != 3:
             raise StoreError(f"{uri} has {array.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
         return cls(uri, array, read_only=read_only)

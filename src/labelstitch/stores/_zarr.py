@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -96,8 +98,63 @@ class ZarrStore(VolumeStore):
         """Where other processes open this volume to write into it (the staged copy until commit)."""
         return str(self._staging) if self._staging is not None else self.uri
 
+    @property
+    def _folder(self) -> Path:
+        root, name = split_zarr_uri(self.uri) if self._final is None else (self._final, "")
+        return Path(self._staging) if self._staging is not None else root / name
+
+    def _grid(self) -> tuple[int, ...]:
+        return tuple(getattr(self._array, "shards", None) or self._array.chunks)
+
+    def _chunks_under(self, box: Box) -> list[tuple[int, ...]]:
+        grid = self._grid()
+        ranges = [range(a // g, (b - 1) // g + 1) for a, b, g in zip(box.start, box.stop, grid)]
+        return list(itertools.product(*ranges))
+
+    def missing_chunks(self, box: Box) -> list[tuple[int, ...]]:
+        encode = self._array.metadata.encode_chunk_key
+        return [idx for idx in self._chunks_under(box) if not (self._folder / encode(idx)).exists()]
+
+    @classmethod
+    def signature(cls, uri: str) -> dict[str, Any]:
+        """The array's metadata file and eight sampled chunk files (size, time, SHA-256)."""
+        import zarr
+
+        root, name = split_zarr_uri(uri)
+        folder = root / name
+        try:
+            array = zarr.open_array(store=str(root), path=name, mode="r")
+        except Exception:
+            return {}
+        grid = tuple(getattr(array, "shards", None) or array.chunks)
+        counts = [-(-n // g) for n, g in zip(array.shape, grid)]
+        total = int(np.prod(counts))
+        digest = hashlib.sha256()
+        for k in range(min(8, total)):
+            idx = np.unravel_index(total * k // min(8, total), counts)
+            path = folder / array.metadata.encode_chunk_key(tuple(int(i) for i in idx))
+            digest.update(path.read_bytes() if path.exists() else b"missing")
+        meta = next((folder / m for m in ("zarr.json", ".zarray") if (folder / m).exists()), None)
+        modified = meta.stat().st_mtime_ns if meta is not None else 0
+        return {"metadata-modified": modified, "sampled-sha256": digest.hexdigest()}
+
     def _read(self, box: Box) -> NDArray[Any]:
-        return np.asarray(self._array[box.slices()])
+        try:
+            return np.asarray(self._array[box.slices()])
+        except OSError:
+            raise
+        except Exception as exc:  # a codec failing on a damaged chunk
+            encode = self._array.metadata.encode_chunk_key
+            for idx in self._chunks_under(box):
+                chunk = Box(tuple(i * g for i, g in zip(idx, self._grid())),
+                            tuple(min((i + 1) * g, n) for i, g, n in zip(idx, self._grid(), self.shape)))
+                try:
+                    self._array[chunk.slices()]
+                except Exception:
+                    raise StoreError(
+                        f"cannot read {self.uri}: its chunk {encode(idx)} is damaged ({type(exc).__name__}: {exc})"
+                    ) from None
+            raise StoreError(f"cannot read {self.uri} at {box}: {type(exc).__name__}: {exc}") from None
 
     def _write(self, box: Box, data: NDArray[Any]) -> None:
         try:

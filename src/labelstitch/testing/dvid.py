@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import zlib
 import itertools
 import json
 import random
@@ -138,7 +139,18 @@ class DvidState:
     the same port with the same data ("the server went down and came back").
     """
 
-    def __init__(self, *, max_throttled_ops: int = 1, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_throttled_ops: int = 1,
+        faults: Faults | None = None,
+        max_request_voxels: int = 2**28,
+        max_body_bytes: int = 2**30,
+    ) -> None:
+        #: the largest box one raw or block request may ask for (larger ones get 413)
+        self.max_request_voxels = max_request_voxels
+        #: the largest request body, compressed or decompressed (larger ones get 413)
+        self.max_body_bytes = max_body_bytes
         self.lock = threading.RLock()
         self.nodes: dict[str, _Node] = {}
         self.repos: dict[str, dict[str, Any]] = {}
@@ -396,6 +408,12 @@ def _parse_triple(text: str, what: str, *, positive: bool = False) -> tuple[int,
     return xyz[2], xyz[1], xyz[0]
 
 
+def _check_request_size(state: DvidState, voxels: int) -> None:
+    """413 for a box too large to serve (DVID itself would run out of memory)."""
+    if voxels > state.max_request_voxels:
+        raise DvidHTTPError(413, f"request for {voxels} voxels is over this server's limit of {state.max_request_voxels}")
+
+
 def _aligned(start: tuple[int, ...], size: tuple[int, ...], block: tuple[int, ...]) -> bool:
     """Whether a box's offset and size are whole multiples of the block size."""
     return not any(v % b for v, b in zip(start + size, block * 2))
@@ -447,7 +465,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         state = self.server.state
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > state.max_body_bytes:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            if length < 0:
+                self._reply(400, b"bad Content-Length header", "text/plain")
+            else:
+                self._reply(413, f"request body of {length} bytes is over this server's limit of "
+                                 f"{state.max_body_bytes} bytes".encode(), "text/plain")
+            return
         body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -613,6 +642,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _bad("DVID does not accept 2-D POSTs of voxels")
         else:
             raise _bad(f"this server serves 3-D (0_1_2) and xy (0_1) raw requests, not {dims!r}")
+        _check_request_size(state, nz * ny * nx)
         compression = params.get("compression", "")
         if labels and compression not in ("", "none", "lz4", "gzip"):
             raise _bad(f"unknown compression {compression!r}; use lz4, gzip or none")
@@ -647,7 +677,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _bad(f"cannot decompress LZ4 body: {exc}") from None
         elif labels and compression == "gzip":
             try:
-                body = gzip.decompress(body)
+                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+                body = inflate.decompress(body, expected + 1)  # never inflates past what the box can hold
             except Exception as exc:
                 raise _bad(f"cannot decompress gzip body: {exc}") from None
         if len(body) != expected:
@@ -671,6 +702,7 @@ class _Handler(BaseHTTPRequestHandler):
         assert inst.block is not None
         z0, y0, x0 = _parse_triple(rest[2], "offset")
         nz, ny, nx = _parse_triple(rest[1], "size", positive=True)
+        _check_request_size(self.server.state, nz * ny * nx)
         if not _aligned((z0, y0, x0), (nz, ny, nx), inst.block):
             raise _bad(f"block requests must be block aligned: {rest[1]} at {rest[2]} (block size {list(inst.block[::-1])})")
         compression = params.get("compression", "lz4")
