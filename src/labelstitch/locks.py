@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ._processes import process_alive
 from .stores import side_file_base, store_class
 
 __all__ = ["RunLockedError", "hold", "lock_path"]
@@ -58,15 +59,6 @@ def _holder(text: str) -> dict[str, object]:
         return {}
     return found if isinstance(found, dict) else {}
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _describe(holder: dict[str, object]) -> str:
@@ -113,7 +105,7 @@ def hold(target: str, what: str) -> Iterator[Path | None]:
     try:
         previous = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
         if previous:  # a holder that ends removes its file: this one was killed (the kernel freed its flock)
-            state = "no longer running" if previous.get("host") != socket.gethostname() or not _alive(int(previous.get("pid", 0))) else "gone"
+            state = "no longer running" if previous.get("host") != socket.gethostname() or not process_alive(int(previous.get("pid", 0))) else "gone"
             log.warning("%s: taking over a stale lock left by %s (%s)", what, _describe(previous), state)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
               "command": " ".join(sys.argv)[:500]}

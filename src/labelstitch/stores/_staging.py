@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._processes import process_alive
 from ..geometry import Box
 from ._base import StoreError, VolumeStore
 
@@ -34,15 +35,6 @@ def staging_path(final: Path) -> Path:
     return final.with_name(f".partial-{os.getpid()}-{final.name}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def remove_stale_staging(final: Path) -> list[Path]:
     """Remove the staging files and folders of ``final`` (``.partial-PID-NAME*``, and
@@ -53,7 +45,7 @@ def remove_stale_staging(final: Path) -> list[Path]:
     for prefix in (".partial-", ".old-"):
         for path in final.parent.glob(f"{prefix}*-{final.name}*"):
             pid = path.name[len(prefix):].split("-", 1)[0]
-            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
