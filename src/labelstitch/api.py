@@ -30,6 +30,7 @@ from .pipeline import score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
 from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
 from .report import format_explanation, write_heatmaps
+from .view import Viewing, view
 from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, volume_exists
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "run",
     "segment",
     "train_pixel_classifier",
+    "view",
+    "Viewing",
     "write_heatmaps",
 ]
 

@@ -107,7 +107,7 @@ def test_open_errors_say_what_is_wrong(tmp_path):
 
     with pytest.raises(StoreError, match="no .npy file at"):
         open_volume(f"{tmp_path}/missing.npy")
-    with pytest.raises(StoreError, match="no zarr array at"):
+    with pytest.raises(StoreError, match="no zarr volume at"):
         open_volume(f"{tmp_path}/missing.zarr")
     np.save(tmp_path / "flat.npy", np.zeros((4, 4)))
     with pytest.raises(StoreError, match="has 2 dimensions; volumes must be 3-D"):

@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
@@ -102,6 +103,31 @@ def _cmd_compare(args: argparse.Namespace) -> ExitCode:
 def _cmd_explain(args: argparse.Namespace) -> ExitCode:
     info = api.explain(args.body, args.output, checkpoints=args.checkpoints)
     print(json.dumps(info) if args.json else api.format_explanation(info))
+    if not args.json:
+        print(f"\nsee it: labelstitch view {args.output} --bodies {args.body}")
+    return ExitCode.OK
+
+
+def _cmd_view(args: argparse.Namespace) -> ExitCode:
+    bodies = [int(b) for b in args.bodies.split(",") if b] if args.bodies else []
+    width, _, height = args.size.partition("x")
+    with api.view(args.output, grayscale=args.grayscale, bodies=bodies, port=args.port,
+                  layout="xy" if args.screenshot else "4panel") as viewing:
+        if args.screenshot:
+            if args.hide_segmentation:
+                viewing.show("segmentation", False)
+            viewing.screenshot(args.screenshot, size=(int(width), int(height)))
+            print(f"wrote {args.screenshot}")
+            return ExitCode.OK
+        print(f"Neuroglancer: {viewing.url}\n(layers: {', '.join(viewing.layers)}; serving on 127.0.0.1 until Ctrl-C)", flush=True)
+        if not args.no_browser:
+            import webbrowser
+
+            webbrowser.open(viewing.url)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
     return ExitCode.OK
 
 
@@ -251,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", default=None, help="for a DVID output: the run's checkpoint folder, which holds the record")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("view", help="look at a segmentation over its EM in Neuroglancer (served on 127.0.0.1)")
+    p.add_argument("output", help="the segmentation (any volume string; an OME-Zarr output shows its pyramid)")
+    p.add_argument("--grayscale", default=None, help="the EM to show under it (default: the image the run recorded)")
+    p.add_argument("--bodies", default=None, metavar="ID,ID,...", help="select these bodies")
+    p.add_argument("--port", type=int, default=0, help="port of the viewer (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
+    p.add_argument("--screenshot", metavar="FILE.png", help="draw it in a headless Chromium, write the PNG and exit")
+    p.add_argument("--size", default="800x600", metavar="WxH", help="screenshot size in pixels (default 800x600)")
+    p.add_argument("--hide-segmentation", action="store_true", help="screenshot the EM alone")
+    p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser("evaluate", help="variation of information of a segmentation against ground truth")
     p.add_argument("segmentation", help="volume to score (e.g. out.zarr)")

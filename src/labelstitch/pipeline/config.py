@@ -121,6 +121,14 @@ SCHEMA: dict[str, Any] = {
                     "description": "grayscale values that mean black and white: auto (measured, the default), "
                     "dtype (the dtype's full range) or [black, white]",
                 },
+                "resolution": {
+                    "type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 3, "maxItems": 3,
+                    "description": "voxel size in nanometres [z, y, x] (default: the input's, if it records one)",
+                },
+                "write-grayscale": {
+                    "type": "boolean",
+                    "description": "also write the grayscale beside the output as an OME-Zarr image (OUTPUT-grayscale.zarr)",
+                },
                 "allow-missing-input": {
                     "type": "boolean",
                     "description": "read missing chunks of a zarr input as its fill value instead of refusing them",
@@ -317,10 +325,12 @@ KEYS: dict[str, str] = {
     "options.roi": "roi_name",
     "options.intensity-range": "intensity_range",
     "options.allow-missing-input": "allow_missing_input",
+    "options.resolution": "resolution",
+    "options.write-grayscale": "write_grayscale",
 }
 
 #: fields whose key is left out of the file form when they are unset
-_OPTIONAL = ("ground_truth", "roi_box", "roi_name", "preserve_volume", "preserve_bodies", "iteration_size")
+_OPTIONAL = ("ground_truth", "roi_box", "roi_name", "preserve_volume", "preserve_bodies", "iteration_size", "resolution")
 
 _STAGE_ORDER = ("predict-voxels", "create-supervoxels", "agglomerate-supervoxels")
 
@@ -359,6 +369,8 @@ class RunConfig:
     background_min_width: int
     intensity_range: str | tuple[float, float] = "auto"
     allow_missing_input: bool = False
+    resolution: tuple[float, float, float] | None = None
+    write_grayscale: bool = False
     ground_truth: str | None = None
     roi_box: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
     roi_name: str | None = None
@@ -404,6 +416,8 @@ class RunConfig:
         if "preserve_bodies" in values:
             values["preserve_bodies"] = tuple(int(b) for b in values["preserve_bodies"])
         values["rule_params"] = dict(values["rule_params"])
+        if isinstance(values.get("resolution"), list):
+            values["resolution"] = tuple(float(v) for v in values["resolution"])
         if isinstance(values.get("intensity_range"), list):
             values["intensity_range"] = tuple(values["intensity_range"])
         return cls(**values)

@@ -37,7 +37,7 @@ from ..stores import StoreError, VolumeStore, open_volume, volume_exists, volume
 from .config import RunConfig
 from .planning import PreparedRun, check_plan_output, check_writable, prepare
 from .segment import SegmentedSubvolume, segment_all
-from .stitch import stitch_and_write
+from .stitch import grayscale_uri, stitch_and_write, write_grayscale
 
 __all__ = ["RunResult", "compare", "restitch", "run", "score_volumes", "score_regions"]
 
@@ -150,6 +150,7 @@ class RunResult:
             lines.append(f"VI merge {self.vi.merge:.3f}  split {self.vi.split:.3f}  total {self.vi.total:.3f} bits")
         if self.intensity_range:
             lines.append(f"\nintensity range {self.intensity_range}")
+        lines.append(f"view it: labelstitch view {self.output}")
         lines += [f"warning: {w}" for w in self.warnings]
         lines.append(f"\nwrote {self.output}")
         return "\n".join(lines)
@@ -170,6 +171,8 @@ def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[str, ...] | Non
 def _suspicious(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], bodies: int) -> list[str]:
     """Warnings about results that look wrong, logged as they are found."""
     found = []
+    if prepared.resolution_note.startswith("unknown"):
+        found.append(f"the voxel size is {prepared.resolution_note} (nanometres, [z, y, x])")
     empty = sorted(s.sv_id for s in segmented.values() if s.unmasked > 0 and s.segments == 0)
     if empty:
         listed = ", ".join(map(str, empty[:8])) + (" ..." if len(empty) > 8 else "")
@@ -263,10 +266,12 @@ def run(
     config = RunConfig.load(config)
     prepared = prepare(config, stages=stages, extra_mask=mask)
     plan = prepared.plan
+    extra = (grayscale_uri(config),) if config.write_grayscale else ()
     with ExitStack() as held:
-        _lock_run(held, config)
+        _lock_run(held, config, outputs=(config.output, *extra))
         overwrite = overwrite or (resume and _writes_own_output(config))
-        check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
+        for uri in (config.output, *extra):
+            check_plan_output(prepared, uri, overwrite=overwrite, create_output=create_output)
         checkpoints = None
         if config.checkpoint_dir:
             checkpoints = CheckpointDir.open(
@@ -290,6 +295,10 @@ def run(
             prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress
         )
         seconds.update(more)
+        if config.write_grayscale:
+            start = time.perf_counter()
+            write_grayscale(prepared, pool, overwrite=overwrite, progress=progress)
+            seconds["write grayscale"] = time.perf_counter() - start
     vi = None
     if config.ground_truth is not None:
         start = time.perf_counter()

@@ -31,6 +31,8 @@ class PreparedRun:
     plan: Plan
     task: SegmentTask
     intensity_note: str = ""
+    resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resolution_note: str = ""
 
 
 def resolve_intensity_range(config: RunConfig, volume: VolumeStore, plan: Plan) -> tuple[tuple[float, float], str]:
@@ -150,14 +152,17 @@ def check_subvolume_memory(plan: Plan) -> None:
         )
 
 
-def check_writable(target: str, what: str) -> None:
-    """Refuse, before any work, a file or folder output whose folder cannot be written."""
-    local = side_file_base(target)
+def check_writable(target: str, what: str, *, folder_itself: bool = False) -> None:
+    """Refuse, before any work, an output (or, with ``folder_itself``, a folder) that cannot
+    be written where it goes."""
+    local = Path(target) if folder_itself else side_file_base(target)
     if local is None:
         return
-    folder = Path(os.path.abspath(local)).parent
+    folder = Path(os.path.abspath(local)) if folder_itself else Path(os.path.abspath(local)).parent
     while not folder.exists():
         folder = folder.parent
+    if not folder.is_dir():
+        raise StoreError(f"cannot write {what} {target}: {folder} is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -178,6 +183,12 @@ def prepare(
             raise StoreError(f"input {config.input} has dtype {dtype}; expected integer or float grayscale")
         plan, runs, roi_block = _plan(config, shape)
         intensity, note = resolve_intensity_range(config, volume, plan)
+        if config.resolution is not None:
+            resolution, resolution_note = config.resolution, "as configured"
+        elif volume.voxel_size is not None:
+            resolution, resolution_note = volume.voxel_size, f"the input's ({config.input})"
+        else:
+            resolution, resolution_note = (1.0, 1.0, 1.0), "unknown: written as 1 nm; set options.resolution"
     if config.preserve_volume is not None:
         with open_volume(config.preserve_volume) as volume:
             if volume.bounded and volume.shape != shape:
@@ -209,15 +220,17 @@ def prepare(
     )
     check_subvolume_memory(plan)
     if config.checkpoint_dir:
-        check_writable(os.path.join(config.checkpoint_dir, "x.npy"), "options.checkpoint-dir")
         for key, other in inputs_of(config).items():
             if key != "options.checkpoint-dir" and volumes_overlap(config.checkpoint_dir, other):
                 raise StoreError(
                     f"options.checkpoint-dir {config.checkpoint_dir} overlaps {key} {other}; "
                     "keep checkpoints in a folder of their own"
                 )
+        check_writable(config.checkpoint_dir, "options.checkpoint-dir", folder_itself=True)
     check_stitch(plan, config.rule, config.rule_params)
-    return PreparedRun(config, plan, task, f"[{intensity[0]:g}, {intensity[1]:g}]: {note}")
+    return PreparedRun(
+        config, plan, task, f"[{intensity[0]:g}, {intensity[1]:g}]: {note}", tuple(resolution), resolution_note  # type: ignore[arg-type]
+    )
 
 
 def inputs_of(config: RunConfig) -> dict[str, str]:

@@ -24,7 +24,7 @@ from ..matching import FaceMatches, FaceReport, match_slabs
 from ..plugins import get_plugin_manager
 from ..report import write_stitch_report
 from ..stitching import StitchResult, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior
-from ..stores import create_volume, disk_errors, open_volume
+from ..stores import StoreError, create_volume, disk_errors, open_volume, side_file_base
 from .config import RunConfig
 from .planning import PreparedRun
 from .progress import progress as counted
@@ -126,6 +126,55 @@ def _match_all(
     )
 
 
+def _describe_chunk(item: Any) -> str:
+    return f"pyramid chunk {item[2][0]} of {item[1]}"
+
+
+def grayscale_uri(config: RunConfig) -> str:
+    """Where ``options.write-grayscale`` writes the grayscale: ``OUTPUT-grayscale.zarr`` beside
+    the output."""
+    base = side_file_base(config.output)
+    if base is None:
+        raise StoreError(f"options.write-grayscale needs an output that is a file or folder, not {config.output}")
+    return str(base.with_suffix("")) + "-grayscale.zarr"
+
+
+def _copy_interior(item: tuple[str, str, Subvolume]) -> None:
+    """Copy one subvolume's interior of the grayscale into the staged copy (runs in workers)."""
+    source, target, sv = item
+    with open_volume(source) as volume:
+        data = volume.read(sv.interior)
+    with open_volume(target, read_only=False) as copy:
+        copy.write(sv.interior, data)
+
+
+def write_grayscale(prepared: PreparedRun, pool: Executor, *, overwrite: bool = False, progress: bool = False) -> str:
+    """Write the run's grayscale as an OME-Zarr image (with its pyramid) beside the output,
+    for viewers; staged and published like the output. Returns where it went."""
+    config, plan = prepared.config, prepared.plan
+    uri = grayscale_uri(config)
+    with open_volume(config.input) as volume:
+        dtype = volume.dtype
+    with disk_errors(uri):
+        store = create_volume(uri, plan.shape, dtype, chunks=plan.block, overwrite=overwrite, staged=True)
+        try:
+            if store.writer_uri is None:
+                raise StoreError(f"the grayscale copy {uri} cannot be written by workers")
+            items = [(config.input, store.writer_uri, sv) for sv in plan]
+            for _ in counted(pool.map(_copy_interior, items, describe=lambda i: f"subvolume {i[2].id}"), len(items), "grayscale", progress):
+                pass
+            store.set_voxel_size(prepared.resolution)
+            store.build_pyramid(lambda fn, items: pool.map(fn, items, describe=_describe_chunk))
+            store.set_metadata({"labelstitch": __version__, "source": config.input})
+            store.commit()
+        except BaseException:
+            store.discard()
+            raise
+        finally:
+            store.close()
+    return uri
+
+
 def stitch_and_write(
     prepared: PreparedRun,
     segmented: dict[int, SegmentedSubvolume],
@@ -164,9 +213,13 @@ def stitch_and_write(
             for sv_id, data in counted(written, len(plan), "write", progress):
                 if data is not None:
                     store.write(plan[sv_id].interior, data)
-            store.set_metadata(
-                {**identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary()}
-            )
+            store.set_voxel_size(prepared.resolution)
+            store.build_pyramid(lambda fn, items: counted(pool.map(fn, items, describe=_describe_chunk), len(items), "pyramid", progress))
+            store.set_metadata({
+                **identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary(),
+                "image": grayscale_uri(config) if config.write_grayscale else config.input,
+                "resolution": list(prepared.resolution),
+            })
             store.commit()
             write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)
             seconds["write"] = time.perf_counter() - start

@@ -141,6 +141,12 @@ class VolumeStore(ABC):
         return ("file", *Path(os.path.abspath(local)).parts)
 
     @classmethod
+    def served_files(cls, uri: str) -> Path | None:
+        """A folder a web viewer can read as it is, multiscale metadata and all (an OME-Zarr
+        group), or None: the volume must be read through the store."""
+        return None
+
+    @classmethod
     def short_name(cls, uri: str) -> str:
         """A file-name-safe name of the volume (for side files kept elsewhere, e.g. the stitch report)."""
         return uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
@@ -160,6 +166,24 @@ class VolumeStore(ABC):
                 f.seek(stat.st_size * k // 8)
                 digest.update(f.read(1 << 16))
         return {"bytes": stat.st_size, "modified": stat.st_mtime_ns, "sampled-sha256": digest.hexdigest()}
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float] | None:
+        """Nanometres per voxel along Z, Y, X where the format records it (None: unknown)."""
+        return None
+
+    def set_voxel_size(self, size: tuple[float, float, float]) -> None:
+        """Record the physical voxel size where the format can (ignored elsewhere)."""
+        self._check_writable()
+
+    def levels_missing(self) -> bool:
+        """Whether a multiscale volume still lacks lower levels (False: not multiscale)."""
+        return False
+
+    def build_pyramid(self, mapper: Any) -> int:
+        """Write the lower levels of a multiscale volume through ``mapper(fn, items)``; the
+        number of levels (1: the format keeps one)."""
+        return 1
 
     def missing_chunks(self, box: Box) -> list[tuple[int, ...]]:
         """Storage chunks under ``box`` that were never written (and so read as the fill
