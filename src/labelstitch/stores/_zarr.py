@@ -23,6 +23,8 @@ from ._staging import no_space, remove_stale_staging, staging_path
 OME_VERSION = "0.5"
 #: labelstitch's own metadata in an OME-Zarr group's attributes
 ATTR = "labelstitch"
+#: the axes of every volume, as OME-Zarr and zarr's dimension names spell them
+AXES = ("z", "y", "x")
 
 #: one chunk of a pyramid level: (level above, this level, (start, stop) in this level, labels?)
 PyramidItem = tuple[str, str, tuple[tuple[int, ...], tuple[int, ...]], bool]
@@ -49,7 +51,7 @@ def multiscales(name: str, shapes: list[tuple[int, ...]], voxel_size: tuple[floa
         if level:
             transforms.append({"type": "translation", "translation": [float(v) * (factor - 1) / 2 for v in voxel_size]})
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
-    axes = [{"name": axis, "type": "space", "unit": "nanometer"} for axis in "zyx"]
+    axes = [{"name": axis, "type": "space", "unit": "nanometer"} for axis in AXES]
     return {"name": name, "axes": axes, "datasets": datasets}
 
 
@@ -163,7 +165,7 @@ class ZarrStore(VolumeStore):
         try:
             group = zarr.open_group(str(target), mode="w", zarr_format=3)
             array = group.create_array(
-                "0", shape=shape, dtype=dtype, fill_value=0,
+                "0", shape=shape, dtype=dtype, fill_value=0, dimension_names=AXES,
                 chunks=tuple(min(c, s) for c, s in zip(chunks or (64, 64, 64), shape)),
             )
             ome: dict[str, Any] = {"version": OME_VERSION, "multiscales": [multiscales(final.name, [shape], (1.0, 1.0, 1.0))]}
@@ -337,7 +339,9 @@ class ZarrStore(VolumeStore):
         for level in range(1, len(shapes)):
             chunks = tuple(min(c, n) for c, n in zip(self.chunks, shapes[level]))
             if str(level) not in self._group:
-                self._group.create_array(str(level), shape=shapes[level], dtype=self.dtype, chunks=chunks, fill_value=0)
+                self._group.create_array(
+                    str(level), shape=shapes[level], dtype=self.dtype, chunks=chunks, fill_value=0, dimension_names=AXES
+                )
             items = [
                 (str(self._folder / str(level - 1)), str(self._folder / str(level)),
                  (sv.interior.start, sv.interior.stop), labels)

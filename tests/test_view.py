@@ -1,0 +1,63 @@
+"""What a person sees: the segmentation over its EM in Neuroglancer, drawn by a real
+headless Chromium (Debian's chromium; the tests skip with one line where there is none)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import labelstitch as ls
+from labelstitch._cli.main import ExitCode, main
+from labelstitch.api import view
+from labelstitch.synthetic import em_volume
+from labelstitch.view import find_browser
+
+pytestmark = pytest.mark.skipif(find_browser() is None, reason="needs Chromium (Debian's chromium package) for screenshots")
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("view")
+    gray, _ = em_volume((32, 96, 96), n_neurites=30, seed=5)
+    np.save(folder / "gray.npy", gray)
+    options = {"chunk-size": 32, "overlap": 6, "resolution": [8, 8, 8],
+               "segmentor": {"configuration": {
+                   "predict-voxels": {"function": "naive_membrane_predictions", "parameters": {"sigma": 1.0}},
+                   "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.3}}}}}
+    ls.run({"input": str(folder / "gray.npy"), "output": str(folder / "seg.zarr"), "options": options})
+    ls.run({"input": str(folder / "gray.npy"), "output": str(folder / "seg.npy"), "options": options})
+    return folder
+
+
+def colourful(pixels):
+    """The fraction of pixels with a clear hue, and the number of distinct coarse colours."""
+    rgb = pixels[..., :3].astype(int)
+    saturated = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 40
+    coarse = {tuple(c) for c in (rgb[saturated] // 32).tolist()}
+    return saturated.mean(), len(coarse)
+
+
+def test_segments_are_drawn_in_many_colours_over_the_em_and_the_em_alone_is_grey(outputs):
+    with view(str(outputs / "seg.zarr")) as viewing:
+        assert viewing.layers == ["em", "segmentation", "stitch report"]
+        shot = viewing.screenshot(size=(400, 300))
+        fraction, colours = colourful(shot)
+        assert shot.shape == (300, 400, 4) and fraction > 0.5 and colours >= 12, (fraction, colours)
+        viewing.show("segmentation", False)
+        grey = viewing.screenshot(size=(400, 300))
+        fraction, _ = colourful(grey)
+        rgb = grey[..., :3].astype(float)
+        assert fraction < 0.02 and rgb.std() > 10  # grey EM with texture, not a blank page
+
+
+def test_any_store_is_shown_and_the_cli_writes_a_png(outputs, tmp_path, capsys):
+    with view(str(outputs / "seg.npy"), grayscale=str(outputs / "gray.npy")) as viewing:  # read through the stores
+        fraction, colours = colourful(viewing.screenshot(size=(400, 300)))
+        assert fraction > 0.5 and colours >= 12
+    png = tmp_path / "shot.png"
+    assert main(["view", str(outputs / "seg.zarr"), "--screenshot", str(png), "--size", "320x240"]) == ExitCode.OK
+    import imageio.v3 as iio
+
+    picture = iio.imread(png)
+    assert picture.shape[:2] == (240, 320) and colourful(picture)[0] > 0.5
+    assert main(["view", str(outputs / "seg.zarr"), "--screenshot", str(png), "--bodies", "1", "--size", "320x240"]) == ExitCode.OK
