@@ -23,7 +23,7 @@ LAYERS = {
     "_kernels": 0,
     **dict.fromkeys(
         ["_processes", "_threads", "_validation", "_version", "codec", "contingency", "geometry", "matching", "metrics", "rag",
-         "relabel", "resolve", "stitching", "synthetic", "watershed", "testing"], 1),
+         "relabel", "resolve", "stitching", "synthetic", "watershed", "testing", "pyramid"], 1),
     **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "locks", "report"], 2),
     "pipeline": 3,
     "api": 4,

@@ -75,6 +75,8 @@ def test_compare_prints_table_2_and_writes_figure_9(finished_run, capsys):
 
     merge = iio.imread(folder / "figs" / "vi-merge.png")
     assert merge.ndim == 3 and merge.shape[0] > 5 * 2  # one row per variant
+    slices = iio.imread(folder / "figs" / "slices.png")  # grayscale, truth and one titled panel per variant
+    assert slices.shape[1] >= 7 * 64 and slices.shape[0] > 64
     rows_api = compare(folder / "run.json", str(folder / "truth.npy"), folder=str(folder / "cmp"))
     assert [r.name for r in rows_api][:4] == ["none", "conservative", "medium", "aggressive"]
     assert rows_api[0].regional.merge.shape == (2, 2, 2)

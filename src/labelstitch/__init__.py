@@ -6,7 +6,7 @@ docs/ for the pipeline and the stitching rules, and docs/architecture.md for the
 
 from . import metrics
 from ._version import __version__
-from .api import compare, evaluate, restitch, run, segment
+from .api import compare, evaluate, restitch, run, segment, view
 from .contingency import Overlaps, label_counts, overlaps
 from .geometry import Box, Face, Plan, Subvolume
 from .hookspecs import hookimpl
@@ -52,6 +52,7 @@ __all__ = [
     "stitch",
     "vi",
     "vi_by_region",
+    "view",
     "watershed",
     "__version__",
 ]

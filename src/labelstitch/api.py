@@ -23,7 +23,7 @@ from typing import Any, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .geometry import Plan
+from .geometry import Box, Plan
 from .metrics import Score, format_scores
 from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run
 from .pipeline import score_regions, score_volumes
@@ -38,6 +38,7 @@ __all__ = [
     "DvidError",
     "PipelineError",
     "PluginError",
+    "RunConfig",
     "StageSpec",
     "StoreError",
     "check_config",
@@ -56,6 +57,7 @@ __all__ = [
     "train_pixel_classifier",
     "view",
     "Viewing",
+    "write_comparison_slices",
     "write_heatmaps",
 ]
 
@@ -91,6 +93,26 @@ def evaluate_regions(seg: ArrayLike | str, gt: ArrayLike | str, *, region: int =
     :class:`~labelstitch.metrics.RegionalVI`, for ``labelstitch evaluate --heatmap``)."""
     with _as_store(seg, "seg") as s, _as_store(gt, "gt") as g:
         return score_regions(s, g, region, ignore_gt_zero=ignore_gt_zero)
+
+
+def write_comparison_slices(
+    path: str | os.PathLike[str], grayscale: str, ground_truth: str | None, rows: list[Score], *, z: int | None = None
+) -> None:
+    """The paper's kind of picture of a comparison: one Z slice (the middle one by default)
+    of the grayscale, the truth and every variant's output (``Score.output``), titled with
+    its VI, the same colour for the same neuron across panels (see
+    :func:`labelstitch.report.write_slices`). Reads that slice of each volume only."""
+    from .report import write_slices
+
+    def plane(uri: str, depth: int) -> Any:
+        with open_volume(uri) as store:
+            return store.read(Box((depth, 0, 0), (depth + 1, *store.shape[1:])))[0]
+
+    with open_volume(grayscale) as gray:
+        depth = gray.shape[0] // 2 if z is None else z
+    truth = plane(ground_truth, depth) if ground_truth else None
+    panels = [(f"{r.name or r.rule}\nmerge {r.merge:.2f} split {r.split:.2f}", plane(r.output, depth)) for r in rows if r.output]
+    write_slices(path, plane(grayscale, depth), truth, panels)
 
 
 def explain(body: int, output: str, *, checkpoints: str | None = None) -> dict[str, Any]:

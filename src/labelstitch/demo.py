@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from .api import compare, run
+from .api import compare, run, write_comparison_slices
 from .geometry import Box
 from .metrics import Score
-from .stores import create_volume, open_volume
+from .stores import create_volume
 from .synthetic import em_volume
 
 __all__ = ["DEMO_SEGMENTOR", "demo_config", "run_demo"]
+
+#: the synthetic volume's voxel size in nanometres (FIB-SEM-like, isotropic)
+VOXEL_SIZE = (8.0, 8.0, 8.0)
 
 #: built-in plugin settings chosen for the synthetic volumes (found by a small grid search)
 DEMO_SEGMENTOR = {
@@ -47,6 +49,7 @@ def demo_config(folder: Path, *, block: int, halo: int) -> dict[str, Any]:
             "chunk-size": block,
             "overlap": halo,
             "checkpoint-dir": str(folder / "checkpoints"),
+            "resolution": list(VOXEL_SIZE),
         },
     }
 
@@ -72,6 +75,8 @@ def run_demo(
     for name, data in (("grayscale.zarr", grayscale), ("truth.zarr", truth)):
         store = create_volume(str(folder / name), data.shape, data.dtype, chunks=(block,) * 3, overwrite=True)
         store.write(store.box, data)
+        store.set_voxel_size(VOXEL_SIZE)
+        store.build_pyramid(map)  # so a viewer shows the whole volume at any zoom
         store.commit()
         store.close()
     made = time.perf_counter() - start
@@ -95,33 +100,5 @@ def run_demo(
     }
     summary = {"setup": setup, "rows": [r.to_dict() for r in rows]}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _write_slices(folder / "slices.png", grayscale, truth, folder / "compare", [r.rule or "" for r in rows], z=depth // 2)
+    write_comparison_slices(folder / "slices.png", str(folder / "grayscale.zarr"), str(folder / "truth.zarr"), rows)
     return rows, setup
-
-
-def _colours(labels: NDArray[np.integer]) -> NDArray[np.uint8]:
-    """Random but stable RGB colours per label; 0 is black."""
-    h = labels.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    rgb = np.stack([(h >> np.uint64(s)) & np.uint64(0xFF) for s in (16, 32, 48)], axis=-1).astype(np.uint8)
-    rgb[labels == 0] = 0
-    return rgb
-
-
-def _overlay(gray: NDArray[np.uint8], labels: NDArray[np.integer]) -> NDArray[np.uint8]:
-    base = np.repeat(gray[..., None].astype(np.float32), 3, axis=-1)
-    mixed = 0.55 * base + 0.45 * _colours(labels).astype(np.float32)
-    return np.clip(mixed, 0, 255).astype(np.uint8)
-
-
-def _write_slices(path: Path, grayscale: NDArray[np.uint8], truth: NDArray[np.integer], folder: Path, rules: list[str], z: int) -> None:
-    """One Z slice: grayscale, truth, then each rule's result over the grayscale."""
-    import imageio.v3 as iio
-
-    gray = grayscale[z]
-    gap = np.full((gray.shape[0], 4, 3), 255, np.uint8)
-    panels = [np.repeat(gray[..., None], 3, axis=-1), gap, _overlay(gray, truth[z])]
-    for rule in rules:
-        with open_volume(str(folder / f"{rule}.zarr")) as seg:
-            labels = seg.read(Box((z, 0, 0), (z + 1, *seg.shape[1:])))[0]
-        panels += [gap, _overlay(gray, labels)]
-    iio.imwrite(path, np.concatenate(panels, axis=1))

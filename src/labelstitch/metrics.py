@@ -34,9 +34,9 @@ class Score:
         H(seg | gt): false splits (one true body cut into several segments).
     bodies : int, optional
         Distinct non-zero labels of the segmentation.
-    name, rule, params, matches, seconds : optional
+    name, rule, params, matches, seconds, output : optional
         For a row of a comparison: the variant's name, its stitching rule and parameters,
-        the matches it accepted and the seconds it took.
+        the matches it accepted, the seconds it took and where it was written.
     regional : RegionalVI, optional
         VI per region (the paper's Figure 9), where it was computed.
     """
@@ -49,6 +49,7 @@ class Score:
     params: dict[str, Any] | None = None
     matches: int | None = None
     seconds: float | None = None
+    output: str | None = None
     regional: RegionalVI | None = field(default=None, compare=False)
 
     @property
@@ -62,6 +63,8 @@ class Score:
         out.update({k: getattr(self, k) for k in ("bodies", "matches") if getattr(self, k) is not None})
         if self.seconds is not None:
             out["seconds"] = round(self.seconds, 3)
+        if self.output is not None:
+            out["output"] = self.output
         return out
 
     def __repr__(self) -> str:

@@ -156,10 +156,13 @@ class Viewing:
 
 
 def _layer_source(uri: str, store: VolumeStore, resolution: tuple[float, ...], kind: str, viewing: Viewing) -> Any:
+    """The layer's data: the files themselves where a browser can read them at this voxel
+    size, else the store read box by box on the segmentation's voxel grid."""
     import neuroglancer
 
     folder = store_class(uri).served_files(os.fspath(uri))
-    if folder is not None:
+    recorded = store.voxel_size
+    if folder is not None and recorded is not None and np.allclose(recorded, resolution):
         server = _serve_folder(folder)
         viewing._servers.append(server)
         return f"zarr3://http://127.0.0.1:{server.server_address[1]}/"

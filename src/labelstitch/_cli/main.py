@@ -91,12 +91,15 @@ def _cmd_compare(args: argparse.Namespace) -> ExitCode:
         os.makedirs(args.figures, exist_ok=True)
         for part in ("merge", "split"):
             api.write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name or "", r.regional) for r in rows], part=part)
+        api.write_comparison_slices(os.path.join(args.figures, "slices.png"), api.RunConfig.load(args.config).input,
+                                    args.ground_truth, rows)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows]))
         return ExitCode.OK
     print(api.format_scores(rows))
     if args.figures:
-        print(f"wrote {args.figures}/vi-merge.png and vi-split.png (one row per rule, one tile per Z layer of {args.region}^3 regions)")
+        print(f"wrote {args.figures}/vi-merge.png and vi-split.png (one row per rule, one tile per Z layer of {args.region}^3 "
+              f"regions) and {args.figures}/slices.png (the middle Z slice of every rule)")
     return ExitCode.OK
 
 
@@ -219,6 +222,7 @@ def _cmd_demo(args: argparse.Namespace) -> ExitCode:
     best = min(rows, key=lambda r: r.total)
     print(f"\nBest total VI: {best.rule} ({best.total:.3f} bits, vs {none.total:.3f} without stitching).")
     print(f"Wrote {args.output}/: grayscale.zarr, truth.zarr, segmentation.zarr, compare/<rule>.zarr, summary.json, slices.png")
+    print(f"\nLook at it in Neuroglancer: labelstitch view {args.output}/segmentation.zarr")
     return ExitCode.OK
 
 

@@ -166,6 +166,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "background-min-width": 5,
     "intensity-range": "auto",
     "allow-missing-input": False,
+    "write-grayscale": False,
 }
 
 EXAMPLE: dict[str, Any] = {

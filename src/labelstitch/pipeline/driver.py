@@ -438,5 +438,5 @@ def compare(
                 regional = score_regions(seg, gt, region)
             rows.append(Score(score.merge, score.split, bodies=result.n_bodies, name=name, rule=variant.config.rule,
                               params=dict(variant.config.rule_params), matches=len(result.matches), seconds=seconds,
-                              regional=regional))
+                              output=variant.config.output, regional=regional))
     return rows
