@@ -61,3 +61,22 @@ def test_any_store_is_shown_and_the_cli_writes_a_png(outputs, tmp_path, capsys):
     picture = iio.imread(png)
     assert picture.shape[:2] == (240, 320) and colourful(picture)[0] > 0.5
     assert main(["view", str(outputs / "seg.zarr"), "--screenshot", str(png), "--bodies", "1", "--size", "320x240"]) == ExitCode.OK
+
+
+def test_a_dvid_segmentation_over_dvid_grayscale_is_shown(outputs, dvid_server):
+    import requests
+
+    root = requests.post(f"{dvid_server.url}/repos", json={}).json()["root"]
+    gray = np.load(outputs / "gray.npy")
+    requests.post(f"{dvid_server.url}/repo/{root}/instance", json={"typename": "uint8blk", "dataname": "grayscale"})
+    padded = np.zeros((32, 96, 96), np.uint8)
+    padded[:] = gray
+    size = "_".join(map(str, padded.shape[::-1]))
+    assert requests.post(f"{dvid_server.url}/node/{root}/grayscale/raw/0_1_2/{size}/0_0_0", data=padded.tobytes()).ok
+    node = f"dvid://{dvid_server.address}/{root}"
+    ls.run({"input": f"{node}/grayscale", "output": f"{node}/seg",
+            "options": {"chunk-size": 32, "overlap": 6, "resolution": [8, 8, 8]}}, create_output=True)
+    with view(f"{node}/seg") as viewing:  # the grayscale the run recorded, read from DVID too
+        assert viewing.layers[:2] == ["em", "segmentation"]
+        fraction, colours = colourful(viewing.screenshot(size=(400, 300)))
+        assert fraction > 0.5 and colours >= 12
