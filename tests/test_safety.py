@@ -126,7 +126,7 @@ def test_a_second_run_on_the_same_output_or_checkpoints_is_refused_naming_the_fi
     (tmp_path / "slowstages.py").write_text(SLOW)
     monkeypatch.syspath_prepend(str(tmp_path))
     ckpt = tmp_path / "ckpt"
-    (tmp_path / "a.json").write_text(json.dumps(slow_config(tmp_path, **{"checkpoint-dir": str(ckpt)})))
+    (tmp_path / "a.json").write_text(json.dumps(slow_config(tmp_path, delay=0.6, **{"checkpoint-dir": str(ckpt)})))
     (tmp_path / "b.json").write_text(json.dumps(slow_config(tmp_path, "other.zarr", **{"checkpoint-dir": str(ckpt)})))
     (tmp_path / "c.json").write_text(json.dumps(slow_config(tmp_path, delay=0.0)))
     first = cli(tmp_path, "run", str(tmp_path / "a.json"), "-q", wait=False)
