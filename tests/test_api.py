@@ -13,6 +13,8 @@ from labelstitch.plugins import PluginError, get_executor
 from labelstitch.stores import memory_volumes
 from labelstitch.synthetic import em_volume
 
+OPTIONS = {"chunk-size": 32, "overlap": 4}
+
 
 @pytest.fixture(scope="module")
 def gray():
@@ -83,3 +85,25 @@ def test_a_bug_exits_3_with_a_report_request_and_debug_shows_the_traceback(gray,
     assert not (tmp_path / "seg.zarr").exists()
     with pytest.raises(ZeroDivisionError):
         main(["--debug", "run", str(config), "-q"])
+
+
+@pytest.mark.parametrize("executor", ["serial", "processes"])
+def test_without_checkpoints_segmented_subvolumes_wait_on_disk_not_in_the_driver(gray, tmp_path, monkeypatch, executor):
+    import labelstitch.pipeline.driver as driver
+
+    seen = {}
+    original = driver.stitch_and_write
+
+    def spying(prepared, segmented, pool, **kwargs):
+        seen.update(segmented)
+        seen["files"] = sorted(p.name for p in tmp_path.iterdir())
+        return original(prepared, segmented, pool, **kwargs)
+
+    monkeypatch.setattr(driver, "stitch_and_write", spying)
+    np.save(tmp_path / "gray.npy", gray)
+    result = ls.run({"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"), "options": OPTIONS},
+                    executor=executor, workers=2 if executor == "processes" else None)
+    files = seen.pop("files")
+    assert len(seen) == result.counts["subvolumes"] and all(s.data is None and s.path for s in seen.values())
+    assert any(name.endswith("-seg.zarr.run") for name in files)  # the run folder, beside the output ...
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".partial")) == []  # ... removed at the end

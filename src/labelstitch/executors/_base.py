@@ -38,6 +38,9 @@ class Executor(ABC):
     #: and the store handles it holds open; the pipeline then writes through the driver's
     #: handle instead of opening the output again in every worker
     in_process: bool = False
+    #: items run on this machine, so they can write files the driver reads (a run folder
+    #: for segmented subvolumes); False for workers that may be elsewhere
+    shares_files: bool = True
 
     @abstractmethod
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:

@@ -84,6 +84,7 @@ class SparkExecutor(Executor):
         if workers is not None and workers < 1:
             raise ValueError(f"`workers` must be at least 1, got {workers}")
         self.master = master or f"local[{workers or '*'}]"
+        self.shares_files = self.master.startswith("local")  # a cluster's workers may be on other machines
         self.session = _session(self.master)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -33,7 +35,7 @@ from ..metrics import RegionalVI, Score, regional_vi, vi_blockwise
 from ..plugins import Stage, get_executor
 from ..report import report_paths
 from ..stitching import StitchResult
-from ..stores import StoreError, VolumeStore, open_volume, volume_exists, volume_signature
+from ..stores import StoreError, VolumeStore, open_volume, side_file_base, volume_exists, volume_signature
 from .config import RunConfig
 from .planning import PreparedRun, check_plan_output, check_writable, prepare
 from .segment import SegmentedSubvolume, segment_all
@@ -156,6 +158,23 @@ class RunResult:
         return "\n".join(lines)
 
     __str__ = table
+
+
+@contextmanager
+def _run_folder(config: RunConfig) -> Iterator[str]:
+    """A folder for the segmented subvolumes of a run without checkpoints, removed at the
+    end: beside a file output (``.partial-PID-OUTPUT.run``, which the next run of that
+    output removes if this process is killed), else in the system's temporary folder."""
+    base = side_file_base(config.output)
+    if base is not None:
+        folder = base.parent / f".partial-{os.getpid()}-{base.name}.run"
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="labelstitch-run-"))
+    try:
+        yield str(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[str, ...] | None = None) -> None:
@@ -281,8 +300,9 @@ def run(
             raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
         seconds = {"check and plan": time.perf_counter() - t0}
         pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        spill = held.enter_context(_run_folder(config)) if checkpoints is None and pool.shares_files else None
         start = time.perf_counter()
-        segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, progress=progress)
+        segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, spill=spill, progress=progress)
         seconds["segment"] = time.perf_counter() - start
         if stats.restored:
             seconds["  verify checkpoints"] = stats.verify_seconds

@@ -243,13 +243,16 @@ def segment_all(
     pool: Executor,
     *,
     checkpoints: CheckpointDir | None = None,
+    spill: str | None = None,
     progress: bool = False,
 ) -> tuple[dict[int, SegmentedSubvolume], SegmentStats]:
     """Segment every subvolume of ``plan``, iteration by iteration, on ``pool``.
 
-    Without checkpoints the compressed labels stay in memory. With them, each subvolume's
-    labels are written to the checkpoint folder by the worker that made them, and those
-    whose checkpoints verify are not recomputed (a half-written or corrupt one is logged).
+    With checkpoints, each subvolume's labels are written to the checkpoint folder by the
+    worker that made them, and those whose checkpoints verify are not recomputed (a
+    half-written or corrupt one is logged). Without, they go to the ``spill`` folder the
+    same way (so the driver holds only their paths and counts), or, with neither, come back
+    to the driver compressed.
     """
     segmented: dict[int, SegmentedSubvolume] = {}
     stats = SegmentStats()
@@ -265,6 +268,8 @@ def segment_all(
                 stats.restored += 1
             elif states[sv.id] != "missing":
                 log.warning("recomputing subvolume %d: its checkpoint is %s", sv.id, states[sv.id])
+    elif spill is not None:
+        task = replace(task, checkpoint_dir=spill)
     todo = [sv for sv in plan if sv.id not in segmented]
     counter = bar(len(plan), "segment", progress, initial=len(segmented))
     try:
