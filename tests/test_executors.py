@@ -207,3 +207,33 @@ def test_an_executor_plugin_registered_by_entry_point_runs_the_pipeline(volume, 
         np.testing.assert_array_equal(read(str(volume / "plugin.zarr")), read(str(volume / "serial.zarr")))
     finally:
         get_plugin_manager.cache_clear()
+
+
+GROUPING = '''
+def emit(item):
+    return [(item % 3, item * 10), ("all", item)]
+
+def reduce(group):
+    key, values = group
+    return key, values
+'''
+
+
+def test_processes_group_through_files_like_the_serial_reference(tmp_path, monkeypatch):
+    import importlib
+
+    (tmp_path / "grouping.py").write_text(GROUPING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    grouping = importlib.import_module("grouping")
+    items = list(range(11))
+    reference = sorted(get_executor("serial").map_grouped(grouping.emit, items, grouping.reduce), key=repr)
+    pool = get_executor("processes", workers=2)
+    folder = pool._ledger_parent
+    try:
+        found = sorted(pool.map_grouped(grouping.emit, items, grouping.reduce), key=repr)
+        assert found == reference and dict(found)["all"] == items  # values in item order
+        assert [p.name for p in Path(folder).iterdir()] == ["ledger"]  # the value files are gone
+    finally:
+        pool.close()
+    assert not Path(folder).exists()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +38,41 @@ def _run_item(fn: Callable[[Any], Any], item: Any, description: str) -> Any:
     return result
 
 
+class _EmitToFiles:
+    """Step one of a grouped map on worker processes: write each ``(key, value)`` an item
+    emits to its own file and hand back only the keys and file names."""
+
+    def __init__(self, emit: Callable[[Any], Iterable[tuple[Any, Any]]], folder: str) -> None:
+        self.emit = emit
+        self.folder = folder
+
+    def __call__(self, indexed: tuple[int, Any]) -> list[tuple[Any, str]]:
+        index, item = indexed
+        out = []
+        for k, (key, value) in enumerate(self.emit(item)):
+            path = os.path.join(self.folder, f"{index}-{k}.pickle")
+            with open(path, "wb") as f:
+                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+            out.append((key, path))
+        return out
+
+
+class _ReduceFromFiles:
+    """Step two: read one key's values from their files (in item order) and reduce them."""
+
+    def __init__(self, reduce: Callable[[tuple[Any, list[Any]]], Any]) -> None:
+        self.reduce = reduce
+
+    def __call__(self, group: tuple[Any, list[str]]) -> Any:
+        key, paths = group
+        values = []
+        for path in paths:
+            with open(path, "rb") as f:
+                values.append(pickle.load(f))
+            os.unlink(path)
+        return self.reduce((key, values))
+
+
 class ProcessesExecutor(Executor):
     """Runs items on ``workers`` spawned processes (default: every usable core)."""
 
@@ -46,11 +83,14 @@ class ProcessesExecutor(Executor):
             raise ValueError(f"`workers` must be at least 1, got {workers}")
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.workers = workers or usable
-        self._ledger = tempfile.mkdtemp(prefix="labelstitch-workers-")
+        self._ledger_parent = tempfile.mkdtemp(prefix="labelstitch-workers-")
+        self._ledger = os.path.join(self._ledger_parent, "ledger")
+        os.mkdir(self._ledger)
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            os.makedirs(self._ledger, exist_ok=True)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -76,7 +116,31 @@ class ProcessesExecutor(Executor):
             for future in futures:
                 future.cancel()
 
+    def map_grouped(
+        self,
+        emit: Callable[[T], Iterable[tuple[Any, Any]]],
+        items: Iterable[T],
+        reduce: Callable[[tuple[Any, list[Any]]], R],
+        *,
+        describe: Callable[[T], str] = repr,
+    ) -> Iterator[R]:
+        """Group through files: each worker writes the values it emits to a folder of this
+        executor and the driver collects only keys and file names, so the grouped values
+        (stitching's face slabs) never pass through the driver's memory."""
+        folder = tempfile.mkdtemp(prefix="groups-", dir=self._ledger_parent)
+        try:
+            indexed = list(enumerate(items))
+            groups: dict[Any, list[str]] = {}
+            emitted = self.map(_EmitToFiles(emit, folder), indexed, describe=lambda pair: describe(pair[1]))
+            for pairs in emitted:
+                for key, path in pairs:
+                    groups.setdefault(key, []).append(path)
+            yield from self.map(_ReduceFromFiles(reduce), list(groups.items()), describe=lambda kv: repr(kv[0]))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        shutil.rmtree(self._ledger_parent, ignore_errors=True)

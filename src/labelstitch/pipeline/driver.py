@@ -177,6 +177,18 @@ def _run_folder(config: RunConfig) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (the driver) and of its largest child process
+    so far (the processes executor's workers), in MB (Linux reports kilobytes)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return {}
+    driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"driver peak MB": round(driver, 1), "worker peak MB": round(workers, 1)}
+
+
 def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[str, ...] | None = None) -> None:
     """Hold the locks of the outputs (default: the config's) and of the checkpoint folder
     until ``held`` closes: a second run on either is refused, naming the first."""
@@ -330,6 +342,7 @@ def run(
     if stats.restored and stats.verify_seconds:
         restored_bytes = sum(plan[sv].outer.size * 8 for sv, s in segmented.items() if not s.seconds)
         counts["restore MB/s"] = round(restored_bytes / 1e6 / stats.verify_seconds, 1)
+    counts.update(_peak_memory())
     paths = report_paths(config.output, config.checkpoint_dir)
     return RunResult(
         config.output, plan, seconds, counts, vi, result.summary(),
