@@ -35,9 +35,9 @@ from ..metrics import RegionalVI, Score, regional_vi, vi_blockwise
 from ..plugins import Stage, get_executor
 from ..report import report_paths
 from ..stitching import StitchResult
-from ..stores import StoreError, VolumeStore, open_volume, side_file_base, volume_exists, volume_signature
+from ..stores import StoreError, VolumeStore, open_volume, side_file_base, staging_path, volume_exists, volume_signature
 from .config import RunConfig
-from .planning import PreparedRun, check_plan_output, check_writable, prepare
+from .planning import PreparedRun, check_plan_output, check_writable, prepare, with_stitching
 from .segment import SegmentedSubvolume, segment_all
 from .stitch import grayscale_uri, stitch_and_write, write_grayscale
 
@@ -167,7 +167,8 @@ def _run_folder(config: RunConfig) -> Iterator[str]:
     output removes if this process is killed), else in the system's temporary folder."""
     base = side_file_base(config.output)
     if base is not None:
-        folder = base.parent / f".partial-{os.getpid()}-{base.name}.run"
+        staging = staging_path(base)
+        folder = staging.with_name(staging.name + ".run")
         folder.mkdir(parents=True, exist_ok=True)
     else:
         folder = Path(tempfile.mkdtemp(prefix="labelstitch-run-"))
@@ -455,7 +456,7 @@ def compare(
         segmented = _finished_subvolumes(base)
         prepared = []
         for name, rule, params in chosen:  # every variant is checked before anything is written
-            variant = prepare(_variant(config, rule, params, str(where / f"{name}.zarr")))
+            variant = with_stitching(base, _variant(config, rule, params, str(where / f"{name}.zarr")))
             check_plan_output(variant, variant.config.output, overwrite=True)
             prepared.append((name, variant))
         where.mkdir(parents=True, exist_ok=True)

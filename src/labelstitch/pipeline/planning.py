@@ -5,6 +5,7 @@ rule, the output), each exactly once per run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from ..stores import StoreError, VolumeStore, check_output, open_volume, read_ro
 from .config import RunConfig
 from .segment import SegmentTask, run_tuples
 
-__all__ = ["PreparedRun", "check_plan_output", "prepare", "resolve_stages"]
+__all__ = ["PreparedRun", "check_plan_output", "prepare", "resolve_stages", "with_stitching"]
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,14 @@ def prepare(
     return PreparedRun(
         config, plan, task, f"[{intensity[0]:g}, {intensity[1]:g}]: {note}", tuple(resolution), resolution_note  # type: ignore[arg-type]
     )
+
+
+def with_stitching(prepared: PreparedRun, config: RunConfig) -> PreparedRun:
+    """The prepared run with another stitching rule or output (``config`` differs from
+    ``prepared.config`` in those only): the segmentation side is the same, so only the rule
+    is checked again."""
+    check_stitch(prepared.plan, config.rule, config.rule_params)
+    return dataclasses.replace(prepared, config=config)
 
 
 def inputs_of(config: RunConfig) -> dict[str, str]:

@@ -38,7 +38,7 @@ from ._memory import (
     remove_memory_volume,
 )
 from ._npy import NpyStore
-from ._staging import NoSpaceError, disk_errors
+from ._staging import NoSpaceError, disk_errors, staging_path
 from ._tiff import TiffStore
 from ._zarr import ZarrStore
 
@@ -67,6 +67,7 @@ __all__ = [
     "register_store",
     "remove_memory_volume",
     "side_file_base",
+    "staging_path",
     "store_class",
     "volume_exists",
     "volume_signature",

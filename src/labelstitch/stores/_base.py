@@ -176,10 +176,6 @@ class VolumeStore(ABC):
         """Record the physical voxel size where the format can (ignored elsewhere)."""
         self._check_writable()
 
-    def levels_missing(self) -> bool:
-        """Whether a multiscale volume still lacks lower levels (False: not multiscale)."""
-        return False
-
     def build_pyramid(self, mapper: Any) -> int:
         """Write the lower levels of a multiscale volume through ``mapper(fn, items)``; the
         number of levels (1: the format keeps one)."""

@@ -319,12 +319,6 @@ class ZarrStore(VolumeStore):
         ome["multiscales"] = [multiscales(name, shapes, size)]
         self._group.attrs["ome"] = ome
 
-    def levels_missing(self) -> bool:
-        """Whether a created multiscale volume still lacks some of its lower levels."""
-        if self._group is None:
-            return False
-        return len(self._levels()) < len(level_shapes(self.shape, self.chunks))
-
     def build_pyramid(self, mapper: Callable[[Callable[[PyramidItem], None], Iterable[PyramidItem]], Iterable[Any]]) -> int:
         """Write every lower level of a created multiscale volume, level by level, one chunk
         per item through ``mapper(downsample_chunk, items)`` (``map``, or an executor's map,
