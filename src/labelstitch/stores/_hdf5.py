@@ -93,7 +93,7 @@ class HDF5Store(VolumeStore):
 
     @classmethod
     def check_space(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike) -> None:
-        check_free_space(Path(os.path.abspath(split_h5_uri(uri)[0])).parent, int(np.prod(shape)) * np.dtype(dtype).itemsize, uri)
+        check_free_space(Path(split_h5_uri(uri)[0]), shape, dtype, uri)
 
     @classmethod
     def _create(

@@ -61,8 +61,11 @@ def _free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def check_free_space(folder: Path, needed: int, uri: str) -> None:
-    """Refuse an output of ``needed`` bytes that ``folder``'s file system cannot hold."""
+def check_free_space(file: Path, shape: tuple[int, ...], dtype: Any, uri: str) -> None:
+    """Refuse an output whose ``file`` will hold ``shape`` voxels of ``dtype`` uncompressed
+    where its folder's file system cannot hold them."""
+    folder = Path(os.path.abspath(file)).parent
+    needed = int(np.prod(shape)) * np.dtype(dtype).itemsize
     free = _free_bytes(folder)
     if needed > free:
         raise NoSpaceError(
@@ -137,7 +140,7 @@ class MemmapStore(VolumeStore):
 
     @classmethod
     def check_space(cls, uri: str, shape: tuple[int, ...], dtype: Any) -> None:
-        check_free_space(Path(os.path.abspath(uri)).parent, int(np.prod(shape)) * np.dtype(dtype).itemsize, uri)
+        check_free_space(Path(uri), shape, dtype, uri)
 
     @classmethod
     def _map(cls, path: str, *, read_only: bool) -> NDArray[Any]:
@@ -171,8 +174,7 @@ class MemmapStore(VolumeStore):
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(final)
         target = staging_path(final) if staged else final
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        check_free_space(final.parent, size, uri)
+        cls.check_space(uri, shape, dtype)
         try:
             array = cls._map_new(target, tuple(shape), np.dtype(dtype))
             reserve(target, target.stat().st_size, uri)
