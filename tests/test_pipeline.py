@@ -6,6 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from skimage.measure import label as connected
 
 import labelstitch as ls
@@ -210,3 +213,32 @@ def test_a_failing_plugin_leaves_no_partial_output_and_keeps_the_old_one(plugin_
 def test_config_errors_name_the_key(config, message):
     with pytest.raises(ConfigError, match=message):
         load_config(config)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    empty=arrays(np.bool_, st.tuples(*[st.integers(1, 12)] * 3), elements=st.booleans()),
+    width=st.integers(1, 6),
+)
+def test_background_mask_is_an_opening_that_lets_padding_continue_past_the_box(empty, width):
+    """Runs of ``value`` at least ``width`` wide along every axis are background; a run that
+    reaches the box's edge may continue outside it (erosion border 1), but nothing outside
+    spreads in (dilation border 0): a lone dark voxel never masks the box's faces."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    from labelstitch.pipeline.segment import background_mask
+
+    cube = np.ones((width,) * 3, bool)
+    expected = binary_dilation(binary_erosion(empty, cube, border_value=1), cube, border_value=0)
+    grayscale = np.where(empty, 0, 77).astype(np.uint8)
+    np.testing.assert_array_equal(background_mask(grayscale, 0, width), expected)
+
+
+def test_a_lone_dark_voxel_masks_nothing():
+    """Regression: scipy's binary_opening(border_value=1) also dilated from outside the box,
+    so one voxel equal to the background value masked a band along all six faces."""
+    from labelstitch.pipeline.segment import background_mask
+
+    grayscale = np.full((20, 20, 20), 120, np.uint8)
+    grayscale[10, 10, 10] = 0
+    assert not background_mask(grayscale, 0, 5).any()
