@@ -11,7 +11,7 @@ Layout of ``options.checkpoint-dir``::
 
 The folder is bound to a plan and to the run's *segmentation settings*: the part of the
 configuration that determines the segmented labels (input, ROI, preserved bodies, stages,
-subvolume size, halo, masking, codec), given as a JSON dict by the pipeline
+subvolume size, halo, masking; not the codec, since every block names its own), given as a JSON dict by the pipeline
 (:meth:`labelstitch.pipeline.RunConfig.segmentation_settings`). A run with ``resume``
 checks that the folder belongs to the same plan and settings, keeps every block whose file
 matches its own checksum and decodes to the right shape (whether or not the driver lived

@@ -1,6 +1,17 @@
-"""Compressed label blocks: how segmented subvolumes are held in memory (and, later,
-checkpointed). lz4 as in the paper: label volumes compress very well and decompress at
-memory speed."""
+"""Compressed label blocks: how segmented subvolumes are checkpointed and passed between
+steps. Three codecs, every block self-describing (so blocks of different codecs mix in one
+checkpoint folder):
+
+* ``crackle`` (default): crackle-codec, a codec made for dense 3-D segmentations (it stores
+  the boundaries between labels and one label per connected run). On real label blocks it
+  is about 100-140x denser than raw uint64 and restores at about 2 GB/s.
+* ``lz4``: the paper's choice; about 15-25x, the fastest to write.
+* ``zlib``: denser than lz4, slower; kept for blocks written by earlier versions.
+
+Every block carries a CRC-32 of the raw labels, checked on decode. Crackle blocks also carry
+a CRC-32 of the compressed bytes, checked *before* decompressing: crackle's decoder trusts
+its input and crashes the process on damaged bytes (seen here with flipped bits).
+"""
 
 from __future__ import annotations
 
@@ -11,26 +22,48 @@ import lz4.frame
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CODECS", "encode_labels", "decode_labels"]
+__all__ = ["CODECS", "DEFAULT_CODEC", "encode_labels", "decode_labels"]
 
-_MAGIC = {"lz4": b"LSB1", "zlib": b"LSZ1"}
+_MAGIC = {"crackle": b"LSK1", "lz4": b"LSB1", "zlib": b"LSZ1"}
 CODECS = tuple(_MAGIC)
+DEFAULT_CODEC = "crackle"
 _HEADER = struct.Struct("<4s8sIIII")  # magic, dtype str, z, y, x, crc32 of the raw bytes
+_BODY_CRC = struct.Struct("<I")  # crackle blocks: crc32 of the compressed bytes, after the header
 
 
-def encode_labels(labels: NDArray[np.integer], codec: str = "lz4") -> bytes:
+def _crackle():  # type: ignore[no-untyped-def]
+    import crackle  # imported on use: crackle's import is not free
+
+    return crackle
+
+
+def encode_labels(labels: NDArray[np.integer], codec: str = DEFAULT_CODEC) -> bytes:
     """A self-describing compressed 3-D integer array with a checksum.
 
-    ``codec`` is ``"lz4"`` (fast, the paper's choice) or ``"zlib"`` (denser, slower).
+    ``codec`` is ``"crackle"`` (densest), ``"lz4"`` (fastest, the paper's choice) or
+    ``"zlib"``.
+
+    >>> labels = np.zeros((4, 5, 6), np.uint64); labels[1:3, 2:, :4] = 2**64 - 1
+    >>> all((decode_labels(encode_labels(labels, c)) == labels).all() for c in CODECS)
+    True
     """
     if codec not in _MAGIC:
         raise ValueError(f"unknown codec {codec!r}; use one of {', '.join(CODECS)}")
     arr = np.ascontiguousarray(labels)
     if arr.ndim != 3:
         raise ValueError(f"`labels` must be 3-D, got shape {arr.shape}")
-    raw = arr.tobytes()
-    header = _HEADER.pack(_MAGIC[codec], arr.dtype.str.encode().ljust(8), *arr.shape, zlib.crc32(raw))
-    body = lz4.frame.compress(raw, compression_level=0) if codec == "lz4" else zlib.compress(raw, 6)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"`labels` must be integers, got {arr.dtype}")
+    crc = zlib.crc32(memoryview(arr).cast("B")) if arr.size else 0
+    header = _HEADER.pack(_MAGIC[codec], arr.dtype.str.encode().ljust(8), *arr.shape, crc)
+    if codec == "crackle":
+        unsigned = arr.view(arr.dtype.str.replace("i", "u"))  # crackle takes unsigned ids only
+        body = _crackle().compress(unsigned) if arr.size else b""
+        return header + _BODY_CRC.pack(zlib.crc32(body)) + body
+    elif codec == "lz4":
+        body = lz4.frame.compress(arr.tobytes(), compression_level=0)
+    else:
+        body = zlib.compress(arr.tobytes(), 6)
     return header + body
 
 
@@ -38,16 +71,33 @@ def decode_labels(data: bytes) -> NDArray[np.integer]:
     """The array saved by :func:`encode_labels`; raises ValueError if it is damaged."""
     if len(data) < _HEADER.size:
         raise ValueError("label block is truncated")
-    magic, dtype, z, y, x, crc = _HEADER.unpack_from(data)
+    magic, dtype_str, z, y, x, crc = _HEADER.unpack_from(data)
     if magic not in _MAGIC.values():
         raise ValueError("not a labelstitch label block")
     try:
-        if magic == _MAGIC["lz4"]:
-            raw = lz4.frame.decompress(data[_HEADER.size :])
+        dtype = np.dtype(dtype_str.strip().decode())
+    except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
+        raise ValueError("label block is corrupt: its header names no dtype") from None
+    if dtype.kind not in "iu":
+        raise ValueError(f"label block is corrupt: its header names dtype {dtype}, not an integer type")
+    body = data[_HEADER.size :]
+    if magic == _MAGIC["crackle"]:
+        if len(body) < _BODY_CRC.size or zlib.crc32(body[_BODY_CRC.size :]) != _BODY_CRC.unpack_from(body)[0]:
+            raise ValueError("label block is corrupt: its compressed bytes fail their checksum")
+        body = body[_BODY_CRC.size :]
+    try:
+        if magic == _MAGIC["crackle"]:
+            arr = np.zeros((z, y, x), dtype) if z * y * x == 0 else _crackle().decompress(body)
+            arr = np.ascontiguousarray(arr, dtype=dtype.str.replace("i", "u")).view(dtype)
+        elif magic == _MAGIC["lz4"]:
+            arr = np.frombuffer(lz4.frame.decompress(body), dtype=dtype).copy()
         else:
-            raw = zlib.decompress(data[_HEADER.size :])
-    except (RuntimeError, zlib.error) as exc:
+            arr = np.frombuffer(zlib.decompress(body), dtype=dtype).copy()
+    except Exception as exc:  # each codec has its own errors for damaged input
         raise ValueError(f"label block is corrupt: {exc}") from None
-    if zlib.crc32(raw) != crc:
+    if arr.size != z * y * x:
+        raise ValueError(f"label block is corrupt: {arr.size} voxels, expected {z * y * x}")
+    arr = arr.reshape(z, y, x)
+    if (zlib.crc32(memoryview(arr).cast("B")) if arr.size else 0) != crc:
         raise ValueError("label block fails its checksum")
-    return np.frombuffer(raw, dtype=np.dtype(dtype.strip().decode())).reshape(z, y, x).copy()
+    return arr

@@ -107,7 +107,7 @@ SCHEMA: dict[str, Any] = {
                 "iterations": {"type": "integer", "minimum": 1, "description": "number of checkpoint iterations"},
                 "iteration-size": {"type": "integer", "minimum": 1, "description": "subvolumes per iteration"},
                 "checkpoint-dir": {"type": ["string", "null"], "description": "folder for per-subvolume checkpoints"},
-                "codec": {"enum": ["lz4", "zlib"], "description": "checkpoint compression"},
+                "codec": {"enum": ["crackle", "lz4", "zlib"], "description": "compression of segmented subvolumes (checkpoints, run folder)"},
                 "background-value": {
                     "type": ["integer", "null"],
                     "description": "grayscale value of empty padding to mask (null: no masking)",
@@ -161,7 +161,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "overlap": 20,
     "iterations": 1,
     "checkpoint-dir": None,
-    "codec": "lz4",
+    "codec": "crackle",
     "background-value": 0,
     "background-min-width": 5,
     "intensity-range": "auto",
@@ -457,7 +457,7 @@ class RunConfig:
         part: dict[str, Any] = {k: whole.get(k) for k in top}
         part["options"] = {
             "segmentor": {"configuration": options["segmentor"]["configuration"]},
-            **{k: options.get(k) for k in ("chunk-size", "overlap", "background-value", "background-min-width", "codec", "roi")},
+            **{k: options.get(k) for k in ("chunk-size", "overlap", "background-value", "background-min-width", "roi")},
             **({"intensity-range": options["intensity-range"]} if options.get("intensity-range", "auto") != "auto" else {}),
         }
         return part
