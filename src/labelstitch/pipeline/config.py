@@ -266,10 +266,12 @@ def _apply_dvid_info(config: dict[str, Any]) -> None:
 def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     """Read (from a ``.json``/``.yaml``/``.yml`` file or a dict) and validate a config.
 
-    Relative volume paths in a file are taken relative to the file's folder.
+    Relative volume paths in a file are taken relative to the file's folder, in a dict
+    relative to the working folder; either way they are made absolute here, so that workers
+    (which may run in other folders or on other machines) read the same files.
     """
     if isinstance(source, dict):
-        return validate_config(source)
+        return _absolute_paths(validate_config(source), Path.cwd())
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"no config file at {path}")
@@ -283,8 +285,10 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             data = json.loads(text)
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
         raise ConfigError(f"cannot parse {path}: {exc}") from None
-    config = validate_config(data)
-    base = path.resolve().parent
+    return _absolute_paths(validate_config(data), path.resolve().parent)
+
+
+def _absolute_paths(config: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in ("input", "output", "ground-truth"):
         if key in config:
             config[key] = _relative_to(config[key], base)

@@ -178,14 +178,66 @@ def _run_folder(config: RunConfig) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _spill_folder(held: ExitStack, config: RunConfig, pool: Executor, checkpoints: CheckpointDir | None) -> str | None:
+    """Where workers leave segmented subvolumes when there is no checkpoint folder: a run
+    folder beside a file output, or (workers on this machine) a temporary folder. None
+    (blocks come back to the driver, with a warning) only for workers elsewhere writing to
+    a non-file output such as DVID. Workers elsewhere must see the folder they write to:
+    a probe file checks it before any work."""
+    if checkpoints is not None:
+        shared = str(checkpoints.path)
+    elif pool.shares_files or side_file_base(config.output) is not None:
+        shared = held.enter_context(_run_folder(config))
+    else:
+        log.warning(
+            "the %s executor's workers may run on other machines and the output %s is not a file, so segmented "
+            "subvolumes (compressed) come back to the driver; set options.checkpoint-dir to a folder every worker "
+            "sees to keep them there", pool.name, config.output,
+        )
+        return None
+    if not pool.shares_files:
+        _check_workers_see(pool, shared)
+    return None if checkpoints is not None else shared
+
+
+def _sees(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _check_workers_see(pool: Executor, folder: str) -> None:
+    """Refuse, before any work, a folder the workers cannot see (not on shared storage)."""
+    probe = Path(folder) / f".labelstitch-probe-{os.getpid()}-{time.time_ns()}"
+    probe.write_text("the driver wrote this; workers check that they see it\n")
+    try:
+        seen = list(pool.map(_sees, [str(probe)] * 8, describe=lambda _: f"the probe {probe}"))
+    finally:
+        probe.unlink(missing_ok=True)
+    if not all(seen):
+        raise StoreError(
+            f"the {pool.name} executor's workers do not see {folder}, where segmented subvolumes go: put the output "
+            "and options.checkpoint-dir on storage every worker sees (a shared file system), see docs/cluster.md"
+        )
+
+
 def _peak_memory() -> dict[str, float]:
     """Peak resident memory of this process (the driver) and of its largest child process
-    so far (the processes executor's workers), in MB (Linux reports kilobytes)."""
+    so far (the processes executor's workers), in MB.
+
+    The driver's peak is the kernel's high-water mark of this process's own memory
+    (``VmHWM``): ``ru_maxrss`` would also count the memory of the process that started
+    ours, since Linux carries the parent's high-water mark across fork and exec (a
+    benchmark holding a 1 GB array read as a 2.4 GB driver)."""
     try:
         import resource
     except ImportError:  # pragma: no cover - not POSIX
         return {}
     driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as status:
+            hwm = next(line for line in status if line.startswith("VmHWM:"))
+        driver = int(hwm.split()[1]) / 1024
+    except (OSError, StopIteration, ValueError):  # not Linux: ru_maxrss is the best there is
+        pass
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"driver peak MB": round(driver, 1), "worker peak MB": round(workers, 1)}
 
@@ -252,6 +304,7 @@ def _counts(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], com
         "checkpoint bytes": stored,
         "uncompressed label bytes": raw,
         "compression ratio": round(raw / stored, 1) if stored else 0,
+        "blocks via driver": sum(1 for s in segmented.values() if s.data is not None),
     }
 
 
@@ -313,7 +366,7 @@ def run(
             raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
         seconds = {"check and plan": time.perf_counter() - t0}
         pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
-        spill = held.enter_context(_run_folder(config)) if checkpoints is None and pool.shares_files else None
+        spill = _spill_folder(held, config, pool, checkpoints)
         start = time.perf_counter()
         segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, spill=spill, progress=progress)
         seconds["segment"] = time.perf_counter() - start

@@ -1,0 +1,106 @@
+"""Peak memory per voxel of each built-in stage, and of a whole worker's subvolume.
+
+    .venv/bin/python benchmarks/bench_stage_memory.py            # outer boxes of 128^3 and 208^3
+    .venv/bin/python benchmarks/bench_stage_memory.py --sides 96 168
+
+Each measurement is a fresh Python process: it builds the stage's inputs (mirror-tiled
+gala_test grayscale, and the earlier stages' outputs), runs the stage once on a small box
+so that imports, numba compilation and allocator pools are in place, reads its peak RSS
+(``ru_maxrss``), runs the stage on the full box and reports how far the peak rose, per
+voxel of the box. The inputs themselves are listed separately ("held"); the "worker" row
+runs ``segment_subvolume`` (read, mask, three stages, encode) from a file and reports the
+whole process's rise, which is what ``labelstitch run`` checks chunk sizes against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = r'''
+import json, resource, sys
+import numpy as np
+sys.path.insert(0, sys.argv[4])
+from bench_driver_memory import tiled
+from labelstitch.plugins import resolve_stage
+
+stage, side, classifier = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+raw = np.load(sys.argv[5])["raw"]
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+def inputs(n):
+    gray = tiled(raw, n)
+    mask = np.zeros(gray.shape, bool)
+    pred = resolve_stage("predict-voxels", ("naive_membrane_predictions", {"sigma": 1.0}))(gray, mask)
+    svs = resolve_stage("create-supervoxels", "seeded_watershed")(pred, mask)
+    return gray, mask, pred, svs
+
+STAGES = {
+    "naive_membrane_predictions": ("predict-voxels", ("naive_membrane_predictions", {"sigma": 1.0}), lambda f, g, m, p, s: f(g, m)),
+    "pixel_classifier": ("predict-voxels", ("pixel_classifier", {"classifier_path": classifier}), lambda f, g, m, p, s: f(g, m)),
+    "seeded_watershed": ("create-supervoxels", "seeded_watershed", lambda f, g, m, p, s: f(p, m)),
+    "rag_agglomeration": ("agglomerate-supervoxels", "rag_agglomeration", lambda f, g, m, p, s: f(p, s)),
+}
+if stage == "worker":
+    from labelstitch.geometry import Plan
+    from labelstitch.pipeline.segment import segment_subvolume
+    from labelstitch.pipeline.planning import prepare
+    import tempfile, os
+    folder = tempfile.mkdtemp()
+    for n in (48, side):
+        np.save(f"{folder}/g{n}.npy", tiled(raw, n))
+    def run(n):
+        prepared = prepare({"input": f"{folder}/g{n}.npy", "output": f"{folder}/o{n}.zarr",
+                            "options": {"chunk-size": n, "overlap": 0, "resolution": [1, 1, 1]}})
+        return segment_subvolume(prepared.plan[0], prepared.task)
+    run(48)
+    before = peak()
+    run(side)
+    print(json.dumps({"held": 0, "rise": peak() - before, "voxels": side ** 3}))
+    raise SystemExit
+kind, spec, call = STAGES[stage]
+fn = resolve_stage(kind, spec)
+call(fn, *inputs(40))
+held = inputs(side)
+before = peak()
+call(fn, *held)
+print(json.dumps({"held": sum(a.nbytes for a in held), "rise": peak() - before, "voxels": side ** 3}))
+'''
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sides", type=int, nargs="+", default=[128, 208])
+    args = parser.parse_args()
+    gala = ROOT.parent / "shared" / "data" / "gala_test.npz"
+    folder = Path(tempfile.mkdtemp(prefix="bench-stage-memory-"))
+    classifier = folder / "pixel.clf"
+    subprocess.run([sys.executable, "-c", (
+        "import numpy as np, labelstitch as ls, sys\n"
+        f"d = np.load({str(ROOT.parent / 'shared' / 'data' / 'gala_train.npz')!r})\n"
+        f"np.save({str(folder / 'g.npy')!r}, d['raw']); np.save({str(folder / 't.npy')!r}, d['gt'])\n"
+        f"ls.train_pixel_classifier({str(folder / 'g.npy')!r}, {str(folder / 't.npy')!r}, {str(classifier)!r}, trees=20, samples=50_000)\n"
+    )], check=True)
+    print(f"{'stage':28} " + " ".join(f"{f'{s}^3 B/voxel':>16}" for s in args.sides) + f" {'inputs held B/voxel':>20}")
+    for stage in ("naive_membrane_predictions", "pixel_classifier", "seeded_watershed", "rag_agglomeration", "worker"):
+        cells, held = [], 0.0
+        for side in args.sides:
+            done = subprocess.run([sys.executable, "-c", PROBE, stage, str(side), str(classifier), str(ROOT / "benchmarks"), str(gala)],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(done.stderr)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            cells.append(row["rise"] / row["voxels"])
+            held = row["held"] / row["voxels"]
+        print(f"{stage:28} " + " ".join(f"{c:>16.1f}" for c in cells) + f" {held:>20.1f}", flush=True)
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+
+if __name__ == "__main__":
+    main()
