@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._kernels.watershed import flood3d
+from ._kernels.watershed import CHUNK, flood_padded, pad_inputs
 from ._validation import as_labels
 
 __all__ = ["watershed"]
@@ -38,7 +38,9 @@ def watershed(
     >>> watershed(b, np.array([[[1, 0, 0, 0, 2]]]))
     array([[[1, 1, 1, 2, 2]]])
     """
-    bnd = np.asarray(boundary, dtype=np.float64)
+    bnd = np.asarray(boundary)
+    if not np.issubdtype(bnd.dtype, np.floating):
+        bnd = bnd.astype(np.float64)
     if bnd.ndim != 3:
         raise ValueError(f"`boundary` must be 3-D (Z, Y, X), got shape {bnd.shape}")
     seeds = as_labels(markers, "markers")
@@ -49,9 +51,19 @@ def watershed(
         raise ValueError(f"`mask` (shape {allowed.shape}) must have the shape of `boundary` ({bnd.shape})")
     if not 2 <= levels <= 1 << 20:
         raise ValueError(f"`levels` must be between 2 and 2**20, got {levels}")
-    labels = np.ascontiguousarray(seeds, dtype=np.int64) * allowed
     lo, hi = float(bnd.min()) if bnd.size else 0.0, float(bnd.max()) if bnd.size else 1.0
     scale = (levels - 1) / (hi - lo) if hi > lo else 0.0
-    quantised = np.ascontiguousarray(((bnd - lo) * scale).astype(np.int64))
-    flood3d(quantised, labels, np.ascontiguousarray(allowed), levels)
-    return labels
+    level_dtype = np.uint8 if levels <= 1 << 8 else np.uint16 if levels <= 1 << 16 else np.int32
+    padded = tuple(n + 2 for n in bnd.shape)  # a border that is never allowed: no bounds checks
+    inner = (slice(1, -1),) * 3
+    quantised = np.zeros(padded, level_dtype)
+    top = int(seeds.max()) if seeds.size else 0
+    labels = np.zeros(padded, np.uint32 if top < 2**32 else np.uint64)
+    ok = np.zeros(padded, bool)
+    pad_inputs(bnd, seeds, allowed, lo, scale, quantised, labels, ok)
+    # queue chunks: each level holds at most one part-filled chunk, so the scratch is about
+    # voxels + levels x width indices; narrower chunks when levels are many
+    width = int(min(CHUNK, max(16, labels.size // (levels + 1))))
+    store = np.empty((labels.size // width + levels + 1, width), np.int32 if labels.size < 2**31 else np.int64)
+    flood_padded(quantised.ravel(), labels.ravel(), ok.ravel(), levels, padded[2], padded[1] * padded[2], store)
+    return labels[inner].astype(np.int64)
