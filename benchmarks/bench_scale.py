@@ -74,10 +74,10 @@ print(json.dumps({
 '''
 
 
-def run_cli(config: dict, folder: Path, name: str) -> dict:
+def run_cli(config: dict, folder: Path, name: str, executor: str = "processes") -> dict:
     path = folder / f"{name}.json"
     path.write_text(json.dumps(config))
-    cmd = [str(ROOT / ".venv" / "bin" / "labelstitch"), "run", str(path), "--executor", "processes",
+    cmd = [str(ROOT / ".venv" / "bin" / "labelstitch"), "run", str(path), "--executor", executor,
            "--workers", str(CORES), "--json", "--quiet"]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -88,7 +88,7 @@ def run_cli(config: dict, folder: Path, name: str) -> dict:
     return report
 
 
-def end_to_end(sides: list[int]) -> list[tuple[int, dict]]:
+def end_to_end(sides: list[int], serial_side: int | None) -> list[tuple[int, dict]]:
     raw = np.load(ROOT.parent / "shared" / "data" / "gala_test.npz")["raw"]
     folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     options = {"chunk-size": 128, "overlap": 20, "resolution": [10, 10, 10]}
@@ -107,6 +107,12 @@ def end_to_end(sides: list[int]) -> list[tuple[int, dict]]:
         print(f"{side:>6}^3 {c['subvolumes']:>6} {report['wall s']:>7.1f} {s['segment']:>8.1f} {s['stitch']:>7.1f} "
               f"{s['write']:>7.1f} {side**3 / report['wall s'] / 1e6 / CORES:>10.2f} {c['driver peak MB']:>9.0f} "
               f"{c['worker peak MB']:>9.0f} {c['uncompressed label bytes'] / c['checkpoint bytes']:>10.0f}", flush=True)
+        if side == serial_side:
+            serial = run_cli({"input": str(gray), "output": str(folder / f"serial{side}.zarr"), "options": options},
+                             folder, f"s{side}", executor="serial")
+            print(f"{'':8} serial executor: {serial['wall s']:.1f} s (segment {serial['seconds']['segment']:.1f}, stitch "
+                  f"{serial['seconds']['stitch']:.1f}, write {serial['seconds']['write']:.1f}); processes on {CORES} cores is "
+                  f"{serial['wall s'] / report['wall s']:.2f}x faster", flush=True)
         for stale in folder.glob(f"*{side}*"):
             subprocess.run(["rm", "-rf", str(stale)], check=True)
     if len(rows) > 1:
@@ -151,9 +157,10 @@ def main() -> None:
     parser.add_argument("--matches", type=float, default=1e8)
     parser.add_argument("--segments", type=int, default=30_000, help="labels per subvolume in (b)")
     parser.add_argument("--only", choices=["pipeline", "resolve"])
+    parser.add_argument("--serial-side", type=int, default=512, help="also run the serial executor at this size (0: never)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    rows = end_to_end(args.sides) if args.only != "resolve" else []
+    rows = end_to_end(args.sides, args.serial_side or None) if args.only != "resolve" else []
     plan_row = paper_plan(args.matches, args.segments) if args.only != "pipeline" else None
     if rows:
         extrapolate(rows, plan_row)

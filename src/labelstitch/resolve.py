@@ -80,7 +80,8 @@ class LabelMapping:
 
     def for_subvolume(self, sv_id: int) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
         """``(labels, bodies)`` of one subvolume, ready for :func:`labelstitch.remap`."""
-        lo, hi = np.searchsorted(self.subvolume, [sv_id, sv_id + 1])
+        # uint64 keys: Python ints would make numpy compare in float64, copying the whole array
+        lo, hi = np.searchsorted(self.subvolume, np.array([sv_id, sv_id + 1], np.uint64))
         return self.label[lo:hi], self.body[lo:hi]
 
     def body_of(self, sv_id: int, label: int) -> int:
@@ -88,7 +89,7 @@ class LabelMapping:
         if label == 0:
             return 0
         labels, bodies = self.for_subvolume(sv_id)
-        i = int(np.searchsorted(labels, label))
+        i = int(np.searchsorted(labels, np.uint64(label)))
         if i == labels.size or labels[i] != label:
             raise KeyError(f"label {label} of subvolume {sv_id} is not in the mapping")
         return int(bodies[i])
