@@ -105,3 +105,25 @@ def test_unknown_codec_and_non_integer_labels_are_refused():
         encode_labels(np.zeros((2, 2, 2), np.float32))
     with pytest.raises(ValueError, match="not a labelstitch"):
         decode_labels(b"X" * 64)
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zlib"])
+def test_blocks_of_earlier_versions_still_decode_and_check_the_raw_crc(codec):
+    """Checkpoints written before the crackle codec (magic LSB1/LSZ1, CRC of the raw
+    labels) are read by --resume after an upgrade."""
+    import struct
+    import zlib
+
+    import lz4.frame
+
+    labels = np.random.default_rng(5).integers(0, 9, (6, 7, 8)).astype(np.uint64)
+    raw = labels.tobytes()
+    body = lz4.frame.compress(raw, compression_level=0) if codec == "lz4" else zlib.compress(raw, 6)
+    magic = b"LSB1" if codec == "lz4" else b"LSZ1"
+    header = struct.pack("<4s8sIIII", magic, labels.dtype.str.encode().ljust(8), *labels.shape, zlib.crc32(raw))
+    back = decode_labels(header + body)
+    np.testing.assert_array_equal(back, labels)
+    assert back.flags.writeable
+    wrong = struct.pack("<4s8sIIII", magic, labels.dtype.str.encode().ljust(8), *labels.shape, zlib.crc32(raw) ^ 1)
+    with pytest.raises(ValueError, match="checksum"):
+        decode_labels(wrong + body)

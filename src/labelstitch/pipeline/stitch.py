@@ -39,7 +39,8 @@ def _emit_slabs(item: tuple[Subvolume, SegmentedSubvolume, tuple[tuple[int, Face
     sv, segmented, faces = item
     labels = segmented.load()
     pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), interior_labels(sv, labels))]
-    pairs += [(("face", i), (sv.id, encode_labels(slab))) for i, slab in face_slabs(sv, labels, list(faces))]
+    # slabs live only until their face is matched: lz4, the fastest codec, not the densest
+    pairs += [(("face", i), (sv.id, encode_labels(slab, "lz4"))) for i, slab in face_slabs(sv, labels, list(faces))]
     return pairs
 
 
