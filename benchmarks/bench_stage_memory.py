@@ -16,12 +16,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+MAKE = r'''
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+from bench_driver_memory import tiled
+from labelstitch.plugins import resolve_stage
+n, folder = int(sys.argv[1]), sys.argv[2]
+gray = tiled(np.load(sys.argv[4])["raw"], n)
+mask = np.zeros(gray.shape, bool)
+pred = resolve_stage("predict-voxels", "naive_membrane_predictions", {"sigma": 1.0})(gray, mask)
+svs = resolve_stage("create-supervoxels", "seeded_watershed")(pred, mask)
+for k, v in {"gray": gray, "mask": mask, "pred": pred, "svs": svs}.items():
+    np.save(f"{folder}/{k}.npy", v)
+'''
 
 PROBE = r'''
 import json, resource, sys
@@ -35,17 +51,19 @@ raw = np.load(sys.argv[5])["raw"]
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 def inputs(n):
-    gray = tiled(raw, n)
-    mask = np.zeros(gray.shape, bool)
-    pred = resolve_stage("predict-voxels", ("naive_membrane_predictions", {"sigma": 1.0}))(gray, mask)
-    svs = resolve_stage("create-supervoxels", "seeded_watershed")(pred, mask)
-    return gray, mask, pred, svs
+    """The stage inputs for an n^3 box, made in a child process and loaded here, so that
+    making them does not set this process's peak."""
+    import os, subprocess, tempfile
+    folder = tempfile.mkdtemp()
+    MAKE = os.environ["BENCH_MAKE"]
+    subprocess.run([sys.executable, "-c", MAKE, str(n), folder, sys.argv[4], sys.argv[5]], check=True)
+    return tuple(np.load(f"{folder}/{k}.npy") for k in ("gray", "mask", "pred", "svs"))
 
 STAGES = {
     "naive_membrane_predictions": ("predict-voxels", ("naive_membrane_predictions", {"sigma": 1.0}), lambda f, g, m, p, s: f(g, m)),
     "pixel_classifier": ("predict-voxels", ("pixel_classifier", {"classifier_path": classifier}), lambda f, g, m, p, s: f(g, m)),
-    "seeded_watershed": ("create-supervoxels", "seeded_watershed", lambda f, g, m, p, s: f(p, m)),
-    "rag_agglomeration": ("agglomerate-supervoxels", "rag_agglomeration", lambda f, g, m, p, s: f(p, s)),
+    "seeded_watershed": ("create-supervoxels", ("seeded_watershed", {}), lambda f, g, m, p, s: f(p, m)),
+    "rag_agglomeration": ("agglomerate-supervoxels", ("rag_agglomeration", {}), lambda f, g, m, p, s: f(p, s)),
 }
 if stage == "worker":
     from labelstitch.geometry import Plan
@@ -56,8 +74,9 @@ if stage == "worker":
     for n in (48, side):
         np.save(f"{folder}/g{n}.npy", tiled(raw, n))
     def run(n):
-        prepared = prepare({"input": f"{folder}/g{n}.npy", "output": f"{folder}/o{n}.zarr",
-                            "options": {"chunk-size": n, "overlap": 0, "resolution": [1, 1, 1]}})
+        from labelstitch.pipeline.config import RunConfig
+        prepared = prepare(RunConfig.load({"input": f"{folder}/g{n}.npy", "output": f"{folder}/o{n}.zarr",
+                            "options": {"chunk-size": n, "overlap": 0, "resolution": [1, 1, 1]}}))
         return segment_subvolume(prepared.plan[0], prepared.task)
     run(48)
     before = peak()
@@ -65,7 +84,7 @@ if stage == "worker":
     print(json.dumps({"held": 0, "rise": peak() - before, "voxels": side ** 3}))
     raise SystemExit
 kind, spec, call = STAGES[stage]
-fn = resolve_stage(kind, spec)
+fn = resolve_stage(kind, *spec)
 call(fn, *inputs(40))
 held = inputs(side)
 before = peak()
@@ -82,7 +101,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-stage-memory-"))
     classifier = folder / "pixel.clf"
     subprocess.run([sys.executable, "-c", (
-        "import numpy as np, labelstitch as ls, sys\n"
+        "import numpy as np, sys\nfrom labelstitch import api as ls\n"
         f"d = np.load({str(ROOT.parent / 'shared' / 'data' / 'gala_train.npz')!r})\n"
         f"np.save({str(folder / 'g.npy')!r}, d['raw']); np.save({str(folder / 't.npy')!r}, d['gt'])\n"
         f"ls.train_pixel_classifier({str(folder / 'g.npy')!r}, {str(folder / 't.npy')!r}, {str(classifier)!r}, trees=20, samples=50_000)\n"
@@ -92,7 +111,7 @@ def main() -> None:
         cells, held = [], 0.0
         for side in args.sides:
             done = subprocess.run([sys.executable, "-c", PROBE, stage, str(side), str(classifier), str(ROOT / "benchmarks"), str(gala)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env={**os.environ, "BENCH_MAKE": MAKE})
             if done.returncode:
                 raise SystemExit(done.stderr)
             row = json.loads(done.stdout.strip().splitlines()[-1])

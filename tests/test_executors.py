@@ -237,3 +237,18 @@ def test_processes_group_through_files_like_the_serial_reference(tmp_path, monke
     finally:
         pool.close()
     assert not Path(folder).exists()
+
+
+def test_executors_say_how_many_items_run_at_once_on_this_machine():
+    """What the chunk-size memory check multiplies by: a pool's workers, a local Spark's
+    cores; nothing for a cluster whose workers are elsewhere (not started here)."""
+    from labelstitch.executors.spark import _local_cores
+
+    assert get_executor("serial").items_at_once == 1
+    pool = get_executor("processes", workers=3)
+    try:
+        assert pool.items_at_once == 3
+    finally:
+        pool.close()
+    assert _local_cores("local[2]") == 2 and _local_cores("local") == 1 and _local_cores("local[*]") == os.cpu_count()
+    assert _local_cores("local[4,3]") == 4 and _local_cores("spark://10.0.0.1:7077") is None

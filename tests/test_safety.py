@@ -511,3 +511,26 @@ def test_an_unwritable_output_is_refused_by_config_check_and_before_any_work(gra
         code, err = found[command]
         assert code == 2 and f"cannot write output {tmp_path / 'ro' / 'seg.zarr'}" in err and "Read-only file system" in err, err
     assert not list((tmp_path / "ckpt").glob("sv-*"))  # refused before segmenting anything
+
+
+def test_chunk_size_memory_check_counts_the_workers_and_the_stages_needs(tmp_path):
+    """A chunk size that fits one worker but not two at once, or fits the naive stages but not
+    the pixel classifier's filter features, is refused before any work, naming the fix; with
+    workers on other machines (a Spark cluster) this machine checks nothing."""
+    from labelstitch.geometry import Plan
+    from labelstitch.pipeline.planning import BYTES_PER_VOXEL, check_subvolume_memory, subvolume_bytes_per_voxel
+    from labelstitch.plugins import resolve_stage
+
+    plan = Plan.grid((400, 400, 400), 180, 20)  # outer boxes of 220^3 = 10.6 M voxels
+    naive = (resolve_stage("predict-voxels", "naive_membrane_predictions"), resolve_stage("create-supervoxels", "seeded_watershed"))
+    classifier = (resolve_stage("predict-voxels", "pixel_classifier", {"classifier_path": "x.clf"}),)
+    assert subvolume_bytes_per_voxel(naive) == BYTES_PER_VOXEL
+    assert subvolume_bytes_per_voxel(classifier) == BYTES_PER_VOXEL + 700
+    one = 220**3 * BYTES_PER_VOXEL
+    memory = int(one / 0.8 * 1.5)  # room for 1.5 subvolumes
+    check_subvolume_memory(plan, naive, at_once=1, memory=memory)
+    with pytest.raises(ValueError, match=r"on each of 2 workers at once.*choose options.chunk-size of at most \d+ or fewer workers"):
+        check_subvolume_memory(plan, naive, at_once=2, memory=memory)
+    with pytest.raises(ValueError, match=r"about 764 bytes per voxel with these stages"):
+        check_subvolume_memory(plan, classifier, at_once=1, memory=memory)
+    check_subvolume_memory(plan, classifier, at_once=None, memory=memory)

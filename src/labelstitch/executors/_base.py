@@ -41,6 +41,9 @@ class Executor(ABC):
     #: items run on this machine, so they can write files the driver reads (a run folder
     #: for segmented subvolumes); False for workers that may be elsewhere
     shares_files: bool = True
+    #: how many items run at once on this machine (what memory checks multiply by); None
+    #: for workers on other machines, whose memory this machine cannot see
+    items_at_once: int | None = 1
 
     @abstractmethod
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:

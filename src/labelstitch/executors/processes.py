@@ -83,6 +83,7 @@ class ProcessesExecutor(Executor):
             raise ValueError(f"`workers` must be at least 1, got {workers}")
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.workers = workers or usable
+        self.items_at_once = self.workers
         self._ledger_parent = tempfile.mkdtemp(prefix="labelstitch-workers-")
         self._ledger = os.path.join(self._ledger_parent, "ledger")
         os.mkdir(self._ledger)

@@ -68,6 +68,17 @@ def _stop_sessions() -> None:
     _SESSIONS.clear()
 
 
+def _local_cores(master: str) -> int | None:
+    """Tasks at once on this machine for a ``local[N]`` / ``local[*]`` / ``local`` master;
+    None for a cluster."""
+    if master == "local":
+        return 1
+    if master.startswith("local["):
+        inside = master[len("local["):].split(",")[0].rstrip("]")
+        return os.cpu_count() or 1 if inside == "*" else int(inside)
+    return None
+
+
 def _task_failed(exc: Exception) -> ExecutorError:
     """A short error from a Spark failure: the last line of the Python traceback it carries."""
     message = str(exc).strip().splitlines()
@@ -85,6 +96,7 @@ class SparkExecutor(Executor):
             raise ValueError(f"`workers` must be at least 1, got {workers}")
         self.master = master or f"local[{workers or '*'}]"
         self.shares_files = self.master.startswith("local")  # a cluster's workers may be on other machines
+        self.items_at_once = _local_cores(self.master)
         self.session = _session(self.master)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:

@@ -37,7 +37,7 @@ from ..report import report_paths
 from ..stitching import StitchResult
 from ..stores import StoreError, VolumeStore, open_volume, side_file_base, staging_path, volume_exists, volume_signature
 from .config import RunConfig
-from .planning import PreparedRun, check_plan_output, check_writable, prepare, with_stitching
+from .planning import PreparedRun, check_plan_output, check_subvolume_memory, check_writable, prepare, with_stitching
 from .segment import SegmentedSubvolume, segment_all
 from .stitch import grayscale_uri, stitch_and_write, write_grayscale
 
@@ -366,6 +366,7 @@ def run(
             raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
         seconds = {"check and plan": time.perf_counter() - t0}
         pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once)
         spill = _spill_folder(held, config, pool, checkpoints)
         start = time.perf_counter()
         segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, spill=spill, progress=progress)

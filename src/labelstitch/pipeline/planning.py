@@ -126,9 +126,11 @@ def _plan(config: RunConfig, shape: tuple[int, ...]) -> tuple[Plan, tuple[tuple[
     return plan, runs, roi_block
 
 
-#: working memory of one subvolume per voxel of its outer box, an upper estimate for the
-#: built-in stages (grayscale, mask, float32 predictions and boundary, uint32 seeds and
-#: labels, the watershed's queue, uint64 labels and their compressed copy)
+#: working memory of one subvolume per voxel of its outer box for the built-in stages, with
+#: room to spare: measured 34 bytes for a whole worker (read, mask, naive predictions,
+#: seeded watershed, mean agglomeration, encode; benchmarks/bench_stage_memory.py). A stage
+#: function that needs more says so with a ``bytes_per_voxel`` attribute (the pixel
+#: classifier: about 660).
 BYTES_PER_VOXEL = 64
 
 
@@ -139,17 +141,32 @@ def _physical_memory() -> int:
         return 0
 
 
-def check_subvolume_memory(plan: Plan) -> None:
-    """Refuse subvolumes whose working set cannot fit in this machine's memory."""
-    memory = _physical_memory()
+def subvolume_bytes_per_voxel(stages: tuple[Stage, ...]) -> int:
+    """Working memory per outer-box voxel of one subvolume with these stages: the built-in
+    baseline plus the most any one stage declares beyond it (stages run one after another)."""
+    declared = [int(getattr(stage.function, "bytes_per_voxel", 0) or 0) for stage in stages]
+    return BYTES_PER_VOXEL + max(declared, default=0)
+
+
+def check_subvolume_memory(plan: Plan, stages: tuple[Stage, ...] = (), *, at_once: int | None = 1,
+                           memory: int | None = None) -> None:
+    """Refuse subvolumes whose working set, times the ``at_once`` subvolumes a machine runs
+    together (a pool's workers), cannot fit in this machine's memory. ``at_once=None``
+    (workers on other machines) checks nothing: their memory is the cluster's to size."""
+    if at_once is None:
+        return
+    memory = _physical_memory() if memory is None else memory
+    per_voxel = subvolume_bytes_per_voxel(stages)
     largest = max(sv.outer.size for sv in plan)
-    needed = largest * BYTES_PER_VOXEL
+    needed = largest * per_voxel * at_once
     if memory and needed > 0.8 * memory:
-        side = int((0.8 * memory / BYTES_PER_VOXEL) ** (1 / 3)) - 2 * max(plan.halo)
+        side = int((0.8 * memory / (per_voxel * at_once)) ** (1 / 3)) - 2 * max(plan.halo)
+        workers = f" on each of {at_once} workers at once" if at_once > 1 else ""
         raise ValueError(
             f"options.chunk-size {list(plan.block)} makes subvolumes of up to {largest:,} voxels; segmenting one needs "
-            f"about {needed / 2**30:.1f} GiB (about {BYTES_PER_VOXEL} bytes per voxel) and this machine has "
-            f"{memory / 2**30:.1f} GiB: choose options.chunk-size of at most {max(side, 1)}"
+            f"about {largest * per_voxel / 2**30:.1f} GiB (about {per_voxel} bytes per voxel with these stages){workers}, "
+            f"and this machine has {memory / 2**30:.1f} GiB: choose options.chunk-size of at most {max(side, 1)}"
+            + (" or fewer workers" if at_once > 1 else "")
         )
 
 
@@ -219,7 +236,7 @@ def prepare(
         roi_runs=runs,
         roi_block=roi_block,
     )
-    check_subvolume_memory(plan)
+    check_subvolume_memory(plan, task.stages)
     if config.checkpoint_dir:
         for key, other in inputs_of(config).items():
             if key != "options.checkpoint-dir" and volumes_overlap(config.checkpoint_dir, other):

@@ -83,6 +83,11 @@ def pixel_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifie
     return out
 
 
+#: peak working memory per voxel, for chunk-size checks (its filter features; 656 measured
+#: by benchmarks/bench_stage_memory.py)
+pixel_classifier.bytes_per_voxel = 700  # type: ignore[attr-defined]
+
+
 # ----------------------------------------------------------------------------- create-supervoxels
 
 
