@@ -1,12 +1,16 @@
 """Executors and checkpoint codecs, side by side in one run.
 
     .venv/bin/python benchmarks/bench_executors.py
+    .venv/bin/python benchmarks/bench_executors.py --codecs   # only part 3
 
 1. per-item overhead of each executor (a trivial function over 200 items);
 2. the same segmentation plan (synthetic EM, 96x192x192 in 48^3 blocks) on serial,
    processes (2 workers) and spark (local[2]): wall time and speed-up over serial;
-3. checkpoint codecs on real label blocks (the gala ground truth and the demo's blocks):
-   compression ratio, compress and decompress MB/s (crackle-codec / compresso if installed).
+3. checkpoint codecs on label blocks, per kind: a real segmented subvolume (gala_test
+   mirror-tiled to 168^3, naive stages: what a worker checkpoints), the gala ground truth, and
+   synthetic segmentations: ratio against uint64, compress and decompress MB/s for
+   labelstitch's codecs (``encode_labels``, checksums included) and for plain crackle
+   settings (compresso too if installed).
 """
 
 from __future__ import annotations
@@ -71,18 +75,14 @@ def pipeline(folder: Path) -> None:
               f"write {result.seconds['write']:.2f} s)")
 
 
-def codecs(blocks: list[np.ndarray]) -> None:
-    raw = sum(b.nbytes for b in blocks)
-    print(f"checkpoint codecs on {len(blocks)} uint64 label blocks ({raw / 1e6:.1f} MB):")
-    candidates = {"lz4": lambda b: encode_labels(b, "lz4"), "zlib": lambda b: encode_labels(b, "zlib")}
-    decoders = {"lz4": decode_labels, "zlib": decode_labels}
-    try:
-        import crackle
+def codecs(kinds: dict[str, list[np.ndarray]]) -> None:
+    candidates = {f"labelstitch {c}": (lambda c: lambda b: encode_labels(b, c))(c) for c in ("crackle", "lz4", "zlib")}
+    decoders = {name: decode_labels for name in candidates}
+    import crackle
 
-        candidates["crackle"] = lambda b: crackle.compress(b)
-        decoders["crackle"] = crackle.decompress
-    except ImportError:
-        print("  (crackle-codec not installed)")
+    for label, options in (("crackle default", {}), ("crackle pins+markov2", {"allow_pins": 1, "markov_model_order": 2})):
+        candidates[label] = (lambda o: lambda b: crackle.compress(b, **o))(options)
+        decoders[label] = crackle.decompress
     try:
         import compresso
 
@@ -90,34 +90,59 @@ def codecs(blocks: list[np.ndarray]) -> None:
         decoders["compresso"] = compresso.decompress
     except ImportError:
         print("  (compresso not installed)")
-    for name, enc in candidates.items():
-        start = time.perf_counter()
-        packed = [enc(b) for b in blocks]
-        t_enc = time.perf_counter() - start
-        start = time.perf_counter()
-        for p in packed:
-            decoders[name](p)
-        t_dec = time.perf_counter() - start
-        size = sum(len(p) for p in packed)
-        print(f"  {name:<10} ratio {raw / size:7.1f}x   compress {raw / t_enc / 1e6:8.0f} MB/s   "
-              f"decompress {raw / t_dec / 1e6:8.0f} MB/s")
+    for kind, blocks in kinds.items():
+        raw = sum(b.nbytes for b in blocks)
+        print(f"checkpoint codecs on {kind}: {len(blocks)} uint64 blocks ({raw / 1e6:.1f} MB)")
+        for name, enc in candidates.items():
+            start = time.perf_counter()
+            packed = [enc(b) for b in blocks]
+            t_enc = time.perf_counter() - start
+            start = time.perf_counter()
+            for p in packed:
+                decoders[name](p)
+            t_dec = time.perf_counter() - start
+            size = sum(len(p) for p in packed)
+            print(f"  {name:<22} ratio {raw / size:7.1f}x   compress {raw / t_enc / 1e6:8.0f} MB/s   "
+                  f"decompress {raw / t_dec / 1e6:8.0f} MB/s")
+
+
+def segmented_subvolume(raw: np.ndarray) -> np.ndarray:
+    """What a worker checkpoints: a real subvolume (168^3 of mirror-tiled EM) segmented by
+    the naive stages."""
+    import sys
+
+    from labelstitch.plugins import resolve_stage
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_driver_memory import tiled
+
+    gray = tiled(raw, 168)
+    mask = np.zeros(gray.shape, bool)
+    pred = resolve_stage("predict-voxels", "naive_membrane_predictions")(gray, mask)
+    svs = resolve_stage("create-supervoxels", "seeded_watershed")(pred, mask)
+    return resolve_stage("agglomerate-supervoxels", "rag_agglomeration")(pred, svs).astype(np.uint64)
 
 
 def main() -> None:
-    overhead()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        pipeline(folder)
-        from labelstitch.stores import open_volume
+    import sys
 
-        with open_volume(str(folder / "serial.zarr")) as seg:
-            labels = seg.read().astype(np.uint64)
+    from labelstitch.synthetic import neurite_labels
+
+    if "--codecs" not in sys.argv:
+        overhead()
+        with tempfile.TemporaryDirectory() as tmp:
+            pipeline(Path(tmp))
+    kinds: dict[str, list[np.ndarray]] = {}
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "gala_test.npz"
-    blocks = [labels[z : z + 48, y : y + 96, x : x + 96] for z in (0, 48) for y in (0, 96) for x in (0, 96)]
     if shared.exists():
-        gt = np.load(shared)["gt"].astype(np.uint64)
-        blocks += [np.ascontiguousarray(gt[:, :, :100]), np.ascontiguousarray(gt[:, :, 100:])]
-    codecs([np.ascontiguousarray(b) for b in blocks])
+        gala = np.load(shared)
+        kinds["a segmented gala subvolume (168^3)"] = [segmented_subvolume(gala["raw"])]
+        gt = gala["gt"].astype(np.uint64)
+        kinds["gala ground truth"] = [np.ascontiguousarray(gt[:, :, :100]), np.ascontiguousarray(gt[:, :, 100:])]
+    kinds["synthetic neurites (96^3, 60 ids)"] = [
+        neurite_labels((96, 96, 96), seed=s).astype(np.uint64) * np.uint64(2**33 + 1) for s in range(3)
+    ]
+    codecs(kinds)
 
 
 if __name__ == "__main__":

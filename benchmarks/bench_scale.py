@@ -88,14 +88,14 @@ def run_cli(config: dict, folder: Path, name: str, executor: str = "processes") 
     return report
 
 
-def end_to_end(sides: list[int], serial_side: int | None) -> list[tuple[int, dict]]:
+def end_to_end(sides: list[int], serial_side: int | None, chunk: int = 128) -> list[tuple[int, dict]]:
     raw = np.load(ROOT.parent / "shared" / "data" / "gala_test.npz")["raw"]
     folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    options = {"chunk-size": 128, "overlap": 20, "resolution": [10, 10, 10]}
+    options = {"chunk-size": chunk, "overlap": 20, "resolution": [10, 10, 10]}
     np.save(folder / "warm.npy", tiled(raw, 128))
     run_cli({"input": str(folder / "warm.npy"), "output": str(folder / "warm.zarr"), "options": options}, folder, "warm")
     rows = []
-    print(f"(a) end to end, processes executor on {CORES} cores, 128^3 subvolumes + 20 halo, naive plugins")
+    print(f"(a) end to end, processes executor on {CORES} cores, {chunk}^3 subvolumes + 20 halo, naive plugins")
     print(f"{'volume':>8} {'subvol':>6} {'wall s':>7} {'segment':>8} {'stitch':>7} {'write':>7} "
           f"{'MVx/s/core':>10} {'driver MB':>9} {'worker MB':>9} {'ckpt ratio':>10}")
     for side in sides:
@@ -155,12 +155,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sides", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--matches", type=float, default=1e8)
+    parser.add_argument("--chunk", type=int, default=128, help="options.chunk-size of (a)")
     parser.add_argument("--segments", type=int, default=30_000, help="labels per subvolume in (b)")
     parser.add_argument("--only", choices=["pipeline", "resolve"])
     parser.add_argument("--serial-side", type=int, default=512, help="also run the serial executor at this size (0: never)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    rows = end_to_end(args.sides, args.serial_side or None) if args.only != "resolve" else []
+    rows = end_to_end(args.sides, args.serial_side or None, args.chunk) if args.only != "resolve" else []
     plan_row = paper_plan(args.matches, args.segments) if args.only != "pipeline" else None
     if rows:
         extrapolate(rows, plan_row)
