@@ -17,6 +17,7 @@ from numba.typed import List
 
 from ._kernels.unionfind import (
     index_ordered,
+    insertion_points,
     match_words_inplace,
     number_bodies,
     number_sorted_keys,
@@ -55,6 +56,57 @@ def _index_nodes(
     s, lab = np.concatenate(parts_s), np.concatenate(parts_l)
     index_of = np.empty(n, np.uint64)
     node_s, node_l = index_ordered(s, lab, np.lexsort((lab, s)), index_of)
+    return node_s, node_l, index_of
+
+
+def _index_listed_nodes(
+    sn: NDArray[np.uint64], ln: NDArray[np.uint64], ends_s: list[NDArray[np.uint64]], ends_l: list[NDArray[np.uint64]]
+) -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.uint64]] | None:
+    """:func:`_index_nodes` for the pipeline's case, without sorting every entry: the listed
+    nodes arrive sorted by ``(s, l)`` and distinct (each subvolume's sorted labels, in
+    subvolume order), so they are numbered in place, and each match end is found by a binary
+    search within its subvolume's run. Ends not listed (labels seen only in halos) become
+    extra nodes merged into the order. None when the listed nodes are not sorted and
+    distinct, or subvolume ids are too sparse for a table of run starts."""
+    n = sn.size
+    top = int(max([sn.max(initial=0)] + [e.max(initial=0) for e in ends_s]))
+    if n == 0 or top > 4 * n + 1024:
+        return None
+    if n > 1 and not np.all((sn[1:] > sn[:-1]) | ((sn[1:] == sn[:-1]) & (ln[1:] > ln[:-1]))):
+        return None
+    starts = np.searchsorted(sn, np.arange(top + 2, dtype=np.uint64)).astype(np.int64)
+    index_of = np.empty(n + sum(e.size for e in ends_s), np.uint64)
+    index_of[:n] = np.arange(n, dtype=np.uint64)
+    found = np.empty(index_of.size - n, np.bool_)
+    at = index_of[n:]  # insertion points of the ends, then their node indices
+    done = 0
+    for s_part, l_part in zip(ends_s, ends_l):
+        insertion_points(starts, ln, s_part, l_part, at[done : done + s_part.size], found[done : done + s_part.size])
+        done += s_part.size
+    missing = np.flatnonzero(~found)
+    if missing.size == 0:
+        return sn, ln, index_of
+    # extra nodes: the distinct missing ends in (s, l) order, each placed after the listed
+    # nodes that sort before it
+    miss_s = np.concatenate(ends_s)[missing]
+    miss_l = np.concatenate(ends_l)[missing]
+    order = np.lexsort((miss_l, miss_s))
+    first = np.ones(order.size, bool)
+    first[1:] = (miss_s[order[1:]] != miss_s[order[:-1]]) | (miss_l[order[1:]] != miss_l[order[:-1]])
+    extra_of = np.cumsum(first) - 1  # extra number of each sorted missing end
+    extras = order[first]
+    listed_before = at[missing[extras]].astype(np.int64)  # non-decreasing
+    extra_index = np.arange(extras.size, dtype=np.int64) + listed_before
+    shift = np.cumsum(np.bincount(listed_before, minlength=n + 1))[:n]  # extras before listed node i
+    listed_index = (np.arange(n, dtype=np.int64) + shift).astype(np.uint64)
+    node_s = np.empty(n + extras.size, np.uint64)
+    node_l = np.empty(n + extras.size, np.uint64)
+    node_s[listed_index], node_l[listed_index] = sn, ln
+    node_s[extra_index], node_l[extra_index] = miss_s[extras], miss_l[extras]
+    hit = np.flatnonzero(found)
+    at[hit] = listed_index[at[hit].astype(np.int64)]
+    at[missing[order]] = extra_index[extra_of].astype(np.uint64)
+    index_of[:n] = listed_index
     return node_s, node_l, index_of
 
 
@@ -168,7 +220,8 @@ def resolve(
         nonzero = ln != 0
         sn, ln = sn[nonzero], ln[nonzero]
     n_listed, m = sn.size, sa.size
-    node_s, node_l, index_of = _index_nodes([sn, sa, sb], [ln, la, lb])
+    listed = _index_listed_nodes(sn, ln, [sa, sb], [la, lb]) if n_listed else None
+    node_s, node_l, index_of = listed if listed is not None else _index_nodes([sn, sa, sb], [ln, la, lb])
     if node_s.size >= 2**32:
         raise ValueError(f"{node_s.size} distinct nodes: resolve handles at most 2**32 - 1")
     match_words_inplace(index_of, n_listed, m)
@@ -184,5 +237,6 @@ def resolve(
     body, n_bodies = number_bodies(root, needed)
     if nodes is not None:
         keep = body != 0
-        node_s, node_l, body = node_s[keep], node_l[keep], body[keep]
+        if not keep.all():  # groups of halo-only labels: left out (a copy only then)
+            node_s, node_l, body = node_s[keep], node_l[keep], body[keep]
     return LabelMapping(node_s, node_l, body, int(n_bodies))

@@ -129,3 +129,30 @@ def number_bodies(root, needed):  # type: ignore[no-untyped-def]
         else:
             body[i] = body[r]
     return body, k
+
+
+@jit
+def insertion_points(starts, labels, s_ends, l_ends, out, found):  # type: ignore[no-untyped-def]
+    """For each end ``(s, l)``: where ``l`` goes in the sorted run ``labels[starts[s]:starts[s+1]]``
+    of subvolume ``s`` (an index into ``labels``, written to ``out``), and whether it is
+    there (``found``). Consecutive ends mostly share a subvolume, so each search stays
+    within one small, cached run."""
+    n_s = starts.size - 1
+    for m in range(s_ends.size):
+        s = np.int64(s_ends[m])
+        if s >= n_s:
+            out[m] = starts[n_s]
+            found[m] = False
+            continue
+        lo = starts[s]
+        end = starts[s + 1]
+        hi = end
+        lab = l_ends[m]
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if labels[mid] < lab:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[m] = lo
+        found[m] = lo < end and labels[lo] == lab
