@@ -91,3 +91,24 @@ def test_demo_runs_the_whole_pipeline_and_stitching_beats_none(tmp_path, capsys)
         assert rows[rule]["total"] < rows["none"]["total"]
     assert rows["conservative"]["merge"] <= rows["aggressive"]["merge"]
     assert (tmp_path / "demo" / "slices.png").exists() and (tmp_path / "demo" / "compare" / "medium.zarr").exists()
+
+
+def test_evaluate_floor_separates_supervoxel_errors_from_agglomeration_errors(tmp_path, capsys):
+    """Supervoxels that over-segment the truth score badly but have a floor of 0 (the fault is
+    the agglomeration's); supervoxels that merge two bodies keep a false-merge floor."""
+    from labelstitch.synthetic import neurite_labels
+
+    truth = neurite_labels((24, 40, 40), n_neurites=12, seed=3).astype(np.uint32)
+    over = truth * 4 + (np.indices(truth.shape)[2] // 10).astype(np.uint32)  # each body cut in four
+    merged = np.where(truth == truth.flat[0], truth.flat[-1], truth)  # first body merged into the last one's id
+    for name, labels in (("truth", truth), ("over", over), ("merged", merged)):
+        np.save(tmp_path / f"{name}.npy", labels)
+    assert main(["evaluate", str(tmp_path / "over.npy"), str(tmp_path / "truth.npy"), "--json", "--floor"]) == ExitCode.OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["split"] > 0.5 and report["floor"]["total"] == pytest.approx(0.0, abs=1e-12)
+    assert report["floor"]["bodies"] == np.unique(truth[truth != 0]).size
+    assert main(["evaluate", str(tmp_path / "merged.npy"), str(tmp_path / "truth.npy"), "--floor"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "perfect agglomeration" in out and "no agglomeration can undo them" in out
+    floor = float(out.split("perfect agglomeration")[1].split("false merge VI")[1].split()[0])
+    assert floor > 0.05

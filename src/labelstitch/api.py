@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 from .geometry import Box, Plan
 from .metrics import Score, format_scores
 from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run
-from .pipeline import score_regions, score_volumes
+from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
 from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
 from .report import format_explanation, write_heatmaps
@@ -86,6 +86,20 @@ def evaluate(seg: ArrayLike | str, gt: ArrayLike | str, *, ignore_gt_zero: bool 
     """
     with _as_store(seg, "seg") as s, _as_store(gt, "gt") as g:
         return score_volumes(s, g, ignore_gt_zero=ignore_gt_zero)
+
+
+def agglomeration_floor(supervoxels: ArrayLike | str, gt: ArrayLike | str, *, ignore_gt_zero: bool = True) -> Score:
+    """The perfect-agglomeration floor: the VI of an oracle that merges each supervoxel into
+    the ground-truth body it overlaps most (``labelstitch evaluate SV GT --floor``). Its
+    false merges come from supervoxels that straddle bodies, which no agglomeration can
+    undo: a high floor says to improve the supervoxels, a score far above a low floor says
+    to improve the agglomeration.
+
+    >>> agglomeration_floor(np.array([[[1, 1, 2, 2]]]), np.array([[[5, 5, 5, 5]]])).to_dict()
+    {'merge': 0.0, 'split': 0.0, 'total': 0.0, 'bodies': 1}
+    """
+    with _as_store(supervoxels, "supervoxels") as s, _as_store(gt, "gt") as g:
+        return score_floor(s, g, ignore_gt_zero=ignore_gt_zero)
 
 
 def evaluate_regions(seg: ArrayLike | str, gt: ArrayLike | str, *, region: int = 32, ignore_gt_zero: bool = True) -> Any:

@@ -137,6 +137,10 @@ def _cmd_view(args: argparse.Namespace) -> ExitCode:
 def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
     score = api.evaluate(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
     report = score.to_dict()
+    floor = None
+    if args.floor:
+        floor = api.agglomeration_floor(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
+        report["floor"] = floor.to_dict()
     if args.heatmap:
         regional = api.evaluate_regions(args.segmentation, args.ground_truth, region=args.region)
         stem, ext = os.path.splitext(args.heatmap)
@@ -149,6 +153,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
         print(score)
         if args.heatmap:
             print(f"wrote {args.heatmap} (false merge VI per {args.region}^3 region, one tile per Z layer) and {stem}-split{ext}")
+        if floor is not None:
+            print(f"\nperfect agglomeration of these segments (each merged into the ground-truth body it overlaps most):\n{floor}")
+            print("its false merges come from segments that straddle bodies: no agglomeration can undo them")
     return ExitCode.OK
 
 
@@ -300,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heatmap", metavar="FILE.png", help="write per-region false merge/split VI (the paper's Figure 9)")
     p.add_argument("--region", type=int, default=32, help="region size for --heatmap (default 32)")
     p.add_argument("--keep-zero", action="store_true", help="also score voxels where the ground truth is 0")
+    p.add_argument("--floor", action="store_true",
+                   help="also print the perfect-agglomeration floor: the VI if each segment were merged into the ground-truth body it overlaps most")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("plugins", help="list every stage function with its parameters and defaults")

@@ -15,7 +15,7 @@ Step 3 (checkpoints) lives in :mod:`labelstitch.checkpoints`, below the pipeline
 from __future__ import annotations
 
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
-from .driver import RunResult, compare, restitch, run, score_regions, score_volumes
+from .driver import RunResult, compare, restitch, run, score_floor, score_regions, score_volumes
 from .planning import PreparedRun, check_plan_output, prepare
 from .segment import PipelineError, SegmentedSubvolume, SegmentTask, segment_all, segment_subvolume
 
@@ -37,6 +37,7 @@ __all__ = [
     "restitch",
     "run",
     "score_regions",
+    "score_floor",
     "score_volumes",
     "segment_all",
     "segment_subvolume",

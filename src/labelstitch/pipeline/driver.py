@@ -31,7 +31,7 @@ from ..executors import Executor
 from ..geometry import Plan
 from ..locks import hold
 from ..matching import available_rules
-from ..metrics import RegionalVI, Score, regional_vi, vi_blockwise
+from ..metrics import RegionalVI, Score, floor_blockwise, regional_vi, vi_blockwise
 from ..plugins import Stage, get_executor
 from ..report import report_paths
 from ..stitching import StitchResult
@@ -79,6 +79,12 @@ def score_volumes(seg: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = T
     """VI and body count of two stored volumes, read box by box (never whole)."""
     _check_labels(seg, gt)
     return vi_blockwise(seg.shape, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
+
+
+def score_floor(supervoxels: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = True) -> Score:
+    """The perfect-agglomeration floor of a stored supervoxel volume, read box by box."""
+    _check_labels(supervoxels, gt)
+    return floor_blockwise(supervoxels.shape, lambda box: (supervoxels.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
 
 
 def score_regions(seg: VolumeStore, gt: VolumeStore, region: int = 32, *, ignore_gt_zero: bool = True) -> RegionalVI:
