@@ -140,3 +140,27 @@ def test_an_installed_plugin_package_is_found_and_used(tmp_path):
     with open_volume(str(tmp_path / "seg.zarr")) as out:
         stage = out.metadata["config"]["options"]["segmentor"]["configuration"]["predict-voxels"]
     assert stage == {"function": "dark_is_membrane", "parameters": {"cutoff": 120}}
+
+
+def test_distance_transform_watershed_straddles_fewer_bodies_than_threshold_seeds():
+    """On synthetic EM with the naive predictions, supervoxels grown from distance-transform
+    maxima merge far fewer neurites than the threshold-seeded ones: their perfect-agglomeration
+    floor's false merges are lower on every volume (measured 1.3-2.0 bits vs 0.03-0.56)."""
+    import labelstitch as ls
+    from labelstitch.synthetic import em_volume
+
+    assert ls.api.describe_plugins()["create-supervoxels"]["distance_transform_watershed"]["plugin"] == "labelstitch.builtin"
+    for seed in range(3):
+        gray, truth = em_volume((32, 64, 64), n_neurites=20, seed=seed)
+        mask = np.zeros(gray.shape, bool)
+        mask[:, :, :4] = True
+        pred = naive_membrane_predictions(gray, mask, sigma=1.0)
+        grown = resolve_stage("create-supervoxels", "distance_transform_watershed")(pred, mask)
+        seeded = seeded_watershed(pred, mask)
+        assert grown.dtype == np.uint32 and not grown[mask].any() and grown[~mask].all()
+        keep = ~mask
+        ours = ls.agglomeration_floor(np.where(keep, grown, 0), np.where(keep, truth, 0))
+        theirs = ls.agglomeration_floor(np.where(keep, seeded, 0), np.where(keep, truth, 0))
+        assert ours.merge < theirs.merge / 2, (seed, ours, theirs)
+    blocked = ls.segment(gray, supervoxels="distance_transform_watershed", block=(16, 32, 32), overlap=4)
+    assert blocked.shape == gray.shape and np.unique(blocked).size > 5
