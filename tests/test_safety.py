@@ -534,3 +534,23 @@ def test_chunk_size_memory_check_counts_the_workers_and_the_stages_needs(tmp_pat
     with pytest.raises(ValueError, match=r"about 764 bytes per voxel with these stages"):
         check_subvolume_memory(plan, classifier, at_once=1, memory=memory)
     check_subvolume_memory(plan, classifier, at_once=None, memory=memory)
+
+
+def test_a_chunk_size_too_large_for_the_workers_is_refused_before_the_checkpoint_folder_is_made(tmp_path):
+    """One subvolume fits this machine's memory but two at once do not: the processes run is
+    refused, naming the fix, and neither the checkpoint folder nor the output exists."""
+    from labelstitch.pipeline.planning import BYTES_PER_VOXEL, _physical_memory
+    from labelstitch.stores import create_volume
+
+    memory = _physical_memory()
+    outer = int((0.6 * memory / BYTES_PER_VOXEL) ** (1 / 3))  # 0.6 of memory: under 0.8 alone, over it twice
+    side = outer + 100
+    empty = create_volume(str(tmp_path / "big.zarr"), (side, side, side), np.uint8, chunks=(256, 256, 256))
+    empty.commit()
+    empty.close()  # nothing written: a large, empty volume
+    config = {"input": str(tmp_path / "big.zarr"), "output": str(tmp_path / "seg.zarr"),
+              "options": {"chunk-size": outer - 40, "overlap": 20, "allow-missing-input": True,
+                          "checkpoint-dir": str(tmp_path / "ckpt")}}
+    with pytest.raises(ValueError, match=r"on each of 2 workers at once.*or fewer workers"):
+        ls.run(config, executor="processes", workers=2)
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "seg.zarr").exists()

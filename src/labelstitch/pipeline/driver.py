@@ -363,16 +363,17 @@ def run(
         overwrite = overwrite or (resume and _writes_own_output(config))
         for uri in (config.output, *extra):
             check_plan_output(prepared, uri, overwrite=overwrite, create_output=create_output)
+        if resume and not config.checkpoint_dir:
+            raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
+        seconds = {"check and plan": time.perf_counter() - t0}
+        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        # with the workers known, before the checkpoint folder is made
+        check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once)
         checkpoints = None
         if config.checkpoint_dir:
             checkpoints = CheckpointDir.open(
                 config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume, inputs=_signatures(config)
             )
-        elif resume:
-            raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
-        seconds = {"check and plan": time.perf_counter() - t0}
-        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
-        check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once)
         spill = _spill_folder(held, config, pool, checkpoints)
         start = time.perf_counter()
         segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, spill=spill, progress=progress)
