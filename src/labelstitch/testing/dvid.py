@@ -33,6 +33,7 @@ import itertools
 import json
 import random
 import socket
+import struct
 import threading
 import time
 import uuid as uuidlib
@@ -44,6 +45,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import lz4.block
 import numpy as np
+
+from . import _labelmap as lm
 
 __all__ = ["DvidTestServer", "DvidState", "Faults"]
 
@@ -130,6 +133,7 @@ class _Instance:
     keys: dict[str, dict[str, bytes | None]] = field(default_factory=dict)
     min_point: list[int] | None = None  # x, y, z
     max_point: list[int] | None = None
+    labelmap: lm.LabelmapData | None = None  # supervoxels, mapping, indices, scales (labelmap only)
 
 
 class DvidState:
@@ -161,6 +165,8 @@ class DvidState:
         self.faults = faults or Faults()
         self.log: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=10000)
         self.status_counts: dict[int, int] = {}
+        #: the ``admintoken`` that admin-only calls (``POST /maxlabel``) need
+        self.admin_token = "labelstitch-test-admin"
 
     # ------------------------------------------------------------------ lookups
 
@@ -251,6 +257,10 @@ class DvidState:
         with self.lock:
             if node.locked:
                 raise _bad(f"Cannot do POST on locked node {node.uuid}")
+            not_strings = [k for k, v in spec.items() if not isinstance(v, str)]
+            if not_strings:  # DVID's NewData: every value of the instance config is a JSON string
+                raise _bad(f"configuration key {not_strings[0]!r} was not a string")
+            spec = {k.lower(): v for k, v in spec.items()}  # keys are case-insensitive
             typename, name = spec.get("typename"), spec.get("dataname")
             if not typename or not name:
                 raise _bad('instance creation needs "typename" and "dataname"')
@@ -262,27 +272,39 @@ class DvidState:
             if typename in BLOCK_TYPES or typename == "roi":
                 default = "64,64,64" if typename in ("labelarray", "labelmap") else "32,32,32"
                 try:
-                    xyz = [int(v) for v in str(spec.get("BlockSize", default)).split(",")]
+                    xyz = [int(v) for v in str(spec.get("blocksize", default)).split(",")]
                 except ValueError:
-                    raise _bad(f"bad BlockSize {spec.get('BlockSize')!r}; expected 'x,y,z'") from None
+                    raise _bad(f"bad BlockSize {spec.get('blocksize')!r}; expected 'x,y,z'") from None
                 if len(xyz) != 3 or min(xyz) < 1:
-                    raise _bad(f"bad BlockSize {spec.get('BlockSize')!r}; expected 3 positive ints 'x,y,z'")
+                    raise _bad(f"bad BlockSize {spec.get('blocksize')!r}; expected 3 positive ints 'x,y,z'")
+                if typename == "labelmap" and any(v % 16 for v in xyz):
+                    raise _bad(f"labelmap BlockSize {spec.get('blocksize')!r} must be multiples of 16")
                 block = (xyz[2], xyz[1], xyz[0])
-            tags = dict(t.split("=", 1) for t in str(spec.get("Tags", "")).split(",") if "=" in t)
-            voxel = [float(v) for v in str(spec.get("VoxelSize", "8,8,8")).split(",")]
+            labelmap = None
+            if typename == "labelmap":
+                try:
+                    levels = int(spec.get("maxdownreslevel", "0"))
+                except ValueError:
+                    raise _bad(f"bad MaxDownresLevel {spec.get('maxdownreslevel')!r}") from None
+                if not 0 <= levels <= 255:
+                    raise _bad(f"MaxDownresLevel {levels} is not in 0..255")
+                labelmap = lm.LabelmapData(indexed=spec.get("indexedlabels", "true").lower() != "false", max_level=levels)
+            tags = dict(t.split("=", 1) for t in str(spec.get("tags", "")).split(",") if "=" in t)
+            voxel = [float(v) for v in str(spec.get("voxelsize", "8,8,8")).split(",")]
             self.instances[node.root][name] = _Instance(
                 name,
                 typename,
                 node.root,
                 block,
                 versioned=str(spec.get("versioned", "true")).lower() != "false",
-                compression=str(spec.get("Compression", "lz4")),
+                compression=str(spec.get("compression", "gzip" if typename == "labelmap" else "lz4")),
                 tags=tags,
                 voxel_size=voxel,
+                labelmap=labelmap,
             )
             return f"Added {name} [{typename}] to node {node.uuid}"
 
-    def info(self, inst: _Instance) -> dict[str, Any]:
+    def info(self, inst: _Instance, node: _Node | None = None) -> dict[str, Any]:
         base = {
             "TypeName": inst.typename,
             "TypeURL": f"github.com/janelia-flyem/dvid/datatype/{inst.typename}",
@@ -318,6 +340,13 @@ class DvidState:
             "MaxIndex": max_index,
             "Background": 0,
         }
+        if inst.labelmap is not None:
+            versions = self.versions(inst, node) if node is not None else [inst.root]
+            top = inst.labelmap.max_of(versions) or 0
+            extended.update({
+                "MaxLabel": top, "MaxRepoLabel": top, "NextLabel": inst.labelmap.nextlabel.get(versions[0], 0),
+                "IndexedLabels": inst.labelmap.indexed, "MaxDownresLevel": inst.labelmap.max_level,
+            })
         out = {"Base": base, "Extended": extended}
         if inst.typename in ("uint8blk", "labelblk"):
             out["Extents"] = {"MinPoint": inst.min_point, "MaxPoint": inst.max_point}
@@ -325,8 +354,11 @@ class DvidState:
 
     # ------------------------------------------------------------------ voxels
 
-    def stored_blocks(self, inst: _Instance, node: _Node) -> list[dict[tuple[int, int, int], np.ndarray]]:
-        """The block dicts ``node`` sees, nearest version first."""
+    def stored_blocks(self, inst: _Instance, node: _Node, scale: int = 0) -> list[dict[tuple[int, int, int], np.ndarray]]:
+        """The block dicts ``node`` sees at ``scale``, nearest version first."""
+        if scale:
+            assert inst.labelmap is not None
+            return [inst.labelmap.lowres.get((v, scale), {}) for v in self.versions(inst, node)]
         return [inst.blocks.get(v, {}) for v in self.versions(inst, node)]
 
     @staticmethod
@@ -334,13 +366,14 @@ class DvidState:
         """The block at ``key`` as the nearest version wrote it (None: never written)."""
         return next((versions[key] for versions in stored if key in versions), None)  # type: ignore[index]
 
-    def read(self, inst: _Instance, node: _Node, start: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-        """Voxels of a (z, y, x) box at any geometry; never-written regions are 0."""
+    def read(self, inst: _Instance, node: _Node, start: tuple[int, ...], shape: tuple[int, ...], scale: int = 0) -> np.ndarray:
+        """Voxels of a (z, y, x) box at any geometry (in ``scale``'s voxels); never-written
+        regions are 0."""
         assert inst.block is not None
         out = np.zeros(shape, _DTYPE[inst.typename])
         bs = inst.block
         stop = [s + n for s, n in zip(start, shape)]
-        stored = self.stored_blocks(inst, node)
+        stored = self.stored_blocks(inst, node, scale)
         ranges = [range(s // b, -(-e // b)) for s, e, b in zip(start, stop, bs)]
         with self.lock:
             for key in itertools.product(*ranges):
@@ -354,27 +387,53 @@ class DvidState:
                 ]
         return out
 
-    def write(self, inst: _Instance, node: _Node, start: tuple[int, ...], data: np.ndarray, keep: Any = None) -> int:
+    def write(
+        self, inst: _Instance, node: _Node, start: tuple[int, ...], data: np.ndarray, keep: Any = None, scale: int = 0,
+        on_block: Any = None, extents: bool = True,
+    ) -> int:
         """Store block-aligned ``data`` at ``start`` in ``node`` only; ``keep(block_key)``
-        filters blocks (the ``roi=`` parameter). Returns the number of blocks written."""
+        filters blocks (the ``roi=`` parameter); ``on_block(key, old, new)`` sees each
+        (labelmap indexing). Returns the number of blocks written."""
         assert inst.block is not None
         bs = inst.block
         written = 0
         with self.lock:
-            stored = inst.blocks.setdefault(self.write_node(inst, node), {})
+            if scale:
+                assert inst.labelmap is not None
+                stored = inst.labelmap.lowres.setdefault((self.write_node(inst, node), scale), {})
+            else:
+                stored = inst.blocks.setdefault(self.write_node(inst, node), {})
             first = [s // b for s, b in zip(start, bs)]
             for index in itertools.product(*(range(n // b) for n, b in zip(data.shape, bs))):
                 key = tuple(f + i for f, i in zip(first, index))
                 if keep is not None and not keep(key):
                     continue
                 sl = tuple(slice(i * b, (i + 1) * b) for i, b in zip(index, bs))
-                stored[key] = np.array(data[sl], dtype=_DTYPE[inst.typename])  # type: ignore[index]
+                new = np.array(data[sl], dtype=_DTYPE[inst.typename])  # type: ignore[index]
+                if on_block is not None:
+                    on_block(key, self.block_at(self.stored_blocks(inst, node, scale), key), new)
+                stored[key] = new
+                written += 1
+                if scale or not extents:
+                    continue
                 lo = [k * b for k, b in zip(key, bs)][::-1]
                 hi = [(k + 1) * b - 1 for k, b in zip(key, bs)][::-1]
                 inst.min_point = lo if inst.min_point is None else [min(a, b) for a, b in zip(inst.min_point, lo)]
                 inst.max_point = hi if inst.max_point is None else [max(a, b) for a, b in zip(inst.max_point, hi)]
-                written += 1
         return written
+
+    def downres(self, inst: _Instance, node: _Node, keys: set[tuple[int, ...]]) -> None:
+        """Recompute scales 1..MaxDownresLevel above the scale-0 blocks ``keys`` (DVID's
+        downres after ``/raw`` and ``/blocks?downres=true``), from the stored supervoxels."""
+        assert inst.labelmap is not None and inst.block is not None
+        bs = inst.block
+        with self.lock:
+            for scale in range(1, inst.labelmap.max_level + 1):
+                keys = {tuple(k // 2 for k in key) for key in keys}
+                for key in keys:
+                    start = tuple(2 * k * b for k, b in zip(key, bs))
+                    data = self.read(inst, node, start, tuple(2 * b for b in bs), scale - 1)
+                    self.write(inst, node, tuple(k * b for k, b in zip(key, bs)), lm.downsample(data), scale=scale)
 
     def roi_blocks(self, inst: _Instance, node: _Node) -> set[tuple[int, int, int]]:
         for version in self.versions(inst, node):
@@ -553,7 +612,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _bad(f"Cannot do {method} on locked node {node.uuid}")
         if parts[3:] == ["info"] and method == "GET":
             with state.lock:
-                return 200, state.info(inst), ""
+                return 200, state.info(inst, node), ""
         if parts[3:] == ["sync"] and method == "POST":
             spec = _json(body) or {}
             names = [n for n in str(spec.get("sync", "")).split(",") if n]
@@ -611,6 +670,12 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[int, Any, str]:
         state = self.server.state
         labels = inst.typename in LABEL_TYPES
+        if inst.labelmap is not None and rest and rest[0] not in ("raw", "isotropic", "info"):
+            try:
+                with state.lock:
+                    return self._labelmap(method, node, inst, rest, params, body, unmatched)
+            except lm.Refusal as exc:
+                raise DvidHTTPError(exc.status, exc.message) from None
         if labels and rest == ["maxlabel"] and method == "GET" and inst.typename != "labelblk":
             top = 0
             with state.lock:  # only the blocks this version sees, not ones a child overwrote
@@ -625,8 +690,9 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, self._block_stream(node, inst, rest, params), "application/octet-stream"
         if len(rest) < 4 or rest[0] not in ("raw", "isotropic"):
             raise unmatched
-        if params.get("scale", "0") != "0":
-            raise _bad(f"scale {params.get('scale')} is not available from {inst.name} (this server keeps scale 0 only)")
+        scale = self._scale(inst, params)
+        if scale and method != "GET":
+            raise _bad("raw POSTs are always scale 0")
         dims = rest[1]
         if dims == "0_1_2":
             z0, y0, x0 = _parse_triple(rest[3], "offset")
@@ -648,7 +714,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise _bad(f"unknown compression {compression!r}; use lz4, gzip or none")
         roi = self._roi_of(node, params.get("roi"))
         if method == "GET":
-            data = state.read(inst, node, (z0, y0, x0), (nz, ny, nx))
+            with state.lock:
+                data = state.read(inst, node, (z0, y0, x0), (nz, ny, nx), scale)
+                if inst.labelmap is not None and not _flag(params, "supervoxels"):
+                    data = inst.labelmap.mapped(state.versions(inst, node), data)
             if roi is not None:
                 self._mask_outside(data, (z0, y0, x0), lambda key: key in roi[0], roi[1])
             raw = data.astype(_DTYPE[inst.typename], copy=False).tobytes()
@@ -693,7 +762,279 @@ class _Handler(BaseHTTPRequestHandler):
                 ranges = [range(k * b // size, -(-(k + 1) * b // size)) for k, b in zip(key, bs)]
                 return any(r in blocks for r in itertools.product(*ranges))
 
-        state.write(inst, node, (z0, y0, x0), data, keep)
+        if inst.labelmap is None:
+            state.write(inst, node, (z0, y0, x0), data, keep)
+            return 200, b"", "text/plain"
+        # labelmap: the voxels are supervoxels; DVID indexes them (diffing the old block only
+        # with mutate=true), raises maxlabel and recomputes the scales above before replying
+        labelmap, mutate = inst.labelmap, _flag(params, "mutate")
+        with state.lock:
+            versions = state.versions(inst, node)
+            touched: set[tuple[int, ...]] = set()
+
+            def index(key: tuple[int, ...], old: np.ndarray | None, new: np.ndarray) -> None:
+                touched.add(key)
+                if labelmap.indexed:
+                    labelmap.index_block(versions, lm.pack_key(*key), old, new, mutate)
+
+            state.write(inst, node, (z0, y0, x0), data, keep, on_block=index)
+            if data.size:
+                labelmap.raise_max(versions, int(data.max()))
+            state.downres(inst, node, touched)
+        return 200, b"", "text/plain"
+
+    @staticmethod
+    def _scale(inst: _Instance, params: dict[str, str]) -> int:
+        """The ``scale`` parameter, checked against the instance's levels."""
+        try:
+            scale = int(params.get("scale", "0"))
+        except ValueError:
+            raise _bad(f"bad scale {params.get('scale')!r}") from None
+        top = inst.labelmap.max_level if inst.labelmap is not None else 0
+        if not 0 <= scale <= top:
+            raise _bad(f"scale {scale} is not available from {inst.name} (its MaxDownresLevel is {top})")
+        return scale
+
+    def _labelmap(
+        self, method: str, node: _Node, inst: _Instance, rest: list[str], params: dict[str, str], body: bytes,
+        unmatched: DvidHTTPError,
+    ) -> tuple[int, Any, str]:
+        """The labelmap endpoints of ``dvid-labelmap.md`` (called under the state's lock)."""
+        state = self.server.state
+        labelmap = inst.labelmap
+        assert labelmap is not None and inst.block is not None
+        versions = state.versions(inst, node)
+        route = (method, rest[0], len(rest))
+        needs_index = ("maxlabel", "nextlabel", "cleave", "merge", "split-supervoxel", "sparsevol", "sparsevol-coarse")
+        if rest[0] in needs_index and not labelmap.indexed:
+            raise lm.Refusal(f"{rest[0]} is not available: {inst.name} was created with IndexedLabels false")
+        supervoxels = _flag(params, "supervoxels")
+
+        def label_arg(text: str) -> int:
+            try:
+                return int(text)
+            except ValueError:
+                raise lm.Refusal(f"bad label {text!r}") from None
+
+        def json_ids() -> list[int]:
+            ids = _json(body)
+            if not isinstance(ids, list) or not all(isinstance(i, int) and i >= 0 for i in ids):
+                raise lm.Refusal("expected a JSON list of label ids")
+            return ids
+
+        if route == ("GET", "maxlabel", 1):
+            top = labelmap.max_of(versions)
+            if top is None:
+                raise lm.Refusal(f"no max label has been recorded for {inst.name} yet")
+            return 200, {"maxlabel": top}, ""
+        if route == ("POST", "maxlabel", 2):
+            if params.get("admintoken") != state.admin_token:
+                raise lm.Refusal("setting the max label needs admin privileges (admintoken)")
+            n = label_arg(rest[1])
+            if not 1 <= n <= 2**48:
+                raise lm.Refusal(f"max label {n} is not in 1..2^48")
+            labelmap.raise_max(versions, n)
+            return 200, b"", "text/plain"
+        if rest[0] == "nextlabel":
+            start = max(labelmap.nextlabel.get(versions[0], 0), (labelmap.max_of(versions) or 0) + 1)
+            if route == ("GET", "nextlabel", 1):
+                return 200, {"nextlabel": start}, ""
+            if route == ("POST", "nextlabel", 2):
+                k = label_arg(rest[1])
+                if k < 1:
+                    raise lm.Refusal("reserve at least one label")
+                labelmap.nextlabel[versions[0]] = start + k
+                return 200, {"start": start, "end": start + k - 1}, ""
+        if route == ("GET", "label", 2) or route == ("GET", "labels", 1):
+            points = [rest[1]] if rest[0] == "label" else _json(body)
+            scale = self._scale(inst, params)
+            found = []
+            for point in points:
+                z, y, x = _parse_triple(point, "point") if isinstance(point, str) else (point[2], point[1], point[0])
+                found.append(state.read(inst, node, (z, y, x), (1, 1, 1), scale)[0, 0, 0])
+            values = np.array(found, np.uint64)
+            if not supervoxels:
+                values = labelmap.mapped(versions, values)
+            if rest[0] == "label":
+                return 200, {"Label": int(values[0])}, ""
+            return 200, [int(v) for v in values], ""
+        if route == ("GET", "mapping", 1):
+            svs = json_ids()
+            if _flag(params, "nolookup"):
+                mapping = labelmap.mapping_of(versions)
+                return 200, [mapping.get(sv, sv) for sv in svs], ""
+            return 200, [labelmap.body_of(versions, sv) for sv in svs], ""
+        if route == ("GET", "mappings", 1):
+            pairs = sorted((sv, b) for sv, b in labelmap.mapping_of(versions).items() if sv != b)
+            if params.get("format") == "binary":
+                return 200, np.array(pairs, "<u8").reshape(-1, 2).tobytes(), "application/octet-stream"
+            return 200, "".join(f"{sv} {b}\n" for sv, b in pairs).encode(), "text/plain"
+        if route == ("POST", "mappings", 1):
+            ops = lm.parse_mapping_ops(body)
+            mine = labelmap.mapping.setdefault(versions[0], {})
+            for mutid, mapped, originals in ops:
+                for sv in originals:
+                    mine[int(sv)] = int(mapped)
+                labelmap.mutid = max(labelmap.mutid, int(mutid))
+            return 200, b"", "text/plain"
+        if route in (("GET", "supervoxels", 2), ("GET", "supervoxel-sizes", 2)):
+            label = label_arg(rest[1])
+            if label == 0:
+                raise lm.Refusal("label 0 is the background, not a body")
+            index = labelmap.index_of(versions, label)
+            if index is None:
+                raise DvidHTTPError(404, f"label {label} not found")
+            sizes: dict[int, int] = {}
+            for counts in index.values():
+                for sv, n in counts.items():
+                    sizes[sv] = sizes.get(sv, 0) + n
+            if rest[0] == "supervoxels":
+                return 200, list(sizes), ""
+            return 200, {"supervoxels": list(sizes), "sizes": list(sizes.values())}, ""
+        if route == ("GET", "size", 2):
+            n = labelmap.sizes_of(versions, label_arg(rest[1]), supervoxels)
+            if n == 0:
+                raise DvidHTTPError(404, f"label {rest[1]} has no voxels")
+            return 200, {"voxels": n}, ""
+        if route == ("GET", "sizes", 1):
+            return 200, [labelmap.sizes_of(versions, i, supervoxels) for i in json_ids()], ""
+        if route == ("GET", "index", 2):
+            label = label_arg(rest[1])
+            index = labelmap.index_of(versions, label)
+            if index is None:
+                raise DvidHTTPError(404, f"no label index for {label}")
+            if _flag(params, "metadata-only"):
+                voxels = sum(n for counts in index.values() for n in counts.values())
+                return 200, {"num_voxels": voxels, "last_mutid": labelmap.mutid}, ""
+            return 200, lm.label_index_message(label, index), "application/octet-stream"
+        if route == ("POST", "index", 2):
+            label, blocks, _ = lm.parse_label_index(body)
+            if label == 0 or label != label_arg(rest[1]):
+                raise lm.Refusal(f"label index for {label} posted to /index/{rest[1]}")
+            labelmap.index.setdefault(versions[0], {})[label] = blocks or None
+            return 200, b"", "text/plain"
+        if route == ("GET", "indices", 1):
+            ids = json_ids()
+            if len(ids) > 50000:
+                raise lm.Refusal(f"{len(ids)} labels requested; at most 50000 at once")
+            out = b"".join(
+                lm._len_field(1, lm.label_index_message(i, labelmap.index_of(versions, i) or {})) for i in ids
+            )
+            return 200, out, "application/octet-stream"
+        if route == ("POST", "indices", 1):
+            indices = lm.parse_label_indices(body)
+            if any(label == 0 for label, _, _ in indices):
+                raise lm.Refusal("a label index for label 0 cannot be stored")
+            held = labelmap.index.setdefault(versions[0], {})
+            for label, blocks, _ in indices:
+                held[label] = blocks or None  # empty: a tombstone
+                if blocks:
+                    labelmap.raise_max(versions, label)
+            return 200, b"", "text/plain"
+        if route in (("POST", "blocks", 1), ("POST", "ingest-supervoxels", 1)):
+            return self._post_blocks(node, inst, rest[0] == "blocks", params, body)
+        if route == ("GET", "blocks", 3):
+            return 200, self._block_stream(node, inst, rest, params), "application/octet-stream"
+        if route == ("POST", "merge", 1):
+            ids = json_ids()
+            if len(ids) < 2 or 0 in ids:
+                raise lm.Refusal("merge needs a target and at least one other label, none of them 0")
+            target, *others = ids
+            indices = {i: labelmap.index_of(versions, i) for i in ids}
+            missing = [i for i, index in indices.items() if index is None]
+            if missing:
+                raise lm.Refusal(f"label {missing[0]} has no label index and cannot be merged")
+            merged = labelmap.own_index(versions, target)
+            assert merged is not None
+            mine = labelmap.mapping.setdefault(versions[0], {})
+            for other in others:
+                for key, counts in (indices[other] or {}).items():
+                    here = merged.setdefault(key, {})
+                    for sv, n in counts.items():
+                        here[sv] = here.get(sv, 0) + n
+                        mine[sv] = target
+                labelmap.index.setdefault(versions[0], {})[other] = None
+            labelmap.mutid += 1
+            return 200, {"MutationID": labelmap.mutid}, ""
+        if route == ("POST", "cleave", 2):
+            label = label_arg(rest[1])
+            index = labelmap.index_of(versions, label)
+            if index is None:
+                raise lm.Refusal(f"body {label} has no label index and cannot be cleaved")
+            cleaved = set(json_ids())
+            held = {sv for counts in index.values() for sv in counts}
+            if not cleaved or not cleaved <= held:
+                raise lm.Refusal(f"cleave of body {label}: supervoxels {sorted(cleaved - held)[:5]} are not in it")
+            if cleaved == held:
+                raise lm.Refusal(f"cleave of body {label} would leave it with no supervoxels")
+            new = max(labelmap.nextlabel.get(versions[0], 0), (labelmap.max_of(versions) or 0) + 1)
+            remain = labelmap.own_index(versions, label)
+            assert remain is not None
+            moved: dict[int, dict[int, int]] = {}
+            for key in list(remain):
+                take = {sv: n for sv, n in remain[key].items() if sv in cleaved}
+                if take:
+                    moved[key] = take
+                    remain[key] = {sv: n for sv, n in remain[key].items() if sv not in cleaved}
+                    if not remain[key]:
+                        del remain[key]
+            labelmap.index.setdefault(versions[0], {})[new] = moved
+            mine = labelmap.mapping.setdefault(versions[0], {})
+            for sv in cleaved:
+                mine[sv] = new
+            labelmap.raise_max(versions, new)
+            labelmap.mutid += 1
+            return 200, {"CleavedLabel": new, "MutationID": labelmap.mutid}, ""
+        if rest[0] == "maxlabel":
+            raise unmatched
+        raise unmatched
+
+    def _post_blocks(self, node: _Node, inst: _Instance, indexing_call: bool, params: dict[str, str], body: bytes) -> tuple[int, Any, str]:
+        """``POST /blocks`` (extents, maxlabel, indexing unless ``noindexing``, downres if asked)
+        and ``POST /ingest-supervoxels`` (store only): records ``int32 bx, by, bz, nbytes`` and
+        a gzipped compressed block. Records before a bad one stay stored, as in DVID."""
+        state = self.server.state
+        labelmap = inst.labelmap
+        assert labelmap is not None and inst.block is not None
+        scale = self._scale(inst, params)
+        downres = _flag(params, "downres")
+        if indexing_call and params.get("compression", "") not in ("", "blocks"):
+            raise lm.Refusal(f"POST /blocks takes compression=blocks, not {params.get('compression')!r}")
+        if downres and scale:
+            raise lm.Refusal("downres=true is only allowed at scale 0")
+        if labelmap is not None and inst.compression != "gzip":
+            raise lm.Refusal(f"{inst.name} does not store gzip blocks (Compression {inst.compression}); cannot post blocks")
+        versions = state.versions(inst, node)
+        bs = inst.block
+        touched: set[tuple[int, ...]] = set()
+        pos = 0
+        while pos < len(body):
+            if pos + 16 > len(body):
+                raise lm.Refusal("block record header cut short")
+            bx, by, bz, nbytes = struct.unpack_from("<4i", body, pos)
+            pos += 16
+            if nbytes <= 0 or pos + nbytes > len(body):
+                raise lm.Refusal(f"block ({bx},{by},{bz}) has a bad length {nbytes}")
+            try:
+                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                raw = inflate.decompress(body[pos : pos + nbytes], 32 * int(np.prod(bs)) + 4096)
+            except zlib.error as exc:
+                raise lm.Refusal(f"block ({bx},{by},{bz}) is not gzip data: {exc}") from None
+            pos += nbytes
+            block = lm.decode_block(raw, bs)
+            key = (bz, by, bx)
+            start = tuple(k * b for k, b in zip(key, bs))
+
+            def index(k: tuple[int, ...], old: np.ndarray | None, new: np.ndarray) -> None:
+                if indexing_call and not scale and labelmap.indexed and not _flag(params, "noindexing"):
+                    labelmap.index_block(versions, lm.pack_key(*k), old, new, True)
+
+            state.write(inst, node, start, block, scale=scale, on_block=index, extents=indexing_call)
+            if indexing_call and not scale:
+                labelmap.raise_max(versions, int(block.max()))
+                touched.add(key)
+        if downres:
+            state.downres(inst, node, touched)
         return 200, b"", "text/plain"
 
     def _block_stream(self, node: _Node, inst: _Instance, rest: list[str], params: dict[str, str]) -> bytes:
@@ -706,10 +1047,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not _aligned((z0, y0, x0), (nz, ny, nx), inst.block):
             raise _bad(f"block requests must be block aligned: {rest[1]} at {rest[2]} (block size {list(inst.block[::-1])})")
         compression = params.get("compression", "lz4")
-        if compression not in ("lz4", "uncompressed"):
-            raise _bad(f"this server streams blocks as lz4 or uncompressed, not {compression!r}")
+        allowed = ("lz4", "uncompressed") + (("gzip", "blocks") if inst.labelmap is not None else ())
+        if compression not in allowed:
+            raise _bad(f"{inst.typename} streams blocks as {', '.join(allowed)}, not {compression!r}")
         state = self.server.state
-        stored = state.stored_blocks(inst, node)
+        scale = self._scale(inst, params)
+        stored = state.stored_blocks(inst, node, scale)
+        versions = state.versions(inst, node)
         out = bytearray()
         ranges = [range(s // b, (s + n) // b) for s, n, b in zip((z0, y0, x0), (nz, ny, nx), inst.block)]
         with state.lock:
@@ -717,9 +1061,15 @@ class _Handler(BaseHTTPRequestHandler):
                 block = state.block_at(stored, key)
                 if block is None:
                     continue
+                if inst.labelmap is not None and not _flag(params, "supervoxels"):
+                    block = inst.labelmap.mapped(versions, block)
                 data = block.astype("<u8").tobytes()
                 if compression == "lz4":
                     data = lz4.block.compress(data, store_size=False)
+                elif compression == "gzip":
+                    data = gzip.compress(data)
+                elif compression == "blocks":
+                    data = gzip.compress(lm.encode_block(block))
                 out += np.array([key[2], key[1], key[0], len(data)], "<i4").tobytes() + data
         return bytes(out)
 

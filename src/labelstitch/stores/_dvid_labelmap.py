@@ -1,0 +1,244 @@
+"""What a DVID ``labelmap`` takes besides raw voxels: compressed label blocks, label
+indices and mappings (``shared/docs/dvid-labelmap.md`` sections 4, 6 and 7).
+
+A labelmap stores *supervoxel* ids in its voxels, and bodies as a supervoxel → body
+mapping with one label index per body (per 64³ block, the voxel count of each of the
+body's supervoxels). A batch writer posts the voxels as compressed blocks without indexing
+(``POST /blocks?noindexing=true``), then the indices (``POST /indices``), then the
+mapping (``POST /mappings``): the order of the reference's section 10.
+
+The block encoder runs in numba (a worker encodes every block of its subvolume and counts
+each block's supervoxels in the same pass); the two protobuf messages are written by hand
+(three message types of a few varint fields do not justify a protobuf dependency).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._kernels import jit
+
+__all__ = [
+    "block_key",
+    "encode_block",
+    "encode_label_indices",
+    "encode_mapping_ops",
+    "gzip_bytes",
+]
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+@jit
+def _put(out, pos, value, nbytes):  # type: ignore[no-untyped-def]
+    """Write ``value`` little-endian in ``nbytes`` bytes at ``out[pos]``; the next position."""
+    v = np.uint64(value)
+    for i in range(nbytes):
+        out[pos + i] = np.uint8(v & np.uint64(0xFF))
+        v = v >> np.uint64(8)
+    return pos + nbytes
+
+
+@jit
+def _gather(block, s, gy, gx, sub):  # type: ignore[no-untyped-def]
+    """The 512 voxels of 8³ sub-block ``s`` (sub-blocks in z, y, x order), z, y, x order."""
+    z0 = (s // (gy * gx)) * 8
+    y0 = ((s // gx) % gy) * 8
+    x0 = (s % gx) * 8
+    i = 0
+    for z in range(8):
+        for y in range(8):
+            for x in range(8):
+                sub[i] = block[z0 + z, y0 + y, x0 + x]
+                i += 1
+
+
+@jit
+def _bits(k):  # type: ignore[no-untyped-def]
+    """ceil(log2 k) for k >= 2."""
+    b = 0
+    while (1 << b) < k:
+        b += 1
+    return b
+
+
+@jit
+def _encode_block(block, out, counts):  # type: ignore[no-untyped-def]
+    """Encode ``block`` (uint64 (Z, Y, X), each a multiple of 8) into ``out`` (large enough)
+    in DVID's compressed block format; fill ``counts[i]`` with the voxels of the i-th
+    sorted label. Returns (bytes written, number of labels)."""
+    gz, gy, gx = block.shape[0] // 8, block.shape[1] // 8, block.shape[2] // 8
+    labels = np.unique(block.ravel())
+    n = labels.size
+    pos = _put(out, 0, gx, 4)
+    pos = _put(out, pos, gy, 4)
+    pos = _put(out, pos, gz, 4)
+    pos = _put(out, pos, n, 4)
+    for i in range(n):
+        pos = _put(out, pos, labels[i], 8)
+    if n == 1:
+        counts[0] = block.size
+        return pos, n
+    nsub = gx * gy * gz
+    ns_pos = pos
+    pos += 2 * nsub
+    sub = np.empty(512, np.uint64)
+    for s in range(nsub):  # the label count of every sub-block, then their indices into labels
+        _gather(block, s, gy, gx, sub)
+        u = np.unique(sub)
+        _put(out, ns_pos + 2 * s, u.size, 2)
+        for v in u:
+            pos = _put(out, pos, np.searchsorted(labels, v), 4)
+    for s in range(nsub):  # the packed codes of the sub-blocks with more than one label
+        _gather(block, s, gy, gx, sub)
+        u = np.unique(sub)
+        where = np.searchsorted(labels, u)
+        if u.size == 1:
+            counts[where[0]] += 512
+            continue
+        b = _bits(u.size)
+        codes = np.searchsorted(u, sub)
+        acc = 0
+        filled = 0
+        for c in codes:
+            counts[where[c]] += 1
+            for bit in range(b - 1, -1, -1):  # most significant bit first (numpy's packbits)
+                acc = (acc << 1) | ((c >> bit) & 1)
+                filled += 1
+                if filled == 8:
+                    out[pos] = acc
+                    pos += 1
+                    acc = 0
+                    filled = 0
+    return pos, n
+
+
+def encode_block(block: NDArray[Any]) -> tuple[bytes, NDArray[np.uint64], NDArray[np.uint32]]:
+    """One label block in DVID's compressed format (not yet gzipped), its sorted labels and
+    the voxel count of each.
+
+    ``block`` is (Z, Y, X) with every side a multiple of 8 (DVID's sub-blocks).
+
+    >>> data, labels, counts = encode_block(np.full((8, 8, 8), 7, np.uint64))
+    >>> len(data), labels.tolist(), counts.tolist()       # a solid block: header and one label
+    (24, [7], [512])
+    """
+    arr = np.ascontiguousarray(block, dtype=np.uint64)
+    if arr.ndim != 3 or any(n % 8 or n == 0 for n in arr.shape):
+        raise ValueError(f"a DVID label block has sides that are multiples of 8, not {arr.shape}")
+    nsub = arr.size // 512
+    # worst case: every voxel its own label (9 bits a code, 512 indices a sub-block)
+    out = np.empty(16 + 8 * arr.size + 2 * nsub + 4 * arr.size + 64 * 9 * nsub, np.uint8)
+    counts = np.zeros(arr.size, np.uint32)
+    size, n = _encode_block(arr, out, counts)
+    labels = np.unique(arr) if n > 1 else arr.ravel()[:1].copy()
+    return out[:size].tobytes(), labels, counts[:n]
+
+
+def gzip_bytes(data: bytes, level: int = 1) -> bytes:
+    """``data`` with gzip framing, which DVID requires of posted blocks (level 1: the
+    block format has done most of the work)."""
+    packer = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return packer.compress(data) + packer.flush()
+
+
+def block_key(bz: int, by: int, bx: int) -> int:
+    """A scale-0 block coordinate packed as DVID's label indices key it: ``z<<42 | y<<21 | x``,
+    each a 21-bit field with a sign flag (``0x100000``) and a 20-bit magnitude.
+
+    >>> block_key(0, 0, 1), block_key(1, 2, 3) == (1 << 42) | (2 << 21) | 3
+    (1, True)
+    >>> hex(block_key(0, 0, -1))
+    '0x100001'
+    """
+
+    def field(v: int) -> int:
+        if abs(v) >= 1 << 20:
+            raise ValueError(f"block coordinate {v} does not fit DVID's 20-bit index field")
+        return (0x100000 | -v) if v < 0 else v
+
+    return (field(bz) << 42) | (field(by) << 21) | field(bx)
+
+
+# ----------------------------------------------------------------------------- protobuf
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value = int(value)
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _uint(number: int, value: int) -> bytes:
+    """A varint field (wire type 0); proto3 leaves zeros out."""
+    return _varint(number << 3) + _varint(value) if value else b""
+
+
+def _label_index(body: int, blocks: NDArray[np.uint64], svs: NDArray[np.uint64], counts: NDArray[np.uint32], mutid: int) -> bytes:
+    """One ``LabelIndex`` from its rows, sorted by block (then supervoxel)."""
+    out = bytearray()
+    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]]) if blocks.size else np.zeros(0, np.int64)
+    stops = np.r_[starts[1:], blocks.size]
+    for a, b in zip(starts.tolist(), stops.tolist()):
+        svcount = b"".join(_field(1, _uint(1, sv) + _uint(2, n)) for sv, n in zip(svs[a:b].tolist(), counts[a:b].tolist()))
+        out += _field(1, _uint(1, int(blocks[a])) + _field(2, svcount))
+    out += _uint(2, body) + _uint(3, mutid)
+    return bytes(out)
+
+
+def encode_label_indices(
+    bodies: NDArray[np.uint64],
+    blocks: NDArray[np.uint64],
+    svs: NDArray[np.uint64],
+    counts: NDArray[np.uint32],
+    *,
+    mutid: int = 0,
+    tombstones: NDArray[np.uint64] | None = None,
+) -> bytes:
+    """A ``LabelIndices`` message from rows (body, block key, supervoxel, voxels): one
+    ``LabelIndex`` per body, in body order, and an empty one (a tombstone: DVID deletes that
+    label's index) for each id in ``tombstones``.
+
+    >>> msg = encode_label_indices(np.array([5], np.uint64), np.array([1], np.uint64), np.array([9], np.uint64),
+    ...                            np.array([3], np.uint32))
+    >>> msg.hex()      # indices { blocks { key: 1, value { counts { key: 9, value: 3 } } }, label: 5 }
+    '0a0e0a0a080112060a04080910031005'
+    """
+    order = np.lexsort((svs, blocks, bodies))
+    bodies, blocks, svs, counts = bodies[order], blocks[order], svs[order], counts[order]
+    out = bytearray()
+    starts = np.flatnonzero(np.r_[True, bodies[1:] != bodies[:-1]]) if bodies.size else np.zeros(0, np.int64)
+    stops = np.r_[starts[1:], bodies.size]
+    for a, b in zip(starts.tolist(), stops.tolist()):
+        out += _field(1, _label_index(int(bodies[a]), blocks[a:b], svs[a:b], counts[a:b], mutid))
+    for label in (tombstones if tombstones is not None else np.zeros(0, np.uint64)).tolist():
+        out += _field(1, _uint(2, label))
+    return bytes(out)
+
+
+def encode_mapping_ops(bodies: NDArray[np.uint64], svs: NDArray[np.uint64], *, mutid: int = 0) -> bytes:
+    """A ``MappingOps`` message: one ``MappingOp`` per body (``mapped``) listing its
+    supervoxels (``original``, packed), as neuclease sends them."""
+    order = np.lexsort((svs, bodies))
+    bodies, svs = bodies[order], svs[order]
+    out = bytearray()
+    starts = np.flatnonzero(np.r_[True, bodies[1:] != bodies[:-1]]) if bodies.size else np.zeros(0, np.int64)
+    stops = np.r_[starts[1:], bodies.size]
+    for a, b in zip(starts.tolist(), stops.tolist()):
+        packed = b"".join(_varint(v) for v in svs[a:b].tolist())
+        out += _field(1, _uint(1, mutid) + _uint(2, int(bodies[a])) + _field(3, packed))
+    return bytes(out)
