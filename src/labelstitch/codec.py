@@ -25,7 +25,7 @@ import lz4.frame
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CODECS", "DEFAULT_CODEC", "encode_labels", "decode_labels"]
+__all__ = ["CODECS", "DEFAULT_CODEC", "encode_labels", "decode_labels", "bundle_supervoxels", "split_supervoxels"]
 
 _MAGIC = {"crackle": b"LSK1", "lz4": b"LSB2", "zlib": b"LSZ2"}
 _RAW_CRC = {b"LSB1": "lz4", b"LSZ1": "zlib"}  # earlier blocks: the CRC is of the raw labels
@@ -72,7 +72,10 @@ def encode_labels(labels: NDArray[np.integer], codec: str = DEFAULT_CODEC) -> by
 
 
 def decode_labels(data: bytes) -> NDArray[np.integer]:
-    """The array saved by :func:`encode_labels`; raises ValueError if it is damaged."""
+    """The array saved by :func:`encode_labels` (or the labels of a
+    :func:`bundle_supervoxels`); raises ValueError if it is damaged."""
+    if bytes(data[:4]) == BUNDLE_MAGIC:
+        data = split_supervoxels(data)[0]
     if len(data) < _HEADER.size:
         raise ValueError("label block is truncated")
     magic, dtype_str, z, y, x, crc = _HEADER.unpack_from(data)
@@ -107,3 +110,43 @@ def decode_labels(data: bytes) -> NDArray[np.integer]:
     if not arr.flags.writeable:
         arr = arr.copy()
     return arr
+
+
+#: the first bytes of a :func:`bundle_supervoxels` block
+BUNDLE_MAGIC = b"LSV1"
+_BUNDLE = struct.Struct("<4sQQQI")  # magic, bytes of labels, of supervoxels, of the table; crc32 of the table
+
+
+def bundle_supervoxels(labels: bytes, supervoxels: bytes, segment_of: NDArray[np.uint64]) -> bytes:
+    """One block holding a subvolume's encoded labels, its encoded supervoxels and the
+    segment of each supervoxel, for outputs that keep supervoxels (``decode_labels`` of the
+    bundle gives the labels, so everything that reads labels reads bundles too)."""
+    table = np.ascontiguousarray(segment_of, "<u8").tobytes()
+    head = _BUNDLE.pack(BUNDLE_MAGIC, len(labels), len(supervoxels), len(table), zlib.crc32(table))
+    return head + labels + supervoxels + table
+
+
+def split_supervoxels(data: bytes) -> tuple[bytes, bytes | None, NDArray[np.uint64] | None]:
+    """The parts of a block: (encoded labels, encoded supervoxels, segment of each
+    supervoxel); the last two are None for a block of labels only.
+
+    >>> block = bundle_supervoxels(encode_labels(np.ones((1, 1, 2), np.uint64)),
+    ...                            encode_labels(np.array([[[1, 2]]], np.uint64)), np.array([1, 1], np.uint64))
+    >>> labels, svs, table = split_supervoxels(block)
+    >>> decode_labels(block).tolist(), decode_labels(svs).tolist(), table.tolist()
+    ([[[1, 1]]], [[[1, 2]]], [1, 1])
+    """
+    if bytes(data[:4]) != BUNDLE_MAGIC:
+        return data, None, None
+    if len(data) < _BUNDLE.size:
+        raise ValueError("supervoxel bundle is truncated")
+    _, n_labels, n_svs, n_table, crc = _BUNDLE.unpack_from(data)
+    if len(data) != _BUNDLE.size + n_labels + n_svs + n_table or n_table % 8:
+        raise ValueError("supervoxel bundle is corrupt: its parts do not add up to its size")
+    a = _BUNDLE.size
+    b = a + n_labels
+    c = b + n_svs
+    table_bytes = bytes(data[c:])
+    if zlib.crc32(table_bytes) != crc:
+        raise ValueError("supervoxel bundle is corrupt: its table fails its checksum")
+    return bytes(data[a:b]), bytes(data[b:c]), np.frombuffer(table_bytes, "<u8").astype(np.uint64)

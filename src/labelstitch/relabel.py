@@ -8,10 +8,10 @@ from typing import Union
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from ._kernels.hashing import apply_lut, build_lut, first_missing
+from ._kernels.hashing import apply_lut, build_lut, first_missing, number_pairs
 from ._validation import _UNSIGNED, as_labels, flat
 
-__all__ = ["remap", "MappingLike"]
+__all__ = ["remap", "refine_supervoxels", "MappingLike"]
 
 MappingLike = Union[Mapping[int, int], tuple[ArrayLike, ArrayLike]]
 
@@ -121,3 +121,34 @@ def remap(
     out_flat = out.reshape(-1).view(_UNSIGNED[out.dtype.itemsize])
     apply_lut(src_flat, table[0], table[1], table[2], table[3], out_flat, True)
     return out
+
+
+def refine_supervoxels(supervoxels: ArrayLike, segments: ArrayLike) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
+    """Supervoxels cut along the segments' boundaries, so that each lies in one segment, and
+    the segment of each: the pieces are the distinct (supervoxel, segment) pairs, numbered
+    1, 2, ... in the order their first voxel comes in the array; voxels of segment 0 get 0.
+
+    An agglomeration that merges supervoxels changes nothing here (the numbers are only
+    made sequential); one that splits a supervoxel gets each piece as its own supervoxel,
+    so an agglomeration can always be written as a supervoxel → body mapping.
+
+    Returns
+    -------
+    pieces : ndarray of uint64, the shape of the inputs
+    segment_of : ndarray of uint64
+        ``segment_of[k - 1]`` is the segment of piece ``k``.
+
+    >>> sv = np.array([[1, 1, 2, 2, 0]]); seg = np.array([[7, 7, 7, 8, 0]])
+    >>> pieces, segment_of = refine_supervoxels(sv, seg)
+    >>> pieces.tolist(), segment_of.tolist()
+    ([[1, 1, 2, 3, 0]], [7, 7, 8])
+    """
+    a = as_labels(supervoxels, "supervoxels")
+    b = as_labels(segments, "segments")
+    if a.shape != b.shape:
+        raise ValueError(f"`supervoxels` {a.shape} and `segments` {b.shape} must have the same shape")
+    out = np.empty(a.shape, np.uint64)
+    _, b_keys, _, numbers = number_pairs(flat(a), flat(b), out.reshape(-1))
+    segment_of = np.empty(numbers.size, np.uint64)
+    segment_of[numbers - 1] = b_keys
+    return out, segment_of

@@ -302,3 +302,50 @@ def pair_sum(ka, kb, cnt, first):  # type: ignore[no-untyped-def]
             table[slot, EXTRA] = np.uint64(first[i])
         table[slot, COUNT] += np.uint64(cnt[i])
     return pair_rows(table)
+
+
+# ------------------------------------------------------------------------- pair numbering
+
+
+@jit
+def _number_fill(a, b, i, table, bits, used, out):  # type: ignore[no-untyped-def]
+    """Number pairs from index ``i`` until the table is half full (see :func:`number_pairs`)."""
+    n = a.size
+    limit = table.shape[0] // 2
+    last = -1
+    while i < n and used < limit:
+        if b[i] == 0:
+            out[i] = 0
+            i += 1
+            continue
+        ux = np.uint64(a[i])
+        uy = np.uint64(b[i])
+        if last >= 0 and table[last, KEY_A] == ux and table[last, KEY_B] == uy:
+            slot = last
+        else:
+            slot = pair_slot(table, bits, ux, uy)
+            if table[slot, COUNT] == 0:
+                table[slot, KEY_A] = ux
+                table[slot, KEY_B] = uy
+                used += 1
+                table[slot, EXTRA] = np.uint64(used)
+        table[slot, COUNT] += np.uint64(1)
+        out[i] = table[slot, EXTRA]
+        last = slot
+        i += 1
+    return i, used
+
+
+@jit
+def number_pairs(a, b, out):  # type: ignore[no-untyped-def]
+    """``out[i]`` = the number of the pair ``(a[i], b[i])``: 1, 2, ... in the order pairs
+    first occur, and 0 wherever ``b[i]`` is 0. Returns the table's rows
+    ``(a_keys, b_keys, counts, numbers)``."""
+    bits = _MIN_BITS
+    table = pair_table(bits)
+    i, used = _number_fill(a, b, 0, table, bits, 0, out)
+    while i < a.size:
+        bits += 1
+        table = pair_rehash(table, bits)
+        i, used = _number_fill(a, b, i, table, bits, used, out)
+    return pair_rows(table)

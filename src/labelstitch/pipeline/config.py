@@ -129,6 +129,11 @@ SCHEMA: dict[str, Any] = {
                     "type": "boolean",
                     "description": "also write the grayscale beside the output as an OME-Zarr image (OUTPUT-grayscale.zarr)",
                 },
+                "dvid-write": {
+                    "enum": ["supervoxels", "bodies"],
+                    "description": "a DVID labelmap output: supervoxels + mapping + label indices (the default), or "
+                    "body ids in the voxels (labelblk and labelarray outputs take bodies only)",
+                },
                 "allow-missing-input": {
                     "type": "boolean",
                     "description": "read missing chunks of a zarr input as its fill value instead of refusing them",
@@ -234,6 +239,13 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     options = merged.setdefault("options", {})
     if "dvid-info" in merged:
         _apply_dvid_info(merged)
+    write = options.pop("dvid-write", None)
+    if write is not None:  # carried by the output's volume string, where the store reads it
+        output = str(merged.get("output", ""))
+        if not output.startswith("dvid://"):
+            raise ConfigError(f"options.dvid-write is for DVID outputs; the output {output} is not a dvid:// volume: remove it")
+        if "write=" not in output:
+            merged["output"] = output + ("&" if "?" in output else "?") + f"write={write}"
     for key, value in DEFAULT_OPTIONS.items():
         if key == "segmentor":
             stages = options.setdefault("segmentor", {}).setdefault("configuration", {})

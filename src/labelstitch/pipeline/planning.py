@@ -16,7 +16,9 @@ import numpy as np
 from ..geometry import Box, Plan, misaligned_axis, roi_chunks
 from ..plugins import PluginError, Stage, resolve_stage
 from ..stitching import check_stitch
-from ..stores import StoreError, VolumeStore, check_output, open_volume, read_roi, side_file_base, volumes_overlap
+from ..stores import (
+    StoreError, VolumeStore, check_output, keeps_supervoxels, open_volume, read_roi, side_file_base, volumes_overlap,
+)
 from .config import RunConfig
 from .segment import SegmentTask, run_tuples
 
@@ -235,6 +237,7 @@ def prepare(
         extra_mask=extra_mask,
         roi_runs=runs,
         roi_block=roi_block,
+        keep_supervoxels=keeps_supervoxels(config.output),
     )
     check_subvolume_memory(plan, task.stages)
     if config.checkpoint_dir:

@@ -19,10 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..checkpoints import CheckpointDir, read_block, save_block
-from ..codec import DEFAULT_CODEC, decode_labels, encode_labels
+from ..codec import BUNDLE_MAGIC, DEFAULT_CODEC, bundle_supervoxels, decode_labels, encode_labels, split_supervoxels
 from ..executors import Executor
 from ..geometry import Subvolume, roi_mask, roi_runs_near
 from ..plugins import Stage
+from ..relabel import refine_supervoxels
 from ..stores import StoreError, open_volume
 from .progress import bar
 
@@ -99,6 +100,8 @@ class SegmentTask:
     extra_mask: str | None = None
     roi_runs: Runs = ()
     roi_block: int = 0
+    #: keep the interior's supervoxels too, for an output that stores supervoxels and a mapping
+    keep_supervoxels: bool = False
 
     def near(self, sv: Subvolume) -> SegmentTask:
         """This task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
@@ -127,12 +130,23 @@ class SegmentedSubvolume:
     size: int = 0
     unmasked: int = -1  # voxels left to the stages (-1: not known, restored from a checkpoint)
 
+    def _bytes(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return read_block(self.path)
+
     def load(self) -> NDArray[np.uint64]:
         """The labels over the outer box."""
-        if self.data is not None:
-            return decode_labels(self.data)
-        assert self.path is not None
-        return decode_labels(read_block(self.path))
+        return decode_labels(self._bytes())
+
+    def load_supervoxels(self) -> tuple[NDArray[np.uint64], NDArray[np.uint64]] | None:
+        """The interior's supervoxels (numbered 1, 2, ... each within one segment) and the
+        segment (a label of :meth:`load`) of each; None if they were not kept."""
+        _, supervoxels, segment_of = split_supervoxels(self._bytes())
+        if supervoxels is None or segment_of is None:
+            return None
+        return decode_labels(supervoxels).astype(np.uint64, copy=False), segment_of
 
     @classmethod
     def from_checkpoint(cls, sv_id: int, path: Path) -> SegmentedSubvolume:
@@ -222,12 +236,21 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     n_sv = int(np.unique(svs).size - (1 if (svs == 0).any() else 0))
     n_seg = int(np.unique(seg).size - (1 if (seg == 0).any() else 0))
     data = encode_labels(seg.astype(np.uint64), task.codec)
+    if task.keep_supervoxels:  # the interior's supervoxels, cut where the agglomeration cut them
+        inner = sv.interior.slices(sv.outer)
+        pieces, segment_of = refine_supervoxels(svs[inner], seg[inner])
+        data = bundle_supervoxels(data, encode_labels(pieces, task.codec), segment_of)
     unmasked = int(mask.size - np.count_nonzero(mask))
     if task.checkpoint_dir is None:
         return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked)
     path = Path(task.checkpoint_dir) / f"sv-{sv.id}.blk"
     sha, size = save_block(path, data)
     return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size, unmasked=unmasked)
+
+
+def _holds_supervoxels(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == BUNDLE_MAGIC
 
 
 def _segment_item(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume:
@@ -275,6 +298,8 @@ def segment_all(
         stats.verify_seconds = time.perf_counter() - start
         task = replace(task, checkpoint_dir=str(checkpoints.path))
         for sv in plan:
+            if states[sv.id] == "ok" and task.keep_supervoxels and not _holds_supervoxels(checkpoints.block_path(sv.id)):
+                states[sv.id] = "without the supervoxels this output keeps"
             if states[sv.id] == "ok":
                 segmented[sv.id] = SegmentedSubvolume.from_checkpoint(sv.id, checkpoints.block_path(sv.id))
                 stats.restored += 1

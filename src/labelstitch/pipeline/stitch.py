@@ -20,11 +20,12 @@ from .._version import __version__
 from ..codec import decode_labels, encode_labels
 from ..executors import Executor
 from ..geometry import Face, Plan, Subvolume
+from ..relabel import remap
 from ..matching import FaceMatches, FaceReport, match_slabs
 from ..plugins import get_plugin_manager
 from ..report import write_stitch_report
 from ..stitching import StitchResult, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior
-from ..stores import StoreError, create_volume, disk_errors, open_volume, side_file_base
+from ..stores import StoreError, VolumeStore, create_volume, disk_errors, keeps_supervoxels, open_volume, side_file_base
 from .config import RunConfig
 from .planning import PreparedRun
 from .progress import progress as counted
@@ -91,10 +92,8 @@ def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
     out = relabel_interior(sv, item.segmented.load(), item.labels, item.bodies)
     if item.offset:
         out = np.where(out != 0, out + np.uint64(item.offset), out)
-    if item.preserve_volume is not None:
-        with open_volume(item.preserve_volume) as volume:
-            original = volume.read(sv.interior).astype(np.uint64)
-        keep = np.isin(original, np.asarray(item.preserve_bodies, dtype=np.uint64))
+    keep, original = _preserved(sv, item.preserve_volume, item.preserve_bodies)
+    if keep is not None:
         out[keep] = original[keep]
     if item.writer_uri is None:
         return sv.id, out
@@ -102,6 +101,109 @@ def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
         store.write(sv.interior, out)
         store.flush()
     return sv.id, None
+
+
+def _preserved(sv: Subvolume, preserve_volume: str | None, preserve_bodies: tuple[int, ...]) -> tuple[Any, Any]:
+    """The preserved bodies' voxels in ``sv``'s interior: (mask, their ids), or (None, None)."""
+    if preserve_volume is None:
+        return None, None
+    with open_volume(preserve_volume) as volume:
+        original = volume.read(sv.interior).astype(np.uint64)
+    return np.isin(original, np.asarray(preserve_bodies, dtype=np.uint64)), original
+
+
+def _count_supervoxels(item: tuple[Subvolume, SegmentedSubvolume]) -> tuple[int, int]:
+    """How many supervoxels a subvolume's interior keeps (-1: its block has none kept)."""
+    sv, segmented = item
+    kept = segmented.load_supervoxels()
+    return sv.id, -1 if kept is None else int(kept[1].size)
+
+
+@dataclass(frozen=True)
+class _SupervoxelItem:
+    sv: Subvolume
+    segmented: SegmentedSubvolume
+    labels: NDArray[np.uint64]
+    bodies: NDArray[np.uint64]
+    offset: int
+    first_id: int
+    preserve_volume: str | None
+    preserve_bodies: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _WriteSupervoxels:
+    """Per subvolume: give its interior's supervoxels their global ids (``first_id`` on),
+    write them, and emit the (body, supervoxel, block, voxels) rows by body bucket."""
+
+    writer_uri: str
+    buckets: int
+
+    def __call__(self, item: _SupervoxelItem) -> list[tuple[int, NDArray[np.uint64]]]:
+        sv = item.sv
+        kept = item.segmented.load_supervoxels()
+        assert kept is not None
+        pieces, segment_of = kept
+        zero = np.zeros(1, np.uint64)
+        table = (np.concatenate([zero, item.labels]), np.concatenate([zero, item.bodies]))
+        bodies = remap(segment_of, table, preserve_missing=False, dtype=np.uint64).astype(np.uint64)
+        bodies += np.uint64(item.offset)
+        first = np.uint64(item.first_id - 1)
+        out = np.where(pieces != 0, pieces + first, np.uint64(0)).astype(np.uint64)
+        keep, original = _preserved(sv, item.preserve_volume, item.preserve_bodies)
+        if keep is not None:
+            out[keep] = original[keep]  # preserved bodies: each its own supervoxel, as they were
+        sv_ids = np.arange(1, segment_of.size + 1, dtype=np.uint64) + first
+        with open_volume(self.writer_uri, read_only=False) as store:
+            rows = store.write_supervoxels(sv.interior, out, sv_ids, bodies)
+        bucket = rows[:, 0] % np.uint64(self.buckets)
+        return [(int(b), rows[bucket == b]) for b in np.unique(bucket)]
+
+
+@dataclass(frozen=True)
+class _WriteBodies:
+    """Per body bucket: the label indices and mapping of its bodies."""
+
+    writer_uri: str
+
+    def __call__(self, group: tuple[int, list[NDArray[np.uint64]]]) -> dict[str, int]:
+        with open_volume(self.writer_uri, read_only=False) as store:
+            return store.write_bodies(np.concatenate(group[1]))
+
+
+def _write_supervoxels(
+    store: VolumeStore, plan: Plan, result: StitchResult, segmented: dict[int, SegmentedSubvolume], offset: int,
+    prepared: PreparedRun, pool: Executor, progress: bool,
+) -> dict[str, int]:
+    """Write every interior as supervoxels, then every body's index and mapping (the order
+    DVID needs: a mapping never points at supervoxels that are not written yet)."""
+    task = prepared.task
+    counted_svs = dict(pool.map(_count_supervoxels, [(sv, segmented[sv.id]) for sv in plan], describe=describe_item))
+    if any(n < 0 for n in counted_svs.values()):
+        raise StoreError(
+            f"the output {prepared.config.output} keeps supervoxels, but the segmented subvolumes hold none (they "
+            "were made for an output of bodies): rerun without those checkpoints, or write bodies "
+            "(options.dvid-write: bodies)"
+        )
+    first = offset + result.n_bodies + 1  # supervoxel ids come after every body id and preserved id
+    items = []
+    for sv in plan:
+        labels, bodies = result.mapping.for_subvolume(sv.id)
+        items.append(_SupervoxelItem(sv, segmented[sv.id], labels, bodies, offset, first, task.preserve_volume,
+                                     task.preserve_bodies))
+        first += counted_svs[sv.id]
+    writer = store.writer_uri
+    assert writer is not None
+    buckets = max(1, min(len(plan), 4096))
+    totals = {"bodies": 0, "supervoxels": 0, "voxels": 0}
+    grouped = pool.map_grouped(
+        _WriteSupervoxels(writer, buckets), items, _WriteBodies(writer), describe=lambda i: f"subvolume {i.sv.id}"
+    )
+    for counts in counted(grouped, buckets, "write", progress):
+        for key in totals:
+            totals[key] += counts[key]
+    totals["max id"] = first - 1
+    return totals
 
 
 def _match_all(
@@ -204,22 +306,28 @@ def stitch_and_write(
 
             start = time.perf_counter()
             offset = max(task.preserve_bodies, default=0)
-            parallel = store.supports_parallel_writes and not pool.in_process
-            writer = store.writer_uri if parallel else None
-            step3 = []
-            for sv in plan:
-                labels, bodies = result.mapping.for_subvolume(sv.id)
-                step3.append(_WriteItem(sv, segmented[sv.id], labels, bodies, offset, task.preserve_volume, task.preserve_bodies, writer))
-            written = pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}")
-            for sv_id, data in counted(written, len(plan), "write", progress):
-                if data is not None:
-                    store.write(plan[sv_id].interior, data)
+            kept = None
+            if keeps_supervoxels(config.output):
+                kept = _write_supervoxels(store, plan, result, segmented, offset, prepared, pool, progress)
+            else:
+                parallel = store.supports_parallel_writes and not pool.in_process
+                writer = store.writer_uri if parallel else None
+                step3 = []
+                for sv in plan:
+                    labels, bodies = result.mapping.for_subvolume(sv.id)
+                    step3.append(_WriteItem(sv, segmented[sv.id], labels, bodies, offset, task.preserve_volume,
+                                            task.preserve_bodies, writer))
+                written = pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}")
+                for sv_id, data in counted(written, len(plan), "write", progress):
+                    if data is not None:
+                        store.write(plan[sv_id].interior, data)
             store.set_voxel_size(prepared.resolution)
             store.build_pyramid(lambda fn, items: counted(pool.map(fn, items, describe=_describe_chunk), len(items), "pyramid", progress))
             store.set_metadata({
                 **identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary(),
                 "image": grayscale_uri(config) if config.write_grayscale else config.input,
                 "resolution": list(prepared.resolution),
+                **({"supervoxels": kept} if kept is not None else {}),
             })
             store.commit()
             write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)

@@ -55,6 +55,7 @@ __all__ = [
     "TiffStore",
     "VolumeStore",
     "ZarrStore",
+    "keeps_supervoxels",
     "as_array_like",
     "check_output",
     "create_volume",
@@ -182,6 +183,18 @@ def check_output(
     if shape is not None:
         cls.check_space(os.fspath(uri), tuple(shape), dtype)
     return alignment
+
+
+def keeps_supervoxels(uri: str) -> bool:
+    """Whether an output at ``uri`` stores supervoxels and a supervoxel → body mapping (a DVID
+    labelmap, unless its volume string says ``write=bodies``) rather than body ids.
+
+    Raises
+    ------
+    StoreError
+        Supervoxels were asked of an output that cannot keep them.
+    """
+    return store_class(uri).keeps_supervoxels(os.fspath(uri))
 
 
 def side_file_base(uri: str, folder: str | os.PathLike[str] | None = None) -> Path | None:

@@ -186,6 +186,27 @@ class VolumeStore(ABC):
         value); empty where the backend cannot tell or has no chunks."""
         return []
 
+    @classmethod
+    def keeps_supervoxels(cls, uri: str) -> bool:
+        """Whether an output at ``uri`` stores *supervoxels* in its voxels and bodies as a
+        supervoxel → body mapping (a DVID labelmap) instead of body ids (every other store).
+        Such an output is written with :meth:`write_supervoxels` and :meth:`write_bodies`."""
+        return False
+
+    def write_supervoxels(
+        self, box: Box, supervoxels: NDArray[np.uint64], sv_ids: NDArray[np.uint64], body_ids: NDArray[np.uint64]
+    ) -> NDArray[np.uint64]:
+        """Write supervoxel ids at ``box`` (``sv_ids[i]`` belongs to body ``body_ids[i]``;
+        supervoxels not listed are bodies of their own) and return the rows
+        ``(body, supervoxel, storage block key, voxels)`` of every storage block written,
+        for :meth:`write_bodies`."""
+        raise StoreError(f"{self.uri} stores bodies, not supervoxels and a mapping")
+
+    def write_bodies(self, rows: NDArray[np.uint64]) -> dict[str, int]:
+        """Record the bodies of ``rows`` (all the rows of each of them, from
+        :meth:`write_supervoxels`): what each is made of, and where. Returns counts."""
+        raise StoreError(f"{self.uri} stores bodies, not supervoxels and a mapping")
+
     def commit(self) -> None:
         """Publish a staged volume under its final name, atomically where the backend can
         (nothing to do for volumes written in place)."""

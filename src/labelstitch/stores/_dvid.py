@@ -27,6 +27,13 @@ DVID has no staging: writes land at once (``commit()`` and ``discard()`` do noth
 crashed run leaves whole blocks of either the old or the new labels, and ``--resume``
 rewrites them from the checkpoints. labelstitch's own metadata (shape, config, plan,
 stitch summary) is kept in a ``keyvalue`` instance named ``labelstitch``, key = instance.
+
+A ``labelmap`` output keeps *supervoxels* (``?write=supervoxels``, its default): the
+voxels are supervoxel ids posted as compressed blocks without indexing, the bodies are a
+label index per body and a supervoxel → body mapping (``shared/docs/dvid-labelmap.md``
+section 10), and the lower scales are posted too. ``?write=bodies`` (and every labelblk or
+labelarray output) writes body ids through ``/raw``. Reading a labelmap gives bodies, or
+supervoxels with ``?supervoxels=true``.
 """
 
 from __future__ import annotations
@@ -43,8 +50,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from ..geometry import Box, misaligned_axis
+from ..geometry import Box, Plan, misaligned_axis
+from ..pyramid import downsample_labels, level_shapes
 from ._base import StoreError, VolumeStore
+from ._dvid_labelmap import block_key, encode_block, encode_label_indices, encode_mapping_ops, gzip_bytes
 
 __all__ = ["DvidAddress", "DvidError", "DvidStore", "dvid_request", "dvid_roi_runs"]
 
@@ -82,10 +91,17 @@ class DvidAddress:
                 "(for example dvid://127.0.0.1:8000/3f8c/grayscale)"
             )
         query = tuple(sorted((k, v[-1]) for k, v in parse_qs(parts.query, keep_blank_values=True).items()))
-        known = {"roi", "type", "blocksize", "mutate"}
+        known = {"roi", "type", "blocksize", "mutate", "write", "supervoxels", "maxdownreslevel"}
         unknown = [k for k, _ in query if k not in known]
         if unknown:
             raise StoreError(f"{uri}: unknown option(s) {', '.join(unknown)}; a DVID volume takes {', '.join(sorted(known))}")
+        values = dict(query)
+        allowed = {"write": ("supervoxels", "bodies"), "supervoxels": ("true", "false")}
+        for key, choices in allowed.items():
+            if key in values and values[key] not in choices:
+                raise StoreError(f"{uri}: {key}={values[key]!r}; use {' or '.join(choices)}")
+        if "maxdownreslevel" in values and not (values["maxdownreslevel"].isdigit() and int(values["maxdownreslevel"]) <= 255):
+            raise StoreError(f"{uri}: maxdownreslevel={values['maxdownreslevel']!r}; use a whole number 0..255")
         return cls(parts.netloc, path[0], path[1], query)
 
     @property
@@ -315,6 +331,10 @@ class DvidStore(VolumeStore):
         self.address = address
         self.typename = typename
         self.block_size = _zyx(info["Extended"]["BlockSize"])
+        #: the scales above 0 this instance keeps (labelmap's MaxDownresLevel)
+        self.max_level = int(info["Extended"].get("MaxDownresLevel") or 0) if typename == "labelmap" else 0
+        #: whether writes are supervoxels plus a mapping (a labelmap, unless ``?write=bodies``)
+        self.supervoxel_mode = typename == "labelmap" and address.options.get("write") != "bodies"
 
     # ------------------------------------------------------------------ opening
 
@@ -352,6 +372,23 @@ class DvidStore(VolumeStore):
         return DvidAddress.parse(uri).name
 
     @classmethod
+    def keeps_supervoxels(cls, uri: str) -> bool:
+        """A labelmap output (existing, or to be created, the default type) keeps supervoxels
+        unless ``?write=bodies``; asking it of a labelblk or labelarray is refused."""
+        address = DvidAddress.parse(uri)
+        mode = address.options.get("write")
+        info = _info(address)
+        typename = info["Base"]["TypeName"] if info is not None else address.options.get("type", "labelmap")
+        if typename == "labelmap":
+            return mode != "bodies"
+        if mode == "supervoxels":
+            raise StoreError(
+                f"{uri} is a {typename} instance, which has no supervoxel mapping; only a labelmap keeps supervoxels: "
+                "write to a labelmap, or write bodies (options.dvid-write: bodies)"
+            )
+        return False
+
+    @classmethod
     def footprint(cls, uri: str) -> tuple[str, ...]:
         """Server, instance and node: a child node's writes do not touch its parent's data."""
         address = DvidAddress.parse(uri)
@@ -371,6 +408,9 @@ class DvidStore(VolumeStore):
             typename = options.get("type", "labelmap")
             size = options.get("blocksize", "32")
             spec = {"typename": typename, "dataname": address.name, "BlockSize": f"{size},{size},{size}"}
+            if typename == "labelmap":  # scales down to one block, unless the volume string says otherwise
+                levels = options.get("maxdownreslevel", str(len(level_shapes(shape, (int(size),) * 3)) - 1))
+                spec.update({"IndexedLabels": "true", "MaxDownresLevel": levels})
             try:
                 dvid_request(address.server, "POST", f"repo/{address.uuid}/instance", json_body=spec)
             except DvidError as exc:  # a retried POST whose first reply was lost
@@ -406,6 +446,8 @@ class DvidStore(VolumeStore):
     def _read(self, box: Box) -> NDArray[Any]:
         labels = self.typename in LABEL_TYPES
         params = self._params(compression="lz4") if labels else self._params()
+        if self.typename == "labelmap" and self.address.options.get("supervoxels") == "true":
+            params["supervoxels"] = "true"
         reply = dvid_request(self.address.server, "GET", self._raw_path(box), params=params, throttle=True)
         expected = box.size * self.dtype.itemsize
         payload = reply.content
@@ -451,6 +493,115 @@ class DvidStore(VolumeStore):
                 params["mutate"] = "true"
         dvid_request(self.address.server, "POST", self._raw_path(padded), params=params, data=raw, throttle=True)
 
+    # ------------------------------------------------------------------ supervoxels and bodies (labelmap)
+
+    def _post_blocks(self, records: list[bytes], scale: int) -> None:
+        params = {"noindexing": "true", **({"scale": str(scale)} if scale else {})}
+        dvid_request(self.address.server, "POST", f"{self.address.node_path}/blocks", params=params,
+                     data=b"".join(records), throttle=True)
+
+    def _write_blocks(self, start: tuple[int, ...], data: NDArray[np.uint64], scale: int = 0) -> list[NDArray[np.uint64]]:
+        """Post ``data`` (block-aligned at ``start``, in ``scale``'s voxels) as compressed
+        blocks, a few MB a request; the (key, labels, counts) of each block."""
+        bs = self.block_size
+        records: list[bytes] = []
+        pending = 0
+        tallies = []
+        grid = [range(n // b) for n, b in zip(data.shape, bs)]
+        for index in np.ndindex(*(len(r) for r in grid)):
+            key = tuple(s // b + i for s, b, i in zip(start, bs, index))
+            block = data[tuple(slice(i * b, (i + 1) * b) for i, b in zip(index, bs))]
+            encoded, labels, counts = encode_block(block)
+            packed = gzip_bytes(encoded)
+            records.append(np.array([key[2], key[1], key[0], len(packed)], "<i4").tobytes() + packed)
+            pending += len(packed)
+            if not scale:
+                keep = labels != 0
+                tallies.append(np.stack([labels[keep], np.full(int(keep.sum()), block_key(*key), np.uint64),
+                                         counts[keep].astype(np.uint64)], axis=1))
+            if pending > 8 << 20:
+                self._post_blocks(records, scale)
+                records, pending = [], 0
+        if records:
+            self._post_blocks(records, scale)
+        return tallies
+
+    def write_supervoxels(
+        self, box: Box, supervoxels: NDArray[np.uint64], sv_ids: NDArray[np.uint64], body_ids: NDArray[np.uint64]
+    ) -> NDArray[np.uint64]:
+        """Post the supervoxels of ``box`` as compressed blocks (``POST /blocks?noindexing=true``,
+        encoded in numba) and return each block's rows (body, supervoxel, block key, voxels)
+        for the label indices."""
+        self._check_writable()
+        self._check_box(box)
+        if not self.supervoxel_mode:
+            raise StoreError(f"{self.uri} is written as bodies (write=bodies or not a labelmap), not as supervoxels")
+        padded = self.aligned(box)
+        data = np.zeros(padded.shape, np.uint64)
+        data[tuple(slice(0, n) for n in box.shape)] = supervoxels
+        tallies = self._write_blocks(padded.start, data)
+        rows = np.concatenate(tallies) if tallies else np.zeros((0, 3), np.uint64)
+        order = np.argsort(sv_ids, kind="stable")
+        sorted_ids = sv_ids[order]
+        where = np.minimum(np.searchsorted(sorted_ids, rows[:, 0]), max(sorted_ids.size - 1, 0))
+        listed = sorted_ids[where] == rows[:, 0] if sorted_ids.size else np.zeros(rows.shape[0], bool)
+        bodies = np.where(listed, body_ids[order][where] if sorted_ids.size else 0, rows[:, 0]).astype(np.uint64)
+        return np.column_stack([bodies, rows]).astype(np.uint64)
+
+    def write_bodies(self, rows: NDArray[np.uint64]) -> dict[str, int]:
+        """The label index of every body in ``rows`` (``POST /indices``), then the mapping of
+        its supervoxels (``POST /mappings``), then a read-back check: ``/sizes`` of the bodies
+        and ``/mapping`` of the supervoxels must agree with ``rows``."""
+        self._check_writable()
+        rows = np.asarray(rows, np.uint64).reshape(-1, 4)
+        path = self.address.node_path
+        bodies = np.unique(rows[:, 0])
+        for chunk in np.array_split(bodies, max(1, -(-rows.shape[0] // 200_000))):  # ~ a few MB a request
+            mine = rows[np.isin(rows[:, 0], chunk)]
+            message = encode_label_indices(mine[:, 0], mine[:, 2], mine[:, 1], mine[:, 3].astype(np.uint32))
+            dvid_request(self.address.server, "POST", f"{path}/indices", data=message, throttle=True)
+        pairs = np.unique(rows[:, :2], axis=0)  # (body, supervoxel)
+        mapped = pairs[pairs[:, 0] != pairs[:, 1]]
+        for chunk in np.array_split(mapped, max(1, -(-mapped.shape[0] // 500_000))):
+            if chunk.size:
+                message = encode_mapping_ops(chunk[:, 0], chunk[:, 1])
+                dvid_request(self.address.server, "POST", f"{path}/mappings", data=message, throttle=True)
+        sizes = np.zeros(bodies.size, np.uint64)
+        np.add.at(sizes, np.searchsorted(bodies, rows[:, 0]), rows[:, 3])
+        for start in range(0, bodies.size, 50_000):
+            ids = bodies[start : start + 50_000]
+            got = dvid_request(self.address.server, "GET", f"{path}/sizes", json_body=ids.tolist()).json()
+            bad = np.flatnonzero(np.asarray(got, np.uint64) != sizes[start : start + 50_000])
+            if bad.size:
+                b = int(ids[bad[0]])
+                raise DvidError(f"{self.uri}: DVID's label index of body {b} holds {got[bad[0]]} voxels, but labelstitch "
+                                f"wrote {int(sizes[start + bad[0]])}; {_HINT}")
+        for start in range(0, pairs.shape[0], 50_000):
+            chunk = pairs[start : start + 50_000]
+            got = dvid_request(self.address.server, "GET", f"{path}/mapping", json_body=chunk[:, 1].tolist()).json()
+            bad = np.flatnonzero(np.asarray(got, np.uint64) != chunk[:, 0])
+            if bad.size:
+                sv = int(chunk[bad[0], 1])
+                raise DvidError(f"{self.uri}: DVID maps supervoxel {sv} to {got[bad[0]]}, not to body "
+                                f"{int(chunk[bad[0], 0])}; {_HINT}")
+        return {"bodies": int(bodies.size), "supervoxels": int(pairs.shape[0]), "voxels": int(rows[:, 3].sum())}
+
+    def build_pyramid(self, mapper: Any) -> int:
+        """Post scales 1..MaxDownresLevel of a labelmap written as supervoxels, scale by scale,
+        each voxel the most frequent non-zero supervoxel of its 2x2x2 cell (DVID's rule), one
+        box of 4³ blocks per item through ``mapper(fn, items)`` so that workers build it.
+        (Bodies written through ``/raw`` are downsampled by DVID itself.)"""
+        self._check_writable()
+        if not self.supervoxel_mode or not self.max_level:
+            return 1 + self.max_level
+        box = tuple(4 * b for b in self.block_size)
+        for scale in range(1, self.max_level + 1):
+            shape = tuple(-(-n // 2**scale) for n in self.shape)
+            items = [(self.uri, scale, (sv.interior.start, sv.interior.stop)) for sv in Plan.grid(shape, box, 0)]
+            for _ in mapper(_downres_box, items):
+                pass
+        return 1 + self.max_level
+
     # ------------------------------------------------------------------ the rest
 
     @property
@@ -481,6 +632,24 @@ class DvidStore(VolumeStore):
 
     # commit() and discard() are the base class's no-ops: DVID writes are visible at once,
     # and there is no staging to drop (a rerun or ``--resume`` rewrites the blocks)
+
+
+def _downres_box(item: tuple[str, int, tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
+    """One box of one scale: read the scale below (supervoxels), halve it, post its blocks."""
+    uri, scale, (start, stop) = item
+    store = DvidStore.open(uri, read_only=False)
+    bs = store.block_size
+    stop = tuple(-(-e // b) * b for e, b in zip(stop, bs))  # whole blocks: DVID reads 0 beyond the data
+    size = "_".join(str(2 * (e - s)) for s, e in zip(start[::-1], stop[::-1]))
+    offset = "_".join(str(2 * s) for s in start[::-1])
+    params = {"compression": "lz4", "supervoxels": "true", "scale": str(scale - 1)}
+    reply = dvid_request(store.address.server, "GET", f"{store.address.node_path}/raw/0_1_2/{size}/{offset}",
+                         params=params, throttle=True)
+    import lz4.block
+
+    shape = tuple(2 * (e - s) for s, e in zip(start, stop))
+    below = np.frombuffer(lz4.block.decompress(reply.content, uncompressed_size=int(np.prod(shape)) * 8), "<u8")
+    store._write_blocks(start, downsample_labels(below.reshape(shape)), scale)
 
 
 def _stored_metadata(address: DvidAddress) -> dict[str, Any]:
@@ -537,6 +706,13 @@ def check_dvid_output(uri: str, *, overwrite: bool, create_instance: bool) -> di
         raise StoreError(f"output {uri} is a {typename} instance; segmentations go to {', '.join(LABEL_TYPES)}")
     if _has_data(info) and not overwrite:
         raise StoreError(f"output {uri} holds labels already; pass overwrite=True (--overwrite) to write over them")
+    if _has_data(info) and DvidStore.keeps_supervoxels(uri) and _stored_metadata(address).get("complete") is not False:
+        # only a run's own unfinished output may be written again: it gets the same ids
+        raise StoreError(
+            f"output {uri} is a labelmap holding labels already, and DVID cannot list its bodies' label indices, so "
+            "writing supervoxels over it would leave stale bodies behind; write to a new instance, or write bodies "
+            "(options.dvid-write: bodies)"
+        )
     return info
 
 
