@@ -92,14 +92,94 @@ def test_gala_through_dvid_equals_the_local_run(dvid_server, node, gala, executo
     np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
     info = requests.get(f"{dvid_server.url}/node/{node}/seg/info").json()
     assert info["Base"]["TypeName"] == "labelmap" and info["Extended"]["BlockSize"] == [32, 32, 32]
+    # a labelmap gets supervoxels as compressed blocks, never indexed block by block through /raw
+    log = [(m, path, p) for m, path, p in dvid_server.state.log if "/seg/" in path]
+    blocks = [p for m, path, p in log if m == "POST" and path.endswith("/seg/blocks")]
+    assert blocks and all(p["noindexing"] == "true" and p["throttle"] == "on" for p in blocks)
+    assert not [path for m, path, _ in log if m == "POST" and "/seg/raw/" in path]
+    assert info["Extended"]["MaxDownresLevel"] == 3  # down to one 32-voxel block: 224 -> 112 -> 56 -> 28
+
+
+def test_dvid_write_bodies_puts_body_ids_in_the_voxels(dvid_server, node, gala):
+    expected = local_run(gala, "plain")
+    run(dvid_config(dvid_server, node, "seg", options={"dvid-write": "bodies"}), create_output=True)
+    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
+    svs = open_volume(f"dvid://{dvid_server.address}/{node}/seg?supervoxels=true").read()
+    np.testing.assert_array_equal(svs, expected)  # each body is a supervoxel of its own
     posts = [p for m, path, p in dvid_server.state.log if m == "POST" and path.endswith("/seg/raw/0_1_2/64_64_64/64_0_0")]
     assert posts and all(p["compression"] == "lz4" and p["throttle"] == "on" for p in posts)
+    with pytest.raises(StoreError, match="no supervoxel mapping"):
+        run(dvid_config(dvid_server, node, "old", options={"dvid-write": "supervoxels"},
+                        dvid_info={"segmentation-type": "labelblk"}), create_output=True)
+    with pytest.raises(ValueError, match="dvid-write is for DVID outputs"):
+        run({**dvid_config(dvid_server, node, "x", options={"dvid-write": "bodies"}), "output": str(gala[0] / "x.zarr")})
 
 
-def test_gala_through_dvid_with_spark(dvid_server, node, gala):
+def get(dvid_server, node, call, **kwargs):
+    reply = requests.get(f"{dvid_server.url}/node/{node}/seg/{call}", **kwargs)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_a_proofreader_gets_bodies_made_of_supervoxels(dvid_server, node, gala):
+    """What a proofreading tool sees, through plain HTTP: bodies, their supervoxels, sizes,
+    the scales, and room to cleave a body along its supervoxels."""
+    folder, _, gt, keep = gala
+    expected = local_run(gala, "preserved", **{"preserve-bodies": {"segmentation": str(folder / "gt.npy"), "bodies": list(keep)}})
+    preserve = {"segmentation": f"dvid://{dvid_server.address}/{node}/proofread", "bodies": list(keep)}
+    run(dvid_config(dvid_server, node, "seg", **{"preserve-bodies": preserve}), create_output=True)
+    api, size = dvid_server.url, "_".join(map(str, SHAPE[::-1]))
+
+    def raw(**params):
+        reply = requests.get(f"{api}/node/{node}/seg/raw/0_1_2/{size}/0_0_0", params={"compression": "lz4", **params})
+        return np.frombuffer(lz4.block.decompress(reply.content, uncompressed_size=int(np.prod(SHAPE)) * 8), "<u8").reshape(SHAPE)
+
+    bodies, svs = raw(), raw(supervoxels="true")
+    np.testing.assert_array_equal(bodies, expected)  # exactly the local run's bodies
+    body_ids, sv_ids = np.unique(bodies[bodies > 0]), np.unique(svs[svs > 0])
+    pairs = np.unique(np.stack([svs[svs > 0], bodies[svs > 0]]), axis=1)
+    assert pairs.shape[1] == sv_ids.size  # every supervoxel lies in one body
+    kept = np.isin(sv_ids, keep)
+    assert not np.isin(sv_ids[~kept], body_ids).any()  # new supervoxel ids never collide with body ids
+    assert sv_ids.size > body_ids.size  # bodies cut by subvolume boundaries are several supervoxels
+    assert get(dvid_server, node, "maxlabel")["maxlabel"] >= max(sv_ids.max(), body_ids.max())
+    assert get(dvid_server, node, "mapping", json=pairs[0].tolist()) == pairs[1].tolist()
+    sizes = get(dvid_server, node, "sizes", json=body_ids.tolist())
+    assert sizes == [int((bodies == b).sum()) for b in body_ids]
+    for b in body_ids[:: max(1, body_ids.size // 15)]:
+        assert sorted(get(dvid_server, node, f"supervoxels/{b}")) == pairs[0][pairs[1] == b].tolist()
+    assert get(dvid_server, node, f"size/{sv_ids[-1]}", params={"supervoxels": "true"})["voxels"] == int((svs == sv_ids[-1]).sum())
+    # the scales are DVID's 2x2x2 mode of the supervoxels
+    from labelstitch.pyramid import downsample_labels
+
+    low = svs
+    for scale in (1, 2, 3):
+        low = downsample_labels(low)
+        shape = "_".join(map(str, low.shape[::-1]))
+        reply = requests.get(f"{api}/node/{node}/seg/raw/0_1_2/{shape}/0_0_0", params={"scale": scale, "supervoxels": "true"})
+        np.testing.assert_array_equal(np.frombuffer(reply.content, "<u8").reshape(low.shape), low)
+    # a proofreader cleaves the body with the most supervoxels along them: it gets a fresh id
+    counts = np.bincount(np.searchsorted(body_ids, pairs[1]))
+    target = int(body_ids[np.argmax(counts)])
+    mine = pairs[0][pairs[1] == target]
+    top = get(dvid_server, node, "maxlabel")["maxlabel"]
+    cleave = requests.post(f"{api}/node/{node}/seg/cleave/{target}", json=mine[:1].tolist()).json()
+    assert cleave["CleavedLabel"] > top
+    assert get(dvid_server, node, "sizes", json=[target, cleave["CleavedLabel"]]) == [
+        int(np.isin(svs, mine[1:]).sum()), int((svs == mine[0]).sum())]
+
+
+def test_gala_through_dvid_with_spark_is_bitwise_the_serial_run(dvid_server, node, gala):
     expected = local_run(gala, "plain")
     run(dvid_config(dvid_server, node, "seg"), executor="spark", workers=2, create_output=True)
+    run(dvid_config(dvid_server, node, "serial"), create_output=True)
     np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
+    for name in ("seg", "serial"):
+        assert requests.get(f"{dvid_server.url}/node/{node}/{name}/mappings").text  # bodies are mappings
+    mappings = [requests.get(f"{dvid_server.url}/node/{node}/{name}/mappings").text for name in ("seg", "serial")]
+    assert mappings[0] == mappings[1]
+    svs = [open_volume(f"dvid://{dvid_server.address}/{node}/{name}?supervoxels=true").read() for name in ("seg", "serial")]
+    np.testing.assert_array_equal(svs[0], svs[1])
 
 
 def test_an_roi_limits_segmentation_and_writes_to_its_blocks(dvid_server, node, gala):
@@ -197,17 +277,18 @@ def _stop_after(server, predicate, count=1):
     return thread
 
 
-@pytest.mark.parametrize("phase", ["segment", "write"])
+@pytest.mark.parametrize("phase", ["segment", "write", "indices"])
 def test_a_server_that_stays_down_fails_clearly_and_resume_finishes(dvid_server, node, gala, tmp_path, monkeypatch, phase):
     expected = local_run(gala, "plain")
     config = dvid_config(dvid_server, node, "seg", options={"checkpoint-dir": str(tmp_path / "ckpt")})
     monkeypatch.setenv("LABELSTITCH_DVID_RETRIES", "3")
     if phase == "segment":  # down after the third grayscale read
         watcher = _stop_after(dvid_server, lambda m, p: "/grayscale/raw/" in p, count=3)
-    else:  # down while the output is being written
+    else:  # down while the supervoxels, or the bodies' label indices and mappings, are being written
         dvid_server.faults.delay = 0.05
-        # the second write arrives only after the first one was answered, so one block is in
-        watcher = _stop_after(dvid_server, lambda m, p: m == "POST" and "/seg/raw/" in p, count=2)
+        # the second write arrives only after the first one was answered, so one is in
+        call = "/seg/blocks" if phase == "write" else "/seg/indices"
+        watcher = _stop_after(dvid_server, lambda m, p: m == "POST" and p.endswith(call), count=2)
     with pytest.raises(DvidError, match="failed after 4 attempts.*--resume"):
         run(config, create_output=True)
     watcher.join()
@@ -215,11 +296,14 @@ def test_a_server_that_stays_down_fails_clearly_and_resume_finishes(dvid_server,
     assert (0 < done < 8) if phase == "segment" else done == 8
     dvid_server.faults.delay = 0.0
     dvid_server.start()  # back, with its data, on the same port
-    if phase == "write":
+    if phase != "segment":
         assert volume_exists(f"dvid://{dvid_server.address}/{node}/seg")  # a part was written
     result = run(config, resume=True, create_output=True)
     assert result.counts["restored from checkpoints"] == done
-    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
+    seg = read_dvid(dvid_server, node, "seg")
+    np.testing.assert_array_equal(seg, expected)
+    bodies = np.unique(seg[seg > 0])  # no index counted twice, no body left half-indexed
+    assert get(dvid_server, node, "sizes", json=bodies.tolist()) == [int((seg == b).sum()) for b in bodies]
 
 
 def test_the_command_line_with_a_dvid_info_config(dvid_server, node, gala, tmp_path, capsys, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import struct
 import subprocess
 import sys
 
@@ -310,3 +311,204 @@ def test_requests_too_large_to_serve_get_413_not_an_allocation(dvid_server):
     posted = requests.post(f"{api}/node/{repo}/seg/raw/0_1_2/32_32_32/0_0_0?compression=gzip", data=bomb)
     assert posted.status_code == 400 and "expected 262144 bytes" in posted.text
     assert requests.get(f"{api}/server/info").status_code == 200  # and it still serves
+
+
+# ----------------------------------------------------------------------------- labelmap (dvid-labelmap.md)
+
+
+def ref_block(block):
+    """A compressed block by the numpy recipe of dvid-labelmap.md section 4, gzipped."""
+    gz, gy, gx = (n // 8 for n in block.shape)
+    labels = np.unique(block)
+    out = struct.pack("<4I", gx, gy, gz, labels.size) + labels.astype("<u8").tobytes()
+    if labels.size > 1:
+        subs = block.reshape(gz, 8, gy, 8, gx, 8).transpose(0, 2, 4, 1, 3, 5).reshape(-1, 512)
+        ns, idx, codes = [], [], b""
+        for sb in subs:
+            u = np.unique(sb)
+            ns.append(u.size)
+            idx += np.searchsorted(labels, u).tolist()
+            if u.size > 1:
+                b = int(np.ceil(np.log2(u.size)))
+                c = np.searchsorted(u, sb)
+                codes += np.packbits(((c[:, None] >> np.arange(b - 1, -1, -1)) & 1).astype(np.uint8)).tobytes()
+        out += np.array(ns, "<u2").tobytes() + np.array(idx, "<u4").tobytes() + codes
+    return gzip.compress(out)
+
+
+def records(blocks):
+    """``POST /blocks`` body: ``int32 bx, by, bz, nbytes`` then the gzipped block."""
+    return b"".join(struct.pack("<4i", x, y, z, len(data)) + data for (z, y, x), data in blocks)
+
+
+def varint(v):
+    out = b""
+    while True:
+        out += bytes([(v & 0x7F) | (0x80 if v >> 7 else 0)])
+        v >>= 7
+        if not v:
+            return out
+
+
+def ld(field, payload):
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def label_index(label, blocks):
+    """LabelIndex{blocks: {key: SVCount{counts: {sv: n}}}, label} (dvid-labelmap.md section 6)."""
+    body = b""
+    for key, counts in blocks.items():
+        svc = b"".join(ld(1, varint(8) + varint(sv) + varint(16) + varint(n)) for sv, n in counts.items())
+        body += ld(1, varint(8) + varint(key) + ld(2, svc))
+    return body + varint(16) + varint(label)
+
+
+def mapping_ops(ops):
+    """MappingOps{mappings: [MappingOp{mapped, original (packed)}]}."""
+    return b"".join(ld(1, varint(16) + varint(mapped) + ld(3, b"".join(varint(s) for s in svs))) for mapped, svs in ops)
+
+
+def key(z, y, x):
+    return z << 42 | y << 21 | x
+
+
+@pytest.fixture
+def labelmap(api, repo):
+    spec = {"typename": "labelmap", "dataname": "seg", "BlockSize": "32,32,32", "MaxDownresLevel": "1"}
+    assert add(api, repo, **{k: v for k, v in spec.items() if k not in ("typename", "dataname")},
+               typename="labelmap", name="seg").status_code == 200
+    return f"{api}/node/{repo}/seg"
+
+
+def add(api, uuid, typename, name, **extra):  # noqa: F811 - the same helper, taking keyword names too
+    return requests.post(f"{api}/repo/{uuid}/instance", json={"typename": typename, "dataname": name, **extra})
+
+
+def test_labelmap_instance_config_follows_dvid(api, repo):
+    assert add(api, repo, "labelmap", "a", BlockSize=64).status_code == 400  # values must be strings
+    assert "was not a string" in add(api, repo, "labelmap", "a", MaxDownresLevel=2).text
+    assert add(api, repo, "labelmap", "b", BlockSize="40,40,40").status_code == 400  # multiples of 16
+    assert add(api, repo, "labelmap", "c", maxdownreslevel="300").status_code == 400
+    assert add(api, repo, "labelmap", "d", maxdownreslevel="2", indexedlabels="false").status_code == 200  # case-insensitive
+    info = requests.get(f"{api}/node/{repo}/d/info").json()["Extended"]
+    assert info["BlockSize"] == [64, 64, 64] and info["MaxDownresLevel"] == 2 and info["IndexedLabels"] is False
+    assert requests.get(f"{api}/node/{repo}/d/maxlabel").status_code == 400  # not indexed: no maxlabel
+    assert requests.get(f"{api}/node/{repo}/d/info").json()["Base"]["Compression"] == "gzip"
+
+
+def test_compressed_blocks_round_trip_with_the_reference_edge_cases(labelmap):
+    rng = np.random.default_rng(0)
+    vol = np.zeros((32, 32, 64), np.uint64)
+    vol[:, :, 32:] = 7  # a solid block: N = 1, 24 bytes before gzip
+    vol[:, :, :32] = rng.integers(1, 300, (32, 32, 32)) * 1000  # up to 9-bit codes
+    vol[:8, :8, :8] = 5  # a one-label sub-block inside a mixed block
+    vol[8:16, :8, :8] = rng.integers(1, 3, (8, 8, 8))  # 1-bit codes
+    assert len(gzip.decompress(ref_block(vol[:, :, 32:]))) == 24
+    body = records([((0, 0, 0), ref_block(vol[:, :, :32])), ((0, 0, 1), ref_block(vol[:, :, 32:]))])
+    assert requests.post(f"{labelmap}/blocks", params={"noindexing": "true"}, data=body).status_code == 200
+    got = requests.get(f"{labelmap}/raw/0_1_2/64_32_32/0_0_0", params={"supervoxels": "true"})
+    np.testing.assert_array_equal(np.frombuffer(got.content, "<u8").reshape(vol.shape), vol)
+    stream = requests.get(f"{labelmap}/blocks/64_32_32/0_0_0", params={"compression": "blocks", "supervoxels": "true"}).content
+    bx, by, bz, n = struct.unpack_from("<4i", stream)  # records in any order; each decodes to its block
+    assert gzip.decompress(stream[16 : 16 + n]) == gzip.decompress(ref_block(vol[:, :, bx * 32 : bx * 32 + 32]))
+    # the reference's refusals; records before a bad one stay stored
+    empty = struct.pack("<4I", 4, 4, 4, 0)
+    for bad in (records([((0, 0, 2), gzip.compress(empty))]),  # 0 labels
+                struct.pack("<4i", 2, 0, 0, 0),  # nbytes 0
+                records([((0, 0, 2), ref_block(np.zeros((64, 64, 64), np.uint64)))])):  # 8x8x8 sub-blocks, not 4x4x4
+        assert requests.post(f"{labelmap}/blocks", data=bad).status_code == 400
+    assert requests.post(f"{labelmap}/blocks", params={"compression": "lz4"}, data=body).status_code == 400
+    assert requests.post(f"{labelmap}/blocks", params={"downres": "true", "scale": "1"}, data=body).status_code == 400
+
+
+def test_indices_mappings_and_the_endpoints_that_read_them(labelmap):
+    vol = np.zeros((32, 32, 64), np.uint64)
+    vol[:, :, :20], vol[:, :, 20:40], vol[:, :, 40:] = 11, 12, 13
+    assert requests.get(f"{labelmap}/maxlabel").status_code == 400  # nothing recorded yet
+    body = records([((0, 0, x), ref_block(vol[:, :, 32 * x : 32 * x + 32])) for x in (0, 1)])
+    assert requests.post(f"{labelmap}/blocks", params={"noindexing": "true"}, data=body).ok
+    assert requests.get(f"{labelmap}/maxlabel").json() == {"maxlabel": 13}  # set from the block labels
+    assert requests.get(f"{labelmap}/supervoxels/100").status_code == 404  # no index: no body
+    assert requests.get(f"{labelmap}/supervoxels/0").status_code == 400
+    n = 32 * 32
+    indices = ld(1, label_index(100, {key(0, 0, 0): {11: 20 * n, 12: 12 * n}, key(0, 0, 1): {12: 8 * n}}))
+    indices += ld(1, label_index(101, {key(0, 0, 1): {13: 24 * n}}))
+    indices += ld(1, varint(16) + varint(13))  # a tombstone for a supervoxel id that is not a body
+    assert requests.post(f"{labelmap}/indices", data=indices).ok
+    assert requests.post(f"{labelmap}/mappings", data=mapping_ops([(100, [11, 12]), (101, [13])])).ok
+    assert requests.get(f"{labelmap}/maxlabel").json() == {"maxlabel": 101}  # raised by /indices
+    assert sorted(requests.get(f"{labelmap}/supervoxels/100").json()) == [11, 12]
+    assert requests.get(f"{labelmap}/size/100").json() == {"voxels": 40 * n}
+    assert requests.get(f"{labelmap}/size/12", params={"supervoxels": "true"}).json() == {"voxels": 20 * n}
+    assert requests.get(f"{labelmap}/size/7").status_code == 404
+    assert requests.get(f"{labelmap}/sizes", json=[100, 101, 5]).json() == [40 * n, 24 * n, 0]
+    assert requests.get(f"{labelmap}/mapping", json=[11, 12, 13, 99]).json() == [100, 100, 101, 0]
+    assert requests.get(f"{labelmap}/mapping", json=[99], params={"nolookup": "true"}).json() == [99]
+    assert requests.get(f"{labelmap}/mappings").text.split("\n")[:3] == ["11 100", "12 100", "13 101"]
+    binary = np.frombuffer(requests.get(f"{labelmap}/mappings", params={"format": "binary"}).content, "<u8")
+    assert binary.reshape(-1, 2).tolist() == [[11, 100], [12, 100], [13, 101]]
+    mapped = requests.get(f"{labelmap}/raw/0_1_2/64_32_32/0_0_0")  # without supervoxels=true: bodies
+    assert np.unique(np.frombuffer(mapped.content, "<u8")).tolist() == [100, 101]
+    assert requests.get(f"{labelmap}/label/25_3_3").json() == {"Label": 100}
+    assert requests.get(f"{labelmap}/labels", json=[[25, 3, 3], [50, 0, 0]], params={"supervoxels": "true"}).json() == [12, 13]
+    index = requests.get(f"{labelmap}/index/100")
+    assert index.ok and index.content.endswith(varint(16) + varint(100))
+    assert requests.get(f"{labelmap}/index/100", params={"metadata-only": "true"}).json()["num_voxels"] == 40 * n
+    assert requests.post(f"{labelmap}/index/102", data=label_index(100, {})).status_code == 400  # label differs from the URL
+    assert requests.post(f"{labelmap}/indices", data=ld(1, label_index(0, {1: {1: 1}}))).status_code == 400
+    # a proofreader's cleave takes a fresh id above maxlabel; a merge joins the indices again
+    cleave = requests.post(f"{labelmap}/cleave/100", json=[12]).json()
+    assert cleave["CleavedLabel"] == 102 and requests.get(f"{labelmap}/mapping", json=[11, 12]).json() == [100, 102]
+    assert requests.get(f"{labelmap}/sizes", json=[100, 102]).json() == [20 * n, 20 * n]
+    assert requests.post(f"{labelmap}/cleave/100", json=[11]).status_code == 400  # would empty the body
+    assert requests.post(f"{labelmap}/merge", json=[100, 102]).ok
+    assert requests.get(f"{labelmap}/size/100").json() == {"voxels": 40 * n}
+    assert requests.get(f"{labelmap}/supervoxels/102").status_code == 404
+    assert requests.post(f"{labelmap}/maxlabel/500").status_code == 400  # admin only
+    assert requests.get(f"{labelmap}/nextlabel").json() == {"nextlabel": 103}
+    assert requests.post(f"{labelmap}/nextlabel/5").json() == {"start": 103, "end": 107}
+
+
+def test_raw_writes_index_downres_and_keep_dvid_quirks(labelmap):
+    vol = np.zeros((32, 32, 32), np.uint64)
+    vol[:, :, :16] = 5
+    vol[:, :, 16:] = 6
+    assert post_labels_url(labelmap, vol).ok  # /raw always indexes: each sv its own body at first
+    assert requests.get(f"{labelmap}/sizes", json=[5, 6]).json() == [16 * 1024, 16 * 1024]
+    assert post_labels_url(labelmap, vol).ok  # without mutate=true a rewrite adds blindly
+    assert requests.get(f"{labelmap}/size/5").json() == {"voxels": 32 * 1024}
+    assert post_labels_url(labelmap, vol, mutate="true").ok  # with it the old block is diffed
+    assert requests.get(f"{labelmap}/size/5").json() == {"voxels": 32 * 1024}
+    # once sv 7 is mapped to body 5, /raw voxels of sv 7 are not indexed (body 5's index lacks it)
+    assert requests.post(f"{labelmap.rsplit('/', 1)[0]}/seg/mappings", data=mapping_ops([(5, [7])])).ok
+    vol[:, :, 16:] = 7
+    assert post_labels_url(labelmap, vol, mutate="true").ok
+    assert requests.get(f"{labelmap}/size/5").json() == {"voxels": 32 * 1024}
+    # the diff took one write's worth off sv 6; the blind rewrite's double count stays, as in DVID
+    assert requests.get(f"{labelmap}/size/6").json() == {"voxels": 16 * 1024}
+    # scale 1 was recomputed: the most frequent non-zero label of each 2x2x2 cell
+    low = requests.get(f"{labelmap}/raw/0_1_2/16_16_16/0_0_0", params={"scale": "1", "supervoxels": "true"})
+    expected = np.zeros((16, 16, 16), np.uint64)
+    expected[:, :, :8], expected[:, :, 8:] = 5, 7
+    np.testing.assert_array_equal(np.frombuffer(low.content, "<u8").reshape(16, 16, 16), expected)
+    assert requests.get(f"{labelmap}/raw/0_1_2/16_16_16/0_0_0", params={"scale": "2"}).status_code == 400
+
+
+def post_labels_url(url, labels, **params):
+    size = "_".join(map(str, labels.shape[::-1]))
+    return requests.post(f"{url}/raw/0_1_2/{size}/0_0_0", data=labels.astype("<u8").tobytes(), params=params)
+
+
+def test_a_child_version_maps_and_indexes_apart_from_its_parent(api, repo, labelmap):
+    block = np.full((32, 32, 32), 3, np.uint64)
+    assert requests.post(f"{labelmap}/blocks", params={"noindexing": "true"}, data=records([((0, 0, 0), ref_block(block))])).ok
+    assert requests.post(f"{labelmap}/indices", data=ld(1, label_index(9, {key(0, 0, 0): {3: 32**3}}))).ok
+    assert requests.post(f"{labelmap}/mappings", data=mapping_ops([(9, [3])])).ok
+    assert requests.post(f"{api}/node/{repo}/commit", json={"note": "done"}).ok
+    assert requests.post(f"{labelmap}/mappings", data=mapping_ops([(8, [3])])).status_code == 400  # locked
+    child = requests.post(f"{api}/node/{repo}/newversion", json={}).json()["child"]
+    other = f"{api}/node/{child}/seg"
+    assert requests.post(f"{other}/cleave/9", json=[3]).status_code == 400  # its only supervoxel
+    assert requests.post(f"{other}/mappings", data=mapping_ops([(20, [3])])).ok
+    assert requests.get(f"{other}/mapping", json=[3], params={"nolookup": "true"}).json() == [20]
+    assert requests.get(f"{labelmap}/mapping", json=[3]).json() == [9]

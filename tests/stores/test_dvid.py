@@ -76,10 +76,15 @@ def test_output_checks_before_any_work(dvid_server, node):
         out.write(Box((0, 0, 0), (32, 32, 32)), np.ones((32, 32, 32), np.uint64))
     with pytest.raises(StoreError, match="holds labels already; pass overwrite"):
         check_output(f"{node}/seg")
-    assert check_output(f"{node}/seg", overwrite=True) == (32, 32, 32)
+    # a labelmap keeps supervoxels by default, and their label indices cannot be listed to clear
+    with pytest.raises(StoreError, match="would leave stale bodies.*dvid-write: bodies"):
+        check_output(f"{node}/seg", overwrite=True)
+    assert check_output(f"{node}/seg?write=bodies", overwrite=True) == (32, 32, 32)
+    with pytest.raises(StoreError, match="write='cells'; use supervoxels or bodies"):
+        check_output(f"{node}/seg?write=cells")
     requests.post(f"{dvid_server.url}/node/{uuid}/commit", json={})
     with pytest.raises(StoreError, match="committed \\(locked\\).*newversion"):
-        check_output(f"{node}/seg", overwrite=True)
+        check_output(f"{node}/seg?write=bodies", overwrite=True)
     # and if a write reaches a locked node anyway, DVID's own message comes through
     with open_volume(f"{node}/seg", read_only=False) as store:
         with pytest.raises(DvidError, match="400 Cannot do POST on locked node"):
@@ -171,3 +176,63 @@ def test_a_malformed_dvid_reply_is_one_clear_line(reply, message, capsys):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ----------------------------------------------------------------------------- labelmap formats
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from labelstitch.stores._dvid_labelmap import (  # noqa: E402
+    block_key, encode_block, encode_label_indices, encode_mapping_ops,
+)
+from labelstitch.testing import _labelmap as reference  # noqa: E402
+
+
+@st.composite
+def label_blocks(draw):
+    """Blocks of 8³ sub-blocks with 1 to ~600 labels, runs and noise, ids up to 2^64 - 1."""
+    shape = tuple(8 * draw(st.integers(1, 3)) for _ in range(3))
+    n = draw(st.sampled_from([1, 2, 3, 5, 17, 300, 600]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(np.array([0, 1, 2**64 - 1, 2**40 + 3], np.uint64), 2, replace=False)
+    palette = np.unique(np.concatenate([ids, rng.integers(0, 2**63, n, dtype=np.uint64)]))[:n]
+    block = palette[rng.integers(0, palette.size, shape)]
+    if draw(st.booleans()):
+        block[: shape[0] // 2] = palette[0]  # solid sub-blocks beside mixed ones
+    return block
+
+
+@settings(max_examples=60, deadline=None)
+@given(label_blocks())
+def test_the_numba_block_encoder_matches_the_reference_format(block):
+    data, labels, counts = encode_block(block)
+    assert data == reference.encode_block(block)  # byte for byte the numpy recipe of the reference
+    np.testing.assert_array_equal(reference.decode_block(data, block.shape), block)
+    uniq, expected = np.unique(block, return_counts=True)
+    np.testing.assert_array_equal(labels, uniq)
+    np.testing.assert_array_equal(counts, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 2**63), st.integers(0, 2**20 - 1), st.integers(1, 2**63), st.integers(1, 2**32 - 1)),
+                min_size=1, max_size=30, unique_by=lambda r: (r[0], r[1], r[2])))
+def test_label_indices_and_mappings_parse_back(rows):
+    arr = np.array(rows, dtype=np.uint64)
+    message = encode_label_indices(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3].astype(np.uint32), mutid=7)
+    parsed = {label: (blocks, mutid) for label, blocks, mutid in reference.parse_label_indices(message)}
+    expected: dict = {}
+    for body, block, sv, n in rows:
+        expected.setdefault(body, {}).setdefault(block, {})[sv] = n
+    assert {label: blocks for label, (blocks, _) in parsed.items()} == expected
+    assert all(mutid == 7 for _, mutid in parsed.values())
+    ops = reference.parse_mapping_ops(encode_mapping_ops(arr[:, 0], arr[:, 2]))
+    assert {(mapped, sv) for _, mapped, svs in ops for sv in svs} == {(b, s) for b, _, s, _ in rows}
+
+
+def test_block_keys_pack_as_dvid_does():
+    for z, y, x in [(0, 0, 0), (3, 2, 1), (-1, 5, -7), (2**20 - 1, 0, 4)]:
+        assert reference.unpack_key(block_key(z, y, x)) == (z, y, x)
+    with pytest.raises(ValueError, match="20-bit"):
+        block_key(2**20, 0, 0)
