@@ -68,12 +68,73 @@ def _bits(k):  # type: ignore[no-untyped-def]
 
 
 @jit
+def _distinct(sub, u):  # type: ignore[no-untyped-def]
+    """The sorted distinct values of ``sub`` in ``u[:k]``; returns k. Few labels per sub-block
+    is the rule, so values go into a small sorted list (runs of equal values skipped), and a
+    sub-block with many falls back to sorting."""
+    k = 0
+    last = sub[0]
+    u[0] = last
+    k = 1
+    for i in range(1, sub.size):
+        v = sub[i]
+        if v == last:
+            continue
+        last = v
+        lo = 0
+        hi = k
+        while lo < hi:  # binary search in u[:k]
+            mid = (lo + hi) // 2
+            if u[mid] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < k and u[lo] == v:
+            continue
+        if k >= 64:  # many labels: sort once instead
+            s = np.unique(sub)
+            u[: s.size] = s
+            return s.size
+        for j in range(k, lo, -1):
+            u[j] = u[j - 1]
+        u[lo] = v
+        k += 1
+    return k
+
+
+@jit
+def _find(u, k, v):  # type: ignore[no-untyped-def]
+    lo = 0
+    hi = k
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if u[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@jit
 def _encode_block(block, out, counts):  # type: ignore[no-untyped-def]
     """Encode ``block`` (uint64 (Z, Y, X), each a multiple of 8) into ``out`` (large enough)
     in DVID's compressed block format; fill ``counts[i]`` with the voxels of the i-th
     sorted label. Returns (bytes written, number of labels)."""
     gz, gy, gx = block.shape[0] // 8, block.shape[1] // 8, block.shape[2] // 8
-    labels = np.unique(block.ravel())
+    nsub = gx * gy * gz
+    sub = np.empty(512, np.uint64)
+    u = np.empty(512, np.uint64)
+    ns = np.empty(nsub, np.int64)
+    starts = np.empty(nsub + 1, np.int64)
+    all_u = np.empty(nsub * 512, np.uint64)
+    starts[0] = 0
+    for s in range(nsub):  # the distinct labels of every sub-block
+        _gather(block, s, gy, gx, sub)
+        k = _distinct(sub, u)
+        ns[s] = k
+        all_u[starts[s] : starts[s] + k] = u[:k]
+        starts[s + 1] = starts[s] + k
+    labels = np.unique(all_u[: starts[nsub]])
     n = labels.size
     pos = _put(out, 0, gx, 4)
     pos = _put(out, pos, gy, 4)
@@ -84,29 +145,30 @@ def _encode_block(block, out, counts):  # type: ignore[no-untyped-def]
     if n == 1:
         counts[0] = block.size
         return pos, n
-    nsub = gx * gy * gz
-    ns_pos = pos
-    pos += 2 * nsub
-    sub = np.empty(512, np.uint64)
-    for s in range(nsub):  # the label count of every sub-block, then their indices into labels
-        _gather(block, s, gy, gx, sub)
-        u = np.unique(sub)
-        _put(out, ns_pos + 2 * s, u.size, 2)
-        for v in u:
-            pos = _put(out, pos, np.searchsorted(labels, v), 4)
+    for s in range(nsub):
+        pos = _put(out, pos, ns[s], 2)
+    where = np.searchsorted(labels, all_u[: starts[nsub]])
+    for i in range(starts[nsub]):
+        pos = _put(out, pos, where[i], 4)
     for s in range(nsub):  # the packed codes of the sub-blocks with more than one label
-        _gather(block, s, gy, gx, sub)
-        u = np.unique(sub)
-        where = np.searchsorted(labels, u)
-        if u.size == 1:
-            counts[where[0]] += 512
+        k = ns[s]
+        first = starts[s]
+        if k == 1:
+            counts[where[first]] += 512
             continue
-        b = _bits(u.size)
-        codes = np.searchsorted(u, sub)
+        _gather(block, s, gy, gx, sub)
+        mine = all_u[first : first + k]
+        b = _bits(k)
         acc = 0
         filled = 0
-        for c in codes:
-            counts[where[c]] += 1
+        last = sub[0]
+        c = _find(mine, k, last)
+        for i in range(512):
+            v = sub[i]
+            if v != last:
+                last = v
+                c = _find(mine, k, v)
+            counts[where[first + c]] += 1
             for bit in range(b - 1, -1, -1):  # most significant bit first (numpy's packbits)
                 acc = (acc << 1) | ((c >> bit) & 1)
                 filled += 1
@@ -136,7 +198,7 @@ def encode_block(block: NDArray[Any]) -> tuple[bytes, NDArray[np.uint64], NDArra
     out = np.empty(16 + 8 * arr.size + 2 * nsub + 4 * arr.size + 64 * 9 * nsub, np.uint8)
     counts = np.zeros(arr.size, np.uint32)
     size, n = _encode_block(arr, out, counts)
-    labels = np.unique(arr) if n > 1 else arr.ravel()[:1].copy()
+    labels = np.frombuffer(out[16 : 16 + 8 * n].tobytes(), "<u8").astype(np.uint64)
     return out[:size].tobytes(), labels, counts[:n]
 
 
