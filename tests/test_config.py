@@ -24,8 +24,9 @@ def schema_keys(schema: dict, prefix: str = "") -> set[str]:
 
 
 def test_every_config_key_has_one_python_name():
-    """Keys the pipeline reads are in KEYS; the rest are turned into them (dvid-info) or ignored (class)."""
-    translated = {k for k in schema_keys(SCHEMA) if not k.startswith("dvid-info.")} - {"options.segmentor.class"}
+    """Keys the pipeline reads are in KEYS; the rest are turned into them (dvid-info, dvid-write: the
+    output's volume string) or ignored (class)."""
+    translated = {k for k in schema_keys(SCHEMA) if not k.startswith("dvid-info.")} - {"options.segmentor.class", "options.dvid-write"}
     assert translated == set(KEYS)
     assert len(set(KEYS.values())) == len(KEYS)
     assert set(KEYS.values()) <= {f.name for f in RunConfig.__dataclass_fields__.values()}

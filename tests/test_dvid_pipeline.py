@@ -169,17 +169,36 @@ def test_a_proofreader_gets_bodies_made_of_supervoxels(dvid_server, node, gala):
         int(np.isin(svs, mine[1:]).sum()), int((svs == mine[0]).sum())]
 
 
-def test_gala_through_dvid_with_spark_is_bitwise_the_serial_run(dvid_server, node, gala):
+def test_serial_processes_and_spark_write_bitwise_the_same_labelmap(dvid_server, node, gala):
     expected = local_run(gala, "plain")
-    run(dvid_config(dvid_server, node, "seg"), executor="spark", workers=2, create_output=True)
-    run(dvid_config(dvid_server, node, "serial"), create_output=True)
-    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), expected)
-    for name in ("seg", "serial"):
-        assert requests.get(f"{dvid_server.url}/node/{node}/{name}/mappings").text  # bodies are mappings
-    mappings = [requests.get(f"{dvid_server.url}/node/{node}/{name}/mappings").text for name in ("seg", "serial")]
-    assert mappings[0] == mappings[1]
-    svs = [open_volume(f"dvid://{dvid_server.address}/{node}/{name}?supervoxels=true").read() for name in ("seg", "serial")]
+    names = ("serial", "processes", "spark")
+    for name in names:
+        run(dvid_config(dvid_server, node, name), executor=name, workers=2, create_output=True)
+        np.testing.assert_array_equal(read_dvid(dvid_server, node, name), expected)
+    mappings = [requests.get(f"{dvid_server.url}/node/{node}/{name}/mappings").text for name in names]
+    assert mappings[0] and mappings[0] == mappings[1] == mappings[2]  # bodies are mappings, the same ones
+    svs = [open_volume(f"dvid://{dvid_server.address}/{node}/{name}?supervoxels=true").read() for name in names]
     np.testing.assert_array_equal(svs[0], svs[1])
+    np.testing.assert_array_equal(svs[0], svs[2])
+    bodies = np.unique(expected[expected > 0]).tolist()
+    sizes = [requests.get(f"{dvid_server.url}/node/{node}/{name}/sizes", json=bodies).json() for name in names]
+    assert sizes[0] == sizes[1] == sizes[2]
+
+
+def test_preserved_bodies_and_inputs_read_from_a_labelmap(dvid_server, node, gala):
+    """A labelmap read gives bodies (its mapping applied), ``?supervoxels=true`` its supervoxels:
+    preserving a body of an earlier labelmap run keeps that body whole, not one supervoxel."""
+    run(dvid_config(dvid_server, node, "first"), create_output=True)
+    bodies = read_dvid(dvid_server, node, "first")
+    svs = open_volume(f"dvid://{dvid_server.address}/{node}/first?supervoxels=true").read()
+    ids, counts = np.unique(bodies[bodies > 0], return_counts=True)
+    several = [int(b) for b in ids[np.argsort(counts)[::-1]] if np.unique(svs[bodies == b]).size > 1][:2]
+    assert several  # bodies made of more than one supervoxel
+    preserve = {"segmentation": f"dvid://{dvid_server.address}/{node}/first", "bodies": several}
+    run(dvid_config(dvid_server, node, "second", **{"preserve-bodies": preserve}), create_output=True)
+    second = read_dvid(dvid_server, node, "second")
+    kept = np.isin(bodies, several)
+    np.testing.assert_array_equal(second[kept], bodies[kept])  # whole bodies kept, under their ids
 
 
 def test_an_roi_limits_segmentation_and_writes_to_its_blocks(dvid_server, node, gala):
@@ -268,7 +287,7 @@ def _stop_after(server, predicate, count=1):
     """Stop the server from a thread as soon as ``count`` requests match ``predicate``."""
 
     def watch():
-        while sum(predicate(m, path) for m, path, _ in list(server.state.log)) < count:
+        while sum(predicate(m, path, params) for m, path, params in list(server.state.log)) < count:
             time.sleep(0.002)
         server.stop()
 
@@ -277,18 +296,19 @@ def _stop_after(server, predicate, count=1):
     return thread
 
 
-@pytest.mark.parametrize("phase", ["segment", "write", "indices"])
+@pytest.mark.parametrize("phase", ["segment", "write", "indices", "mappings", "scales"])
 def test_a_server_that_stays_down_fails_clearly_and_resume_finishes(dvid_server, node, gala, tmp_path, monkeypatch, phase):
     expected = local_run(gala, "plain")
     config = dvid_config(dvid_server, node, "seg", options={"checkpoint-dir": str(tmp_path / "ckpt")})
     monkeypatch.setenv("LABELSTITCH_DVID_RETRIES", "3")
     if phase == "segment":  # down after the third grayscale read
-        watcher = _stop_after(dvid_server, lambda m, p: "/grayscale/raw/" in p, count=3)
-    else:  # down while the supervoxels, or the bodies' label indices and mappings, are being written
+        watcher = _stop_after(dvid_server, lambda m, p, q: "/grayscale/raw/" in p, count=3)
+    else:  # down while the supervoxels, the bodies' label indices and mappings, or the scales are written
         dvid_server.faults.delay = 0.05
         # the second write arrives only after the first one was answered, so one is in
-        call = "/seg/blocks" if phase == "write" else "/seg/indices"
-        watcher = _stop_after(dvid_server, lambda m, p: m == "POST" and p.endswith(call), count=2)
+        call = {"write": "/seg/blocks", "indices": "/seg/indices", "mappings": "/seg/mappings", "scales": "/seg/blocks"}[phase]
+        scaled = phase == "scales"
+        watcher = _stop_after(dvid_server, lambda m, p, q: m == "POST" and p.endswith(call) and ("scale" in q) == scaled, count=2)
     with pytest.raises(DvidError, match="failed after 4 attempts.*--resume"):
         run(config, create_output=True)
     watcher.join()
@@ -304,6 +324,8 @@ def test_a_server_that_stays_down_fails_clearly_and_resume_finishes(dvid_server,
     np.testing.assert_array_equal(seg, expected)
     bodies = np.unique(seg[seg > 0])  # no index counted twice, no body left half-indexed
     assert get(dvid_server, node, "sizes", json=bodies.tolist()) == [int((seg == b).sum()) for b in bodies]
+    reply = requests.get(f"{dvid_server.url}/node/{node}/seg/raw/0_1_2/28_16_8/0_0_0", params={"scale": "3", "supervoxels": "true"})
+    assert np.count_nonzero(np.frombuffer(reply.content, "<u8")) > 0  # the top scale is there
 
 
 def test_the_command_line_with_a_dvid_info_config(dvid_server, node, gala, tmp_path, capsys, monkeypatch):
