@@ -63,7 +63,7 @@ def test_restitch_matches_a_full_run_and_records_the_rule(finished_run):
 def test_compare_prints_table_2_and_writes_figure_9(finished_run, capsys):
     folder, _ = finished_run
     code = main(["compare", "run.json", "--ground-truth", "truth.npy", "--variant", "loose:medium,min_overlap=5",
-                 "--figures", "figs", "--region", "16", "--json"])
+                 "--figures", "figs", "--region", "16", "--write", "--json"])
     assert code == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == {"none", "conservative", "medium", "aggressive", "loose"}
@@ -80,6 +80,57 @@ def test_compare_prints_table_2_and_writes_figure_9(finished_run, capsys):
     rows_api = compare(folder / "run.json", str(folder / "truth.npy"), folder=str(folder / "cmp"))
     assert [r.name for r in rows_api][:4] == ["none", "conservative", "medium", "aggressive"]
     assert rows_api[0].regional.merge.shape == (2, 2, 2)
+    assert not (folder / "cmp").exists()  # scored without writing anything
+
+
+@pytest.mark.parametrize("preserve", [False, True])
+def test_scoring_without_writing_equals_scoring_the_written_volumes(finished_run, preserve):
+    """The tables pushed through each rule's mapping give the VI (whole and per region) that
+    the written volume has, to rounding; preserved bodies and background included."""
+    folder, _ = finished_run
+    config = json.loads((folder / "run.json").read_text())
+    if preserve:
+        truth = np.load(folder / "truth.npy")
+        ids, counts = np.unique(truth[truth > 0], return_counts=True)
+        config["preserve-bodies"] = {"segmentation": "truth.npy", "bodies": [int(i) for i in ids[np.argsort(counts)[-2:]]]}
+        config["options"]["checkpoint-dir"] = "ckpt-preserve"
+        config["output"] = "preserved.zarr"
+        run(config)
+    variants = [("loose", "medium", {"min_overlap": 5}), ("strict", "conservative", {"min_fraction": 0.99})]
+    fast = compare(config, "truth.npy", variants=variants, region=16)
+    written = compare(config, "truth.npy", variants=variants, region=16, write=True, folder=str(folder / "w"))
+    assert [r.name for r in fast] == [r.name for r in written]
+    for a, b in zip(fast, written):
+        assert abs(a.merge - b.merge) < 1e-9 and abs(a.split - b.split) < 1e-9, a.name
+        assert a.bodies == b.bodies and a.matches == b.matches
+        np.testing.assert_allclose(a.regional.merge, b.regional.merge, atol=1e-9)
+        np.testing.assert_allclose(a.regional.split, b.regional.split, atol=1e-9)
+    assert len({round(r.total, 6) for r in fast}) > 2  # the rules differ, so the test can tell them apart
+
+
+def test_tune_prints_a_pareto_front_of_settings_that_are_real(finished_run, capsys):
+    from labelstitch.pipeline import tune
+
+    folder, _ = finished_run
+    scores, front = tune(folder / "run.json", str(folder / "truth.npy"))
+    assert len(scores) > 40 and front
+    for f in front:  # nothing tried beats a front setting on both parts
+        assert not any(s.merge < f.merge - 1e-12 and s.split < f.split - 1e-12 for s in scores)
+    assert [f.merge for f in front] == sorted(f.merge for f in front)
+    pick = front[len(front) // 2]  # one of them, stitched and written for real, scores the same
+    cc = "+cc" in pick.name
+    config = json.loads((folder / "run.json").read_text())
+    config["options"]["stitch-connected-components"] = cc
+    (folder / "cc.json").write_text(json.dumps(config))
+    restitch(folder / "cc.json", rule=pick.rule, rule_params=pick.params, output=str(folder / "pick.zarr"))
+    from labelstitch.metrics import vi
+
+    seg, _ = read(folder / "pick.zarr")
+    score = vi(seg, np.load(folder / "truth.npy"))
+    assert abs(score.merge - pick.merge) < 1e-9 and abs(score.split - pick.split) < 1e-9
+    assert main(["tune", "run.json", "--ground-truth", "truth.npy"]) == 0
+    out = capsys.readouterr().out
+    assert "settings scored; the Pareto front" in out and front[0].name in out
 
 
 def test_stitch_report_and_explain(finished_run, capsys):

@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .geometry import Box, Plan
 from .metrics import Score, format_scores
-from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run
+from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run, tune
 from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
 from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
@@ -55,6 +55,7 @@ __all__ = [
     "run",
     "segment",
     "train_pixel_classifier",
+    "tune",
     "view",
     "Viewing",
     "write_comparison_slices",

@@ -84,7 +84,7 @@ def run_demo(
     config = demo_config(folder, block=block, halo=halo)
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the demo's own: its volume was just made anew
     result = run(config, overwrite=True, progress=progress)
-    rows = compare(config, str(folder / "truth.zarr"), folder=str(folder / "compare"), progress=progress)
+    rows = compare(config, str(folder / "truth.zarr"), folder=str(folder / "compare"), write=True, progress=progress)
     setup = {
         "shape": list(grayscale.shape),
         "block": block,

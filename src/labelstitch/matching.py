@@ -313,6 +313,98 @@ def _components(slab: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.uint6
     return comp, label_of
 
 
+@dataclass(frozen=True)
+class FaceCandidates:
+    """What every rule sees of one face: the candidate pairs of its two slabs (segments, or
+    their connected pieces) and what is needed to turn accepted pairs back into matches.
+    Made once by :func:`face_candidates`; any number of rules are then applied to it with
+    :func:`apply_rule` (rule comparison and tuning match each face once per rule this way)."""
+
+    cand: Candidates
+    report_sizes: tuple[int, int, int, int]  # segments_a, segments_b, considered_a, considered_b
+    pieces: tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[Any], NDArray[Any]] | None  # label_of_a/b, raw slabs
+
+
+def face_candidates(
+    slab_a: NDArray[Any], slab_b: NDArray[Any], *, axis: int, plane: int, connected_components: bool = False
+) -> FaceCandidates | None:
+    """The candidate pairs of one face (None: an empty face); see :func:`match_slabs`."""
+    if slab_a.shape != slab_b.shape:
+        raise ValueError(f"`slab_a` (shape {slab_a.shape}) must have the same shape as `slab_b` (shape {slab_b.shape})")
+    raw_a, raw_b = slab_a, slab_b
+    pieces = None
+    if connected_components and slab_a.ndim == 3 and slab_a.size:
+        slab_a, label_of_a = _components(raw_a)
+        slab_b, label_of_b = _components(raw_b)
+        pieces = (label_of_a, label_of_b, raw_a, raw_b)
+    if slab_a.size == 0:
+        return None
+    ov = overlaps(slab_a, slab_b)
+    plane_a = label_counts(_plane(slab_a, axis, plane))[0]
+    plane_b = label_counts(_plane(slab_b, axis, plane))[0]
+    on_a = np.isin(ov.a, plane_a)
+    on_b = np.isin(ov.b, plane_b)
+    cand = Candidates(
+        a=ov.a,
+        b=ov.b,
+        count=ov.count,
+        size_a=_lookup(ov.a, ov.a_labels, ov.a_totals),
+        size_b=_lookup(ov.b, ov.b_labels, ov.b_totals),
+        a_best=_best_flags(ov.a, ov.count, ov.first),
+        b_best=_best_flags(ov.b, ov.count, ov.first),
+        on_plane=on_a & on_b,
+    )
+    sizes = (int(ov.a_labels.size), int(ov.b_labels.size), int(np.count_nonzero(plane_a)), int(np.count_nonzero(plane_b)))
+    return FaceCandidates(cand, sizes, pieces)
+
+
+def apply_rule(found: FaceCandidates | None, rule: str = "medium", **params: Any) -> tuple[FaceMatches, FaceReport]:
+    """The matches and report of one rule on a face's candidates; see :func:`match_slabs`."""
+    check_rule_params(rule, params)
+    rule_fn = get_rule(rule)
+    if found is None:
+        none_u, none_i = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        return FaceMatches(none_u, none_u, none_i, none_i, none_i), FaceReport(0, 0, 0, 0, 0, 0)
+    cand = found.cand
+    is_candidate = cand.a_best | cand.b_best
+    reason = np.asarray(rule_fn(cand, **params), dtype=np.int8)
+    if reason.shape != (len(cand),):
+        raise ValueError(f"stitching rule {rule!r} returned {reason.shape} reasons for {len(cand)} pairs")
+    if rule != "none":
+        reason = np.where(cand.exact, Reason.ACCEPTED, reason).astype(np.int8)
+        reason[~cand.on_plane & (reason != Reason.RULE_NONE)] = Reason.NOT_ON_PLANE
+    reason[~is_candidate] = Reason.NOT_CANDIDATE
+    accepted = reason == Reason.ACCEPTED
+
+    codes, counts = np.unique(reason[is_candidate & ~accepted], return_counts=True)
+    segments_a, segments_b, considered_a, considered_b = found.report_sizes
+    report = FaceReport(
+        segments_a=segments_a,
+        segments_b=segments_b,
+        considered_a=considered_a,
+        considered_b=considered_b,
+        candidates=int(np.count_nonzero(is_candidate)),
+        matched=int(np.count_nonzero(accepted)),
+        refused={Reason(int(c)).slug: int(n) for c, n in zip(codes, counts)},
+    )
+
+    ma, mb, mc = cand.a[accepted], cand.b[accepted], cand.count[accepted]
+    if found.pieces is not None:
+        # Pieces back to their segments; several piece pairs may join the same two segments.
+        label_of_a, label_of_b, raw_a, raw_b = found.pieces
+        ma, mb = label_of_a[ma], label_of_b[mb]
+        pairs = np.stack([ma, mb], axis=1)
+        pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        mc = np.bincount(inverse.reshape(-1), weights=mc, minlength=len(pairs)).astype(np.int64)
+        ma, mb = pairs[:, 0].copy(), pairs[:, 1].copy()
+        la, ta = label_counts(raw_a)
+        lb, tb = label_counts(raw_b)
+        sa, sb = _lookup(ma, la, ta), _lookup(mb, lb, tb)
+    else:
+        sa, sb = cand.size_a[accepted], cand.size_b[accepted]
+    return FaceMatches(ma, mb, mc, sa, sb), report
+
+
 def match_slabs(
     slab_a: NDArray[Any],
     slab_b: NDArray[Any],
@@ -347,63 +439,5 @@ def match_slabs(
     FaceMatches, FaceReport
     """
     check_rule_params(rule, params)
-    rule_fn = get_rule(rule)
-    if slab_a.shape != slab_b.shape:
-        raise ValueError(f"`slab_a` (shape {slab_a.shape}) must have the same shape as `slab_b` (shape {slab_b.shape})")
-    raw_a, raw_b = slab_a, slab_b
-    if connected_components and slab_a.ndim == 3 and slab_a.size:
-        slab_a, label_of_a = _components(raw_a)
-        slab_b, label_of_b = _components(raw_b)
-    if slab_a.size == 0:
-        none_u, none_i = np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        return FaceMatches(none_u, none_u, none_i, none_i, none_i), FaceReport(0, 0, 0, 0, 0, 0)
-    ov = overlaps(slab_a, slab_b)
-    plane_a = label_counts(_plane(slab_a, axis, plane))[0]
-    plane_b = label_counts(_plane(slab_b, axis, plane))[0]
-    on_a = np.isin(ov.a, plane_a)
-    on_b = np.isin(ov.b, plane_b)
-    cand = Candidates(
-        a=ov.a,
-        b=ov.b,
-        count=ov.count,
-        size_a=_lookup(ov.a, ov.a_labels, ov.a_totals),
-        size_b=_lookup(ov.b, ov.b_labels, ov.b_totals),
-        a_best=_best_flags(ov.a, ov.count, ov.first),
-        b_best=_best_flags(ov.b, ov.count, ov.first),
-        on_plane=on_a & on_b,
-    )
-    is_candidate = cand.a_best | cand.b_best
-    reason = np.asarray(rule_fn(cand, **params), dtype=np.int8)
-    if reason.shape != (len(cand),):
-        raise ValueError(f"stitching rule {rule!r} returned {reason.shape} reasons for {len(cand)} pairs")
-    if rule != "none":
-        reason = np.where(cand.exact, Reason.ACCEPTED, reason).astype(np.int8)
-        reason[~cand.on_plane & (reason != Reason.RULE_NONE)] = Reason.NOT_ON_PLANE
-    reason[~is_candidate] = Reason.NOT_CANDIDATE
-    accepted = reason == Reason.ACCEPTED
-
-    codes, counts = np.unique(reason[is_candidate & ~accepted], return_counts=True)
-    report = FaceReport(
-        segments_a=int(ov.a_labels.size),
-        segments_b=int(ov.b_labels.size),
-        considered_a=int(np.count_nonzero(plane_a)),
-        considered_b=int(np.count_nonzero(plane_b)),
-        candidates=int(np.count_nonzero(is_candidate)),
-        matched=int(np.count_nonzero(accepted)),
-        refused={Reason(int(c)).slug: int(n) for c, n in zip(codes, counts)},
-    )
-
-    ma, mb, mc = cand.a[accepted], cand.b[accepted], cand.count[accepted]
-    if slab_a is not raw_a:
-        # Pieces back to their segments; several piece pairs may join the same two segments.
-        ma, mb = label_of_a[ma], label_of_b[mb]
-        pairs = np.stack([ma, mb], axis=1)
-        pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
-        mc = np.bincount(inverse.reshape(-1), weights=mc, minlength=len(pairs)).astype(np.int64)
-        ma, mb = pairs[:, 0].copy(), pairs[:, 1].copy()
-        la, ta = label_counts(raw_a)
-        lb, tb = label_counts(raw_b)
-        sa, sb = _lookup(ma, la, ta), _lookup(mb, lb, tb)
-    else:
-        sa, sb = cand.size_a[accepted], cand.size_b[accepted]
-    return FaceMatches(ma, mb, mc, sa, sb), report
+    found = face_candidates(slab_a, slab_b, axis=axis, plane=plane, connected_components=connected_components)
+    return apply_rule(found, rule, **params)

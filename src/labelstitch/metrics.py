@@ -16,10 +16,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._kernels.hashing import pair_sum
 from .contingency import count_pairs
-from ._validation import as_labels, check_same_shape, flat
+from ._validation import as_labels, as_uint64_1d, check_same_shape, flat
 from .geometry import Box, Plan, _triple
 
-__all__ = ["RegionalVI", "Score", "floor_blockwise", "format_scores", "regional_vi", "vi", "vi_blockwise", "vi_by_region"]
+__all__ = [
+    "RegionalVI", "Score", "floor_blockwise", "format_scores", "regional_vi", "score_table", "vi", "vi_blockwise", "vi_by_region",
+]
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,72 @@ def _table_blockwise(
             parts = [pair_sum(*(np.concatenate(c) for c in zip(*parts)))]
     ks, kg, cnt, _ = pair_sum(*(np.concatenate(c) for c in zip(*parts)))
     return ks, kg, cnt
+
+
+def _runs(sorted_cols: list[NDArray[Any]]) -> NDArray[np.bool_]:
+    """True where a row of lexsorted columns starts a new group."""
+    n = sorted_cols[0].size
+    change = np.zeros(n, bool)
+    if n:
+        change[0] = True
+    for col in sorted_cols:
+        change[1:] |= col[1:] != col[:-1]
+    return change
+
+
+def score_table(
+    seg: ArrayLike,
+    gt: ArrayLike,
+    counts: ArrayLike,
+    *,
+    regions: ArrayLike | None = None,
+    n_regions: int = 0,
+    ignore_gt_zero: bool = True,
+) -> tuple[Score, NDArray[np.float64], NDArray[np.float64]]:
+    """VI of a contingency table given as rows ``(seg label, gt label, voxels)`` (a pair may
+    come in several rows: they are summed), and, with ``regions`` (the region number of
+    each row, < ``n_regions``), the VI of every region on its own (the paper's Figure 9).
+
+    Returns the whole table's :class:`Score` (with its body count) and the per-region
+    merge and split arrays (empty without ``regions``).
+
+    >>> total, merge, split = score_table([5, 5, 5], [1, 2, 2], [2, 2, 2], regions=[0, 0, 1], n_regions=2)
+    >>> round(total.merge, 3), total.bodies, merge.tolist(), split.tolist()   # body 5 merges gt 1 and 2
+    (0.918, 1, [1.0, 0.0], [0.0, 0.0])
+    """
+    s = as_uint64_1d(seg, "seg")
+    g = as_uint64_1d(gt, "gt")
+    c = np.asarray(counts, dtype=np.float64).ravel()
+    r = np.zeros(s.size, np.int64) if regions is None else np.asarray(regions, np.int64).ravel()
+    if not (s.size == g.size == c.size == r.size):
+        raise ValueError("`seg`, `gt`, `counts` and `regions` must have one entry per row")
+    if ignore_gt_zero:
+        keep = g != 0
+        s, g, c, r = s[keep], g[keep], c[keep], r[keep]
+    bodies = int(np.unique(s[s != 0]).size)
+
+    def entropies(r: NDArray[np.int64], n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        order = np.lexsort((g, s, r))  # rows of one (region, seg, gt) together
+        rs, ss, gs, cs = r[order], s[order], g[order], c[order]
+        starts = np.flatnonzero(_runs([rs, ss, gs]))
+        rs, ss, gs, cs = rs[starts], ss[starts], gs[starts], np.add.reduceat(cs, starts) if starts.size else cs[:0]
+        total = np.bincount(rs, weights=cs, minlength=n)
+        seg_group = np.cumsum(_runs([rs, ss])) - 1  # rows are sorted by (region, seg) too
+        per_seg = np.bincount(seg_group, weights=cs)[seg_group]
+        by_gt = np.lexsort((gs, rs))
+        gt_group = np.empty(rs.size, np.int64)
+        gt_group[by_gt] = np.cumsum(_runs([rs[by_gt], gs[by_gt]])) - 1
+        per_gt = np.bincount(gt_group, weights=cs)[gt_group]
+        p = cs / np.where(total[rs] > 0, total[rs], 1)
+        merge = np.bincount(rs, weights=-p * np.log2(cs / per_seg), minlength=n)
+        split = np.bincount(rs, weights=-p * np.log2(cs / per_gt), minlength=n)
+        return np.maximum(merge, 0.0), np.maximum(split, 0.0)
+
+    merge, split = entropies(np.zeros(s.size, np.int64), 1)
+    score = Score(float(merge[0]), float(split[0]), bodies=bodies)
+    if regions is None:
+        return score, np.zeros(0), np.zeros(0)
+    return (score, *entropies(r, n_regions))
 
 
 def vi_blockwise(

@@ -86,20 +86,36 @@ def _variants(specs: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
 
 def _cmd_compare(args: argparse.Namespace) -> ExitCode:
     rows = api.compare(args.config, args.ground_truth, variants=_variants(args.variant), region=args.region,
-                       executor=args.executor, workers=args.workers)
+                       write=args.write, executor=args.executor, workers=args.workers)
     if args.figures:
         os.makedirs(args.figures, exist_ok=True)
         for part in ("merge", "split"):
             api.write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name or "", r.regional) for r in rows], part=part)
-        api.write_comparison_slices(os.path.join(args.figures, "slices.png"), api.RunConfig.load(args.config).input,
-                                    args.ground_truth, rows)
+        if args.write:
+            api.write_comparison_slices(os.path.join(args.figures, "slices.png"), api.RunConfig.load(args.config).input,
+                                        args.ground_truth, rows)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows]))
         return ExitCode.OK
     print(api.format_scores(rows))
     if args.figures:
+        slices = f" and {args.figures}/slices.png (the middle Z slice of every rule)" if args.write else \
+            " (slices.png needs the written volumes: add --write)"
         print(f"wrote {args.figures}/vi-merge.png and vi-split.png (one row per rule, one tile per Z layer of {args.region}^3 "
-              f"regions) and {args.figures}/slices.png (the middle Z slice of every rule)")
+              f"regions){slices}")
+    return ExitCode.OK
+
+
+def _cmd_tune(args: argparse.Namespace) -> ExitCode:
+    scores, front = api.tune(args.config, args.ground_truth, executor=args.executor, workers=args.workers)
+    if args.json:
+        print(json.dumps({"front": [s.to_dict() for s in front], "tried": len(scores)}))
+        return ExitCode.OK
+    print(f"{len(scores)} settings scored; the Pareto front of false merge against false split "
+          "(no other setting is better on both):")
+    print(api.format_scores(front))
+    print("\nuse one: labelstitch stitch CONFIG --rule RULE --param KEY=VALUE ... (+cc: "
+          "options.stitch-connected-components: true)")
     return ExitCode.OK
 
 
@@ -279,8 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", type=int, default=32, help="region size of the figures (default 32)")
     p.add_argument("--executor", default="serial")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--write", action="store_true",
+                   help="also write every rule's volume (beside the checkpoints, CHECKPOINTS-compare/NAME.zarr) and score "
+                   "it from there; without it nothing is written and the scores come from per-subvolume tables")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("tune", help="search the stitching rules' thresholds on a finished run; print the Pareto front")
+    p.add_argument("config")
+    p.add_argument("--ground-truth", required=True, help="label volume to score against")
+    p.add_argument("--executor", default="serial")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("explain", help="the chain of matches that built one body of an output")
     p.add_argument("body", type=int)

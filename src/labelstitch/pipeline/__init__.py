@@ -5,7 +5,8 @@
 ``planning.py``     step 1: plan the subvolumes and check everything before any work
 ``segment.py``      step 2: segment one subvolume (worker side) and the loop over all of them
 ``stitch.py``       step 4: slabs, matching, resolution, relabelling and the staged write
-``driver.py``       ``run``, ``restitch`` and ``compare``: short compositions of the steps
+``driver.py``       ``run``, ``restitch``, ``compare`` and ``tune``: short compositions of the steps
+``scoring.py``      score stitching variants from per-subvolume contingency tables, writing nothing
 ``progress.py``     progress bars
 ==================  ===========================================================================
 
@@ -15,7 +16,7 @@ Step 3 (checkpoints) lives in :mod:`labelstitch.checkpoints`, below the pipeline
 from __future__ import annotations
 
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
-from .driver import RunResult, compare, restitch, run, score_floor, score_regions, score_volumes
+from .driver import RunResult, compare, pareto_front, restitch, run, score_floor, score_regions, score_volumes, tune
 from .planning import PreparedRun, check_plan_output, prepare
 from .segment import PipelineError, SegmentedSubvolume, SegmentTask, segment_all, segment_subvolume
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_plan_output",
     "compare",
     "load_config",
+    "pareto_front",
     "prepare",
     "restitch",
     "run",
@@ -41,4 +43,5 @@ __all__ = [
     "score_volumes",
     "segment_all",
     "segment_subvolume",
+    "tune",
 ]

@@ -38,6 +38,7 @@ from ..stitching import StitchResult
 from ..stores import StoreError, VolumeStore, open_volume, side_file_base, staging_path, volume_exists, volume_signature
 from .config import RunConfig
 from .planning import PreparedRun, check_plan_output, check_subvolume_memory, check_writable, prepare, with_stitching
+from .scoring import Variant, score_variants
 from .segment import SegmentedSubvolume, segment_all
 from .stitch import grayscale_uri, stitch_and_write, write_grayscale
 
@@ -489,6 +490,7 @@ def compare(
     variants: list[tuple[str, str, dict[str, Any]]] | None = None,
     region: int = 32,
     folder: str | None = None,
+    write: bool = False,
     executor: str | Executor = "serial",
     workers: int | None = None,
     spark_master: str | None = None,
@@ -498,20 +500,34 @@ def compare(
     params)`` variants) and score each against ``ground_truth``: one
     :class:`~labelstitch.Score` per variant (VI merge/split, bodies, matches, seconds, and VI
     per ``region``-sized block for the paper's Figure 9); :func:`~labelstitch.format_scores`
-    prints them as the paper's Table 2. Each variant is written to ``folder`` (default:
-    ``CHECKPOINTS-compare/`` beside the checkpoint folder, which no output may enter) as
-    ``NAME.zarr``; every variant and the ground
-    truth's shape are checked before the first is written. The same as ``labelstitch compare``.
+    prints them as the paper's Table 2. The same as ``labelstitch compare``.
+
+    By default nothing is written: each subvolume interior's contingency table against the
+    ground truth is made once, every face is matched with every variant in one pass, and
+    each variant's VI follows from pushing the tables through its mapping (the same numbers
+    as scoring the written volumes). With ``write`` each variant is also written to
+    ``folder`` (default: ``CHECKPOINTS-compare/`` beside the checkpoint folder) as
+    ``NAME.zarr`` and scored from there; every variant and the ground truth's shape are
+    checked before the first is written.
     """
     config = RunConfig.load(config)
     chosen = [(rule, rule, {}) for rule in available_rules()] + list(variants or [])
-    if folder is None and config.checkpoint_dir:
-        folder = str(Path(config.checkpoint_dir.rstrip("/")).with_name(Path(config.checkpoint_dir.rstrip("/")).name + "-compare"))
-    where = Path(folder or "compare")
     base = prepare(config)
     with open_volume(ground_truth) as gt:
         if gt.shape != base.plan.shape:
             raise StoreError(f"ground truth {ground_truth} has shape {gt.shape}; the run's volume has {base.plan.shape}")
+    if not write:
+        for name, rule, params in chosen:  # unknown rules and parameters are refused before any work
+            with_stitching(base, _variant(config, rule, params, None))
+        with ExitStack() as held:
+            segmented = _finished_subvolumes(base)
+            pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+            wanted = [Variant(name, rule, dict(params), config.connected_components) for name, rule, params in chosen]
+            scored, _ = score_variants(base, segmented, pool, ground_truth, wanted, region=region, progress=progress)
+        return [score for score, _ in scored]
+    if folder is None and config.checkpoint_dir:
+        folder = str(Path(config.checkpoint_dir.rstrip("/")).with_name(Path(config.checkpoint_dir.rstrip("/")).name + "-compare"))
+    where = Path(folder or "compare")
     with ExitStack() as held:
         _lock_run(held, config, outputs=tuple(str(where / f"{name}.zarr") for name, _, _ in chosen))
         segmented = _finished_subvolumes(base)
@@ -535,3 +551,91 @@ def compare(
                               params=dict(variant.config.rule_params), matches=len(result.matches), seconds=seconds,
                               output=variant.config.output, regional=regional))
     return rows
+
+
+
+def tune(
+    config: ConfigSource,
+    ground_truth: str,
+    *,
+    grid: dict[str, dict[str, list[Any]]] | None = None,
+    executor: str | Executor = "serial",
+    workers: int | None = None,
+    spark_master: str | None = None,
+    progress: bool = False,
+) -> tuple[list[Score], list[Score]]:
+    """Search the stitching rules' parameters on a finished run and return every scored
+    setting and its Pareto front (settings no other beats on both false merges and false
+    splits), front sorted by false merge. The same as ``labelstitch tune``.
+
+    ``grid`` maps each rule to the values to try per parameter (default:
+    :func:`default_grid`); every combination is tried with connected components off and on. All settings are scored in one pass (see
+    :func:`compare`), so hundreds cost little more than one.
+    """
+    import itertools
+
+    config = RunConfig.load(config)
+    base = prepare(config)
+    with open_volume(ground_truth) as gt:
+        if gt.shape != base.plan.shape:
+            raise StoreError(f"ground truth {ground_truth} has shape {gt.shape}; the run's volume has {base.plan.shape}")
+    if grid is None:
+        grid = {rule: default_grid(rule) for rule in available_rules()}
+    wanted = []
+    for rule, values in grid.items():
+        keys = sorted(values)
+        for combo in itertools.product(*(values[k] for k in keys)):
+            params = dict(zip(keys, combo))
+            for cc in (False, True):
+                label = ",".join(f"{k}={v:g}" for k, v in params.items())
+                name = f"{rule}{'+cc' if cc else ''}" + (f":{label}" if label else "")
+                wanted.append(Variant(name, rule, params, cc))
+    for v in wanted:
+        with_stitching(base, _variant(config, v.rule, v.params, None))
+    with ExitStack() as held:
+        segmented = _finished_subvolumes(base)
+        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        scored, _ = score_variants(base, segmented, pool, ground_truth, wanted, progress=progress)
+    scores = [score for score, _ in scored]
+    front = pareto_front(scores)
+    return scores, front
+
+
+def default_grid(rule: str) -> dict[str, list[Any]]:
+    """The values ``tune`` tries for a rule's numeric parameters: half, once and twice the
+    default for counts; for fractions in (0, 1), the default and one step either way
+    towards 2d - 1 and 1.
+
+    >>> default_grid("conservative")
+    {'min_overlap': [25, 50, 100], 'min_fraction': [0.8, 0.9, 0.95]}
+    """
+    from ..matching import rule_parameters
+
+    grid: dict[str, list[Any]] = {}
+    for key, value in rule_parameters(rule).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            continue
+        if isinstance(value, int):
+            grid[key] = sorted({max(1, value // 2), value, value * 2})
+        elif value < 1:
+            grid[key] = sorted({round(max(0.0, 2 * value - 1), 4), value, round((1 + value) / 2, 4)})
+        else:
+            grid[key] = [value / 2, value, value * 2]
+    return grid
+
+
+def pareto_front(scores: list[Score]) -> list[Score]:
+    """The scores no other score beats on both false merge and false split VI (ties kept
+    once), sorted by false merge.
+
+    >>> s = [Score(0.1, 0.9, name="a"), Score(0.2, 0.5, name="b"), Score(0.3, 0.6, name="c"), Score(0.5, 0.1, name="d")]
+    >>> [x.name for x in pareto_front(s)]
+    ['a', 'b', 'd']
+    """
+    front: list[Score] = []
+    best_split = float("inf")
+    for score in sorted(scores, key=lambda x: (x.merge, x.split)):
+        if score.split < best_split:
+            front.append(score)
+            best_split = score.split
+    return front

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..codec import decode_labels, encode_labels
 from ..executors import Executor
 from ..geometry import Face, Plan, Subvolume
 from ..relabel import remap
-from ..matching import FaceMatches, FaceReport, match_slabs
+from ..matching import FaceMatches, FaceReport, apply_rule, face_candidates
 from ..plugins import get_plugin_manager
 from ..report import write_stitch_report
 from ..stitching import StitchResult, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior
@@ -31,46 +32,53 @@ from .planning import PreparedRun
 from .progress import progress as counted
 from .segment import SegmentedSubvolume, describe_item
 
-__all__ = ["stitch_and_write"]
+__all__ = ["match_variants", "stitch_and_write"]
 
 
-def _emit_slabs(item: tuple[Subvolume, SegmentedSubvolume, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:
-    """Step 1, per subvolume: its interior labels (keyed by the subvolume) and its
-    compressed face slabs (keyed by the face)."""
-    sv, segmented, faces = item
-    labels = segmented.load()
-    pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), interior_labels(sv, labels))]
-    # slabs live only until their face is matched: lz4, the fastest codec, not the densest
-    pairs += [(("face", i), (sv.id, encode_labels(slab, "lz4"))) for i, slab in face_slabs(sv, labels, list(faces))]
-    return pairs
+@dataclass(frozen=True)
+class _EmitSlabs:
+    """Step 1, per subvolume: its interior labels (keyed by the subvolume), its compressed
+    face slabs (keyed by the face) and, with ``table``, ``table(sv, labels)`` (keyed by the
+    subvolume too: whatever else needs the decoded labels, made in the same pass)."""
+
+    table: Callable[[Subvolume, NDArray[Any]], Any] | None = None
+
+    def __call__(self, item: tuple[Subvolume, SegmentedSubvolume, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:
+        sv, segmented, faces = item
+        labels = segmented.load()
+        pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), interior_labels(sv, labels))]
+        if self.table is not None:
+            pairs.append((("table", sv.id), self.table(sv, labels)))
+        # slabs live only until their face is matched: lz4, the fastest codec, not the densest
+        pairs += [(("face", i), (sv.id, encode_labels(slab, "lz4"))) for i, slab in face_slabs(sv, labels, list(faces))]
+        return pairs
+
+
+#: a way to stitch: (rule, its parameters, connected components)
+Variant = tuple[str, dict[str, Any], bool]
 
 
 @dataclass(frozen=True)
 class _Matcher:
-    """Step 2, per face: match the two sides' slabs (per subvolume key: hand the labels on)."""
+    """Step 2, per face: match the two sides' slabs with every variant, decoding them once
+    (per subvolume key: hand the labels on)."""
 
     faces: tuple[Face, ...]
-    rule: str
-    params: dict[str, Any]
-    cc: bool
+    variants: tuple[Variant, ...]
 
     def __call__(self, group: tuple[tuple[str, int], list[Any]]) -> tuple[str, int, Any]:
         (kind, index), values = group
-        if kind == "nodes":
+        if kind != "face":
             return kind, index, values[0]
         get_plugin_manager()  # a plugin's rule is registered in this worker process too
         face = self.faces[index]
         sides = dict(values)
-        matches, report = match_slabs(
-            decode_labels(sides[face.a]),
-            decode_labels(sides[face.b]),
-            axis=face.axis,
-            plane=face.plane_offset,
-            rule=self.rule,
-            connected_components=self.cc,
-            **self.params,
-        )
-        return kind, index, (matches, report)
+        a, b = decode_labels(sides[face.a]), decode_labels(sides[face.b])
+        candidates = {  # the overlaps are counted once per face, whatever the number of rules
+            cc: face_candidates(a, b, axis=face.axis, plane=face.plane_offset, connected_components=cc)
+            for cc in {cc for _, _, cc in self.variants}
+        }
+        return kind, index, [apply_rule(candidates[cc], rule, **params) for rule, params, cc in self.variants]
 
 
 @dataclass(frozen=True)
@@ -206,27 +214,48 @@ def _write_supervoxels(
     return totals
 
 
+def match_variants(
+    plan: Plan, segmented: dict[int, SegmentedSubvolume], pool: Executor, variants: list[Variant], progress: bool = False,
+    *, tables: Callable[[Subvolume, NDArray[Any]], Any] | None = None, tables_of: dict[int, Any] | None = None,
+) -> list[tuple[StitchResult, float]]:
+    """Steps 1 and 2 for every variant in one pass over the subvolumes (each face's slabs
+    cut, moved and decoded once), then each variant's resolution on the driver: its
+    :class:`StitchResult` and the seconds its resolution took. With ``tables``,
+    ``tables_of[sv.id]`` receives ``tables(sv, labels)`` of every subvolume, made by the
+    workers while they hold its labels."""
+    faces = plan.faces()
+    faces_of = faces_by_subvolume(plan)
+    nodes_of: dict[int, NDArray[np.uint64]] = {}
+    per_face: list[list[tuple[FaceMatches, FaceReport]]] = [[] for _ in faces]
+    step1 = [(sv, segmented[sv.id], tuple(faces_of[sv.id])) for sv in plan]
+    matcher = _Matcher(faces, tuple((rule, dict(params), cc) for rule, params, cc in variants))
+    grouped = pool.map_grouped(_EmitSlabs(tables), step1, matcher, describe=describe_item)
+    steps = len(plan) * (2 if tables is not None else 1) + len(faces)
+    for kind, index, value in counted(grouped, steps, "match", progress):
+        if kind == "nodes":
+            nodes_of[index] = value
+        elif kind == "table":
+            assert tables_of is not None
+            tables_of[index] = value
+        else:
+            per_face[index] = value
+    out = []
+    for k, (rule, params, cc) in enumerate(variants):
+        start = time.perf_counter()
+        result = assemble(
+            plan, rule, params, cc, [found[k][0] for found in per_face], [found[k][1] for found in per_face], nodes_of,
+            lambda sv: segmented[sv.id].load(),
+        )
+        out.append((result, time.perf_counter() - start))
+    return out
+
+
 def _match_all(
     config: RunConfig, plan: Plan, segmented: dict[int, SegmentedSubvolume], pool: Executor, progress: bool
 ) -> StitchResult:
     """Steps 1 and 2, then resolution on the driver."""
-    faces = plan.faces()
-    faces_of = faces_by_subvolume(plan)
-    nodes_of: dict[int, NDArray[np.uint64]] = {}
-    per_face: list[FaceMatches] = [None] * len(faces)  # type: ignore[list-item]
-    reports: list[FaceReport] = [None] * len(faces)  # type: ignore[list-item]
-    step1 = [(sv, segmented[sv.id], tuple(faces_of[sv.id])) for sv in plan]
-    matcher = _Matcher(faces, config.rule, dict(config.rule_params), config.connected_components)
-    grouped = pool.map_grouped(_emit_slabs, step1, matcher, describe=describe_item)
-    for kind, index, value in counted(grouped, len(plan) + len(faces), "match", progress):
-        if kind == "nodes":
-            nodes_of[index] = value
-        else:
-            per_face[index], reports[index] = value
-    return assemble(
-        plan, config.rule, config.rule_params, config.connected_components, per_face, reports, nodes_of,
-        lambda sv: segmented[sv.id].load(),
-    )
+    variant = (config.rule, dict(config.rule_params), config.connected_components)
+    return match_variants(plan, segmented, pool, [variant], progress)[0][0]
 
 
 def _describe_chunk(item: Any) -> str:
