@@ -186,6 +186,38 @@ def rag_agglomeration(
     return agglomerate_mean_boundary(supervoxels, _boundary(predictions, boundary_channel), threshold)
 
 
+_LOADED: dict[str, Any] = {}  # classifier file -> classifier, once per worker process
+
+
+def learned_agglomeration(
+    predictions: NDArray[np.floating],
+    supervoxels: NDArray[np.integer],
+    classifier_path: str = "",
+    threshold: Annotated[float, Range(0, 1)] = 0.5,
+) -> NDArray[np.uint32]:
+    """Priority merging of touching supervoxels by a trained classifier's probability that
+    they are one neuron, most probable first, while it is at least ``threshold``; each
+    merge pools the two regions' contact and region statistics and scores the merged
+    region's edges again (NeuroProof's and gala's agglomeration). The classifier comes from
+    ``labelstitch train`` (or :func:`labelstitch.plugins.agglomeration.train_agglomeration`)
+    and must have been trained on predictions with as many channels as this run's."""
+    from ..agglomeration import agglomerate
+    from ..rag import renumber
+    from .agglomeration import load_agglomeration_classifier
+
+    if not classifier_path:
+        raise ValueError("learned_agglomeration needs `classifier_path`, a file written by `labelstitch train`")
+    channels = 1 if predictions.ndim == 3 else int(predictions.shape[-1])
+    key = f"{classifier_path}:{channels}"
+    if key not in _LOADED:
+        _LOADED[key] = load_agglomeration_classifier(classifier_path, channels)
+    labels, _ = renumber(supervoxels)
+    roots = agglomerate(labels, predictions, _LOADED[key].predict, threshold)
+    _, dense = np.unique(roots[1:], return_inverse=True)
+    table = np.concatenate([[0], dense + 1]).astype(np.uint32)
+    return table[labels]
+
+
 def no_agglomeration(predictions: NDArray[np.floating], supervoxels: NDArray[np.integer]) -> NDArray[np.integer]:
     """The supervoxels, unchanged."""
     return supervoxels
@@ -200,7 +232,11 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
             "pixel_classifier": pixel_classifier,
         },
         "create-supervoxels": {"seeded_watershed": seeded_watershed, "distance_transform_watershed": distance_transform_watershed},
-        "agglomerate-supervoxels": {"rag_agglomeration": rag_agglomeration, "no_agglomeration": no_agglomeration},
+        "agglomerate-supervoxels": {
+            "rag_agglomeration": rag_agglomeration,
+            "learned_agglomeration": learned_agglomeration,
+            "no_agglomeration": no_agglomeration,
+        },
     }
 
 

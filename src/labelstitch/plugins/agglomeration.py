@@ -1,0 +1,175 @@
+"""The agglomeration classifier behind ``learned_agglomeration``: a random forest that
+predicts whether two touching regions belong to one neuron, from the features of
+:mod:`labelstitch.agglomeration`.
+
+Training follows gala's "flat then learned" scheme: each supervoxel is given the
+ground-truth body it overlaps most; an agglomeration ordered by mean boundary probability
+merges only what that oracle allows and records every edge it takes from its queue (the
+states a real agglomeration meets, not only the first edges); a forest is fitted; a second
+round ordered by that forest adds the states it would meet, and the forest is fitted on all.
+
+The trees are stored as flat arrays (``.npz``, no pickle) and evaluated in numba, so an
+agglomeration can score a handful of edges after every merge at no per-call cost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._kernels.forest import forest_predict
+from ..agglomeration import agglomerate, feature_names
+from ..rag import renumber
+
+__all__ = ["AgglomerationClassifier", "load_agglomeration_classifier", "train_agglomeration"]
+
+_FORMAT = "labelstitch-agglomeration-classifier/1"
+
+
+@dataclass
+class AgglomerationClassifier:
+    """A forest as flat node arrays, and the features it was trained on."""
+
+    feature: NDArray[np.int64]
+    threshold: NDArray[np.float64]
+    left: NDArray[np.int64]
+    right: NDArray[np.int64]
+    value: NDArray[np.float64]  # probability of "same neuron" at each leaf
+    roots: NDArray[np.int64]
+    features: tuple[str, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_forest(cls, forest: Any, features: tuple[str, ...], info: dict[str, Any]) -> AgglomerationClassifier:
+        parts: dict[str, list[NDArray[Any]]] = {k: [] for k in ("feature", "threshold", "left", "right", "value")}
+        roots, offset = [], 0
+        positive = int(np.flatnonzero(forest.classes_ == 1)[0]) if 1 in forest.classes_ else -1
+        for estimator in forest.estimators_:
+            tree = estimator.tree_
+            n = tree.node_count
+            roots.append(offset)
+            leaf = tree.children_left < 0
+            parts["feature"].append(tree.feature.astype(np.int64))
+            parts["threshold"].append(tree.threshold.astype(np.float64))
+            parts["left"].append(np.where(leaf, -1, tree.children_left + offset).astype(np.int64))
+            parts["right"].append(np.where(leaf, -1, tree.children_right + offset).astype(np.int64))
+            value = tree.value[:, 0, :]
+            share = value / np.maximum(value.sum(axis=1, keepdims=True), 1e-12)
+            parts["value"].append(share[:, positive] if positive >= 0 else np.zeros(n))
+            offset += n
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        return cls(**arrays, roots=np.array(roots, np.int64), features=tuple(features), info=info)
+
+    def predict(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The probability that each row's two regions are one neuron."""
+        rows = np.ascontiguousarray(x, np.float64)
+        if rows.ndim != 2 or rows.shape[1] != len(self.features):
+            raise ValueError(f"expected {len(self.features)} features per edge, got shape {rows.shape}")
+        out = np.empty(rows.shape[0])
+        if rows.shape[0]:
+            forest_predict(rows, self.feature, self.threshold, self.left, self.right, self.value, self.roots, out)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the classifier to ``path`` (``.npz``: arrays and a JSON header, no pickle)."""
+        target = Path(path)
+        tmp = target.with_name(target.name + ".partial.npz")
+        header = json.dumps({"format": _FORMAT, "features": list(self.features), "info": self.info})
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, header=np.array(header), feature=self.feature, threshold=self.threshold,
+                                left=self.left, right=self.right, value=self.value, roots=self.roots)
+        tmp.replace(target)
+
+
+def load_agglomeration_classifier(path: str | Path, channels: int | None = None) -> AgglomerationClassifier:
+    """Read a classifier written by :meth:`AgglomerationClassifier.save`; with ``channels``,
+    refuse one trained on other features than a run with that many prediction channels has."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"no agglomeration classifier at {path}; make one with `labelstitch train`") from None
+    except Exception as exc:
+        raise ValueError(f"{path} is not a labelstitch agglomeration classifier: {exc}") from None
+    try:
+        header = json.loads(str(data["header"]))
+        arrays = {k: data[k] for k in ("feature", "threshold", "left", "right", "value", "roots")}
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{path} is not a labelstitch agglomeration classifier ({exc})") from None
+    if header.get("format") != _FORMAT:
+        raise ValueError(f"{path} is a {header.get('format')!r} file, not a {_FORMAT} (train it again with this version)")
+    features = tuple(header["features"])
+    if channels is not None and features != feature_names(channels):
+        raise ValueError(
+            f"{path} was trained on {len(features)} edge features ({features[-1]} last) but this run's predictions "
+            f"give {len(feature_names(channels))} ({channels} channel(s)); train it on predictions like this run's"
+        )
+    return AgglomerationClassifier(**arrays, features=features, info=header.get("info", {}))
+
+
+def _best_bodies(supervoxels: NDArray[np.uint32], truth: NDArray[np.integer], k: int) -> NDArray[np.int64]:
+    """Per supervoxel 1..k, the ground-truth body it overlaps most (-1: only unlabelled voxels)."""
+    from ..contingency import count_pairs
+
+    sv = supervoxels.reshape(-1).astype(np.uint64)
+    gt = np.asarray(truth).reshape(-1).astype(np.uint64)
+    keep = (sv != 0) & (gt != 0)
+    a, b, n, _ = count_pairs(np.ascontiguousarray(sv[keep]), np.ascontiguousarray(gt[keep]))
+    order = np.lexsort((b, -n.astype(np.int64), a))
+    first = np.r_[True, a[order][1:] != a[order][:-1]] if order.size else np.zeros(0, bool)
+    best = np.full(k + 1, -1, np.int64)
+    best[a[order][first].astype(np.int64)] = b[order][first].astype(np.int64)
+    return best
+
+
+def train_agglomeration(
+    supervoxels: NDArray[np.integer],
+    predictions: NDArray[np.floating],
+    truth: NDArray[np.integer],
+    *,
+    n_estimators: int = 100,
+    rounds: int = 2,
+    seed: int = 0,
+) -> AgglomerationClassifier:
+    """Fit the merge classifier on one volume with ground truth (see the module docstring).
+
+    ``predictions`` is (Z, Y, X) boundary probability or (Z, Y, X, C) with the boundary first;
+    ``supervoxels`` the over-segmentation to agglomerate; ``truth`` the neurons."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    if np.shape(supervoxels) != np.shape(truth) or np.shape(predictions)[:3] != np.shape(truth):
+        raise ValueError(f"supervoxels {np.shape(supervoxels)}, predictions {np.shape(predictions)} and truth "
+                         f"{np.shape(truth)} must cover the same voxels")
+    lab, _ = renumber(np.asarray(supervoxels))
+    k = int(lab.max()) if lab.size else 0
+    body = _best_bodies(lab, truth, k)
+
+    def oracle(a: int, b: int) -> bool | None:
+        if body[a] < 0 or body[b] < 0:
+            return None  # an unlabelled region: neither merged nor learned from
+        return bool(body[a] == body[b])
+
+    channels = 1 if np.ndim(predictions) == 3 else int(np.shape(predictions)[3])
+    names = feature_names(channels)
+    examples: list[tuple[NDArray[np.float64], NDArray[np.int8]]] = []
+    score = lambda f: 1.0 - f[:, 0]  # noqa: E731 - round 1: the mean-boundary order ("flat")
+    model = None
+    for _ in range(max(1, rounds)):
+        agglomerate(lab, predictions, score, 0.0, oracle=oracle, examples=examples)
+        x = np.concatenate([e[0] for e in examples])
+        y = np.concatenate([e[1] for e in examples])
+        if np.unique(y).size < 2:
+            raise ValueError("the training volume gives only one kind of edge (all merges or all splits); "
+                             "use a volume with several neurons and supervoxels that split them")
+        forest = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=3, class_weight="balanced",
+                                        n_jobs=1, random_state=seed)
+        forest.fit(x, y)
+        model = AgglomerationClassifier.from_forest(
+            forest, names, {"edges": int(y.size), "merges": int(y.sum()), "rounds": rounds, "n_estimators": n_estimators})
+        score = model.predict  # the next round meets the states the learned order leads to
+    assert model is not None
+    return model
