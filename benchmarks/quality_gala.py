@@ -1,10 +1,12 @@
 """Segmentation quality on real EM (the gala FIB-SEM volumes), blocked and stitched vs unblocked.
 
-    .venv/bin/python benchmarks/quality_gala.py [--out quality-output]
+    .venv/bin/python benchmarks/quality_gala.py [--out quality-output] [--trained]
 
 1. Train the pixel classifier on gala_train (its ground truth gives membranes).
 2. Tune the built-in plugins on gala_train only: a small grid over the watershed seed
    threshold and the agglomeration threshold, scored by VI of an unblocked run.
+   With ``--trained``, steps 1 and 2 are ``labelstitch.train`` on gala_train instead (voxel
+   classifier, supervoxel stage, learned agglomeration, tuned on gala_train's last quarter).
 3. With those settings, segment gala_test unblocked and in overlapping blocks (checkpointed),
    then compare every stitching rule from the checkpoints.
 Prints Markdown for docs/quality.md.
@@ -39,12 +41,25 @@ def segmentor(clf: Path, seed: float, agglo: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="quality-output")
+    parser.add_argument("--trained", action="store_true", help="use labelstitch.train on gala_train (learned agglomeration)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(exist_ok=True)
     train = np.load(SHARED / "gala_train.npz")
     test = np.load(SHARED / "gala_test.npz")
 
+    if args.trained:
+        from labelstitch import train as train_segmentor
+
+        np.save(out / "train-raw.npy", train["raw"])
+        np.save(out / "train-gt.npy", train["gt"])
+        start = time.perf_counter()
+        trained = train_segmentor(str(out / "train-raw.npy"), str(out / "train-gt.npy"), str(out / "model"))
+        print(f"labelstitch.train on gala_train in {time.perf_counter() - start:.0f} s")
+        print(trained.table())
+        configuration = trained.segmentor
+    else:
+        configuration = None
     start = time.perf_counter()
     clf = train_pixel_classifier(train["raw"], membrane_annotations(train["gt"]), n_estimators=50, max_samples=200_000)
     clf_path = out / "membranes.clf"
@@ -66,7 +81,8 @@ def main() -> None:
 
     np.save(out / "raw.npy", test["raw"])
     np.save(out / "gt.npy", test["gt"])
-    base = {"input": str(out / "raw.npy"), "ground-truth": str(out / "gt.npy"), "options": {"segmentor": {"configuration": segmentor(clf_path, seed, agglo)}}}
+    configuration = configuration or segmentor(clf_path, seed, agglo)
+    base = {"input": str(out / "raw.npy"), "ground-truth": str(out / "gt.npy"), "options": {"segmentor": {"configuration": configuration}}}
     whole = json.loads(json.dumps(base))
     whole["output"] = str(out / "unblocked.zarr")
     whole["options"].update({"chunk-size": [50, 100, 200], "overlap": 0, "stitch-algorithm": "none"})
@@ -86,7 +102,10 @@ def main() -> None:
         start = time.perf_counter()
         first = run(blocked, overwrite=True)
         t_run = time.perf_counter() - start
-        for row in compare(blocked, str(out / "gt.npy")):
+        start = time.perf_counter()
+        compared = compare(blocked, str(out / "gt.npy"))
+        print(f"blocks {block}: run {t_run:.1f} s, compare of {len(compared)} rules {time.perf_counter() - start:.2f} s")
+        for row in compared:
             rows.append((f"{block} halo {halo}", len(first.plan), row, t_run))
     print()
     print("| run | subvolumes | stitching | f.merge VI | f.split VI | VI | bodies | stitch s | full run s |")

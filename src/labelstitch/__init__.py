@@ -6,7 +6,7 @@ docs/ for the pipeline and the stitching rules, and docs/architecture.md for the
 
 from . import metrics
 from ._version import __version__
-from .api import agglomeration_floor, compare, evaluate, restitch, run, segment, tune, view
+from .api import agglomeration_floor, compare, evaluate, restitch, run, segment, train, tune, view
 from .contingency import Overlaps, label_counts, overlaps
 from .geometry import Box, Face, Plan, Subvolume
 from .hookspecs import hookimpl
@@ -51,6 +51,7 @@ __all__ = [
     "run",
     "segment",
     "stitch",
+    "train",
     "tune",
     "vi",
     "vi_by_region",

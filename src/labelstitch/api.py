@@ -54,6 +54,7 @@ __all__ = [
     "restitch",
     "run",
     "segment",
+    "train",
     "train_pixel_classifier",
     "tune",
     "view",
@@ -193,6 +194,39 @@ def train_pixel_classifier(
     clf = _train(gray, marks.astype("uint8") if annotations else membrane_annotations(marks), n_estimators=trees, max_samples=samples)
     clf.save(output)
     return dict(clf.info)
+
+
+def train(
+    grayscale: str, ground_truth: str, out: str, *, validation: tuple[int, int] | None = None, trees: int = 50,
+    progress: bool = False,
+) -> Any:
+    """Train every model of a segmentor on one volume with ground truth and tune it on a
+    held-out Z range of it (``validation``, default the last quarter): the voxel classifier,
+    the supervoxel stage (the lowest perfect-agglomeration floor), the agglomeration
+    classifier and its threshold. Writes the models and ``out/segmentor.json`` (the value of
+    ``options.segmentor.configuration``) and returns a
+    :class:`~labelstitch.plugins.training.TrainResult` (``.table()`` prints the validation
+    VI of every choice). The same as ``labelstitch train``.
+
+    >>> import labelstitch as ls, numpy as np, json, tempfile
+    >>> from pathlib import Path
+    >>> from labelstitch.synthetic import em_volume
+    >>> gray, truth = em_volume((48, 64, 64), n_neurites=20, seed=3)
+    >>> folder = tempfile.mkdtemp(); np.save(f"{folder}/g.npy", gray); np.save(f"{folder}/t.npy", truth)
+    >>> result = ls.train(f"{folder}/g.npy", f"{folder}/t.npy", f"{folder}/model", trees=10)
+    >>> sorted(json.loads(Path(result.path).read_text()))
+    ['agglomerate-supervoxels', 'create-supervoxels', 'predict-voxels']
+    """
+    import sys
+
+    from .plugins.training import train_segmentor
+
+    with open_volume(grayscale) as g:
+        gray = g.read()
+    with open_volume(ground_truth) as t:
+        truth = t.read()
+    log = (lambda line: print(f"train: {line}", file=sys.stderr)) if progress else (lambda line: None)
+    return train_segmentor(gray, truth, out, validation=validation, trees=trees, log=log)
 
 
 def _checked(value: Any, name: str) -> Any:

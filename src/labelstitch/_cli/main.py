@@ -106,6 +106,25 @@ def _cmd_compare(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
+    validation = None
+    if args.validation:
+        try:
+            z0, z1 = (int(v) for v in args.validation.split(":"))
+        except ValueError:
+            raise ValueError(f"--validation {args.validation!r}: write Z0:Z1, e.g. 150:200") from None
+        validation = (z0, z1)
+    result = api.train(args.grayscale, args.ground_truth, args.out, validation=validation, trees=args.trees,
+                       progress=not args.quiet)
+    if args.json:
+        print(json.dumps({"segmentor": result.segmentor, "path": result.path,
+                          "choices": [{"choice": n, **s.to_dict()} for n, s in result.choices]}))
+        return ExitCode.OK
+    print(result.table())
+    print(f"\nwrote {result.path}; use it as options.segmentor.configuration:\n{json.dumps(result.segmentor, indent=2)}")
+    return ExitCode.OK
+
+
 def _cmd_tune(args: argparse.Namespace) -> ExitCode:
     scores, front = api.tune(args.config, args.ground_truth, executor=args.executor, workers=args.workers)
     if args.json:
@@ -357,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trees", type=int, default=50, help="random-forest size (default 50)")
     p.add_argument("--samples", type=int, default=200_000, help="annotated voxels used at most (default 200000)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train", help="train and tune a whole segmentor on a volume with ground truth; writes DIR/segmentor.json")
+    p.add_argument("grayscale", help="grayscale volume")
+    p.add_argument("ground_truth", help="its neurons (label volume)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the models and segmentor.json")
+    p.add_argument("--validation", metavar="Z0:Z1", help="held-out Z range to tune on (default: the last quarter)")
+    p.add_argument("--trees", type=int, default=50, help="voxel classifier's forest size (the agglomeration's is twice)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train_segmentor)
 
     p = sub.add_parser("demo", help="the whole pipeline on a synthetic EM volume, stitched with every rule")
     p.add_argument("--size", type=int, default=160, help="Y and X size in voxels (default 160)")

@@ -1,0 +1,137 @@
+"""``labelstitch train``: every model of a segmentor from one volume with ground truth.
+
+The volume is cut along Z into a training part and a held-out validation part (the last
+quarter unless told otherwise). On the training part: the voxel classifier, then
+supervoxels, then the agglomeration classifier. On the validation part, each choice is
+scored by VI: the supervoxel stage (by the perfect-agglomeration floor: what no
+agglomeration can undo), then the agglomeration and its threshold. Nothing is ever tuned
+on the data a user will score. The result is ``DIR/segmentor.json``, the value of
+``options.segmentor.configuration`` that uses the models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..metrics import Score, floor_blockwise, vi
+from .agglomeration import train_agglomeration
+from .builtin import distance_transform_watershed, learned_agglomeration, rag_agglomeration, seeded_watershed
+from .classifier import membrane_annotations, train_pixel_classifier
+
+__all__ = ["TrainResult", "split_validation", "train_segmentor"]
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` wrote and the validation scores of every choice it considered."""
+
+    segmentor: dict[str, Any]
+    path: str
+    validation: tuple[int, int]
+    choices: list[tuple[str, Score]] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = [f"{'validation (z ' + str(self.validation[0]) + ':' + str(self.validation[1]) + ')':<58}"
+                 f"{'f.merge':>9}{'f.split':>9}{'VI':>8}"]
+        for name, score in self.choices:
+            lines.append(f"{name:<58}{score.merge:>9.3f}{score.split:>9.3f}{score.total:>8.3f}")
+        return "\n".join(lines)
+
+
+def split_validation(depth: int, validation: tuple[int, int] | None) -> tuple[slice, slice]:
+    """The Z slices of the training and validation parts: ``validation`` (default: the last
+    quarter), and the longer run of slices on either side of it for training.
+
+    >>> split_validation(100, None)
+    (slice(0, 75, None), slice(75, 100, None))
+    >>> split_validation(100, (10, 30))
+    (slice(30, 100, None), slice(10, 30, None))
+    """
+    z0, z1 = validation if validation is not None else (depth - max(1, depth // 4), depth)
+    if not 0 <= z0 < z1 <= depth:
+        raise ValueError(f"validation Z range {z0}:{z1} is not inside the volume's depth {depth}")
+    before, after = z0, depth - z1
+    train = slice(0, z0) if before >= after else slice(z1, depth)
+    if max(before, after) < 8:
+        raise ValueError(f"validation Z range {z0}:{z1} leaves fewer than 8 slices to train on (depth {depth})")
+    return train, slice(z0, z1)
+
+
+def _floor(supervoxels: NDArray[np.integer], truth: NDArray[np.integer]) -> Score:
+    return floor_blockwise(supervoxels.shape, lambda box: (supervoxels[box.slices()], truth[box.slices()]))
+
+
+def train_segmentor(
+    grayscale: NDArray[Any],
+    truth: NDArray[np.integer],
+    out: str | Path,
+    *,
+    validation: tuple[int, int] | None = None,
+    trees: int = 50,
+    log: Callable[[str], None] = lambda line: None,
+) -> TrainResult:
+    """Train and tune a segmentor (see the module docstring); write its models and
+    ``segmentor.json`` to the folder ``out``."""
+    if grayscale.shape != truth.shape or grayscale.ndim != 3:
+        raise ValueError(f"grayscale {grayscale.shape} and ground truth {truth.shape} must be 3-D volumes of one shape")
+    folder = Path(out).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    train, held = split_validation(grayscale.shape[0], validation)
+    gray_t, truth_t, gray_v, truth_v = grayscale[train], truth[train], grayscale[held], truth[held]
+    choices: list[tuple[str, Score]] = []
+
+    log("training the voxel classifier")
+    pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t), n_estimators=trees)
+    pixel_path = folder / "pixel-classifier.pkl"
+    pixel.save(pixel_path)
+    pred_t, pred_v = pixel.predict(gray_t), pixel.predict(gray_v)
+
+    log("choosing the supervoxels by their perfect-agglomeration floor on the validation part")
+    none_t, none_v = np.zeros(gray_t.shape, bool), np.zeros(gray_v.shape, bool)
+    candidates: list[tuple[str, dict[str, Any]]] = [("distance_transform_watershed", {})]
+    candidates += [("seeded_watershed", {"seed_threshold": t, "min_segment_size": 20}) for t in (0.2, 0.3)]
+    stages = {"distance_transform_watershed": distance_transform_watershed, "seeded_watershed": seeded_watershed}
+    best = None
+    for name, params in candidates:
+        floor = _floor(stages[name](pred_v, none_v, **params), truth_v)
+        label = f"supervoxels {name} {params or ''}".rstrip()
+        choices.append((f"{label}: floor", floor))
+        if best is None or floor.total < best[2].total:
+            best = (name, params, floor)
+    assert best is not None
+    sv_name, sv_params, _ = best
+    sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
+
+    log("training the agglomeration classifier")
+    agglo = train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees)
+    agglo_path = folder / "agglomeration.npz"
+    agglo.save(agglo_path)
+
+    log("tuning the agglomeration on the validation part")
+    scored: list[tuple[float, str, dict[str, Any]]] = []
+    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        score = vi(learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t), truth_v)
+        choices.append((f"learned_agglomeration threshold {t}", score))
+        scored.append((score.total, "learned_agglomeration", {"classifier_path": str(agglo_path), "threshold": t}))
+    for t in (0.2, 0.3, 0.4, 0.5):
+        score = vi(rag_agglomeration(pred_v, sv_v, threshold=t), truth_v)
+        choices.append((f"rag_agglomeration threshold {t}", score))
+        scored.append((score.total, "rag_agglomeration", {"threshold": t}))
+    _, agg_name, agg_params = min(scored, key=lambda s: s[0])
+    segmentor = {
+        "predict-voxels": {"function": "pixel_classifier", "parameters": {"classifier_path": str(pixel_path)}},
+        "create-supervoxels": {"function": sv_name, "parameters": sv_params},
+        "agglomerate-supervoxels": {"function": agg_name, "parameters": agg_params},
+    }
+    path = folder / "segmentor.json"
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(segmentor, indent=2) + "\n")
+    tmp.replace(path)
+    return TrainResult(segmentor, str(path), (held.start, held.stop), choices)

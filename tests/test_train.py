@@ -1,0 +1,45 @@
+"""``labelstitch train``: a whole segmentor trained and tuned on one volume, used as it is
+by a run on another."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from labelstitch._cli.main import ExitCode, main
+from labelstitch.pipeline import run
+from labelstitch.plugins.training import split_validation
+from labelstitch.synthetic import em_volume
+
+
+def test_train_writes_a_segmentor_a_run_can_use_and_it_beats_the_defaults(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    gray, truth = em_volume((64, 96, 96), n_neurites=30, seed=11)
+    np.save("gray.npy", gray)
+    np.save("truth.npy", truth)
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "10", "--validation", "48:64", "-q"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "validation (z 48:64)" in out and "floor" in out and "learned_agglomeration threshold" in out
+    segmentor = json.loads((tmp_path / "model" / "segmentor.json").read_text())
+    assert segmentor["predict-voxels"]["function"] == "pixel_classifier"
+    assert (tmp_path / "model" / "agglomeration.npz").exists() and (tmp_path / "model" / "pixel-classifier.pkl").exists()
+    # another volume, segmented in blocks with the trained segmentor and with the defaults
+    other_gray, other_truth = em_volume((48, 96, 96), n_neurites=30, seed=12)
+    np.save("other.npy", other_gray)
+    np.save("other-truth.npy", other_truth)
+    options = {"chunk-size": 48, "overlap": 8}
+    trained = run({"input": "other.npy", "output": "trained.zarr", "ground-truth": "other-truth.npy",
+                   "options": {**options, "segmentor": {"configuration": segmentor}}})
+    default = run({"input": "other.npy", "output": "default.zarr", "ground-truth": "other-truth.npy", "options": options})
+    assert trained.vi.total < default.vi.total, (trained.vi, default.vi)
+
+
+def test_validation_ranges_are_checked():
+    assert split_validation(40, (0, 10)) == (slice(10, 40), slice(0, 10))
+    with pytest.raises(ValueError, match="not inside the volume's depth 40"):
+        split_validation(40, (30, 50))
+    with pytest.raises(ValueError, match="fewer than 8 slices to train on"):
+        split_validation(12, (4, 10))
+    assert main(["train", "a.npy", "b.npy", "--out", "m", "--validation", "x"]) == ExitCode.USAGE_ERROR
