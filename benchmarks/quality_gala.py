@@ -59,29 +59,28 @@ def main() -> None:
         print(trained.table())
         configuration = trained.segmentor
     else:
-        configuration = None
-    start = time.perf_counter()
-    clf = train_pixel_classifier(train["raw"], membrane_annotations(train["gt"]), n_estimators=50, max_samples=200_000)
-    clf_path = out / "membranes.clf"
-    clf.save(clf_path)
-    print(f"trained the pixel classifier on gala_train in {time.perf_counter() - start:.0f} s")
+        start = time.perf_counter()
+        clf = train_pixel_classifier(train["raw"], membrane_annotations(train["gt"]), n_estimators=50, max_samples=200_000)
+        clf_path = out / "membranes.clf"
+        clf.save(clf_path)
+        print(f"trained the pixel classifier on gala_train in {time.perf_counter() - start:.0f} s")
 
-    # tune on gala_train only: predictions once, then the watershed and agglomeration grid
-    pred = clf.predict(train["raw"])
-    mask = np.zeros(pred.shape, bool)
-    grid = []
-    for seed, agglo in itertools.product([0.1, 0.2, 0.3, 0.4], [0.2, 0.3, 0.4, 0.5]):
-        svs = seeded_watershed(pred, mask, seed_threshold=seed, seed_size=5, min_segment_size=20)
-        seg = rag_agglomeration(pred, svs, threshold=agglo)
-        score = vi(seg, train["gt"])
-        grid.append((score.total, seed, agglo, score.merge, score.split))
-    grid.sort()
-    best_total, seed, agglo, _, _ = grid[0]
-    print(f"tuned on gala_train: seed_threshold {seed}, agglomeration threshold {agglo} (train VI {best_total:.3f})")
+        # tune on gala_train only: predictions once, then the watershed and agglomeration grid
+        pred = clf.predict(train["raw"])
+        mask = np.zeros(pred.shape, bool)
+        grid = []
+        for seed, agglo in itertools.product([0.1, 0.2, 0.3, 0.4], [0.2, 0.3, 0.4, 0.5]):
+            svs = seeded_watershed(pred, mask, seed_threshold=seed, seed_size=5, min_segment_size=20)
+            seg = rag_agglomeration(pred, svs, threshold=agglo)
+            score = vi(seg, train["gt"])
+            grid.append((score.total, seed, agglo, score.merge, score.split))
+        grid.sort()
+        best_total, seed, agglo, _, _ = grid[0]
+        print(f"tuned on gala_train: seed_threshold {seed}, agglomeration threshold {agglo} (train VI {best_total:.3f})")
+        configuration = segmentor(clf_path, seed, agglo)
 
     np.save(out / "raw.npy", test["raw"])
     np.save(out / "gt.npy", test["gt"])
-    configuration = configuration or segmentor(clf_path, seed, agglo)
     base = {"input": str(out / "raw.npy"), "ground-truth": str(out / "gt.npy"), "options": {"segmentor": {"configuration": configuration}}}
     whole = json.loads(json.dumps(base))
     whole["output"] = str(out / "unblocked.zarr")

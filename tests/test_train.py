@@ -21,7 +21,7 @@ def test_train_writes_a_segmentor_a_run_can_use_and_it_beats_the_defaults(tmp_pa
     np.save("truth.npy", truth)
     assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "10", "--validation", "48:64", "-q"]) == ExitCode.OK
     out = capsys.readouterr().out
-    assert "validation (z 48:64)" in out and "floor" in out and "learned_agglomeration threshold" in out
+    assert "validation (z 48:64)" in out and "floor" in out and "+ learned_agglomeration threshold" in out
     segmentor = json.loads((tmp_path / "model" / "segmentor.json").read_text())
     assert segmentor["predict-voxels"]["function"] == "pixel_classifier"
     assert (tmp_path / "model" / "agglomeration.npz").exists() and (tmp_path / "model" / "pixel-classifier.pkl").exists()

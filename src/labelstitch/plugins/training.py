@@ -1,11 +1,12 @@
 """``labelstitch train``: every model of a segmentor from one volume with ground truth.
 
 The volume is cut along Z into a training part and a held-out validation part (the last
-quarter unless told otherwise). On the training part: the voxel classifier, then
-supervoxels, then the agglomeration classifier. On the validation part, each choice is
-scored by VI: the supervoxel stage (by the perfect-agglomeration floor: what no
-agglomeration can undo), then the agglomeration and its threshold. Nothing is ever tuned
-on the data a user will score. The result is ``DIR/segmentor.json``, the value of
+quarter unless told otherwise). On the training part: the voxel classifier, then, for each
+candidate supervoxel stage, its supervoxels and an agglomeration classifier trained on
+them. On the validation part every combination of supervoxel stage, agglomeration (learned
+or mean-boundary) and threshold is scored by VI, and the best is kept; the supervoxels'
+perfect-agglomeration floor is reported beside them (what no agglomeration can undo).
+Nothing is ever tuned on the data a user will score. The result is ``DIR/segmentor.json``, the value of
 ``options.segmentor.configuration`` that uses the models.
 """
 
@@ -38,10 +39,12 @@ class TrainResult:
     choices: list[tuple[str, Score]] = field(default_factory=list)
 
     def table(self) -> str:
-        lines = [f"{'validation (z ' + str(self.validation[0]) + ':' + str(self.validation[1]) + ')':<58}"
-                 f"{'f.merge':>9}{'f.split':>9}{'VI':>8}"]
+        """The validation VI of every choice, one line each."""
+        head = f"validation (z {self.validation[0]}:{self.validation[1]})"
+        width = max([len(head)] + [len(name) for name, _ in self.choices]) + 2
+        lines = [f"{head:<{width}}{'f.merge':>9}{'f.split':>9}{'VI':>8}"]
         for name, score in self.choices:
-            lines.append(f"{name:<58}{score.merge:>9.3f}{score.split:>9.3f}{score.total:>8.3f}")
+            lines.append(f"{name:<{width}}{score.merge:>9.3f}{score.split:>9.3f}{score.total:>8.3f}")
         return "\n".join(lines)
 
 
@@ -93,38 +96,34 @@ def train_segmentor(
     pixel.save(pixel_path)
     pred_t, pred_v = pixel.predict(gray_t), pixel.predict(gray_v)
 
-    log("choosing the supervoxels by their perfect-agglomeration floor on the validation part")
+    log("trying every supervoxel stage with every agglomeration on the validation part")
     none_t, none_v = np.zeros(gray_t.shape, bool), np.zeros(gray_v.shape, bool)
     candidates: list[tuple[str, dict[str, Any]]] = [("distance_transform_watershed", {})]
-    candidates += [("seeded_watershed", {"seed_threshold": t, "min_segment_size": 20}) for t in (0.2, 0.3)]
+    candidates += [("seeded_watershed", {"seed_threshold": t, "min_segment_size": 20}) for t in (0.1, 0.2, 0.3)]
     stages = {"distance_transform_watershed": distance_transform_watershed, "seeded_watershed": seeded_watershed}
-    best = None
-    for name, params in candidates:
-        floor = _floor(stages[name](pred_v, none_v, **params), truth_v)
-        label = f"supervoxels {name} {params or ''}".rstrip()
-        choices.append((f"{label}: floor", floor))
-        if best is None or floor.total < best[2].total:
-            best = (name, params, floor)
-    assert best is not None
-    sv_name, sv_params, _ = best
-    sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
-
-    log("training the agglomeration classifier")
-    agglo = train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees)
+    scored: list[tuple[float, int, str, dict[str, Any], str, dict[str, Any]]] = []
+    for k, (sv_name, sv_params) in enumerate(candidates):
+        label = f"{sv_name}{' ' + str(sv_params) if sv_params else ''}"
+        sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
+        choices.append((f"{label}: perfect-agglomeration floor", _floor(sv_v, truth_v)))
+        log(f"training the agglomeration classifier on {label}")
+        agglo_path = folder / f"agglomeration-{k}.npz"
+        train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees).save(agglo_path)
+        for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+            score = vi(learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t), truth_v)
+            choices.append((f"{label} + learned_agglomeration threshold {t}", score))
+            scored.append((score.total, k, sv_name, sv_params, "learned_agglomeration", {"threshold": t}))
+        for t in (0.2, 0.3, 0.4, 0.5, 0.6):
+            score = vi(rag_agglomeration(pred_v, sv_v, threshold=t), truth_v)
+            choices.append((f"{label} + rag_agglomeration threshold {t}", score))
+            scored.append((score.total, k, sv_name, sv_params, "rag_agglomeration", {"threshold": t}))
+    _, k, sv_name, sv_params, agg_name, agg_params = min(scored, key=lambda row: row[0])
     agglo_path = folder / "agglomeration.npz"
-    agglo.save(agglo_path)
-
-    log("tuning the agglomeration on the validation part")
-    scored: list[tuple[float, str, dict[str, Any]]] = []
-    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-        score = vi(learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t), truth_v)
-        choices.append((f"learned_agglomeration threshold {t}", score))
-        scored.append((score.total, "learned_agglomeration", {"classifier_path": str(agglo_path), "threshold": t}))
-    for t in (0.2, 0.3, 0.4, 0.5):
-        score = vi(rag_agglomeration(pred_v, sv_v, threshold=t), truth_v)
-        choices.append((f"rag_agglomeration threshold {t}", score))
-        scored.append((score.total, "rag_agglomeration", {"threshold": t}))
-    _, agg_name, agg_params = min(scored, key=lambda s: s[0])
+    (folder / f"agglomeration-{k}.npz").replace(agglo_path)
+    for other in range(len(candidates)):
+        (folder / f"agglomeration-{other}.npz").unlink(missing_ok=True)
+    if agg_name == "learned_agglomeration":
+        agg_params = {"classifier_path": str(agglo_path), **agg_params}
     segmentor = {
         "predict-voxels": {"function": "pixel_classifier", "parameters": {"classifier_path": str(pixel_path)}},
         "create-supervoxels": {"function": sv_name, "parameters": sv_params},
