@@ -198,12 +198,12 @@ def train_pixel_classifier(
 
 def train(
     grayscale: str, ground_truth: str, out: str, *, validation: tuple[int, int] | None = None, trees: int = 50,
-    progress: bool = False,
+    margin: float = 0.05, progress: bool = False,
 ) -> Any:
     """Train every model of a segmentor on one volume with ground truth and tune it on a
     held-out Z range of it (``validation``, default the last quarter): the voxel classifier,
-    the supervoxel stage (the lowest perfect-agglomeration floor), the agglomeration
-    classifier and its threshold. Writes the models and ``out/segmentor.json`` (the value of
+    the supervoxel stage, the agglomeration (learned, if it beats mean-boundary
+    agglomeration by ``margin`` bits there) and its threshold. Writes the models and ``out/segmentor.json`` (the value of
     ``options.segmentor.configuration``) and returns a
     :class:`~labelstitch.plugins.training.TrainResult` (``.table()`` prints the validation
     VI of every choice). The same as ``labelstitch train``.
@@ -226,7 +226,7 @@ def train(
     with open_volume(ground_truth) as t:
         truth = t.read()
     log = (lambda line: print(f"train: {line}", file=sys.stderr)) if progress else (lambda line: None)
-    return train_segmentor(gray, truth, out, validation=validation, trees=trees, log=log)
+    return train_segmentor(gray, truth, out, validation=validation, trees=trees, margin=margin, log=log)
 
 
 def _checked(value: Any, name: str) -> Any:
