@@ -309,7 +309,10 @@ def pair_sum(ka, kb, cnt, first):  # type: ignore[no-untyped-def]
 
 @jit
 def _number_fill(a, b, i, table, bits, used, out):  # type: ignore[no-untyped-def]
-    """Number pairs from index ``i`` until the table is half full (see :func:`number_pairs`)."""
+    """Number pairs from index ``i`` until the table is half full (see :func:`number_pairs`).
+
+    The probe is :func:`_pair_fill`'s, written out again: a shared helper returning
+    (slot, added) measured 10 % slower in :func:`pair_counts`, the hottest loop there is."""
     n = a.size
     limit = table.shape[0] // 2
     last = -1
