@@ -164,3 +164,29 @@ def test_distance_transform_watershed_straddles_fewer_bodies_than_threshold_seed
         assert ours.merge < theirs.merge / 2, (seed, ours, theirs)
     blocked = ls.segment(gray, supervoxels="distance_transform_watershed", block=(16, 32, 32), overlap=4)
     assert blocked.shape == gray.shape and np.unique(blocked).size > 5
+
+
+def test_two_stage_predictions_err_less_than_one_stage_on_an_unseen_volume(tmp_path):
+    """Auto-context: the second forest, trained on out-of-fold first-stage answers, makes
+    fewer membrane errors on another volume than the first stage alone."""
+    from labelstitch.plugins.builtin import two_stage_predictions
+    from labelstitch.plugins.classifier import load_classifier, membrane_annotations, train_pixel_classifier
+    from labelstitch.synthetic import em_volume
+
+    gray_a, truth_a = em_volume((40, 80, 80), n_neurites=24, noise=20, seed=5)
+    gray_b, truth_b = em_volume((40, 80, 80), n_neurites=24, noise=20, seed=6)
+    membrane_b = membrane_annotations(truth_b) == 1
+    errors = {}
+    for two in (False, True):
+        clf = train_pixel_classifier(gray_a, membrane_annotations(truth_a), n_estimators=12, two_stage=two)
+        path = tmp_path / f"{two}.clf"
+        clf.save(path)
+        assert load_classifier(path).two_stage == two
+        errors[two] = float(np.mean((clf.predict(gray_b) > 0.5) != membrane_b))
+    assert errors[True] < errors[False], errors
+    mask = np.zeros(gray_b.shape, bool)
+    mask[:2] = True
+    out = two_stage_predictions(gray_b, mask, str(tmp_path / "True.clf"))
+    assert out.dtype == np.float32 and out.shape == gray_b.shape and np.all(out[:2] == 1.0)
+    with pytest.raises(ValueError, match="one-stage classifier; use pixel_classifier"):
+        two_stage_predictions(gray_b, mask, str(tmp_path / "False.clf"))

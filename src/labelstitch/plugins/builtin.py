@@ -88,6 +88,28 @@ def pixel_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifie
 pixel_classifier.bytes_per_voxel = 700  # type: ignore[attr-defined]
 
 
+def two_stage_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifier_path: str = "") -> NDArray[np.float32]:
+    """Membrane probability from a two-stage (auto-context) voxel classifier: a second
+    random forest on the image features plus the first forest's probability, smoothed and
+    differentiated (the paper's ``two_stage_voxel_predictions``). Trained by
+    ``labelstitch train --two-stage`` or ``train-pixel-classifier --two-stage``."""
+    from .classifier import load_classifier
+
+    if not classifier_path:
+        raise ValueError("two_stage_predictions needs `classifier_path`, a file written with --two-stage")
+    classifier = load_classifier(classifier_path)
+    if not classifier.two_stage:
+        raise ValueError(f"{classifier_path} holds a one-stage classifier; use pixel_classifier, or train with --two-stage")
+    out = classifier.predict(grayscale)
+    out[mask] = 1.0
+    return out
+
+
+#: estimated, not measured: the filter features twice (joining them to the seven context
+#: features copies them) on top of the first stage's 700
+two_stage_predictions.bytes_per_voxel = 1400  # type: ignore[attr-defined]
+
+
 # ----------------------------------------------------------------------------- create-supervoxels
 
 
@@ -230,6 +252,7 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
             "naive_membrane_predictions": naive_membrane_predictions,
             "threshold_predictions": threshold_predictions,
             "pixel_classifier": pixel_classifier,
+            "two_stage_predictions": two_stage_predictions,
         },
         "create-supervoxels": {"seeded_watershed": seeded_watershed, "distance_transform_watershed": distance_transform_watershed},
         "agglomerate-supervoxels": {

@@ -3,6 +3,13 @@
 Train one from a few annotated voxels (1 = membrane, 2 = inside a cell, 0 = unknown) or
 from a labelled segmentation (membranes are where the label changes or is 0), save it, and
 use it as the ``pixel_classifier`` stage.
+
+With ``two_stage`` a second forest (auto-context, ilastik's and the paper's two-stage voxel
+prediction) sees the image features plus the first stage's probability and its smoothed
+versions and gradients, so it can use the shape of the first answer (a membrane is a thin
+continuous sheet; noise is not). The second forest is trained on *out-of-fold* first-stage
+probabilities (each half of the volume along Z predicted by a first stage trained on the
+other half), so that it learns how the first stage errs on data it has not seen.
 """
 
 from __future__ import annotations
@@ -39,26 +46,56 @@ def _features(grayscale: NDArray[Any], sigmas: tuple[float, ...]) -> NDArray[np.
     return feats.astype(np.float32, copy=False)
 
 
+_CONTEXT_SIGMAS = (1.0, 2.0, 4.0)
+
+
+def _context_features(probability: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The second stage's view of the first stage's answer: the probability, its Gaussian
+    smoothings and their gradient magnitudes."""
+    from scipy import ndimage
+
+    out = [probability]
+    for sigma in _CONTEXT_SIGMAS:
+        out.append(ndimage.gaussian_filter(probability, sigma))
+        out.append(ndimage.gaussian_gradient_magnitude(probability, sigma))
+    return np.stack(out, axis=-1).astype(np.float32)
+
+
+def _membrane_probability(model: Any, feats: NDArray[np.float32], shape: tuple[int, ...]) -> NDArray[np.float32]:
+    proba = model.predict_proba(feats.reshape(-1, feats.shape[-1]))
+    membrane = int(np.flatnonzero(model.classes_ == 1)[0])
+    return proba[:, membrane].reshape(shape).astype(np.float32)
+
+
 @dataclass
 class PixelClassifier:
-    """A trained random forest and the feature settings it was trained with."""
+    """A trained random forest (and, for two stages, the second one) and the feature
+    settings it was trained with."""
 
     model: Any
     sigmas: tuple[float, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    second: Any = None
+
+    @property
+    def two_stage(self) -> bool:
+        return self.second is not None
 
     def predict(self, grayscale: NDArray[Any]) -> NDArray[np.float32]:
         """Membrane probability, float32, same shape as ``grayscale``."""
         feats = _features(grayscale, self.sigmas)
-        proba = self.model.predict_proba(feats.reshape(-1, feats.shape[-1]))
-        membrane = int(np.flatnonzero(self.model.classes_ == 1)[0])
-        return proba[:, membrane].reshape(grayscale.shape).astype(np.float32)
+        first = _membrane_probability(self.model, feats, grayscale.shape)
+        if self.second is None:
+            return first
+        both = np.concatenate([feats, _context_features(first)], axis=-1)
+        return _membrane_probability(self.second, both, grayscale.shape)
 
     def save(self, path: str | Path) -> None:
         """Write the classifier to ``path`` (a pickle; load only files you trust)."""
         tmp = Path(str(path) + ".partial")
         with open(tmp, "wb") as f:
-            pickle.dump({"format": _FORMAT, "model": self.model, "sigmas": self.sigmas, "info": self.info}, f)
+            pickle.dump({"format": _FORMAT, "model": self.model, "sigmas": self.sigmas, "info": self.info,
+                         "second": self.second}, f)
         tmp.replace(path)
 
 
@@ -71,7 +108,7 @@ def load_classifier(path: str | Path) -> PixelClassifier:
         raise ValueError(f"no classifier file at {path}; train one with `labelstitch train-pixel-classifier`") from None
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a labelstitch pixel classifier")
-    return PixelClassifier(data["model"], tuple(data["sigmas"]), data.get("info", {}))
+    return PixelClassifier(data["model"], tuple(data["sigmas"]), data.get("info", {}), data.get("second"))
 
 
 def membrane_annotations(segmentation: NDArray[np.integer]) -> NDArray[np.uint8]:
@@ -95,20 +132,44 @@ def train_pixel_classifier(
     n_estimators: int = 50,
     max_samples: int = 200_000,
     seed: int = 0,
+    two_stage: bool = False,
 ) -> PixelClassifier:
-    """Fit a random forest on the annotated voxels (1 membrane, 2 inside, 0 unknown).
+    """Fit a random forest on the annotated voxels (1 membrane, 2 inside, 0 unknown), and
+    with ``two_stage`` a second one on top (see the module docstring).
 
     At most ``max_samples`` annotated voxels are used, drawn evenly from both classes.
     """
-    from sklearn.ensemble import RandomForestClassifier
-
     if grayscale.shape != annotations.shape:
         raise ValueError(f"`annotations` (shape {annotations.shape}) must have the shape of `grayscale` ({grayscale.shape})")
     classes = set(np.unique(annotations).tolist()) - {0}
     if classes != {1, 2}:
         raise ValueError(f"`annotations` must mark both membranes (1) and insides (2); found classes {sorted(classes)}")
-    rng = np.random.default_rng(seed)
     feats = _features(grayscale, sigmas)
+    model, samples = _fit(feats, annotations, n_estimators, max_samples, seed)
+    info = {"samples": samples, "n_estimators": n_estimators}
+    if not two_stage:
+        return PixelClassifier(model, tuple(sigmas), info)
+    depth = grayscale.shape[0]
+    if depth < 4:
+        raise ValueError(f"two-stage training splits the volume in two along Z; {depth} slices are too few")
+    halves = (slice(0, depth // 2), slice(depth // 2, depth))
+    first = np.empty(grayscale.shape, np.float32)
+    for fit_on, predict_on in ((halves[0], halves[1]), (halves[1], halves[0])):  # out-of-fold answers
+        if set(np.unique(annotations[fit_on]).tolist()) - {0} != {1, 2}:
+            raise ValueError("two-stage training needs membranes and insides marked in both halves of the volume along Z")
+        half_model, _ = _fit(feats[fit_on], annotations[fit_on], n_estimators, max_samples // 2, seed)
+        first[predict_on] = _membrane_probability(half_model, feats[predict_on], grayscale[predict_on].shape)
+    both = np.concatenate([feats, _context_features(first)], axis=-1)
+    second, _ = _fit(both, annotations, n_estimators, max_samples, seed + 1)
+    return PixelClassifier(model, tuple(sigmas), {**info, "two_stage": True}, second)
+
+
+def _fit(feats: NDArray[np.float32], annotations: NDArray[np.integer], n_estimators: int, max_samples: int,
+         seed: int) -> tuple[Any, int]:
+    """A forest on at most ``max_samples`` annotated voxels, drawn evenly from both classes."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(seed)
     picks = []
     for cls in (1, 2):
         where = np.flatnonzero(annotations.ravel() == cls)
@@ -118,4 +179,4 @@ def train_pixel_classifier(
     y = annotations.ravel()[idx]
     model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=1, random_state=seed)
     model.fit(x, y)
-    return PixelClassifier(model, tuple(sigmas), {"samples": int(idx.size), "n_estimators": n_estimators})
+    return model, int(idx.size)

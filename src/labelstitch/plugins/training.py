@@ -81,6 +81,7 @@ def train_segmentor(
     validation: tuple[int, int] | None = None,
     trees: int = 50,
     margin: float = 0.05,
+    two_stage: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> TrainResult:
     """Train and tune a segmentor (see the module docstring); write its models and
@@ -97,7 +98,7 @@ def train_segmentor(
     choices: list[tuple[str, Score]] = []
 
     log("training the voxel classifier")
-    pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t), n_estimators=trees)
+    pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t), n_estimators=trees, two_stage=two_stage)
     pixel_path = folder / "pixel-classifier.pkl"
     pixel.save(pixel_path)
     pred_t, pred_v = pixel.predict(gray_t), pixel.predict(gray_v)
@@ -135,7 +136,7 @@ def train_segmentor(
     # the settings are chosen; the models are fitted again on the whole volume (more data,
     # the same choices): the held-out part only ever chose among settings
     log("fitting the chosen models again on the whole volume")
-    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth), n_estimators=trees)
+    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth), n_estimators=trees, two_stage=two_stage)
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
     if agg_name == "learned_agglomeration":
@@ -144,7 +145,8 @@ def train_segmentor(
         train_agglomeration(supervoxels, predictions, truth, n_estimators=2 * trees).save(agglo_path)
         agg_params = {"classifier_path": str(agglo_path), **agg_params}
     segmentor = {
-        "predict-voxels": {"function": "pixel_classifier", "parameters": {"classifier_path": str(pixel_path)}},
+        "predict-voxels": {"function": "two_stage_predictions" if two_stage else "pixel_classifier",
+                           "parameters": {"classifier_path": str(pixel_path)}},
         "create-supervoxels": {"function": sv_name, "parameters": sv_params},
         "agglomerate-supervoxels": {"function": agg_name, "parameters": agg_params},
     }
