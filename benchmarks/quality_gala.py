@@ -1,6 +1,6 @@
 """Segmentation quality on real EM (the gala FIB-SEM volumes), blocked and stitched vs unblocked.
 
-    .venv/bin/python benchmarks/quality_gala.py [--out quality-output] [--trained]
+    .venv/bin/python benchmarks/quality_gala.py [--out quality-output] [--trained [--two-stage]]
 
 1. Train the pixel classifier on gala_train (its ground truth gives membranes).
 2. Tune the built-in plugins on gala_train only: a small grid over the watershed seed
@@ -42,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="quality-output")
     parser.add_argument("--trained", action="store_true", help="use labelstitch.train on gala_train (learned agglomeration)")
+    parser.add_argument("--two-stage", action="store_true", help="with --trained: a two-stage voxel classifier")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(exist_ok=True)
@@ -54,7 +55,8 @@ def main() -> None:
         np.save(out / "train-raw.npy", train["raw"])
         np.save(out / "train-gt.npy", train["gt"])
         start = time.perf_counter()
-        trained = train_segmentor(str(out / "train-raw.npy"), str(out / "train-gt.npy"), str(out / "model"))
+        trained = train_segmentor(str(out / "train-raw.npy"), str(out / "train-gt.npy"), str(out / "model"),
+                                  two_stage=args.two_stage)
         print(f"labelstitch.train on gala_train in {time.perf_counter() - start:.0f} s")
         print(trained.table())
         configuration = trained.segmentor

@@ -140,6 +140,11 @@ class SegmentedSubvolume:
         """The labels over the outer box."""
         return decode_labels(self._bytes())
 
+    def supervoxel_count(self) -> int | None:
+        """How many supervoxels the interior keeps (None: none were kept), without decoding them."""
+        _, supervoxels, segment_of = split_supervoxels(self._bytes())
+        return None if supervoxels is None or segment_of is None else int(segment_of.size)
+
     def load_supervoxels(self) -> tuple[NDArray[np.uint64], NDArray[np.uint64]] | None:
         """The interior's supervoxels (numbered 1, 2, ... each within one segment) and the
         segment (a label of :meth:`load`) of each; None if they were not kept."""

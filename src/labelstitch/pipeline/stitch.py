@@ -123,8 +123,8 @@ def _preserved(sv: Subvolume, preserve_volume: str | None, preserve_bodies: tupl
 def _count_supervoxels(item: tuple[Subvolume, SegmentedSubvolume]) -> tuple[int, int]:
     """How many supervoxels a subvolume's interior keeps (-1: its block has none kept)."""
     sv, segmented = item
-    kept = segmented.load_supervoxels()
-    return sv.id, -1 if kept is None else int(kept[1].size)
+    count = segmented.supervoxel_count()
+    return sv.id, -1 if count is None else count
 
 
 @dataclass(frozen=True)
