@@ -242,3 +242,31 @@ def test_a_lone_dark_voxel_masks_nothing():
     grayscale = np.full((20, 20, 20), 120, np.uint8)
     grayscale[10, 10, 10] = 0
     assert not background_mask(grayscale, 0, 5).any()
+
+
+def test_context_wide_enough_makes_blocked_equal_unblocked(tmp_path):
+    """With options.context covering the whole volume every subvolume segments all of it and
+    keeps its own box, so the stitched result is the unblocked segmentation exactly; with a
+    smaller context the blocks are segmented from more of their neighbourhood than the halo."""
+    from labelstitch.stores import open_volume
+    from labelstitch.synthetic import em_volume
+    from labelstitch.testing import assert_same_partition
+
+    gray, _ = em_volume((32, 64, 64), n_neurites=15, seed=2)
+    np.save(tmp_path / "g.npy", gray)
+    seg = {"predict-voxels": {"function": "naive_membrane_predictions", "parameters": {"sigma": 0.0}},
+           "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.2}},
+           "agglomerate-supervoxels": {"function": "no_agglomeration", "parameters": {}}}
+
+    def segment(name, **options):
+        run({"input": str(tmp_path / "g.npy"), "output": str(tmp_path / f"{name}.zarr"),
+             "options": {"segmentor": {"configuration": seg}, **options}})
+        with open_volume(str(tmp_path / f"{name}.zarr")) as store:
+            return store.read()
+
+    whole = segment("whole", **{"chunk-size": [32, 64, 64], "overlap": 0})
+    blocked = segment("blocked", **{"chunk-size": 16, "overlap": 2})
+    wide = segment("wide", **{"chunk-size": 16, "overlap": 2, "context": 64})
+    assert_same_partition(wide, whole)
+    with pytest.raises(AssertionError):  # without context the blocks do differ (so the test can tell)
+        assert_same_partition(blocked, whole)

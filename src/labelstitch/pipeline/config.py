@@ -134,6 +134,11 @@ SCHEMA: dict[str, Any] = {
                     "description": "a DVID labelmap output: supervoxels + mapping + label indices (the default), or "
                     "body ids in the voxels (labelblk and labelarray outputs take bodies only)",
                 },
+                "context": {
+                    "type": "integer", "minimum": 0,
+                    "description": "voxels read and segmented beyond each subvolume's halo, then cropped away, so that "
+                    "seeds and agglomeration near its faces see their neighbourhood (default 0)",
+                },
                 "allow-missing-input": {
                     "type": "boolean",
                     "description": "read missing chunks of a zarr input as its fill value instead of refusing them",
@@ -171,6 +176,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "background-min-width": 5,
     "intensity-range": "auto",
     "allow-missing-input": False,
+    "context": 0,
     "write-grayscale": False,
 }
 
@@ -342,6 +348,7 @@ KEYS: dict[str, str] = {
     "options.roi": "roi_name",
     "options.intensity-range": "intensity_range",
     "options.allow-missing-input": "allow_missing_input",
+    "options.context": "context",
     "options.resolution": "resolution",
     "options.write-grayscale": "write_grayscale",
 }
@@ -386,6 +393,7 @@ class RunConfig:
     background_min_width: int
     intensity_range: str | tuple[float, float] = "auto"
     allow_missing_input: bool = False
+    context: int = 0
     resolution: tuple[float, float, float] | None = None
     write_grayscale: bool = False
     ground_truth: str | None = None
@@ -475,6 +483,7 @@ class RunConfig:
             "segmentor": {"configuration": options["segmentor"]["configuration"]},
             **{k: options.get(k) for k in ("chunk-size", "overlap", "background-value", "background-min-width", "roi")},
             **({"intensity-range": options["intensity-range"]} if options.get("intensity-range", "auto") != "auto" else {}),
+            **({"context": options["context"]} if options.get("context") else {}),
         }
         return part
 

@@ -369,7 +369,7 @@ def run(
         seconds = {"check and plan": time.perf_counter() - t0}
         pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
         # with the workers known, before the checkpoint folder is made
-        check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once)
+        check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once, context=prepared.task.context)
         checkpoints = None
         if config.checkpoint_dir:
             checkpoints = CheckpointDir.open(

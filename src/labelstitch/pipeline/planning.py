@@ -151,7 +151,7 @@ def subvolume_bytes_per_voxel(stages: tuple[Stage, ...]) -> int:
 
 
 def check_subvolume_memory(plan: Plan, stages: tuple[Stage, ...] = (), *, at_once: int | None = 1,
-                           memory: int | None = None) -> None:
+                           memory: int | None = None, context: int = 0) -> None:
     """Refuse subvolumes whose working set, times the ``at_once`` subvolumes a machine runs
     together (a pool's workers), cannot fit in this machine's memory. ``at_once=None``
     (workers on other machines) checks nothing: their memory is the cluster's to size."""
@@ -159,7 +159,7 @@ def check_subvolume_memory(plan: Plan, stages: tuple[Stage, ...] = (), *, at_onc
         return
     memory = _physical_memory() if memory is None else memory
     per_voxel = subvolume_bytes_per_voxel(stages)
-    largest = max(sv.outer.size for sv in plan)
+    largest = max(sv.outer.grow(context).size for sv in plan)  # what a worker segments: the outer box and its context
     needed = largest * per_voxel * at_once
     if memory and needed > 0.8 * memory:
         side = int((0.8 * memory / (per_voxel * at_once)) ** (1 / 3)) - 2 * max(plan.halo)
@@ -238,8 +238,10 @@ def prepare(
         roi_runs=runs,
         roi_block=roi_block,
         keep_supervoxels=keeps_supervoxels(config.output),
+        context=config.context,
+        shape=tuple(plan.shape),
     )
-    check_subvolume_memory(plan, task.stages)
+    check_subvolume_memory(plan, task.stages, context=task.context)
     if config.checkpoint_dir:
         for key, other in inputs_of(config).items():
             if key != "options.checkpoint-dir" and volumes_overlap(config.checkpoint_dir, other):

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from ..checkpoints import CheckpointDir, read_block, save_block
 from ..codec import BUNDLE_MAGIC, DEFAULT_CODEC, bundle_supervoxels, decode_labels, encode_labels, split_supervoxels
 from ..executors import Executor
-from ..geometry import Subvolume, roi_mask, roi_runs_near
+from ..geometry import Box, Subvolume, roi_mask, roi_runs_near
 from ..plugins import Stage
 from ..relabel import refine_supervoxels
 from ..stores import StoreError, open_volume
@@ -102,12 +102,15 @@ class SegmentTask:
     roi_block: int = 0
     #: keep the interior's supervoxels too, for an output that stores supervoxels and a mapping
     keep_supervoxels: bool = False
+    #: voxels segmented beyond the outer box (then cropped away), and the volume's shape
+    context: int = 0
+    shape: tuple[int, ...] = ()
 
     def near(self, sv: Subvolume) -> SegmentTask:
         """This task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
         if not self.roi_block:
             return self
-        return replace(self, roi_runs=run_tuples(roi_runs_near(self.roi_runs, self.roi_block, sv.outer)))
+        return replace(self, roi_runs=run_tuples(roi_runs_near(self.roi_runs, self.roi_block, sv.outer.grow(self.context))))
 
 
 def run_tuples(runs: NDArray[np.int64]) -> Runs:
@@ -186,7 +189,20 @@ def _checked(name: str, result: Any, shape: tuple[int, ...], sv: Subvolume, *, f
 
 
 def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
-    """Read, mask and segment one subvolume's outer box with the three stages."""
+    """Read, mask and segment one subvolume's outer box with the three stages (with
+    ``task.context``, a larger box around it, cropped back to the outer box afterwards)."""
+    if task.context:  # segment a wider box (same interior), then keep the outer box of its labels
+        grown = sv.outer.grow(task.context)
+        grown = grown.intersect(Box.from_shape(task.shape)) if task.shape else grown
+        done = segment_subvolume(replace(sv, outer=grown), replace(task, context=0, checkpoint_dir=None))
+        assert done.data is not None
+        labels_data, supervoxels_data, segment_of = split_supervoxels(done.data)
+        labels = np.ascontiguousarray(decode_labels(labels_data)[sv.outer.slices(grown)])
+        data = encode_labels(labels, task.codec)
+        if supervoxels_data is not None and segment_of is not None:  # the interior's: the same either way
+            data = bundle_supervoxels(data, supervoxels_data, segment_of)
+        n_seg = int(np.unique(labels).size - (1 if (labels == 0).any() else 0))
+        return _stored(sv, task, data, done.supervoxels, n_seg, done.seconds, done.unmasked)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     with open_volume(task.input) as volume:
@@ -245,7 +261,12 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
         inner = sv.interior.slices(sv.outer)
         pieces, segment_of = refine_supervoxels(svs[inner], seg[inner])
         data = bundle_supervoxels(data, encode_labels(pieces, task.codec), segment_of)
-    unmasked = int(mask.size - np.count_nonzero(mask))
+    return _stored(sv, task, data, n_sv, n_seg, seconds, int(mask.size - np.count_nonzero(mask)))
+
+
+def _stored(sv: Subvolume, task: SegmentTask, data: bytes, n_sv: int, n_seg: int, seconds: dict[str, float],
+            unmasked: int) -> SegmentedSubvolume:
+    """The segmented subvolume, its block kept in memory or written to the checkpoint folder."""
     if task.checkpoint_dir is None:
         return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked)
     path = Path(task.checkpoint_dir) / f"sv-{sv.id}.blk"
