@@ -8,11 +8,20 @@ unblocked, then in 48^3 subvolumes (halo 8) with context 0, 16 and 32, and the b
 stitching rule is compared with the unblocked VI ("gap"), with each blocked run's time.
 """
 
-import numpy as np, json, tempfile, time, sys
+from __future__ import annotations
+
+import json
+import tempfile
+import time
 from pathlib import Path
-from labelstitch.pipeline import run, compare
+
+import numpy as np
+
+from labelstitch.pipeline import compare, run
 from labelstitch.synthetic import em_volume
-def main():
+
+
+def main() -> None:
     g, t = em_volume((96, 192, 192), n_neurites=50, seed=3)
     out = Path(tempfile.mkdtemp())
     np.save(out/"raw.npy", g); np.save(out/"gt.npy", t)
@@ -32,4 +41,7 @@ def main():
             rows = compare(cfg, str(out/"gt.npy"))
             best = min((r for r in rows if r.rule != "none"), key=lambda r: r.total)
             print(f"  context {ctx}: best {best.name} {best.total:.3f} (gap {best.total - u.total:+.3f}) run {dt:.1f}s")
-if __name__ == "__main__": main()
+
+
+if __name__ == "__main__":
+    main()
