@@ -355,3 +355,19 @@ def test_the_command_line_with_a_dvid_info_config(dvid_server, node, gala, tmp_p
     dvid_server.stop()
     assert main(["run", str(path), "-q", "--overwrite"]) == ExitCode.FAILED
     assert "failed after 2 attempts" in capsys.readouterr().err
+
+
+def test_checkpoints_without_supervoxels_are_segmented_again_for_a_labelmap(dvid_server, node, gala, tmp_path, caplog):
+    """Checkpoints of a run into a file output keep no supervoxels; resuming into a labelmap
+    output segments those subvolumes again rather than writing a labelmap without them."""
+    folder = gala[0]
+    checkpoints = str(tmp_path / "ckpt")
+    local = {"input": str(folder / "raw.npy"), "output": str(tmp_path / "first.zarr"),
+             "options": {**OPTIONS, "checkpoint-dir": checkpoints}}
+    assert run(local).counts["segmented now"] == 8
+    config = dvid_config(dvid_server, node, "seg", options={"checkpoint-dir": checkpoints})
+    config["input"] = str(folder / "raw.npy")
+    result = run(config, resume=True, create_output=True)
+    assert result.counts["segmented now"] == 8 and result.counts["restored from checkpoints"] == 0
+    assert "without the supervoxels this output keeps" in caplog.text
+    np.testing.assert_array_equal(read_dvid(dvid_server, node, "seg"), local_run(gala, "plain"))
