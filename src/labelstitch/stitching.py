@@ -187,10 +187,15 @@ def relabel_interior(
 ) -> NDArray[np.uint64]:
     """The interior of ``block`` (labels over ``sv``'s outer box) with ``labels[i]`` replaced
     by ``bodies[i]``; 0 stays 0 and any other label is an error (it would have no body)."""
+    return to_bodies(block[sv.interior.slices(sv.outer)], labels, bodies)
+
+
+def to_bodies(values: NDArray[Any], labels: NDArray[np.uint64], bodies: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """``values`` (labels of one subvolume) with ``labels[i]`` replaced by ``bodies[i]``; 0
+    stays 0 and any other label is an error (it would have no body)."""
     zero = np.zeros(1, np.uint64)  # background stays 0; a plain [0] would promote uint64 to float64
     table = (np.concatenate([zero, labels]), np.concatenate([zero, bodies]))
-    interior = block[sv.interior.slices(sv.outer)]
-    return remap(interior, table, preserve_missing=False, dtype=np.uint64).astype(np.uint64, copy=False)
+    return remap(values, table, preserve_missing=False, dtype=np.uint64).astype(np.uint64, copy=False)
 
 
 def _checked_block(sv: Subvolume, block: ArrayLike) -> NDArray[np.unsignedinteger]:

@@ -512,19 +512,10 @@ def compare(
     """
     config = RunConfig.load(config)
     chosen = [(rule, rule, {}) for rule in available_rules()] + list(variants or [])
-    base = prepare(config)
-    with open_volume(ground_truth) as gt:
-        if gt.shape != base.plan.shape:
-            raise StoreError(f"ground truth {ground_truth} has shape {gt.shape}; the run's volume has {base.plan.shape}")
+    base = _prepare_scoring(config, ground_truth)
     if not write:
-        for name, rule, params in chosen:  # unknown rules and parameters are refused before any work
-            with_stitching(base, _variant(config, rule, params, None))
-        with ExitStack() as held:
-            segmented = _finished_subvolumes(base)
-            pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
-            wanted = [Variant(name, rule, dict(params), config.connected_components) for name, rule, params in chosen]
-            scored, _ = score_variants(base, segmented, pool, ground_truth, wanted, region=region, progress=progress)
-        return [score for score, _ in scored]
+        wanted = [Variant(name, rule, dict(params), config.connected_components) for name, rule, params in chosen]
+        return _score_without_writing(base, ground_truth, wanted, region, executor, workers, spark_master, progress)
     if folder is None and config.checkpoint_dir:
         folder = str(Path(config.checkpoint_dir.rstrip("/")).with_name(Path(config.checkpoint_dir.rstrip("/")).name + "-compare"))
     where = Path(folder or "compare")
@@ -574,11 +565,7 @@ def tune(
     """
     import itertools
 
-    config = RunConfig.load(config)
-    base = prepare(config)
-    with open_volume(ground_truth) as gt:
-        if gt.shape != base.plan.shape:
-            raise StoreError(f"ground truth {ground_truth} has shape {gt.shape}; the run's volume has {base.plan.shape}")
+    base = _prepare_scoring(RunConfig.load(config), ground_truth)
     if grid is None:
         grid = {rule: default_grid(rule) for rule in available_rules()}
     wanted = []
@@ -590,15 +577,32 @@ def tune(
                 label = ",".join(f"{k}={v:g}" for k, v in params.items())
                 name = f"{rule}{'+cc' if cc else ''}" + (f":{label}" if label else "")
                 wanted.append(Variant(name, rule, params, cc))
+    scores = _score_without_writing(base, ground_truth, wanted, 32, executor, workers, spark_master, progress)
+    return scores, pareto_front(scores)
+
+
+def _prepare_scoring(config: RunConfig, ground_truth: str) -> PreparedRun:
+    """The prepared run, after checking that the ground truth covers its volume."""
+    base = prepare(config)
+    with open_volume(ground_truth) as gt:
+        if gt.shape != base.plan.shape:
+            raise StoreError(f"ground truth {ground_truth} has shape {gt.shape}; the run's volume has {base.plan.shape}")
+    return base
+
+
+def _score_without_writing(
+    base: PreparedRun, ground_truth: str, wanted: list[Variant], region: int, executor: str | Executor,
+    workers: int | None, spark_master: str | None, progress: bool,
+) -> list[Score]:
+    """Every variant scored from the checkpoints' contingency tables (after refusing unknown
+    rules and parameters, before any work)."""
     for v in wanted:
-        with_stitching(base, _variant(config, v.rule, v.params, None))
+        with_stitching(base, _variant(base.config, v.rule, v.params, None))
     with ExitStack() as held:
         segmented = _finished_subvolumes(base)
         pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
-        scored, _ = score_variants(base, segmented, pool, ground_truth, wanted, progress=progress)
-    scores = [score for score, _ in scored]
-    front = pareto_front(scores)
-    return scores, front
+        scored, _ = score_variants(base, segmented, pool, ground_truth, wanted, region=region, progress=progress)
+    return [score for score, _ in scored]
 
 
 def default_grid(rule: str) -> dict[str, list[Any]]:

@@ -23,7 +23,7 @@ from ..contingency import count_pairs
 from ..executors import Executor
 from ..geometry import Box, Plan, Subvolume
 from ..metrics import RegionalVI, Score, score_table
-from ..stitching import StitchResult
+from ..stitching import StitchResult, to_bodies
 from ..stores import open_volume
 from .planning import PreparedRun
 from .segment import SegmentedSubvolume
@@ -84,11 +84,7 @@ def _bodies_of(rows: NDArray[np.uint64], labels: NDArray[np.uint64], bodies: NDA
     keys = rows[:, 1]
     final = (keys & FINAL) != 0
     out = keys & ~FINAL
-    local = ~final
-    where = np.searchsorted(labels, keys[local])
-    if where.size and (where.max() >= labels.size or (labels[np.minimum(where, labels.size - 1)] != keys[local]).any()):
-        raise ValueError("a subvolume's interior holds a label its mapping does not know")
-    out[local] = bodies[where] + np.uint64(offset)
+    out[~final] = to_bodies(keys[~final], labels, bodies) + np.uint64(offset)
     return out
 
 
@@ -109,15 +105,14 @@ def score_variants(
     plan, task = prepared.plan, prepared.task
     seconds = {}
     start = time.perf_counter()
-    grid_shape = tuple(-(-n // region) for n in plan.shape)
-    table_of = _InteriorTable(ground_truth, region, grid_shape, task.preserve_volume, task.preserve_bodies)
+    grid = Plan.grid(plan.shape, region, 0)
+    table_of = _InteriorTable(ground_truth, region, grid.grid_shape, task.preserve_volume, task.preserve_bodies)
     tables: dict[int, NDArray[np.uint64]] = {}
     wanted = [(v.rule, v.params, v.connected_components) for v in variants]
     results = match_variants(plan, segmented, pool, wanted, progress, tables=table_of, tables_of=tables)
     seconds["tables and matching"] = time.perf_counter() - start
     start = time.perf_counter()
     offset = max(task.preserve_bodies, default=0)
-    grid = Plan.grid(plan.shape, region, 0)
     boxes = tuple(sv.interior for sv in grid)
     out = []
     for variant, (result, match_seconds) in zip(variants, results):

@@ -191,18 +191,10 @@ def _checked(name: str, result: Any, shape: tuple[int, ...], sv: Subvolume, *, f
 def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     """Read, mask and segment one subvolume's outer box with the three stages (with
     ``task.context``, a larger box around it, cropped back to the outer box afterwards)."""
-    if task.context:  # segment a wider box (same interior), then keep the outer box of its labels
+    original = sv
+    if task.context:  # segment a wider box around the outer one (same interior); keep the outer box
         grown = sv.outer.grow(task.context)
-        grown = grown.intersect(Box.from_shape(task.shape)) if task.shape else grown
-        done = segment_subvolume(replace(sv, outer=grown), replace(task, context=0, checkpoint_dir=None))
-        assert done.data is not None
-        labels_data, supervoxels_data, segment_of = split_supervoxels(done.data)
-        labels = np.ascontiguousarray(decode_labels(labels_data)[sv.outer.slices(grown)])
-        data = encode_labels(labels, task.codec)
-        if supervoxels_data is not None and segment_of is not None:  # the interior's: the same either way
-            data = bundle_supervoxels(data, supervoxels_data, segment_of)
-        n_seg = int(np.unique(labels).size - (1 if (labels == 0).any() else 0))
-        return _stored(sv, task, data, done.supervoxels, n_seg, done.seconds, done.unmasked)
+        sv = replace(sv, outer=grown.intersect(Box.from_shape(task.shape)) if task.shape else grown)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     with open_volume(task.input) as volume:
@@ -254,19 +246,17 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     )
     seg = np.where(mask, 0, seg)  # preserved bodies and background never take part in stitching
     seconds["agglomerate-supervoxels"] = time.perf_counter() - start
-    n_sv = int(np.unique(svs).size - (1 if (svs == 0).any() else 0))
-    n_seg = int(np.unique(seg).size - (1 if (seg == 0).any() else 0))
-    data = encode_labels(seg.astype(np.uint64), task.codec)
     if task.keep_supervoxels:  # the interior's supervoxels, cut where the agglomeration cut them
         inner = sv.interior.slices(sv.outer)
         pieces, segment_of = refine_supervoxels(svs[inner], seg[inner])
+    keep = original.outer.slices(sv.outer)  # the whole array, unless a context was segmented too
+    svs, seg, mask, sv = svs[keep], np.ascontiguousarray(seg[keep]), mask[keep], original
+    n_sv = int(np.unique(svs).size - (1 if (svs == 0).any() else 0))
+    n_seg = int(np.unique(seg).size - (1 if (seg == 0).any() else 0))
+    data = encode_labels(seg.astype(np.uint64), task.codec)
+    if task.keep_supervoxels:
         data = bundle_supervoxels(data, encode_labels(pieces, task.codec), segment_of)
-    return _stored(sv, task, data, n_sv, n_seg, seconds, int(mask.size - np.count_nonzero(mask)))
-
-
-def _stored(sv: Subvolume, task: SegmentTask, data: bytes, n_sv: int, n_seg: int, seconds: dict[str, float],
-            unmasked: int) -> SegmentedSubvolume:
-    """The segmented subvolume, its block kept in memory or written to the checkpoint folder."""
+    unmasked = int(mask.size - np.count_nonzero(mask))
     if task.checkpoint_dir is None:
         return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked)
     path = Path(task.checkpoint_dir) / f"sv-{sv.id}.blk"

@@ -21,11 +21,12 @@ from .._version import __version__
 from ..codec import decode_labels, encode_labels
 from ..executors import Executor
 from ..geometry import Face, Plan, Subvolume
-from ..relabel import remap
 from ..matching import FaceMatches, FaceReport, apply_rule, face_candidates
 from ..plugins import get_plugin_manager
 from ..report import write_stitch_report
-from ..stitching import StitchResult, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior
+from ..stitching import (
+    StitchResult, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior, to_bodies,
+)
 from ..stores import StoreError, VolumeStore, create_volume, disk_errors, keeps_supervoxels, open_volume, side_file_base
 from .config import RunConfig
 from .planning import PreparedRun
@@ -152,10 +153,7 @@ class _WriteSupervoxels:
         kept = item.segmented.load_supervoxels()
         assert kept is not None
         pieces, segment_of = kept
-        zero = np.zeros(1, np.uint64)
-        table = (np.concatenate([zero, item.labels]), np.concatenate([zero, item.bodies]))
-        bodies = remap(segment_of, table, preserve_missing=False, dtype=np.uint64).astype(np.uint64)
-        bodies += np.uint64(item.offset)
+        bodies = to_bodies(segment_of, item.labels, item.bodies) + np.uint64(item.offset)
         first = np.uint64(item.first_id - 1)
         out = np.where(pieces != 0, pieces + first, np.uint64(0)).astype(np.uint64)
         keep, original = _preserved(sv, item.preserve_volume, item.preserve_bodies)

@@ -52,6 +52,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box, Plan, misaligned_axis
 from ..pyramid import downsample_labels, level_shapes
+from ..relabel import remap
 from ._base import StoreError, VolumeStore
 from ._dvid_labelmap import block_key, encode_block, encode_label_indices, encode_mapping_ops, gzip_bytes
 
@@ -444,10 +445,15 @@ class DvidStore(VolumeStore):
         return {**params, **extra}
 
     def _read(self, box: Box) -> NDArray[Any]:
+        extra = {"supervoxels": "true"} if self.typename == "labelmap" and self.address.options.get("supervoxels") == "true" else {}
+        return self._read_raw(box, **extra)
+
+    def _read_raw(self, box: Box, *, roi: bool = True, **extra: str) -> NDArray[Any]:
+        """``GET raw`` of ``box`` (labels as one LZ4 block), with extra query parameters
+        (``supervoxels``, ``scale``: then ``box`` is in that scale's voxels); ``roi`` adds
+        the volume string's ``roi=`` (in scale-0 blocks, so not for a lower scale)."""
         labels = self.typename in LABEL_TYPES
-        params = self._params(compression="lz4") if labels else self._params()
-        if self.typename == "labelmap" and self.address.options.get("supervoxels") == "true":
-            params["supervoxels"] = "true"
+        params = {**(self._params() if roi else {}), **({"compression": "lz4"} if labels else {}), **extra}
         reply = dvid_request(self.address.server, "GET", self._raw_path(box), params=params, throttle=True)
         expected = box.size * self.dtype.itemsize
         payload = reply.content
@@ -541,11 +547,7 @@ class DvidStore(VolumeStore):
         data[tuple(slice(0, n) for n in box.shape)] = supervoxels
         tallies = self._write_blocks(padded.start, data)
         rows = np.concatenate(tallies) if tallies else np.zeros((0, 3), np.uint64)
-        order = np.argsort(sv_ids, kind="stable")
-        sorted_ids = sv_ids[order]
-        where = np.minimum(np.searchsorted(sorted_ids, rows[:, 0]), max(sorted_ids.size - 1, 0))
-        listed = sorted_ids[where] == rows[:, 0] if sorted_ids.size else np.zeros(rows.shape[0], bool)
-        bodies = np.where(listed, body_ids[order][where] if sorted_ids.size else 0, rows[:, 0]).astype(np.uint64)
+        bodies = remap(rows[:, 0], (sv_ids, body_ids), dtype=np.uint64)  # unlisted: bodies of their own
         return np.column_stack([bodies, rows]).astype(np.uint64)
 
     def write_bodies(self, rows: NDArray[np.uint64]) -> dict[str, int]:
@@ -638,18 +640,10 @@ def _downres_box(item: tuple[str, int, tuple[tuple[int, ...], tuple[int, ...]]])
     """One box of one scale: read the scale below (supervoxels), halve it, post its blocks."""
     uri, scale, (start, stop) = item
     store = DvidStore.open(uri, read_only=False)
-    bs = store.block_size
-    stop = tuple(-(-e // b) * b for e, b in zip(stop, bs))  # whole blocks: DVID reads 0 beyond the data
-    size = "_".join(str(2 * (e - s)) for s, e in zip(start[::-1], stop[::-1]))
-    offset = "_".join(str(2 * s) for s in start[::-1])
-    params = {"compression": "lz4", "supervoxels": "true", "scale": str(scale - 1)}
-    reply = dvid_request(store.address.server, "GET", f"{store.address.node_path}/raw/0_1_2/{size}/{offset}",
-                         params=params, throttle=True)
-    import lz4.block
-
-    shape = tuple(2 * (e - s) for s, e in zip(start, stop))
-    below = np.frombuffer(lz4.block.decompress(reply.content, uncompressed_size=int(np.prod(shape)) * 8), "<u8")
-    store._write_blocks(start, downsample_labels(below.reshape(shape)), scale)
+    stop = tuple(-(-e // b) * b for e, b in zip(stop, store.block_size))  # whole blocks: DVID reads 0 beyond the data
+    below = store._read_raw(Box(tuple(2 * s for s in start), tuple(2 * e for e in stop)), roi=False,
+                            supervoxels="true", scale=str(scale - 1))
+    store._write_blocks(start, downsample_labels(below), scale)
 
 
 def _stored_metadata(address: DvidAddress) -> dict[str, Any]:

@@ -230,6 +230,12 @@ def block_key(bz: int, by: int, bx: int) -> int:
 # ----------------------------------------------------------------------------- protobuf
 
 
+def _runs(keys: NDArray[Any]) -> list[tuple[int, int]]:
+    """The (start, stop) of every run of equal values in sorted ``keys``."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.zeros(0, np.int64)
+    return list(zip(starts.tolist(), np.r_[starts[1:], keys.size].astype(np.int64).tolist()))
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     value = int(value)
@@ -253,9 +259,7 @@ def _uint(number: int, value: int) -> bytes:
 def _label_index(body: int, blocks: NDArray[np.uint64], svs: NDArray[np.uint64], counts: NDArray[np.uint32], mutid: int) -> bytes:
     """One ``LabelIndex`` from its rows, sorted by block (then supervoxel)."""
     out = bytearray()
-    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]]) if blocks.size else np.zeros(0, np.int64)
-    stops = np.r_[starts[1:], blocks.size]
-    for a, b in zip(starts.tolist(), stops.tolist()):
+    for a, b in _runs(blocks):
         svcount = b"".join(_field(1, _uint(1, sv) + _uint(2, n)) for sv, n in zip(svs[a:b].tolist(), counts[a:b].tolist()))
         out += _field(1, _uint(1, int(blocks[a])) + _field(2, svcount))
     out += _uint(2, body) + _uint(3, mutid)
@@ -283,9 +287,7 @@ def encode_label_indices(
     order = np.lexsort((svs, blocks, bodies))
     bodies, blocks, svs, counts = bodies[order], blocks[order], svs[order], counts[order]
     out = bytearray()
-    starts = np.flatnonzero(np.r_[True, bodies[1:] != bodies[:-1]]) if bodies.size else np.zeros(0, np.int64)
-    stops = np.r_[starts[1:], bodies.size]
-    for a, b in zip(starts.tolist(), stops.tolist()):
+    for a, b in _runs(bodies):
         out += _field(1, _label_index(int(bodies[a]), blocks[a:b], svs[a:b], counts[a:b], mutid))
     for label in (tombstones if tombstones is not None else np.zeros(0, np.uint64)).tolist():
         out += _field(1, _uint(2, label))
@@ -298,9 +300,7 @@ def encode_mapping_ops(bodies: NDArray[np.uint64], svs: NDArray[np.uint64], *, m
     order = np.lexsort((svs, bodies))
     bodies, svs = bodies[order], svs[order]
     out = bytearray()
-    starts = np.flatnonzero(np.r_[True, bodies[1:] != bodies[:-1]]) if bodies.size else np.zeros(0, np.int64)
-    stops = np.r_[starts[1:], bodies.size]
-    for a, b in zip(starts.tolist(), stops.tolist()):
+    for a, b in _runs(bodies):
         packed = b"".join(_varint(v) for v in svs[a:b].tolist())
         out += _field(1, _uint(1, mutid) + _uint(2, int(bodies[a])) + _field(3, packed))
     return bytes(out)
