@@ -1,8 +1,11 @@
 """Learned agglomeration: edge statistics that add up when regions merge, the numba forest
 against scikit-learn's, the classifier file, and a trained model beating mean-boundary
-agglomeration on a synthetic volume it was not trained on."""
+agglomeration on a synthetic volume it was not trained on; the region graphs of blocked
+volumes, and the numba mean-boundary merging against its plain-Python reference."""
 
 from __future__ import annotations
+
+import heapq
 
 import numpy as np
 import pytest
@@ -121,3 +124,109 @@ def test_the_classifier_file_is_versioned_and_checked(trained, tmp_path):
     with pytest.raises(ValueError, match="needs `classifier_path`"):
         learned_agglomeration(np.zeros((8, 8, 8), np.float32), np.ones((8, 8, 8), np.uint32))
     assert "learned_agglomeration" in stage_functions()["agglomerate-supervoxels"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 9), st.integers(1, 5), st.sampled_from([1, 2]))
+def test_the_parts_of_a_blocked_volume_sum_to_its_region_graph(seed, n_labels, block, channels):
+    """Agglomeration across blocks relies on it: every voxel pair lies in one interior or
+    straddles one face, so interior graphs plus face contacts, each in local ids mapped to
+    global ones, sum to exactly the region graph of the whole volume."""
+    from labelstitch.agglomeration import face_contacts, interior_graph, sum_graph
+    from labelstitch.geometry import Plan
+
+    rng = np.random.default_rng(seed)
+    shape = (7, 6, 9)
+    labels = rng.integers(0, n_labels + 1, shape).astype(np.uint64)
+    pred = rng.random(shape + (channels,)).astype(np.float32)
+    plan = Plan.grid(shape, block=block + 1, halo=1)
+    offset = {sv.id: 1000 * (sv.id + 1) for sv in plan}  # each subvolume's labels in ids of its own
+    local = lambda sv, x: np.where(x != 0, x + np.uint64(offset[sv.id]), 0)  # noqa: E731
+    to_global = lambda sv, x: (x - np.uint64(offset[sv.id])).astype(np.uint64)  # noqa: E731
+    parts = []
+    for sv in plan:
+        part = interior_graph(local(sv, labels[sv.interior.slices()]), pred[sv.interior.slices()])
+        part.nodes, part.u, part.v = (to_global(sv, x) for x in (part.nodes, part.u, part.v))
+        parts.append(part)
+    for face in plan.faces():
+        a, b = plan[face.a], plan[face.b]
+        lo, hi = list(a.interior.slices()), list(b.interior.slices())
+        lo[face.axis] = slice(face.plane - 1, face.plane)
+        hi[face.axis] = slice(face.plane, face.plane + 1)
+        part = face_contacts(local(a, labels[tuple(lo)]), pred[tuple(lo)][..., 0],
+                             local(b, labels[tuple(hi)]), pred[tuple(hi)][..., 0])
+        part.u, part.v = to_global(a, part.u), to_global(b, part.v)
+        parts.append(part)
+    summed = sum_graph(parts, n_labels, channels)
+    whole = edge_stats(labels.astype(np.uint32), pred)
+    assert summed.u.tolist() == whole.u.tolist() and summed.v.tolist() == whole.v.tolist()
+    assert np.array_equal(summed.count, whole.count) and np.array_equal(summed.hist, whole.hist)
+    np.testing.assert_allclose(summed.total, whole.total, rtol=1e-9)
+    np.testing.assert_allclose(summed.size[1:], whole.size[1 : n_labels + 1])
+    np.testing.assert_allclose(summed.inside[1:], whole.inside[1 : n_labels + 1], rtol=1e-6)
+
+
+def _python_merge(u, v, count, boundary_sum, n, threshold):
+    """The plain-Python merging the numba kernel replaced: the reference it must equal."""
+    adjacency = [dict() for _ in range(n + 1)]
+    heap = []
+    for a, b, c, s in zip(np.asarray(u).tolist(), np.asarray(v).tolist(), np.asarray(count).tolist(), np.asarray(boundary_sum).tolist()):
+        shared = [c, s]
+        adjacency[a][b] = shared
+        adjacency[b][a] = shared
+        if s / c < threshold:
+            heap.append((s / c, a, b))
+    heapq.heapify(heap)
+    parent = list(range(n + 1))
+    while heap:
+        mean, a, b = heapq.heappop(heap)
+        if parent[a] != a or parent[b] != b or b not in adjacency[a]:
+            continue
+        c, s = adjacency[a][b]
+        if abs(s / c - mean) > 1e-12:
+            continue
+        if len(adjacency[a]) < len(adjacency[b]):
+            a, b = b, a
+        parent[b] = a
+        del adjacency[a][b]
+        for w, (cw, sw) in adjacency[b].items():
+            if w == a:
+                continue
+            del adjacency[w][b]
+            if w in adjacency[a]:
+                entry = adjacency[a][w]
+                entry[0] += cw
+                entry[1] += sw
+            else:
+                entry = [cw, sw]
+                adjacency[a][w] = entry
+            adjacency[w][a] = entry
+            if entry[1] / entry[0] < threshold:
+                x, y = (a, w) if a < w else (w, a)
+                heapq.heappush(heap, (entry[1] / entry[0], x, y))
+        adjacency[b] = {}
+    roots = np.array(parent, dtype=np.int64)
+    for i in range(roots.size):
+        r = i
+        while roots[r] != r:
+            r = roots[r]
+        roots[i] = r
+    return roots
+
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 60), st.integers(1, 200), st.booleans(), st.floats(0.0, 1.0))
+def test_the_numba_mean_boundary_merging_equals_the_plain_python_one(seed, n, m, ties, threshold):
+    """The same merges in the same order, ties included (sums on a quarter grid make many)."""
+    from labelstitch.rag import merge_by_mean_boundary
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(1, n + 1, m), rng.integers(1, n + 1, m)
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], 1)[a != b], axis=0)
+    if pairs.size == 0:
+        return
+    count = rng.integers(1, 5, len(pairs)).astype(float)
+    total = np.round(rng.random(len(pairs)) * count * 4) / 4 if ties else rng.random(len(pairs)) * count
+    expected = _python_merge(pairs[:, 0], pairs[:, 1], count, total, n, threshold)
+    np.testing.assert_array_equal(merge_by_mean_boundary(pairs[:, 0], pairs[:, 1], count, total, n, threshold), expected)

@@ -169,6 +169,25 @@ def test_a_proofreader_gets_bodies_made_of_supervoxels(dvid_server, node, gala):
         int(np.isin(svs, mine[1:]).sum()), int((svs == mine[0]).sum())]
 
 
+def test_agglomeration_across_blocks_gives_proofreaders_its_supervoxels(dvid_server, node, gala):
+    """Across blocks the stitched supervoxels are the labelmap's supervoxels and the
+    agglomeration on the driver is its mapping: the same bodies as the local run."""
+    across = {"agglomerate-across-blocks": True,
+              "segmentor": {"configuration": {**OPTIONS["segmentor"]["configuration"],
+                                              "agglomerate-supervoxels": {"function": "rag_agglomeration",
+                                                                          "parameters": {"threshold": 0.5}}}}}
+    expected = local_run(gala, "across", options=across)
+    result = run(dvid_config(dvid_server, node, "seg", options=across), create_output=True)
+    info = result.stitch["agglomeration"]
+    assert info["bodies"] < info["supervoxels"]  # the driver's agglomeration merged supervoxels
+    bodies = read_dvid(dvid_server, node, "seg")
+    np.testing.assert_array_equal(bodies, expected)
+    svs = open_volume(f"dvid://{dvid_server.address}/{node}/seg?supervoxels=true").read()
+    pairs = np.unique(np.stack([svs[svs > 0], bodies[svs > 0]]), axis=1)
+    assert pairs.shape[1] == np.unique(svs[svs > 0]).size  # every supervoxel lies in one body
+    assert np.unique(pairs[1]).size < pairs.shape[1]  # and bodies are made of several
+
+
 def test_serial_processes_and_spark_write_bitwise_the_same_labelmap(dvid_server, node, gala):
     expected = local_run(gala, "plain")
     names = ("serial", "processes", "spark")

@@ -93,7 +93,7 @@ def test_an_installed_plugin_package_is_found_and_used(tmp_path):
         [sys.executable, "-m", "labelstitch._cli.main", "plugins", "--json"], check=True, capture_output=True, text=True, env=env
     )
     found = json.loads(listing.stdout)["predict-voxels"]
-    assert found["dark_is_membrane"] == {"plugin": "example", "parameters": {"cutoff": 100}}
+    assert found["dark_is_membrane"] == {"plugin": "example", "across_blocks": False, "parameters": {"cutoff": 100}}
     from labelstitch.synthetic import em_volume
 
     gray, truth = em_volume((32, 48, 48), n_neurites=10, seed=3)

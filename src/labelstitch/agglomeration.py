@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,10 @@ from numpy.typing import NDArray
 
 from ._kernels.rag import boundary_pairs
 
-__all__ = ["BINS", "FEATURES", "EdgeStats", "agglomerate", "edge_features", "edge_stats", "feature_names"]
+__all__ = [
+    "BINS", "FEATURES", "EdgeStats", "GraphPart", "agglomerate", "agglomerate_graph", "edge_features", "edge_stats",
+    "face_contacts", "feature_names", "interior_graph", "sum_graph",
+]
 
 #: histogram bins of the boundary probability along a contact, over [0, 1]
 BINS = 10
@@ -121,17 +125,32 @@ def agglomerate(
     oracle: Callable[[int, int], bool | None] | None = None,
     examples: list[tuple[NDArray[np.float64], NDArray[np.int8]]] | None = None,
 ) -> NDArray[np.int64]:
-    """Merge touching regions, most probable first, while ``merge_probability(features)``
-    of the best remaining edge is at least ``threshold``; after each merge the merged
-    region's edges get their pooled statistics and are scored again. Returns the root
-    (a label of ``labels``) of every label 0..K.
+    """:func:`agglomerate_graph` of the region graph of ``labels`` (1..K) over
+    ``predictions``: the root (a label of ``labels``) of every label 0..K."""
+    return agglomerate_graph(edge_stats(np.asarray(labels), predictions), merge_probability, threshold,
+                             oracle=oracle, examples=examples)
+
+
+def agglomerate_graph(
+    stats: EdgeStats,
+    merge_probability: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+    threshold: float,
+    *,
+    oracle: Callable[[int, int], bool | None] | None = None,
+    examples: list[tuple[NDArray[np.float64], NDArray[np.int8]]] | None = None,
+) -> NDArray[np.int64]:
+    """Merge touching regions of a region graph, most probable first, while
+    ``merge_probability(features)`` of the best remaining edge is at least ``threshold``;
+    after each merge the merged region's edges get their pooled statistics and are scored
+    again. Returns the root (a node of ``stats``) of every node 0..K.
+
+    The graph may come from one label volume (:func:`edge_stats`) or be summed from the
+    pieces of a blocked run (:func:`sum_graph`): the agglomeration only sees the statistics.
 
     For training, ``oracle(a, b)`` decides instead (True: the two regions are one neuron;
     None: unknown, left alone) and every edge it decides is appended to ``examples`` as
     (features, label): the agglomeration states a learned agglomeration will meet.
     """
-    lab = np.asarray(labels)
-    stats = edge_stats(lab, predictions)
     k = stats.size.size - 1
     size = stats.size.copy()
     inside = stats.inside.copy()
@@ -205,3 +224,139 @@ def agglomerate(
             r = roots[r]
         roots[i] = r
     return roots
+
+
+# ----------------------------------------------------------------------------- graphs of blocked runs
+
+
+@dataclass
+class GraphPart:
+    """The additive region-graph statistics one piece of a blocked volume contributes, in
+    labels of its own: the regions of one subvolume's interior (``nodes`` with their size
+    and per-channel inside sums; edges between two of its labels), or the contacts across
+    one face (no nodes; ``u`` a label of the lower subvolume, ``v`` of the upper).
+
+    Every voxel pair of the volume lies in exactly one interior or straddles exactly one
+    face, so the parts of a plan, mapped to global ids and summed (:func:`sum_graph`), give
+    the region graph of the stitched volume.
+    """
+
+    nodes: NDArray[np.uint64]
+    size: NDArray[np.float64]
+    inside: NDArray[np.float64]  # (nodes, channels)
+    u: NDArray[np.uint64]
+    v: NDArray[np.uint64]
+    count: NDArray[np.float64]
+    total: NDArray[np.float64]
+    hist: NDArray[np.float64]  # (edges, BINS)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(getattr(self, f).nbytes) for f in ("nodes", "size", "inside", "u", "v", "count", "total", "hist"))
+
+    def arrays(self) -> dict[str, NDArray[Any]]:
+        """The part as named arrays (for ``np.savez``; counts as uint32, they are whole numbers)."""
+        return {"nodes": self.nodes, "size": self.size, "inside": self.inside, "u": self.u, "v": self.v,
+                "count": self.count.astype(np.uint32), "total": self.total, "hist": self.hist.astype(np.uint32)}
+
+    @classmethod
+    def from_arrays(cls, a: Any) -> GraphPart:
+        return cls(*(np.asarray(a[k]) for k in ("nodes", "size", "inside", "u", "v")),
+                   np.asarray(a["count"], np.float64), np.asarray(a["total"]), np.asarray(a["hist"], np.float64))
+
+    def empty(self) -> GraphPart:
+        """This part's nodes without any edge."""
+        none = np.zeros(0, np.uint64)
+        return GraphPart(self.nodes, self.size, self.inside, none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)))
+
+    def without_pairs(self, drop_u: NDArray[np.uint64], drop_v: NDArray[np.uint64]) -> GraphPart:
+        """This part without the edges ``(drop_u[i], drop_v[i])``."""
+        if drop_u.size == 0 or self.u.size == 0:
+            return self
+        keys_u, iu = np.unique(np.concatenate([self.u, drop_u]), return_inverse=True)
+        keys_v, iv = np.unique(np.concatenate([self.v, drop_v]), return_inverse=True)
+        key = iu.astype(np.int64) * keys_v.size + iv
+        keep = ~np.isin(key[: self.u.size], key[self.u.size :])
+        return GraphPart(self.nodes, self.size, self.inside, self.u[keep], self.v[keep], self.count[keep],
+                         self.total[keep], self.hist[keep])
+
+
+def _grouped(u: NDArray[Any], v: NDArray[Any], values: NDArray[np.float32]) -> tuple[NDArray[Any], ...]:
+    """Pair statistics (u, v, count, total, hist) of voxel pairs ``(u[i], v[i])`` valued ``values[i]``."""
+    if u.size == 0:
+        none = np.zeros(0, np.uint64)
+        return none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS))
+    order = np.lexsort((v, u))
+    u, v, values = u[order], v[order], values[order]
+    head = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])])
+    index = np.cumsum(np.r_[False, (u[1:] != u[:-1]) | (v[1:] != v[:-1])])
+    n = head.size
+    count = np.bincount(index, minlength=n).astype(np.float64)
+    total = np.bincount(index, weights=values, minlength=n)
+    bins = np.minimum((values * BINS).astype(np.int64), BINS - 1)
+    hist = np.bincount(index * BINS + bins, minlength=n * BINS).reshape(n, BINS).astype(np.float64)
+    return u[head].astype(np.uint64), v[head].astype(np.uint64), count, total, hist
+
+
+def interior_graph(labels: NDArray[np.integer], predictions: NDArray[np.floating]) -> GraphPart:
+    """The :class:`GraphPart` of one subvolume's interior: its labels' sizes and inside sums,
+    and the contacts between two of its labels (the voxel pairs inside it), keyed by the
+    labels' own values. ``predictions`` as for :func:`edge_stats` (boundary first)."""
+    from .rag import renumber
+
+    dense, old = renumber(np.asarray(labels))
+    stats = edge_stats(dense, predictions)
+    present = stats.size[1:] > 0
+    return GraphPart(old[present], stats.size[1:][present], stats.inside[1:][present],
+                     old[stats.u - 1], old[stats.v - 1], stats.count, stats.total, stats.hist)
+
+
+def face_contacts(
+    labels_a: NDArray[np.integer], boundary_a: NDArray[np.floating],
+    labels_b: NDArray[np.integer], boundary_b: NDArray[np.floating],
+) -> GraphPart:
+    """The contacts across one face: ``labels_a`` / ``boundary_a`` are the lower
+    subvolume's last interior plane (labels, boundary probability), ``labels_b`` /
+    ``boundary_b`` the upper one's first, voxel for voxel; each pair of non-zero labels is
+    valued by the mean of its two voxels' boundary probability, as inside a volume."""
+    la, lb = np.asarray(labels_a).reshape(-1), np.asarray(labels_b).reshape(-1)
+    ba = np.asarray(boundary_a, np.float32).reshape(-1)
+    bb = np.asarray(boundary_b, np.float32).reshape(-1)
+    both = (la != 0) & (lb != 0)
+    values = (ba[both] + bb[both]) * np.float32(0.5)  # as the region-graph kernel rounds it
+    u, v, count, total, hist = _grouped(la[both], lb[both], values)
+    none = np.zeros(0, np.uint64)
+    return GraphPart(none, np.zeros(0), np.zeros((0, 1)), u, v, count, total, hist)
+
+
+def sum_graph(parts: list[GraphPart], n: int, channels: int = 1) -> EdgeStats:
+    """The region graph of nodes 1..``n`` summed from parts whose labels are already global
+    ids: sizes and inside sums add up per node, contacts per unordered pair (a part's
+    edges between two labels that became one node are dropped)."""
+    size = np.zeros(n + 1)
+    inside = np.zeros((n + 1, channels))
+    for p in parts:
+        if p.nodes.size:
+            np.add.at(size, p.nodes.astype(np.int64), p.size)
+            np.add.at(inside, p.nodes.astype(np.int64), p.inside)
+    edges = [p for p in parts if p.u.size]
+    if not edges:
+        none = np.zeros(0, np.int64)
+        return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside)
+    u = np.concatenate([p.u for p in edges]).astype(np.int64)
+    v = np.concatenate([p.v for p in edges]).astype(np.int64)
+    count = np.concatenate([p.count for p in edges])
+    total = np.concatenate([p.total for p in edges])
+    hist = np.concatenate([p.hist for p in edges])
+    lo, hi = np.minimum(u, v), np.maximum(u, v)
+    keep = lo != hi
+    lo, hi, count, total, hist = lo[keep], hi[keep], count[keep], total[keep], hist[keep]
+    order = np.lexsort((hi, lo))
+    lo, hi = lo[order], hi[order]
+    new = np.r_[True, (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])] if lo.size else np.zeros(0, bool)
+    index = np.cumsum(new) - 1
+    m = int(new.sum())
+    out_count = np.bincount(index, weights=count[order], minlength=m)
+    out_total = np.bincount(index, weights=total[order], minlength=m)
+    out_hist = np.stack([np.bincount(index, weights=hist[order, b], minlength=m) for b in range(BINS)], axis=1)
+    return EdgeStats(lo[new], hi[new], out_count, out_total, out_hist, size, inside)

@@ -167,12 +167,14 @@ def config_example() -> dict[str, Any]:
 
 
 def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
-    """Every stage function: ``{stage: {name: {"plugin", "parameters", "doc"}}}``, parameters
-    with their defaults (``inspect.Parameter.empty`` where required)."""
+    """Every stage function: ``{stage: {name: {"plugin", "parameters", "doc", "across_blocks"}}}``,
+    parameters with their defaults (``inspect.Parameter.empty`` where required);
+    ``across_blocks``: an agglomeration that ``options.agglomerate-across-blocks`` can use."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for stage, functions in stage_functions().items():
         out[stage] = {
-            name: {"plugin": plugin, "parameters": parameters_of(fn, stage), "doc": (inspect.getdoc(fn) or "").split("\n")[0]}
+            name: {"plugin": plugin, "parameters": parameters_of(fn, stage), "doc": (inspect.getdoc(fn) or "").split("\n")[0],
+                   "across_blocks": callable(getattr(fn, "agglomerate_graph", None))}
             for name, (fn, plugin) in sorted(functions.items())
         }
     return out

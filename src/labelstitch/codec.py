@@ -25,7 +25,10 @@ import lz4.frame
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CODECS", "DEFAULT_CODEC", "encode_labels", "decode_labels", "bundle_supervoxels", "split_supervoxels"]
+__all__ = [
+    "CODECS", "DEFAULT_CODEC", "encode_labels", "decode_labels", "bundle_graph", "bundle_supervoxels", "holds",
+    "split_graph", "split_supervoxels",
+]
 
 _MAGIC = {"crackle": b"LSK1", "lz4": b"LSB2", "zlib": b"LSZ2"}
 _RAW_CRC = {b"LSB1": "lz4", b"LSZ1": "zlib"}  # earlier blocks: the CRC is of the raw labels
@@ -74,7 +77,7 @@ def encode_labels(labels: NDArray[np.integer], codec: str = DEFAULT_CODEC) -> by
 def decode_labels(data: bytes) -> NDArray[np.integer]:
     """The array saved by :func:`encode_labels` (or the labels of a
     :func:`bundle_supervoxels`); raises ValueError if it is damaged."""
-    if bytes(data[:4]) == BUNDLE_MAGIC:
+    if bytes(data[:4]) in (BUNDLE_MAGIC, GRAPH_MAGIC):
         data = split_supervoxels(data)[0]
     if len(data) < _HEADER.size:
         raise ValueError("label block is truncated")
@@ -136,6 +139,7 @@ def split_supervoxels(data: bytes) -> tuple[bytes, bytes | None, NDArray[np.uint
     >>> decode_labels(block).tolist(), decode_labels(svs).tolist(), table.tolist()
     ([[[1, 1]]], [[[1, 2]]], [1, 1])
     """
+    data = split_graph(data)[0]
     if bytes(data[:4]) != BUNDLE_MAGIC:
         return data, None, None
     if len(data) < _BUNDLE.size:
@@ -150,3 +154,47 @@ def split_supervoxels(data: bytes) -> tuple[bytes, bytes | None, NDArray[np.uint
     if zlib.crc32(table_bytes) != crc:
         raise ValueError("supervoxel bundle is corrupt: its table fails its checksum")
     return bytes(data[a:b]), bytes(data[b:c]), np.frombuffer(table_bytes, "<u8").astype(np.uint64)
+
+
+#: the first bytes of a :func:`bundle_graph` block
+GRAPH_MAGIC = b"LSG1"
+_GRAPH = struct.Struct("<4sQQI")  # magic, bytes of the inner block, of the graph; crc32 of the graph
+
+
+def bundle_graph(block: bytes, graph: bytes) -> bytes:
+    """One block holding a subvolume's block (labels, or a supervoxel bundle) and the
+    region-graph statistics of its interior, for agglomeration across blocks (everything
+    that reads labels or supervoxels reads these blocks too)."""
+    return _GRAPH.pack(GRAPH_MAGIC, len(block), len(graph), zlib.crc32(graph)) + block + graph
+
+
+def split_graph(data: bytes) -> tuple[bytes, bytes | None]:
+    """(the inner block, the graph statistics) of a block; None for a block without them.
+
+    >>> inner = encode_labels(np.ones((1, 1, 2), np.uint64))
+    >>> split_graph(bundle_graph(inner, b"stats")) == (inner, b"stats"), split_graph(inner)[1]
+    (True, None)
+    """
+    if bytes(data[:4]) != GRAPH_MAGIC:
+        return data, None
+    if len(data) < _GRAPH.size:
+        raise ValueError("graph bundle is truncated")
+    _, n_block, n_graph, crc = _GRAPH.unpack_from(data)
+    if len(data) != _GRAPH.size + n_block + n_graph:
+        raise ValueError("graph bundle is corrupt: its parts do not add up to its size")
+    graph = bytes(data[_GRAPH.size + n_block :])
+    if zlib.crc32(graph) != crc:
+        raise ValueError("graph bundle is corrupt: its graph fails its checksum")
+    return bytes(data[_GRAPH.size : _GRAPH.size + n_block]), graph
+
+
+def holds(head: bytes) -> set[str]:
+    """What a block holds besides its labels, from its first 32 bytes or more:
+    ``"graph"`` and/or ``"supervoxels"``."""
+    found = set()
+    if head[:4] == GRAPH_MAGIC:
+        found.add("graph")
+        head = head[_GRAPH.size :]
+    if head[:4] == BUNDLE_MAGIC:
+        found.add("supervoxels")
+    return found

@@ -74,6 +74,14 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
     ``agglomerate-supervoxels``: ``f(predictions, supervoxels, **parameters)``
         Returns an integer (Z, Y, X) segmentation (0 stays 0).
 
+    An ``agglomerate-supervoxels`` function may also carry an attribute
+    ``agglomerate_graph(stats, **parameters)``: the same agglomeration on a whole volume's
+    region graph (an :class:`~labelstitch.agglomeration.EdgeStats` of nodes 1..K, whose
+    boundary statistics come from channel ``boundary_channel`` if the function takes that
+    parameter, else channel 0), returning the root of every node 0..K. Runs with
+    ``options.agglomerate-across-blocks`` call it once, on the driver, instead of calling
+    the function per subvolume.
+
     ``grayscale`` arrives as uint8 (0 black, 255 white) when the run's intensity range is
     [0, 255], else as float32 in [0, 1] (``options.intensity-range``). Parameters annotated
     ``int``, ``float``, ``bool`` or ``str`` (optionally ``Annotated[..., Range(low, high)]``)

@@ -58,6 +58,7 @@ __all__ = [
     "available_rules",
     "get_rule",
     "match_slabs",
+    "refused_pairs",
     "register_rule",
     "rule_parameters",
 ]
@@ -358,22 +359,53 @@ def face_candidates(
     return FaceCandidates(cand, sizes, pieces)
 
 
-def apply_rule(found: FaceCandidates | None, rule: str = "medium", **params: Any) -> tuple[FaceMatches, FaceReport]:
-    """The matches and report of one rule on a face's candidates; see :func:`match_slabs`."""
-    check_rule_params(rule, params)
-    rule_fn = get_rule(rule)
-    if found is None:
-        none_u, none_i = np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        return FaceMatches(none_u, none_u, none_i, none_i, none_i), FaceReport(0, 0, 0, 0, 0, 0)
+def _reasons(found: FaceCandidates, rule: str, params: dict[str, Any]) -> NDArray[np.int8]:
+    """One :class:`Reason` per pair of ``found``: the rule's verdict, with exact pairs
+    accepted, segments off the middle plane refused and non-candidates marked."""
     cand = found.cand
-    is_candidate = cand.a_best | cand.b_best
-    reason = np.asarray(rule_fn(cand, **params), dtype=np.int8)
+    reason = np.asarray(get_rule(rule)(cand, **params), dtype=np.int8)
     if reason.shape != (len(cand),):
         raise ValueError(f"stitching rule {rule!r} returned {reason.shape} reasons for {len(cand)} pairs")
     if rule != "none":
         reason = np.where(cand.exact, Reason.ACCEPTED, reason).astype(np.int8)
         reason[~cand.on_plane & (reason != Reason.RULE_NONE)] = Reason.NOT_ON_PLANE
-    reason[~is_candidate] = Reason.NOT_CANDIDATE
+    reason[~(cand.a_best | cand.b_best)] = Reason.NOT_CANDIDATE
+    return reason
+
+
+def refused_pairs(found: FaceCandidates | None, rule: str = "medium", **params: Any) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
+    """The segment pairs ``(a, b)`` of a face that were candidates and that the rule refused
+    (a pair of which some connected piece matched is not refused). Agglomeration across
+    blocks keeps these pairs from merging through the face, as stitching does."""
+    none = np.zeros(0, np.uint64)
+    if found is None:
+        return none, none
+    check_rule_params(rule, params)
+    reason = _reasons(found, rule, params)
+    cand = found.cand
+    refused = (reason != Reason.ACCEPTED) & (reason != Reason.NOT_CANDIDATE)
+    a, b, ma, mb = cand.a[refused], cand.b[refused], cand.a[reason == Reason.ACCEPTED], cand.b[reason == Reason.ACCEPTED]
+    if found.pieces is not None:
+        label_of_a, label_of_b = found.pieces[:2]
+        a, b, ma, mb = label_of_a[a], label_of_b[b], label_of_a[ma], label_of_b[mb]
+    if a.size == 0:
+        return none, none
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+    if ma.size:
+        matched = {(int(x), int(y)) for x, y in zip(ma, mb)}
+        pairs = pairs[[(int(x), int(y)) not in matched for x, y in pairs]] if matched else pairs
+    return pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
+
+
+def apply_rule(found: FaceCandidates | None, rule: str = "medium", **params: Any) -> tuple[FaceMatches, FaceReport]:
+    """The matches and report of one rule on a face's candidates; see :func:`match_slabs`."""
+    check_rule_params(rule, params)
+    if found is None:
+        none_u, none_i = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        return FaceMatches(none_u, none_u, none_i, none_i, none_i), FaceReport(0, 0, 0, 0, 0, 0)
+    cand = found.cand
+    is_candidate = cand.a_best | cand.b_best
+    reason = _reasons(found, rule, params)
     accepted = reason == Reason.ACCEPTED
 
     codes, counts = np.unique(reason[is_candidate & ~accepted], return_counts=True)

@@ -10,7 +10,7 @@ memory; blocks are loaded once each (and once more per subvolume for
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import numpy as np
@@ -18,12 +18,13 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._validation import as_labels
 from .geometry import Face, Plan, Subvolume
+from .agglomeration import EdgeStats, GraphPart, sum_graph
 from .matching import FaceMatches, FaceReport, check_rule_params, get_rule, match_slabs
 from .contingency import label_counts
 from .relabel import remap
 from .resolve import LabelMapping, resolve
 
-__all__ = ["Match", "MatchTable", "StitchResult", "stitch", "BlockSource"]
+__all__ = ["Match", "MatchTable", "StitchResult", "agglomerate_across", "stitch", "BlockSource"]
 
 BlockSource = Union[Mapping[int, ArrayLike], Callable[[Subvolume], ArrayLike]]
 
@@ -132,6 +133,8 @@ class StitchResult:
     mapping: LabelMapping
     reports: tuple[FaceReport, ...]
     _load: Callable[[Subvolume], NDArray[np.unsignedinteger]]
+    #: with agglomeration across blocks: the graph's size and what the agglomeration did
+    agglomeration: dict[str, Any] | None = None
 
     @property
     def n_bodies(self) -> int:
@@ -179,6 +182,7 @@ class StitchResult:
             "matches": len(self.matches),
             "refused": dict(sorted(refused.items())),
             "bodies": self.n_bodies,
+            **({"agglomeration": dict(self.agglomeration)} if self.agglomeration is not None else {}),
         }
 
 
@@ -366,3 +370,46 @@ def stitch(
             )
         del block
     return assemble(plan, rule, rule_params, connected_components, per_face, reports, nodes, load)
+
+
+def agglomerate_across(
+    result: StitchResult,
+    graphs: Mapping[int, GraphPart],
+    contacts: list[GraphPart],
+    agglomerate: Callable[[EdgeStats], NDArray[np.int64]],
+) -> StitchResult:
+    """Agglomerate stitched supervoxels once over the whole volume's region graph.
+
+    ``result`` stitched supervoxels: its bodies are the volume's supervoxels. ``graphs[id]``
+    is subvolume ``id``'s interior graph and ``contacts[i]`` the contacts across face ``i``
+    of the plan (without those between pairs the rule refused, so a refusal keeps its
+    protection), all in the subvolumes' own labels. They are mapped to supervoxel ids and
+    summed (each voxel pair once: it lies in one interior or straddles one face), and
+    ``agglomerate(stats)`` gives the root of every supervoxel. Returns ``result`` with the
+    agglomerated bodies as its mapping; the driver holds only the graph, never voxels.
+    """
+    mapping = result.mapping
+    parts = []
+    channels = 1
+    for sv in result.plan:
+        labels, bodies = mapping.for_subvolume(sv.id)
+        g = graphs[sv.id]
+        channels = g.inside.shape[1]
+        ids = [to_bodies(x, labels, bodies) for x in (g.nodes, g.u, g.v)]
+        parts.append(GraphPart(ids[0], g.size, g.inside, ids[1], ids[2], g.count, g.total, g.hist))
+    for face, c in zip(result.plan.faces(), contacts):
+        u = to_bodies(c.u, *mapping.for_subvolume(face.a))
+        v = to_bodies(c.v, *mapping.for_subvolume(face.b))
+        parts.append(GraphPart(c.nodes, c.size, c.inside, u, v, c.count, c.total, c.hist))
+    stats = sum_graph(parts, mapping.n_bodies, channels)
+    graph_bytes = sum(p.nbytes for p in parts)
+    del parts
+    roots = np.asarray(agglomerate(stats), np.int64)
+    if roots.shape != (mapping.n_bodies + 1,):
+        raise ValueError(f"the agglomeration returned {roots.shape[0]} roots for a graph of {mapping.n_bodies} supervoxels")
+    _, dense = np.unique(roots[1:], return_inverse=True)
+    table = np.concatenate([[0], dense.reshape(-1) + 1]).astype(np.uint64)
+    n_bodies = int(dense.max()) + 1 if dense.size else 0
+    agglomerated = LabelMapping(mapping.subvolume, mapping.label, table[mapping.body.astype(np.int64)], n_bodies)
+    info = {"supervoxels": mapping.n_bodies, "edges": int(stats.u.size), "graph_bytes": int(graph_bytes), "bodies": n_bodies}
+    return replace(result, mapping=agglomerated, agglomeration=info)

@@ -198,7 +198,7 @@ def _cmd_plugins(args: argparse.Namespace) -> ExitCode:
     found = api.describe_plugins()
     if args.json:
         print(json.dumps({
-            stage: {name: {"plugin": info["plugin"],
+            stage: {name: {"plugin": info["plugin"], "across_blocks": info["across_blocks"],
                            "parameters": {k: (None if v is inspect.Parameter.empty else v) for k, v in info["parameters"].items()}}
                     for name, info in functions.items()}
             for stage, functions in found.items()
@@ -208,7 +208,8 @@ def _cmd_plugins(args: argparse.Namespace) -> ExitCode:
         print(f"{stage}:")
         for name, info in functions.items():
             params = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in info["parameters"].items())
-            print(f"  {name}({params})  [{info['plugin']}]")
+            across = ", also across blocks" if info["across_blocks"] else ""
+            print(f"  {name}({params})  [{info['plugin']}{across}]")
             if info["doc"]:
                 print(f"      {info['doc']}")
     return ExitCode.OK

@@ -47,3 +47,163 @@ def boundary_pairs(labels, boundary):  # type: ignore[no-untyped-def]
     values = np.empty(count, np.float32)
     _scan(labels, boundary, keys, values, True)
     return keys, values
+
+
+@jit
+def _less(hm, ha, hb, i, j):  # type: ignore[no-untyped-def]
+    if hm[i] != hm[j]:
+        return hm[i] < hm[j]
+    if ha[i] != ha[j]:
+        return ha[i] < ha[j]
+    return hb[i] < hb[j]
+
+
+@jit
+def _swap(hm, ha, hb, i, j):  # type: ignore[no-untyped-def]
+    hm[i], hm[j] = hm[j], hm[i]
+    ha[i], ha[j] = ha[j], ha[i]
+    hb[i], hb[j] = hb[j], hb[i]
+
+
+@jit
+def _push(hm, ha, hb, size, mean, a, b):  # type: ignore[no-untyped-def]
+    """Push ``(mean, a, b)`` on the heap of ``size`` entries (arrays grown when full);
+    returns the arrays and the new size."""
+    if size == hm.size:
+        grown = max(16, 2 * hm.size)
+        hm2, ha2, hb2 = np.empty(grown), np.empty(grown, np.int64), np.empty(grown, np.int64)
+        hm2[:size] = hm[:size]
+        ha2[:size] = ha[:size]
+        hb2[:size] = hb[:size]
+        hm, ha, hb = hm2, ha2, hb2
+    hm[size], ha[size], hb[size] = mean, a, b
+    i = size
+    while i > 0:
+        up = (i - 1) // 2
+        if not _less(hm, ha, hb, i, up):
+            break
+        _swap(hm, ha, hb, i, up)
+        i = up
+    return hm, ha, hb, size + 1
+
+
+@jit
+def _pop(hm, ha, hb, size):  # type: ignore[no-untyped-def]
+    """Remove the smallest entry (moved to index ``size - 1``); returns the new size."""
+    size -= 1
+    _swap(hm, ha, hb, 0, size)
+    i = 0
+    while True:
+        left, right, best = 2 * i + 1, 2 * i + 2, i
+        if left < size and _less(hm, ha, hb, left, best):
+            best = left
+        if right < size and _less(hm, ha, hb, right, best):
+            best = right
+        if best == i:
+            return size
+        _swap(hm, ha, hb, i, best)
+        i = best
+
+
+@jit
+def _root(parent, x):  # type: ignore[no-untyped-def]
+    r = x
+    while parent[r] != r:
+        r = parent[r]
+    while parent[x] != r:  # path compression
+        parent[x], x = r, parent[x]
+    return r
+
+
+@jit
+def merge_mean_boundary(u, v, count, total, n, threshold):  # type: ignore[no-untyped-def]
+    """Greedy merging of a region graph (nodes 0..n, edges ``u < v`` with contact counts
+    and boundary sums): the lowest mean-boundary edge first, while its mean is below
+    ``threshold``; a merged region's contacts are pooled. Returns the parent forest
+    (follow it to a root). Arrays only: incidence lists as linked slots, a hash map from
+    a pair of roots to its edge, a binary heap of ``(mean, a, b)``; the order of merges,
+    ties included, is that of the plain-Python version it replaces (tested)."""
+    m = u.size
+    count = count.astype(np.float64)
+    total = total.astype(np.float64)
+    parent = np.arange(n + 1)
+    degree = np.zeros(n + 1, np.int64)
+    head = np.full(n + 1, -1, np.int64)
+    tail = np.full(n + 1, -1, np.int64)
+    nxt = np.full(2 * m, -1, np.int64)
+    alive = np.ones(m, np.bool_)
+    key = n + 1
+    edge_of = dict()
+    for e in range(m):
+        edge_of[u[e] * key + v[e]] = e
+        for side, node in ((2 * e, u[e]), (2 * e + 1, v[e])):
+            degree[node] += 1
+            if head[node] < 0:
+                head[node] = side
+            else:
+                nxt[tail[node]] = side
+            tail[node] = side
+    hm, ha, hb, size = np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64), 0
+    for e in range(m):
+        mean = total[e] / count[e]
+        if mean < threshold:
+            hm, ha, hb, size = _push(hm, ha, hb, size, mean, u[e], v[e])
+    while size > 0:
+        size = _pop(hm, ha, hb, size)
+        mean, a, b = hm[size], ha[size], hb[size]
+        if parent[a] != a or parent[b] != b:
+            continue  # stale: one side was merged away
+        if a * key + b not in edge_of:
+            continue
+        e = edge_of[a * key + b]
+        if abs(total[e] / count[e] - mean) > 1e-12:
+            continue  # stale: the contact grew since this entry was pushed
+        if degree[a] < degree[b]:
+            a, b = b, a  # fold the smaller neighbourhood into the larger
+        parent[b] = a
+        alive[e] = False
+        del edge_of[min(a, b) * key + max(a, b)]
+        degree[a] -= 1
+        first, last = -1, -1  # b's slots that stay alive, moved to a
+        slot = head[b]
+        while slot >= 0:
+            following = nxt[slot]
+            f = slot // 2
+            if alive[f]:
+                w = _root(parent, v[f]) if slot % 2 == 0 else _root(parent, u[f])
+                if w == a or w == b:
+                    slot = following
+                    continue
+                del edge_of[min(b, w) * key + max(b, w)]
+                degree[w] -= 1
+                pair = min(a, w) * key + max(a, w)
+                mine = edge_of[pair] if pair in edge_of else -1
+                if mine >= 0:  # a touches w too: pool the two contacts
+                    count[mine] += count[f]
+                    total[mine] += total[f]
+                    alive[f] = False
+                    g = mine
+                else:  # the contact moves to a
+                    edge_of[pair] = f
+                    degree[a] += 1
+                    degree[w] += 1
+                    nxt[slot] = -1
+                    if first < 0:
+                        first = slot
+                    else:
+                        nxt[last] = slot
+                    last = slot
+                    g = f
+                pooled = total[g] / count[g]
+                if pooled < threshold:
+                    hm, ha, hb, size = _push(hm, ha, hb, size, pooled, min(a, w), max(a, w))
+            slot = following
+        degree[b] = 0
+        head[b], tail[b] = -1, -1
+        if first >= 0:
+            if head[a] < 0:
+                head[a] = first
+            else:
+                nxt[tail[a]] = first
+            tail[a] = last
+    return parent

@@ -139,6 +139,11 @@ SCHEMA: dict[str, Any] = {
                     "description": "voxels read and segmented beyond each subvolume's halo, then cropped away, so that "
                     "seeds and agglomeration near its faces see their neighbourhood (default 0)",
                 },
+                "agglomerate-across-blocks": {
+                    "type": "boolean",
+                    "description": "stitch the supervoxels, then agglomerate them once over the whole volume's region graph "
+                    "(summed from every subvolume's statistics), so the agglomeration does not depend on the blocking",
+                },
                 "allow-missing-input": {
                     "type": "boolean",
                     "description": "read missing chunks of a zarr input as its fill value instead of refusing them",
@@ -177,6 +182,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "intensity-range": "auto",
     "allow-missing-input": False,
     "context": 0,
+    "agglomerate-across-blocks": False,
     "write-grayscale": False,
 }
 
@@ -349,6 +355,7 @@ KEYS: dict[str, str] = {
     "options.intensity-range": "intensity_range",
     "options.allow-missing-input": "allow_missing_input",
     "options.context": "context",
+    "options.agglomerate-across-blocks": "agglomerate_across_blocks",
     "options.resolution": "resolution",
     "options.write-grayscale": "write_grayscale",
 }
@@ -394,6 +401,7 @@ class RunConfig:
     intensity_range: str | tuple[float, float] = "auto"
     allow_missing_input: bool = False
     context: int = 0
+    agglomerate_across_blocks: bool = False
     resolution: tuple[float, float, float] | None = None
     write_grayscale: bool = False
     ground_truth: str | None = None
@@ -484,6 +492,7 @@ class RunConfig:
             **{k: options.get(k) for k in ("chunk-size", "overlap", "background-value", "background-min-width", "roi")},
             **({"intensity-range": options["intensity-range"]} if options.get("intensity-range", "auto") != "auto" else {}),
             **({"context": options["context"]} if options.get("context") else {}),
+            **({"agglomerate-across-blocks": True} if options.get("agglomerate-across-blocks") else {}),
         }
         return part
 

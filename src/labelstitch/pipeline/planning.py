@@ -98,6 +98,20 @@ def resolve_stages(config: RunConfig) -> tuple[Stage, Stage, Stage]:
     return out[0], out[1], out[2]
 
 
+def check_across_blocks(agglomerate: Stage, plan: Plan) -> None:
+    """Refuse ``options.agglomerate-across-blocks`` with an agglomeration that cannot run on
+    a region graph, or without the overlap the face contacts are read from."""
+    if not callable(getattr(agglomerate.function, "agglomerate_graph", None)):
+        raise PluginError(
+            f"options.agglomerate-across-blocks needs an agglomerate-supervoxels function that agglomerates a region "
+            f"graph (rag_agglomeration, learned_agglomeration, no_agglomeration, or one with an `agglomerate_graph` "
+            f"attribute); {agglomerate.name!r} has none"
+        )
+    if any(f.box.empty for f in plan.faces()):
+        raise ValueError(f"options.agglomerate-across-blocks needs options.overlap of at least 1 voxel on every axis, "
+                         f"got {list(plan.halo)}: the contacts across faces are read from the overlap")
+
+
 def _plan(config: RunConfig, shape: tuple[int, ...]) -> tuple[Plan, tuple[tuple[int, int, int, int], ...], int]:
     """The plan over the input (a box ROI, or the blocks of a DVID ROI), with its ROI runs."""
     roi = config.roi_box
@@ -240,7 +254,10 @@ def prepare(
         keep_supervoxels=keeps_supervoxels(config.output),
         context=config.context,
         shape=tuple(plan.shape),
+        graph=config.agglomerate_across_blocks,
     )
+    if task.graph:
+        check_across_blocks(task.stages[2], plan)
     check_subvolume_memory(plan, task.stages, context=task.context)
     if config.checkpoint_dir:
         for key, other in inputs_of(config).items():

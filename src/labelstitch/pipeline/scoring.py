@@ -27,7 +27,7 @@ from ..stitching import StitchResult, to_bodies
 from ..stores import open_volume
 from .planning import PreparedRun
 from .segment import SegmentedSubvolume
-from .stitch import _preserved, match_variants
+from .stitch import _preserved, across_blocks, match_variants
 
 __all__ = ["Variant", "score_variants"]
 
@@ -109,7 +109,8 @@ def score_variants(
     table_of = _InteriorTable(ground_truth, region, grid.grid_shape, task.preserve_volume, task.preserve_bodies)
     tables: dict[int, NDArray[np.uint64]] = {}
     wanted = [(v.rule, v.params, v.connected_components) for v in variants]
-    results = match_variants(plan, segmented, pool, wanted, progress, tables=table_of, tables_of=tables)
+    results = match_variants(plan, segmented, pool, wanted, progress, tables=table_of, tables_of=tables,
+                             across=across_blocks(prepared))
     seconds["tables and matching"] = time.perf_counter() - start
     start = time.perf_counter()
     offset = max(task.preserve_bodies, default=0)

@@ -9,6 +9,7 @@ checkpoints that verify.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..checkpoints import CheckpointDir, read_block, save_block
-from ..codec import BUNDLE_MAGIC, DEFAULT_CODEC, bundle_supervoxels, decode_labels, encode_labels, split_supervoxels
+from ..agglomeration import GraphPart, interior_graph
+from ..codec import DEFAULT_CODEC, bundle_graph, bundle_supervoxels, decode_labels, encode_labels, holds, split_graph, split_supervoxels
 from ..executors import Executor
 from ..geometry import Box, Subvolume, roi_mask, roi_runs_near
 from ..plugins import Stage
@@ -105,6 +107,9 @@ class SegmentTask:
     #: voxels segmented beyond the outer box (then cropped away), and the volume's shape
     context: int = 0
     shape: tuple[int, ...] = ()
+    #: agglomerate across blocks: keep the supervoxels as the labels, with the region-graph
+    #: statistics of the interior; the agglomeration runs once, over the whole volume's graph
+    graph: bool = False
 
     def near(self, sv: Subvolume) -> SegmentTask:
         """This task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
@@ -155,6 +160,12 @@ class SegmentedSubvolume:
         if supervoxels is None or segment_of is None:
             return None
         return decode_labels(supervoxels).astype(np.uint64, copy=False), segment_of
+
+    def load_graph(self) -> tuple[GraphPart, dict[str, NDArray[np.float32]]] | None:
+        """The interior's region-graph statistics and face planes (agglomeration across
+        blocks); None if they were not kept."""
+        graph = split_graph(self._bytes())[1]
+        return None if graph is None else load_graph(graph)
 
     @classmethod
     def from_checkpoint(cls, sv_id: int, path: Path) -> SegmentedSubvolume:
@@ -241,10 +252,15 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     seconds["create-supervoxels"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    seg = _checked(
-        f"agglomerate-supervoxels function {agglomerate.name!r}", agglomerate(predictions, svs), shape, sv, floating=False
-    )
-    seg = np.where(mask, 0, seg)  # preserved bodies and background never take part in stitching
+    graph = None
+    if task.graph:  # the agglomeration waits for the whole volume's graph; this block gives its part
+        seg = np.where(mask, 0, svs)
+        graph = interior_graph_bytes(sv, original, seg, predictions, agglomerate)
+    else:
+        seg = _checked(
+            f"agglomerate-supervoxels function {agglomerate.name!r}", agglomerate(predictions, svs), shape, sv, floating=False
+        )
+        seg = np.where(mask, 0, seg)  # preserved bodies and background never take part in stitching
     seconds["agglomerate-supervoxels"] = time.perf_counter() - start
     if task.keep_supervoxels:  # the interior's supervoxels, cut where the agglomeration cut them
         inner = sv.interior.slices(sv.outer)
@@ -256,6 +272,8 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     data = encode_labels(seg.astype(np.uint64), task.codec)
     if task.keep_supervoxels:
         data = bundle_supervoxels(data, encode_labels(pieces, task.codec), segment_of)
+    if graph is not None:
+        data = bundle_graph(data, graph)
     unmasked = int(mask.size - np.count_nonzero(mask))
     if task.checkpoint_dir is None:
         return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked)
@@ -264,9 +282,41 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size, unmasked=unmasked)
 
 
-def _holds_supervoxels(path: Path) -> bool:
+def _holds(path: Path) -> set[str]:
+    """What a checkpoint block holds besides its labels (see :func:`~labelstitch.codec.holds`)."""
     with open(path, "rb") as f:
-        return f.read(4) == BUNDLE_MAGIC
+        return holds(f.read(64))
+
+
+def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any], predictions: NDArray[np.float32],
+                         agglomerate: Stage) -> bytes:
+    """The region-graph statistics of ``original``'s interior (``labels`` and ``predictions``
+    cover ``sv.outer``), with the boundary probability of its six faces' planes, as
+    ``.npz`` bytes. The boundary is channel ``boundary_channel`` when the agglomeration
+    takes that parameter, else channel 0; other channels follow it."""
+    channel = int(agglomerate.parameters.get("boundary_channel", 0))
+    pred = predictions if predictions.ndim == 4 else predictions[..., None]
+    if channel >= pred.shape[-1]:
+        raise PipelineError(f"boundary_channel {channel} of {agglomerate.name!r}: the predictions of subvolume "
+                            f"{original.id} have {pred.shape[-1]} channel(s)")
+    order = [channel] + [c for c in range(pred.shape[-1]) if c != channel]
+    inner = original.interior.slices(sv.outer)
+    inside = pred[inner][..., order]
+    arrays = interior_graph(labels[inner], inside).arrays()
+    for axis in range(3):  # the planes the face contacts need: first and last of the interior along each axis
+        arrays[f"lo{axis}"] = np.ascontiguousarray(np.take(inside[..., 0], 0, axis=axis))
+        arrays[f"hi{axis}"] = np.ascontiguousarray(np.take(inside[..., 0], -1, axis=axis))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def load_graph(data: bytes) -> tuple[GraphPart, dict[str, NDArray[np.float32]]]:
+    """The interior's :class:`~labelstitch.agglomeration.GraphPart` and boundary planes
+    (``lo0``..``hi2``) from :func:`interior_graph_bytes`."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as found:
+        arrays = {k: found[k] for k in found.files}
+    return GraphPart.from_arrays(arrays), {k: v for k, v in arrays.items() if k[:2] in ("lo", "hi")}
 
 
 def _segment_item(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume:
@@ -314,8 +364,10 @@ def segment_all(
         stats.verify_seconds = time.perf_counter() - start
         task = replace(task, checkpoint_dir=str(checkpoints.path))
         for sv in plan:
-            if states[sv.id] == "ok" and task.keep_supervoxels and not _holds_supervoxels(checkpoints.block_path(sv.id)):
+            if states[sv.id] == "ok" and task.keep_supervoxels and "supervoxels" not in _holds(checkpoints.block_path(sv.id)):
                 states[sv.id] = "without the supervoxels this output keeps"
+            if states[sv.id] == "ok" and task.graph and "graph" not in _holds(checkpoints.block_path(sv.id)):
+                states[sv.id] = "without the region graph agglomeration across blocks needs"
             if states[sv.id] == "ok":
                 segmented[sv.id] = SegmentedSubvolume.from_checkpoint(sv.id, checkpoints.block_path(sv.id))
                 stats.restored += 1

@@ -21,11 +21,12 @@ from .._version import __version__
 from ..codec import decode_labels, encode_labels
 from ..executors import Executor
 from ..geometry import Face, Plan, Subvolume
-from ..matching import FaceMatches, FaceReport, apply_rule, face_candidates
-from ..plugins import get_plugin_manager
+from ..agglomeration import EdgeStats, GraphPart, face_contacts
+from ..matching import apply_rule, face_candidates, refused_pairs
+from ..plugins import Stage, get_plugin_manager
 from ..report import write_stitch_report
 from ..stitching import (
-    StitchResult, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior, to_bodies,
+    StitchResult, agglomerate_across, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior, to_bodies,
 )
 from ..stores import StoreError, VolumeStore, create_volume, disk_errors, keeps_supervoxels, open_volume, side_file_base
 from .config import RunConfig
@@ -33,7 +34,7 @@ from .planning import PreparedRun
 from .progress import progress as counted
 from .segment import SegmentedSubvolume, describe_item
 
-__all__ = ["match_variants", "stitch_and_write"]
+__all__ = ["AcrossBlocks", "across_blocks", "match_variants", "stitch_and_write"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class _EmitSlabs:
     subvolume too: whatever else needs the decoded labels, made in the same pass)."""
 
     table: Callable[[Subvolume, NDArray[Any]], Any] | None = None
+    #: agglomeration across blocks: also the interior's region graph, and with each slab
+    #: the boundary probability of the interior's plane next to the face
+    graph: bool = False
 
     def __call__(self, item: tuple[Subvolume, SegmentedSubvolume, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:
         sv, segmented, faces = item
@@ -50,8 +54,20 @@ class _EmitSlabs:
         pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), interior_labels(sv, labels))]
         if self.table is not None:
             pairs.append((("table", sv.id), self.table(sv, labels)))
+        planes: dict[str, NDArray[np.float32]] = {}
+        if self.graph:
+            found = segmented.load_graph()
+            if found is None:
+                raise StoreError(f"subvolume {sv.id} was segmented without the region graph that "
+                                 "options.agglomerate-across-blocks needs; segment it again")
+            pairs.append((("graph", sv.id), found[0]))
+            planes = found[1]
         # slabs live only until their face is matched: lz4, the fastest codec, not the densest
-        pairs += [(("face", i), (sv.id, encode_labels(slab, "lz4"))) for i, slab in face_slabs(sv, labels, list(faces))]
+        face_of = dict(faces)
+        for i, slab in face_slabs(sv, labels, list(faces)):
+            face = face_of[i]
+            plane = (planes[f"hi{face.axis}"] if sv.id == face.a else planes[f"lo{face.axis}"]) if self.graph else None
+            pairs.append((("face", i), (sv.id, encode_labels(slab, "lz4"), plane)))
         return pairs
 
 
@@ -66,6 +82,8 @@ class _Matcher:
 
     faces: tuple[Face, ...]
     variants: tuple[Variant, ...]
+    #: agglomeration across blocks: per face, where the lower interior's last plane lies in the slab
+    interiors: tuple[tuple[slice, ...], ...] = ()
 
     def __call__(self, group: tuple[tuple[str, int], list[Any]]) -> tuple[str, int, Any]:
         (kind, index), values = group
@@ -73,13 +91,43 @@ class _Matcher:
             return kind, index, values[0]
         get_plugin_manager()  # a plugin's rule is registered in this worker process too
         face = self.faces[index]
-        sides = dict(values)
-        a, b = decode_labels(sides[face.a]), decode_labels(sides[face.b])
+        sides = {sv_id: (slab, plane) for sv_id, slab, plane in values}
+        a, b = decode_labels(sides[face.a][0]), decode_labels(sides[face.b][0])
         candidates = {  # the overlaps are counted once per face, whatever the number of rules
             cc: face_candidates(a, b, axis=face.axis, plane=face.plane_offset, connected_components=cc)
             for cc in {cc for _, _, cc in self.variants}
         }
-        return kind, index, [apply_rule(candidates[cc], rule, **params) for rule, params, cc in self.variants]
+        matched = [apply_rule(candidates[cc], rule, **params) for rule, params, cc in self.variants]
+        if not self.interiors:
+            return kind, index, matched
+        below = self.interiors[index]  # the lower interior's last plane; the upper's first is the next one
+        above = tuple(slice(s.stop, s.stop + 1) if axis == face.axis else s for axis, s in enumerate(below))
+        contacts = face_contacts(a[below], sides[face.a][1], b[above], sides[face.b][1])
+        return kind, index, [  # `none` stitches nothing: no contact crosses the face
+            (*m, contacts.without_pairs(*refused_pairs(candidates[cc], rule, **params)) if rule != "none" else contacts.empty())
+            for m, (rule, params, cc) in zip(matched, self.variants)
+        ]
+
+
+def _last_plane_in_slab(face: Face, lower: Subvolume) -> tuple[slice, ...]:
+    """The slices of ``face``'s slab that hold ``lower``'s last interior plane along the
+    face's axis, over its interior's extent on the other two axes."""
+    out = []
+    for axis, (start, stop, origin) in enumerate(zip(lower.interior.start, lower.interior.stop, face.box.start)):
+        out.append(slice(stop - origin - 1, stop - origin) if axis == face.axis else slice(start - origin, stop - origin))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class AcrossBlocks:
+    """Agglomeration across blocks with the run's agglomerate-supervoxels stage: its
+    ``agglomerate_graph`` over the whole volume's region graph (see
+    :func:`labelstitch.stitching.agglomerate_across`)."""
+
+    stage: Stage
+
+    def __call__(self, stats: EdgeStats) -> NDArray[np.int64]:
+        return np.asarray(self.stage.function.agglomerate_graph(stats, **self.stage.parameters), np.int64)
 
 
 @dataclass(frozen=True)
@@ -215,26 +263,33 @@ def _write_supervoxels(
 def match_variants(
     plan: Plan, segmented: dict[int, SegmentedSubvolume], pool: Executor, variants: list[Variant], progress: bool = False,
     *, tables: Callable[[Subvolume, NDArray[Any]], Any] | None = None, tables_of: dict[int, Any] | None = None,
+    across: Callable[[EdgeStats], NDArray[np.int64]] | None = None,
 ) -> list[tuple[StitchResult, float]]:
     """Steps 1 and 2 for every variant in one pass over the subvolumes (each face's slabs
     cut, moved and decoded once), then each variant's resolution on the driver: its
     :class:`StitchResult` and the seconds its resolution took. With ``tables``,
     ``tables_of[sv.id]`` receives ``tables(sv, labels)`` of every subvolume, made by the
-    workers while they hold its labels."""
+    workers while they hold its labels. With ``across`` (agglomeration across blocks: the
+    labels are supervoxels), each variant's stitched supervoxels are then agglomerated
+    once over the whole volume's region graph by ``across``."""
     faces = plan.faces()
     faces_of = faces_by_subvolume(plan)
     nodes_of: dict[int, NDArray[np.uint64]] = {}
-    per_face: list[list[tuple[FaceMatches, FaceReport]]] = [[] for _ in faces]
+    graphs: dict[int, GraphPart] = {}
+    per_face: list[list[Any]] = [[] for _ in faces]
     step1 = [(sv, segmented[sv.id], tuple(faces_of[sv.id])) for sv in plan]
-    matcher = _Matcher(faces, tuple((rule, dict(params), cc) for rule, params, cc in variants))
-    grouped = pool.map_grouped(_EmitSlabs(tables), step1, matcher, describe=describe_item)
-    steps = len(plan) * (2 if tables is not None else 1) + len(faces)
+    interiors = tuple(_last_plane_in_slab(f, plan[f.a]) for f in faces) if across is not None else ()
+    matcher = _Matcher(faces, tuple((rule, dict(params), cc) for rule, params, cc in variants), interiors)
+    grouped = pool.map_grouped(_EmitSlabs(tables, across is not None), step1, matcher, describe=describe_item)
+    steps = len(plan) * (1 + (tables is not None) + (across is not None)) + len(faces)
     for kind, index, value in counted(grouped, steps, "match", progress):
         if kind == "nodes":
             nodes_of[index] = value
         elif kind == "table":
             assert tables_of is not None
             tables_of[index] = value
+        elif kind == "graph":
+            graphs[index] = value
         else:
             per_face[index] = value
     out = []
@@ -244,16 +299,22 @@ def match_variants(
             plan, rule, params, cc, [found[k][0] for found in per_face], [found[k][1] for found in per_face], nodes_of,
             lambda sv: segmented[sv.id].load(),
         )
+        if across is not None:
+            result = agglomerate_across(result, graphs, [found[k][2] for found in per_face], across)
         out.append((result, time.perf_counter() - start))
     return out
 
 
-def _match_all(
-    config: RunConfig, plan: Plan, segmented: dict[int, SegmentedSubvolume], pool: Executor, progress: bool
-) -> StitchResult:
-    """Steps 1 and 2, then resolution on the driver."""
+def across_blocks(prepared: PreparedRun) -> AcrossBlocks | None:
+    """The run's agglomeration across blocks, or None when it agglomerates each block."""
+    return AcrossBlocks(prepared.task.stages[2]) if prepared.task.graph else None
+
+
+def _match_all(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], pool: Executor, progress: bool) -> StitchResult:
+    """Steps 1 and 2, then resolution on the driver (and agglomeration across blocks)."""
+    config = prepared.config
     variant = (config.rule, dict(config.rule_params), config.connected_components)
-    return match_variants(plan, segmented, pool, [variant], progress)[0][0]
+    return match_variants(prepared.plan, segmented, pool, [variant], progress, across=across_blocks(prepared))[0][0]
 
 
 def _describe_chunk(item: Any) -> str:
@@ -328,7 +389,7 @@ def stitch_and_write(
         try:
             store.set_metadata({**identity, "complete": False})  # lets `run --resume` recognise its own output
             start = time.perf_counter()
-            result = _match_all(config, plan, segmented, pool, progress)
+            result = _match_all(prepared, segmented, pool, progress)
             seconds["stitch"] = time.perf_counter() - start
 
             start = time.perf_counter()

@@ -4,9 +4,10 @@
 stage                      functions
 =========================  =======================================================
 predict-voxels             ``naive_membrane_predictions``, ``threshold_predictions``,
-                           ``pixel_classifier``
+                           ``pixel_classifier``, ``two_stage_predictions``
 create-supervoxels         ``seeded_watershed``, ``distance_transform_watershed``
-agglomerate-supervoxels    ``rag_agglomeration``, ``no_agglomeration``
+agglomerate-supervoxels    ``rag_agglomeration``, ``learned_agglomeration``,
+                           ``no_agglomeration`` (each also on a whole volume's graph)
 =========================  =======================================================
 
 Executors: ``serial``, ``processes`` and ``spark`` (see :mod:`labelstitch.executors`).
@@ -211,6 +212,18 @@ def rag_agglomeration(
 _LOADED: dict[str, Any] = {}  # classifier file -> classifier, once per worker process
 
 
+def _classifier(path: str, channels: int) -> Any:
+    """The agglomeration classifier at ``path`` for predictions of ``channels`` channels, loaded once per process."""
+    from .agglomeration import load_agglomeration_classifier
+
+    if not path:
+        raise ValueError("learned_agglomeration needs `classifier_path`, a file written by `labelstitch train`")
+    key = f"{path}:{channels}"
+    if key not in _LOADED:
+        _LOADED[key] = load_agglomeration_classifier(path, channels)
+    return _LOADED[key]
+
+
 def learned_agglomeration(
     predictions: NDArray[np.floating],
     supervoxels: NDArray[np.integer],
@@ -225,16 +238,10 @@ def learned_agglomeration(
     and must have been trained on predictions with as many channels as this run's."""
     from ..agglomeration import agglomerate
     from ..rag import renumber
-    from .agglomeration import load_agglomeration_classifier
 
-    if not classifier_path:
-        raise ValueError("learned_agglomeration needs `classifier_path`, a file written by `labelstitch train`")
     channels = 1 if predictions.ndim == 3 else int(predictions.shape[-1])
-    key = f"{classifier_path}:{channels}"
-    if key not in _LOADED:
-        _LOADED[key] = load_agglomeration_classifier(classifier_path, channels)
     labels, _ = renumber(supervoxels)
-    roots = agglomerate(labels, predictions, _LOADED[key].predict, threshold)
+    roots = agglomerate(labels, predictions, _classifier(classifier_path, channels).predict, threshold)
     _, dense = np.unique(roots[1:], return_inverse=True)
     table = np.concatenate([[0], dense + 1]).astype(np.uint32)
     return table[labels]
@@ -243,6 +250,33 @@ def learned_agglomeration(
 def no_agglomeration(predictions: NDArray[np.floating], supervoxels: NDArray[np.integer]) -> NDArray[np.integer]:
     """The supervoxels, unchanged."""
     return supervoxels
+
+
+# Agglomeration across blocks (``options.agglomerate-across-blocks``) calls a stage
+# function's ``agglomerate_graph(stats, **parameters)`` once, on the driver, with the whole
+# volume's region graph (an :class:`~labelstitch.agglomeration.EdgeStats` whose boundary
+# statistics come from channel ``boundary_channel``, or 0): it returns the root of every node.
+
+
+def _rag_graph(stats: Any, threshold: float = 0.2, boundary_channel: int = 0) -> NDArray[np.int64]:
+    from ..rag import merge_by_mean_boundary
+
+    return merge_by_mean_boundary(stats.u, stats.v, stats.count, stats.total, stats.size.size - 1, threshold)
+
+
+def _learned_graph(stats: Any, classifier_path: str = "", threshold: float = 0.5) -> NDArray[np.int64]:
+    from ..agglomeration import agglomerate_graph
+
+    return agglomerate_graph(stats, _classifier(classifier_path, int(stats.inside.shape[1])).predict, threshold)
+
+
+def _no_graph(stats: Any) -> NDArray[np.int64]:
+    return np.arange(stats.size.size, dtype=np.int64)
+
+
+rag_agglomeration.agglomerate_graph = _rag_graph  # type: ignore[attr-defined]
+learned_agglomeration.agglomerate_graph = _learned_graph  # type: ignore[attr-defined]
+no_agglomeration.agglomerate_graph = _no_graph  # type: ignore[attr-defined]
 
 
 @hookimpl

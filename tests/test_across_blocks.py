@@ -1,0 +1,181 @@
+"""Agglomeration across blocks (``options.agglomerate-across-blocks``): the supervoxels are
+stitched, then agglomerated once over the region graph summed from every subvolume, so the
+result does not depend on where the block boundaries fall, while a stitching rule's
+refusals still keep a bad block's merges from spreading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skimage.measure import label as connected
+
+from labelstitch.pipeline import run
+from labelstitch.plugins import PluginError
+from labelstitch.stores import open_volume
+from labelstitch.synthetic import neurite_labels
+from labelstitch.testing import assert_same_partition
+
+STAGES = '''
+import numpy as np
+
+def boundary_of_ids(grayscale, mask):
+    """Channel 0: a boundary probability that depends only on each voxel and its six
+    neighbours (so every block computes the same values inside its interior), high where
+    the id changes and different for every id; channel 1: the ids."""
+    ids = grayscale.astype(np.int64)
+    edge = np.zeros(ids.shape, bool)
+    for axis in range(3):
+        change = np.diff(ids, axis=axis) != 0
+        lo = [slice(None)] * 3; hi = [slice(None)] * 3
+        lo[axis] = slice(None, -1); hi[axis] = slice(1, None)
+        edge[tuple(lo)] |= change
+        edge[tuple(hi)] |= change
+    weight = (ids * 0.6180339887) % 1.0
+    boundary = np.where(edge, 0.2 + 0.7 * weight, 0.02)
+    return np.stack([boundary, ids / 255.0], axis=-1).astype(np.float32)
+
+def ids_as_supervoxels(predictions, mask):
+    """The ids; where a block holds an "artifact" (id 255) its ids 1 and 2 and the artifact
+    become one supervoxel, as a segmenter merges two neurites where the membrane fades."""
+    ids = np.rint(predictions[..., 1] * 255).astype(np.uint32)
+    if (ids == 255).any():
+        ids[(ids == 1) | (ids == 2)] = 255
+    ids[mask] = 0
+    return ids
+'''
+
+
+@pytest.fixture()
+def stages(tmp_path, monkeypatch):
+    (tmp_path / "acrossstages.py").write_text(STAGES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "acrossstages"
+
+
+def config(tmp_path, ids, name, *, block, halo, across, rule="medium", threshold=0.45, context=0):
+    np.save(tmp_path / "ids.npy", ids.astype(np.uint8))
+    return {
+        "input": str(tmp_path / "ids.npy"),
+        "output": str(tmp_path / f"{name}.zarr"),
+        "options": {
+            "chunk-size": block, "overlap": halo, "stitch-algorithm": rule, "background-value": None,
+            "agglomerate-across-blocks": across, "context": context,
+            "segmentor": {"configuration": {
+                "predict-voxels": {"function": "acrossstages.boundary_of_ids"},
+                "create-supervoxels": {"function": "acrossstages.ids_as_supervoxels"},
+                "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": threshold}},
+            }},
+        },
+    }
+
+
+def oversegmentation(shape=(24, 40, 40), seed=3):
+    """Neurites cut into pieces along z and x: supervoxels for the agglomeration to join (ids 1..254)."""
+    truth = neurite_labels(shape, n_neurites=10, seed=seed).astype(np.int64)
+    z = np.arange(shape[0])[:, None, None] // 6
+    x = np.arange(shape[2])[None, None, :] // 13
+    pieces = truth * 16 + z * 4 + x + 1
+    ids = connected(pieces, background=0, connectivity=1)  # connected: a label in two pieces would be two nodes when blocked
+    assert ids.max() < 255
+    return ids
+
+
+def segmented(tmp_path, cfg, **kwargs):
+    result = run(cfg, overwrite=True, **kwargs)
+    with open_volume(result.output) as store:
+        return store.read(), result
+
+
+@pytest.mark.parametrize(("block", "halo"), [(12, 2), ([10, 16, 14], [1, 3, 2])])
+def test_across_blocks_gives_the_unblocked_agglomeration_wherever_the_blocks_fall(stages, tmp_path, block, halo):
+    """With supervoxels that agree across blocks, the summed graph is the unblocked graph,
+    so the agglomeration is the unblocked one exactly; agglomerating each block on its own
+    (the default) is not (so the test can tell)."""
+    ids = oversegmentation()
+    whole, single = segmented(tmp_path, config(tmp_path, ids, "whole", block=list(ids.shape), halo=0, across=False))
+    assert single.counts["bodies"] < ids.max() - 20  # the agglomeration merges plenty
+    across, result = segmented(tmp_path, config(tmp_path, ids, "across", block=block, halo=halo, across=True))
+    assert_same_partition(across, whole)
+    info = result.stitch["agglomeration"]
+    assert info["supervoxels"] == ids.max() and info["bodies"] == single.counts["bodies"]
+    per_block, _ = segmented(tmp_path, config(tmp_path, ids, "per-block", block=block, halo=halo, across=False))
+    with pytest.raises(AssertionError):
+        assert_same_partition(per_block, whole)
+
+
+def test_across_blocks_is_the_same_on_every_executor(stages, tmp_path):
+    ids = oversegmentation(seed=5)
+    cfg = config(tmp_path, ids, "serial", block=12, halo=2, across=True)
+    serial, _ = segmented(tmp_path, cfg)
+    cfg["output"] = str(tmp_path / "processes.zarr")
+    parallel, _ = segmented(tmp_path, cfg, executor="processes", workers=2)
+    np.testing.assert_array_equal(parallel, serial)
+
+
+def test_a_refused_match_keeps_a_bad_blocks_merge_from_spreading(stages, tmp_path):
+    """Two neurites (ids 1 and 2) side by side; the block holding an artifact (id 255, far
+    from the faces) makes them one supervoxel. Unblocked, that merge is everywhere. Across
+    blocks, ``conservative`` and ``medium`` refuse the merged supervoxel's matches and so
+    its contacts across the face: the neurites stay apart in the good block. ``aggressive``
+    accepts one-sided matches, and the merge spreads, as when stitching bodies."""
+    ids = np.ones((8, 8, 32), np.uint8)
+    ids[:, 4:, :] = 2
+    ids[2:6, 3:5, 2:6] = 255  # the artifact, inside the first block
+    whole, _ = segmented(tmp_path, config(tmp_path, ids, "whole", block=list(ids.shape), halo=0, across=False))
+    assert whole[0, 0, 28] == whole[0, 7, 28]  # unblocked, the artifact joins the two neurites
+    outcome = {}
+    for rule in ("conservative", "medium", "aggressive"):
+        cfg = config(tmp_path, ids, rule, block=[8, 8, 16], halo=3, across=True, rule=rule)
+        cfg["options"]["stitch-parameters"] = {"min_overlap": 5, **({"min_one_sided": 5} if rule == "aggressive" else {})}
+        out, _ = segmented(tmp_path, cfg)
+        outcome[rule] = bool(out[0, 0, 28] == out[0, 7, 28])
+    assert outcome == {"conservative": False, "medium": False, "aggressive": True}
+
+
+def test_an_agglomeration_without_a_graph_form_is_refused_before_any_work(stages, tmp_path):
+    ids = oversegmentation()
+    cfg = config(tmp_path, ids, "refused", block=12, halo=2, across=True)
+    cfg["options"]["segmentor"]["configuration"]["agglomerate-supervoxels"] = {"function": "acrossstages.ids_as_supervoxels"}
+    with pytest.raises(PluginError, match="agglomerate-across-blocks needs an agglomerate-supervoxels function"):
+        run(cfg)
+    assert not (tmp_path / "refused.zarr").exists()
+    cfg = config(tmp_path, ids, "no-overlap", block=12, halo=0, across=True)
+    with pytest.raises(ValueError, match="needs options.overlap of at least 1 voxel"):
+        run(cfg)
+
+
+def test_compare_and_resume_agglomerate_across_blocks_from_the_checkpoints(stages, tmp_path):
+    """The graph travels in the checkpoints: compare scores every rule from them exactly as
+    a run with that rule would, and they are bound to the mode they were made in."""
+    from labelstitch.pipeline import compare
+    from labelstitch.checkpoints import CheckpointError
+    from labelstitch.metrics import vi
+
+    ids = oversegmentation(seed=4)
+    truth = connected(neurite_labels(ids.shape, n_neurites=10, seed=4) + 1, connectivity=1)
+    np.save(tmp_path / "truth.npy", truth.astype(np.uint32))
+    cfg = config(tmp_path, ids, "run", block=12, halo=2, across=True, rule="conservative")
+    cfg["options"]["checkpoint-dir"] = str(tmp_path / "ckpt")
+    out, _ = segmented(tmp_path, cfg)
+    rows = {row.name: row for row in compare(cfg, str(tmp_path / "truth.npy"))}
+    assert rows["conservative"].total == pytest.approx(vi(out, truth).total, abs=1e-9)
+    cfg["output"] = str(tmp_path / "medium.zarr")
+    cfg["options"]["stitch-algorithm"] = "medium"
+    medium, result = segmented(tmp_path, cfg, resume=True)
+    assert result.counts["restored from checkpoints"] == result.counts["subvolumes"]
+    assert rows["medium"].total == pytest.approx(vi(medium, truth).total, abs=1e-9)
+    cfg["options"]["agglomerate-across-blocks"] = False  # the checkpoints hold supervoxels, not segments
+    with pytest.raises(CheckpointError, match="agglomerate-across-blocks"):
+        run(cfg, overwrite=True, resume=True)
+
+
+def test_rule_none_joins_nothing_across_faces(stages, tmp_path):
+    """``none`` stitches nothing, across blocks too: every body stays inside one interior."""
+    ids = oversegmentation(seed=6)
+    out, _ = segmented(tmp_path, config(tmp_path, ids, "none", block=12, halo=2, across=True, rule="none"))
+    owner = np.zeros(ids.shape, np.int64)  # which 12^3 interior each voxel lies in
+    for axis, n in enumerate(ids.shape):
+        owner = owner * 10 + (np.arange(n) // 12).reshape([-1 if a == axis else 1 for a in range(3)])
+    pairs = np.unique(np.stack([out.ravel(), owner.ravel()], axis=1), axis=0)
+    assert np.unique(pairs[:, 0]).size == pairs.shape[0]  # each body in one interior
