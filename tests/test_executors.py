@@ -86,6 +86,12 @@ def test_spark_gives_bitwise_identical_output(volume):
     result = run(config(volume, "spark.zarr"), executor="spark", workers=2)
     np.testing.assert_array_equal(read(str(volume / "spark.zarr")), read(str(volume / "serial.zarr")))
     assert result.counts["subvolumes"] == 48
+    # agglomeration across blocks too: the interior graphs and face contacts travel through Spark's shuffle
+    across = {"agglomerate-across-blocks": True}
+    serial = run(config(volume, "across-serial.zarr", **across))
+    spark = run(config(volume, "across-spark.zarr", **across), executor="spark", workers=2)
+    np.testing.assert_array_equal(read(str(volume / "across-spark.zarr")), read(str(volume / "across-serial.zarr")))
+    assert spark.stitch["agglomeration"] == serial.stitch["agglomeration"]
 
 
 def test_checkpoints_restore_and_verify(volume, caplog):

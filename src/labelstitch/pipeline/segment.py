@@ -161,11 +161,13 @@ class SegmentedSubvolume:
             return None
         return decode_labels(supervoxels).astype(np.uint64, copy=False), segment_of
 
-    def load_graph(self) -> tuple[GraphPart, dict[str, NDArray[np.float32]]] | None:
-        """The interior's region-graph statistics and face planes (agglomeration across
-        blocks); None if they were not kept."""
-        graph = split_graph(self._bytes())[1]
-        return None if graph is None else load_graph(graph)
+    def load_with_graph(self) -> tuple[NDArray[np.uint64], tuple[GraphPart, dict[str, NDArray[np.float32]]] | None]:
+        """The labels over the outer box, and the interior's region-graph statistics and
+        face planes (agglomeration across blocks; None if they were not kept), from one
+        read of the block."""
+        data = self._bytes()
+        graph = split_graph(data)[1]
+        return decode_labels(data), None if graph is None else load_graph(graph)
 
     @classmethod
     def from_checkpoint(cls, sv_id: int, path: Path) -> SegmentedSubvolume:

@@ -50,13 +50,12 @@ class _EmitSlabs:
 
     def __call__(self, item: tuple[Subvolume, SegmentedSubvolume, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:
         sv, segmented, faces = item
-        labels = segmented.load()
+        labels, found = segmented.load_with_graph() if self.graph else (segmented.load(), None)
         pairs: list[tuple[tuple[str, int], Any]] = [(("nodes", sv.id), interior_labels(sv, labels))]
         if self.table is not None:
             pairs.append((("table", sv.id), self.table(sv, labels)))
         planes: dict[str, NDArray[np.float32]] = {}
         if self.graph:
-            found = segmented.load_graph()
             if found is None:
                 raise StoreError(f"subvolume {sv.id} was segmented without the region graph that "
                                  "options.agglomerate-across-blocks needs; segment it again")
