@@ -37,10 +37,14 @@ def boundary_of_ids(grayscale, mask):
 
 def ids_as_supervoxels(predictions, mask):
     """The ids; where a block holds an "artifact" (id 255) its ids 1 and 2 and the artifact
-    become one supervoxel, as a segmenter merges two neurites where the membrane fades."""
+    become one supervoxel, as a segmenter merges two neurites where the membrane fades;
+    where it holds a "bridge" (id 254) its ids 5 and 13 and the bridge become one, as a
+    block that sees where two branches join makes them one supervoxel."""
     ids = np.rint(predictions[..., 1] * 255).astype(np.uint32)
     if (ids == 255).any():
         ids[(ids == 1) | (ids == 2)] = 255
+    if (ids == 254).any():
+        ids[(ids == 5) | (ids == 13)] = 254
     ids[mask] = 0
     return ids
 '''
@@ -131,6 +135,27 @@ def test_a_refused_match_keeps_a_bad_blocks_merge_from_spreading(stages, tmp_pat
         out, _ = segmented(tmp_path, cfg)
         outcome[rule] = bool(out[0, 0, 28] == out[0, 7, 28])
     assert outcome == {"conservative": False, "medium": False, "aggressive": True}
+
+
+def test_a_branch_whose_join_lies_beyond_the_face_keeps_its_contact(stages, tmp_path):
+    """A U-shaped neurite: its two branches (ids 5 and 13, low boundary weights) cross the
+    face, and they join (id 254) in the first block only, beyond the second block's halo. The first block makes the
+    U one supervoxel; the second sees two branches that do not touch. A rule refuses one of
+    them (not mutual, or too small a fraction), but the second block does not separate the
+    two where they touch, so the refused branch keeps its contact and the U stays whole,
+    as unblocked; a refusal drops contacts only where a side saw two touching pieces."""
+    ids = np.full((6, 16, 32), 8, np.uint8)  # 8: the rest, a supervoxel of its own
+    ids[1:5, 2:6, 4:] = 5
+    ids[1:5, 10:14, 4:] = 13
+    ids[1:5, 2:14, 4:8] = 254  # the join, at x 4..8: the second block's outer box starts at x 13
+    whole, _ = segmented(tmp_path, config(tmp_path, ids, "whole", block=list(ids.shape), halo=0, across=False))
+    assert whole[2, 3, 28] == whole[2, 11, 28]
+    for rule in ("conservative", "medium", "aggressive"):
+        cfg = config(tmp_path, ids, rule, block=[6, 16, 16], halo=3, across=True, rule=rule)
+        cfg["options"]["stitch-parameters"] = {"min_overlap": 5, **({"min_one_sided": 5} if rule == "aggressive" else {})}
+        out, _ = segmented(tmp_path, cfg)
+        assert out[2, 3, 28] == out[2, 11, 28] == out[2, 8, 5], rule
+        assert out[2, 3, 28] != out[0, 0, 28]
 
 
 def test_an_agglomeration_without_a_graph_form_is_refused_before_any_work(stages, tmp_path):

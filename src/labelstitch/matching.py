@@ -58,7 +58,9 @@ __all__ = [
     "available_rules",
     "get_rule",
     "match_slabs",
+    "protective_refusals",
     "refused_pairs",
+    "touching_pairs",
     "register_rule",
     "rule_parameters",
 ]
@@ -473,3 +475,58 @@ def match_slabs(
     check_rule_params(rule, params)
     found = face_candidates(slab_a, slab_b, axis=axis, plane=plane, connected_components=connected_components)
     return apply_rule(found, rule, **params)
+
+
+def touching_pairs(labels: NDArray[Any]) -> set[tuple[int, int]]:
+    """The pairs ``(low, high)`` of different non-zero labels that touch (6-neighbours) in ``labels``.
+
+    >>> sorted(touching_pairs(np.array([[[1, 1, 2, 0, 3]]])))
+    [(1, 2)]
+    """
+    found: set[tuple[int, int]] = set()
+    for axis in range(labels.ndim):
+        if labels.shape[axis] < 2:
+            continue
+        x = np.take(labels, np.arange(labels.shape[axis] - 1), axis=axis).reshape(-1)
+        y = np.take(labels, np.arange(1, labels.shape[axis]), axis=axis).reshape(-1)
+        keep = (x != y) & (x != 0) & (y != 0)
+        if keep.any():
+            pairs = np.unique(np.stack([np.minimum(x[keep], y[keep]), np.maximum(x[keep], y[keep])], axis=1), axis=0)
+            found.update((int(p), int(q)) for p, q in pairs)
+    return found
+
+
+def protective_refusals(
+    found: FaceCandidates | None, refused: tuple[NDArray[np.uint64], NDArray[np.uint64]],
+    touch_a: set[tuple[int, int]], touch_b: set[tuple[int, int]],
+) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
+    """Of a face's refused pairs ``(a, b)``, those a refusal should keep apart when
+    agglomerating across blocks: where one side separates, inside its own interior, what
+    the other side joins (``b`` touches another segment of B's interior that ``a`` also
+    overlaps, or the other way round). There the agglomeration can weigh the two pieces on
+    that side's own contact, and dropping ``a``-``b`` keeps a bad block's merge from
+    spreading. A refused piece that touches none of its partner's other partners (a branch
+    whose link lies beyond the face) keeps its contact: without it, it would lose its only
+    way to its neurite. ``touch_a`` / ``touch_b`` are the :func:`touching_pairs` of each
+    side's labels in the slab's part inside its own interior."""
+    a, b = refused
+    if found is None or a.size == 0:
+        return a, b
+    cand = found.cand
+    ca, cb = cand.a, cand.b
+    if found.pieces is not None:
+        ca, cb = found.pieces[0][ca], found.pieces[1][cb]
+    partners_a: dict[int, set[int]] = {}
+    partners_b: dict[int, set[int]] = {}
+    for x, y in zip(ca.tolist(), cb.tolist()):
+        partners_a.setdefault(x, set()).add(y)
+        partners_b.setdefault(y, set()).add(x)
+    keep = []
+    for x, y in zip(a.tolist(), b.tolist()):
+        others_b = partners_a.get(x, set()) - {y}
+        others_a = partners_b.get(y, set()) - {x}
+        split_in_b = any((min(y, o), max(y, o)) in touch_b for o in others_b)
+        split_in_a = any((min(x, o), max(x, o)) in touch_a for o in others_a)
+        keep.append(split_in_a or split_in_b)
+    mask = np.array(keep, bool)
+    return a[mask], b[mask]

@@ -22,7 +22,7 @@ from ..codec import decode_labels, encode_labels
 from ..executors import Executor
 from ..geometry import Face, Plan, Subvolume
 from ..agglomeration import EdgeStats, GraphPart, face_contacts
-from ..matching import apply_rule, face_candidates, refused_pairs
+from ..matching import apply_rule, face_candidates, protective_refusals, refused_pairs, touching_pairs
 from ..plugins import Stage, get_plugin_manager
 from ..report import write_stitch_report
 from ..stitching import (
@@ -102,10 +102,21 @@ class _Matcher:
         below = self.interiors[index]  # the lower interior's last plane; the upper's first is the next one
         above = tuple(slice(s.stop, s.stop + 1) if axis == face.axis else s for axis, s in enumerate(below))
         contacts = face_contacts(a[below], sides[face.a][1], b[above], sides[face.b][1])
-        return kind, index, [  # `none` stitches nothing: no contact crosses the face
-            (*m, contacts.without_pairs(*refused_pairs(candidates[cc], rule, **params)) if rule != "none" else contacts.empty())
-            for m, (rule, params, cc) in zip(matched, self.variants)
-        ]
+        lower = tuple(slice(0, face.plane_offset) if axis == face.axis else s for axis, s in enumerate(below))
+        upper = tuple(slice(face.plane_offset, None) if axis == face.axis else s for axis, s in enumerate(below))
+        touching: list[set[tuple[int, int]]] = []  # each side's touching pieces inside its interior, made once
+        out = []
+        for m, (rule, params, cc) in zip(matched, self.variants):
+            if rule == "none":  # `none` stitches nothing: no contact crosses the face
+                out.append((*m, contacts.empty()))
+                continue
+            refused = refused_pairs(candidates[cc], rule, **params)
+            if refused[0].size and not touching:
+                touching = [touching_pairs(a[lower]), touching_pairs(b[upper])]
+            if refused[0].size:
+                refused = protective_refusals(candidates[cc], refused, *touching)
+            out.append((*m, contacts.without_pairs(*refused)))
+        return kind, index, out
 
 
 def _last_plane_in_slab(face: Face, lower: Subvolume) -> tuple[slice, ...]:
