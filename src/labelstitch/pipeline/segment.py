@@ -303,7 +303,7 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
                             f"{original.id} have {pred.shape[-1]} channel(s)")
     order = [channel] + [c for c in range(pred.shape[-1]) if c != channel]
     inner = original.interior.slices(sv.outer)
-    inside = pred[inner][..., order]
+    inside = pred[inner] if channel == 0 else pred[inner][..., order]  # a view unless channels move
     arrays = interior_graph(labels[inner], inside).arrays()
     for axis in range(3):  # the planes the face contacts need: first and last of the interior along each axis
         arrays[f"lo{axis}"] = np.ascontiguousarray(np.take(inside[..., 0], 0, axis=axis))
