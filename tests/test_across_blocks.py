@@ -103,6 +103,7 @@ def test_across_blocks_gives_the_unblocked_agglomeration_wherever_the_blocks_fal
     assert_same_partition(across, whole)
     info = result.stitch["agglomeration"]
     assert info["supervoxels"] == ids.max() and info["bodies"] == single.counts["bodies"]
+    assert result.counts["stitched supervoxels"] == ids.max() and result.counts["graph edges"] == info["edges"] > 0
     per_block, _ = segmented(tmp_path, config(tmp_path, ids, "per-block", block=block, halo=halo, across=False))
     with pytest.raises(AssertionError):
         assert_same_partition(per_block, whole)

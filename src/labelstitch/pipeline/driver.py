@@ -312,6 +312,9 @@ def _counts(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], com
         "uncompressed label bytes": raw,
         "compression ratio": round(raw / stored, 1) if stored else 0,
         "blocks via driver": sum(1 for s in segmented.values() if s.data is not None),
+        **({"stitched supervoxels": result.agglomeration["supervoxels"], "graph edges": result.agglomeration["edges"],
+            "graph MB on the driver": round(result.agglomeration["graph_bytes"] / 1e6, 1)}
+           if result.agglomeration is not None else {}),
     }
 
 
