@@ -230,3 +230,32 @@ def test_the_numba_mean_boundary_merging_equals_the_plain_python_one(seed, n, m,
     total = np.round(rng.random(len(pairs)) * count * 4) / 4 if ties else rng.random(len(pairs)) * count
     expected = _python_merge(pairs[:, 0], pairs[:, 1], count, total, n, threshold)
     np.testing.assert_array_equal(merge_by_mean_boundary(pairs[:, 0], pairs[:, 1], count, total, n, threshold), expected)
+
+
+def test_learned_agglomeration_across_blocks_with_a_whole_context_is_the_unblocked_one(trained, tmp_path):
+    """The learned agglomeration's graph form on the driver: with a context covering the
+    volume every block makes the unblocked supervoxels, so the summed graph and its
+    agglomeration (features, classifier, merge order) are exactly the unblocked ones."""
+    from labelstitch.pipeline import run
+    from labelstitch.stores import open_volume
+    from labelstitch.testing import assert_same_partition
+
+    _, path = trained
+    gray, truth = em_volume((32, 64, 64), n_neurites=15, seed=5)
+    np.save(tmp_path / "g.npy", gray)
+    seg = {"predict-voxels": {"function": "naive_membrane_predictions", "parameters": {"sigma": 1.0}},
+           "create-supervoxels": {"function": "distance_transform_watershed", "parameters": {}},
+           "agglomerate-supervoxels": {"function": "learned_agglomeration",
+                                       "parameters": {"classifier_path": str(path), "threshold": 0.5}}}
+
+    def segment(name, **options):
+        result = run({"input": str(tmp_path / "g.npy"), "output": str(tmp_path / f"{name}.zarr"),
+                      "options": {"segmentor": {"configuration": seg}, "background-value": None, **options}})
+        with open_volume(result.output) as store:
+            return store.read(), result
+
+    whole, single = segment("whole", **{"chunk-size": [32, 64, 64], "overlap": 0})
+    across, result = segment("across", **{"chunk-size": 32, "overlap": 4, "context": 64, "agglomerate-across-blocks": True})
+    assert result.stitch["agglomeration"]["bodies"] < result.stitch["agglomeration"]["supervoxels"]
+    assert_same_partition(across, whole)
+    assert vi(across, truth).total == pytest.approx(vi(whole, truth).total)
