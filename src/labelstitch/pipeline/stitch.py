@@ -47,6 +47,8 @@ class _EmitSlabs:
     #: agglomeration across blocks: also the interior's region graph, and with each slab
     #: the boundary probability of the interior's plane next to the face
     graph: bool = False
+    #: whether the graph keeps its boundary histograms (only what the agglomeration uses travels)
+    histograms: bool = True
 
     def __call__(self, item: tuple[Subvolume, SegmentedSubvolume, tuple[tuple[int, Face], ...]]) -> list[tuple[tuple[str, int], Any]]:
         sv, segmented, faces = item
@@ -59,7 +61,7 @@ class _EmitSlabs:
             if found is None:
                 raise StoreError(f"subvolume {sv.id} was segmented without the region graph that "
                                  "options.agglomerate-across-blocks needs; segment it again")
-            pairs.append((("graph", sv.id), found[0]))
+            pairs.append((("graph", sv.id), found[0] if self.histograms else found[0].without_histograms()))
             planes = found[1]
         # slabs live only until their face is matched: lz4, the fastest codec, not the densest
         face_of = dict(faces)
@@ -83,6 +85,7 @@ class _Matcher:
     variants: tuple[Variant, ...]
     #: agglomeration across blocks: per face, where the lower interior's last plane lies in the slab
     interiors: tuple[tuple[slice, ...], ...] = ()
+    histograms: bool = True
 
     def __call__(self, group: tuple[tuple[str, int], list[Any]]) -> tuple[str, int, Any]:
         (kind, index), values = group
@@ -102,6 +105,8 @@ class _Matcher:
         below = self.interiors[index]  # the lower interior's last plane; the upper's first is the next one
         above = tuple(slice(s.stop, s.stop + 1) if axis == face.axis else s for axis, s in enumerate(below))
         contacts = face_contacts(a[below], sides[face.a][1], b[above], sides[face.b][1])
+        if not self.histograms:
+            contacts = contacts.without_histograms()
         lower = tuple(slice(0, face.plane_offset) if axis == face.axis else s for axis, s in enumerate(below))
         upper = tuple(slice(face.plane_offset, None) if axis == face.axis else s for axis, s in enumerate(below))
         touching: list[set[tuple[int, int]]] = []  # each side's touching pieces inside its interior, made once
@@ -135,6 +140,11 @@ class AcrossBlocks:
     :func:`labelstitch.stitching.agglomerate_across`)."""
 
     stage: Stage
+
+    @property
+    def histograms(self) -> bool:
+        """Whether the agglomeration reads the boundary histograms (else they never reach the driver)."""
+        return bool(getattr(self.stage.function.agglomerate_graph, "histograms", True))
 
     def __call__(self, stats: EdgeStats) -> NDArray[np.int64]:
         return np.asarray(self.stage.function.agglomerate_graph(stats, **self.stage.parameters), np.int64)
@@ -289,8 +299,9 @@ def match_variants(
     per_face: list[list[Any]] = [[] for _ in faces]
     step1 = [(sv, segmented[sv.id], tuple(faces_of[sv.id])) for sv in plan]
     interiors = tuple(_last_plane_in_slab(f, plan[f.a]) for f in faces) if across is not None else ()
-    matcher = _Matcher(faces, tuple((rule, dict(params), cc) for rule, params, cc in variants), interiors)
-    grouped = pool.map_grouped(_EmitSlabs(tables, across is not None), step1, matcher, describe=describe_item)
+    histograms = bool(getattr(across, "histograms", True))
+    matcher = _Matcher(faces, tuple((rule, dict(params), cc) for rule, params, cc in variants), interiors, histograms)
+    grouped = pool.map_grouped(_EmitSlabs(tables, across is not None, histograms), step1, matcher, describe=describe_item)
     steps = len(plan) * (1 + (tables is not None) + (across is not None)) + len(faces)
     for kind, index, value in counted(grouped, steps, "match", progress):
         if kind == "nodes":

@@ -256,6 +256,8 @@ def no_agglomeration(predictions: NDArray[np.floating], supervoxels: NDArray[np.
 # function's ``agglomerate_graph(stats, **parameters)`` once, on the driver, with the whole
 # volume's region graph (an :class:`~labelstitch.agglomeration.EdgeStats` whose boundary
 # statistics come from channel ``boundary_channel``, or 0): it returns the root of every node.
+# With ``agglomerate_graph.histograms = False`` the graph comes without the boundary
+# histograms (the features of a learned agglomeration need them; a mean needs only sums).
 
 
 def _rag_graph(stats: Any, threshold: float = 0.2, boundary_channel: int = 0) -> NDArray[np.int64]:
@@ -274,6 +276,8 @@ def _no_graph(stats: Any) -> NDArray[np.int64]:
     return np.arange(stats.size.size, dtype=np.int64)
 
 
+_rag_graph.histograms = False  # type: ignore[attr-defined]  # counts and sums suffice: the driver holds less
+_no_graph.histograms = False  # type: ignore[attr-defined]
 rag_agglomeration.agglomerate_graph = _rag_graph  # type: ignore[attr-defined]
 learned_agglomeration.agglomerate_graph = _learned_graph  # type: ignore[attr-defined]
 no_agglomeration.agglomerate_graph = _no_graph  # type: ignore[attr-defined]
