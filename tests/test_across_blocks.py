@@ -205,3 +205,20 @@ def test_rule_none_joins_nothing_across_faces(stages, tmp_path):
         owner = owner * 10 + (np.arange(n) // 12).reshape([-1 if a == axis else 1 for a in range(3)])
     pairs = np.unique(np.stack([out.ravel(), owner.ravel()], axis=1), axis=0)
     assert np.unique(pairs[:, 0]).size == pairs.shape[0]  # each body in one interior
+
+
+def test_explain_says_which_supervoxels_the_agglomeration_joined(stages, tmp_path):
+    """``labelstitch explain`` on a body agglomerated across blocks: its segments are
+    supervoxels, joined by matches and by the driver's agglomeration."""
+    from labelstitch.report import explain_body, format_explanation
+
+    ids = oversegmentation()
+    out, result = segmented(tmp_path, config(tmp_path, ids, "across", block=12, halo=2, across=True))
+    explained = []
+    for body in np.unique(out[out > 0]):
+        if np.unique(ids[out == body]).size > 1:  # supervoxels agree across blocks: only the agglomeration joins two
+            info = explain_body(result.report.replace(".md", ".npz"), int(body))
+            assert info["agglomerated_across_blocks"]
+            explained.append(format_explanation(info))
+    assert explained and all("supervoxels, joined by" in text for text in explained)
+    assert any("joined to the rest by the agglomeration" in text for text in explained)

@@ -134,6 +134,7 @@ def write_stitch_report(
         paths["npz"],
         face=t.face, sv_a=t.sv_a, a=t.a, sv_b=t.sv_b, b=t.b, count=t.count, size_a=t.size_a, size_b=t.size_b,
         node_sv=m.subvolume, node_label=m.label, node_body=m.body, offset=np.uint64(offset),
+        agglomerated=np.bool_(result.agglomeration is not None),
     )
     return paths
 
@@ -160,11 +161,17 @@ def explain_body(npz: str | Path, body: int) -> dict[str, Any]:
                 "size_a": int(data["size_a"][i]),
                 "size_b": int(data["size_b"][i]),
             })
-    return {"body": body, "segments": [list(n) for n in nodes], "matches": matches}
+    across = bool(data["agglomerated"]) if "agglomerated" in data.files else False
+    return {"body": body, "segments": [list(n) for n in nodes], "matches": matches, "agglomerated_across_blocks": across}
 
 
 def format_explanation(info: dict[str, Any]) -> str:
-    lines = [f"body {info['body']}: {len(info['segments'])} segments joined by {len(info['matches'])} matches"]
+    across = info.get("agglomerated_across_blocks", False)
+    if across:  # the segments are supervoxels; the driver's agglomeration joined them beyond the matches
+        lines = [f"body {info['body']}: {len(info['segments'])} supervoxels, joined by {len(info['matches'])} matches "
+                 "and by the agglomeration across blocks"]
+    else:
+        lines = [f"body {info['body']}: {len(info['segments'])} segments joined by {len(info['matches'])} matches"]
     for m in info["matches"]:
         lines.append(
             f"  face {m['face']}: subvolume {m['a'][0]} label {m['a'][1]} <-> subvolume {m['b'][0]} label {m['b'][1]} "
@@ -172,7 +179,11 @@ def format_explanation(info: dict[str, Any]) -> str:
         )
     unmatched = {tuple(s) for s in info["segments"]} - {tuple(m["a"]) for m in info["matches"]} - {tuple(m["b"]) for m in info["matches"]}
     for sv, label in sorted(unmatched):
-        lines.append(f"  subvolume {sv} label {label} (no match: the body lies in one subvolume)")
+        if across:
+            why = "joined to the rest by the agglomeration" if len(info["segments"]) > 1 else "the body is this supervoxel"
+        else:
+            why = "the body lies in one subvolume"
+        lines.append(f"  subvolume {sv} label {label} (no match: {why})")
     return "\n".join(lines)
 
 
