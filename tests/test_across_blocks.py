@@ -222,3 +222,20 @@ def test_explain_says_which_supervoxels_the_agglomeration_joined(stages, tmp_pat
             explained.append(format_explanation(info))
     assert explained and all("supervoxels, joined by" in text for text in explained)
     assert any("joined to the rest by the agglomeration" in text for text in explained)
+
+
+def test_the_agglomeration_changes_from_the_checkpoints_without_segmenting_again(stages, tmp_path):
+    """Across blocks the checkpoints hold supervoxels and graph statistics, not bodies: a new
+    agglomeration threshold (or another agglomeration) re-agglomerates them in seconds, and
+    gives what a fresh run with it gives."""
+    ids = oversegmentation(seed=7)
+    cfg = config(tmp_path, ids, "first", block=12, halo=2, across=True, threshold=0.45)
+    cfg["options"]["checkpoint-dir"] = str(tmp_path / "ckpt")
+    first, _ = segmented(tmp_path, cfg)
+    cfg["output"] = str(tmp_path / "again.zarr")
+    cfg["options"]["segmentor"]["configuration"]["agglomerate-supervoxels"]["parameters"]["threshold"] = 0.3
+    again, result = segmented(tmp_path, cfg, resume=True)
+    assert result.counts["restored from checkpoints"] == result.counts["subvolumes"]
+    fresh, _ = segmented(tmp_path, config(tmp_path, ids, "fresh", block=12, halo=2, across=True, threshold=0.3))
+    assert_same_partition(again, fresh)
+    assert np.unique(again).size > np.unique(first).size  # the lower threshold merged less

@@ -482,13 +482,21 @@ class RunConfig:
 
     def segmentation_settings(self) -> dict[str, Any]:
         """The part of the config that determines the segmented labels, in file form: what
-        checkpoints are bound to (:class:`~labelstitch.checkpoints.CheckpointDir`)."""
+        checkpoints are bound to (:class:`~labelstitch.checkpoints.CheckpointDir`). With
+        agglomeration across blocks the agglomeration is not part of it (only its boundary
+        channel): it runs on the driver, from the checkpoints."""
         whole = self.to_dict()
         options = whole.get("options", {})
         top = {"input": "input", "roi": "roi_box", "preserve-bodies": None}
         part: dict[str, Any] = {k: whole.get(k) for k in top}
+        stages = dict(options["segmentor"]["configuration"])
+        if options.get("agglomerate-across-blocks"):
+            # the checkpoints hold supervoxels and graph statistics: the agglomeration only
+            # chooses which channel is the boundary, so it can change without segmenting again
+            params = stages["agglomerate-supervoxels"].get("parameters", {})
+            stages["agglomerate-supervoxels"] = {"graph boundary channel": int(params.get("boundary_channel", 0))}
         part["options"] = {
-            "segmentor": {"configuration": options["segmentor"]["configuration"]},
+            "segmentor": {"configuration": stages},
             **{k: options.get(k) for k in ("chunk-size", "overlap", "background-value", "background-min-width", "roi")},
             **({"intensity-range": options["intensity-range"]} if options.get("intensity-range", "auto") != "auto" else {}),
             **({"context": options["context"]} if options.get("context") else {}),
