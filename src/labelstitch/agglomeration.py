@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._kernels.rag import boundary_pairs
+from .rag import renumber, roots_of
 
 __all__ = [
     "BINS", "FEATURES", "EdgeStats", "GraphPart", "agglomerate", "agglomerate_graph", "edge_features", "edge_stats",
@@ -79,10 +80,7 @@ def edge_stats(labels: NDArray[np.integer], predictions: NDArray[np.floating]) -
         none = np.zeros(0, np.int64)
         return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside)
     edges, index = np.unique(keys, return_inverse=True)
-    count = np.bincount(index, minlength=edges.size).astype(np.float64)
-    total = np.bincount(index, weights=values, minlength=edges.size)
-    bins = np.minimum((values * BINS).astype(np.int64), BINS - 1)
-    hist = np.bincount(index * BINS + bins, minlength=edges.size * BINS).reshape(edges.size, BINS).astype(np.float64)
+    count, total, hist = _pair_statistics(index, edges.size, values)
     u = (edges >> np.uint64(32)).astype(np.int64)
     v = (edges & np.uint64(0xFFFFFFFF)).astype(np.int64)
     return EdgeStats(u, v, count, total, hist, size, inside)
@@ -217,13 +215,7 @@ def agglomerate_graph(
         score([(min(a, w), max(a, w)) for w in adjacency[a]])
     if examples is not None and rows:
         examples.append((np.array(rows), np.array(labels_seen, np.int8)))
-    roots = parent.copy()
-    for i in range(roots.size):  # parents may chain: follow to the final root
-        r = i
-        while roots[r] != r:
-            r = roots[r]
-        roots[i] = r
-    return roots
+    return roots_of(parent)
 
 
 # ----------------------------------------------------------------------------- graphs of blocked runs
@@ -288,29 +280,39 @@ class GraphPart:
                          self.total[keep], self.hist[keep])
 
 
+def _pair_statistics(index: NDArray[np.int64], n: int, values: NDArray[np.float32]) -> tuple[NDArray[np.float64], ...]:
+    """(count, total, hist) of ``n`` contacts from voxel pairs: pair ``i`` belongs to contact
+    ``index[i]`` and is valued ``values[i]``."""
+    count = np.bincount(index, minlength=n).astype(np.float64)
+    total = np.bincount(index, weights=values, minlength=n)
+    bins = np.minimum((values * BINS).astype(np.int64), BINS - 1)
+    hist = np.bincount(index * BINS + bins, minlength=n * BINS).reshape(n, BINS).astype(np.float64)
+    return count, total, hist
+
+
+def _group_pairs(u: NDArray[Any], v: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+    """Rows ``(u[i], v[i])`` grouped: the order that sorts them, the group of each sorted
+    row (0, 1, ...) and which sorted rows start a group."""
+    order = np.lexsort((v, u))
+    su, sv = u[order], v[order]
+    new = np.r_[True, (su[1:] != su[:-1]) | (sv[1:] != sv[:-1])] if su.size else np.zeros(0, bool)
+    return order, np.cumsum(new) - 1, new
+
+
 def _grouped(u: NDArray[Any], v: NDArray[Any], values: NDArray[np.float32]) -> tuple[NDArray[Any], ...]:
     """Pair statistics (u, v, count, total, hist) of voxel pairs ``(u[i], v[i])`` valued ``values[i]``."""
     if u.size == 0:
         none = np.zeros(0, np.uint64)
         return none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS))
-    order = np.lexsort((v, u))
-    u, v, values = u[order], v[order], values[order]
-    head = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])])
-    index = np.cumsum(np.r_[False, (u[1:] != u[:-1]) | (v[1:] != v[:-1])])
-    n = head.size
-    count = np.bincount(index, minlength=n).astype(np.float64)
-    total = np.bincount(index, weights=values, minlength=n)
-    bins = np.minimum((values * BINS).astype(np.int64), BINS - 1)
-    hist = np.bincount(index * BINS + bins, minlength=n * BINS).reshape(n, BINS).astype(np.float64)
-    return u[head].astype(np.uint64), v[head].astype(np.uint64), count, total, hist
+    order, index, new = _group_pairs(u, v)
+    count, total, hist = _pair_statistics(index, int(new.sum()), values[order])
+    return u[order][new].astype(np.uint64), v[order][new].astype(np.uint64), count, total, hist
 
 
 def interior_graph(labels: NDArray[np.integer], predictions: NDArray[np.floating]) -> GraphPart:
     """The :class:`GraphPart` of one subvolume's interior: its labels' sizes and inside sums,
     and the contacts between two of its labels (the voxel pairs inside it), keyed by the
     labels' own values. ``predictions`` as for :func:`edge_stats` (boundary first)."""
-    from .rag import renumber
-
     dense, old = renumber(np.asarray(labels))
     stats = edge_stats(dense, predictions)
     present = stats.size[1:] > 0
@@ -360,10 +362,8 @@ def sum_graph(parts: list[GraphPart], n: int, channels: int = 1) -> EdgeStats:
     lo, hi = np.minimum(u, v), np.maximum(u, v)
     keep = lo != hi
     lo, hi, count, total, hist = lo[keep], hi[keep], count[keep], total[keep], hist[keep]
-    order = np.lexsort((hi, lo))
+    order, index, new = _group_pairs(lo, hi)
     lo, hi = lo[order], hi[order]
-    new = np.r_[True, (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])] if lo.size else np.zeros(0, bool)
-    index = np.cumsum(new) - 1
     m = int(new.sum())
     out_count = np.bincount(index, weights=count[order], minlength=m)
     out_total = np.bincount(index, weights=total[order], minlength=m)

@@ -393,9 +393,9 @@ def refused_pairs(found: FaceCandidates | None, rule: str = "medium", **params: 
     if a.size == 0:
         return none, none
     pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-    if ma.size:
+    if ma.size:  # a pair of which some piece matched is joined, not refused
         matched = {(int(x), int(y)) for x, y in zip(ma, mb)}
-        pairs = pairs[[(int(x), int(y)) not in matched for x, y in pairs]] if matched else pairs
+        pairs = pairs[[(int(x), int(y)) not in matched for x, y in pairs]]
     return pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
 
 
@@ -478,22 +478,17 @@ def match_slabs(
 
 
 def touching_pairs(labels: NDArray[Any]) -> set[tuple[int, int]]:
-    """The pairs ``(low, high)`` of different non-zero labels that touch (6-neighbours) in ``labels``.
+    """The pairs ``(low, high)`` of different non-zero labels that touch (6-neighbours) in
+    ``labels``: the edges of its region graph (the numba kernel of :mod:`labelstitch.rag`).
 
     >>> sorted(touching_pairs(np.array([[[1, 1, 2, 0, 3]]])))
     [(1, 2)]
     """
-    found: set[tuple[int, int]] = set()
-    for axis in range(labels.ndim):
-        if labels.shape[axis] < 2:
-            continue
-        x = np.take(labels, np.arange(labels.shape[axis] - 1), axis=axis).reshape(-1)
-        y = np.take(labels, np.arange(1, labels.shape[axis]), axis=axis).reshape(-1)
-        keep = (x != y) & (x != 0) & (y != 0)
-        if keep.any():
-            pairs = np.unique(np.stack([np.minimum(x[keep], y[keep]), np.maximum(x[keep], y[keep])], axis=1), axis=0)
-            found.update((int(p), int(q)) for p, q in pairs)
-    return found
+    from .rag import region_graph, renumber
+
+    dense, old = renumber(labels)
+    graph = region_graph(dense, np.zeros(dense.shape, np.float32))
+    return set(zip(old[graph.u.astype(np.int64) - 1].tolist(), old[graph.v.astype(np.int64) - 1].tolist()))
 
 
 def protective_refusals(

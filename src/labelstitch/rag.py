@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,7 +13,8 @@ from ._validation import as_labels
 from .relabel import remap
 from .resolve import resolve
 
-__all__ = ["RegionGraph", "region_graph", "merge_small_segments", "agglomerate_mean_boundary", "merge_by_mean_boundary", "renumber"]
+__all__ = ["RegionGraph", "region_graph", "merge_small_segments", "agglomerate_mean_boundary", "merge_by_mean_boundary", "numbered_roots", "renumber",
+           "roots_of"]
 
 
 def renumber(labels: NDArray[np.integer]) -> tuple[NDArray[np.uint32], NDArray[np.uint64]]:
@@ -102,9 +104,32 @@ def agglomerate_mean_boundary(
     graph = region_graph(lab, boundary)
     n = int(lab.max()) if lab.size else 0
     roots = merge_by_mean_boundary(graph.u, graph.v, graph.count, graph.boundary_sum, n, threshold)
-    _, dense = np.unique(roots[1:], return_inverse=True)
-    table = np.concatenate([[0], dense + 1]).astype(np.uint32)
-    return table[lab]
+    return numbered_roots(roots, np.uint32)[lab]
+
+
+def roots_of(parent: NDArray[np.integer]) -> NDArray[np.int64]:
+    """The root of every node of a forest given by ``parent`` (roots are their own parent).
+
+    >>> roots_of(np.array([0, 0, 1, 3, 3, 2])).tolist()
+    [0, 0, 0, 3, 3, 0]
+    """
+    roots = np.asarray(parent, np.int64)
+    while True:  # pointer jumping: each pass halves every remaining path
+        up = roots[roots]
+        if np.array_equal(up, roots):
+            return roots
+        roots = up
+
+
+def numbered_roots(roots: NDArray[np.integer], dtype: Any = np.uint64) -> NDArray[Any]:
+    """A table from node (0..K) to its body: 0 stays 0, and the distinct roots of nodes 1..K
+    are numbered 1, 2, ... in their order (``table[labels]`` relabels a volume).
+
+    >>> numbered_roots(np.array([0, 5, 5, 2, 5, 2])).tolist()
+    [0, 2, 2, 1, 2, 1]
+    """
+    _, dense = np.unique(np.asarray(roots)[1:], return_inverse=True)
+    return np.concatenate([[0], dense.reshape(-1) + 1]).astype(dtype)
 
 
 def merge_by_mean_boundary(
@@ -119,9 +144,4 @@ def merge_by_mean_boundary(
         np.ascontiguousarray(u, np.int64), np.ascontiguousarray(v, np.int64), np.ascontiguousarray(count, np.float64),
         np.ascontiguousarray(boundary_sum, np.float64), int(n), float(threshold),
     )
-    roots = parent.astype(np.int64)
-    while True:  # follow the forest to its roots
-        up = roots[roots]
-        if np.array_equal(up, roots):
-            return roots
-        roots = up
+    return roots_of(parent)

@@ -21,6 +21,7 @@ from .geometry import Face, Plan, Subvolume
 from .agglomeration import EdgeStats, GraphPart, sum_graph
 from .matching import FaceMatches, FaceReport, check_rule_params, get_rule, match_slabs
 from .contingency import label_counts
+from .rag import numbered_roots
 from .relabel import remap
 from .resolve import LabelMapping, resolve
 
@@ -407,9 +408,8 @@ def agglomerate_across(
     roots = np.asarray(agglomerate(stats), np.int64)
     if roots.shape != (mapping.n_bodies + 1,):
         raise ValueError(f"the agglomeration returned {roots.shape[0]} roots for a graph of {mapping.n_bodies} supervoxels")
-    _, dense = np.unique(roots[1:], return_inverse=True)
-    table = np.concatenate([[0], dense.reshape(-1) + 1]).astype(np.uint64)
-    n_bodies = int(dense.max()) + 1 if dense.size else 0
+    table = numbered_roots(roots)
+    n_bodies = int(table.max())
     agglomerated = LabelMapping(mapping.subvolume, mapping.label, table[mapping.body.astype(np.int64)], n_bodies)
     info = {"supervoxels": mapping.n_bodies, "edges": int(stats.u.size), "graph_bytes": int(graph_bytes), "bodies": n_bodies}
     return replace(result, mapping=agglomerated, agglomeration=info)

@@ -366,10 +366,12 @@ def segment_all(
         stats.verify_seconds = time.perf_counter() - start
         task = replace(task, checkpoint_dir=str(checkpoints.path))
         for sv in plan:
-            if states[sv.id] == "ok" and task.keep_supervoxels and "supervoxels" not in _holds(checkpoints.block_path(sv.id)):
-                states[sv.id] = "without the supervoxels this output keeps"
-            if states[sv.id] == "ok" and task.graph and "graph" not in _holds(checkpoints.block_path(sv.id)):
-                states[sv.id] = "without the region graph agglomeration across blocks needs"
+            if states[sv.id] == "ok" and (task.keep_supervoxels or task.graph):
+                held = _holds(checkpoints.block_path(sv.id))
+                if task.keep_supervoxels and "supervoxels" not in held:
+                    states[sv.id] = "without the supervoxels this output keeps"
+                elif task.graph and "graph" not in held:
+                    states[sv.id] = "without the region graph agglomeration across blocks needs"
             if states[sv.id] == "ok":
                 segmented[sv.id] = SegmentedSubvolume.from_checkpoint(sv.id, checkpoints.block_path(sv.id))
                 stats.restored += 1

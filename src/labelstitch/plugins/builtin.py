@@ -237,14 +237,12 @@ def learned_agglomeration(
     ``labelstitch train`` (or :func:`labelstitch.plugins.agglomeration.train_agglomeration`)
     and must have been trained on predictions with as many channels as this run's."""
     from ..agglomeration import agglomerate
-    from ..rag import renumber
+    from ..rag import numbered_roots, renumber
 
     channels = 1 if predictions.ndim == 3 else int(predictions.shape[-1])
     labels, _ = renumber(supervoxels)
     roots = agglomerate(labels, predictions, _classifier(classifier_path, channels).predict, threshold)
-    _, dense = np.unique(roots[1:], return_inverse=True)
-    table = np.concatenate([[0], dense + 1]).astype(np.uint32)
-    return table[labels]
+    return numbered_roots(roots, np.uint32)[labels]
 
 
 def no_agglomeration(predictions: NDArray[np.floating], supervoxels: NDArray[np.integer]) -> NDArray[np.integer]:
