@@ -57,7 +57,7 @@ def stages(tmp_path, monkeypatch):
     return "acrossstages"
 
 
-def config(tmp_path, ids, name, *, block, halo, across, rule="medium", threshold=0.45, context=0):
+def config(tmp_path, ids, name, *, block, halo, across, rule="medium", threshold=0.45, context=0, mitochondria=None):
     np.save(tmp_path / "ids.npy", ids.astype(np.uint8))
     return {
         "input": str(tmp_path / "ids.npy"),
@@ -68,7 +68,9 @@ def config(tmp_path, ids, name, *, block, halo, across, rule="medium", threshold
             "segmentor": {"configuration": {
                 "predict-voxels": {"function": "acrossstages.boundary_of_ids"},
                 "create-supervoxels": {"function": "acrossstages.ids_as_supervoxels"},
-                "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": threshold}},
+                "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {
+                    "threshold": threshold, **({} if mitochondria is None else {
+                        "mitochondria_channel": 1, "mitochondria_threshold": mitochondria})}},
             }},
         },
     }
@@ -107,6 +109,21 @@ def test_across_blocks_gives_the_unblocked_agglomeration_wherever_the_blocks_fal
     per_block, _ = segmented(tmp_path, config(tmp_path, ids, "per-block", block=block, halo=halo, across=False))
     with pytest.raises(AssertionError):
         assert_same_partition(per_block, whole)
+
+
+def test_context_aware_agglomeration_across_blocks_is_the_unblocked_one(stages, tmp_path):
+    """With channel 1 (the ids / 255) read as mitochondria, supervoxels with ids from 60 on
+    are left out of the merging and then join the body they touch most: across blocks as
+    unblocked, exactly, and not as the plain agglomeration."""
+    ids = oversegmentation()
+    assert 0 < (ids >= 60).mean() < 0.5
+    whole, _ = segmented(tmp_path, config(tmp_path, ids, "whole", block=list(ids.shape), halo=0, across=False,
+                                          mitochondria=59.5 / 255))
+    plain, _ = segmented(tmp_path, config(tmp_path, ids, "plain", block=list(ids.shape), halo=0, across=False))
+    with pytest.raises(AssertionError):
+        assert_same_partition(plain, whole)
+    across, _ = segmented(tmp_path, config(tmp_path, ids, "across", block=12, halo=2, across=True, mitochondria=59.5 / 255))
+    assert_same_partition(across, whole)
 
 
 def test_across_blocks_is_the_same_on_every_executor(stages, tmp_path):

@@ -26,7 +26,7 @@ def test_plugins_lists_every_stage_function_with_defaults(capsys):
     assert main(["plugins"]) == ExitCode.OK
     text = capsys.readouterr().out
     assert "seeded_watershed(boundary_channel=0, seed_threshold=0.2, seed_size=5, min_segment_size=0)" in text
-    assert "rag_agglomeration(threshold=0.2, boundary_channel=0)" in text
+    assert "rag_agglomeration(threshold=0.2, boundary_channel=0, mitochondria_channel=-1, mitochondria_threshold=0.5)" in text
     assert "pixel_classifier(classifier_path='')" in text
 
 

@@ -23,8 +23,9 @@ from ._kernels.rag import boundary_pairs
 from .rag import renumber, roots_of
 
 __all__ = [
-    "BINS", "FEATURES", "EdgeStats", "GraphPart", "agglomerate", "agglomerate_graph", "edge_features", "edge_stats",
-    "face_contacts", "feature_names", "interior_graph", "sum_graph",
+    "BINS", "FEATURES", "EdgeStats", "GraphPart", "agglomerate", "agglomerate_graph", "attach_to_largest_contact",
+    "context_aware", "edge_features", "edge_stats", "face_contacts", "feature_names", "interior_graph",
+    "mitochondria_nodes", "sum_graph",
 ]
 
 #: histogram bins of the boundary probability along a contact, over [0, 1]
@@ -59,6 +60,11 @@ class EdgeStats:
     hist: NDArray[np.float64]  # (edges, BINS)
     size: NDArray[np.float64]  # (K + 1,)
     inside: NDArray[np.float64]  # (K + 1, channels)
+
+    def subset(self, keep: NDArray[np.bool_]) -> EdgeStats:
+        """The same regions with only the edges where ``keep`` is True."""
+        return EdgeStats(self.u[keep], self.v[keep], self.count[keep], self.total[keep], self.hist[keep], self.size,
+                         self.inside)
 
 
 def edge_stats(labels: NDArray[np.integer], predictions: NDArray[np.floating]) -> EdgeStats:
@@ -216,6 +222,61 @@ def agglomerate_graph(
     if examples is not None and rows:
         examples.append((np.array(rows), np.array(labels_seen, np.int8)))
     return roots_of(parent)
+
+
+# ----------------------------------------------------------------------------- mitochondria (context-aware)
+
+
+def mitochondria_nodes(stats: EdgeStats, channel: int, threshold: float = 0.5) -> NDArray[np.bool_]:
+    """Which regions are mitochondria: those whose mean probability in prediction channel
+    ``channel`` (a column of ``stats.inside``) is at least ``threshold``."""
+    if not 0 <= channel < stats.inside.shape[1]:
+        raise ValueError(f"channel {channel} is not one of the graph's {stats.inside.shape[1]} prediction channel(s)")
+    mean = stats.inside[:, channel] / np.maximum(stats.size, 1)
+    found = (mean >= threshold) & (stats.size > 0)
+    found[0] = False
+    return found
+
+
+def context_aware(
+    stats: EdgeStats, merge: Callable[[EdgeStats], NDArray[np.int64]], mitochondria: NDArray[np.bool_],
+) -> NDArray[np.int64]:
+    """NeuroProof's context-aware agglomeration: ``merge`` (a graph to the root of every
+    node) agglomerates the graph without the edges of ``mitochondria`` regions, so a
+    mitochondrion's dark envelope, which looks like a cell membrane, can neither split its
+    neurite nor bridge it to a neighbour; then every mitochondrion joins the body it shares
+    the largest contact with (:func:`attach_to_largest_contact`)."""
+    keep = ~(mitochondria[stats.u] | mitochondria[stats.v])
+    return attach_to_largest_contact(stats, merge(stats.subset(keep)), mitochondria)
+
+
+def attach_to_largest_contact(stats: EdgeStats, roots: NDArray[np.int64], members: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """``roots`` with every ``members`` node (unmerged so far) joined to the body, among
+    its neighbours' bodies that are not members, with which its contacts add up to the
+    largest count (ties: the lower root). A member touching only members waits for one of
+    them to be joined, and follows it; one touching none keeps its own body."""
+    out = np.asarray(roots, np.int64).copy()
+    waiting = np.asarray(members, bool).copy()
+    ends = np.concatenate([stats.u, stats.v]).astype(np.int64)
+    others = np.concatenate([stats.v, stats.u]).astype(np.int64)
+    count = np.concatenate([stats.count, stats.count])
+    mine = waiting[ends]
+    ends, others, count = ends[mine], others[mine], count[mine]
+    while ends.size:
+        ready = ~waiting[others]
+        if not ready.any():
+            break
+        x, body, c = ends[ready], out[others[ready]], count[ready]
+        order, index, new = _group_pairs(x, body)
+        contact = np.bincount(index, weights=c[order])
+        gx, gb = x[order][new], body[order][new]
+        best = np.lexsort((gb, -contact, gx))
+        first = np.r_[True, gx[best][1:] != gx[best][:-1]]
+        out[gx[best][first]] = gb[best][first]
+        waiting[gx[best][first]] = False
+        still = waiting[ends]
+        ends, others, count = ends[still], others[still], count[still]
+    return out
 
 
 # ----------------------------------------------------------------------------- graphs of blocked runs

@@ -182,11 +182,12 @@ def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
 
 def train_pixel_classifier(
     grayscale: str, labels: str, output: str, *, annotations: bool = False, trees: int = 50, samples: int = 200_000,
-    two_stage: bool = False,
+    two_stage: bool = False, mitochondria: str | None = None,
 ) -> dict[str, Any]:
     """Fit the ``pixel_classifier`` plugin's random forest from a grayscale volume and a
-    label volume (membranes are label changes and 0) or, with ``annotations``, 1/2/0 marks;
-    write it to ``output`` and return its info."""
+    label volume (membranes are label changes and 0) or, with ``annotations``, 1/2/3/0 marks;
+    write it to ``output`` and return its info. ``mitochondria``, a mask volume (non-zero
+    = mitochondrion), adds a second output channel, the mitochondria probability."""
     from .plugins.classifier import membrane_annotations
     from .plugins.classifier import train_pixel_classifier as _train
 
@@ -194,7 +195,13 @@ def train_pixel_classifier(
         gray = g.read()
     with open_volume(labels) as lab:
         marks = lab.read()
-    clf = _train(gray, marks.astype("uint8") if annotations else membrane_annotations(marks), n_estimators=trees,
+    if annotations and mitochondria:
+        raise ValueError("give mitochondria as class 3 of the annotations, or as a mask beside a label volume, not both")
+    mito = None
+    if mitochondria:
+        with open_volume(mitochondria) as m:
+            mito = m.read()
+    clf = _train(gray, marks.astype("uint8") if annotations else membrane_annotations(marks, mito), n_estimators=trees,
                  max_samples=samples, two_stage=two_stage)
     clf.save(output)
     return dict(clf.info)
@@ -202,13 +209,16 @@ def train_pixel_classifier(
 
 def train(
     grayscale: str, ground_truth: str, out: str, *, validation: tuple[int, int] | None = None, trees: int = 50,
-    margin: float = 0.05, two_stage: bool = False, progress: bool = False,
+    margin: float = 0.05, two_stage: bool = False, mitochondria: str | None = None, progress: bool = False,
 ) -> Any:
     """Train every model of a segmentor on one volume with ground truth and tune it on a
     held-out Z range of it (``validation``, default the last quarter): the voxel classifier,
     the supervoxel stage, the agglomeration (learned, if it beats mean-boundary
     agglomeration by ``margin`` bits there) and its threshold. ``two_stage`` trains a
-    two-stage (auto-context) voxel classifier, used through ``two_stage_predictions``. Writes the models and ``out/segmentor.json`` (the value of
+    two-stage (auto-context) voxel classifier, used through ``two_stage_predictions``.
+    ``mitochondria``, a mask volume of the ground truth's shape (non-zero =
+    mitochondrion), adds a mitochondria channel and tries every agglomeration
+    context-aware too (mitochondria merged last). Writes the models and ``out/segmentor.json`` (the value of
     ``options.segmentor.configuration``) and returns a
     :class:`~labelstitch.plugins.training.TrainResult` (``.table()`` prints the validation
     VI of every choice). The same as ``labelstitch train``.
@@ -230,9 +240,13 @@ def train(
         gray = g.read()
     with open_volume(ground_truth) as t:
         truth = t.read()
+    mito = None
+    if mitochondria:
+        with open_volume(mitochondria) as m:
+            mito = m.read()
     log = (lambda line: print(f"train: {line}", file=sys.stderr)) if progress else (lambda line: None)
     return train_segmentor(gray, truth, out, validation=validation, trees=trees, margin=margin, two_stage=two_stage,
-                           log=log)
+                           mitochondria=mito, log=log)
 
 
 def _checked(value: Any, name: str) -> Any:

@@ -14,6 +14,7 @@ with a known truth to score against.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +23,7 @@ from scipy import ndimage
 from .geometry import Box, Plan, _triple
 from .relabel import remap
 
-__all__ = ["neurite_labels", "em_volume", "blockwise_segmentation", "consistent_blocks", "random_ids"]
+__all__ = ["neurite_labels", "em_volume", "mitochondria_mask", "blockwise_segmentation", "consistent_blocks", "random_ids"]
 
 
 def neurite_labels(
@@ -81,8 +82,10 @@ def em_volume(
     n_neurites: int = 60,
     noise: float = 12.0,
     artifact: Box | None = None,
+    mitochondria: int = 0,
+    return_mitochondria: bool = False,
     seed: int = 0,
-) -> tuple[NDArray[np.uint8], NDArray[np.uint32]]:
+) -> tuple[NDArray[Any], ...]:
     """An EM-like grayscale volume and its ground truth.
 
     Bodies from :func:`neurite_labels` get bright, slightly textured cytoplasm; voxels on a
@@ -90,11 +93,19 @@ def em_volume(
     box ``artifact`` most membrane voxels fade to near cytoplasm brightness, so segmenters
     merge bodies there (the paper's Figure 2b).
 
+    ``mitochondria`` places that many mitochondria inside the neurites (see
+    :func:`mitochondria_mask`): a dark double envelope around a grey, grainy matrix, which a
+    membrane detector takes for a cell boundary, so supervoxels and agglomerations split
+    them off or use them as bridges to a neighbour. They belong to their neurite in the
+    ground truth, as in a connectome.
+
     Returns
     -------
     grayscale : uint8 array
     truth : uint32 array
         Body ids, with 0 on the thin membrane between bodies (like the gala volumes).
+    mitochondria : bool array
+        Only with ``return_mitochondria``: where the mitochondria are (envelope included).
     """
     shape_ = _triple(shape, "shape")
     rng = np.random.default_rng(seed)
@@ -108,6 +119,12 @@ def em_volume(
     brightness = rng.uniform(175, 215, size=n_neurites + 1)[labels]
     texture = ndimage.gaussian_filter(rng.normal(0, 10, shape_), 2.0)
     image = np.where(membrane, 45.0, brightness + texture)
+    mito = mitochondria_mask(labels, membrane, mitochondria, rng) if mitochondria else np.zeros(shape_, bool)
+    if mitochondria:
+        envelope = mito & ~ndimage.binary_erosion(mito, border_value=1)
+        grain = ndimage.gaussian_filter(rng.normal(0, 18, shape_), 0.8)
+        image = np.where(mito, 150.0 + grain, image)
+        image[envelope] = 45.0  # a double membrane: as dark as a cell membrane
     if artifact is not None:
         region = artifact.slices()
         fade = image[region]
@@ -115,7 +132,38 @@ def em_volume(
     image = ndimage.gaussian_filter(image, 0.7) + rng.normal(0, noise, shape_)
     grayscale = np.clip(image, 1, 255).astype(np.uint8)
     truth = np.where(membrane, 0, labels).astype(np.uint32)
-    return grayscale, truth
+    return (grayscale, truth, mito) if return_mitochondria else (grayscale, truth)
+
+
+def mitochondria_mask(
+    labels: NDArray[np.integer], membrane: NDArray[np.bool_], n: int, rng: np.random.Generator,
+    *, radius: tuple[float, float] = (1.8, 3.0), length: tuple[float, float] = (4.0, 14.0),
+) -> NDArray[np.bool_]:
+    """``n`` mitochondria: capsules of random radius and length along a random direction,
+    each centred where its neurite is thick enough and clipped to that neurite, at least one
+    voxel from its membrane (so every one lies wholly inside one body)."""
+    shape = labels.shape
+    depth = ndimage.distance_transform_edt(~membrane)  # room to the nearest membrane
+    mask = np.zeros(shape, bool)
+    grid = np.indices(shape, dtype=np.float32)
+    for _ in range(n):
+        r = rng.uniform(*radius)
+        room = np.flatnonzero((depth.reshape(-1) > r + 1) & ~mask.reshape(-1))
+        if room.size == 0:
+            break
+        centre = np.array(np.unravel_index(int(rng.choice(room)), shape), np.float32)
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        half = rng.uniform(*length) / 2
+        lo = np.maximum(np.floor(centre - half - r).astype(int), 0)
+        hi = np.minimum(np.ceil(centre + half + r).astype(int) + 1, shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        offset = grid[(slice(None), *box)] - centre[:, None, None, None]
+        along = np.clip(np.tensordot(direction, offset, axes=1), -half, half)
+        near = np.sum((offset - along * direction[:, None, None, None]) ** 2, axis=0) <= r * r
+        inside = near & (labels[box] == labels[tuple(centre.astype(int))]) & (depth[box] > 1)
+        mask[box] |= inside
+    return mask
 
 
 def random_ids(labels: NDArray[np.integer], rng: np.random.Generator) -> NDArray[np.uint64]:

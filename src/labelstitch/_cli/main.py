@@ -115,7 +115,7 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
             raise ValueError(f"--validation {args.validation!r}: write Z0:Z1, e.g. 150:200") from None
         validation = (z0, z1)
     result = api.train(args.grayscale, args.ground_truth, args.out, validation=validation, trees=args.trees,
-                       two_stage=args.two_stage, progress=not args.quiet)
+                       two_stage=args.two_stage, mitochondria=args.mitochondria, progress=not args.quiet)
     if args.json:
         print(json.dumps({"segmentor": result.segmentor, "path": result.path,
                           "choices": [{"choice": n, **s.to_dict()} for n, s in result.choices]}))
@@ -234,7 +234,7 @@ def _cmd_config(args: argparse.Namespace) -> ExitCode:
 def _cmd_train(args: argparse.Namespace) -> ExitCode:
     info = api.train_pixel_classifier(
         args.grayscale, args.labels, args.output, annotations=args.annotations, trees=args.trees, samples=args.samples,
-        two_stage=args.two_stage,
+        two_stage=args.two_stage, mitochondria=args.mitochondria,
     )
     stages = " in two stages" if args.two_stage else ""
     print(f"trained on {info['samples']} voxels with {args.trees} trees{stages}; wrote {args.output}")
@@ -375,10 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grayscale", help="grayscale volume")
     p.add_argument("labels", help="a label volume (membranes = label changes and 0) or, with --annotations, 1/2/0 marks")
     p.add_argument("output", help="classifier file to write")
-    p.add_argument("--annotations", action="store_true", help="labels are annotations: 1 membrane, 2 inside, 0 unknown")
+    p.add_argument("--annotations", action="store_true", help="labels are annotations: 1 membrane, 2 inside, 3 mitochondrion, 0 unknown")
     p.add_argument("--trees", type=int, default=50, help="random-forest size (default 50)")
     p.add_argument("--samples", type=int, default=200_000, help="annotated voxels used at most (default 200000)")
     p.add_argument("--two-stage", action="store_true", help="add a second, auto-context forest (two_stage_predictions)")
+    p.add_argument("--mitochondria", metavar="VOLUME",
+                   help="a mitochondria mask (non-zero = mitochondrion): predict a second channel, their probability")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("train", help="train and tune a whole segmentor on a volume with ground truth; writes DIR/segmentor.json")
@@ -388,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", metavar="Z0:Z1", help="held-out Z range to tune on (default: the last quarter)")
     p.add_argument("--trees", type=int, default=50, help="voxel classifier's forest size (the agglomeration's is twice)")
     p.add_argument("--two-stage", action="store_true", help="a two-stage (auto-context) voxel classifier")
+    p.add_argument("--mitochondria", metavar="VOLUME",
+                   help="a mitochondria mask (non-zero = mitochondrion): a mitochondria channel, and context-aware "
+                        "agglomerations (mitochondria merged last) tried too")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_train_segmentor)

@@ -301,6 +301,10 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
     if channel >= pred.shape[-1]:
         raise PipelineError(f"boundary_channel {channel} of {agglomerate.name!r}: the predictions of subvolume "
                             f"{original.id} have {pred.shape[-1]} channel(s)")
+    mitochondria = int(agglomerate.parameters.get("mitochondria_channel", -1))
+    if mitochondria >= pred.shape[-1] or mitochondria == channel:
+        raise PipelineError(f"mitochondria_channel {mitochondria} of {agglomerate.name!r}: the predictions of subvolume "
+                            f"{original.id} have {pred.shape[-1]} channel(s), the boundary being channel {channel}")
     order = [channel] + [c for c in range(pred.shape[-1]) if c != channel]
     inner = original.interior.slices(sv.outer)
     inside = pred[inner] if channel == 0 else pred[inner][..., order]  # a view unless channels move

@@ -7,6 +7,8 @@ ground-truth body it overlaps most; an agglomeration ordered by mean boundary pr
 merges only what that oracle allows and records every edge it takes from its queue (the
 states a real agglomeration meets, not only the first edges); a forest is fitted; a second
 round ordered by that forest adds the states it would meet, and the forest is fitted on all.
+A classifier for a context-aware agglomeration (``mitochondria_channel``) is trained on the
+graph without the mitochondria's edges, the graph it will see.
 
 The trees are stored as flat arrays (``.npz``, no pickle) and evaluated in numba, so an
 agglomeration can score a handful of edges after every merge at no per-call cost.
@@ -23,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._kernels.forest import forest_predict
-from ..agglomeration import agglomerate, feature_names
+from ..agglomeration import agglomerate_graph, edge_stats, feature_names, mitochondria_nodes
 from ..rag import renumber
 
 __all__ = ["AgglomerationClassifier", "load_agglomeration_classifier", "train_agglomeration"]
@@ -134,11 +136,14 @@ def train_agglomeration(
     n_estimators: int = 100,
     rounds: int = 2,
     seed: int = 0,
+    mitochondria_channel: int = -1,
+    mitochondria_threshold: float = 0.5,
 ) -> AgglomerationClassifier:
     """Fit the merge classifier on one volume with ground truth (see the module docstring).
 
     ``predictions`` is (Z, Y, X) boundary probability or (Z, Y, X, C) with the boundary first;
-    ``supervoxels`` the over-segmentation to agglomerate; ``truth`` the neurons."""
+    ``supervoxels`` the over-segmentation to agglomerate; ``truth`` the neurons. With a
+    ``mitochondria_channel``, for ``learned_agglomeration`` with the same setting."""
     from sklearn.ensemble import RandomForestClassifier
 
     if np.shape(supervoxels) != np.shape(truth) or np.shape(predictions)[:3] != np.shape(truth):
@@ -156,10 +161,14 @@ def train_agglomeration(
     channels = 1 if np.ndim(predictions) == 3 else int(np.shape(predictions)[3])
     names = feature_names(channels)
     examples: list[tuple[NDArray[np.float64], NDArray[np.int8]]] = []
+    stats = edge_stats(lab, predictions)
+    if mitochondria_channel >= 0:  # the graph a context-aware agglomeration merges
+        mito = mitochondria_nodes(stats, mitochondria_channel, mitochondria_threshold)
+        stats = stats.subset(~(mito[stats.u] | mito[stats.v]))
     score = lambda f: 1.0 - f[:, 0]  # noqa: E731 - round 1: the mean-boundary order ("flat")
     model = None
     for _ in range(max(1, rounds)):
-        agglomerate(lab, predictions, score, 0.0, oracle=oracle, examples=examples)
+        agglomerate_graph(stats, score, 0.0, oracle=oracle, examples=examples)
         x = np.concatenate([e[0] for e in examples])
         y = np.concatenate([e[1] for e in examples])
         if np.unique(y).size < 2:
@@ -169,7 +178,8 @@ def train_agglomeration(
                                         n_jobs=1, random_state=seed)
         forest.fit(x, y)
         model = AgglomerationClassifier.from_forest(
-            forest, names, {"edges": int(y.size), "merges": int(y.sum()), "rounds": rounds, "n_estimators": n_estimators})
+            forest, names, {"edges": int(y.size), "merges": int(y.sum()), "rounds": rounds, "n_estimators": n_estimators,
+                            "mitochondria_channel": mitochondria_channel})
         score = model.predict  # the next round meets the states the learned order leads to
     assert model is not None
     return model

@@ -198,15 +198,45 @@ def distance_transform_watershed(
 # ----------------------------------------------------------------------------- agglomerate-supervoxels
 
 
+def _mitochondria_channel(predictions: NDArray[np.floating], channel: int, boundary_channel: int) -> None:
+    """Refuse a ``mitochondria_channel`` the predictions do not have."""
+    channels = 1 if predictions.ndim == 3 else int(predictions.shape[-1])
+    if channel >= channels or channel == boundary_channel:
+        raise ValueError(f"`mitochondria_channel` {channel} is not a channel of predictions with shape {predictions.shape} "
+                         f"other than the boundary channel {boundary_channel}; train the voxel classifier with "
+                         f"mitochondria (`labelstitch train --mitochondria`) or set it to -1")
+
+
+def _graph_channel(channel: int, boundary_channel: int) -> int:
+    """Where prediction channel ``channel`` lies in a region graph's inside sums, which hold
+    the boundary channel first and the others after it in order."""
+    return channel + 1 if channel < boundary_channel else channel
+
+
 def rag_agglomeration(
     predictions: NDArray[np.floating],
     supervoxels: NDArray[np.integer],
     threshold: Annotated[float, Range(0, 1)] = 0.2,
     boundary_channel: Annotated[int, Range(0, None)] = 0,
+    mitochondria_channel: Annotated[int, Range(-1, None)] = -1,
+    mitochondria_threshold: Annotated[float, Range(0, 1)] = 0.5,
 ) -> NDArray[np.uint32]:
     """Greedy merging of touching supervoxels whose contact has a mean boundary probability
-    below ``threshold`` (NeuroProof's mean agglomeration without its classifier)."""
-    return agglomerate_mean_boundary(supervoxels, _boundary(predictions, boundary_channel), threshold)
+    below ``threshold`` (NeuroProof's mean agglomeration without its classifier). With a
+    ``mitochondria_channel`` (-1: none), supervoxels whose mean probability there is at
+    least ``mitochondria_threshold`` are left out of the merging and then join the body
+    they touch most (NeuroProof's context-aware mode)."""
+    boundary = _boundary(predictions, boundary_channel)
+    if mitochondria_channel < 0:
+        return agglomerate_mean_boundary(supervoxels, boundary, threshold)
+    from ..agglomeration import edge_stats
+    from ..rag import numbered_roots, renumber
+
+    _mitochondria_channel(predictions, mitochondria_channel, boundary_channel)
+    labels, _ = renumber(supervoxels)
+    stats = edge_stats(labels, np.stack([boundary, predictions[..., mitochondria_channel]], axis=-1))
+    roots = _rag_graph(stats, threshold, 0, 1, mitochondria_threshold)  # the mitochondria are channel 1 of this graph
+    return numbered_roots(roots, np.uint32)[labels]
 
 
 _LOADED: dict[str, Any] = {}  # classifier file -> classifier, once per worker process
@@ -229,19 +259,26 @@ def learned_agglomeration(
     supervoxels: NDArray[np.integer],
     classifier_path: str = "",
     threshold: Annotated[float, Range(0, 1)] = 0.5,
+    mitochondria_channel: Annotated[int, Range(-1, None)] = -1,
+    mitochondria_threshold: Annotated[float, Range(0, 1)] = 0.5,
 ) -> NDArray[np.uint32]:
     """Priority merging of touching supervoxels by a trained classifier's probability that
     they are one neuron, most probable first, while it is at least ``threshold``; each
     merge pools the two regions' contact and region statistics and scores the merged
     region's edges again (NeuroProof's and gala's agglomeration). The classifier comes from
     ``labelstitch train`` (or :func:`labelstitch.plugins.agglomeration.train_agglomeration`)
-    and must have been trained on predictions with as many channels as this run's."""
-    from ..agglomeration import agglomerate
+    and must have been trained on predictions with as many channels as this run's. With a
+    ``mitochondria_channel`` (-1: none), mitochondria supervoxels (mean probability there
+    at least ``mitochondria_threshold``) are merged last, each into the body it touches
+    most (NeuroProof's context-aware mode; train the classifier the same way)."""
+    from ..agglomeration import edge_stats
     from ..rag import numbered_roots, renumber
 
-    channels = 1 if predictions.ndim == 3 else int(predictions.shape[-1])
+    if mitochondria_channel >= 0:
+        _mitochondria_channel(predictions, mitochondria_channel, 0)
     labels, _ = renumber(supervoxels)
-    roots = agglomerate(labels, predictions, _classifier(classifier_path, channels).predict, threshold)
+    roots = _learned_graph(edge_stats(labels, predictions), classifier_path, threshold, mitochondria_channel,
+                           mitochondria_threshold)
     return numbered_roots(roots, np.uint32)[labels]
 
 
@@ -258,16 +295,33 @@ def no_agglomeration(predictions: NDArray[np.floating], supervoxels: NDArray[np.
 # histograms (the features of a learned agglomeration need them; a mean needs only sums).
 
 
-def _rag_graph(stats: Any, threshold: float = 0.2, boundary_channel: int = 0) -> NDArray[np.int64]:
+def _with_mitochondria(stats: Any, merge: Callable[[Any], NDArray[np.int64]], channel: int, threshold: float) -> NDArray[np.int64]:
+    """``merge(stats)``, or with a mitochondria channel (-1: none; a column of the graph's
+    inside sums) its context-aware form."""
+    from ..agglomeration import context_aware, mitochondria_nodes
+
+    if channel < 0:
+        return merge(stats)
+    return context_aware(stats, merge, mitochondria_nodes(stats, channel, threshold))
+
+
+def _rag_graph(stats: Any, threshold: float = 0.2, boundary_channel: int = 0, mitochondria_channel: int = -1,
+               mitochondria_threshold: float = 0.5) -> NDArray[np.int64]:
     from ..rag import merge_by_mean_boundary
 
-    return merge_by_mean_boundary(stats.u, stats.v, stats.count, stats.total, stats.size.size - 1, threshold)
+    channel = _graph_channel(mitochondria_channel, boundary_channel) if mitochondria_channel >= 0 else -1
+    return _with_mitochondria(
+        stats, lambda g: merge_by_mean_boundary(g.u, g.v, g.count, g.total, g.size.size - 1, threshold), channel,
+        mitochondria_threshold)
 
 
-def _learned_graph(stats: Any, classifier_path: str = "", threshold: float = 0.5) -> NDArray[np.int64]:
+def _learned_graph(stats: Any, classifier_path: str = "", threshold: float = 0.5, mitochondria_channel: int = -1,
+                   mitochondria_threshold: float = 0.5) -> NDArray[np.int64]:
     from ..agglomeration import agglomerate_graph
 
-    return agglomerate_graph(stats, _classifier(classifier_path, int(stats.inside.shape[1])).predict, threshold)
+    predict = _classifier(classifier_path, int(stats.inside.shape[1])).predict
+    return _with_mitochondria(stats, lambda g: agglomerate_graph(g, predict, threshold), mitochondria_channel,
+                              mitochondria_threshold)
 
 
 def _no_graph(stats: Any) -> NDArray[np.int64]:

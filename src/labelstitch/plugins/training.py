@@ -10,6 +10,10 @@ The learned agglomeration must beat the best mean-boundary agglomeration by a ma
 chosen. The chosen models are then fitted again on the whole volume. Nothing is ever tuned on the
 data a user will score. The result is ``DIR/segmentor.json``, the value of
 ``options.segmentor.configuration`` that uses the models.
+
+With a mitochondria mask the voxel classifier also predicts a mitochondria channel, and
+every agglomeration is tried both plainly and context-aware (mitochondria merged last,
+into the body they touch most, as NeuroProof does); the held-out part decides.
 """
 
 from __future__ import annotations
@@ -82,23 +86,31 @@ def train_segmentor(
     trees: int = 50,
     margin: float = 0.05,
     two_stage: bool = False,
+    mitochondria: NDArray[Any] | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> TrainResult:
     """Train and tune a segmentor (see the module docstring); write its models and
     ``segmentor.json`` to the folder ``out``. The learned agglomeration is chosen over
     mean-boundary agglomeration only when it scores at least ``margin`` bits better on the
     held-out part: with far more parameters, a tie is more likely its luck on that part
-    than a better model (on gala a tie on the held-out part was 0.1 bit worse on gala_test)."""
+    than a better model (on gala a tie on the held-out part was 0.1 bit worse on gala_test).
+    ``mitochondria`` (non-zero = mitochondrion, the shape of ``truth``) adds the
+    mitochondria channel and the context-aware agglomerations (see the module docstring)."""
     if grayscale.shape != truth.shape or grayscale.ndim != 3:
         raise ValueError(f"grayscale {grayscale.shape} and ground truth {truth.shape} must be 3-D volumes of one shape")
+    if mitochondria is not None and np.shape(mitochondria) != truth.shape:
+        raise ValueError(f"the mitochondria mask {np.shape(mitochondria)} must have the ground truth's shape {truth.shape}")
     folder = Path(out).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     train, held = split_validation(grayscale.shape[0], validation)
     gray_t, truth_t, gray_v, truth_v = grayscale[train], truth[train], grayscale[held], truth[held]
+    mito_t = None if mitochondria is None else np.asarray(mitochondria)[train]
     choices: list[tuple[str, Score]] = []
+    # the agglomerations' mitochondria settings: plain, and with a mitochondria channel context-aware
+    contexts: list[dict[str, Any]] = [{}] if mitochondria is None else [{}, {"mitochondria_channel": 1}]
 
-    log("training the voxel classifier")
-    pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t), n_estimators=trees, two_stage=two_stage)
+    log("training the voxel classifier" + (" (membranes and mitochondria)" if mitochondria is not None else ""))
+    pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t, mito_t), n_estimators=trees, two_stage=two_stage)
     pixel_path = folder / "pixel-classifier.pkl"
     pixel.save(pixel_path)
     pred_t, pred_v = pixel.predict(gray_t), pixel.predict(gray_v)
@@ -113,17 +125,19 @@ def train_segmentor(
         label = f"{sv_name}{' ' + str(sv_params) if sv_params else ''}"
         sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
         choices.append((f"{label}: perfect-agglomeration floor", _floor(sv_v, truth_v)))
-        log(f"training the agglomeration classifier on {label}")
-        agglo_path = folder / f"agglomeration-{k}.npz"
-        train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees).save(agglo_path)
-        for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
-            score = vi(learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t), truth_v)
-            choices.append((f"{label} + learned_agglomeration threshold {t}", score))
-            scored.append((score.total, k, sv_name, sv_params, "learned_agglomeration", {"threshold": t}))
-        for t in (0.2, 0.3, 0.4, 0.5, 0.6):
-            score = vi(rag_agglomeration(pred_v, sv_v, threshold=t), truth_v)
-            choices.append((f"{label} + rag_agglomeration threshold {t}", score))
-            scored.append((score.total, k, sv_name, sv_params, "rag_agglomeration", {"threshold": t}))
+        for context in contexts:
+            aware = ", mitochondria last" if context else ""
+            log(f"training the agglomeration classifier on {label}{aware}")
+            agglo_path = folder / f"agglomeration-{k}{'-mito' if context else ''}.npz"
+            train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees, **context).save(agglo_path)
+            for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+                score = vi(learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context), truth_v)
+                choices.append((f"{label} + learned_agglomeration threshold {t}{aware}", score))
+                scored.append((score.total, k, sv_name, sv_params, "learned_agglomeration", {"threshold": t, **context}))
+            for t in (0.2, 0.3, 0.4, 0.5, 0.6):
+                score = vi(rag_agglomeration(pred_v, sv_v, threshold=t, **context), truth_v)
+                choices.append((f"{label} + rag_agglomeration threshold {t}{aware}", score))
+                scored.append((score.total, k, sv_name, sv_params, "rag_agglomeration", {"threshold": t, **context}))
     best_learned = min((row for row in scored if row[4] == "learned_agglomeration"), key=lambda row: row[0])
     best_mean = min((row for row in scored if row[4] == "rag_agglomeration"), key=lambda row: row[0])
     # the learned agglomeration has far more parameters: it must win clearly to be chosen
@@ -132,17 +146,20 @@ def train_segmentor(
     log(f"chose {sv_name} {sv_params} + {agg_name} {agg_params} (held-out VI {chosen[0]:.3f}; best learned "
         f"{best_learned[0]:.3f}, best mean-boundary {best_mean[0]:.3f}, margin {margin})")
     for other in range(len(candidates)):
-        (folder / f"agglomeration-{other}.npz").unlink(missing_ok=True)
+        for suffix in ("", "-mito"):
+            (folder / f"agglomeration-{other}{suffix}.npz").unlink(missing_ok=True)
     # the settings are chosen; the models are fitted again on the whole volume (more data,
     # the same choices): the held-out part only ever chose among settings
     log("fitting the chosen models again on the whole volume")
-    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth), n_estimators=trees, two_stage=two_stage)
+    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mitochondria), n_estimators=trees,
+                                   two_stage=two_stage)
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
     if agg_name == "learned_agglomeration":
         predictions = pixel.predict(grayscale)
         supervoxels = stages[sv_name](predictions, np.zeros(grayscale.shape, bool), **sv_params)
-        train_agglomeration(supervoxels, predictions, truth, n_estimators=2 * trees).save(agglo_path)
+        context = {key: v for key, v in agg_params.items() if key.startswith("mitochondria")}
+        train_agglomeration(supervoxels, predictions, truth, n_estimators=2 * trees, **context).save(agglo_path)
         agg_params = {"classifier_path": str(agglo_path), **agg_params}
     segmentor = {
         "predict-voxels": {"function": "two_stage_predictions" if two_stage else "pixel_classifier",

@@ -1,0 +1,112 @@
+"""Mitochondria: a mitochondria channel and context-aware agglomeration (NeuroProof's), on
+synthetic EM with mitochondria (neither gala volume has them labelled).
+
+    .venv/bin/python benchmarks/bench_mitochondria.py [--out mito-output] [--trees 50]
+
+Two segmentors are trained with ``labelstitch.train`` on one synthetic volume (seed 11):
+one from the ground truth alone, one also from the mitochondria mask (``--mitochondria``:
+a mitochondria channel, every agglomeration tried plainly and context-aware). Both are
+scored on another volume (seed 12): unblocked, and in 8 overlapping blocks with the best
+stitching rule, agglomerating per block and across blocks. For the segmentor trained with
+mitochondria, the same settings are also scored with the context-aware switch flipped,
+so the switch's own effect shows, and so are supervoxels grown from thresholded seeds
+with mean-boundary agglomeration (where mitochondria become supervoxels of their own),
+plainly and context-aware. Prints Markdown for docs/quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from labelstitch.pipeline import compare, run
+from labelstitch.plugins.training import train_segmentor
+from labelstitch.synthetic import em_volume
+
+SHAPE = (64, 128, 128)
+NEURITES = 80
+MITOCHONDRIA = 260  # about 4 % of the volume, 1 per 4,000 voxels
+
+
+def scores(out: Path, segmentor: dict, tag: str) -> list[tuple[str, str, str, str]]:
+    """(where, f.merge, f.split, VI) unblocked, and the best rule in 8 blocks per block and across."""
+    base = {"input": str(out / "raw.npy"), "ground-truth": str(out / "gt.npy"),
+            "options": {"segmentor": {"configuration": segmentor}, "background-value": None}}
+    whole = json.loads(json.dumps(base))
+    whole["output"] = str(out / f"{tag}-unblocked.zarr")
+    whole["options"].update({"chunk-size": list(SHAPE), "overlap": 0, "stitch-algorithm": "none"})
+    unblocked = run(whole, overwrite=True).vi
+    rows = [("unblocked", f"{unblocked.merge:.3f}", f"{unblocked.split:.3f}", f"{unblocked.total:.3f}")]
+    for across in (False, True):
+        cfg = json.loads(json.dumps(base))
+        name = f"{tag}-{'across' if across else 'per-block'}"
+        shutil.rmtree(out / f"ckpt-{name}", ignore_errors=True)
+        cfg["output"] = str(out / f"{name}.zarr")
+        cfg["options"].update({"chunk-size": [32, 64, 64], "overlap": 8, "checkpoint-dir": str(out / f"ckpt-{name}"),
+                               "agglomerate-across-blocks": across})
+        run(cfg, overwrite=True)
+        best = min((row for row in compare(cfg, str(out / "gt.npy")) if row.rule != "none"), key=lambda r: r.total)
+        rows.append((f"8 blocks, {'across blocks' if across else 'per block'} ({best.name})", f"{best.merge:.3f}",
+                     f"{best.split:.3f}", f"{best.total:.3f}"))
+    return rows
+
+
+def flipped(segmentor: dict) -> dict:
+    """The same segmentor with the agglomeration's context-aware switch flipped."""
+    other = json.loads(json.dumps(segmentor))
+    params = other["agglomerate-supervoxels"]["parameters"]
+    if "mitochondria_channel" in params:
+        del params["mitochondria_channel"]
+    else:
+        params["mitochondria_channel"] = 1
+    return other
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="mito-output")
+    parser.add_argument("--trees", type=int, default=50)
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    gray, truth, mito = em_volume(SHAPE, n_neurites=NEURITES, mitochondria=MITOCHONDRIA, return_mitochondria=True, seed=11)
+    test_gray, test_truth = em_volume(SHAPE, n_neurites=NEURITES, mitochondria=MITOCHONDRIA, seed=12)
+    np.save(out / "raw.npy", test_gray)
+    np.save(out / "gt.npy", test_truth)
+    print(f"training volume {SHAPE}: {mito.mean():.1%} mitochondria\n")
+    table = []
+    for name, mask in (("ground truth only", None), ("with --mitochondria", mito)):
+        start = time.perf_counter()
+        trained = train_segmentor(gray, truth, out / f"model-{'mito' if mask is not None else 'plain'}", trees=args.trees,
+                                  mitochondria=mask)
+        seconds = time.perf_counter() - start
+        agg = trained.segmentor["agglomerate-supervoxels"]
+        sv = trained.segmentor["create-supervoxels"]
+        label = f"{name}: {sv['function']} + {agg['function']} {json.dumps({k: v for k, v in agg['parameters'].items() if k != 'classifier_path'})}"
+        print(f"{label} ({seconds:.0f} s to train)")
+        variants = [(label, trained.segmentor)]
+        if mask is not None:
+            variants.append((f"{name}: the same, context-aware switch flipped", flipped(trained.segmentor)))
+            # supervoxels grown from thresholded seeds, where a mitochondrion gets a seed of its own
+            seeded = json.loads(json.dumps(trained.segmentor))
+            seeded["create-supervoxels"] = {"function": "seeded_watershed",
+                                            "parameters": {"seed_threshold": 0.2, "min_segment_size": 20}}
+            seeded["agglomerate-supervoxels"] = {"function": "rag_agglomeration", "parameters": {"threshold": 0.4}}
+            variants.append((f"{name}'s voxel classifier: seeded_watershed 0.2 + rag_agglomeration 0.4", seeded))
+            variants.append((f"{name}'s voxel classifier: the same, context-aware", flipped(seeded)))
+        for k, (text, segmentor) in enumerate(variants):
+            for where, merge, split, total in scores(out, segmentor, f"{'mito' if mask is not None else 'plain'}{k}"):
+                table.append((text, where, merge, split, total))
+    print("\n| segmentor (trained on seed 11) | scored on seed 12 | f.merge VI | f.split VI | VI |")
+    print("|---|---|---:|---:|---:|")
+    for row in table:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
