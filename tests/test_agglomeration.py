@@ -126,6 +126,22 @@ def test_the_classifier_file_is_versioned_and_checked(trained, tmp_path):
     assert "learned_agglomeration" in stage_functions()["agglomerate-supervoxels"]
 
 
+def test_a_classifier_file_written_again_is_read_again(trained, tmp_path):
+    """A worker keeps a loaded classifier, but not past a rewrite of its file (``train``
+    rewrites its files; a stale model would score with the old forest)."""
+    from dataclasses import replace
+
+    model, _ = trained
+    predictions, supervoxels, _ = volume(2)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    merged = learned_agglomeration(predictions, supervoxels, str(path), threshold=0.5)
+    assert np.unique(merged).size < np.unique(supervoxels).size
+    replace(model, value=np.zeros_like(model.value)).save(path)  # a forest that never merges
+    assert np.unique(learned_agglomeration(predictions, supervoxels, str(path), threshold=0.5)).size == \
+        np.unique(supervoxels[supervoxels > 0]).size
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 9), st.integers(1, 5), st.sampled_from([1, 2]))
 def test_the_parts_of_a_blocked_volume_sum_to_its_region_graph(seed, n_labels, block, channels):

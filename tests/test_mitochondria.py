@@ -134,8 +134,8 @@ def test_a_mitochondria_channel_the_predictions_lack_is_refused_with_one_line(mi
         assert not (tmp_path / f"out{across}.zarr").exists()
 
 
-def test_train_with_mitochondria_tries_context_aware_agglomeration_and_a_run_uses_it(mito_volume, tmp_path, capsys,
-                                                                                     monkeypatch):
+def test_train_with_mitochondria_tries_both_classifiers_and_context_aware_agglomeration(mito_volume, tmp_path, capsys,
+                                                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
     gray, truth, mito = mito_volume
     np.save("gray.npy", gray)
@@ -144,15 +144,43 @@ def test_train_with_mitochondria_tries_context_aware_agglomeration_and_a_run_use
     assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "8", "--mitochondria", "mito.npy",
                  "--validation", "30:40", "-q"]) == ExitCode.OK
     out = capsys.readouterr().out
-    assert "learned_agglomeration threshold 0.5, mitochondria last" in out
+    assert "\ndistance_transform_watershed + learned_agglomeration threshold 0.5 " in out  # membranes only
+    assert "mitochondria channel: distance_transform_watershed + learned_agglomeration threshold 0.5 " in out
+    assert "mitochondria channel: seeded_watershed {'seed_threshold': 0.2, 'min_segment_size': 20} + " \
+           "learned_agglomeration threshold 0.5, mitochondria last" in out
     assert "rag_agglomeration threshold 0.3, mitochondria last" in out
     segmentor = json.loads((tmp_path / "model" / "segmentor.json").read_text())
-    assert load_classifier(segmentor["predict-voxels"]["parameters"]["classifier_path"]).channels == 2
+    channels = load_classifier(segmentor["predict-voxels"]["parameters"]["classifier_path"]).channels
+    assert channels == 2 or "mitochondria_channel" not in segmentor["agglomerate-supervoxels"]["parameters"]
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(
+        ["pixel-classifier.pkl", "segmentor.json"]
+        + (["agglomeration.npz"] if segmentor["agglomerate-supervoxels"]["function"] == "learned_agglomeration" else []))
+
+
+def test_a_run_merges_mitochondria_last_with_a_classifier_that_predicts_them(mito_volume, tmp_path, capsys, monkeypatch):
+    """``train-pixel-classifier --mitochondria`` and a blocked run whose seeded supervoxels
+    cut mitochondria out: context-aware, fewer false splits, the same false merges."""
+    monkeypatch.chdir(tmp_path)
+    gray, truth, mito = mito_volume
+    np.save("gray.npy", gray)
+    np.save("truth.npy", truth)
+    np.save("mito.npy", mito)
+    assert main(["train-pixel-classifier", "gray.npy", "truth.npy", "pixel.pkl", "--trees", "10",
+                 "--mitochondria", "mito.npy"]) == ExitCode.OK
+    assert load_classifier("pixel.pkl").channels == 2
     other_gray, other_truth = em_volume((32, 64, 64), n_neurites=24, mitochondria=50, seed=6)
     np.save("other.npy", other_gray)
     np.save("other-truth.npy", other_truth)
+    scores = {}
     for aware in (-1, 1):
-        segmentor["agglomerate-supervoxels"]["parameters"]["mitochondria_channel"] = aware
-        result = run({"input": "other.npy", "output": f"out{aware}.zarr", "ground-truth": "other-truth.npy",
-                      "options": {"chunk-size": 32, "overlap": 4, "segmentor": {"configuration": segmentor}}})
-        assert result.vi.total < 1.5, result.vi
+        segmentor = {
+            "predict-voxels": {"function": "pixel_classifier", "parameters": {"classifier_path": "pixel.pkl"}},
+            "create-supervoxels": {"function": "seeded_watershed",
+                                   "parameters": {"seed_threshold": 0.2, "min_segment_size": 20}},
+            "agglomerate-supervoxels": {"function": "rag_agglomeration",
+                                        "parameters": {"threshold": 0.4, "mitochondria_channel": aware}},
+        }
+        scores[aware] = run({"input": "other.npy", "output": f"out{aware}.zarr", "ground-truth": "other-truth.npy",
+                             "options": {"chunk-size": 32, "overlap": 4, "segmentor": {"configuration": segmentor}}}).vi
+    assert scores[1].split < scores[-1].split - 0.02, scores
+    assert scores[1].merge < scores[-1].merge + 0.02, scores

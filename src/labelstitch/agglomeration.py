@@ -228,12 +228,19 @@ def agglomerate_graph(
 
 
 def mitochondria_nodes(stats: EdgeStats, channel: int, threshold: float = 0.5) -> NDArray[np.bool_]:
-    """Which regions are mitochondria: those whose mean probability in prediction channel
-    ``channel`` (a column of ``stats.inside``) is at least ``threshold``."""
-    if not 0 <= channel < stats.inside.shape[1]:
-        raise ValueError(f"channel {channel} is not one of the graph's {stats.inside.shape[1]} prediction channel(s)")
-    mean = stats.inside[:, channel] / np.maximum(stats.size, 1)
-    found = (mean >= threshold) & (stats.size > 0)
+    """Which regions are mitochondria: those whose share of mitochondrion (prediction
+    channel ``channel``, a column of ``stats.inside``) among their non-membrane content
+    (size minus the boundary channel's sum, column 0) is at least ``threshold``.
+
+    A mitochondrion's envelope is a membrane to the voxel classifier, and the supervoxel
+    cut around it holds some of that envelope: measured against the whole supervoxel, a
+    mitochondrion's mean would fall with its envelope's share (below 0.5 in trials)."""
+    if not 0 < channel < stats.inside.shape[1]:
+        raise ValueError(f"channel {channel} is not one of the graph's {stats.inside.shape[1]} prediction channel(s) "
+                         f"after the boundary (channel 0)")
+    content = np.maximum(stats.size - stats.inside[:, 0], 1e-6)
+    share = stats.inside[:, channel] / content
+    found = (share >= threshold) & (stats.size > 0)
     found[0] = False
     return found
 

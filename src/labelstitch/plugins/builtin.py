@@ -223,9 +223,9 @@ def rag_agglomeration(
 ) -> NDArray[np.uint32]:
     """Greedy merging of touching supervoxels whose contact has a mean boundary probability
     below ``threshold`` (NeuroProof's mean agglomeration without its classifier). With a
-    ``mitochondria_channel`` (-1: none), supervoxels whose mean probability there is at
-    least ``mitochondria_threshold`` are left out of the merging and then join the body
-    they touch most (NeuroProof's context-aware mode)."""
+    ``mitochondria_channel`` (-1: none), supervoxels whose non-membrane content is at least
+    ``mitochondria_threshold`` mitochondrion there are left out of the merging and then
+    join the body they touch most (NeuroProof's context-aware mode)."""
     boundary = _boundary(predictions, boundary_channel)
     if mitochondria_channel < 0:
         return agglomerate_mean_boundary(supervoxels, boundary, threshold)
@@ -239,19 +239,27 @@ def rag_agglomeration(
     return numbered_roots(roots, np.uint32)[labels]
 
 
-_LOADED: dict[str, Any] = {}  # classifier file -> classifier, once per worker process
+_LOADED: dict[str, tuple[Any, Any]] = {}  # classifier file -> (its version, classifier), once per worker process
 
 
 def _classifier(path: str, channels: int) -> Any:
-    """The agglomeration classifier at ``path`` for predictions of ``channels`` channels, loaded once per process."""
+    """The agglomeration classifier at ``path`` for predictions of ``channels`` channels,
+    loaded once per process, and again when the file was rewritten (``train`` rewrites it)."""
+    import os
+
     from .agglomeration import load_agglomeration_classifier
 
     if not path:
         raise ValueError("learned_agglomeration needs `classifier_path`, a file written by `labelstitch train`")
-    key = f"{path}:{channels}"
-    if key not in _LOADED:
-        _LOADED[key] = load_agglomeration_classifier(path, channels)
-    return _LOADED[key]
+    try:
+        info = os.stat(path)
+        version: Any = (info.st_mtime_ns, info.st_size, info.st_ino, channels)
+    except OSError:
+        version = None  # the loader says what is wrong
+    key = os.path.abspath(path)
+    if version is None or _LOADED.get(key, (None,))[0] != version:
+        _LOADED[key] = (version, load_agglomeration_classifier(path, channels))
+    return _LOADED[key][1]
 
 
 def learned_agglomeration(
@@ -268,9 +276,9 @@ def learned_agglomeration(
     region's edges again (NeuroProof's and gala's agglomeration). The classifier comes from
     ``labelstitch train`` (or :func:`labelstitch.plugins.agglomeration.train_agglomeration`)
     and must have been trained on predictions with as many channels as this run's. With a
-    ``mitochondria_channel`` (-1: none), mitochondria supervoxels (mean probability there
-    at least ``mitochondria_threshold``) are merged last, each into the body it touches
-    most (NeuroProof's context-aware mode; train the classifier the same way)."""
+    ``mitochondria_channel`` (-1: none), mitochondria supervoxels (non-membrane content at
+    least ``mitochondria_threshold`` mitochondrion there) are merged last, each into the
+    body it touches most (NeuroProof's context-aware mode; train the classifier the same way)."""
     from ..agglomeration import edge_stats
     from ..rag import numbered_roots, renumber
 

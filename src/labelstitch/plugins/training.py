@@ -11,9 +11,11 @@ chosen. The chosen models are then fitted again on the whole volume. Nothing is 
 data a user will score. The result is ``DIR/segmentor.json``, the value of
 ``options.segmentor.configuration`` that uses the models.
 
-With a mitochondria mask the voxel classifier also predicts a mitochondria channel, and
-every agglomeration is tried both plainly and context-aware (mitochondria merged last,
-into the body they touch most, as NeuroProof does); the held-out part decides.
+With a mitochondria mask a second voxel classifier also predicts a mitochondria channel,
+and with it every agglomeration is tried both plainly and context-aware (mitochondria
+merged last, into the body they touch most, as NeuroProof does). The held-out part
+decides among all of it, the classifier without mitochondria included, so the mask can
+only be used where it helps there.
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ def train_segmentor(
     mean-boundary agglomeration only when it scores at least ``margin`` bits better on the
     held-out part: with far more parameters, a tie is more likely its luck on that part
     than a better model (on gala a tie on the held-out part was 0.1 bit worse on gala_test).
-    ``mitochondria`` (non-zero = mitochondrion, the shape of ``truth``) adds the
-    mitochondria channel and the context-aware agglomerations (see the module docstring)."""
+    ``mitochondria`` (non-zero = mitochondrion, the shape of ``truth``) adds a voxel
+    classifier with a mitochondria channel and the context-aware agglomerations to the
+    choices (see the module docstring)."""
     if grayscale.shape != truth.shape or grayscale.ndim != 3:
         raise ValueError(f"grayscale {grayscale.shape} and ground truth {truth.shape} must be 3-D volumes of one shape")
     if mitochondria is not None and np.shape(mitochondria) != truth.shape:
@@ -104,55 +107,54 @@ def train_segmentor(
     folder.mkdir(parents=True, exist_ok=True)
     train, held = split_validation(grayscale.shape[0], validation)
     gray_t, truth_t, gray_v, truth_v = grayscale[train], truth[train], grayscale[held], truth[held]
-    mito_t = None if mitochondria is None else np.asarray(mitochondria)[train]
     choices: list[tuple[str, Score]] = []
-    # the agglomerations' mitochondria settings: plain, and with a mitochondria channel context-aware
-    contexts: list[dict[str, Any]] = [{}] if mitochondria is None else [{}, {"mitochondria_channel": 1}]
-
-    log("training the voxel classifier" + (" (membranes and mitochondria)" if mitochondria is not None else ""))
-    pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t, mito_t), n_estimators=trees, two_stage=two_stage)
+    # voxel classifiers: membranes only and, given a mask, one that also predicts mitochondria;
+    # the agglomeration's settings for each: plain and, with a mitochondria channel, context-aware
+    kinds: list[tuple[str, NDArray[Any] | None, list[dict[str, Any]]]] = [("", None, [{}])]
+    if mitochondria is not None:
+        kinds.append(("mitochondria channel: ", np.asarray(mitochondria), [{}, {"mitochondria_channel": 1}]))
     pixel_path = folder / "pixel-classifier.pkl"
-    pixel.save(pixel_path)
-    pred_t, pred_v = pixel.predict(gray_t), pixel.predict(gray_v)
-
-    log("trying every supervoxel stage with every agglomeration on the validation part")
     none_t, none_v = np.zeros(gray_t.shape, bool), np.zeros(gray_v.shape, bool)
     candidates: list[tuple[str, dict[str, Any]]] = [("distance_transform_watershed", {})]
     candidates += [("seeded_watershed", {"seed_threshold": t, "min_segment_size": 20}) for t in (0.1, 0.2, 0.3)]
     stages = {"distance_transform_watershed": distance_transform_watershed, "seeded_watershed": seeded_watershed}
     scored: list[tuple[float, int, str, dict[str, Any], str, dict[str, Any]]] = []
-    for k, (sv_name, sv_params) in enumerate(candidates):
-        label = f"{sv_name}{' ' + str(sv_params) if sv_params else ''}"
-        sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
-        choices.append((f"{label}: perfect-agglomeration floor", _floor(sv_v, truth_v)))
-        for context in contexts:
-            aware = ", mitochondria last" if context else ""
-            log(f"training the agglomeration classifier on {label}{aware}")
-            agglo_path = folder / f"agglomeration-{k}{'-mito' if context else ''}.npz"
-            train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees, **context).save(agglo_path)
-            for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
-                score = vi(learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context), truth_v)
-                choices.append((f"{label} + learned_agglomeration threshold {t}{aware}", score))
-                scored.append((score.total, k, sv_name, sv_params, "learned_agglomeration", {"threshold": t, **context}))
-            for t in (0.2, 0.3, 0.4, 0.5, 0.6):
-                score = vi(rag_agglomeration(pred_v, sv_v, threshold=t, **context), truth_v)
-                choices.append((f"{label} + rag_agglomeration threshold {t}{aware}", score))
-                scored.append((score.total, k, sv_name, sv_params, "rag_agglomeration", {"threshold": t, **context}))
+    for kind, (prefix, mito, contexts) in enumerate(kinds):
+        log(f"training the voxel classifier{' (membranes and mitochondria)' if mito is not None else ''}")
+        pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t, None if mito is None else mito[train]),
+                                       n_estimators=trees, two_stage=two_stage)
+        pred_t, pred_v = pixel.predict(gray_t), pixel.predict(gray_v)
+        log("trying every supervoxel stage with every agglomeration on the validation part")
+        for k, (sv_name, sv_params) in enumerate(candidates):
+            label = f"{prefix}{sv_name}{' ' + str(sv_params) if sv_params else ''}"
+            sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
+            choices.append((f"{label}: perfect-agglomeration floor", _floor(sv_v, truth_v)))
+            for context in contexts:
+                aware = ", mitochondria last" if context else ""
+                log(f"training the agglomeration classifier on {label}{aware}")
+                agglo_path = folder / f"agglomeration-{kind}-{k}-{len(context)}.npz"
+                train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees, **context).save(agglo_path)
+                for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+                    score = vi(learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context), truth_v)
+                    choices.append((f"{label} + learned_agglomeration threshold {t}{aware}", score))
+                    scored.append((score.total, kind, sv_name, sv_params, "learned_agglomeration", {"threshold": t, **context}))
+                agglo_path.unlink()  # only the chosen one is kept, fitted again on the whole volume
+                for t in (0.2, 0.3, 0.4, 0.5, 0.6):
+                    score = vi(rag_agglomeration(pred_v, sv_v, threshold=t, **context), truth_v)
+                    choices.append((f"{label} + rag_agglomeration threshold {t}{aware}", score))
+                    scored.append((score.total, kind, sv_name, sv_params, "rag_agglomeration", {"threshold": t, **context}))
     best_learned = min((row for row in scored if row[4] == "learned_agglomeration"), key=lambda row: row[0])
     best_mean = min((row for row in scored if row[4] == "rag_agglomeration"), key=lambda row: row[0])
     # the learned agglomeration has far more parameters: it must win clearly to be chosen
     chosen = best_learned if best_learned[0] < best_mean[0] - margin else best_mean
-    _, k, sv_name, sv_params, agg_name, agg_params = chosen
-    log(f"chose {sv_name} {sv_params} + {agg_name} {agg_params} (held-out VI {chosen[0]:.3f}; best learned "
-        f"{best_learned[0]:.3f}, best mean-boundary {best_mean[0]:.3f}, margin {margin})")
-    for other in range(len(candidates)):
-        for suffix in ("", "-mito"):
-            (folder / f"agglomeration-{other}{suffix}.npz").unlink(missing_ok=True)
+    _, kind, sv_name, sv_params, agg_name, agg_params = chosen
+    mito = kinds[kind][1]
+    log(f"chose {kinds[kind][0]}{sv_name} {sv_params} + {agg_name} {agg_params} (held-out VI {chosen[0]:.3f}; best "
+        f"learned {best_learned[0]:.3f}, best mean-boundary {best_mean[0]:.3f}, margin {margin})")
     # the settings are chosen; the models are fitted again on the whole volume (more data,
     # the same choices): the held-out part only ever chose among settings
     log("fitting the chosen models again on the whole volume")
-    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mitochondria), n_estimators=trees,
-                                   two_stage=two_stage)
+    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage)
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
     if agg_name == "learned_agglomeration":
