@@ -87,7 +87,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         agg = trained.segmentor["agglomerate-supervoxels"]
         sv = trained.segmentor["create-supervoxels"]
-        label = f"{name}: {sv['function']} + {agg['function']} {json.dumps({k: v for k, v in agg['parameters'].items() if k != 'classifier_path'})}"
+        agg_params = {k: v for k, v in agg["parameters"].items() if k != "classifier_path"}
+        label = f"{name}: {sv['function']} {json.dumps(sv['parameters'])} + {agg['function']} {json.dumps(agg_params)}"
         print(f"{label} ({seconds:.0f} s to train)")
         variants = [(label, trained.segmentor)]
         if mask is not None:

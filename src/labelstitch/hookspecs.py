@@ -78,7 +78,10 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
     ``agglomerate_graph(stats, **parameters)``: the same agglomeration on a whole volume's
     region graph (an :class:`~labelstitch.agglomeration.EdgeStats` of nodes 1..K, whose
     boundary statistics come from channel ``boundary_channel`` if the function takes that
-    parameter, else channel 0), returning the root of every node 0..K. Runs with
+    parameter, else channel 0; ``stats.inside`` holds every channel's sum per node, that
+    channel first and the others after it in order), returning the root of every node
+    0..K. :func:`~labelstitch.agglomeration.context_aware` wraps such a function with
+    NeuroProof's mitochondria-last merging. Runs with
     ``options.agglomerate-across-blocks`` call it once, on the driver, instead of calling
     the function per subvolume. Setting ``agglomerate_graph.histograms = False`` says it
     never reads ``stats.hist`` (a mean-boundary agglomeration), so the boundary histograms
