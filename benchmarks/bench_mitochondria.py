@@ -8,9 +8,10 @@ one from the ground truth alone, one also from the mitochondria mask (``--mitoch
 a mitochondria channel, every agglomeration tried plainly and context-aware). Both are
 scored on another volume (seed 12): unblocked, and in 8 overlapping blocks with the best
 stitching rule, agglomerating per block and across blocks. For the segmentor trained with
-mitochondria, the same settings are also scored with the context-aware switch flipped,
-so the switch's own effect shows, and so are supervoxels grown from thresholded seeds
-with mean-boundary agglomeration (where mitochondria become supervoxels of their own),
+mitochondria, the same settings are also scored with the context-aware switch flipped
+(when it chose the mitochondria channel), so the switch's own effect shows. Then a voxel
+classifier with the mitochondria channel and supervoxels grown from thresholded seeds
+(where mitochondria become supervoxels of their own), with mean-boundary agglomeration,
 plainly and context-aware. Prints Markdown for docs/quality.md.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from labelstitch.pipeline import compare, run
+from labelstitch.plugins.classifier import load_classifier, membrane_annotations, train_pixel_classifier
 from labelstitch.plugins.training import train_segmentor
 from labelstitch.synthetic import em_volume
 
@@ -91,15 +93,20 @@ def main() -> None:
         label = f"{name}: {sv['function']} {json.dumps(sv['parameters'])} + {agg['function']} {json.dumps(agg_params)}"
         print(f"{label} ({seconds:.0f} s to train)")
         variants = [(label, trained.segmentor)]
-        if mask is not None:
+        pixel_path = trained.segmentor["predict-voxels"]["parameters"]["classifier_path"]
+        if mask is not None and load_classifier(pixel_path).channels == 2:
             variants.append((f"{name}: the same, context-aware switch flipped", flipped(trained.segmentor)))
-            # supervoxels grown from thresholded seeds, where a mitochondrion gets a seed of its own
-            seeded = json.loads(json.dumps(trained.segmentor))
-            seeded["create-supervoxels"] = {"function": "seeded_watershed",
-                                            "parameters": {"seed_threshold": 0.2, "min_segment_size": 20}}
-            seeded["agglomerate-supervoxels"] = {"function": "rag_agglomeration", "parameters": {"threshold": 0.4}}
-            variants.append((f"{name}'s voxel classifier: seeded_watershed 0.2 + rag_agglomeration 0.4", seeded))
-            variants.append((f"{name}'s voxel classifier: the same, context-aware", flipped(seeded)))
+        if mask is not None:
+            # the voxel classifier with the mitochondria channel, and supervoxels grown from
+            # thresholded seeds, where a mitochondrion gets a seed of its own
+            path = out / "mitochondria-classifier.pkl"
+            train_pixel_classifier(gray, membrane_annotations(truth, mask), n_estimators=args.trees).save(path)
+            seeded = {"predict-voxels": {"function": "pixel_classifier", "parameters": {"classifier_path": str(path)}},
+                      "create-supervoxels": {"function": "seeded_watershed",
+                                             "parameters": {"seed_threshold": 0.2, "min_segment_size": 20}},
+                      "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.4}}}
+            variants.append(("the mitochondria channel: seeded_watershed 0.2 + rag_agglomeration 0.4", seeded))
+            variants.append(("the mitochondria channel: the same, context-aware", flipped(seeded)))
         for k, (text, segmentor) in enumerate(variants):
             for where, merge, split, total in scores(out, segmentor, f"{'mito' if mask is not None else 'plain'}{k}"):
                 table.append((text, where, merge, split, total))

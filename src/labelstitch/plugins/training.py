@@ -14,8 +14,9 @@ data a user will score. The result is ``DIR/segmentor.json``, the value of
 With a mitochondria mask a second voxel classifier also predicts a mitochondria channel,
 and with it every agglomeration is tried both plainly and context-aware (mitochondria
 merged last, into the body they touch most, as NeuroProof does). The held-out part
-decides among all of it, the classifier without mitochondria included, so the mask can
-only be used where it helps there.
+decides among all of it, the classifier without mitochondria included: the mitochondria
+channel is chosen only when its best segmentor beats the best one without it by the same
+margin the learned agglomeration must beat mean-boundary agglomeration by.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def _floor(supervoxels: NDArray[np.integer], truth: NDArray[np.integer]) -> Scor
     return floor_blockwise(supervoxels.shape, lambda box: (supervoxels[box.slices()], truth[box.slices()]))
 
 
+def _pick(rows: list[tuple[Any, ...]], margin: float, log: Callable[[str], None]) -> tuple[Any, ...]:
+    """The best learned agglomeration if it beats the best mean-boundary one by ``margin``, else that one."""
+    best_learned = min((row for row in rows if row[4] == "learned_agglomeration"), key=lambda row: row[0])
+    best_mean = min((row for row in rows if row[4] == "rag_agglomeration"), key=lambda row: row[0])
+    log(f"best learned {best_learned[0]:.3f}, best mean-boundary {best_mean[0]:.3f}")
+    return best_learned if best_learned[0] < best_mean[0] - margin else best_mean
+
+
 def train_segmentor(
     grayscale: NDArray[Any],
     truth: NDArray[np.integer],
@@ -98,7 +107,8 @@ def train_segmentor(
     than a better model (on gala a tie on the held-out part was 0.1 bit worse on gala_test).
     ``mitochondria`` (non-zero = mitochondrion, the shape of ``truth``) adds a voxel
     classifier with a mitochondria channel and the context-aware agglomerations to the
-    choices (see the module docstring)."""
+    choices (see the module docstring); they too are chosen only when they beat the best
+    segmentor without them by ``margin``."""
     if grayscale.shape != truth.shape or grayscale.ndim != 3:
         raise ValueError(f"grayscale {grayscale.shape} and ground truth {truth.shape} must be 3-D volumes of one shape")
     if mitochondria is not None and np.shape(mitochondria) != truth.shape:
@@ -143,14 +153,17 @@ def train_segmentor(
                     score = vi(rag_agglomeration(pred_v, sv_v, threshold=t, **context), truth_v)
                     choices.append((f"{label} + rag_agglomeration threshold {t}{aware}", score))
                     scored.append((score.total, kind, sv_name, sv_params, "rag_agglomeration", {"threshold": t, **context}))
-    best_learned = min((row for row in scored if row[4] == "learned_agglomeration"), key=lambda row: row[0])
-    best_mean = min((row for row in scored if row[4] == "rag_agglomeration"), key=lambda row: row[0])
-    # the learned agglomeration has far more parameters: it must win clearly to be chosen
-    chosen = best_learned if best_learned[0] < best_mean[0] - margin else best_mean
+    # the learned agglomeration has far more parameters, and the mitochondria channel adds a
+    # model and a setting: each must win clearly on the held-out part to be chosen
+    picks = [_pick([row for row in scored if row[1] == kind], margin, log) for kind in range(len(kinds))]
+    chosen = picks[0]
+    if len(picks) > 1 and picks[1][0] < picks[0][0] - margin:
+        chosen = picks[1]
     _, kind, sv_name, sv_params, agg_name, agg_params = chosen
     mito = kinds[kind][1]
-    log(f"chose {kinds[kind][0]}{sv_name} {sv_params} + {agg_name} {agg_params} (held-out VI {chosen[0]:.3f}; best "
-        f"learned {best_learned[0]:.3f}, best mean-boundary {best_mean[0]:.3f}, margin {margin})")
+    log(f"chose {kinds[kind][0]}{sv_name} {sv_params} + {agg_name} {agg_params} (held-out VI {chosen[0]:.3f}"
+        + (f"; membranes only {picks[0][0]:.3f}, with the mitochondria channel {picks[1][0]:.3f}" if len(picks) > 1 else "")
+        + f"; margin {margin})")
     # the settings are chosen; the models are fitted again on the whole volume (more data,
     # the same choices): the held-out part only ever chose among settings
     log("fitting the chosen models again on the whole volume")
