@@ -184,3 +184,12 @@ def test_a_run_merges_mitochondria_last_with_a_classifier_that_predicts_them(mit
                              "options": {"chunk-size": 32, "overlap": 4, "segmentor": {"configuration": segmentor}}}).vi
     assert scores[1].split < scores[-1].split - 0.02, scores
     assert scores[1].merge < scores[-1].merge + 0.02, scores
+
+
+def test_mitochondria_twice_over_are_refused_before_any_volume_is_read(tmp_path):
+    from labelstitch import api
+
+    with pytest.raises(ValueError, match="class 3 of the annotations, or as a mask beside a label volume, not both"):
+        api.train_pixel_classifier(str(tmp_path / "missing.npy"), str(tmp_path / "marks.npy"), str(tmp_path / "c.pkl"),
+                                   annotations=True, mitochondria=str(tmp_path / "mito.npy"))
+    assert not (tmp_path / "c.pkl").exists()

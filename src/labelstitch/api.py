@@ -180,6 +180,12 @@ def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def _whole(volume: str) -> Any:
+    """All of a stored volume (training volumes are small enough to hold)."""
+    with open_volume(volume) as store:
+        return store.read()
+
+
 def train_pixel_classifier(
     grayscale: str, labels: str, output: str, *, annotations: bool = False, trees: int = 50, samples: int = 200_000,
     two_stage: bool = False, mitochondria: str | None = None,
@@ -191,16 +197,10 @@ def train_pixel_classifier(
     from .plugins.classifier import membrane_annotations
     from .plugins.classifier import train_pixel_classifier as _train
 
-    with open_volume(grayscale) as g:
-        gray = g.read()
-    with open_volume(labels) as lab:
-        marks = lab.read()
     if annotations and mitochondria:
         raise ValueError("give mitochondria as class 3 of the annotations, or as a mask beside a label volume, not both")
-    mito = None
-    if mitochondria:
-        with open_volume(mitochondria) as m:
-            mito = m.read()
+    gray, marks = _whole(grayscale), _whole(labels)
+    mito = _whole(mitochondria) if mitochondria else None
     clf = _train(gray, marks.astype("uint8") if annotations else membrane_annotations(marks, mito), n_estimators=trees,
                  max_samples=samples, two_stage=two_stage)
     clf.save(output)
@@ -236,14 +236,8 @@ def train(
 
     from .plugins.training import train_segmentor
 
-    with open_volume(grayscale) as g:
-        gray = g.read()
-    with open_volume(ground_truth) as t:
-        truth = t.read()
-    mito = None
-    if mitochondria:
-        with open_volume(mitochondria) as m:
-            mito = m.read()
+    gray, truth = _whole(grayscale), _whole(ground_truth)
+    mito = _whole(mitochondria) if mitochondria else None
     log = (lambda line: print(f"train: {line}", file=sys.stderr)) if progress else (lambda line: None)
     return train_segmentor(gray, truth, out, validation=validation, trees=trees, margin=margin, two_stage=two_stage,
                            mitochondria=mito, log=log)

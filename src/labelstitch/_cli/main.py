@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-pixel-classifier", help="fit the pixel_classifier plugin from labelled voxels")
     p.add_argument("grayscale", help="grayscale volume")
-    p.add_argument("labels", help="a label volume (membranes = label changes and 0) or, with --annotations, 1/2/0 marks")
+    p.add_argument("labels", help="a label volume (membranes = label changes and 0) or, with --annotations, 1/2/3/0 marks")
     p.add_argument("output", help="classifier file to write")
     p.add_argument("--annotations", action="store_true", help="labels are annotations: 1 membrane, 2 inside, 3 mitochondrion, 0 unknown")
     p.add_argument("--trees", type=int, default=50, help="random-forest size (default 50)")
