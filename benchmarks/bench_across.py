@@ -87,6 +87,14 @@ def score(which: str, out: Path, segmentor: dict, blocks: list[tuple[list[int], 
     return rows
 
 
+def print_table(header: list[str], rows: list[tuple[str, ...]], text: int) -> None:
+    """``rows`` as a Markdown table: the first ``text`` columns left-aligned, numbers right."""
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * text + "---:|" * (len(header) - text))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="across-output")
@@ -113,10 +121,8 @@ def main() -> None:
             print(f"\n## {which}: {name} ({time.perf_counter() - start:.0f} s to train), context {args.context}\n")
             print("```\n" + json.dumps(trained.segmentor) + "\n```\n")
             rows = score(which, out, trained.segmentor, blocks, args.context)
-            print("\n| blocks | agglomeration | stitching | f.merge VI | f.split VI | VI | stitch + agglomerate s | run s |")
-            print("|---|---|---|---:|---:|---:|---:|---:|")
-            for row in rows:
-                print("| " + " | ".join(row) + " |")
+            print_table(["blocks", "agglomeration", "stitching", "f.merge VI", "f.split VI", "VI",
+                         "stitch + agglomerate s", "run s"], rows, text=3)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from labelstitch.pipeline import compare, run
+from bench_across import print_table, score  # benchmarks/ is on the path when a script runs
 from labelstitch.plugins.classifier import load_classifier, membrane_annotations, train_pixel_classifier
 from labelstitch.plugins.training import train_segmentor
 from labelstitch.synthetic import em_volume
@@ -35,27 +34,15 @@ NEURITES = 80
 MITOCHONDRIA = 260  # about 4 % of the volume, 1 per 4,000 voxels
 
 
-def scores(out: Path, segmentor: dict, tag: str) -> list[tuple[str, str, str, str]]:
-    """(where, f.merge, f.split, VI) unblocked, and the best rule in 8 blocks per block and across."""
-    base = {"input": str(out / "raw.npy"), "ground-truth": str(out / "gt.npy"),
-            "options": {"segmentor": {"configuration": segmentor}, "background-value": None}}
-    whole = json.loads(json.dumps(base))
-    whole["output"] = str(out / f"{tag}-unblocked.zarr")
-    whole["options"].update({"chunk-size": list(SHAPE), "overlap": 0, "stitch-algorithm": "none"})
-    unblocked = run(whole, overwrite=True).vi
-    rows = [("unblocked", f"{unblocked.merge:.3f}", f"{unblocked.split:.3f}", f"{unblocked.total:.3f}")]
-    for across in (False, True):
-        cfg = json.loads(json.dumps(base))
-        name = f"{tag}-{'across' if across else 'per-block'}"
-        shutil.rmtree(out / f"ckpt-{name}", ignore_errors=True)
-        cfg["output"] = str(out / f"{name}.zarr")
-        cfg["options"].update({"chunk-size": [32, 64, 64], "overlap": 8, "checkpoint-dir": str(out / f"ckpt-{name}"),
-                               "agglomerate-across-blocks": across})
-        run(cfg, overwrite=True)
-        best = min((row for row in compare(cfg, str(out / "gt.npy")) if row.rule != "none"), key=lambda r: r.total)
-        rows.append((f"8 blocks, {'across blocks' if across else 'per block'} ({best.name})", f"{best.merge:.3f}",
-                     f"{best.split:.3f}", f"{best.total:.3f}"))
-    return rows
+def scores(out: Path, segmentor: dict) -> list[tuple[str, str, str, str]]:
+    """(where, f.merge, f.split, VI) unblocked, and the best rule in 8 blocks per block and across
+    (the runs of :func:`bench_across.score`)."""
+    rows = score("synthetic", out, segmentor, [([32, 64, 64], 8)])
+    best = [("unblocked", *rows[0][3:6])]
+    for mode in ("per block", "across blocks"):
+        row = min((r for r in rows[1:] if r[1] == mode and r[2] != "none"), key=lambda r: float(r[5]))
+        best.append((f"8 blocks, {mode} ({row[2]})", *row[3:6]))
+    return best
 
 
 def flipped(segmentor: dict) -> dict:
@@ -107,13 +94,9 @@ def main() -> None:
                       "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.4}}}
             variants.append(("the mitochondria channel: seeded_watershed 0.2 + rag_agglomeration 0.4", seeded))
             variants.append(("the mitochondria channel: the same, context-aware", flipped(seeded)))
-        for k, (text, segmentor) in enumerate(variants):
-            for where, merge, split, total in scores(out, segmentor, f"{'mito' if mask is not None else 'plain'}{k}"):
-                table.append((text, where, merge, split, total))
-    print("\n| segmentor (trained on seed 11) | scored on seed 12 | f.merge VI | f.split VI | VI |")
-    print("|---|---|---:|---:|---:|")
-    for row in table:
-        print("| " + " | ".join(row) + " |")
+        for text, segmentor in variants:
+            table += [(text, *row) for row in scores(out, segmentor)]
+    print_table(["segmentor (trained on seed 11)", "scored on seed 12", "f.merge VI", "f.split VI", "VI"], table, text=2)
 
 
 if __name__ == "__main__":
