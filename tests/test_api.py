@@ -36,6 +36,7 @@ def test_segment_leaves_no_volume_behind(gray):
 
 def test_a_run_checks_its_stitching_rule_and_output_once(gray, tmp_path, monkeypatch):
     import labelstitch.pipeline.planning as prepare
+    from labelstitch.stores import VolumeRef
 
     calls = {"check_stitch": 0, "check_output": 0}
 
@@ -46,7 +47,7 @@ def test_a_run_checks_its_stitching_rule_and_output_once(gray, tmp_path, monkeyp
         return wrapper
 
     monkeypatch.setattr(prepare, "check_stitch", counting("check_stitch", prepare.check_stitch))
-    monkeypatch.setattr(prepare, "check_output", counting("check_output", prepare.check_output))
+    monkeypatch.setattr(VolumeRef, "check_output", counting("check_output", VolumeRef.check_output))
     np.save(tmp_path / "gray.npy", gray)
     ls.run({"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"),
             "options": {"chunk-size": 32, "overlap": 4}})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -139,14 +140,56 @@ def test_core_imports_only_numpy_numba_scipy_lz4_crackle_and_the_core():
 
 
 def test_nothing_outside_stores_knows_a_volume_scheme():
-    """Volume strings are parsed by the store registry alone (and by the config's paths)."""
+    """Volume strings are parsed by the store registry alone: no other module (the config
+    included) names a scheme or takes a volume string apart."""
+    splitting = re.compile(r"""\.r?partition\(["']:|\.split\(["'][?:]|["']://["']\s+in\b|["']\.zarr["']\s+in\b|"""
+                           r"""endswith\(\(?["']\.(zarr|h5|hdf5|npy|tiff?)["']|\.split\(["']/["']\)""")
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel.startswith(("stores/", "testing/")) or rel == "pipeline/config.py":
+        if rel.startswith(("stores/", "testing/")):
             continue
         text = path.read_text()
         for needle in ("dvid://", "memory://", "DvidAddress", '"://"', "'://'", ".h5:"):
             assert needle not in text, f"{rel} mentions {needle!r}"
+        if rel != "_cli/main.py":  # the command line splits its own flags (KEY=VALUE, Z0:Z1), never volumes
+            found = splitting.search(text)
+            assert found is None, f"{rel} takes a string apart like a volume string: {found.group(0)!r}"
+
+
+def test_a_run_parses_each_volume_string_once_at_load(tmp_path, monkeypatch):
+    """Following a run's config through the code: each volume string of the config enters
+    ``stores`` once, when the config is loaded; every later step (planning, workers,
+    writing, scoring, locks, reports) passes the parsed reference."""
+    import json
+
+    import numpy as np
+
+    from labelstitch import stores
+    from labelstitch.synthetic import em_volume
+
+    gray, truth = em_volume((32, 48, 48), n_neurites=8, seed=2)
+    np.save(tmp_path / "gray.npy", gray)
+    np.save(tmp_path / "truth.npy", truth.astype(np.uint32))
+    np.save(tmp_path / "keep.npy", np.where(truth == truth[0, 0, 0], 7, 0).astype(np.uint32))
+    config = {"input": "gray.npy", "output": "out.zarrs/seg.zarr", "ground-truth": "truth.npy",
+              "preserve-bodies": {"segmentation": "keep.npy", "bodies": [7]},
+              "options": {"chunk-size": 32, "overlap": 4, "checkpoint-dir": "ckpt", "write-grayscale": True}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    parsed: list[str] = []
+    original = stores.store_class
+
+    def counting(text):
+        if not isinstance(text, stores.VolumeRef):
+            parsed.append(str(text))
+        return original(text)
+
+    monkeypatch.setattr(stores, "store_class", counting)
+    result = labelstitch.run(tmp_path / "run.json")
+    strings = [p for p in parsed if not p.endswith("-grayscale.zarr")]  # the one volume the run names itself
+    assert sorted(strings) == sorted(["gray.npy", "out.zarrs/seg.zarr", "truth.npy", "keep.npy"]), parsed
+    assert len(parsed) == 5
+    assert result.output == str(tmp_path / "out.zarrs" / "seg.zarr")
+    assert (tmp_path / "out.zarrs" / "seg.zarr" / "zarr.json").exists() and not (tmp_path / "out.zarr").exists()
 
 
 def test_the_dvid_test_server_shares_no_code_with_the_client():

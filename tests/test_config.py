@@ -76,3 +76,68 @@ def test_any_valid_config_round_trips(chunk, overlap, rule, background, roi, pre
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="options.chunk-size"):
         RunConfig.load({"input": "a.zarr", "output": "b.zarr", "options": {"chunk-size": 0}})
+
+
+def test_the_doc_table_is_the_option_table():
+    from pathlib import Path
+
+    from labelstitch.pipeline.options import markdown_table
+
+    doc = (Path(__file__).parents[1] / "docs" / "pipeline.md").read_text()
+    assert markdown_table() in doc, "docs/pipeline.md's key table differs from `labelstitch config --keys`: paste it again"
+
+
+def test_a_runconfig_made_in_python_names_its_fields_and_parses_its_volumes(tmp_path, monkeypatch):
+    from labelstitch.stores import StoreError, VolumeRef
+
+    monkeypatch.chdir(tmp_path)
+    config = RunConfig(input="gray.npy", output="out/seg.zarr", subvolume_size=[64, 32, 32])
+    assert isinstance(config.input, VolumeRef) and config.input.path == tmp_path / "gray.npy"
+    assert config.subvolume_size == (64, 32, 32) and config.rule == "medium" and config.halo == 20
+    assert config == RunConfig.load({"input": str(tmp_path / "gray.npy"), "output": "out/seg.zarr",
+                                     "options": {"chunk-size": [64, 32, 32]}})
+    with pytest.raises(ConfigError, match=r"subvolume_size=0: expected subvolume interior size") as caught:
+        RunConfig(input="gray.npy", output="seg.zarr", subvolume_size=0)
+    assert "options.chunk-size" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"codec='snappy': 'snappy' is not one of"):
+        config.replace(codec="snappy")
+    with pytest.raises(StoreError, match=r"output: cannot tell the format of 'seg.png'"):
+        RunConfig(input="gray.npy", output="seg.png")
+
+
+def test_segment_reports_mistakes_in_its_own_argument_names():
+    import numpy as np
+
+    import labelstitch as ls
+
+    gray = np.zeros((8, 8, 8), np.uint8)
+    with pytest.raises(ConfigError, match=r"invalid arguments of segment\(\):\s+block=0: expected") as caught:
+        ls.segment(gray, block=0)
+    assert "chunk-size" not in str(caught.value) and "subvolume_size" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"overlap=-1"):
+        ls.segment(gray, overlap=-1)
+
+
+def test_adding_an_option_is_one_row(tmp_path):
+    """The recipe of docs/architecture.md, followed once: a row gives the schema, the
+    default, the field, the file form, the fingerprint and the docs; nothing else changes."""
+    from labelstitch.pipeline.config import make_run_config, validate_config
+    from labelstitch.pipeline.options import OPTIONS, Option, keys_of, markdown_table, schema_of
+
+    row = Option("options.smoothing", "smoothing", {"type": "number", "minimum": 0},
+                 "Gaussian smoothing of the grayscale before the stages", 0.0, unit="voxels", fingerprint="unless-default")
+    rows = (*OPTIONS, row)
+    Config = make_run_config(rows)
+    assert keys_of(rows)["options.smoothing"] == "smoothing"
+    assert schema_of(rows)["properties"]["options"]["properties"]["smoothing"]["minimum"] == 0
+    assert "| `options.smoothing` | Gaussian smoothing of the grayscale before the stages | voxels | 0.0 |" in markdown_table(rows)
+    plain = Config.load({"input": "/a/g.npy", "output": "/a/s.zarr"})
+    smooth = Config.load({"input": "/a/g.npy", "output": "/a/s.zarr", "options": {"smoothing": 1.5}})
+    assert plain.smoothing == 0.0 and smooth.smoothing == 1.5
+    assert Config.from_dict(validate_config(smooth.to_dict(), rows)) == smooth
+    assert plain.settings_hash == RunConfig.load({"input": "/a/g.npy", "output": "/a/s.zarr"}).settings_hash
+    assert smooth.settings_hash != plain.settings_hash  # it changes the labels, so the checkpoints' fingerprint
+    with pytest.raises(ConfigError, match="options.smoothing: -1 is less than the minimum of 0"):
+        Config.load({"input": "/a/g.npy", "output": "/a/s.zarr", "options": {"smoothing": -1}})
+    with pytest.raises(ConfigError, match="smoothing=-1: -1 is less than the minimum of 0"):
+        Config(input="/a/g.npy", output="/a/s.zarr", smoothing=-1)

@@ -28,10 +28,11 @@ from .metrics import Score, format_scores
 from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run, tune
 from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
+from .pipeline.options import markdown_table
 from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
 from .report import format_explanation, write_heatmaps
 from .view import Viewing, view
-from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, volume_exists
+from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, parse_volume
 
 __all__ = [
     "ConfigError",
@@ -44,6 +45,7 @@ __all__ = [
     "check_config",
     "compare",
     "config_example",
+    "config_keys",
     "config_schema",
     "describe_plugins",
     "evaluate",
@@ -136,7 +138,7 @@ def explain(body: int, output: str, *, checkpoints: str | None = None) -> dict[s
     stitch record (beside a file output, or in ``checkpoints`` for a DVID output)."""
     from .report import explain_body, report_paths
 
-    paths = report_paths(output, checkpoints)
+    paths = report_paths(parse_volume(output), checkpoints)
     if paths is None:
         raise ValueError(f"{output} is not a file: give --checkpoints DIR, the run's checkpoint folder, where its stitch record is")
     if not paths["npz"].exists():
@@ -152,7 +154,7 @@ def check_config(config: ConfigLike) -> tuple[RunConfig, Plan, list[str]]:
     prepared = prepare(RunConfig.load(config))
     output = prepared.config.output
     check_plan_output(prepared, output, overwrite=True)
-    notes = [f"the output {output} exists: the run needs --overwrite (or --resume) to replace it"] if volume_exists(output) else []
+    notes = [f"the output {output} exists: the run needs --overwrite (or --resume) to replace it"] if output.exists() else []
     return prepared.config, prepared.plan, notes + [f"intensity range {prepared.intensity_note}"]
 
 
@@ -164,6 +166,12 @@ def config_schema() -> dict[str, Any]:
 def config_example() -> dict[str, Any]:
     """An example config (the seed paper's Appendix B layout)."""
     return EXAMPLE
+
+
+def config_keys() -> str:
+    """Every config key with its meaning, unit and default, as a Markdown table (the one in
+    docs/pipeline.md; ``labelstitch config --keys``)."""
+    return markdown_table()
 
 
 def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
@@ -257,6 +265,17 @@ def _stage(spec: StageSpec, stage: str) -> Any:
     return resolve_stage(stage, spec)
 
 
+#: RunConfig fields as :func:`segment` calls them
+_SEGMENT_ARGUMENTS = {"subvolume_size": "block", "halo": "overlap", "preserve_bodies": "preserve"}
+
+
+def _in_arguments(message: str, names: dict[str, str], function: str) -> str:
+    """A RunConfig error with its field names replaced by a function's argument names."""
+    for field_name, argument in names.items():
+        message = message.replace(f"{field_name}=", f"{argument}=")
+    return message.replace("invalid RunConfig:", f"invalid arguments of {function}():")
+
+
 def segment(
     grayscale: ArrayLike,
     *,
@@ -330,13 +349,14 @@ def segment(
         preserve_volume, preserve_bodies = None, ()
         if preserve is not None:
             preserve_volume, preserve_bodies = volume(preserve[0], "preserve"), tuple(int(i) for i in preserve[1])
-        config = RunConfig.load({
-            "input": volume(gray, "grayscale"), "output": output,
-            "options": {"chunk-size": block if isinstance(block, int) else list(block),
-                        "overlap": overlap if isinstance(overlap, int) else list(overlap),
-                        "stitch-algorithm": rule, "stitch-parameters": dict(rule_params or {})},
-        }).replace(preserve_volume=preserve_volume, preserve_bodies=preserve_bodies,
-                   stages=tuple(StageConfig(s.name, dict(s.parameters)) for s in stages))
+        try:
+            config = RunConfig(
+                input=volume(gray, "grayscale"), output=output, subvolume_size=block, halo=overlap, rule=rule,
+                rule_params=dict(rule_params or {}), preserve_volume=preserve_volume, preserve_bodies=preserve_bodies,
+                stages=tuple(StageConfig(s.name, dict(s.parameters)) for s in stages),
+            )
+        except ConfigError as exc:  # in the caller's words: block=0, not subvolume_size=0
+            raise ConfigError(_in_arguments(str(exc), _SEGMENT_ARGUMENTS, "segment")) from None
         run(config, executor=executor, workers=workers, progress=progress, stages=stages,
              mask=volume(mask, "mask") if mask is not None else None)
         with open_volume(output) as out:

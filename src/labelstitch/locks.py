@@ -7,7 +7,7 @@ the holder's pid, host, start time and command, so a refused run can say who hol
 a lock file left by a dead process is reported and taken over. Locks on a shared file
 system work where it supports ``flock`` (NFSv4, Lustre, GPFS do); volumes that are not
 files (DVID) are locked in ``~/.cache/labelstitch/locks``, which protects against runs on
-the same machine only.
+the same machine only; volumes held in this process's memory need no lock.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ._processes import process_alive
-from .stores import side_file_base, store_class
+from .stores import VolumeRef
 
 __all__ = ["RunLockedError", "hold", "lock_path"]
 
@@ -36,20 +36,20 @@ class RunLockedError(RuntimeError):
     """Another run holds the lock on an output or a checkpoint folder."""
 
 
-def lock_path(target: str) -> Path | None:
-    """The lock file of a volume string or a folder: beside it where it is a file or folder,
-    else in the user's cache (None for in-memory volumes, which are private to a process)."""
-    try:
-        scheme = store_class(target).scheme
-    except ValueError:  # a plain folder (checkpoints)
-        return Path(os.path.abspath(target.rstrip("/") + ".lock"))
-    if scheme == "memory":
+def lock_path(target: VolumeRef | str | os.PathLike[str]) -> Path | None:
+    """The lock file of a volume or a folder (given as a path): beside it where it is a file
+    or folder, else in the user's cache, named after what the volume occupies (None for
+    in-memory volumes, which are private to a process)."""
+    if not isinstance(target, VolumeRef):  # a plain folder (checkpoints)
+        folder = Path(os.path.abspath(target))
+        return folder.with_name(folder.name + ".lock")
+    if target.capabilities.in_process:
         return None
-    base = side_file_base(target)
+    base = target.side_file_base()
     if base is not None:
         return Path(os.path.abspath(f"{base}.lock"))
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labelstitch" / "locks"
-    return cache / f"{hashlib.sha256(target.split('?')[0].encode()).hexdigest()[:24]}.lock"
+    return cache / f"{hashlib.sha256('/'.join(target.footprint()).encode()).hexdigest()[:24]}.lock"
 
 
 def _holder(text: str) -> dict[str, object]:
@@ -70,7 +70,7 @@ def _describe(holder: dict[str, object]) -> str:
 
 
 @contextlib.contextmanager
-def hold(target: str, what: str) -> Iterator[Path | None]:
+def hold(target: VolumeRef | str | os.PathLike[str], what: str) -> Iterator[Path | None]:
     """Hold the exclusive lock of ``target`` (a volume string or folder) until the block ends.
 
     Raises

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from .metrics import RegionalVI
 from .stitching import StitchResult
-from .stores import side_file_base
+from .stores import VolumeRef
 
 __all__ = [
     "colour_by_truth", "explain_body", "format_explanation", "report_paths", "stitch_report", "write_heatmaps",
@@ -30,10 +30,10 @@ __all__ = [
 ]
 
 
-def report_paths(output: str, folder: str | Path | None = None) -> dict[str, Path] | None:
+def report_paths(output: VolumeRef, folder: str | Path | None = None) -> dict[str, Path] | None:
     """Where the report files of an output go: beside a file output, or in ``folder`` for
     an output that is not a file (None if there is no such folder)."""
-    base = side_file_base(output, folder)
+    base = output.side_file_base(folder)
     if base is None:
         return None
     return {kind: Path(f"{base}.stitch.{kind}") for kind in ("json", "md", "npz")}
@@ -120,7 +120,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def write_stitch_report(
-    result: StitchResult, output: str, *, offset: int = 0, folder: str | Path | None = None
+    result: StitchResult, output: VolumeRef, *, offset: int = 0, folder: str | Path | None = None
 ) -> dict[str, Path] | None:
     """Write the JSON, Markdown and npz report files next to ``output`` (see :func:`report_paths`)."""
     paths = report_paths(output, folder)

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from .geometry import Box, Plan
 from .report import explain_body, report_paths
-from .stores import VolumeStore, open_volume, store_class
+from .stores import VolumeRef, VolumeStore, parse_volume
 
 __all__ = ["Viewing", "find_browser", "view"]
 
@@ -155,12 +155,12 @@ class Viewing:
         self.close()
 
 
-def _layer_source(uri: str, store: VolumeStore, resolution: tuple[float, ...], kind: str, viewing: Viewing) -> Any:
+def _layer_source(store: VolumeStore, resolution: tuple[float, ...], kind: str, viewing: Viewing) -> Any:
     """The layer's data: the files themselves where a browser can read them at this voxel
     size, else the store read box by box on the segmentation's voxel grid."""
     import neuroglancer
 
-    folder = store_class(uri).served_files(os.fspath(uri))
+    folder = store.ref.served_files()
     recorded = store.voxel_size
     if folder is not None and recorded is not None and np.allclose(recorded, resolution):
         server = _serve_folder(folder)
@@ -170,7 +170,7 @@ def _layer_source(uri: str, store: VolumeStore, resolution: tuple[float, ...], k
     return neuroglancer.LocalVolume(_StoreArray(store), dimensions=space, volume_type=kind)
 
 
-def _report_points(output: str, metadata: dict[str, Any], resolution: tuple[float, ...]) -> list[Any]:
+def _report_points(output: VolumeRef, metadata: dict[str, Any], resolution: tuple[float, ...]) -> list[Any]:
     """Point annotations at the stitch report's risky faces and largest bodies."""
     import neuroglancer
 
@@ -221,27 +221,27 @@ def view(
     import neuroglancer
 
     neuroglancer.set_server_bind_address("127.0.0.1", bind_port=port)
-    seg = open_volume(output)
+    seg = parse_volume(output).open()
     metadata = seg.metadata
     image = grayscale or metadata.get("image")
     resolution = tuple(seg.voxel_size or metadata.get("resolution") or (1.0, 1.0, 1.0))
     viewer = neuroglancer.Viewer()
     viewing = Viewing(viewer, "", seg.shape, [], _stores=[seg])
     try:
-        gray = open_volume(image) if image else None
+        gray = parse_volume(image).open() if image else None
         if gray is not None:
             viewing._stores.append(gray)
         with viewer.txn() as state:
             state.dimensions = neuroglancer.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=list(resolution[::-1]))
             if gray is not None:
-                state.layers["em"] = neuroglancer.ImageLayer(source=_layer_source(image, gray, resolution, "image", viewing))
+                state.layers["em"] = neuroglancer.ImageLayer(source=_layer_source(gray, resolution, "image", viewing))
                 viewing.layers.append("em")
-            layer = neuroglancer.SegmentationLayer(source=_layer_source(output, seg, resolution, "segmentation", viewing))
+            layer = neuroglancer.SegmentationLayer(source=_layer_source(seg, resolution, "segmentation", viewing))
             if bodies:
                 layer.segments = [int(b) for b in bodies]
             state.layers["segmentation"] = layer
             viewing.layers.append("segmentation")
-            points = _report_points(output, metadata, resolution)
+            points = _report_points(seg.ref, metadata, resolution)
             if points:
                 space = neuroglancer.CoordinateSpace(names=["z", "y", "x"], units="nm", scales=list(resolution))
                 state.layers["stitch report"] = neuroglancer.LocalAnnotationLayer(

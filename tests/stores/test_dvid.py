@@ -11,7 +11,7 @@ import requests
 
 from labelstitch.geometry import Box
 from labelstitch.stores import DvidError, StoreError, check_output, create_volume, open_volume, volume_exists
-from labelstitch.stores._dvid import _session, dvid_request
+from labelstitch.stores._dvid_client import _session, dvid_request
 
 
 @pytest.fixture

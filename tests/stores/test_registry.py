@@ -60,20 +60,20 @@ class ListStore(VolumeStore):
     volumes: dict[str, dict] = {}
 
     @classmethod
-    def open(cls, uri, *, read_only=True):
-        if uri not in cls.volumes:
-            raise StoreError(f"no volume {uri}")
-        entry = cls.volumes[uri]
-        return cls(uri, entry["shape"], entry["dtype"], read_only=read_only)
+    def open(cls, ref, *, read_only=True):
+        if ref.text not in cls.volumes:
+            raise StoreError(f"no volume {ref}")
+        entry = cls.volumes[ref.text]
+        return cls(ref, entry["shape"], entry["dtype"], read_only=read_only)
 
     @classmethod
-    def exists(cls, uri):
-        return uri in cls.volumes and entry_complete(cls.volumes[uri])
+    def exists(cls, ref):
+        return ref.text in cls.volumes and entry_complete(cls.volumes[ref.text])
 
     @classmethod
-    def _create(cls, uri, shape, dtype, *, chunks, staged):
-        cls.volumes[uri] = {"shape": shape, "dtype": dtype, "slices": {}, "complete": False}
-        return cls(uri, shape, dtype, read_only=False)
+    def _create(cls, ref, shape, dtype, *, chunks, staged):
+        cls.volumes[ref.text] = {"shape": shape, "dtype": dtype, "slices": {}, "complete": False}
+        return cls(ref, shape, dtype, read_only=False)
 
     def _read(self, box):
         entry = self.volumes[self.uri]

@@ -86,7 +86,7 @@ def _variants(specs: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
 
 def _cmd_compare(args: argparse.Namespace) -> ExitCode:
     rows = api.compare(args.config, args.ground_truth, variants=_variants(args.variant), region=args.region,
-                       write=args.write, executor=args.executor, workers=args.workers)
+                       write=args.write, executor=args.executor, workers=args.workers, spark_master=args.spark_master)
     if args.figures:
         os.makedirs(args.figures, exist_ok=True)
         for part in ("merge", "split"):
@@ -126,7 +126,8 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_tune(args: argparse.Namespace) -> ExitCode:
-    scores, front = api.tune(args.config, args.ground_truth, executor=args.executor, workers=args.workers)
+    scores, front = api.tune(args.config, args.ground_truth, executor=args.executor, workers=args.workers,
+                             spark_master=args.spark_master)
     if args.json:
         print(json.dumps({"front": [s.to_dict() for s in front], "tried": len(scores)}))
         return ExitCode.OK
@@ -220,13 +221,15 @@ def _cmd_config(args: argparse.Namespace) -> ExitCode:
         print(json.dumps(api.config_schema(), indent=2))
     elif args.example:
         print(json.dumps(api.config_example(), indent=2))
+    elif args.keys:
+        print(api.config_keys())
     elif args.check:
         _, plan, notes = api.check_config(args.check)
         print(f"{args.check}: valid; {len(plan)} subvolumes of {plan.block} with a {plan.halo} halo")
         for note in notes:
             print(f"  {note}")
     else:
-        print("give --schema, --example or --check CONFIG", file=sys.stderr)
+        print("give --schema, --example, --keys or --check CONFIG", file=sys.stderr)
         return ExitCode.USAGE_ERROR
     return ExitCode.OK
 
@@ -281,53 +284,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"labelstitch {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
+    # every command that runs work takes the same executor options
+    where = argparse.ArgumentParser(add_help=False)
+    group = where.add_argument_group("where the work runs")
+    group.add_argument("--executor", default="serial", help="serial (default), processes, spark, or an executor plugin's name")
+    group.add_argument("--workers", type=int, default=None, help="worker processes for --executor processes (default: all cores)")
+    group.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
 
-    p = sub.add_parser("run", help="segment and stitch a volume as a config file says")
+    p = sub.add_parser("run", help="segment and stitch a volume as a config file says", parents=[where])
     p.add_argument("config", help="JSON or YAML config (see `labelstitch config --example`)")
-    p.add_argument("--executor", default="serial", help="serial (default), processes, or an executor plugin's name")
-    p.add_argument("--workers", type=int, default=None, help="worker processes for --executor processes (default: all cores)")
     p.add_argument("--resume", action="store_true", help="continue a crashed run from options.checkpoint-dir")
-    p.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance (labelmap, 32³)")
     p.add_argument("--json", action="store_true", help="print one JSON document with timings, counts and VI")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("stitch", help="stitch again from a finished run's checkpoints (no segmentation)")
+    p = sub.add_parser("stitch", help="stitch again from a finished run's checkpoints (no segmentation)", parents=[where])
     p.add_argument("config")
     p.add_argument("--rule", default=None, help="stitching rule (default: the config's)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a rule parameter (repeatable)")
     p.add_argument("--output", default=None, help="where to write (default: the config's output)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance")
-    p.add_argument("--executor", default="serial")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_stitch)
 
-    p = sub.add_parser("compare", help="stitch with every rule from checkpoints and score each (the paper's Table 2)")
+    p = sub.add_parser("compare", help="stitch with every rule from checkpoints and score each (the paper's Table 2)",
+                       parents=[where])
     p.add_argument("config")
     p.add_argument("--ground-truth", required=True, help="label volume to score against")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:RULE,KEY=VALUE,...",
                    help="an extra parameter set, e.g. medium100:medium,min_overlap=100 (repeatable)")
     p.add_argument("--figures", metavar="DIR", help="write vi-merge.png and vi-split.png (the paper's Figure 9)")
     p.add_argument("--region", type=int, default=32, help="region size of the figures (default 32)")
-    p.add_argument("--executor", default="serial")
-    p.add_argument("--workers", type=int, default=None)
     p.add_argument("--write", action="store_true",
                    help="also write every rule's volume (beside the checkpoints, CHECKPOINTS-compare/NAME.zarr) and score "
                    "it from there; without it nothing is written and the scores come from per-subvolume tables")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("tune", help="search the stitching rules' thresholds on a finished run; print the Pareto front")
+    p = sub.add_parser("tune", help="search the stitching rules' thresholds on a finished run; print the Pareto front",
+                       parents=[where])
     p.add_argument("config")
     p.add_argument("--ground-truth", required=True, help="label volume to score against")
-    p.add_argument("--executor", default="serial")
-    p.add_argument("--workers", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_tune)
 
@@ -368,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--schema", action="store_true", help="print the JSON schema")
     g.add_argument("--example", action="store_true", help="print an example config")
+    g.add_argument("--keys", action="store_true", help="print every config key: meaning, unit and default (Markdown)")
     g.add_argument("--check", metavar="CONFIG", help="validate a config and its volumes and plugins")
     p.set_defaults(func=_cmd_config)
 

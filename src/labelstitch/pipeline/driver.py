@@ -35,12 +35,12 @@ from ..metrics import RegionalVI, Score, floor_blockwise, regional_vi, vi_blockw
 from ..plugins import Stage, get_executor
 from ..report import report_paths
 from ..stitching import StitchResult
-from ..stores import StoreError, VolumeStore, open_volume, side_file_base, staging_path, volume_exists, volume_signature
+from ..stores import StoreError, VolumeRef, VolumeStore, parse_volume, staging_path, volume_signature
 from .config import RunConfig
 from .planning import PreparedRun, check_plan_output, check_subvolume_memory, check_writable, prepare, with_stitching
 from .scoring import Variant, score_variants
 from .segment import SegmentedSubvolume, segment_all
-from .stitch import grayscale_uri, stitch_and_write, write_grayscale
+from .stitch import stitch_and_write, write_grayscale
 
 __all__ = ["RunResult", "compare", "restitch", "run", "score_volumes", "score_regions"]
 
@@ -172,7 +172,7 @@ def _run_folder(config: RunConfig) -> Iterator[str]:
     """A folder for the segmented subvolumes of a run without checkpoints, removed at the
     end: beside a file output (``.partial-PID-OUTPUT.run``, which the next run of that
     output removes if this process is killed), else in the system's temporary folder."""
-    base = side_file_base(config.output)
+    base = config.output.side_file_base()
     if base is not None:
         staging = staging_path(base)
         folder = staging.with_name(staging.name + ".run")
@@ -193,7 +193,7 @@ def _spill_folder(held: ExitStack, config: RunConfig, pool: Executor, checkpoint
     a probe file checks it before any work."""
     if checkpoints is not None:
         shared = str(checkpoints.path)
-    elif pool.shares_files or side_file_base(config.output) is not None:
+    elif pool.shares_files or config.output.capabilities.local:
         shared = held.enter_context(_run_folder(config))
     else:
         log.warning(
@@ -249,7 +249,7 @@ def _peak_memory() -> dict[str, float]:
     return {"driver peak MB": round(driver, 1), "worker peak MB": round(workers, 1)}
 
 
-def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[str, ...] | None = None) -> None:
+def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[VolumeRef, ...] | None = None) -> None:
     """Hold the locks of the outputs (default: the config's) and of the checkpoint folder
     until ``held`` closes: a second run on either is refused, naming the first."""
     for output in (config.output,) if outputs is None else outputs:
@@ -284,14 +284,14 @@ def _suspicious(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume],
 def _signatures(config: RunConfig) -> dict[str, dict[str, Any]]:
     """The content signature of every volume the segmented labels depend on."""
     found = {"input": config.input, "preserve-bodies.segmentation": config.preserve_volume}
-    return {key: dict(volume_signature(uri)) for key, uri in found.items() if uri}
+    return {key: dict(volume_signature(ref)) for key, ref in found.items() if ref is not None}
 
 
 def _writes_own_output(config: RunConfig) -> bool:
     """Whether the output exists and was written by this same config (a run to resume)."""
-    if not volume_exists(config.output):
+    if not config.output.exists():
         return False
-    with open_volume(config.output) as store:
+    with config.output.open() as store:
         return bool(store.metadata.get("config-hash") == config.settings_hash)
 
 
@@ -359,9 +359,9 @@ def run(
     """
     t0 = time.perf_counter()
     config = RunConfig.load(config)
-    prepared = prepare(config, stages=stages, extra_mask=mask)
+    prepared = prepare(config, stages=stages, extra_mask=parse_volume(mask) if mask is not None else None)
     plan = prepared.plan
-    extra = (grayscale_uri(config),) if config.write_grayscale else ()
+    extra = (prepared.grayscale_copy,) if prepared.grayscale_copy is not None else ()
     with ExitStack() as held:
         _lock_run(held, config, outputs=(config.output, *extra))
         overwrite = overwrite or (resume and _writes_own_output(config))
@@ -400,7 +400,7 @@ def run(
     vi = None
     if config.ground_truth is not None:
         start = time.perf_counter()
-        with open_volume(config.output) as seg, open_volume(config.ground_truth) as gt:
+        with config.output.open() as seg, config.ground_truth.open() as gt:
             vi = score_volumes(seg, gt)
         seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - t0
@@ -411,7 +411,7 @@ def run(
     counts.update(_peak_memory())
     paths = report_paths(config.output, config.checkpoint_dir)
     return RunResult(
-        config.output, plan, seconds, counts, vi, result.summary(),
+        config.output.text, plan, seconds, counts, vi, result.summary(),
         str(checkpoints.path) if checkpoints is not None else None,
         str(paths["md"]) if paths is not None else None,
         prepared.intensity_note,
@@ -440,7 +440,8 @@ def _finished_subvolumes(prepared: PreparedRun) -> dict[int, SegmentedSubvolume]
     return {sv.id: SegmentedSubvolume.from_checkpoint(sv.id, checkpoints.block_path(sv.id)) for sv in plan}
 
 
-def _variant(config: RunConfig, rule: str | None, rule_params: dict[str, Any] | None, output: str | None) -> RunConfig:
+def _variant(config: RunConfig, rule: str | None, rule_params: dict[str, Any] | None,
+             output: VolumeRef | str | None) -> RunConfig:
     """The config with another rule (and its parameters: none given means the defaults)
     and output; unchanged where None."""
     changes: dict[str, Any] = {}
@@ -515,35 +516,37 @@ def compare(
     """
     config = RunConfig.load(config)
     chosen = [(rule, rule, {}) for rule in available_rules()] + list(variants or [])
-    base = _prepare_scoring(config, ground_truth)
+    truth = parse_volume(ground_truth)
+    base = _prepare_scoring(config, truth)
     if not write:
         wanted = [Variant(name, rule, dict(params), config.connected_components) for name, rule, params in chosen]
-        return _score_without_writing(base, ground_truth, wanted, region, executor, workers, spark_master, progress)
+        return _score_without_writing(base, truth, wanted, region, executor, workers, spark_master, progress)
     if folder is None and config.checkpoint_dir:
         folder = str(Path(config.checkpoint_dir.rstrip("/")).with_name(Path(config.checkpoint_dir.rstrip("/")).name + "-compare"))
     where = Path(folder or "compare")
     with ExitStack() as held:
-        _lock_run(held, config, outputs=tuple(str(where / f"{name}.zarr") for name, _, _ in chosen))
+        outputs = {name: parse_volume(where / f"{name}.zarr") for name, _, _ in chosen}
+        _lock_run(held, config, outputs=tuple(outputs.values()))
         segmented = _finished_subvolumes(base)
         prepared = []
         for name, rule, params in chosen:  # every variant is checked before anything is written
-            variant = with_stitching(base, _variant(config, rule, params, str(where / f"{name}.zarr")))
+            variant = with_stitching(base, _variant(config, rule, params, outputs[name]))
             check_plan_output(variant, variant.config.output, overwrite=True)
             prepared.append((name, variant))
         where.mkdir(parents=True, exist_ok=True)
         rows = []
         pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
-        gt = held.enter_context(open_volume(ground_truth))
+        gt = held.enter_context(truth.open())
         for name, variant in prepared:
             start = time.perf_counter()
             result, _ = stitch_and_write(variant, segmented, pool, overwrite=True, progress=progress)
             seconds = time.perf_counter() - start
-            with open_volume(variant.config.output) as seg:
+            with variant.config.output.open() as seg:
                 score = score_volumes(seg, gt)
                 regional = score_regions(seg, gt, region)
             rows.append(Score(score.merge, score.split, bodies=result.n_bodies, name=name, rule=variant.config.rule,
                               params=dict(variant.config.rule_params), matches=len(result.matches), seconds=seconds,
-                              output=variant.config.output, regional=regional))
+                              output=variant.config.output.text, regional=regional))
     return rows
 
 
@@ -568,7 +571,8 @@ def tune(
     """
     import itertools
 
-    base = _prepare_scoring(RunConfig.load(config), ground_truth)
+    truth = parse_volume(ground_truth)
+    base = _prepare_scoring(RunConfig.load(config), truth)
     if grid is None:
         grid = {rule: default_grid(rule) for rule in available_rules()}
     wanted = []
@@ -580,21 +584,21 @@ def tune(
                 label = ",".join(f"{k}={v:g}" for k, v in params.items())
                 name = f"{rule}{'+cc' if cc else ''}" + (f":{label}" if label else "")
                 wanted.append(Variant(name, rule, params, cc))
-    scores = _score_without_writing(base, ground_truth, wanted, 32, executor, workers, spark_master, progress)
+    scores = _score_without_writing(base, truth, wanted, 32, executor, workers, spark_master, progress)
     return scores, pareto_front(scores)
 
 
-def _prepare_scoring(config: RunConfig, ground_truth: str) -> PreparedRun:
+def _prepare_scoring(config: RunConfig, ground_truth: VolumeRef) -> PreparedRun:
     """The prepared run, after checking that the ground truth covers its volume."""
     base = prepare(config)
-    with open_volume(ground_truth) as gt:
+    with ground_truth.open() as gt:
         if gt.shape != base.plan.shape:
             raise StoreError(f"ground truth {ground_truth} has shape {gt.shape}; the run's volume has {base.plan.shape}")
     return base
 
 
 def _score_without_writing(
-    base: PreparedRun, ground_truth: str, wanted: list[Variant], region: int, executor: str | Executor,
+    base: PreparedRun, ground_truth: VolumeRef, wanted: list[Variant], region: int, executor: str | Executor,
     workers: int | None, spark_master: str | None, progress: bool,
 ) -> list[Score]:
     """Every variant scored from the checkpoints' contingency tables (after refusing unknown

@@ -16,9 +16,7 @@ import numpy as np
 from ..geometry import Box, Plan, misaligned_axis, roi_chunks
 from ..plugins import PluginError, Stage, resolve_stage
 from ..stitching import check_stitch
-from ..stores import (
-    StoreError, VolumeStore, check_output, keeps_supervoxels, open_volume, read_roi, side_file_base, volumes_overlap,
-)
+from ..stores import StoreError, VolumeRef, VolumeStore, parse_volume, read_roi
 from .config import RunConfig
 from .segment import SegmentTask, run_tuples
 
@@ -36,6 +34,17 @@ class PreparedRun:
     intensity_note: str = ""
     resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
     resolution_note: str = ""
+    #: where ``options.write-grayscale`` writes the grayscale (None: it is not written)
+    grayscale_copy: VolumeRef | None = None
+
+
+def grayscale_copy(config: RunConfig) -> VolumeRef:
+    """Where ``options.write-grayscale`` writes the grayscale: ``OUTPUT-grayscale.zarr`` beside
+    the output."""
+    base = config.output.side_file_base()
+    if base is None:
+        raise StoreError(f"options.write-grayscale needs an output that is a file or folder, not {config.output}")
+    return parse_volume(base.with_name(base.with_suffix("").name + "-grayscale.zarr"))
 
 
 def resolve_intensity_range(config: RunConfig, volume: VolumeStore, plan: Plan) -> tuple[tuple[float, float], str]:
@@ -121,7 +130,7 @@ def _plan(config: RunConfig, shape: tuple[int, ...]) -> tuple[Plan, tuple[tuple[
     if config.roi_name:
         if roi is not None:
             raise ValueError("give either roi (a box) or options.roi (a DVID roi), not both")
-        found, roi_block = read_roi(config.roi_name, beside=config.input)
+        found, roi_block = read_roi(config.roi_name)
         mask = roi_chunks(found, roi_block, shape, config.subvolume_size)
         if not mask.any():
             raise ValueError(f"options.roi {config.roi_name} has no block inside the input volume of shape {shape}")
@@ -186,13 +195,13 @@ def check_subvolume_memory(plan: Plan, stages: tuple[Stage, ...] = (), *, at_onc
         )
 
 
-def check_writable(target: str, what: str, *, folder_itself: bool = False) -> None:
-    """Refuse, before any work, an output (or, with ``folder_itself``, a folder) that cannot
-    be written where it goes."""
-    local = Path(target) if folder_itself else side_file_base(target)
+def check_writable(target: VolumeRef | str, what: str) -> None:
+    """Refuse, before any work, an output (or a folder, given as a path) that cannot be
+    written where it goes."""
+    local = target.side_file_base() if isinstance(target, VolumeRef) else Path(target)
     if local is None:
         return
-    folder = Path(os.path.abspath(local)) if folder_itself else Path(os.path.abspath(local)).parent
+    folder = Path(os.path.abspath(local)).parent if isinstance(target, VolumeRef) else Path(os.path.abspath(local))
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir():
@@ -205,13 +214,13 @@ def check_writable(target: str, what: str, *, folder_itself: bool = False) -> No
 
 
 def prepare(
-    config: RunConfig, *, stages: tuple[Stage, Stage, Stage] | None = None, extra_mask: str | None = None
+    config: RunConfig, *, stages: tuple[Stage, Stage, Stage] | None = None, extra_mask: VolumeRef | None = None
 ) -> PreparedRun:
     """Every check that can run before any work, except the output's (see
     :func:`check_plan_output`): the input, ROI, plan, preserved bodies, ground truth, stage
     functions and stitching rule. ``stages`` replaces the configured ones (the Python API
     passes callables); ``extra_mask`` names a bool volume of voxels to leave unlabelled."""
-    with open_volume(config.input) as volume:
+    with config.input.open() as volume:
         shape, dtype = volume.shape, volume.dtype
         if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
             raise StoreError(f"input {config.input} has dtype {dtype}; expected integer or float grayscale")
@@ -224,13 +233,13 @@ def prepare(
         else:
             resolution, resolution_note = (1.0, 1.0, 1.0), "unknown: written as 1 nm; set options.resolution"
     if config.preserve_volume is not None:
-        with open_volume(config.preserve_volume) as volume:
+        with config.preserve_volume.open() as volume:
             if volume.bounded and volume.shape != shape:
                 raise StoreError(f"preserve-bodies.segmentation {config.preserve_volume} has shape {volume.shape}; input has {shape}")
             if not np.issubdtype(volume.dtype, np.integer):
                 raise StoreError(f"preserve-bodies.segmentation {config.preserve_volume} has dtype {volume.dtype}; expected labels")
     if config.ground_truth is not None:
-        with open_volume(config.ground_truth) as gt:
+        with config.ground_truth.open() as gt:
             if gt.shape != shape:
                 raise StoreError(f"ground-truth {config.ground_truth} has shape {gt.shape}; input has {shape}")
             if not np.issubdtype(gt.dtype, np.integer):
@@ -251,7 +260,7 @@ def prepare(
         extra_mask=extra_mask,
         roi_runs=runs,
         roi_block=roi_block,
-        keep_supervoxels=keeps_supervoxels(config.output),
+        keep_supervoxels=config.output.keeps_supervoxels(),  # asked of the output once per run
         context=config.context,
         shape=tuple(plan.shape),
         graph=config.agglomerate_across_blocks,
@@ -261,15 +270,16 @@ def prepare(
     check_subvolume_memory(plan, task.stages, context=task.context)
     if config.checkpoint_dir:
         for key, other in inputs_of(config).items():
-            if key != "options.checkpoint-dir" and volumes_overlap(config.checkpoint_dir, other):
+            if key != "options.checkpoint-dir" and isinstance(other, VolumeRef) and other.overlaps(config.checkpoint_dir):
                 raise StoreError(
                     f"options.checkpoint-dir {config.checkpoint_dir} overlaps {key} {other}; "
                     "keep checkpoints in a folder of their own"
                 )
-        check_writable(config.checkpoint_dir, "options.checkpoint-dir", folder_itself=True)
+        check_writable(config.checkpoint_dir, "options.checkpoint-dir")
     check_stitch(plan, config.rule, config.rule_params)
     return PreparedRun(
-        config, plan, task, f"[{intensity[0]:g}, {intensity[1]:g}]: {note}", tuple(resolution), resolution_note  # type: ignore[arg-type]
+        config, plan, task, f"[{intensity[0]:g}, {intensity[1]:g}]: {note}", tuple(resolution), resolution_note,  # type: ignore[arg-type]
+        grayscale_copy(config) if config.write_grayscale else None,
     )
 
 
@@ -281,7 +291,7 @@ def with_stitching(prepared: PreparedRun, config: RunConfig) -> PreparedRun:
     return dataclasses.replace(prepared, config=config)
 
 
-def inputs_of(config: RunConfig) -> dict[str, str]:
+def inputs_of(config: RunConfig) -> dict[str, VolumeRef | str]:
     """Every volume or folder a run reads or keeps, by its config key: what no output may touch."""
     found = {"input": config.input, "ground-truth": config.ground_truth,
              "preserve-bodies.segmentation": config.preserve_volume, "options.checkpoint-dir": config.checkpoint_dir}
@@ -289,21 +299,21 @@ def inputs_of(config: RunConfig) -> dict[str, str]:
 
 
 def check_plan_output(
-    prepared: PreparedRun, uri: str, *, overwrite: bool = False, create_output: bool = False
+    prepared: PreparedRun, uri: VolumeRef, *, overwrite: bool = False, create_output: bool = False
 ) -> None:
     """Refuse, before any work, an output that cannot take this plan's writes: it equals,
     contains or lies inside anything the run reads or keeps (whatever the flags); it exists
     without ``overwrite``; a DVID node is committed or its instance is missing without
     ``create_output``; or the subvolume interiors are not aligned to the output's blocks."""
     for key, other in inputs_of(prepared.config).items():
-        if volumes_overlap(uri, other):
+        if uri.overlaps(other):
             raise StoreError(
                 f"output {uri} would overwrite {key} {other} (it is the same volume, lies inside it or holds it); "
                 "choose an output apart from the input, ground truth, preserved bodies and checkpoint folder"
             )
     plan = prepared.plan
     check_writable(uri, "output")
-    alignment = check_output(uri, overwrite=overwrite, create_instance=create_output, shape=plan.shape, dtype=np.uint64)
+    alignment = uri.check_output(overwrite=overwrite, create_instance=create_output, shape=plan.shape, dtype=np.uint64)
     if alignment is None:
         return
     for sv in plan:

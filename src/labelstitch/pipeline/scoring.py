@@ -24,7 +24,7 @@ from ..executors import Executor
 from ..geometry import Box, Plan, Subvolume
 from ..metrics import RegionalVI, Score, score_table
 from ..stitching import StitchResult, to_bodies
-from ..stores import open_volume
+from ..stores import VolumeRef
 from .planning import PreparedRun
 from .segment import SegmentedSubvolume
 from .stitch import _preserved, across_blocks, match_variants
@@ -49,10 +49,10 @@ class Variant:
 class _InteriorTable:
     """Per subvolume: the contingency table of its interior against the ground truth, by region."""
 
-    ground_truth: str
+    ground_truth: VolumeRef
     region: int
     grid_shape: tuple[int, ...]  # regions per axis
-    preserve_volume: str | None
+    preserve_volume: VolumeRef | None
     preserve_bodies: tuple[int, ...]
 
     def __call__(self, sv: Subvolume, block: NDArray[Any]) -> NDArray[np.uint64]:
@@ -63,7 +63,7 @@ class _InteriorTable:
             labels[keep] = original[keep]
             final |= keep
         labels[final] |= FINAL
-        with open_volume(self.ground_truth) as gt:
+        with self.ground_truth.open() as gt:
             truth = gt.read(sv.interior).astype(np.uint64)
         rows = []
         lo = [s // self.region for s in sv.interior.start]
@@ -92,7 +92,7 @@ def score_variants(
     prepared: PreparedRun,
     segmented: dict[int, SegmentedSubvolume],
     pool: Executor,
-    ground_truth: str,
+    ground_truth: VolumeRef,
     variants: list[Variant],
     *,
     region: int = 32,

@@ -26,7 +26,7 @@ from ..executors import Executor
 from ..geometry import Box, Subvolume, roi_mask, roi_runs_near
 from ..plugins import Stage
 from ..relabel import refine_supervoxels
-from ..stores import StoreError, open_volume
+from ..stores import StoreError, VolumeRef
 from .progress import bar
 
 __all__ = ["PipelineError", "SegmentTask", "SegmentedSubvolume", "SegmentStats", "background_mask", "segment_all", "segment_subvolume"]
@@ -89,17 +89,17 @@ def stage_grayscale(grayscale: NDArray[Any], black: float, white: float) -> NDAr
 class SegmentTask:
     """Everything a worker needs to segment one subvolume; picklable."""
 
-    input: str
+    input: VolumeRef
     stages: tuple[Stage, Stage, Stage]
     background_value: int | None
     background_min_width: int
     intensity_range: tuple[float, float] = (0, 255)
     allow_missing_input: bool = False
-    preserve_volume: str | None = None
+    preserve_volume: VolumeRef | None = None
     preserve_bodies: tuple[int, ...] = ()
     codec: str = DEFAULT_CODEC
     checkpoint_dir: str | None = None
-    extra_mask: str | None = None
+    extra_mask: VolumeRef | None = None
     roi_runs: Runs = ()
     roi_block: int = 0
     #: keep the interior's supervoxels too, for an output that stores supervoxels and a mapping
@@ -210,7 +210,7 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
         sv = replace(sv, outer=grown.intersect(Box.from_shape(task.shape)) if task.shape else grown)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    with open_volume(task.input) as volume:
+    with task.input.open() as volume:
         missing = [] if task.allow_missing_input else volume.missing_chunks(sv.outer)
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -228,12 +228,12 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
         )
     mask = background_mask(grayscale, task.background_value, task.background_min_width)
     if task.extra_mask is not None:
-        with open_volume(task.extra_mask) as volume:
+        with task.extra_mask.open() as volume:
             mask |= volume.read(sv.outer).astype(bool)
     if task.roi_block:  # an ROI run: voxels outside it are masked (runs may be empty near this subvolume)
         mask |= ~roi_mask(task.roi_runs, task.roi_block, sv.outer)
     if task.preserve_volume is not None:
-        with open_volume(task.preserve_volume) as volume:
+        with task.preserve_volume.open() as volume:
             mask |= np.isin(volume.read(sv.outer), np.asarray(task.preserve_bodies, dtype=np.uint64))
     seconds["read"] = time.perf_counter() - start
     predict, supervoxel, agglomerate = task.stages

@@ -28,7 +28,7 @@ from ..report import write_stitch_report
 from ..stitching import (
     StitchResult, agglomerate_across, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior, to_bodies,
 )
-from ..stores import StoreError, VolumeStore, create_volume, disk_errors, keeps_supervoxels, open_volume, side_file_base
+from ..stores import StoreError, VolumeRef, VolumeStore, staged_output
 from .config import RunConfig
 from .planning import PreparedRun
 from .progress import progress as counted
@@ -157,9 +157,9 @@ class _WriteItem:
     labels: NDArray[np.uint64]
     bodies: NDArray[np.uint64]
     offset: int
-    preserve_volume: str | None
+    preserve_volume: VolumeRef | None
     preserve_bodies: tuple[int, ...]
-    writer_uri: str | None
+    writer: VolumeRef | None
 
 
 def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
@@ -172,19 +172,19 @@ def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
     keep, original = _preserved(sv, item.preserve_volume, item.preserve_bodies)
     if keep is not None:
         out[keep] = original[keep]
-    if item.writer_uri is None:
+    if item.writer is None:
         return sv.id, out
-    with open_volume(item.writer_uri, read_only=False) as store:
+    with item.writer.open(read_only=False) as store:
         store.write(sv.interior, out)
         store.flush()
     return sv.id, None
 
 
-def _preserved(sv: Subvolume, preserve_volume: str | None, preserve_bodies: tuple[int, ...]) -> tuple[Any, Any]:
+def _preserved(sv: Subvolume, preserve_volume: VolumeRef | None, preserve_bodies: tuple[int, ...]) -> tuple[Any, Any]:
     """The preserved bodies' voxels in ``sv``'s interior: (mask, their ids), or (None, None)."""
     if preserve_volume is None:
         return None, None
-    with open_volume(preserve_volume) as volume:
+    with preserve_volume.open() as volume:
         original = volume.read(sv.interior).astype(np.uint64)
     return np.isin(original, np.asarray(preserve_bodies, dtype=np.uint64)), original
 
@@ -204,7 +204,7 @@ class _SupervoxelItem:
     bodies: NDArray[np.uint64]
     offset: int
     first_id: int
-    preserve_volume: str | None
+    preserve_volume: VolumeRef | None
     preserve_bodies: tuple[int, ...]
 
 
@@ -213,7 +213,7 @@ class _WriteSupervoxels:
     """Per subvolume: give its interior's supervoxels their global ids (``first_id`` on),
     write them, and emit the (body, supervoxel, block, voxels) rows by body bucket."""
 
-    writer_uri: str
+    writer: Any  # the output's supervoxel writer (VolumeStore.supervoxel_writer)
     buckets: int
 
     def __call__(self, item: _SupervoxelItem) -> list[tuple[int, NDArray[np.uint64]]]:
@@ -228,8 +228,7 @@ class _WriteSupervoxels:
         if keep is not None:
             out[keep] = original[keep]  # preserved bodies: each its own supervoxel, as they were
         sv_ids = np.arange(1, segment_of.size + 1, dtype=np.uint64) + first
-        with open_volume(self.writer_uri, read_only=False) as store:
-            rows = store.write_supervoxels(sv.interior, out, sv_ids, bodies)
+        rows = self.writer.write_supervoxels(sv.interior, out, sv_ids, bodies)
         bucket = rows[:, 0] % np.uint64(self.buckets)
         return [(int(b), rows[bucket == b]) for b in np.unique(bucket)]
 
@@ -238,11 +237,10 @@ class _WriteSupervoxels:
 class _WriteBodies:
     """Per body bucket: the label indices and mapping of its bodies."""
 
-    writer_uri: str
+    writer: Any
 
     def __call__(self, group: tuple[int, list[NDArray[np.uint64]]]) -> dict[str, int]:
-        with open_volume(self.writer_uri, read_only=False) as store:
-            return store.write_bodies(np.concatenate(group[1]))
+        return dict(self.writer.write_bodies(np.concatenate(group[1])))
 
 
 def _write_supervoxels(
@@ -266,8 +264,7 @@ def _write_supervoxels(
         items.append(_SupervoxelItem(sv, segmented[sv.id], labels, bodies, offset, first, task.preserve_volume,
                                      task.preserve_bodies))
         first += counted_svs[sv.id]
-    writer = store.writer_uri
-    assert writer is not None
+    writer = store.supervoxel_writer()
     buckets = max(1, min(len(plan), 4096))
     totals = {"bodies": 0, "supervoxels": 0, "voxels": 0}
     grouped = pool.map_grouped(
@@ -342,48 +339,32 @@ def _describe_chunk(item: Any) -> str:
     return f"pyramid chunk {item[2][0]} of {item[1]}"
 
 
-def grayscale_uri(config: RunConfig) -> str:
-    """Where ``options.write-grayscale`` writes the grayscale: ``OUTPUT-grayscale.zarr`` beside
-    the output."""
-    base = side_file_base(config.output)
-    if base is None:
-        raise StoreError(f"options.write-grayscale needs an output that is a file or folder, not {config.output}")
-    return str(base.with_suffix("")) + "-grayscale.zarr"
-
-
-def _copy_interior(item: tuple[str, str, Subvolume]) -> None:
+def _copy_interior(item: tuple[VolumeRef, VolumeRef, Subvolume]) -> None:
     """Copy one subvolume's interior of the grayscale into the staged copy (runs in workers)."""
     source, target, sv = item
-    with open_volume(source) as volume:
+    with source.open() as volume:
         data = volume.read(sv.interior)
-    with open_volume(target, read_only=False) as copy:
+    with target.open(read_only=False) as copy:
         copy.write(sv.interior, data)
 
 
-def write_grayscale(prepared: PreparedRun, pool: Executor, *, overwrite: bool = False, progress: bool = False) -> str:
+def write_grayscale(prepared: PreparedRun, pool: Executor, *, overwrite: bool = False, progress: bool = False) -> VolumeRef:
     """Write the run's grayscale as an OME-Zarr image (with its pyramid) beside the output,
     for viewers; staged and published like the output. Returns where it went."""
     config, plan = prepared.config, prepared.plan
-    uri = grayscale_uri(config)
-    with open_volume(config.input) as volume:
+    uri = prepared.grayscale_copy
+    assert uri is not None
+    with config.input.open() as volume:
         dtype = volume.dtype
-    with disk_errors(uri):
-        store = create_volume(uri, plan.shape, dtype, chunks=plan.block, overwrite=overwrite, staged=True)
-        try:
-            if store.writer_uri is None:
-                raise StoreError(f"the grayscale copy {uri} cannot be written by workers")
-            items = [(config.input, store.writer_uri, sv) for sv in plan]
-            for _ in counted(pool.map(_copy_interior, items, describe=lambda i: f"subvolume {i[2].id}"), len(items), "grayscale", progress):
-                pass
-            store.set_voxel_size(prepared.resolution)
-            store.build_pyramid(lambda fn, items: pool.map(fn, items, describe=_describe_chunk))
-            store.set_metadata({"labelstitch": __version__, "source": config.input})
-            store.commit()
-        except BaseException:
-            store.discard()
-            raise
-        finally:
-            store.close()
+    with staged_output(uri, plan.shape, dtype, chunks=plan.block, overwrite=overwrite) as store:
+        if store.writer is None:
+            raise StoreError(f"the grayscale copy {uri} cannot be written by workers")
+        items = [(config.input, store.writer, sv) for sv in plan]
+        for _ in counted(pool.map(_copy_interior, items, describe=lambda i: f"subvolume {i[2].id}"), len(items), "grayscale", progress):
+            pass
+        store.set_voxel_size(prepared.resolution)
+        store.build_pyramid(lambda fn, items: pool.map(fn, items, describe=_describe_chunk))
+        store.set_metadata({"labelstitch": __version__, "source": config.input.text})
     return uri
 
 
@@ -400,50 +381,40 @@ def stitch_and_write(
     staged ``config.output``, then publish it. The output has been checked by
     :func:`~labelstitch.pipeline.planning.check_plan_output`; it is created here."""
     config, plan, task = prepared.config, prepared.plan, prepared.task
-    with disk_errors(config.output):
-        store = create_volume(
-            config.output, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite, staged=True,
-            create_instance=create_output,
-        )
-        seconds: dict[str, float] = {}
-        identity = {"labelstitch": __version__, "config-hash": config.settings_hash}
-        try:
-            store.set_metadata({**identity, "complete": False})  # lets `run --resume` recognise its own output
-            start = time.perf_counter()
-            result = _match_all(prepared, segmented, pool, progress)
-            seconds["stitch"] = time.perf_counter() - start
+    seconds: dict[str, float] = {}
+    identity = {"labelstitch": __version__, "config-hash": config.settings_hash}
+    offset = max(task.preserve_bodies, default=0)
+    with staged_output(config.output, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite,
+                       create_instance=create_output) as store:
+        store.set_metadata({**identity, "complete": False})  # lets `run --resume` recognise its own output
+        start = time.perf_counter()
+        result = _match_all(prepared, segmented, pool, progress)
+        seconds["stitch"] = time.perf_counter() - start
 
-            start = time.perf_counter()
-            offset = max(task.preserve_bodies, default=0)
-            kept = None
-            if keeps_supervoxels(config.output):
-                kept = _write_supervoxels(store, plan, result, segmented, offset, prepared, pool, progress)
-            else:
-                parallel = store.supports_parallel_writes and not pool.in_process
-                writer = store.writer_uri if parallel else None
-                step3 = []
-                for sv in plan:
-                    labels, bodies = result.mapping.for_subvolume(sv.id)
-                    step3.append(_WriteItem(sv, segmented[sv.id], labels, bodies, offset, task.preserve_volume,
-                                            task.preserve_bodies, writer))
-                written = pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}")
-                for sv_id, data in counted(written, len(plan), "write", progress):
-                    if data is not None:
-                        store.write(plan[sv_id].interior, data)
-            store.set_voxel_size(prepared.resolution)
-            store.build_pyramid(lambda fn, items: counted(pool.map(fn, items, describe=_describe_chunk), len(items), "pyramid", progress))
-            store.set_metadata({
-                **identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary(),
-                "image": grayscale_uri(config) if config.write_grayscale else config.input,
-                "resolution": list(prepared.resolution),
-                **({"supervoxels": kept} if kept is not None else {}),
-            })
-            store.commit()
-            write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)
-            seconds["write"] = time.perf_counter() - start
-        except BaseException:
-            store.discard()
-            raise
-        finally:
-            store.close()
+        start = time.perf_counter()
+        kept = None
+        if task.keep_supervoxels:
+            kept = _write_supervoxels(store, plan, result, segmented, offset, prepared, pool, progress)
+        else:
+            parallel = store.supports_parallel_writes and not pool.in_process
+            writer = store.writer if parallel else None
+            step3 = []
+            for sv in plan:
+                labels, bodies = result.mapping.for_subvolume(sv.id)
+                step3.append(_WriteItem(sv, segmented[sv.id], labels, bodies, offset, task.preserve_volume,
+                                        task.preserve_bodies, writer))
+            written = pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}")
+            for sv_id, data in counted(written, len(plan), "write", progress):
+                if data is not None:
+                    store.write(plan[sv_id].interior, data)
+        store.set_voxel_size(prepared.resolution)
+        store.build_pyramid(lambda fn, items: counted(pool.map(fn, items, describe=_describe_chunk), len(items), "pyramid", progress))
+        store.set_metadata({
+            **identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary(),
+            "image": (prepared.grayscale_copy or config.input).text,
+            "resolution": list(prepared.resolution),
+            **({"supervoxels": kept} if kept is not None else {}),
+        })
+    write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)
+    seconds["write"] = time.perf_counter() - start
     return result, seconds

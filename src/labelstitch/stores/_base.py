@@ -1,14 +1,16 @@
 """The volume store interface: read and write boxes of one 3-D array, and own its lifecycle.
 
 Nothing outside ``labelstitch.stores`` knows whether a volume is zarr, npy, HDF5, TIFF or
-DVID. A store is opened from one string (see :func:`labelstitch.stores.open_volume`), and
-the registry there picks the class by the string's scheme (``dvid://``, ``memory://``) or,
-for files, by the classes' :meth:`VolumeStore.claims`.
+DVID. A volume string is parsed once, where it enters (a config, an API argument), into a
+:class:`VolumeRef`: the store class, the local file or folder it occupies, what lies
+inside (a zarr array path, an HDF5 dataset, a DVID instance) and the store's own parsed
+form. Everything after that asks the reference (:meth:`VolumeRef.open`,
+:meth:`~VolumeRef.exists`, :meth:`~VolumeRef.overlaps`, ...), which asks its store class.
 
 Lifecycle of an output: :meth:`VolumeStore.check_output` (before any work) →
 :meth:`VolumeStore.create` (staged) → :meth:`~VolumeStore.write` … →
 :meth:`~VolumeStore.commit` (publish atomically) or :meth:`~VolumeStore.discard` →
-:meth:`~VolumeStore.close`.
+:meth:`~VolumeStore.close`; :func:`labelstitch.stores.staged_output` runs it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +27,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box
 
-__all__ = ["VolumeStore", "StoreError", "StoreReadOnlyError"]
+__all__ = ["Capabilities", "StoreError", "StoreReadOnlyError", "VolumeRef", "VolumeStore", "folder_footprint", "local_path_of"]
 
 
 class StoreError(ValueError):
@@ -35,12 +38,155 @@ class StoreReadOnlyError(StoreError):
     """A write to a store opened read-only."""
 
 
+def local_path_of(text: str, base: Path) -> Path:
+    """A file name as the absolute path it means: relative to ``base``, ``~`` expanded,
+    trailing slashes dropped, ``..`` taken lexically (``a/link/../b`` is ``a/b``) so that
+    reads, writes and the overlap checks (:func:`folder_footprint`, which then resolves
+    symbolic links) all mean the same file."""
+    expanded = os.path.expanduser(text.rstrip("/") or "/")
+    return Path(os.path.normpath(os.path.join(base, expanded)))
+
+
+def folder_footprint(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """What a plain folder (a checkpoint folder) occupies, in the form of
+    :meth:`VolumeRef.footprint`: its real path, symbolic links and ``..`` resolved."""
+    return ("file", *Path(os.path.realpath(os.fspath(path))).parts)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can do with a volume, asked of the reference once (not of the string).
+
+    ``parallel_writes``: disjoint boxes may be written from several processes at once;
+    ``bounded``: reads outside the shape are refused (False where any box can be read, as
+    DVID answers 0); ``local``: the volume is a file or folder on this machine;
+    ``staged``: an output is written aside and published atomically by ``commit``;
+    ``in_process``: the volume lives in this process's memory, where no other process sees it.
+    """
+
+    parallel_writes: bool
+    bounded: bool
+    local: bool
+    staged: bool
+    in_process: bool = False
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    """A volume string, parsed once by its store (:func:`labelstitch.stores.volume_ref`).
+
+    ``text`` is the canonical string (absolute for files; what messages show and configs
+    keep), ``path`` the file or folder on this machine that holds the volume (a zarr
+    group's root folder, an HDF5 or npy file; None for DVID and memory volumes), ``inner``
+    what lies inside it (a zarr array path, an HDF5 dataset; a DVID instance; a memory
+    volume's name) and ``detail`` the store's own parsed form (a DVID address). Every
+    question about the volume is a method that asks the store class; the reference is
+    frozen and picklable, so workers receive it as it is and parse nothing.
+    """
+
+    store: type[VolumeStore] = field(compare=False, repr=False)
+    text: str
+    path: Path | None = None
+    inner: str = ""
+    detail: Any = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def scheme(self) -> str:
+        return self.store.scheme
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.store.capabilities_of(self)
+
+    # ------------------------------------------------------------------ identity
+
+    def exists(self) -> bool:
+        """Whether a volume (for DVID: written labels) is already stored here."""
+        return self.store.exists(self)
+
+    def local_path(self) -> Path | None:
+        """The file or folder that holds the volume on this machine (None: not a file)."""
+        return self.store.local_path(self)
+
+    def footprint(self) -> tuple[str, ...]:
+        """What the volume occupies, as a path of names (see :meth:`overlaps`)."""
+        return self.store.footprint(self)
+
+    def overlaps(self, other: VolumeRef | str | os.PathLike[str]) -> bool:
+        """Whether writing one of two volumes (or a volume and a plain folder, given as a
+        path) could change the other: they are the same, one lies inside the other (a zarr
+        array inside a zarr group, a folder inside a folder, through symbolic links and
+        ``..`` too), they share an HDF5 file, or they name one DVID instance on one node."""
+        mine = self.footprint()
+        theirs = other.footprint() if isinstance(other, VolumeRef) else folder_footprint(other)
+        return mine[0] == theirs[0] and self.store.footprints_overlap(mine, theirs)
+
+    def side_file_base(self, folder: str | os.PathLike[str] | None = None) -> Path | None:
+        """Where files that accompany the volume go (its stitch report, its lock): beside the
+        file or folder that holds it, or, for a volume that is not a file (DVID), as
+        ``folder/NAME`` (None without a folder)."""
+        local = self.local_path()
+        if local is not None:
+            return local
+        return None if folder is None else Path(folder) / self.short_name
+
+    @property
+    def short_name(self) -> str:
+        """A file-name-safe name of the volume (for side files kept elsewhere)."""
+        return self.store.short_name(self)
+
+    def keeps_supervoxels(self) -> bool:
+        """Whether an output here stores supervoxels and a supervoxel → body mapping (a DVID
+        labelmap, unless ``write=bodies``) rather than body ids."""
+        return self.store.keeps_supervoxels(self)
+
+    def signature(self) -> dict[str, Any]:
+        """What identifies the volume's content cheaply (see :meth:`VolumeStore.signature`)."""
+        return self.store.signature(self)
+
+    def served_files(self) -> Path | None:
+        """A folder a web viewer can read as it is (an OME-Zarr group), or None."""
+        return self.store.served_files(self)
+
+    def with_write_mode(self, mode: str) -> VolumeRef:
+        """This output written as ``supervoxels`` or ``bodies`` (a DVID labelmap's choice)."""
+        return self.store.with_write_mode(self, mode)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self, *, read_only: bool = True) -> VolumeStore:
+        """Open the existing 3-D volume (:class:`StoreError` if there is none, or not 3-D)."""
+        return self.store.open(self, read_only=read_only)
+
+    def check_output(
+        self, *, overwrite: bool = False, create_instance: bool = False, shape: tuple[int, ...] | None = None,
+        dtype: DTypeLike = None,
+    ) -> tuple[int, int, int] | None:
+        """Every check of this output that can run before any work (see
+        :meth:`VolumeStore.check_output`); with ``shape`` and ``dtype``, also that an output
+        whose size is known in advance (npy, TIFF, HDF5) fits on its disk. Returns the block
+        alignment writes need (None: any box)."""
+        alignment = self.store.check_output(self, overwrite=overwrite, create_instance=create_instance)
+        if shape is not None:
+            self.store.check_space(self, tuple(shape), dtype)
+        return alignment
+
+    def create(self, shape: tuple[int, ...], dtype: DTypeLike, **options: Any) -> VolumeStore:
+        """Create the volume for writing (see :meth:`VolumeStore.create`)."""
+        return self.store.create(self, tuple(shape), dtype, **options)
+
+
 class VolumeStore(ABC):
     """A 3-D array (Z, Y, X) that can be read and written box by box.
 
-    Subclasses implement :meth:`_read` and :meth:`_write`; the public methods check the box
-    against the volume and the written data's shape and dtype first, so every backend
-    reports bad boxes with the same message.
+    The class side reads volume strings (:meth:`claims`, :meth:`parse`) and answers every
+    question about a :class:`VolumeRef` (exists, footprint, output checks, create); an
+    instance is one open volume. Subclasses implement :meth:`_read` and :meth:`_write`; the
+    public methods check the box against the volume and the written data's shape and dtype
+    first, so every backend reports bad boxes with the same message.
     """
 
     #: the registry key: ``scheme://...`` volume strings name this class
@@ -52,33 +198,60 @@ class VolumeStore(ABC):
     #: False where any box can be read (DVID answers 0 outside what was written)
     bounded: bool = True
 
-    def __init__(self, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, read_only: bool = True) -> None:
-        self.uri = uri
+    def __init__(self, ref: VolumeRef, shape: tuple[int, ...], dtype: DTypeLike, *, read_only: bool = True) -> None:
+        self.ref = ref
+        #: the volume string, for messages
+        self.uri = ref.text
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.read_only = read_only
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ volume strings
 
     @classmethod
-    def claims(cls, uri: str) -> bool:
+    def claims(cls, text: str) -> bool:
         """Whether a volume string without ``scheme://`` names a volume of this kind (by its
         file name); stores reached only through their scheme return False."""
         return False
 
     @classmethod
+    def parse(cls, text: str, base: Path) -> VolumeRef:
+        """The reference of a volume string this class handles; a relative file path is taken
+        relative to ``base``. The default: ``scheme://NAME`` names ``NAME``; a file name
+        names that file.
+
+        Raises
+        ------
+        StoreError
+            The string is malformed for this store (say what the right form is).
+        """
+        scheme, sep, rest = text.partition("://")
+        if sep:
+            return VolumeRef(cls, text, None, rest)
+        path = local_path_of(text, base)
+        return VolumeRef(cls, str(path), path)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
     @abstractmethod
-    def open(cls, uri: str, *, read_only: bool = True) -> VolumeStore:
+    def open(cls, ref: VolumeRef, *, read_only: bool = True) -> VolumeStore:
         """Open an existing volume (:class:`StoreError` if there is none, or not 3-D)."""
 
     @classmethod
     @abstractmethod
-    def exists(cls, uri: str) -> bool:
-        """Whether a volume (for DVID: written labels) is already stored at ``uri``."""
+    def exists(cls, ref: VolumeRef) -> bool:
+        """Whether a volume (for DVID: written labels) is already stored at ``ref``."""
 
     @classmethod
-    def check_output(cls, uri: str, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int] | None:
-        """Every check of ``uri`` as an output that can run before any work; returns the
+    def capabilities_of(cls, ref: VolumeRef) -> Capabilities:
+        """What this store can do with ``ref``'s volume."""
+        return Capabilities(cls.supports_parallel_writes, cls.bounded, cls.local_path(ref) is not None,
+                            cls.local_path(ref) is not None)
+
+    @classmethod
+    def check_output(cls, ref: VolumeRef, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int] | None:
+        """Every check of ``ref`` as an output that can run before any work; returns the
         block shape writes must align to (None: any box).
 
         Raises
@@ -86,19 +259,19 @@ class VolumeStore(ABC):
         StoreError
             The volume exists and ``overwrite`` is off (backends add their own refusals).
         """
-        if cls.exists(uri) and not overwrite:
-            raise StoreError(f"output {uri} exists already; pass overwrite=True (--overwrite) to replace it")
+        if cls.exists(ref) and not overwrite:
+            raise StoreError(f"output {ref} exists already; pass overwrite=True (--overwrite) to replace it")
         return None
 
     @classmethod
-    def check_space(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike) -> None:
+    def check_space(cls, ref: VolumeRef, shape: tuple[int, ...], dtype: DTypeLike) -> None:
         """Refuse (:class:`OSError` ENOSPC) an output whose size is known in advance and does
         not fit where it goes; backends whose size depends on compression check nothing."""
 
     @classmethod
     def create(
         cls,
-        uri: str,
+        ref: VolumeRef,
         shape: tuple[int, ...],
         dtype: DTypeLike,
         *,
@@ -110,53 +283,66 @@ class VolumeStore(ABC):
         """Create a volume for writing, after :meth:`check_output`.
 
         With ``staged`` the data goes to a hidden sibling that only :meth:`commit`
-        publishes under ``uri``; ``create_instance`` is for backends whose containers must
+        publishes under ``ref``; ``create_instance`` is for backends whose containers must
         be created on a server (DVID).
         """
         if len(shape) != 3:
-            raise StoreError(f"volumes are 3-D (Z, Y, X); cannot create {uri} with shape {tuple(shape)}")
-        cls.check_output(uri, overwrite=overwrite, create_instance=create_instance)
-        return cls._create(uri, tuple(int(s) for s in shape), np.dtype(dtype), chunks=chunks, staged=staged)
+            raise StoreError(f"volumes are 3-D (Z, Y, X); cannot create {ref} with shape {tuple(shape)}")
+        cls.check_output(ref, overwrite=overwrite, create_instance=create_instance)
+        return cls._create(ref, tuple(int(s) for s in shape), np.dtype(dtype), chunks=chunks, staged=staged)
 
     @classmethod
     def _create(
-        cls, uri: str, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
+        cls, ref: VolumeRef, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
     ) -> VolumeStore:
         """Make the volume that :meth:`check_output` allowed (replacing an existing one only
         at :meth:`commit` where staged); backends that can be written implement this."""
-        raise StoreError(f"{cls.__name__} volumes cannot be created ({uri})")
+        raise StoreError(f"{cls.__name__} volumes cannot be created ({ref})")
 
     @classmethod
-    def local_path(cls, uri: str) -> Path | None:
+    def local_path(cls, ref: VolumeRef) -> Path | None:
         """The file or folder that holds the volume on this machine (None: not a file, e.g. DVID)."""
-        return None
+        return ref.path
 
     @classmethod
-    def footprint(cls, uri: str) -> tuple[str, ...]:
+    def footprint(cls, ref: VolumeRef) -> tuple[str, ...]:
         """What the volume occupies, as a path of names: two volumes overlap when one's
-        footprint starts with the other's. Files: the absolute path of their file or folder."""
-        local = cls.local_path(uri)
+        footprint starts with the other's. Files: the real path of their file or folder
+        (symbolic links and ``..`` resolved); others: the scheme and the string."""
+        local = cls.local_path(ref)
         if local is None:
-            return (cls.scheme, uri)
-        return ("file", *Path(os.path.abspath(local)).parts)
+            return (cls.scheme, ref.text)
+        return folder_footprint(local)
+
+    @staticmethod
+    def footprints_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+        """Whether two footprints overlap: one starts with the other."""
+        n = min(len(a), len(b))
+        return a[:n] == b[:n]
 
     @classmethod
-    def served_files(cls, uri: str) -> Path | None:
+    def served_files(cls, ref: VolumeRef) -> Path | None:
         """A folder a web viewer can read as it is, multiscale metadata and all (an OME-Zarr
         group), or None: the volume must be read through the store."""
         return None
 
     @classmethod
-    def short_name(cls, uri: str) -> str:
+    def short_name(cls, ref: VolumeRef) -> str:
         """A file-name-safe name of the volume (for side files kept elsewhere, e.g. the stitch report)."""
-        return uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        local = cls.local_path(ref)
+        return local.name if local is not None else (ref.inner.rstrip("/").rsplit("/", 1)[-1] or cls.scheme)
 
     @classmethod
-    def signature(cls, uri: str) -> dict[str, Any]:
+    def with_write_mode(cls, ref: VolumeRef, mode: str) -> VolumeRef:
+        """``ref`` written as ``supervoxels`` or ``bodies``: only a DVID labelmap chooses."""
+        raise StoreError(f"the output {ref} is not a DVID volume, which alone writes supervoxels or bodies")
+
+    @classmethod
+    def signature(cls, ref: VolumeRef) -> dict[str, Any]:
         """What identifies the volume's content cheaply: recorded with checkpoints so that a
         resume refuses an input that changed. Files: size, modification time and the
         SHA-256 of a few sampled pieces."""
-        local = cls.local_path(uri)
+        local = cls.local_path(ref)
         if local is None or not local.is_file():
             return {}
         stat = local.stat()
@@ -166,6 +352,13 @@ class VolumeStore(ABC):
                 f.seek(stat.st_size * k // 8)
                 digest.update(f.read(1 << 16))
         return {"bytes": stat.st_size, "modified": stat.st_mtime_ns, "sampled-sha256": digest.hexdigest()}
+
+    @classmethod
+    def keeps_supervoxels(cls, ref: VolumeRef) -> bool:
+        """Whether an output at ``ref`` stores *supervoxels* in its voxels and bodies as a
+        supervoxel → body mapping (a DVID labelmap) instead of body ids (every other store).
+        Such an output is written through :meth:`supervoxel_writer`."""
+        return False
 
     @property
     def voxel_size(self) -> tuple[float, float, float] | None:
@@ -186,25 +379,11 @@ class VolumeStore(ABC):
         value); empty where the backend cannot tell or has no chunks."""
         return []
 
-    @classmethod
-    def keeps_supervoxels(cls, uri: str) -> bool:
-        """Whether an output at ``uri`` stores *supervoxels* in its voxels and bodies as a
-        supervoxel → body mapping (a DVID labelmap) instead of body ids (every other store).
-        Such an output is written with :meth:`write_supervoxels` and :meth:`write_bodies`."""
-        return False
-
-    def write_supervoxels(
-        self, box: Box, supervoxels: NDArray[np.uint64], sv_ids: NDArray[np.uint64], body_ids: NDArray[np.uint64]
-    ) -> NDArray[np.uint64]:
-        """Write supervoxel ids at ``box`` (``sv_ids[i]`` belongs to body ``body_ids[i]``;
-        supervoxels not listed are bodies of their own) and return the rows
-        ``(body, supervoxel, storage block key, voxels)`` of every storage block written,
-        for :meth:`write_bodies`."""
-        raise StoreError(f"{self.uri} stores bodies, not supervoxels and a mapping")
-
-    def write_bodies(self, rows: NDArray[np.uint64]) -> dict[str, int]:
-        """Record the bodies of ``rows`` (all the rows of each of them, from
-        :meth:`write_supervoxels`): what each is made of, and where. Returns counts."""
+    def supervoxel_writer(self) -> Any:
+        """The writer of an output that keeps supervoxels (see :meth:`keeps_supervoxels`):
+        an object with ``write_supervoxels(box, supervoxels, sv_ids, body_ids)`` (returns
+        rows of (body, supervoxel, storage block key, voxels)) and ``write_bodies(rows)``,
+        picklable so that workers write through it; stores of body ids have none."""
         raise StoreError(f"{self.uri} stores bodies, not supervoxels and a mapping")
 
     def commit(self) -> None:
@@ -225,8 +404,8 @@ class VolumeStore(ABC):
         """Store ``data`` at ``box`` (already checked)."""
 
     @property
-    def writer_uri(self) -> str | None:
-        """A volume string other processes can open to write into this volume before it is
+    def writer(self) -> VolumeRef | None:
+        """A reference other processes can open to write into this volume before it is
         committed, or None when only this handle may write (``supports_parallel_writes`` off)."""
         return None
 

@@ -5,23 +5,10 @@ at any box; labels travel as raw LZ4 blocks (``compression=lz4``), as libdvid an
 DVIDSparkServices send them. Writes must cover whole DVID blocks (32 voxels unless the
 instance says otherwise); a box ending at the volume's far edge is padded with zeros up to
 the block. ``?roi=NAME`` makes reads return 0 outside that DVID ROI and writes skip the
-blocks outside it.
-
-Every process keeps one pooled ``requests.Session``. Every call has a timeout, carries
-``u=`` and ``app=``, and heavy calls ask for ``throttle=on``. Connection errors, timeouts
-and 5xx replies are retried with jittered exponential backoff; a busy server's 503 ("already
-running N throttled operations") is normal under load and has a larger budget of its own.
-DVID's 4xx replies are not retried and their message is passed on.
-The retry policy comes from environment variables, so worker processes share it:
-
-==================================  =========  =========================================
-``LABELSTITCH_DVID_RETRIES``        8          retries of failures (no reply, 5xx)
-``LABELSTITCH_DVID_BUSY_RETRIES``   40         retries of "too many throttled ops" 503s
-``LABELSTITCH_DVID_BACKOFF``        0.5        longest first pause (s); doubles each time
-``LABELSTITCH_DVID_MAX_BACKOFF``    60         cap of a pause (s)
-``LABELSTITCH_DVID_TIMEOUT``        300        seconds to wait for a reply (connect: 10)
-``LABELSTITCH_DVID_USER``           login      the ``u=`` parameter
-==================================  =========  =========================================
+blocks outside it. The HTTP calls, their retries and the address form are in
+:mod:`labelstitch.stores._dvid_client`; everything that reads or changes a DVID volume
+string (``?supervoxels=``, ``?write=``, sibling instances for ROIs and metadata, the seed
+paper's ``dvid-info`` section) is here.
 
 DVID has no staging: writes land at once (``commit()`` and ``discard()`` do nothing). A
 crashed run leaves whole blocks of either the old or the new labels, and ``--resume``
@@ -31,21 +18,17 @@ stitch summary) is kept in a ``keyvalue`` instance named ``labelstitch``, key = 
 A ``labelmap`` output keeps *supervoxels* (``?write=supervoxels``, its default): the
 voxels are supervoxel ids posted as compressed blocks without indexing, the bodies are a
 label index per body and a supervoxel → body mapping (``shared/docs/dvid-labelmap.md``
-section 10), and the lower scales are posted too. ``?write=bodies`` (and every labelblk or
-labelarray output) writes body ids through ``/raw``. Reading a labelmap gives bodies, or
-supervoxels with ``?supervoxels=true``.
+section 10), and the lower scales are posted too; :class:`LabelmapWriter` does that from
+the workers. ``?write=bodies`` (and every labelblk or labelarray output) writes body ids
+through ``/raw``. Reading a labelmap gives bodies, or supervoxels with ``?supervoxels=true``.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import random
-import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
@@ -53,258 +36,56 @@ from numpy.typing import DTypeLike, NDArray
 from ..geometry import Box, Plan, misaligned_axis
 from ..pyramid import downsample_labels, level_shapes
 from ..relabel import remap
-from ._base import StoreError, VolumeStore
+from ._base import Capabilities, StoreError, VolumeRef, VolumeStore
+from ._dvid_client import RETRY_HINT, DvidAddress, DvidError, dvid_request, instance_info, node_locked, zyx
 from ._dvid_labelmap import block_key, encode_block, encode_label_indices, encode_mapping_ops, gzip_bytes
 
-__all__ = ["DvidAddress", "DvidError", "DvidStore", "dvid_request", "dvid_roi_runs"]
+__all__ = ["DvidStore", "LabelmapWriter", "volumes_from_info"]
 
 LABEL_TYPES = ("labelblk", "labelarray", "labelmap")
 VOLUME_TYPES = ("uint8blk",) + LABEL_TYPES
 META_INSTANCE = "labelstitch"
-_HINT = "the run can be continued with `labelstitch run CONFIG --resume` once the server answers"
 
 
-class DvidError(StoreError):
-    """A DVID call failed: the URL, the status (None: no reply) and DVID's message."""
-
-    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
-
-
-@dataclass(frozen=True)
-class DvidAddress:
-    """The parts of a ``dvid://HOST:PORT/UUID/NAME[?k=v...]`` string."""
-
-    server: str
-    uuid: str
-    name: str
-    query: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def parse(cls, uri: str) -> DvidAddress:
-        parts = urlsplit(uri)
-        path = [p for p in parts.path.split("/") if p]
-        if parts.scheme != "dvid" or not parts.netloc or len(path) != 2:
-            raise StoreError(
-                f"{uri!r} is not a DVID volume; write dvid://HOST:PORT/UUID/INSTANCE "
-                "(for example dvid://127.0.0.1:8000/3f8c/grayscale)"
-            )
-        query = tuple(sorted((k, v[-1]) for k, v in parse_qs(parts.query, keep_blank_values=True).items()))
-        known = {"roi", "type", "blocksize", "mutate", "write", "supervoxels", "maxdownreslevel"}
-        unknown = [k for k, _ in query if k not in known]
-        if unknown:
-            raise StoreError(f"{uri}: unknown option(s) {', '.join(unknown)}; a DVID volume takes {', '.join(sorted(known))}")
-        values = dict(query)
-        allowed = {"write": ("supervoxels", "bodies"), "supervoxels": ("true", "false")}
-        for key, choices in allowed.items():
-            if key in values and values[key] not in choices:
-                raise StoreError(f"{uri}: {key}={values[key]!r}; use {' or '.join(choices)}")
-        if "maxdownreslevel" in values and not (values["maxdownreslevel"].isdigit() and int(values["maxdownreslevel"]) <= 255):
-            raise StoreError(f"{uri}: maxdownreslevel={values['maxdownreslevel']!r}; use a whole number 0..255")
-        return cls(parts.netloc, path[0], path[1], query)
-
-    @property
-    def options(self) -> dict[str, str]:
-        return dict(self.query)
-
-    def with_options(self, **options: str | None) -> DvidAddress:
-        merged = {**self.options, **options}
-        return DvidAddress(self.server, self.uuid, self.name, tuple(sorted((k, v) for k, v in merged.items() if v is not None)))
-
-    @property
-    def uri(self) -> str:
-        tail = f"?{urlencode(self.query)}" if self.query else ""
-        return f"dvid://{self.server}/{self.uuid}/{self.name}{tail}"
-
-    def sibling(self, name: str) -> DvidAddress:
-        """Another instance at the same server and node."""
-        return DvidAddress(self.server, self.uuid, name)
-
-    @property
-    def node_path(self) -> str:
-        return f"node/{self.uuid}/{self.name}"
+def aligned_box(box: Box, block_size: tuple[int, ...], shape: tuple[int, ...], uri: str) -> Box:
+    """The box DVID will take for a write of ``box``: ``box`` itself if its start is a
+    multiple of the block size and its stop is one too or the volume's far edge (then
+    padded up to the block). Raises :class:`StoreError` naming the alignment otherwise."""
+    axis = misaligned_axis(box, block_size, shape)
+    if axis is not None:
+        n = block_size[axis]
+        raise StoreError(
+            f"{uri} takes writes of whole {n}-voxel DVID blocks, but box {box} is not aligned on axis "
+            f"{'ZYX'[axis]} (start {box.start[axis]}, stop {box.stop[axis]}); chunk sizes, offsets and ROIs "
+            f"must be multiples of {n}"
+        )
+    return Box(box.start, tuple(-(-b // n) * n for b, n in zip(box.stop, block_size)))
 
 
-# ----------------------------------------------------------------------------- HTTP
+def _ref(address: DvidAddress) -> VolumeRef:
+    return VolumeRef(DvidStore, address.uri, None, address.name, address)
 
 
-_SESSIONS: dict[int, Any] = {}
-
-
-def _session() -> Any:
-    """This process's pooled session (a forked or spawned worker makes its own)."""
-    import requests
-
-    pid = os.getpid()
-    if pid not in _SESSIONS:
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _SESSIONS.clear()
-        _SESSIONS[pid] = session
-    return _SESSIONS[pid]
-
-
-def _env(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise StoreError(f"environment variable {name}={value!r} is not a number") from None
-
-
-def _base_url(server: str) -> str:
-    return server if server.startswith(("http://", "https://")) else f"http://{server}"
-
-
-def dvid_request(
-    server: str,
-    method: str,
-    path: str,
-    *,
-    params: dict[str, Any] | None = None,
-    data: bytes | None = None,
-    json_body: Any = None,
-    throttle: bool = False,
-    expect: tuple[int, ...] = (200, 206),
-) -> Any:
-    """One DVID call (``path`` below ``/api/``), retried on connection errors, timeouts and
-    5xx replies with jittered exponential backoff. Returns the ``requests.Response``.
-
-    Raises
-    ------
-    DvidError
-        A reply outside ``expect`` that is not retried (DVID's message included), or the
-        last failure once the retries are spent.
-    """
-    import requests
-
-    retries = int(_env("LABELSTITCH_DVID_RETRIES", 8))
-    busy_retries = int(_env("LABELSTITCH_DVID_BUSY_RETRIES", 40))
-    backoff = _env("LABELSTITCH_DVID_BACKOFF", 0.5)
-    cap = _env("LABELSTITCH_DVID_MAX_BACKOFF", 60.0)
-    timeout = (10.0, _env("LABELSTITCH_DVID_TIMEOUT", 300.0))
-    query = {"u": os.environ.get("LABELSTITCH_DVID_USER") or _user(), "app": "labelstitch", **(params or {})}
-    if throttle:
-        query["throttle"] = "on"
-    url = f"{_base_url(server)}/api/{path}"
-    body = json.dumps(json_body).encode() if json_body is not None else data
-    failure = ""
-    status: int | None = None
-    failures = busy = 0  # a busy server (503 to a throttled call) has its own, larger budget
-    while True:
-        try:
-            reply = _session().request(method, url, params=query, data=body, timeout=timeout)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            status, failure = None, f"{type(exc).__name__}: {exc}"
-            failures += 1
-        else:
-            if reply.status_code in expect:
-                return reply
-            status, failure = reply.status_code, reply.text.strip()[:500]
-            if reply.status_code < 500:
-                raise DvidError(f"DVID refused {method} {url}: {status} {failure}", url=url, status=status)
-            if throttle and status == 503 and "throttled" in failure:
-                busy += 1
-            else:
-                failures += 1
-        if failures > retries or busy > busy_retries:
-            break
-        pause = backoff * 2 ** (max(failures, busy) - 1)
-        time.sleep(random.uniform(0, min(cap, pause)))  # full jitter: workers spread out
-    raise DvidError(
-        f"DVID call {method} {url} failed after {failures + busy} attempts; last: "
-        f"{status if status is not None else 'no reply'} {failure}; {_HINT}",
-        url=url,
-        status=status,
-    )
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "labelstitch"
-
-
-def _info(address: DvidAddress) -> dict[str, Any] | None:
-    """The instance's ``info`` JSON, checked, or None if DVID says it has no such instance (400).
-
-    Raises
-    ------
-    DvidError
-        The reply is not JSON, or not an instance description (``Base.TypeName`` and
-        ``Extended``, with three whole numbers in ``BlockSize`` and ``MaxPoint`` where given).
-    """
-    path = f"{address.node_path}/info"
-    try:
-        reply = dvid_request(address.server, "GET", path)
-    except DvidError as exc:
-        if exc.status == 400:
-            return None
-        raise
-    url = f"{_base_url(address.server)}/{path}"
-    try:
-        info = reply.json()
-    except ValueError:
-        raise DvidError(f"DVID's reply to GET {url} is not JSON: {reply.text[:80]!r}", url=url) from None
-
-    def bad(what: str) -> DvidError:
-        return DvidError(f"DVID's reply to GET {url} is not an instance description: {what}", url=url)
-
-    if not isinstance(info, dict) or not isinstance(info.get("Base"), dict) or not isinstance(info["Base"].get("TypeName"), str):
-        raise bad("no Base.TypeName")
-    if not isinstance(info.get("Extended"), dict):
-        raise bad("no Extended section")
-    for key in ("BlockSize", "MaxPoint", "MinPoint"):
-        value = info["Extended"].get(key)
-        if value is not None and not (
-            isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        ):
-            raise bad(f"Extended.{key} is {value!r}, not three whole numbers")
-    return info  # type: ignore[no-any-return]
-
-
-def _node_locked(address: DvidAddress) -> bool:
-    return bool(dvid_request(address.server, "GET", f"node/{address.uuid}/commit").json().get("Locked"))
-
-
-def _zyx(values: list[int]) -> tuple[int, int, int]:
-    return int(values[2]), int(values[1]), int(values[0])
-
-
-def dvid_roi_runs(roi: str, beside: str | None = None) -> tuple[NDArray[np.int64], int]:
-    """The ``[z, y, x0, x1]`` block runs (x1 inclusive) of a DVID ROI and its block size.
-
-    ``roi`` is ``dvid://HOST:PORT/UUID/NAME``, or a bare name of a roi instance on the node
-    of the DVID volume ``beside`` (the run's input)."""
-    if "://" not in roi:
-        if beside is None or not beside.startswith("dvid://"):
-            raise StoreError(
-                f"options.roi {roi!r} names a DVID roi, but the input {beside} is not on DVID; "
-                "write it as dvid://HOST:PORT/UUID/NAME, or give a box as the top-level roi"
-            )
-        roi = DvidAddress.parse(beside).sibling(roi).uri
-    uri = roi
-    address = DvidAddress.parse(uri)
-    info = _info(address)
-    if info is None:
-        raise StoreError(f"no ROI {address.name!r} at node {address.uuid} of {address.server}")
-    if info["Base"]["TypeName"] != "roi":
-        raise StoreError(f"{uri} is a {info['Base']['TypeName']} instance, not a roi")
-    block = info["Extended"].get("BlockSize", [32, 32, 32])
-    if len(set(block)) != 1:
-        raise StoreError(f"ROI {uri} has non-cubic blocks {block}; labelstitch reads cubic ROI blocks only")
-    runs = np.asarray(dvid_request(address.server, "GET", f"{address.node_path}/roi").json(), dtype=np.int64)
-    return runs.reshape(-1, 4), int(block[0])
-
-
-# ----------------------------------------------------------------------------- the store
+def volumes_from_info(info: dict[str, Any], roi: str | None) -> dict[str, str | None]:
+    """The volume strings of the seed paper's ``dvid-info`` section: ``input`` (its grayscale),
+    ``output`` (its segmentation, with the type and block size of a created one, and the ROI
+    its writes keep to) and ``roi`` (``roi``, a name on the node or a full string, as a
+    full string)."""
+    server = info["dvid-server"].removeprefix("http://").rstrip("/")
+    node = f"dvid://{server}/{info['uuid']}"
+    roi = roi or info.get("roi")
+    named = roi if roi and "://" not in roi else None
+    query = {
+        "roi": named,  # writes skip the blocks outside the ROI
+        "type": info.get("segmentation-type"),
+        "blocksize": info.get("segmentation-block-size"),
+    }
+    tail = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)
+    return {
+        "input": f"{node}/{info['grayscale']}",
+        "output": f"{node}/{info['segmentation-name']}" + (f"?{tail}" if tail else ""),
+        "roi": f"{node}/{named}" if named else roi,
+    }
 
 
 class DvidStore(VolumeStore):
@@ -319,91 +100,127 @@ class DvidStore(VolumeStore):
     supports_parallel_writes = True
     bounded = False
 
-    def __init__(
-        self,
-        address: DvidAddress,
-        info: dict[str, Any],
-        shape: tuple[int, ...],
-        *,
-        read_only: bool,
-    ) -> None:
+    def __init__(self, ref: VolumeRef, info: dict[str, Any], shape: tuple[int, ...], *, read_only: bool) -> None:
         typename = info["Base"]["TypeName"]
-        super().__init__(address.uri, shape, np.uint8 if typename == "uint8blk" else np.uint64, read_only=read_only)
-        self.address = address
+        super().__init__(ref, shape, np.uint8 if typename == "uint8blk" else np.uint64, read_only=read_only)
+        self.address: DvidAddress = ref.detail
         self.typename = typename
-        self.block_size = _zyx(info["Extended"]["BlockSize"])
+        self.block_size = zyx(info["Extended"]["BlockSize"])
         #: the scales above 0 this instance keeps (labelmap's MaxDownresLevel)
         self.max_level = int(info["Extended"].get("MaxDownresLevel") or 0) if typename == "labelmap" else 0
         #: whether writes are supervoxels plus a mapping (a labelmap, unless ``?write=bodies``)
-        self.supervoxel_mode = typename == "labelmap" and address.options.get("write") != "bodies"
+        self.supervoxel_mode = typename == "labelmap" and self.address.options.get("write") != "bodies"
 
-    # ------------------------------------------------------------------ opening
+    # ------------------------------------------------------------------ volume strings
 
     @classmethod
-    def open(cls, uri: str, *, read_only: bool = True) -> DvidStore:
-        address = DvidAddress.parse(uri)
-        info = _info(address)
+    def parse(cls, text: str, base: Path) -> VolumeRef:
+        """``inner`` is the instance, ``detail`` the :class:`DvidAddress`; ``text`` is the
+        address with its options in name order."""
+        return _ref(DvidAddress.parse(text))
+
+    @classmethod
+    def with_write_mode(cls, ref: VolumeRef, mode: str) -> VolumeRef:
+        """``?write=MODE`` unless the volume string chose already."""
+        address: DvidAddress = ref.detail
+        return ref if "write" in address.options else _ref(address.with_options(write=mode))
+
+    @classmethod
+    def roi_sibling(cls, ref: VolumeRef, name: str) -> VolumeRef:
+        """The roi instance ``name`` on ``ref``'s node."""
+        return _ref(ref.detail.sibling(name))
+
+    @classmethod
+    def roi_runs(cls, ref: VolumeRef) -> tuple[NDArray[np.int64], int]:
+        """The ``[z, y, x0, x1]`` block runs (x1 inclusive) of the roi instance ``ref`` and its block size."""
+        address: DvidAddress = ref.detail
+        info = instance_info(address)
+        if info is None:
+            raise StoreError(f"no ROI {address.name!r} at node {address.uuid} of {address.server}")
+        if info["Base"]["TypeName"] != "roi":
+            raise StoreError(f"{ref} is a {info['Base']['TypeName']} instance, not a roi")
+        block = info["Extended"].get("BlockSize", [32, 32, 32])
+        if len(set(block)) != 1:
+            raise StoreError(f"ROI {ref} has non-cubic blocks {block}; labelstitch reads cubic ROI blocks only")
+        runs = np.asarray(dvid_request(address.server, "GET", f"{address.node_path}/roi").json(), dtype=np.int64)
+        return runs.reshape(-1, 4), int(block[0])
+
+    # ------------------------------------------------------------------ identity
+
+    @classmethod
+    def open(cls, ref: VolumeRef, *, read_only: bool = True) -> DvidStore:
+        address: DvidAddress = ref.detail
+        info = instance_info(address)
         if info is None:
             raise StoreError(f"no instance {address.name!r} at node {address.uuid} of DVID server {address.server}")
         typename = info["Base"]["TypeName"]
         if typename not in VOLUME_TYPES:
-            raise StoreError(f"{uri} is a {typename} instance; labelstitch reads {', '.join(VOLUME_TYPES)} volumes")
+            raise StoreError(f"{ref} is a {typename} instance; labelstitch reads {', '.join(VOLUME_TYPES)} volumes")
         shape = _stored_metadata(address).get("shape")
         if shape is None:
             top = info["Extended"].get("MaxPoint")
             if not top:
-                raise StoreError(f"{uri} holds no data yet (DVID reports no extents), so it has no shape to read")
-            shape = [v + 1 for v in _zyx(top)]
-        return cls(address, info, tuple(shape), read_only=read_only)
+                raise StoreError(f"{ref} holds no data yet (DVID reports no extents), so it has no shape to read")
+            shape = [v + 1 for v in zyx(top)]
+        return cls(ref, info, tuple(shape), read_only=read_only)
 
     @classmethod
-    def exists(cls, uri: str) -> bool:
+    def exists(cls, ref: VolumeRef) -> bool:
         """Whether the instance exists and something was written to it."""
-        return _has_data(_info(DvidAddress.parse(uri)))
+        return _has_data(instance_info(ref.detail))
 
     @classmethod
-    def check_output(cls, uri: str, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int]:
+    def capabilities_of(cls, ref: VolumeRef) -> Capabilities:
+        return Capabilities(parallel_writes=True, bounded=False, local=False, staged=False)
+
+    @classmethod
+    def check_output(cls, ref: VolumeRef, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int]:
         """Refuse a committed node, a missing instance without ``create_instance``, a
         non-labels instance or one holding labels without ``overwrite``; return the block
         shape every write must align to."""
-        return dvid_alignment(uri, check_dvid_output(uri, overwrite=overwrite, create_instance=create_instance))
+        return dvid_alignment(ref, check_dvid_output(ref, overwrite=overwrite, create_instance=create_instance))
 
     @classmethod
-    def short_name(cls, uri: str) -> str:
-        return DvidAddress.parse(uri).name
+    def short_name(cls, ref: VolumeRef) -> str:
+        return str(ref.detail.name)
 
     @classmethod
-    def keeps_supervoxels(cls, uri: str) -> bool:
+    def keeps_supervoxels(cls, ref: VolumeRef) -> bool:
         """A labelmap output (existing, or to be created, the default type) keeps supervoxels
         unless ``?write=bodies``; asking it of a labelblk or labelarray is refused."""
-        address = DvidAddress.parse(uri)
+        address: DvidAddress = ref.detail
         mode = address.options.get("write")
-        info = _info(address)
+        info = instance_info(address)
         typename = info["Base"]["TypeName"] if info is not None else address.options.get("type", "labelmap")
         if typename == "labelmap":
             return mode != "bodies"
         if mode == "supervoxels":
             raise StoreError(
-                f"{uri} is a {typename} instance, which has no supervoxel mapping; only a labelmap keeps supervoxels: "
+                f"{ref} is a {typename} instance, which has no supervoxel mapping; only a labelmap keeps supervoxels: "
                 "write to a labelmap, or write bodies (options.dvid-write: bodies)"
             )
         return False
 
     @classmethod
-    def footprint(cls, uri: str) -> tuple[str, ...]:
+    def footprint(cls, ref: VolumeRef) -> tuple[str, ...]:
         """Server, instance and node: a child node's writes do not touch its parent's data."""
-        address = DvidAddress.parse(uri)
+        address: DvidAddress = ref.detail
         return ("dvid", address.server, address.name, address.uuid)
+
+    @staticmethod
+    def footprints_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+        """One instance on one server, at one node: a unique prefix of a UUID names the node as well."""
+        return a[1:3] == b[1:3] and (a[3].startswith(b[3]) or b[3].startswith(a[3]))
 
     @classmethod
     def _create(
-        cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
+        cls, ref: VolumeRef, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
     ) -> DvidStore:
         """Create the instance if :meth:`check_output` allowed it to be missing. DVID has no
         staging, so ``staged`` is ignored and writes land in place (whole blocks, each
         wholly old or new); ``chunks`` is ignored: blocks are the instance's (``?blocksize=``)."""
-        address = DvidAddress.parse(uri)
-        info = _info(address)
+        address: DvidAddress = ref.detail
+        info = instance_info(address)
         if info is None:
             options = address.options
             typename = options.get("type", "labelmap")
@@ -417,14 +234,14 @@ class DvidStore(VolumeStore):
             except DvidError as exc:  # a retried POST whose first reply was lost
                 if "already exists" not in str(exc):
                     raise
-            info = _info(address)
+            info = instance_info(address)
             assert info is not None
             existed = False
         else:
             existed = True
         if not np.issubdtype(np.dtype(dtype), np.integer):
-            raise StoreError(f"DVID label volumes hold integer labels; cannot write {np.dtype(dtype)} into {uri}")
-        store = cls(address.with_options(mutate="true" if existed else None), info, tuple(shape), read_only=False)
+            raise StoreError(f"DVID label volumes hold integer labels; cannot write {np.dtype(dtype)} into {ref}")
+        store = cls(_ref(address.with_options(mutate="true" if existed else None)), info, tuple(shape), read_only=False)
         store.set_metadata({})
         return store
 
@@ -469,18 +286,8 @@ class DvidStore(VolumeStore):
         return np.frombuffer(payload, dtype=self.dtype.newbyteorder("<")).reshape(box.shape).astype(self.dtype)
 
     def aligned(self, box: Box) -> Box:
-        """The box DVID will take for a write of ``box``: ``box`` itself if its start is a
-        multiple of the block size and its stop is one too or the volume's far edge (then
-        padded up to the block). Raises :class:`StoreError` naming the alignment otherwise."""
-        axis = misaligned_axis(box, self.block_size, self.shape)
-        if axis is not None:
-            n = self.block_size[axis]
-            raise StoreError(
-                f"{self.uri} takes writes of whole {n}-voxel DVID blocks, but box {box} is not aligned on axis "
-                f"{'ZYX'[axis]} (start {box.start[axis]}, stop {box.stop[axis]}); chunk sizes, offsets and ROIs "
-                f"must be multiples of {n}"
-            )
-        return Box(box.start, tuple(-(-b // n) * n for b, n in zip(box.stop, self.block_size)))
+        """The box DVID will take for a write of ``box`` (see :func:`aligned_box`)."""
+        return aligned_box(box, self.block_size, self.shape, self.uri)
 
     def _write(self, box: Box, data: NDArray[Any]) -> None:
         padded = self.aligned(box)
@@ -501,12 +308,77 @@ class DvidStore(VolumeStore):
 
     # ------------------------------------------------------------------ supervoxels and bodies (labelmap)
 
+    def supervoxel_writer(self) -> LabelmapWriter:
+        """The writer of a labelmap output written as supervoxels (picklable: workers use it)."""
+        self._check_writable()
+        if not self.supervoxel_mode:
+            raise StoreError(f"{self.uri} is written as bodies (write=bodies or not a labelmap), not as supervoxels")
+        return LabelmapWriter(self.uri, self.address, self.block_size, self.shape)
+
+    def build_pyramid(self, mapper: Any) -> int:
+        """Post scales 1..MaxDownresLevel of a labelmap written as supervoxels, scale by scale,
+        each voxel the most frequent non-zero supervoxel of its 2x2x2 cell (DVID's rule), one
+        box of 4³ blocks per item through ``mapper(fn, items)`` so that workers build it.
+        (Bodies written through ``/raw`` are downsampled by DVID itself.)"""
+        self._check_writable()
+        if not self.supervoxel_mode or not self.max_level:
+            return 1 + self.max_level
+        box = tuple(4 * b for b in self.block_size)
+        for scale in range(1, self.max_level + 1):
+            shape = tuple(-(-n // 2**scale) for n in self.shape)
+            items = [(self.ref, scale, (sv.interior.start, sv.interior.stop)) for sv in Plan.grid(shape, box, 0)]
+            for _ in mapper(_downres_box, items):
+                pass
+        return 1 + self.max_level
+
+    # ------------------------------------------------------------------ the rest
+
+    @property
+    def writer(self) -> VolumeRef:
+        return self.ref
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self.block_size
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return _stored_metadata(self.address)
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Keep ``metadata`` (plus the volume's shape) in the ``labelstitch`` keyvalue instance."""
+        self._check_writable()
+        kv = self.address.sibling(META_INSTANCE)
+        if instance_info(kv) is None:
+            try:
+                spec = {"typename": "keyvalue", "dataname": META_INSTANCE}
+                dvid_request(self.address.server, "POST", f"repo/{self.address.uuid}/instance", json_body=spec)
+            except DvidError as exc:
+                if "already exists" not in str(exc):
+                    raise
+        body = json.dumps({**metadata, "shape": list(self.shape)}).encode()
+        dvid_request(self.address.server, "POST", f"{kv.node_path}/key/{self.address.name}", data=body)
+
+    # commit() and discard() are the base class's no-ops: DVID writes are visible at once,
+    # and there is no staging to drop (a rerun or ``--resume`` rewrites the blocks)
+
+
+@dataclass(frozen=True)
+class LabelmapWriter:
+    """Writes a labelmap output as supervoxels from any process: compressed blocks, then
+    each body's label index and mapping (``shared/docs/dvid-labelmap.md`` section 10)."""
+
+    uri: str
+    address: DvidAddress
+    block_size: tuple[int, int, int]
+    shape: tuple[int, ...]
+
     def _post_blocks(self, records: list[bytes], scale: int) -> None:
         params = {"noindexing": "true", **({"scale": str(scale)} if scale else {})}
         dvid_request(self.address.server, "POST", f"{self.address.node_path}/blocks", params=params,
                      data=b"".join(records), throttle=True)
 
-    def _write_blocks(self, start: tuple[int, ...], data: NDArray[np.uint64], scale: int = 0) -> list[NDArray[np.uint64]]:
+    def write_blocks(self, start: tuple[int, ...], data: NDArray[np.uint64], scale: int = 0) -> list[NDArray[np.uint64]]:
         """Post ``data`` (block-aligned at ``start``, in ``scale``'s voxels) as compressed
         blocks, a few MB a request; the (key, labels, counts) of each block."""
         bs = self.block_size
@@ -538,14 +410,12 @@ class DvidStore(VolumeStore):
         """Post the supervoxels of ``box`` as compressed blocks (``POST /blocks?noindexing=true``,
         encoded in numba) and return each block's rows (body, supervoxel, block key, voxels)
         for the label indices."""
-        self._check_writable()
-        self._check_box(box)
-        if not self.supervoxel_mode:
-            raise StoreError(f"{self.uri} is written as bodies (write=bodies or not a labelmap), not as supervoxels")
-        padded = self.aligned(box)
+        if box.ndim != 3 or box.empty:
+            raise StoreError(f"box {box} is not a non-empty 3-D box (writing {self.uri})")
+        padded = aligned_box(box, self.block_size, self.shape, self.uri)
         data = np.zeros(padded.shape, np.uint64)
         data[tuple(slice(0, n) for n in box.shape)] = supervoxels
-        tallies = self._write_blocks(padded.start, data)
+        tallies = self.write_blocks(padded.start, data)
         rows = np.concatenate(tallies) if tallies else np.zeros((0, 3), np.uint64)
         bodies = remap(rows[:, 0], (sv_ids, body_ids), dtype=np.uint64)  # unlisted: bodies of their own
         return np.column_stack([bodies, rows]).astype(np.uint64)
@@ -554,7 +424,6 @@ class DvidStore(VolumeStore):
         """The label index of every body in ``rows`` (``POST /indices``), then the mapping of
         its supervoxels (``POST /mappings``), then a read-back check: ``/sizes`` of the bodies
         and ``/mapping`` of the supervoxels must agree with ``rows``."""
-        self._check_writable()
         rows = np.asarray(rows, np.uint64).reshape(-1, 4)
         path = self.address.node_path
         bodies = np.unique(rows[:, 0])
@@ -577,7 +446,7 @@ class DvidStore(VolumeStore):
             if bad.size:
                 b = int(ids[bad[0]])
                 raise DvidError(f"{self.uri}: DVID's label index of body {b} holds {got[bad[0]]} voxels, but labelstitch "
-                                f"wrote {int(sizes[start + bad[0]])}; {_HINT}")
+                                f"wrote {int(sizes[start + bad[0]])}; {RETRY_HINT}")
         for start in range(0, pairs.shape[0], 50_000):
             chunk = pairs[start : start + 50_000]
             got = dvid_request(self.address.server, "GET", f"{path}/mapping", json_body=chunk[:, 1].tolist()).json()
@@ -585,65 +454,18 @@ class DvidStore(VolumeStore):
             if bad.size:
                 sv = int(chunk[bad[0], 1])
                 raise DvidError(f"{self.uri}: DVID maps supervoxel {sv} to {got[bad[0]]}, not to body "
-                                f"{int(chunk[bad[0], 0])}; {_HINT}")
+                                f"{int(chunk[bad[0], 0])}; {RETRY_HINT}")
         return {"bodies": int(bodies.size), "supervoxels": int(pairs.shape[0]), "voxels": int(rows[:, 3].sum())}
 
-    def build_pyramid(self, mapper: Any) -> int:
-        """Post scales 1..MaxDownresLevel of a labelmap written as supervoxels, scale by scale,
-        each voxel the most frequent non-zero supervoxel of its 2x2x2 cell (DVID's rule), one
-        box of 4³ blocks per item through ``mapper(fn, items)`` so that workers build it.
-        (Bodies written through ``/raw`` are downsampled by DVID itself.)"""
-        self._check_writable()
-        if not self.supervoxel_mode or not self.max_level:
-            return 1 + self.max_level
-        box = tuple(4 * b for b in self.block_size)
-        for scale in range(1, self.max_level + 1):
-            shape = tuple(-(-n // 2**scale) for n in self.shape)
-            items = [(self.uri, scale, (sv.interior.start, sv.interior.stop)) for sv in Plan.grid(shape, box, 0)]
-            for _ in mapper(_downres_box, items):
-                pass
-        return 1 + self.max_level
 
-    # ------------------------------------------------------------------ the rest
-
-    @property
-    def writer_uri(self) -> str:
-        return self.uri
-
-    @property
-    def chunks(self) -> tuple[int, ...]:
-        return self.block_size
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return _stored_metadata(self.address)
-
-    def set_metadata(self, metadata: dict[str, Any]) -> None:
-        """Keep ``metadata`` (plus the volume's shape) in the ``labelstitch`` keyvalue instance."""
-        self._check_writable()
-        kv = self.address.sibling(META_INSTANCE)
-        if _info(kv) is None:
-            try:
-                spec = {"typename": "keyvalue", "dataname": META_INSTANCE}
-                dvid_request(self.address.server, "POST", f"repo/{self.address.uuid}/instance", json_body=spec)
-            except DvidError as exc:
-                if "already exists" not in str(exc):
-                    raise
-        body = json.dumps({**metadata, "shape": list(self.shape)}).encode()
-        dvid_request(self.address.server, "POST", f"{kv.node_path}/key/{self.address.name}", data=body)
-
-    # commit() and discard() are the base class's no-ops: DVID writes are visible at once,
-    # and there is no staging to drop (a rerun or ``--resume`` rewrites the blocks)
-
-
-def _downres_box(item: tuple[str, int, tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
+def _downres_box(item: tuple[VolumeRef, int, tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
     """One box of one scale: read the scale below (supervoxels), halve it, post its blocks."""
-    uri, scale, (start, stop) = item
-    store = DvidStore.open(uri, read_only=False)
+    ref, scale, (start, stop) = item
+    store = DvidStore.open(ref, read_only=False)
     stop = tuple(-(-e // b) * b for e, b in zip(stop, store.block_size))  # whole blocks: DVID reads 0 beyond the data
     below = store._read_raw(Box(tuple(2 * s for s in start), tuple(2 * e for e in stop)), roi=False,
                             supervoxels="true", scale=str(scale - 1))
-    store._write_blocks(start, downsample_labels(below), scale)
+    store.supervoxel_writer().write_blocks(start, downsample_labels(below), scale)
 
 
 def _stored_metadata(address: DvidAddress) -> dict[str, Any]:
@@ -666,7 +488,7 @@ def _has_data(info: dict[str, Any] | None) -> bool:
     return bool(info and info.get("Extended", {}).get("MaxPoint"))
 
 
-def check_dvid_output(uri: str, *, overwrite: bool, create_instance: bool) -> dict[str, Any] | None:
+def check_dvid_output(ref: VolumeRef, *, overwrite: bool, create_instance: bool) -> dict[str, Any] | None:
     """Every check of a DVID output before work starts; returns its ``info`` (None: to be
     created).
 
@@ -677,9 +499,9 @@ def check_dvid_output(uri: str, *, overwrite: bool, create_instance: bool) -> di
         missing and ``create_instance`` is off, it is not a labels instance, or it holds
         data and ``overwrite`` is off.
     """
-    address = DvidAddress.parse(uri)
-    info = _info(address)
-    if _node_locked(address):
+    address: DvidAddress = ref.detail
+    info = instance_info(address)
+    if node_locked(address):
         raise StoreError(
             f"DVID node {address.uuid} is committed (locked), and DVID refuses every write to it "
             f"(\"Cannot do POST on locked node\"); write to a child version instead: "
@@ -693,27 +515,27 @@ def check_dvid_output(uri: str, *, overwrite: bool, create_instance: bool) -> di
                 f"(create_output=True) to create it as a {kind} with {address.options.get('blocksize', '32')}³ blocks"
             )
         if address.options.get("type", "labelmap") not in LABEL_TYPES:
-            raise StoreError(f"{uri}: type must be one of {', '.join(LABEL_TYPES)}")
+            raise StoreError(f"{ref}: type must be one of {', '.join(LABEL_TYPES)}")
         return None
     typename = info["Base"]["TypeName"]
     if typename not in LABEL_TYPES:
-        raise StoreError(f"output {uri} is a {typename} instance; segmentations go to {', '.join(LABEL_TYPES)}")
+        raise StoreError(f"output {ref} is a {typename} instance; segmentations go to {', '.join(LABEL_TYPES)}")
     if _has_data(info) and not overwrite:
-        raise StoreError(f"output {uri} holds labels already; pass overwrite=True (--overwrite) to write over them")
-    if _has_data(info) and DvidStore.keeps_supervoxels(uri) and _stored_metadata(address).get("complete") is not False:
+        raise StoreError(f"output {ref} holds labels already; pass overwrite=True (--overwrite) to write over them")
+    if _has_data(info) and DvidStore.keeps_supervoxels(ref) and _stored_metadata(address).get("complete") is not False:
         # only a run's own unfinished output may be written again: it gets the same ids
         raise StoreError(
-            f"output {uri} is a labelmap holding labels already, and DVID cannot list its bodies' label indices, so "
+            f"output {ref} is a labelmap holding labels already, and DVID cannot list its bodies' label indices, so "
             "writing supervoxels over it would leave stale bodies behind; write to a new instance, or write bodies "
             "(options.dvid-write: bodies)"
         )
     return info
 
 
-def dvid_alignment(uri: str, info: dict[str, Any] | None) -> tuple[int, int, int]:
-    """The block size writes to ``uri`` must align to: the instance's (``info``), or the one
+def dvid_alignment(ref: VolumeRef, info: dict[str, Any] | None) -> tuple[int, int, int]:
+    """The block size writes to ``ref`` must align to: the instance's (``info``), or the one
     it would be created with (``info`` None)."""
     if info is None:
-        size = int(DvidAddress.parse(uri).options.get("blocksize", "32"))
+        size = int(ref.detail.options.get("blocksize", "32"))
         return size, size, size
-    return _zyx(info["Extended"]["BlockSize"])
+    return zyx(info["Extended"]["BlockSize"])

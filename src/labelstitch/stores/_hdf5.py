@@ -1,4 +1,4 @@
-"""HDF5 volumes: ``path.h5:dataset`` (also ``.hdf5``)."""
+"""HDF5 volumes: ``path.h5:dataset`` (also ``.hdf5``; ``path.h5:/group/dataset`` too)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,13 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box
-from ._base import StoreError, VolumeStore
+from ._base import StoreError, VolumeRef, VolumeStore, local_path_of
 from ._staging import check_free_space, no_space, remove_stale_staging, staging_path
 
 _ATTR = "labelstitch"
 
 
-def split_h5_uri(uri: str) -> tuple[str, str]:
-    path, sep, dataset = uri.rpartition(":")
-    if not sep or not dataset or not path.endswith((".h5", ".hdf5")):
-        raise StoreError(f"name the dataset inside the HDF5 file as PATH.h5:DATASET, got {uri!r}")
-    return path, dataset.strip("/")
+_SUFFIXES = (".h5", ".hdf5")
 
 
 class HDF5Store(VolumeStore):
@@ -38,10 +34,10 @@ class HDF5Store(VolumeStore):
     scheme = "h5"
 
     def __init__(
-        self, uri: str, file: Any, name: str, *, read_only: bool, staging: Path | None = None, final: Path | None = None
+        self, ref: VolumeRef, file: Any, name: str, *, read_only: bool, staging: Path | None = None, final: Path | None = None
     ) -> None:
         dataset = file[name]
-        super().__init__(uri, dataset.shape, dataset.dtype, read_only=read_only)
+        super().__init__(ref, dataset.shape, dataset.dtype, read_only=read_only)
         self._file = file
         self._name = name
         self._staging = staging
@@ -52,12 +48,28 @@ class HDF5Store(VolumeStore):
         return self._file[self._name]
 
     @classmethod
-    def open(cls, uri: str, *, read_only: bool = True) -> HDF5Store:
+    def claims(cls, text: str) -> bool:
+        path, sep, _ = text.rpartition(":")
+        return (bool(sep) and path.endswith(_SUFFIXES)) or text.rstrip("/").endswith(_SUFFIXES)
+
+    @classmethod
+    def parse(cls, text: str, base: Path) -> VolumeRef:
+        """``path`` is the file, ``inner`` the dataset's path inside it (no leading slash)."""
+        path, sep, dataset = text.rpartition(":")
+        if not sep or not dataset.strip("/") or not path.endswith(_SUFFIXES):
+            raise StoreError(f"name the dataset inside the HDF5 file as PATH.h5:DATASET, got {text!r}")
+        file = local_path_of(path, base)
+        inner = dataset.strip("/")
+        return VolumeRef(cls, f"{file}:{inner}", file, inner)
+
+    @classmethod
+    def open(cls, ref: VolumeRef, *, read_only: bool = True) -> HDF5Store:
         import h5py
 
-        path, name = split_h5_uri(uri)
-        if not os.path.isfile(path):
-            raise StoreError(f"no HDF5 file at {path} (from {uri})")
+        path, name = ref.path, ref.inner
+        assert path is not None
+        if not path.is_file():
+            raise StoreError(f"no HDF5 file at {path} (from {ref})")
         try:
             file = h5py.File(path, "r" if read_only else "r+")
         except OSError as exc:
@@ -70,42 +82,35 @@ class HDF5Store(VolumeStore):
         if file[name].ndim != 3:
             ndim = file[name].ndim
             file.close()
-            raise StoreError(f"{uri} has {ndim} dimensions; volumes must be 3-D (Z, Y, X)")
-        return cls(uri, file, name, read_only=read_only)
+            raise StoreError(f"{ref} has {ndim} dimensions; volumes must be 3-D (Z, Y, X)")
+        return cls(ref, file, name, read_only=read_only)
 
     @classmethod
-    def claims(cls, uri: str) -> bool:
-        return ".h5" in uri or ".hdf5" in uri
-
-    @classmethod
-    def exists(cls, uri: str) -> bool:
+    def exists(cls, ref: VolumeRef) -> bool:
         import h5py
 
-        path, name = split_h5_uri(uri)
-        if not os.path.isfile(path):
+        assert ref.path is not None
+        if not ref.path.is_file():
             return False
-        with h5py.File(path, "r") as f:
-            return name in f
+        with h5py.File(ref.path, "r") as f:
+            return ref.inner in f
 
     @classmethod
-    def local_path(cls, uri: str) -> Path:
-        return Path(split_h5_uri(uri)[0])
-
-    @classmethod
-    def check_space(cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike) -> None:
-        check_free_space(Path(split_h5_uri(uri)[0]), shape, dtype, uri)
+    def check_space(cls, ref: VolumeRef, shape: tuple[int, ...], dtype: DTypeLike) -> None:
+        assert ref.path is not None
+        check_free_space(ref.path, shape, dtype, ref.text)
 
     @classmethod
     def _create(
-        cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
+        cls, ref: VolumeRef, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
     ) -> HDF5Store:
         import h5py
 
-        path, name = split_h5_uri(uri)
-        final = Path(os.path.abspath(path))
+        assert ref.path is not None
+        final, name = ref.path, ref.inner
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(final)
-        cls.check_space(uri, shape, dtype)
+        cls.check_space(ref, shape, dtype)
         target = staging_path(final) if staged else final
         file = h5py.File(target, "w" if staged else "a")
         if name in file:
@@ -119,7 +124,7 @@ class HDF5Store(VolumeStore):
             compression_opts=1,
             fillvalue=0,
         )
-        return cls(uri, file, name, read_only=False, staging=target if staged else None, final=final)
+        return cls(ref, file, name, read_only=False, staging=target if staged else None, final=final)
 
     def _read(self, box: Box) -> NDArray[Any]:
         return np.asarray(self._dataset[box.slices()])

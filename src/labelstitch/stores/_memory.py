@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..geometry import Box
-from ._base import StoreError, VolumeStore
+from ._base import Capabilities, StoreError, VolumeRef, VolumeStore
 
 _VOLUMES: dict[str, MemoryStore] = {}
 _NAMES = itertools.count()
@@ -28,30 +28,34 @@ class MemoryStore(VolumeStore):
 
     scheme = "memory"
 
-    def __init__(self, array: NDArray[Any], *, uri: str = "memory://", read_only: bool = False) -> None:
-        super().__init__(uri, array.shape, array.dtype, read_only=read_only)
+    def __init__(self, array: NDArray[Any], *, ref: VolumeRef | None = None, read_only: bool = False) -> None:
+        super().__init__(ref or VolumeRef(MemoryStore, "memory://"), array.shape, array.dtype, read_only=read_only)
         self.array = array
         self._metadata: dict[str, Any] = {}
 
     @classmethod
-    def open(cls, uri: str, *, read_only: bool = True) -> MemoryStore:
-        if uri not in _VOLUMES:
-            raise StoreError(f"no in-memory volume {uri}; register one with register_memory_volume()")
-        shared = _VOLUMES[uri]
-        handle = cls(shared.array, uri=uri, read_only=read_only)
+    def capabilities_of(cls, ref: VolumeRef) -> Capabilities:
+        return Capabilities(parallel_writes=False, bounded=True, local=False, staged=False, in_process=True)
+
+    @classmethod
+    def open(cls, ref: VolumeRef, *, read_only: bool = True) -> MemoryStore:
+        if ref.text not in _VOLUMES:
+            raise StoreError(f"no in-memory volume {ref}; register one with register_memory_volume()")
+        shared = _VOLUMES[ref.text]
+        handle = cls(shared.array, ref=ref, read_only=read_only)
         handle._metadata = shared._metadata  # one dict for every handle on this volume
         return handle
 
     @classmethod
-    def exists(cls, uri: str) -> bool:
-        return uri in _VOLUMES
+    def exists(cls, ref: VolumeRef) -> bool:
+        return ref.text in _VOLUMES
 
     @classmethod
     def _create(
-        cls, uri: str, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
+        cls, ref: VolumeRef, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
     ) -> MemoryStore:
-        store = cls(np.zeros(shape, dtype), uri=uri)
-        _VOLUMES[uri] = store
+        store = cls(np.zeros(shape, dtype), ref=ref)
+        _VOLUMES[ref.text] = store
         return store
 
     def _read(self, box: Box) -> NDArray[Any]:
@@ -82,7 +86,7 @@ def register_memory_volume(name: str, array: Any) -> str:
     """Make ``array`` (an ndarray, or any array-like with ``shape``, ``dtype`` and slicing)
     openable as ``memory://name`` until :func:`remove_memory_volume`; returns the URI."""
     uri = f"memory://{name}"
-    _VOLUMES[uri] = MemoryStore(as_array_like(array), uri=uri)
+    _VOLUMES[uri] = MemoryStore(as_array_like(array), ref=VolumeRef(MemoryStore, uri, None, name))
     return uri
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ._base import VolumeRef
 from ._staging import MemmapStore, staging_path
 
 
@@ -19,9 +20,9 @@ class NpyStore(MemmapStore):
     suffixes = (".npy",)
     described = ".npy file"
 
-    def __init__(self, uri: str, array: np.memmap, *, read_only: bool, staging: Path | None = None) -> None:
-        super().__init__(uri, array, read_only=read_only, staging=staging)
-        self._path = Path(uri)
+    def __init__(self, ref: VolumeRef, array: np.memmap, *, read_only: bool, staging: Path | None = None) -> None:
+        super().__init__(ref, array, read_only=read_only, staging=staging)
+        self._path = self._file(ref)
         self._metadata: dict[str, Any] | None = None
 
     @classmethod

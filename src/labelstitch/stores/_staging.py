@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from .._processes import process_alive
 from ..geometry import Box
-from ._base import StoreError, VolumeStore
+from ._base import StoreError, VolumeRef, VolumeStore
 
 
 class NoSpaceError(OSError):
@@ -126,8 +126,8 @@ class MemmapStore(VolumeStore):
     #: file name endings this class claims
     suffixes: tuple[str, ...] = ()
 
-    def __init__(self, uri: str, array: NDArray[Any], *, read_only: bool, staging: Path | None = None) -> None:
-        super().__init__(uri, array.shape, array.dtype, read_only=read_only)
+    def __init__(self, ref: VolumeRef, array: NDArray[Any], *, read_only: bool, staging: Path | None = None) -> None:
+        super().__init__(ref, array.shape, array.dtype, read_only=read_only)
         self._array = array
         self._staging = staging
 
@@ -135,12 +135,17 @@ class MemmapStore(VolumeStore):
     described: str = "file"
 
     @classmethod
-    def claims(cls, uri: str) -> bool:
-        return uri.endswith(cls.suffixes)
+    def claims(cls, text: str) -> bool:
+        return text.rstrip("/").endswith(cls.suffixes)
+
+    @staticmethod
+    def _file(ref: VolumeRef) -> Path:
+        assert ref.path is not None
+        return ref.path
 
     @classmethod
-    def check_space(cls, uri: str, shape: tuple[int, ...], dtype: Any) -> None:
-        check_free_space(Path(uri), shape, dtype, uri)
+    def check_space(cls, ref: VolumeRef, shape: tuple[int, ...], dtype: Any) -> None:
+        check_free_space(cls._file(ref), shape, dtype, ref.text)
 
     @classmethod
     def _map(cls, path: str, *, read_only: bool) -> NDArray[Any]:
@@ -153,48 +158,46 @@ class MemmapStore(VolumeStore):
         raise NotImplementedError
 
     @classmethod
-    def open(cls, uri: str, *, read_only: bool = True) -> MemmapStore:
-        if not Path(uri).is_file():
-            raise StoreError(f"no {cls.described} at {uri}")
+    def open(cls, ref: VolumeRef, *, read_only: bool = True) -> MemmapStore:
+        if not cls._file(ref).is_file():
+            raise StoreError(f"no {cls.described} at {ref}")
         try:
-            array = cls._map(uri, read_only=read_only)
+            array = cls._map(str(cls._file(ref)), read_only=read_only)
         except StoreError:
             raise
         except Exception as exc:  # each format's library has its own errors for a file that is not one
-            raise StoreError(f"cannot read {uri} as a {cls.described}: {exc}") from None
+            raise StoreError(f"cannot read {ref} as a {cls.described}: {exc}") from None
         if array.ndim != 3:
-            raise StoreError(f"{uri} has {array.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
-        return cls(uri, array, read_only=read_only)
+            raise StoreError(f"{ref} has {array.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
+        return cls(ref, array, read_only=read_only)
 
     @classmethod
     def _create(
-        cls, uri: str, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
+        cls, ref: VolumeRef, shape: tuple[int, ...], dtype: np.dtype[Any], *, chunks: tuple[int, ...] | None, staged: bool
     ) -> MemmapStore:
-        final = Path(uri)
+        final = cls._file(ref)
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(final)
         target = staging_path(final) if staged else final
-        cls.check_space(uri, shape, dtype)
+        cls.check_space(ref, shape, dtype)
         try:
             array = cls._map_new(target, tuple(shape), np.dtype(dtype))
-            reserve(target, target.stat().st_size, uri)
+            reserve(target, target.stat().st_size, ref.text)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
-        return cls(uri, array, read_only=False, staging=target if staged else None)
+        return cls(ref, array, read_only=False, staging=target if staged else None)
 
     @classmethod
-    def exists(cls, uri: str) -> bool:
-        return Path(uri).exists()
-
-    @classmethod
-    def local_path(cls, uri: str) -> Path:
-        return Path(uri)
+    def exists(cls, ref: VolumeRef) -> bool:
+        return cls._file(ref).exists()
 
     @property
-    def writer_uri(self) -> str:
+    def writer(self) -> VolumeRef:
         """Where other processes open this volume to write into it (the staged copy until commit)."""
-        return str(self._staging) if self._staging is not None else self.uri
+        if self._staging is None:
+            return self.ref
+        return VolumeRef(type(self), str(self._staging), self._staging)
 
     def _read(self, box: Box) -> NDArray[Any]:
         return np.array(self._array[box.slices()])
@@ -215,7 +218,7 @@ class MemmapStore(VolumeStore):
             return
         self.flush()
         self._publish_extras()
-        os.replace(self._staging, self.uri)
+        os.replace(self._staging, self._file(self.ref))
         self._staging = None
 
     def discard(self) -> None:

@@ -1,5 +1,11 @@
 """zarr volumes: OME-Zarr 0.5 multiscale groups (``path.zarr``), any of their arrays
-(``path.zarr/1``), and plain zarr arrays (``path.zarr`` or ``path.zarr/name``)."""
+(``path.zarr/1``), and plain zarr arrays (``path.zarr`` or ``path.zarr/name``).
+
+A volume string names a zarr volume when one of its path components ends with ``.zarr``:
+the first such component is the container (the root group's folder) and the rest the
+array or group inside it. ``proj.zarrs/seg.zarr`` is the container ``seg.zarr`` inside the
+plain folder ``proj.zarrs``, never an array ``s/seg.zarr`` of a group ``proj.zarr``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box, Plan
 from ..pyramid import downsample_image, downsample_labels, level_shapes
-from ._base import StoreError, VolumeStore
+from ._base import StoreError, VolumeRef, VolumeStore, local_path_of
 from ._staging import no_space, remove_stale_staging, staging_path
 
 #: the OME-Zarr version written (zarr v3, metadata under the ``ome`` attribute)
@@ -28,12 +34,6 @@ AXES = ("z", "y", "x")
 
 #: one chunk of a pyramid level: (level above, this level, (start, stop) in this level, labels?)
 PyramidItem = tuple[str, str, tuple[tuple[int, ...], tuple[int, ...]], bool]
-
-
-def split_zarr_uri(uri: str) -> tuple[Path, str]:
-    """``"a/b.zarr/c/d"`` -> ``(Path("a/b.zarr"), "c/d")``."""
-    head, _, tail = uri.partition(".zarr")
-    return Path(head + ".zarr"), tail.strip("/")
 
 
 def _is_label_dtype(dtype: np.dtype[Any]) -> bool:
@@ -87,7 +87,7 @@ class ZarrStore(VolumeStore):
 
     def __init__(
         self,
-        uri: str,
+        ref: VolumeRef,
         array: Any,
         *,
         read_only: bool,
@@ -96,7 +96,7 @@ class ZarrStore(VolumeStore):
         staging: Path | None = None,
         final: Path | None = None,
     ) -> None:
-        super().__init__(uri, array.shape, array.dtype, read_only=read_only)
+        super().__init__(ref, array.shape, array.dtype, read_only=read_only)
         self._array = array
         self._group = group
         self._folder = folder  # the group's (or plain array's) folder: the staged one until commit
@@ -106,57 +106,68 @@ class ZarrStore(VolumeStore):
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def claims(cls, uri: str) -> bool:
-        return ".zarr" in uri
+    def claims(cls, text: str) -> bool:
+        return any(part.endswith(".zarr") for part in text.rstrip("/").split("/"))
 
     @classmethod
-    def exists(cls, uri: str) -> bool:
-        root, name = split_zarr_uri(uri)
-        return (root / name / "zarr.json").exists() or (root / name / ".zarray").exists()
+    def parse(cls, text: str, base: Path) -> VolumeRef:
+        """``path`` is the first folder named ``*.zarr``, ``inner`` the array path below it."""
+        path = local_path_of(text, base)
+        parts = path.parts
+        root = next(i for i, part in enumerate(parts) if part.endswith(".zarr"))
+        return VolumeRef(cls, str(path), Path(*parts[: root + 1]), "/".join(parts[root + 1 :]))
+
+    @staticmethod
+    def _folder(ref: VolumeRef) -> Path:
+        assert ref.path is not None
+        return ref.path / ref.inner if ref.inner else ref.path
 
     @classmethod
-    def local_path(cls, uri: str) -> Path:
-        return Path(uri)
+    def exists(cls, ref: VolumeRef) -> bool:
+        folder = cls._folder(ref)
+        return (folder / "zarr.json").exists() or (folder / ".zarray").exists()
 
     @classmethod
-    def served_files(cls, uri: str) -> Path | None:
+    def local_path(cls, ref: VolumeRef) -> Path:
+        return cls._folder(ref)
+
+    @classmethod
+    def served_files(cls, ref: VolumeRef) -> Path | None:
         try:
-            store = cls.open(uri)
+            store = cls.open(ref)
         except StoreError:
             return None
         return store._folder if store._group is not None else None
 
     @classmethod
-    def open(cls, uri: str, *, read_only: bool = True) -> ZarrStore:
+    def open(cls, ref: VolumeRef, *, read_only: bool = True) -> ZarrStore:
         import zarr
 
-        root, name = split_zarr_uri(uri)
-        folder = root / name
+        folder = cls._folder(ref)
         if not folder.exists():
-            raise StoreError(f"no zarr volume at {uri} ({folder} does not exist)")
+            raise StoreError(f"no zarr volume at {ref} ({folder} does not exist)")
         try:
-            node = zarr.open(store=str(root), path=name, mode="r" if read_only else "r+")
+            node = zarr.open(store=str(folder), mode="r" if read_only else "r+")
         except Exception as exc:  # zarr raises several types for "not an array"
-            raise StoreError(f"cannot open {uri} as a zarr volume: {exc}") from exc
+            raise StoreError(f"cannot open {ref} as a zarr volume: {exc}") from exc
         group = None
         if isinstance(node, zarr.Group):
             scales = node.attrs.get("ome", node.attrs).get("multiscales")
             if not scales:
                 names = ", ".join(sorted(node.array_keys())) or "none"
-                raise StoreError(f"{uri} is a zarr group without OME-Zarr multiscales; name one of its arrays ({names})")
+                raise StoreError(f"{ref} is a zarr group without OME-Zarr multiscales; name one of its arrays ({names})")
             group, node = node, node[scales[0]["datasets"][0]["path"]]
         if node.ndim != 3:
-            raise StoreError(f"{uri} has {node.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
-        return cls(uri, node, read_only=read_only, folder=folder, group=group)
+            raise StoreError(f"{ref} has {node.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
+        return cls(ref, node, read_only=read_only, folder=folder, group=group)
 
     @classmethod
     def _create(
-        cls, uri: str, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
+        cls, ref: VolumeRef, shape: tuple[int, ...], dtype: DTypeLike, *, chunks: tuple[int, ...] | None, staged: bool
     ) -> ZarrStore:
         import zarr
 
-        root, name = split_zarr_uri(uri)
-        final = root / name
+        final = cls._folder(ref)
         remove_stale_staging(final)
         target = staging_path(final) if staged else final
         if target.exists():
@@ -176,7 +187,7 @@ class ZarrStore(VolumeStore):
             if staged:
                 shutil.rmtree(target, ignore_errors=True)
             raise
-        return cls(uri, array, read_only=False, folder=target, group=group, staging=target if staged else None, final=final)
+        return cls(ref, array, read_only=False, folder=target, group=group, staging=target if staged else None, final=final)
 
     def commit(self) -> None:
         """Publish a staged output: rename it over the final path, replacing an old one. Its
@@ -201,11 +212,13 @@ class ZarrStore(VolumeStore):
         self._staging = None
 
     @property
-    def writer_uri(self) -> str:
+    def writer(self) -> VolumeRef:
         """Where other processes open this volume to write into it (the staged array until commit)."""
         if self._group is not None:
-            return str(self._folder / "0")
-        return str(self._staging) if self._staging is not None else self.uri
+            return VolumeRef(ZarrStore, str(self._folder / "0"), self._folder, "0")
+        if self._staging is not None:
+            return VolumeRef(ZarrStore, str(self._staging), self._staging)
+        return self.ref
 
     # ------------------------------------------------------------------ what it holds
 
@@ -226,10 +239,10 @@ class ZarrStore(VolumeStore):
         return [idx for idx in self._chunks_under(box) if not (self._array_folder / encode(idx)).exists()]
 
     @classmethod
-    def signature(cls, uri: str) -> dict[str, Any]:
+    def signature(cls, ref: VolumeRef) -> dict[str, Any]:
         """The array's metadata file and eight sampled chunk files (their SHA-256)."""
         try:
-            store = cls.open(uri)
+            store = cls.open(ref)
         except StoreError:
             return {}
         array, folder = store._array, store._array_folder
