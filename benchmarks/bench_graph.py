@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from labelstitch.agglomeration import GraphPart, interior_graph, sum_graph
+from labelstitch.hookspecs import describe_stage
 from labelstitch.plugins.builtin import rag_agglomeration
 
 
@@ -60,7 +61,7 @@ def main() -> None:
         t_sum = time.perf_counter() - start
         nbytes = sum(p.nbytes for p in parts)
         start = time.perf_counter()
-        roots = rag_agglomeration.agglomerate_graph(stats, threshold=0.3)  # the driver's call
+        roots = describe_stage(rag_agglomeration).graph(stats, threshold=0.3)  # the driver's call
         t_agg = time.perf_counter() - start
         bodies = np.unique(roots[1:]).size
         merged = 1 - bodies / side**3

@@ -148,7 +148,8 @@ def test_the_parts_of_a_blocked_volume_sum_to_its_region_graph(seed, n_labels, b
     """Agglomeration across blocks relies on it: every voxel pair lies in one interior or
     straddles one face, so interior graphs plus face contacts, each in local ids mapped to
     global ones, sum to exactly the region graph of the whole volume."""
-    from labelstitch.agglomeration import face_contacts, interior_graph, sum_graph
+    from labelstitch.across import face_contacts
+    from labelstitch.agglomeration import interior_graph, sum_graph
     from labelstitch.geometry import Plan
 
     rng = np.random.default_rng(seed)

@@ -23,8 +23,8 @@ PACKAGE = Path(labelstitch.__file__).parent
 LAYERS = {
     "_kernels": 0,
     **dict.fromkeys(
-        ["_processes", "_threads", "_validation", "_version", "agglomeration", "codec", "contingency", "geometry", "matching", "metrics", "rag",
-         "relabel", "resolve", "stitching", "synthetic", "watershed", "testing", "pyramid"], 1),
+        ["_processes", "_threads", "_validation", "_version", "across", "agglomeration", "codec", "contingency", "geometry", "matching", "metrics", "rag",
+         "relabel", "resolve", "rules", "stitching", "synthetic", "watershed", "testing", "pyramid"], 1),
     **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "locks", "report"], 2),
     "pipeline": 3,
     "api": 4,

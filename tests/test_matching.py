@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from labelstitch import Plan, Reason, available_rules, match_slabs, register_rule, rule_parameters, stitch
-from labelstitch.matching import _RULES
+from labelstitch.plugins.rules import unregister_rule
 
 # Two blocks stacked along Z: A owns z 0..9, B owns z 10..19; halo 4, so the slab is z 6..13.
 PLAN = Plan.grid((20, 40, 40), block=(10, 40, 40), halo=4)
@@ -145,7 +147,7 @@ def test_rule_registry():
         with pytest.raises(ValueError, match=r"has no parameter 'min_size'; its parameters are: min_count=0"):
             stitch(PLAN, two_views(columns(20), columns(22)), "largest-only", min_size=3)
     finally:
-        _RULES.pop("largest-only")
+        unregister_rule("largest-only")
     with pytest.raises(ValueError, match="unknown stitching rule 'largest-only'; known rules: none, conservative"):
         stitch(PLAN, two_views(columns(20), columns(22)), "largest-only")
 
@@ -156,4 +158,49 @@ def test_a_rule_returning_the_wrong_shape_is_reported():
         with pytest.raises(ValueError, match="returned \\(1,\\) reasons for 2 pairs"):
             stitch(PLAN, two_views(columns(20), columns(20)), "broken")
     finally:
-        _RULES.pop("broken")
+        unregister_rule("broken")
+
+
+MY_RULE = '''
+import numpy as np
+from labelstitch import Reason
+
+def mutual_only(candidates, *, min_count=0):
+    ok = candidates.mutual & (candidates.count >= min_count)
+    return np.where(ok, Reason.ACCEPTED, Reason.NOT_MUTUAL).astype(np.int8)
+'''
+
+
+def test_the_rule_registry_is_the_plugin_managers_and_workers_receive_the_rule_itself(tmp_path, monkeypatch):
+    """A rule registered in this process runs in worker processes too: workers get the rule
+    looked up once on the driver, not a name to look up in a registry of their own."""
+    import numpy as np
+
+    import labelstitch as ls
+    from labelstitch.plugins import get_plugin_manager
+    from labelstitch.synthetic import em_volume
+
+    (tmp_path / "myrules.py").write_text(MY_RULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    import myrules
+
+    register_rule("mutual-only", myrules.mutual_only)
+    try:
+        assert get_plugin_manager().get_plugin("labelstitch.rule.mutual-only") is not None
+        assert available_rules()[-1] == "mutual-only" and rule_parameters("mutual-only") == {"min_count": 0}
+        gray, _ = em_volume((32, 48, 48), n_neurites=8, seed=2)
+        np.save(tmp_path / "gray.npy", gray)
+        out = {}
+        for executor in ("serial", "processes"):
+            config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / f"{executor}.zarr"),
+                      "options": {"chunk-size": 32, "overlap": 4, "stitch-algorithm": "mutual-only",
+                                  "stitch-parameters": {"min_count": 10}}}
+            result = ls.run(config, executor=executor, workers=2)
+            assert result.stitch["rule"] == "mutual-only" and result.counts["matches"] > 0
+            with ls.stores.open_volume(str(tmp_path / f"{executor}.zarr")) as store:
+                out[executor] = store.read()
+        np.testing.assert_array_equal(out["serial"], out["processes"])
+    finally:
+        unregister_rule("mutual-only")
+    assert "mutual-only" not in available_rules()

@@ -93,7 +93,8 @@ def test_an_installed_plugin_package_is_found_and_used(tmp_path):
         [sys.executable, "-m", "labelstitch._cli.main", "plugins", "--json"], check=True, capture_output=True, text=True, env=env
     )
     found = json.loads(listing.stdout)["predict-voxels"]
-    assert found["dark_is_membrane"] == {"plugin": "example", "across_blocks": False, "parameters": {"cutoff": 100}}
+    assert found["dark_is_membrane"] == {"plugin": "example", "across_blocks": False, "parameters": {"cutoff": 100},
+                                         "reads": [], "writes": [["boundary", 0]], "bytes_per_voxel": 0}
     from labelstitch.synthetic import em_volume
 
     gray, truth = em_volume((32, 48, 48), n_neurites=10, seed=3)
@@ -190,3 +191,61 @@ def test_two_stage_predictions_err_less_than_one_stage_on_an_unseen_volume(tmp_p
     assert out.dtype == np.float32 and out.shape == gray_b.shape and np.all(out[:2] == 1.0)
     with pytest.raises(ValueError, match="one-stage classifier; use pixel_classifier"):
         two_stage_predictions(gray_b, mask, str(tmp_path / "False.clf"))
+
+
+DECLARED = '''
+import numpy as np
+import labelstitch
+
+SEEN = []
+
+@labelstitch.stage_function(writes=(labelstitch.Channel("boundary", 0), labelstitch.Channel("affinity", 1, offset=(0, 0, 1))))
+def two_channels(grayscale, mask):
+    boundary = 1.0 - grayscale.astype(np.float32) / 255
+    return np.stack([boundary, boundary], axis=-1)
+
+@labelstitch.stage_function(reads=(labelstitch.Channel("boundary", "channel"),), context=6, bytes_per_voxel=5)
+def wide_watershed(predictions, mask, channel=0):
+    from labelstitch.plugins.builtin import seeded_watershed
+    SEEN.append(predictions.shape[:3])
+    return seeded_watershed(predictions[..., channel], mask, seed_threshold=0.3)
+'''
+
+
+def test_a_stage_declares_what_it_needs_and_the_pipeline_keeps_to_it(tmp_path, monkeypatch):
+    """The descriptor of a third-party stage: the channels it reads are checked against
+    what the predictor writes before any work, and the context it declares is read and
+    segmented around every subvolume (and cropped away again)."""
+    import labelstitch as ls
+    from labelstitch.pipeline import prepare, RunConfig
+    from labelstitch.pipeline.planning import subvolume_bytes_per_voxel, BYTES_PER_VOXEL
+    from labelstitch.synthetic import em_volume
+
+    (tmp_path / "declared.py").write_text(DECLARED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import declared
+
+    gray, _ = em_volume((32, 48, 48), n_neurites=8, seed=2)
+    np.save(tmp_path / "gray.npy", gray)
+
+    def config(channel, name):
+        return {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / name), "options": {
+            "chunk-size": 32, "overlap": 4, "segmentor": {"configuration": {
+                "predict-voxels": {"function": "declared.two_channels"},
+                "create-supervoxels": {"function": "declared.wide_watershed", "parameters": {"channel": channel}}}}}}
+
+    prepared = prepare(RunConfig.load(config(0, "a.zarr")))
+    assert prepared.task.context == 6  # the stage's, though options.context is 0
+    assert subvolume_bytes_per_voxel(prepared.task.stages) == BYTES_PER_VOXEL + 5
+    supervoxels = prepared.task.stages[1]
+    assert supervoxels.channel("boundary") == 0 and supervoxels.channels() == [(declared.wide_watershed.__labelstitch_stage__.reads[0], 0)]
+    with pytest.raises(PluginError, match=r"'declared.wide_watershed' reads boundary from channel 1 \(its `channel`\), but "
+                                          r"predict-voxels 'declared.two_channels' writes boundary \(channel 0\), affinity \(channel 1\)"):
+        ls.run(config(1, "refused.zarr"))
+    assert not (tmp_path / "refused.zarr").exists() and declared.SEEN == []
+    ls.run(config(0, "a.zarr"))
+    # every subvolume was segmented with 6 more voxels on each side (where the volume has them)
+    grown = sorted(sv.outer.grow(6).intersect(ls.Box.from_shape(gray.shape)).shape for sv in prepared.plan)
+    assert sorted(declared.SEEN) == grown and grown != sorted(sv.outer.shape for sv in prepared.plan)
+    with ls.stores.open_volume(str(tmp_path / "a.zarr")) as out:
+        assert out.shape == gray.shape and out.read().any()

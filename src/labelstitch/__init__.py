@@ -9,17 +9,21 @@ from ._version import __version__
 from .api import agglomeration_floor, compare, evaluate, restitch, run, segment, train, tune, view
 from .contingency import Overlaps, label_counts, overlaps
 from .geometry import Box, Face, Plan, Subvolume
-from .hookspecs import hookimpl
-from .matching import FaceReport, Reason, available_rules, match_slabs, register_rule, rule_parameters
+from .hookspecs import Channel, StageInfo, hookimpl, stage_function
+from .matching import FaceReport
 from .metrics import Score, format_scores, vi, vi_by_region
 from .pipeline import RunConfig, RunResult
+from .pipeline.stitch import stitch
+from .plugins.rules import available_rules, match_slabs, register_rule, rule_parameters
 from .relabel import remap
 from .resolve import LabelMapping, resolve
-from .stitching import Match, MatchTable, StitchResult, stitch
+from .rules import Reason
+from .stitching import Match, MatchTable, StitchResult
 from .watershed import watershed
 
 __all__ = [
     "Box",
+    "Channel",
     "Face",
     "FaceReport",
     "LabelMapping",
@@ -31,6 +35,7 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "Score",
+    "StageInfo",
     "StitchResult",
     "Subvolume",
     "agglomeration_floor",
@@ -50,6 +55,7 @@ __all__ = [
     "rule_parameters",
     "run",
     "segment",
+    "stage_function",
     "stitch",
     "train",
     "tune",

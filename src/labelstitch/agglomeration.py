@@ -24,7 +24,7 @@ from .rag import renumber, roots_of
 
 __all__ = [
     "BINS", "FEATURES", "EdgeStats", "GraphPart", "agglomerate", "agglomerate_graph", "attach_to_largest_contact",
-    "context_aware", "edge_features", "edge_stats", "face_contacts", "feature_names", "interior_graph",
+    "context_aware", "edge_features", "edge_stats", "feature_names", "interior_graph", "pair_statistics",
     "mitochondria_nodes", "sum_graph",
 ]
 
@@ -367,7 +367,7 @@ def _group_pairs(u: NDArray[Any], v: NDArray[Any]) -> tuple[NDArray[np.int64], N
     return order, np.cumsum(new) - 1, new
 
 
-def _grouped(u: NDArray[Any], v: NDArray[Any], values: NDArray[np.float32]) -> tuple[NDArray[Any], ...]:
+def pair_statistics(u: NDArray[Any], v: NDArray[Any], values: NDArray[np.float32]) -> tuple[NDArray[Any], ...]:
     """Pair statistics (u, v, count, total, hist) of voxel pairs ``(u[i], v[i])`` valued ``values[i]``."""
     if u.size == 0:
         none = np.zeros(0, np.uint64)
@@ -386,24 +386,6 @@ def interior_graph(labels: NDArray[np.integer], predictions: NDArray[np.floating
     present = stats.size[1:] > 0
     return GraphPart(old[present], stats.size[1:][present], stats.inside[1:][present],
                      old[stats.u - 1], old[stats.v - 1], stats.count, stats.total, stats.hist)
-
-
-def face_contacts(
-    labels_a: NDArray[np.integer], boundary_a: NDArray[np.floating],
-    labels_b: NDArray[np.integer], boundary_b: NDArray[np.floating],
-) -> GraphPart:
-    """The contacts across one face: ``labels_a`` / ``boundary_a`` are the lower
-    subvolume's last interior plane (labels, boundary probability), ``labels_b`` /
-    ``boundary_b`` the upper one's first, voxel for voxel; each pair of non-zero labels is
-    valued by the mean of its two voxels' boundary probability, as inside a volume."""
-    la, lb = np.asarray(labels_a).reshape(-1), np.asarray(labels_b).reshape(-1)
-    ba = np.asarray(boundary_a, np.float32).reshape(-1)
-    bb = np.asarray(boundary_b, np.float32).reshape(-1)
-    both = (la != 0) & (lb != 0)
-    values = (ba[both] + bb[both]) * np.float32(0.5)  # as the region-graph kernel rounds it
-    u, v, count, total, hist = _grouped(la[both], lb[both], values)
-    none = np.zeros(0, np.uint64)
-    return GraphPart(none, np.zeros(0), np.zeros((0, 1)), u, v, count, total, hist)
 
 
 def sum_graph(parts: list[GraphPart], n: int, channels: int = 1) -> EdgeStats:

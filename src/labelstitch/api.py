@@ -29,6 +29,7 @@ from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, check_
 from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
 from .pipeline.options import markdown_table
+from .hookspecs import describe_stage
 from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
 from .report import format_explanation, write_heatmaps
 from .view import Viewing, view
@@ -175,16 +176,21 @@ def config_keys() -> str:
 
 
 def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
-    """Every stage function: ``{stage: {name: {"plugin", "parameters", "doc", "across_blocks"}}}``,
-    parameters with their defaults (``inspect.Parameter.empty`` where required);
-    ``across_blocks``: an agglomeration that ``options.agglomerate-across-blocks`` can use."""
+    """Every stage function: ``{stage: {name: {"plugin", "parameters", "doc", "across_blocks",
+    "reads", "writes", "bytes_per_voxel", "context"}}}``, parameters with their defaults
+    (``inspect.Parameter.empty`` where required); ``across_blocks``: an agglomeration that
+    ``options.agglomerate-across-blocks`` can use; ``reads``/``writes``: the prediction
+    channels it declares, as ``(meaning, channel or parameter)`` pairs."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for stage, functions in stage_functions().items():
-        out[stage] = {
-            name: {"plugin": plugin, "parameters": parameters_of(fn, stage), "doc": (inspect.getdoc(fn) or "").split("\n")[0],
-                   "across_blocks": callable(getattr(fn, "agglomerate_graph", None))}
-            for name, (fn, plugin) in sorted(functions.items())
-        }
+        out[stage] = {}
+        for name, (fn, plugin) in sorted(functions.items()):
+            info = describe_stage(fn)
+            out[stage][name] = {
+                "plugin": plugin, "parameters": parameters_of(fn, stage), "doc": (inspect.getdoc(fn) or "").split("\n")[0],
+                "across_blocks": info.graph is not None, "bytes_per_voxel": info.bytes_per_voxel, "context": info.context,
+                "reads": [(c.meaning, c.index) for c in info.reads], "writes": [(c.meaning, c.index) for c in info.writes],
+            }
     return out
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -51,6 +51,91 @@ class Range:
         return f"in [{self.low:g}, {self.high:g}]"
 
 
+# ----------------------------------------------------------------------------- stage descriptors
+
+#: what the channels of voxel predictions can mean (a plugin may use words of its own)
+MEANINGS = ("boundary", "affinity", "mitochondria", "lsd")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel of the voxel predictions that a stage writes or reads, and what it means.
+
+    ``index`` is the channel's position, or the name of the stage parameter that holds it
+    (``"boundary_channel"``: the configured value, else the function's default; a negative
+    value means the stage reads no such channel). ``offset`` is an affinity's neighbour
+    offset (z, y, x). ``optional``: a channel a predictor writes only with some models
+    (a classifier trained with mitochondria).
+    """
+
+    meaning: str
+    index: int | str = 0
+    offset: tuple[int, int, int] | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """What a stage function needs and gives beyond its signature: its descriptor.
+
+    ``reads``/``writes``: the prediction channels it reads (create-supervoxels,
+    agglomerate-supervoxels) or writes (predict-voxels; empty: not declared), checked
+    against each other before any work. ``bytes_per_voxel``: its working memory per voxel
+    of the box it segments, beyond the pipeline's own (the chunk-size check adds it).
+    ``context``: voxels it must see beyond a subvolume's outer box for a valid answer
+    there (the pipeline reads and segments that much more, then crops). ``graph``: for an
+    agglomeration, the same agglomeration on a whole volume's region graph,
+    ``graph(stats, **parameters)`` returning the root of every node 0..K, which
+    ``options.agglomerate-across-blocks`` runs once on the driver; ``graph_histograms``
+    False says it never reads the boundary histograms (a mean-boundary agglomeration), so
+    they never reach the driver.
+    """
+
+    reads: tuple[Channel, ...] = ()
+    writes: tuple[Channel, ...] = ()
+    bytes_per_voxel: int = 0
+    context: int = 0
+    graph: Callable[..., Any] | None = None
+    graph_histograms: bool = True
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def stage_function(
+    *,
+    reads: tuple[Channel, ...] = (),
+    writes: tuple[Channel, ...] = (),
+    bytes_per_voxel: int = 0,
+    context: int = 0,
+    graph: Callable[..., Any] | None = None,
+    graph_histograms: bool = True,
+) -> Callable[[_F], _F]:
+    """Declare what a stage function needs (its :class:`StageInfo`); the function is
+    returned as it is, so it still runs on plain arrays.
+
+    >>> @stage_function(reads=(Channel("boundary", "boundary_channel"),), bytes_per_voxel=16)
+    ... def my_supervoxels(predictions, mask, boundary_channel=0):
+    ...     ...
+    >>> describe_stage(my_supervoxels).bytes_per_voxel
+    16
+    """
+    info = StageInfo(tuple(reads), tuple(writes), int(bytes_per_voxel), int(context), graph, graph_histograms)
+
+    def mark(fn: _F) -> _F:
+        fn.__labelstitch_stage__ = info  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def describe_stage(fn: Callable[..., Any]) -> StageInfo:
+    """The descriptor a stage function declared with :func:`stage_function` (one that declared
+    none declares no channels: the pipeline then takes the boundary as channel 0)."""
+    info = getattr(fn, "__labelstitch_stage__", None)
+    return info if isinstance(info, StageInfo) else StageInfo()
+
+
 # ----------------------------------------------------------------------------- segmentation
 
 
@@ -74,18 +159,19 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
     ``agglomerate-supervoxels``: ``f(predictions, supervoxels, **parameters)``
         Returns an integer (Z, Y, X) segmentation (0 stays 0).
 
-    An ``agglomerate-supervoxels`` function may also carry an attribute
-    ``agglomerate_graph(stats, **parameters)``: the same agglomeration on a whole volume's
-    region graph (an :class:`~labelstitch.agglomeration.EdgeStats` of nodes 1..K, whose
-    boundary statistics come from channel ``boundary_channel`` if the function takes that
-    parameter, else channel 0; ``stats.inside`` holds every channel's sum per node, that
-    channel first and the others after it in order), returning the root of every node
-    0..K. :func:`~labelstitch.agglomeration.context_aware` wraps such a function with
-    NeuroProof's mitochondria-last merging. Runs with
-    ``options.agglomerate-across-blocks`` call it once, on the driver, instead of calling
-    the function per subvolume. Setting ``agglomerate_graph.histograms = False`` says it
-    never reads ``stats.hist`` (a mean-boundary agglomeration), so the boundary histograms
-    never reach the driver (40 bytes per edge instead of 120).
+    A function declares what it needs with :func:`stage_function` (its
+    :class:`StageInfo`): the channels it reads or writes and what each means (the
+    pipeline refuses, before any work, a stage that reads a channel the predictor does
+    not write), its memory per voxel, the context it needs beyond its box, and, for an
+    agglomeration, ``graph(stats, **parameters)``: the same agglomeration on a whole
+    volume's region graph (an :class:`~labelstitch.agglomeration.EdgeStats` of nodes
+    1..K, whose boundary statistics come from its ``boundary`` channel; ``stats.inside``
+    holds every channel's sum per node, that channel first and the others after it in
+    order), returning the root of every node 0..K, which runs with
+    ``options.agglomerate-across-blocks`` once, on the driver, instead of the function per
+    subvolume. :func:`~labelstitch.agglomeration.context_aware` wraps such a graph
+    function with NeuroProof's mitochondria-last merging; ``graph_histograms=False`` says
+    it never reads ``stats.hist`` (40 bytes per edge reach the driver instead of 120).
 
     ``grayscale`` arrives as uint8 (0 black, 255 white) when the run's intensity range is
     [0, 255], else as float32 in [0, 1] (``options.intensity-range``). Parameters annotated

@@ -30,17 +30,16 @@ Every rule but ``none`` also accepts an *exact* pair, ``n == s_a == s_b``: when 
 agree completely on a segment it is always matched, however small. With the default
 parameters the accepted sets are nested: none ⊆ conservative ⊆ medium ⊆ aggressive.
 
-Rules live in a registry (:func:`register_rule`); a rule is a function
-``rule(candidates: Candidates, **params) -> reasons`` returning one :class:`Reason` code per
-pair (``Reason.ACCEPTED`` to accept).
+A rule is a function ``rule(candidates: Candidates, **params) -> reasons`` returning one
+:class:`Reason` code per pair (``Reason.ACCEPTED`` to accept), given to this module as a
+:class:`~labelstitch.rules.StitchRule` (see :mod:`labelstitch.rules`); rules are found by
+name in the plugin registry (:func:`labelstitch.plugins.rules.get_rule`,
+:func:`labelstitch.register_rule`), never here.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
@@ -48,197 +47,9 @@ from numpy.typing import NDArray
 
 from ._kernels.components import label_components
 from .contingency import label_counts, overlaps
+from .rules import Candidates, Reason, StitchRule, check_rule_params
 
-__all__ = [
-    "Candidates",
-    "FaceMatches",
-    "FaceReport",
-    "Reason",
-    "Rule",
-    "available_rules",
-    "get_rule",
-    "match_slabs",
-    "protective_refusals",
-    "refused_pairs",
-    "touching_pairs",
-    "register_rule",
-    "rule_parameters",
-]
-
-
-class Reason(IntEnum):
-    """Why a candidate pair was accepted or refused."""
-
-    #: the pair matches
-    ACCEPTED = 0
-    #: one side has a different best partner
-    NOT_MUTUAL = 1
-    #: the overlap is too small a share of one side's voxels in the slab
-    BELOW_FRACTION = 2
-    #: the overlap has too few voxels
-    BELOW_SIZE = 3
-    #: one of the two segments does not reach the face's middle plane
-    NOT_ON_PLANE = 4
-    #: the rule matches nothing (``none``)
-    RULE_NONE = 5
-    #: neither side's best partner: not a candidate, never reported
-    NOT_CANDIDATE = 6
-
-    @property
-    def slug(self) -> str:
-        return self.name.lower().replace("_", "-")
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Every overlapping pair on one face, with what the rules look at.
-
-    All attributes are arrays of the same length, one entry per pair.
-    """
-
-    a: NDArray[np.uint64]
-    b: NDArray[np.uint64]
-    count: NDArray[np.int64]
-    size_a: NDArray[np.int64]
-    size_b: NDArray[np.int64]
-    a_best: NDArray[np.bool_]
-    b_best: NDArray[np.bool_]
-    on_plane: NDArray[np.bool_]
-
-    @property
-    def mutual(self) -> NDArray[np.bool_]:
-        return self.a_best & self.b_best
-
-    @property
-    def exact(self) -> NDArray[np.bool_]:
-        return (self.count == self.size_a) & (self.count == self.size_b)
-
-    @property
-    def fraction_a(self) -> NDArray[np.float64]:
-        return self.count / self.size_a
-
-    @property
-    def fraction_b(self) -> NDArray[np.float64]:
-        return self.count / self.size_b
-
-    def __len__(self) -> int:
-        return int(self.a.size)
-
-
-Rule = Callable[..., NDArray[np.integer]]
-
-
-# --------------------------------------------------------------------------- the rules
-
-
-def _first_failure(*conditions: tuple[NDArray[np.bool_], Reason], n: int) -> NDArray[np.int8]:
-    """Reason code per pair: the first condition that fails, or ACCEPTED."""
-    reason = np.full(n, Reason.ACCEPTED, np.int8)
-    for ok, why in reversed(conditions):
-        reason[~ok] = why
-    return reason
-
-
-def rule_none(c: Candidates) -> NDArray[np.int8]:
-    """Match nothing: every subvolume keeps its own ids."""
-    return np.full(len(c), Reason.RULE_NONE, np.int8)
-
-
-def rule_medium(c: Candidates, *, min_overlap: int = 50) -> NDArray[np.int8]:
-    """Mutual best partners sharing more than ``min_overlap`` voxels (Eq. 1 with ∧, Eq. 3)."""
-    return _first_failure((c.mutual, Reason.NOT_MUTUAL), (c.count > min_overlap, Reason.BELOW_SIZE), n=len(c))
-
-
-def rule_conservative(c: Candidates, *, min_overlap: int = 50, min_fraction: float = 0.9) -> NDArray[np.int8]:
-    """``medium``, and the overlap holds at least ``min_fraction`` of both segments (Eq. 2 with ∧)."""
-    return _first_failure(
-        (c.mutual, Reason.NOT_MUTUAL),
-        ((c.fraction_a >= min_fraction) & (c.fraction_b >= min_fraction), Reason.BELOW_FRACTION),
-        (c.count > min_overlap, Reason.BELOW_SIZE),
-        n=len(c),
-    )
-
-
-def rule_aggressive(
-    c: Candidates, *, min_overlap: int = 50, min_fraction: float = 0.9, min_one_sided: int = 1000
-) -> NDArray[np.int8]:
-    """``medium``, plus one-sided best partners whose overlap holds more than ``min_fraction``
-    of either segment and more than ``min_one_sided`` voxels (Eq. 1 and Eq. 2 with ∨)."""
-    medium = rule_medium(c, min_overlap=min_overlap)
-    one_sided = _first_failure(
-        ((c.fraction_a > min_fraction) | (c.fraction_b > min_fraction), Reason.BELOW_FRACTION),
-        (c.count > min_one_sided, Reason.BELOW_SIZE),
-        n=len(c),
-    )
-    return np.where(c.mutual, medium, one_sided).astype(np.int8)
-
-
-_RULES: dict[str, Rule] = {}
-
-
-def register_rule(name: str, rule: Rule, *, replace: bool = False) -> None:
-    """Make ``rule`` available as ``rule=name`` in :func:`match_slabs` and :func:`~labelstitch.stitch`.
-
-    ``rule(candidates, **params)`` returns one :class:`Reason` code per candidate pair.
-    Its keyword parameters, with their defaults, become the rule's parameters. Exact
-    pairs are accepted and pairs off the middle plane refused by the caller, whatever
-    the rule says (except for ``none``).
-    """
-    if not callable(rule):
-        raise ValueError(f"`rule` must be callable, got {rule!r}")
-    if name in _RULES and not replace:
-        raise ValueError(f"a stitching rule named {name!r} exists already; pass replace=True to replace it")
-    _RULES[name] = rule
-
-
-def available_rules() -> tuple[str, ...]:
-    """Names of the registered rules, built-ins first."""
-    return tuple(_RULES)
-
-
-def get_rule(name: str) -> Rule:
-    """The rule registered as ``name``."""
-    try:
-        return _RULES[name]
-    except KeyError:
-        raise ValueError(f"unknown stitching rule {name!r}; known rules: {', '.join(_RULES)}") from None
-
-
-def rule_parameters(name: str) -> dict[str, Any]:
-    """The keyword parameters of a rule with their defaults."""
-    sig = inspect.signature(get_rule(name))
-    return {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-def check_rule_params(name: str, params: dict[str, Any]) -> None:
-    """Raise ValueError naming any parameter the rule does not take, or a value whose type
-    does not fit the parameter's default (a number where the default is a number)."""
-    known = rule_parameters(name)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ValueError(
-            f"stitching rule {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"its parameters are: {', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}"
-        )
-    for key, value in params.items():
-        default = known[key]
-        if isinstance(default, bool) or default is inspect.Parameter.empty or default is None:
-            continue
-        if isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must be a whole number like its default {default!r}, got {value!r}")
-        if isinstance(default, float) and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must be a number like its default {default!r}, got {value!r}")
-        if isinstance(default, (int, float)) and value < 0:
-            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must not be negative, got {value!r}")
-
-
-for _name, _rule in (
-    ("none", rule_none),
-    ("conservative", rule_conservative),
-    ("medium", rule_medium),
-    ("aggressive", rule_aggressive),
-):
-    register_rule(_name, _rule)
+__all__ = ["FaceCandidates", "FaceMatches", "FaceReport", "apply_rule", "face_candidates", "match_face", "reasons"]
 
 
 # --------------------------------------------------------------------------- one face
@@ -331,7 +142,7 @@ class FaceCandidates:
 def face_candidates(
     slab_a: NDArray[Any], slab_b: NDArray[Any], *, axis: int, plane: int, connected_components: bool = False
 ) -> FaceCandidates | None:
-    """The candidate pairs of one face (None: an empty face); see :func:`match_slabs`."""
+    """The candidate pairs of one face (None: an empty face); see :func:`match_face`."""
     if slab_a.shape != slab_b.shape:
         raise ValueError(f"`slab_a` (shape {slab_a.shape}) must have the same shape as `slab_b` (shape {slab_b.shape})")
     raw_a, raw_b = slab_a, slab_b
@@ -361,53 +172,29 @@ def face_candidates(
     return FaceCandidates(cand, sizes, pieces)
 
 
-def _reasons(found: FaceCandidates, rule: str, params: dict[str, Any]) -> NDArray[np.int8]:
+def reasons(found: FaceCandidates, rule: StitchRule, params: dict[str, Any]) -> NDArray[np.int8]:
     """One :class:`Reason` per pair of ``found``: the rule's verdict, with exact pairs
     accepted, segments off the middle plane refused and non-candidates marked."""
     cand = found.cand
-    reason = np.asarray(get_rule(rule)(cand, **params), dtype=np.int8)
+    reason = np.asarray(rule(cand, **params), dtype=np.int8)
     if reason.shape != (len(cand),):
-        raise ValueError(f"stitching rule {rule!r} returned {reason.shape} reasons for {len(cand)} pairs")
-    if rule != "none":
+        raise ValueError(f"stitching rule {rule.name!r} returned {reason.shape} reasons for {len(cand)} pairs")
+    if rule.name != "none":
         reason = np.where(cand.exact, Reason.ACCEPTED, reason).astype(np.int8)
         reason[~cand.on_plane & (reason != Reason.RULE_NONE)] = Reason.NOT_ON_PLANE
     reason[~(cand.a_best | cand.b_best)] = Reason.NOT_CANDIDATE
     return reason
 
 
-def refused_pairs(found: FaceCandidates | None, rule: str = "medium", **params: Any) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
-    """The segment pairs ``(a, b)`` of a face that were candidates and that the rule refused
-    (a pair of which some connected piece matched is not refused). Agglomeration across
-    blocks keeps these pairs from merging through the face, as stitching does."""
-    none = np.zeros(0, np.uint64)
-    if found is None:
-        return none, none
-    check_rule_params(rule, params)
-    reason = _reasons(found, rule, params)
-    cand = found.cand
-    refused = (reason != Reason.ACCEPTED) & (reason != Reason.NOT_CANDIDATE)
-    a, b, ma, mb = cand.a[refused], cand.b[refused], cand.a[reason == Reason.ACCEPTED], cand.b[reason == Reason.ACCEPTED]
-    if found.pieces is not None:
-        label_of_a, label_of_b = found.pieces[:2]
-        a, b, ma, mb = label_of_a[a], label_of_b[b], label_of_a[ma], label_of_b[mb]
-    if a.size == 0:
-        return none, none
-    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-    if ma.size:  # a pair of which some piece matched is joined, not refused
-        matched = {(int(x), int(y)) for x, y in zip(ma, mb)}
-        pairs = pairs[[(int(x), int(y)) not in matched for x, y in pairs]]
-    return pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
-
-
-def apply_rule(found: FaceCandidates | None, rule: str = "medium", **params: Any) -> tuple[FaceMatches, FaceReport]:
-    """The matches and report of one rule on a face's candidates; see :func:`match_slabs`."""
+def apply_rule(found: FaceCandidates | None, rule: StitchRule, **params: Any) -> tuple[FaceMatches, FaceReport]:
+    """The matches and report of one rule on a face's candidates; see :func:`match_face`."""
     check_rule_params(rule, params)
     if found is None:
         none_u, none_i = np.zeros(0, np.uint64), np.zeros(0, np.int64)
         return FaceMatches(none_u, none_u, none_i, none_i, none_i), FaceReport(0, 0, 0, 0, 0, 0)
     cand = found.cand
     is_candidate = cand.a_best | cand.b_best
-    reason = _reasons(found, rule, params)
+    reason = reasons(found, rule, params)
     accepted = reason == Reason.ACCEPTED
 
     codes, counts = np.unique(reason[is_candidate & ~accepted], return_counts=True)
@@ -439,13 +226,13 @@ def apply_rule(found: FaceCandidates | None, rule: str = "medium", **params: Any
     return FaceMatches(ma, mb, mc, sa, sb), report
 
 
-def match_slabs(
+def match_face(
     slab_a: NDArray[Any],
     slab_b: NDArray[Any],
     *,
     axis: int,
     plane: int,
-    rule: str = "medium",
+    rule: StitchRule,
     connected_components: bool = False,
     **params: Any,
 ) -> tuple[FaceMatches, FaceReport]:
@@ -459,8 +246,8 @@ def match_slabs(
         The axis across the face.
     plane : int
         Index of the middle plane inside the slab along ``axis``.
-    rule : str
-        A registered rule name (see the module docstring).
+    rule : StitchRule
+        The rule (``labelstitch.match_slabs`` takes a registered name).
     connected_components : bool
         Split every segment into its 6-connected pieces inside the slab first, so that each
         piece seeks its own partner (the paper's remedy for segments that branch outside the
@@ -475,53 +262,3 @@ def match_slabs(
     check_rule_params(rule, params)
     found = face_candidates(slab_a, slab_b, axis=axis, plane=plane, connected_components=connected_components)
     return apply_rule(found, rule, **params)
-
-
-def touching_pairs(labels: NDArray[Any]) -> set[tuple[int, int]]:
-    """The pairs ``(low, high)`` of different non-zero labels that touch (6-neighbours) in
-    ``labels``: the edges of its region graph (the numba kernel of :mod:`labelstitch.rag`).
-
-    >>> sorted(touching_pairs(np.array([[[1, 1, 2, 0, 3]]])))
-    [(1, 2)]
-    """
-    from .rag import region_graph, renumber
-
-    dense, old = renumber(labels)
-    graph = region_graph(dense, np.zeros(dense.shape, np.float32))
-    return set(zip(old[graph.u.astype(np.int64) - 1].tolist(), old[graph.v.astype(np.int64) - 1].tolist()))
-
-
-def protective_refusals(
-    found: FaceCandidates | None, refused: tuple[NDArray[np.uint64], NDArray[np.uint64]],
-    touch_a: set[tuple[int, int]], touch_b: set[tuple[int, int]],
-) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
-    """Of a face's refused pairs ``(a, b)``, those a refusal should keep apart when
-    agglomerating across blocks: where one side separates, inside its own interior, what
-    the other side joins (``b`` touches another segment of B's interior that ``a`` also
-    overlaps, or the other way round). There the agglomeration can weigh the two pieces on
-    that side's own contact, and dropping ``a``-``b`` keeps a bad block's merge from
-    spreading. A refused piece that touches none of its partner's other partners (a branch
-    whose link lies beyond the face) keeps its contact: without it, it would lose its only
-    way to its neurite. ``touch_a`` / ``touch_b`` are the :func:`touching_pairs` of each
-    side's labels in the slab's part inside its own interior."""
-    a, b = refused
-    if found is None or a.size == 0:
-        return a, b
-    cand = found.cand
-    ca, cb = cand.a, cand.b
-    if found.pieces is not None:
-        ca, cb = found.pieces[0][ca], found.pieces[1][cb]
-    partners_a: dict[int, set[int]] = {}
-    partners_b: dict[int, set[int]] = {}
-    for x, y in zip(ca.tolist(), cb.tolist()):
-        partners_a.setdefault(x, set()).add(y)
-        partners_b.setdefault(y, set()).add(x)
-    keep = []
-    for x, y in zip(a.tolist(), b.tolist()):
-        others_b = partners_a.get(x, set()) - {y}
-        others_a = partners_b.get(y, set()) - {x}
-        split_in_b = any((min(y, o), max(y, o)) in touch_b for o in others_b)
-        split_in_a = any((min(x, o), max(x, o)) in touch_a for o in others_a)
-        keep.append(split_in_a or split_in_b)
-    mask = np.array(keep, bool)
-    return a[mask], b[mask]

@@ -1,16 +1,16 @@
-"""Stitch independently segmented, overlapping subvolumes into one consistent volume.
+"""The stitch's pieces and its result: cut a block's face slabs and interior labels, check a
+stitch before any block is read, assemble every face's matches into global body ids
+(:class:`StitchResult`), and relabel an interior with them.
 
-:func:`stitch` is the whole post-segmentation half of the pipeline in one call: cut the
-overlap slabs, match segments across every face with a rule, resolve the matches into
-global body ids, and relabel the interiors. It keeps only face slabs and label lists in
-memory; blocks are loaded once each (and once more per subvolume for
-:meth:`StitchResult.to_array` or :meth:`StitchResult.relabel`).
+The steps that run them over a plan, on any executor, are
+:mod:`labelstitch.pipeline.stitch` (``labelstitch.stitch`` is those steps on in-memory
+blocks, run serially); the matching of one face is :mod:`labelstitch.matching`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -18,14 +18,14 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._validation import as_labels
 from .geometry import Face, Plan, Subvolume
-from .agglomeration import EdgeStats, GraphPart, sum_graph
-from .matching import FaceMatches, FaceReport, check_rule_params, get_rule, match_slabs
 from .contingency import label_counts
-from .rag import numbered_roots
+from .matching import FaceMatches, FaceReport
 from .relabel import remap
 from .resolve import LabelMapping, resolve
+from .rules import StitchRule, check_rule_params
 
-__all__ = ["Match", "MatchTable", "StitchResult", "agglomerate_across", "stitch", "BlockSource"]
+__all__ = ["BlockSource", "Match", "MatchTable", "StitchResult", "assemble", "block_loader", "check_stitch", "face_slabs",
+           "faces_by_subvolume", "interior_labels", "relabel_interior", "to_bodies"]
 
 BlockSource = Union[Mapping[int, ArrayLike], Callable[[Subvolume], ArrayLike]]
 
@@ -213,7 +213,9 @@ def _checked_block(sv: Subvolume, block: ArrayLike) -> NDArray[np.unsignedintege
     return arr
 
 
-def _block_loader(plan: Plan, blocks: BlockSource) -> Callable[[Subvolume], NDArray[np.unsignedinteger]]:
+def block_loader(plan: Plan, blocks: BlockSource) -> Callable[[Subvolume], NDArray[np.unsignedinteger]]:
+    """``load(sv)``: subvolume ``sv``'s labels from ``blocks`` (a mapping by subvolume id, or a
+    callable), checked as they are read; a mapping without every subvolume is refused here."""
     if isinstance(blocks, Mapping):
         missing = [sv for sv in plan if sv.id not in blocks]
         if missing:
@@ -229,7 +231,7 @@ def _block_loader(plan: Plan, blocks: BlockSource) -> Callable[[Subvolume], NDAr
     raise ValueError(f"`blocks` must be a mapping {{subvolume id: labels}} or a callable, got {type(blocks).__name__}")
 
 
-def check_stitch(plan: Plan, rule: str, rule_params: dict[str, Any]) -> None:
+def check_stitch(plan: Plan, rule: StitchRule, rule_params: dict[str, Any]) -> None:
     """Everything about a stitch that can be checked before reading a block.
 
     Raises
@@ -240,14 +242,13 @@ def check_stitch(plan: Plan, rule: str, rule_params: dict[str, Any]) -> None:
     """
     if not isinstance(plan, Plan):
         raise ValueError(f"`plan` must be a labelstitch.Plan, got {type(plan).__name__}")
-    get_rule(rule)
     check_rule_params(rule, rule_params)
-    if rule != "none":
+    if rule.name != "none":
         flat_axes = sorted({f.axis for f in plan.faces() if f.box.empty})
         if flat_axes:
             raise ValueError(
                 f"`halo` is 0 along axis {', '.join('ZYX'[a] for a in flat_axes)}: neighbouring blocks share no "
-                f"voxels there, so rule {rule!r} cannot match across them; use halo >= 1 or rule='none'"
+                f"voxels there, so rule {rule.name!r} cannot match across them; use halo >= 1 or rule='none'"
             )
 
 
@@ -296,120 +297,3 @@ def assemble(
     return StitchResult(
         plan, rule, dict(rule_params), connected_components, matches, mapping, tuple(reports), load
     )
-
-
-def stitch(
-    plan: Plan,
-    blocks: BlockSource,
-    rule: str = "medium",
-    *,
-    connected_components: bool = False,
-    **rule_params: Any,
-) -> StitchResult:
-    """Stitch the blocks of a plan into one consistent segmentation.
-
-    Parameters
-    ----------
-    plan : Plan
-    blocks : mapping or callable
-        ``blocks[sv.id]`` (or ``blocks(sv)``) gives subvolume ``sv``'s labels over its
-        outer box, in local ids of its own (any non-negative integers; 0 is background).
-        Each block is requested once here, and once more per subvolume by
-        :meth:`StitchResult.to_array`.
-    rule : str
-        ``"none"``, ``"conservative"``, ``"medium"`` (default), ``"aggressive"`` or a rule
-        added with :func:`labelstitch.register_rule`; see :mod:`labelstitch.matching`.
-    connected_components : bool
-        Let each connected piece of a segment inside the overlap seek its own match.
-    **rule_params
-        Thresholds of the rule (e.g. ``min_overlap=50``).
-
-    Returns
-    -------
-    StitchResult
-
-    Raises
-    ------
-    ValueError
-        Before any block is read: an unknown rule or parameter, a missing block, a halo of
-        0 with a rule that needs overlap. While reading: a block of the wrong shape or with
-        float or negative labels, naming the subvolume.
-
-    Examples
-    --------
-    Two blocks of a 1x1x8 volume that agree on their 2-voxel overlap:
-
-    >>> from labelstitch import Plan, stitch
-    >>> plan = Plan.grid((1, 1, 8), block=(1, 1, 4), halo=(0, 0, 1))
-    >>> left = np.array([[[1, 1, 2, 2, 2]]])      # x 0..4 in its own ids
-    >>> right = np.array([[[9, 9, 9, 9, 3]]])     # x 3..7: label 9 is left's 2
-    >>> result = stitch(plan, {0: left, 1: right})
-    >>> result.to_array()
-    array([[[1, 1, 2, 2, 2, 2, 2, 3]]], dtype=uint64)
-    """
-    check_stitch(plan, rule, rule_params)
-    load = _block_loader(plan, blocks)
-    faces = plan.faces()
-    pending: dict[int, NDArray[Any]] = {}  # face index -> the first side's slab
-    per_face: list[FaceMatches] = [None] * len(faces)  # type: ignore[list-item]
-    reports: list[FaceReport] = [None] * len(faces)  # type: ignore[list-item]
-    nodes: dict[int, NDArray[np.uint64]] = {}
-    faces_of = faces_by_subvolume(plan)
-    for sv in plan:
-        block = load(sv)
-        nodes[sv.id] = interior_labels(sv, block)
-        for i, slab in face_slabs(sv, block, faces_of[sv.id]):
-            other = pending.pop(i, None)
-            if other is None:
-                pending[i] = slab.copy()
-                continue
-            f = faces[i]
-            slab_a, slab_b = (slab, other) if sv.id == f.a else (other, slab)
-            per_face[i], reports[i] = match_slabs(
-                slab_a, slab_b, axis=f.axis, plane=f.plane_offset, rule=rule,
-                connected_components=connected_components, **rule_params,
-            )
-        del block
-    return assemble(plan, rule, rule_params, connected_components, per_face, reports, nodes, load)
-
-
-def agglomerate_across(
-    result: StitchResult,
-    graphs: Mapping[int, GraphPart],
-    contacts: list[GraphPart],
-    agglomerate: Callable[[EdgeStats], NDArray[np.int64]],
-) -> StitchResult:
-    """Agglomerate stitched supervoxels once over the whole volume's region graph.
-
-    ``result`` stitched supervoxels: its bodies are the volume's supervoxels. ``graphs[id]``
-    is subvolume ``id``'s interior graph and ``contacts[i]`` the contacts across face ``i``
-    of the plan (without those between pairs the rule refused, so a refusal keeps its
-    protection), all in the subvolumes' own labels. They are mapped to supervoxel ids and
-    summed (each voxel pair once: it lies in one interior or straddles one face), and
-    ``agglomerate(stats)`` gives the root of every supervoxel. Returns ``result`` with the
-    agglomerated bodies as its mapping; the driver holds only the graph, never voxels.
-    """
-    mapping = result.mapping
-    parts = []
-    channels = 1
-    for sv in result.plan:
-        labels, bodies = mapping.for_subvolume(sv.id)
-        g = graphs[sv.id]
-        channels = g.inside.shape[1]
-        ids = [to_bodies(x, labels, bodies) for x in (g.nodes, g.u, g.v)]
-        parts.append(GraphPart(ids[0], g.size, g.inside, ids[1], ids[2], g.count, g.total, g.hist))
-    for face, c in zip(result.plan.faces(), contacts):
-        u = to_bodies(c.u, *mapping.for_subvolume(face.a))
-        v = to_bodies(c.v, *mapping.for_subvolume(face.b))
-        parts.append(GraphPart(c.nodes, c.size, c.inside, u, v, c.count, c.total, c.hist))
-    stats = sum_graph(parts, mapping.n_bodies, channels)
-    graph_bytes = sum(p.nbytes for p in parts)
-    del parts
-    roots = np.asarray(agglomerate(stats), np.int64)
-    if roots.shape != (mapping.n_bodies + 1,):
-        raise ValueError(f"the agglomeration returned {roots.shape[0]} roots for a graph of {mapping.n_bodies} supervoxels")
-    table = numbered_roots(roots)
-    n_bodies = int(table.max())
-    agglomerated = LabelMapping(mapping.subvolume, mapping.label, table[mapping.body.astype(np.int64)], n_bodies)
-    info = {"supervoxels": mapping.n_bodies, "edges": int(stats.u.size), "graph_bytes": int(graph_bytes), "bodies": n_bodies}
-    return replace(result, mapping=agglomerated, agglomeration=info)

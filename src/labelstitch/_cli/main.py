@@ -199,7 +199,8 @@ def _cmd_plugins(args: argparse.Namespace) -> ExitCode:
     found = api.describe_plugins()
     if args.json:
         print(json.dumps({
-            stage: {name: {"plugin": info["plugin"], "across_blocks": info["across_blocks"],
+            stage: {name: {"plugin": info["plugin"], "across_blocks": info["across_blocks"], "reads": info["reads"],
+                           "writes": info["writes"], "bytes_per_voxel": info["bytes_per_voxel"],
                            "parameters": {k: (None if v is inspect.Parameter.empty else v) for k, v in info["parameters"].items()}}
                     for name, info in functions.items()}
             for stage, functions in found.items()
@@ -213,6 +214,9 @@ def _cmd_plugins(args: argparse.Namespace) -> ExitCode:
             print(f"  {name}({params})  [{info['plugin']}{across}]")
             if info["doc"]:
                 print(f"      {info['doc']}")
+            for direction in ("reads", "writes"):
+                if info[direction]:
+                    print(f"      {direction} " + ", ".join(f"{meaning} ({index})" for meaning, index in info[direction]))
     return ExitCode.OK
 
 

@@ -1,12 +1,15 @@
 """The segmentation pipeline, one module per step of the seed paper's workflow.
 
 ==================  ===========================================================================
-``config.py``       the run configuration: JSON/YAML schema, loading, the frozen :class:`RunConfig`
+``options.py``      the one table of config options, and what is made from it (schema, docs)
+``config.py``       the run configuration: loading, the frozen :class:`RunConfig`
+``values.py``       the values the steps hand each other (task, segmented subvolume, variant, ...)
 ``planning.py``     step 1: plan the subvolumes and check everything before any work
 ``segment.py``      step 2: segment one subvolume (worker side) and the loop over all of them
-``stitch.py``       step 4: slabs, matching, resolution, relabelling and the staged write
+``stitch.py``       step 4: slabs, matching and resolution (also ``labelstitch.stitch``)
+``write.py``        step 5: relabel every interior and write it to a staged output
 ``driver.py``       ``run``, ``restitch``, ``compare`` and ``tune``: short compositions of the steps
-``scoring.py``      score stitching variants from per-subvolume contingency tables, writing nothing
+``scoring.py``      VI of stored volumes, of stitching variants from contingency tables, tuning
 ``progress.py``     progress bars
 ==================  ===========================================================================
 
@@ -16,21 +19,26 @@ Step 3 (checkpoints) lives in :mod:`labelstitch.checkpoints`, below the pipeline
 from __future__ import annotations
 
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
-from .driver import RunResult, compare, pareto_front, restitch, run, score_floor, score_regions, score_volumes, tune
+from .driver import compare, restitch, run, tune
 from .planning import PreparedRun, check_plan_output, prepare
-from .segment import PipelineError, SegmentedSubvolume, SegmentTask, segment_all, segment_subvolume
+from .scoring import pareto_front, score_floor, score_regions, score_volumes
+from .segment import PipelineError, segment_all, segment_subvolume
+from .values import ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
 
 __all__ = [
     "EXAMPLE",
     "SCHEMA",
     "ConfigError",
+    "ExecutorChoice",
     "PipelineError",
+    "PreservedBodies",
     "PreparedRun",
     "RunConfig",
     "RunResult",
     "SegmentTask",
     "SegmentedSubvolume",
     "StageConfig",
+    "Variant",
     "check_plan_output",
     "compare",
     "load_config",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import settings_hash
+from ..plugins import resolve_stage
 from ..stores import StoreError, dvid_info_volumes
 from .options import EXAMPLE, KEYS, OPTIONS, REQUIRED, SCHEMA, Option, StageConfig, fields_of, keys_of, schema_of
 
@@ -231,8 +232,9 @@ class _RunConfigMethods:
             # the checkpoints hold supervoxels and graph statistics: the agglomeration only
             # chooses which channel is the boundary, so it can change without segmenting again
             stages = part["options"]["segmentor"]["configuration"]
-            params = stages["agglomerate-supervoxels"].get("parameters", {})
-            stages["agglomerate-supervoxels"] = {"graph boundary channel": int(params.get("boundary_channel", 0))}
+            entry = self.stages[2]  # type: ignore[attr-defined]
+            channel = resolve_stage("agglomerate-supervoxels", entry.function, entry.parameters).channel("boundary")
+            stages["agglomerate-supervoxels"] = {"graph boundary channel": channel or 0}
         return part
 
     @property

@@ -20,29 +20,27 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..checkpoints import CheckpointDir, CheckpointError
 from ..executors import Executor
-from ..geometry import Plan
 from ..locks import hold
-from ..matching import available_rules
-from ..metrics import RegionalVI, Score, floor_blockwise, regional_vi, vi_blockwise
-from ..plugins import Stage, get_executor
+from ..metrics import Score
+from ..plugins import Stage
+from ..plugins.rules import available_rules
 from ..report import report_paths
 from ..stitching import StitchResult
-from ..stores import StoreError, VolumeRef, VolumeStore, parse_volume, staging_path, volume_signature
+from ..stores import StoreError, VolumeRef, parse_volume, staging_path, volume_signature
 from .config import RunConfig
 from .planning import PreparedRun, check_plan_output, check_subvolume_memory, check_writable, prepare, with_stitching
-from .scoring import Variant, score_variants
-from .segment import SegmentedSubvolume, segment_all
-from .stitch import stitch_and_write, write_grayscale
+from .scoring import default_grid, pareto_front, score_regions, score_variants, score_volumes
+from .segment import segment_all
+from .values import ExecutorChoice, RunResult, SegmentedSubvolume, Variant
+from .write import stitch_and_write, write_grayscale
 
-__all__ = ["RunResult", "compare", "restitch", "run", "score_volumes", "score_regions"]
+__all__ = ["compare", "restitch", "run", "tune"]
 
 log = logging.getLogger("labelstitch")
 
@@ -50,121 +48,7 @@ log = logging.getLogger("labelstitch")
 ConfigSource = RunConfig | str | os.PathLike[str] | dict[str, Any]
 
 
-@contextmanager
-def executor_for(executor: str | Executor, **options: Any) -> Iterator[Executor]:
-    """The executor to use: an open one as it is (left open), or one made by name with
-    ``options`` and closed at the end."""
-    if isinstance(executor, Executor):
-        yield executor
-        return
-    pool = get_executor(executor, **options)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-# ----------------------------------------------------------------------------- scoring
-
-
-def _check_labels(seg: VolumeStore, gt: VolumeStore) -> None:
-    """Two label volumes that can be scored against each other, or one clear error."""
-    if seg.shape != gt.shape:
-        raise StoreError(f"segmentation {seg.uri} has shape {seg.shape} but ground truth {gt.uri} has shape {gt.shape}")
-    for role, store in (("segmentation", seg), ("ground truth", gt)):
-        if not (np.issubdtype(store.dtype, np.integer) or store.dtype == np.bool_):
-            raise StoreError(f"{role} {store.uri} has dtype {store.dtype}; label volumes must hold integers")
-
-
-def score_volumes(seg: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = True) -> Score:
-    """VI and body count of two stored volumes, read box by box (never whole)."""
-    _check_labels(seg, gt)
-    return vi_blockwise(seg.shape, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
-
-
-def score_floor(supervoxels: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = True) -> Score:
-    """The perfect-agglomeration floor of a stored supervoxel volume, read box by box."""
-    _check_labels(supervoxels, gt)
-    return floor_blockwise(supervoxels.shape, lambda box: (supervoxels.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
-
-
-def score_regions(seg: VolumeStore, gt: VolumeStore, region: int = 32, *, ignore_gt_zero: bool = True) -> RegionalVI:
-    """VI of every ``region``-sized block of two stored volumes (the paper's Figure 9)."""
-    _check_labels(seg, gt)
-    return regional_vi(seg.shape, region, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
-
-
 # ----------------------------------------------------------------------------- run
-
-
-@dataclass
-class RunResult:
-    """What :func:`run` did.
-
-    Attributes
-    ----------
-    output : str
-        Where the segmentation was written.
-    seconds : dict
-        Wall time per stage (the paper's Table 1).
-    counts : dict
-        Subvolumes, supervoxels, segments, matches and final bodies.
-    vi : Score or None
-        Score against the config's ground truth.
-    stitch : dict
-        ``StitchResult.summary()``.
-    checkpoints : str or None
-        The checkpoint folder, if the run had one.
-    report : str or None
-        The stitch report (``OUT.stitch.md``; ``.json`` and ``.npz`` beside it), if written.
-    intensity_range : str
-        The grayscale values taken as black and white, and how they were chosen.
-    warnings : list of str
-        Results that look wrong (subvolumes with no segment, a run with one body or none),
-        also logged to the ``labelstitch`` logger.
-    """
-
-    output: str
-    plan: Plan
-    seconds: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    vi: Score | None = None
-    stitch: dict[str, Any] = field(default_factory=dict)
-    checkpoints: str | None = None
-    report: str | None = None
-    intensity_range: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "checkpoints": self.checkpoints,
-            "report": self.report,
-            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-            "counts": dict(self.counts),
-            "vi": self.vi.to_dict() if self.vi else None,
-            "stitch": self.stitch,
-            "intensity-range": self.intensity_range,
-            "warnings": list(self.warnings),
-        }
-
-    def table(self) -> str:
-        """The summary as text: time per stage, then counts and scores."""
-        lines = [f"{'stage':<28}{'seconds':>10}"]
-        lines += [f"{stage:<28}{sec:>10.2f}" for stage, sec in self.seconds.items()]
-        lines.append("")
-        lines += [f"{name:<28}{value:>10}" for name, value in self.counts.items()]
-        if self.vi is not None:
-            lines.append("")
-            lines.append(f"VI merge {self.vi.merge:.3f}  split {self.vi.split:.3f}  total {self.vi.total:.3f} bits")
-        if self.intensity_range:
-            lines.append(f"\nintensity range {self.intensity_range}")
-        lines.append(f"view it: labelstitch view {self.output}")
-        lines += [f"warning: {w}" for w in self.warnings]
-        lines.append(f"\nwrote {self.output}")
-        return "\n".join(lines)
-
-    __str__ = table
 
 
 @contextmanager
@@ -307,7 +191,7 @@ def _counts(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], com
         "supervoxels": sum(s.supervoxels for s in segmented.values()),
         "segments": sum(s.segments for s in segmented.values()),
         "matches": len(result.matches),
-        "bodies": result.n_bodies + len(prepared.task.preserve_bodies),
+        "bodies": result.n_bodies + (len(prepared.task.preserved.ids) if prepared.task.preserved is not None else 0),
         "checkpoint bytes": stored,
         "uncompressed label bytes": raw,
         "compression ratio": round(raw / stored, 1) if stored else 0,
@@ -370,7 +254,7 @@ def run(
         if resume and not config.checkpoint_dir:
             raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
         seconds = {"check and plan": time.perf_counter() - t0}
-        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master).opened())
         # with the workers known, before the checkpoint folder is made
         check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once, context=prepared.task.context)
         checkpoints = None
@@ -483,7 +367,7 @@ def restitch(
         _lock_run(held, config)
         check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
         segmented = _finished_subvolumes(prepared)
-        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master).opened())
         return stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress)
 
 
@@ -535,7 +419,7 @@ def compare(
             prepared.append((name, variant))
         where.mkdir(parents=True, exist_ok=True)
         rows = []
-        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master).opened())
         gt = held.enter_context(truth.open())
         for name, variant in prepared:
             start = time.perf_counter()
@@ -607,46 +491,6 @@ def _score_without_writing(
         with_stitching(base, _variant(base.config, v.rule, v.params, None))
     with ExitStack() as held:
         segmented = _finished_subvolumes(base)
-        pool = held.enter_context(executor_for(executor, workers=workers, master=spark_master))
+        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master).opened())
         scored, _ = score_variants(base, segmented, pool, ground_truth, wanted, region=region, progress=progress)
     return [score for score, _ in scored]
-
-
-def default_grid(rule: str) -> dict[str, list[Any]]:
-    """The values ``tune`` tries for a rule's numeric parameters: half, once and twice the
-    default for counts; for fractions in (0, 1), the default and one step either way
-    towards 2d - 1 and 1.
-
-    >>> default_grid("conservative")
-    {'min_overlap': [25, 50, 100], 'min_fraction': [0.8, 0.9, 0.95]}
-    """
-    from ..matching import rule_parameters
-
-    grid: dict[str, list[Any]] = {}
-    for key, value in rule_parameters(rule).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            continue
-        if isinstance(value, int):
-            grid[key] = sorted({max(1, value // 2), value, value * 2})
-        elif value < 1:
-            grid[key] = sorted({round(max(0.0, 2 * value - 1), 4), value, round((1 + value) / 2, 4)})
-        else:
-            grid[key] = [value / 2, value, value * 2]
-    return grid
-
-
-def pareto_front(scores: list[Score]) -> list[Score]:
-    """The scores no other score beats on both false merge and false split VI (ties kept
-    once), sorted by false merge.
-
-    >>> s = [Score(0.1, 0.9, name="a"), Score(0.2, 0.5, name="b"), Score(0.3, 0.6, name="c"), Score(0.5, 0.1, name="d")]
-    >>> [x.name for x in pareto_front(s)]
-    ['a', 'b', 'd']
-    """
-    front: list[Score] = []
-    best_split = float("inf")
-    for score in sorted(scores, key=lambda x: (x.merge, x.split)):
-        if score.split < best_split:
-            front.append(score)
-            best_split = score.split
-    return front

@@ -15,10 +15,12 @@ import numpy as np
 
 from ..geometry import Box, Plan, misaligned_axis, roi_chunks
 from ..plugins import PluginError, Stage, resolve_stage
+from ..plugins.rules import get_rule
+from ..rules import StitchRule
 from ..stitching import check_stitch
 from ..stores import StoreError, VolumeRef, VolumeStore, parse_volume, read_roi
 from .config import RunConfig
-from .segment import SegmentTask, run_tuples
+from .values import PreservedBodies, SegmentTask, run_tuples
 
 __all__ = ["PreparedRun", "check_plan_output", "prepare", "resolve_stages", "with_stitching"]
 
@@ -36,6 +38,8 @@ class PreparedRun:
     resolution_note: str = ""
     #: where ``options.write-grayscale`` writes the grayscale (None: it is not written)
     grayscale_copy: VolumeRef | None = None
+    #: the config's stitching rule, looked up once
+    rule: StitchRule | None = None
 
 
 def grayscale_copy(config: RunConfig) -> VolumeRef:
@@ -107,14 +111,33 @@ def resolve_stages(config: RunConfig) -> tuple[Stage, Stage, Stage]:
     return out[0], out[1], out[2]
 
 
+def check_channels(stages: tuple[Stage, Stage, Stage]) -> None:
+    """Refuse, before any work, a stage that reads a prediction channel the predict-voxels
+    function does not write, or writes as something else (when it declares what it writes)."""
+    predict = stages[0]
+    written = {index: channel for channel, index in predict.channels("writes")}
+    if not written:
+        return  # a predictor that declares nothing: its answer is checked at the first subvolume
+    listing = ", ".join(f"{c.meaning} (channel {i})" for i, c in sorted(written.items()))
+    for stage in stages[1:]:
+        for channel, index in stage.channels():
+            name = f" (its `{channel.index}`)" if isinstance(channel.index, str) else ""
+            if index not in written or written[index].meaning != channel.meaning:
+                raise PluginError(
+                    f"options.segmentor.configuration.{stage.stage}: {stage.name!r} reads {channel.meaning} from channel "
+                    f"{index}{name}, but predict-voxels {predict.name!r} writes {listing}; choose a predictor that writes "
+                    f"it, or another channel"
+                )
+
+
 def check_across_blocks(agglomerate: Stage, plan: Plan) -> None:
     """Refuse ``options.agglomerate-across-blocks`` with an agglomeration that cannot run on
     a region graph, or without the overlap the face contacts are read from."""
-    if not callable(getattr(agglomerate.function, "agglomerate_graph", None)):
+    if agglomerate.info.graph is None:
         raise PluginError(
             f"options.agglomerate-across-blocks needs an agglomerate-supervoxels function that agglomerates a region "
-            f"graph (rag_agglomeration, learned_agglomeration, no_agglomeration, or one with an `agglomerate_graph` "
-            f"attribute); {agglomerate.name!r} has none"
+            f"graph (rag_agglomeration, learned_agglomeration, no_agglomeration, or one that declares a `graph` with "
+            f"labelstitch.stage_function); {agglomerate.name!r} declares none"
         )
     if any(f.box.empty for f in plan.faces()):
         raise ValueError(f"options.agglomerate-across-blocks needs options.overlap of at least 1 voxel on every axis, "
@@ -154,8 +177,7 @@ def _plan(config: RunConfig, shape: tuple[int, ...]) -> tuple[Plan, tuple[tuple[
 #: working memory of one subvolume per voxel of its outer box for the built-in stages, with
 #: room to spare: measured 34 bytes for a whole worker (read, mask, naive predictions,
 #: seeded watershed, mean agglomeration, encode; benchmarks/bench_stage_memory.py). A stage
-#: function that needs more says so with a ``bytes_per_voxel`` attribute (the pixel
-#: classifier: about 660).
+#: function that needs more declares its ``bytes_per_voxel`` (the pixel classifier: about 660).
 BYTES_PER_VOXEL = 64
 
 
@@ -169,7 +191,7 @@ def _physical_memory() -> int:
 def subvolume_bytes_per_voxel(stages: tuple[Stage, ...]) -> int:
     """Working memory per outer-box voxel of one subvolume with these stages: the built-in
     baseline plus the most any one stage declares beyond it (stages run one after another)."""
-    declared = [int(getattr(stage.function, "bytes_per_voxel", 0) or 0) for stage in stages]
+    declared = [stage.info.bytes_per_voxel for stage in stages]
     return BYTES_PER_VOXEL + max(declared, default=0)
 
 
@@ -247,21 +269,22 @@ def prepare(
                     f"ground-truth {config.ground_truth} has dtype {gt.dtype}; label volumes must hold integers "
                     "(a VI of float labels would mean nothing)"
                 )
+    stages_ = stages if stages is not None else resolve_stages(config)
+    check_channels(stages_)
     task = SegmentTask(
         config.input,
-        stages if stages is not None else resolve_stages(config),
+        stages_,
         config.background_value,
         config.background_min_width,
         intensity,
         config.allow_missing_input,
-        config.preserve_volume,
-        config.preserve_bodies,
+        PreservedBodies(config.preserve_volume, config.preserve_bodies) if config.preserve_volume is not None else None,
         codec=config.codec,
         extra_mask=extra_mask,
         roi_runs=runs,
         roi_block=roi_block,
         keep_supervoxels=config.output.keeps_supervoxels(),  # asked of the output once per run
-        context=config.context,
+        context=max(config.context, *(stage.info.context for stage in stages_)),
         shape=tuple(plan.shape),
         graph=config.agglomerate_across_blocks,
     )
@@ -276,10 +299,11 @@ def prepare(
                     "keep checkpoints in a folder of their own"
                 )
         check_writable(config.checkpoint_dir, "options.checkpoint-dir")
-    check_stitch(plan, config.rule, config.rule_params)
+    rule = get_rule(config.rule)
+    check_stitch(plan, rule, config.rule_params)
     return PreparedRun(
         config, plan, task, f"[{intensity[0]:g}, {intensity[1]:g}]: {note}", tuple(resolution), resolution_note,  # type: ignore[arg-type]
-        grayscale_copy(config) if config.write_grayscale else None,
+        grayscale_copy(config) if config.write_grayscale else None, rule,
     )
 
 
@@ -287,8 +311,9 @@ def with_stitching(prepared: PreparedRun, config: RunConfig) -> PreparedRun:
     """The prepared run with another stitching rule or output (``config`` differs from
     ``prepared.config`` in those only): the segmentation side is the same, so only the rule
     is checked again."""
-    check_stitch(prepared.plan, config.rule, config.rule_params)
-    return dataclasses.replace(prepared, config=config)
+    rule = get_rule(config.rule)
+    check_stitch(prepared.plan, rule, config.rule_params)
+    return dataclasses.replace(prepared, config=config, rule=rule)
 
 
 def inputs_of(config: RunConfig) -> dict[str, VolumeRef | str]:

@@ -1,4 +1,5 @@
-"""Score stitching variants without writing them (``labelstitch compare``, ``labelstitch tune``).
+"""Scoring: VI of stored volumes read box by box, and of stitching variants without writing
+them (``labelstitch compare``, ``labelstitch tune``, with the tuning grid and its Pareto front).
 
 Every variant of a finished run (another rule, other thresholds, connected components on
 or off) relabels the same segmented subvolumes through its own mapping, so its VI against
@@ -22,27 +23,18 @@ from numpy.typing import NDArray
 from ..contingency import count_pairs
 from ..executors import Executor
 from ..geometry import Box, Plan, Subvolume
-from ..metrics import RegionalVI, Score, score_table
+from ..metrics import RegionalVI, Score, floor_blockwise, regional_vi, score_table, vi_blockwise
+from ..plugins.rules import get_rule, rule_parameters
 from ..stitching import StitchResult, to_bodies
-from ..stores import VolumeRef
+from ..stores import StoreError, VolumeRef, VolumeStore
 from .planning import PreparedRun
-from .segment import SegmentedSubvolume
-from .stitch import _preserved, across_blocks, match_variants
+from .stitch import across_blocks, match_variants
+from .values import PreservedBodies, SegmentedSubvolume, Variant
 
-__all__ = ["Variant", "score_variants"]
+__all__ = ["default_grid", "pareto_front", "score_floor", "score_regions", "score_variants", "score_volumes"]
 
 #: marks a table key that is already a final id (background 0, a preserved body)
 FINAL = np.uint64(1 << 63)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One way to stitch: a name, a rule, its parameters and connected components."""
-
-    name: str
-    rule: str
-    params: dict[str, Any]
-    connected_components: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,14 +44,13 @@ class _InteriorTable:
     ground_truth: VolumeRef
     region: int
     grid_shape: tuple[int, ...]  # regions per axis
-    preserve_volume: VolumeRef | None
-    preserve_bodies: tuple[int, ...]
+    preserved: PreservedBodies | None
 
     def __call__(self, sv: Subvolume, block: NDArray[Any]) -> NDArray[np.uint64]:
         labels = block[sv.interior.slices(sv.outer)].astype(np.uint64)
         final = labels == 0
-        keep, original = _preserved(sv, self.preserve_volume, self.preserve_bodies)
-        if keep is not None:
+        if self.preserved is not None:
+            keep, original = self.preserved.in_box(sv.interior)
             labels[keep] = original[keep]
             final |= keep
         labels[final] |= FINAL
@@ -106,14 +97,14 @@ def score_variants(
     seconds = {}
     start = time.perf_counter()
     grid = Plan.grid(plan.shape, region, 0)
-    table_of = _InteriorTable(ground_truth, region, grid.grid_shape, task.preserve_volume, task.preserve_bodies)
+    table_of = _InteriorTable(ground_truth, region, grid.grid_shape, task.preserved)
     tables: dict[int, NDArray[np.uint64]] = {}
-    wanted = [(v.rule, v.params, v.connected_components) for v in variants]
+    wanted = [(get_rule(v.rule), v.params, v.connected_components) for v in variants]
     results = match_variants(plan, segmented, pool, wanted, progress, tables=table_of, tables_of=tables,
                              across=across_blocks(prepared))
     seconds["tables and matching"] = time.perf_counter() - start
     start = time.perf_counter()
-    offset = max(task.preserve_bodies, default=0)
+    offset = task.preserved.offset if task.preserved is not None else 0
     boxes = tuple(sv.interior for sv in grid)
     out = []
     for variant, (result, match_seconds) in zip(variants, results):
@@ -132,3 +123,74 @@ def score_variants(
         out.append((score, result))
     seconds["score"] = time.perf_counter() - start
     return out, seconds
+
+
+# ----------------------------------------------------------------------------- stored volumes
+
+
+def _check_labels(seg: VolumeStore, gt: VolumeStore) -> None:
+    """Two label volumes that can be scored against each other, or one clear error."""
+    if seg.shape != gt.shape:
+        raise StoreError(f"segmentation {seg.uri} has shape {seg.shape} but ground truth {gt.uri} has shape {gt.shape}")
+    for role, store in (("segmentation", seg), ("ground truth", gt)):
+        if not (np.issubdtype(store.dtype, np.integer) or store.dtype == np.bool_):
+            raise StoreError(f"{role} {store.uri} has dtype {store.dtype}; label volumes must hold integers")
+
+
+def score_volumes(seg: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = True) -> Score:
+    """VI and body count of two stored volumes, read box by box (never whole)."""
+    _check_labels(seg, gt)
+    return vi_blockwise(seg.shape, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
+
+
+def score_floor(supervoxels: VolumeStore, gt: VolumeStore, *, ignore_gt_zero: bool = True) -> Score:
+    """The perfect-agglomeration floor of a stored supervoxel volume, read box by box."""
+    _check_labels(supervoxels, gt)
+    return floor_blockwise(supervoxels.shape, lambda box: (supervoxels.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
+
+
+def score_regions(seg: VolumeStore, gt: VolumeStore, region: int = 32, *, ignore_gt_zero: bool = True) -> RegionalVI:
+    """VI of every ``region``-sized block of two stored volumes (the paper's Figure 9)."""
+    _check_labels(seg, gt)
+    return regional_vi(seg.shape, region, lambda box: (seg.read(box), gt.read(box)), ignore_gt_zero=ignore_gt_zero)
+
+
+# ----------------------------------------------------------------------------- tuning
+
+
+def default_grid(rule: str) -> dict[str, list[Any]]:
+    """The values ``tune`` tries for a rule's numeric parameters: half, once and twice the
+    default for counts; for fractions in (0, 1), the default and one step either way
+    towards 2d - 1 and 1.
+
+    >>> default_grid("conservative")
+    {'min_overlap': [25, 50, 100], 'min_fraction': [0.8, 0.9, 0.95]}
+    """
+    grid: dict[str, list[Any]] = {}
+    for key, value in rule_parameters(rule).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            continue
+        if isinstance(value, int):
+            grid[key] = sorted({max(1, value // 2), value, value * 2})
+        elif value < 1:
+            grid[key] = sorted({round(max(0.0, 2 * value - 1), 4), value, round((1 + value) / 2, 4)})
+        else:
+            grid[key] = [value / 2, value, value * 2]
+    return grid
+
+
+def pareto_front(scores: list[Score]) -> list[Score]:
+    """The scores no other score beats on both false merge and false split VI (ties kept
+    once), sorted by false merge.
+
+    >>> s = [Score(0.1, 0.9, name="a"), Score(0.2, 0.5, name="b"), Score(0.3, 0.6, name="c"), Score(0.5, 0.1, name="d")]
+    >>> [x.name for x in pareto_front(s)]
+    ['a', 'b', 'd']
+    """
+    front: list[Score] = []
+    best_split = float("inf")
+    for score in sorted(scores, key=lambda x: (x.merge, x.split)):
+        if score.split < best_split:
+            front.append(score)
+            best_split = score.split
+    return front

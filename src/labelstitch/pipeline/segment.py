@@ -19,23 +19,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..checkpoints import CheckpointDir, read_block, save_block
-from ..agglomeration import GraphPart, interior_graph
-from ..codec import DEFAULT_CODEC, bundle_graph, bundle_supervoxels, decode_labels, encode_labels, holds, split_graph, split_supervoxels
+from ..checkpoints import CheckpointDir, save_block
+from ..agglomeration import interior_graph
+from ..codec import bundle_graph, bundle_supervoxels, encode_labels, holds
 from ..executors import Executor
-from ..geometry import Box, Subvolume, roi_mask, roi_runs_near
+from ..geometry import Box, Subvolume, roi_mask
 from ..plugins import Stage
 from ..relabel import refine_supervoxels
-from ..stores import StoreError, VolumeRef
+from ..stores import StoreError
 from .progress import bar
+from .values import SegmentedSubvolume, SegmentTask
 
-__all__ = ["PipelineError", "SegmentTask", "SegmentedSubvolume", "SegmentStats", "background_mask", "segment_all", "segment_subvolume"]
+__all__ = ["PipelineError", "SegmentStats", "background_mask", "segment_all", "segment_subvolume"]
 
 log = logging.getLogger("labelstitch")
-
-#: ROI block runs ``(z, y, x0, x1)`` as plain tuples (frozen, picklable, comparable)
-Runs = tuple[tuple[int, int, int, int], ...]
-
 
 class PipelineError(ValueError):
     """A stage function returned something the pipeline cannot use."""
@@ -83,95 +80,6 @@ def stage_grayscale(grayscale: NDArray[Any], black: float, white: float) -> NDAr
         return np.clip(values, 0, 255).astype(np.uint8)
     out = (grayscale.astype(np.float32) - np.float32(black)) / np.float32(white - black)
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-@dataclass(frozen=True)
-class SegmentTask:
-    """Everything a worker needs to segment one subvolume; picklable."""
-
-    input: VolumeRef
-    stages: tuple[Stage, Stage, Stage]
-    background_value: int | None
-    background_min_width: int
-    intensity_range: tuple[float, float] = (0, 255)
-    allow_missing_input: bool = False
-    preserve_volume: VolumeRef | None = None
-    preserve_bodies: tuple[int, ...] = ()
-    codec: str = DEFAULT_CODEC
-    checkpoint_dir: str | None = None
-    extra_mask: VolumeRef | None = None
-    roi_runs: Runs = ()
-    roi_block: int = 0
-    #: keep the interior's supervoxels too, for an output that stores supervoxels and a mapping
-    keep_supervoxels: bool = False
-    #: voxels segmented beyond the outer box (then cropped away), and the volume's shape
-    context: int = 0
-    shape: tuple[int, ...] = ()
-    #: agglomerate across blocks: keep the supervoxels as the labels, with the region-graph
-    #: statistics of the interior; the agglomeration runs once, over the whole volume's graph
-    graph: bool = False
-
-    def near(self, sv: Subvolume) -> SegmentTask:
-        """This task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
-        if not self.roi_block:
-            return self
-        return replace(self, roi_runs=run_tuples(roi_runs_near(self.roi_runs, self.roi_block, sv.outer.grow(self.context))))
-
-
-def run_tuples(runs: NDArray[np.int64]) -> Runs:
-    """ROI runs as plain tuples, for the frozen task."""
-    return tuple((z, y, x0, x1) for z, y, x0, x1 in runs.tolist())
-
-
-@dataclass(frozen=True)
-class SegmentedSubvolume:
-    """A segmented subvolume: its labels over the outer box (compressed, in memory or in a
-    checkpoint file) and a few counts."""
-
-    sv_id: int
-    data: bytes | None
-    supervoxels: int
-    segments: int
-    seconds: dict[str, float]
-    path: str | None = None
-    sha256: str = ""
-    size: int = 0
-    unmasked: int = -1  # voxels left to the stages (-1: not known, restored from a checkpoint)
-
-    def _bytes(self) -> bytes:
-        if self.data is not None:
-            return self.data
-        assert self.path is not None
-        return read_block(self.path)
-
-    def load(self) -> NDArray[np.uint64]:
-        """The labels over the outer box."""
-        return decode_labels(self._bytes())
-
-    def supervoxel_count(self) -> int | None:
-        """How many supervoxels the interior keeps (None: none were kept), without decoding them."""
-        _, supervoxels, segment_of = split_supervoxels(self._bytes())
-        return None if supervoxels is None or segment_of is None else int(segment_of.size)
-
-    def load_supervoxels(self) -> tuple[NDArray[np.uint64], NDArray[np.uint64]] | None:
-        """The interior's supervoxels (numbered 1, 2, ... each within one segment) and the
-        segment (a label of :meth:`load`) of each; None if they were not kept."""
-        _, supervoxels, segment_of = split_supervoxels(self._bytes())
-        if supervoxels is None or segment_of is None:
-            return None
-        return decode_labels(supervoxels).astype(np.uint64, copy=False), segment_of
-
-    def load_with_graph(self) -> tuple[NDArray[np.uint64], tuple[GraphPart, dict[str, NDArray[np.float32]]] | None]:
-        """The labels over the outer box, and the interior's region-graph statistics and
-        face planes (agglomeration across blocks; None if they were not kept), from one
-        read of the block."""
-        data = self._bytes()
-        graph = split_graph(data)[1]
-        return decode_labels(data), None if graph is None else load_graph(graph)
-
-    @classmethod
-    def from_checkpoint(cls, sv_id: int, path: Path) -> SegmentedSubvolume:
-        return cls(sv_id, None, 0, 0, {}, str(path), "", path.stat().st_size)
 
 
 def _checked(name: str, result: Any, shape: tuple[int, ...], sv: Subvolume, *, floating: bool) -> NDArray[Any]:
@@ -232,9 +140,8 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
             mask |= volume.read(sv.outer).astype(bool)
     if task.roi_block:  # an ROI run: voxels outside it are masked (runs may be empty near this subvolume)
         mask |= ~roi_mask(task.roi_runs, task.roi_block, sv.outer)
-    if task.preserve_volume is not None:
-        with task.preserve_volume.open() as volume:
-            mask |= np.isin(volume.read(sv.outer), np.asarray(task.preserve_bodies, dtype=np.uint64))
+    if task.preserved is not None:
+        mask |= task.preserved.in_box(sv.outer)[0]
     seconds["read"] = time.perf_counter() - start
     predict, supervoxel, agglomerate = task.stages
     shape = grayscale.shape
@@ -294,17 +201,14 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
                          agglomerate: Stage) -> bytes:
     """The region-graph statistics of ``original``'s interior (``labels`` and ``predictions``
     cover ``sv.outer``), with the boundary probability of its six faces' planes, as
-    ``.npz`` bytes. The boundary is channel ``boundary_channel`` when the agglomeration
-    takes that parameter, else channel 0; other channels follow it."""
-    channel = int(agglomerate.parameters.get("boundary_channel", 0))
+    ``.npz`` bytes. The boundary is the channel the agglomeration declares it reads as
+    ``boundary`` (channel 0 if it reads none); other channels follow it."""
+    channel = agglomerate.channel("boundary") or 0
     pred = predictions if predictions.ndim == 4 else predictions[..., None]
-    if channel >= pred.shape[-1]:
-        raise PipelineError(f"boundary_channel {channel} of {agglomerate.name!r}: the predictions of subvolume "
-                            f"{original.id} have {pred.shape[-1]} channel(s)")
-    mitochondria = int(agglomerate.parameters.get("mitochondria_channel", -1))
-    if mitochondria >= pred.shape[-1] or mitochondria == channel:
-        raise PipelineError(f"mitochondria_channel {mitochondria} of {agglomerate.name!r}: the predictions of subvolume "
-                            f"{original.id} have {pred.shape[-1]} channel(s), the boundary being channel {channel}")
+    for meaning, index in (("boundary", channel), ("mitochondria", agglomerate.channel("mitochondria"))):
+        if index is not None and (index >= pred.shape[-1] or (meaning != "boundary" and index == channel)):
+            raise PipelineError(f"the {meaning} channel {index} of {agglomerate.name!r}: the predictions of subvolume "
+                                f"{original.id} have {pred.shape[-1]} channel(s), the boundary being channel {channel}")
     order = [channel] + [c for c in range(pred.shape[-1]) if c != channel]
     inner = original.interior.slices(sv.outer)
     inside = pred[inner] if channel == 0 else pred[inner][..., order]  # a view unless channels move
@@ -315,14 +219,6 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
-
-
-def load_graph(data: bytes) -> tuple[GraphPart, dict[str, NDArray[np.float32]]]:
-    """The interior's :class:`~labelstitch.agglomeration.GraphPart` and boundary planes
-    (``lo0``..``hi2``) from :func:`interior_graph_bytes`."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as found:
-        arrays = {k: found[k] for k in found.files}
-    return GraphPart.from_arrays(arrays), {k: v for k, v in arrays.items() if k[:2] in ("lo", "hi")}
 
 
 def _segment_item(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume:

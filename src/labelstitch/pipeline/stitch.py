@@ -1,10 +1,11 @@
-"""Step 4 of the paper's workflow: stitch the segmented subvolumes and write the interiors.
+"""Step 4 of the paper's workflow: stitch the segmented subvolumes.
 
-Three mapped steps around one driver step, the same on every executor: (1) per subvolume,
-cut the face slabs and list the interior labels; (2) per face, match, then on the driver
-resolve the matches into bodies; (3) per subvolume, relabel the interior and write it.
-Only slabs, label lists and matches travel to the driver; the output is staged and
-published only when every interior is written.
+Two mapped steps and a driver step, the same on every executor: (1) per subvolume, cut
+the face slabs and list the interior labels; (2) per face, match; then, on the driver,
+resolve the matches into bodies (:func:`match_variants`). Only slabs, label lists and
+matches travel to the driver. :func:`stitch` (``labelstitch.stitch``) is the same steps on
+in-memory blocks, on the serial executor: one stitching engine for the Python API and the
+pipeline. Writing the result is :mod:`labelstitch.pipeline.write`.
 """
 
 from __future__ import annotations
@@ -17,24 +18,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .._version import __version__
+from ..across import agglomerate_across, face_contacts, protective_refusals, refused_pairs, touching_pairs
+from ..agglomeration import EdgeStats, GraphPart
 from ..codec import decode_labels, encode_labels
-from ..executors import Executor
+from ..executors import Executor, SerialExecutor
 from ..geometry import Face, Plan, Subvolume
-from ..agglomeration import EdgeStats, GraphPart, face_contacts
-from ..matching import apply_rule, face_candidates, protective_refusals, refused_pairs, touching_pairs
-from ..plugins import Stage, get_plugin_manager
-from ..report import write_stitch_report
-from ..stitching import (
-    StitchResult, agglomerate_across, assemble, face_slabs, faces_by_subvolume, interior_labels, relabel_interior, to_bodies,
-)
-from ..stores import StoreError, VolumeRef, VolumeStore, staged_output
-from .config import RunConfig
+from ..matching import apply_rule, face_candidates
+from ..plugins import Stage
+from ..plugins.rules import get_rule
+from ..rules import StitchRule
+from ..stitching import BlockSource, StitchResult, assemble, block_loader, check_stitch, face_slabs, faces_by_subvolume, interior_labels
+from ..stores import StoreError
 from .planning import PreparedRun
 from .progress import progress as counted
-from .segment import SegmentedSubvolume, describe_item
+from .segment import describe_item
+from .values import SegmentedSubvolume
 
-__all__ = ["AcrossBlocks", "across_blocks", "match_variants", "stitch_and_write"]
+__all__ = ["AcrossBlocks", "Stitching", "across_blocks", "match_variants", "stitch", "stitch_run"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ class _EmitSlabs:
         return pairs
 
 
-#: a way to stitch: (rule, its parameters, connected components)
-Variant = tuple[str, dict[str, Any], bool]
+#: a way to stitch, resolved: (rule, its parameters, connected components)
+Stitching = tuple[StitchRule, dict[str, Any], bool]
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class _Matcher:
     (per subvolume key: hand the labels on)."""
 
     faces: tuple[Face, ...]
-    variants: tuple[Variant, ...]
+    variants: tuple[Stitching, ...]
     #: agglomeration across blocks: per face, where the lower interior's last plane lies in the slab
     interiors: tuple[tuple[slice, ...], ...] = ()
     histograms: bool = True
@@ -91,7 +91,6 @@ class _Matcher:
         (kind, index), values = group
         if kind != "face":
             return kind, index, values[0]
-        get_plugin_manager()  # a plugin's rule is registered in this worker process too
         face = self.faces[index]
         sides = {sv_id: (slab, plane) for sv_id, slab, plane in values}
         a, b = decode_labels(sides[face.a][0]), decode_labels(sides[face.b][0])
@@ -112,7 +111,7 @@ class _Matcher:
         touching: list[set[tuple[int, int]]] = []  # each side's touching pieces inside its interior, made once
         out = []
         for m, (rule, params, cc) in zip(matched, self.variants):
-            if rule == "none":  # `none` stitches nothing: no contact crosses the face
+            if rule.name == "none":  # `none` stitches nothing: no contact crosses the face
                 out.append((*m, contacts.empty()))
                 continue
             refused = refused_pairs(candidates[cc], rule, **params)
@@ -135,150 +134,25 @@ def _last_plane_in_slab(face: Face, lower: Subvolume) -> tuple[slice, ...]:
 
 @dataclass(frozen=True)
 class AcrossBlocks:
-    """Agglomeration across blocks with the run's agglomerate-supervoxels stage: its
-    ``agglomerate_graph`` over the whole volume's region graph (see
-    :func:`labelstitch.stitching.agglomerate_across`)."""
+    """Agglomeration across blocks with the run's agglomerate-supervoxels stage: the
+    ``graph`` it declares, over the whole volume's region graph (see
+    :func:`labelstitch.across.agglomerate_across`)."""
 
     stage: Stage
 
     @property
     def histograms(self) -> bool:
         """Whether the agglomeration reads the boundary histograms (else they never reach the driver)."""
-        return bool(getattr(self.stage.function.agglomerate_graph, "histograms", True))
+        return self.stage.info.graph_histograms
 
     def __call__(self, stats: EdgeStats) -> NDArray[np.int64]:
-        return np.asarray(self.stage.function.agglomerate_graph(stats, **self.stage.parameters), np.int64)
-
-
-@dataclass(frozen=True)
-class _WriteItem:
-    sv: Subvolume
-    segmented: SegmentedSubvolume
-    labels: NDArray[np.uint64]
-    bodies: NDArray[np.uint64]
-    offset: int
-    preserve_volume: VolumeRef | None
-    preserve_bodies: tuple[int, ...]
-    writer: VolumeRef | None
-
-
-def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
-    """Step 3, per subvolume: relabel the interior into body ids and write it (or hand it back
-    to the driver when the output cannot be written from several processes)."""
-    sv = item.sv
-    out = relabel_interior(sv, item.segmented.load(), item.labels, item.bodies)
-    if item.offset:
-        out = np.where(out != 0, out + np.uint64(item.offset), out)
-    keep, original = _preserved(sv, item.preserve_volume, item.preserve_bodies)
-    if keep is not None:
-        out[keep] = original[keep]
-    if item.writer is None:
-        return sv.id, out
-    with item.writer.open(read_only=False) as store:
-        store.write(sv.interior, out)
-        store.flush()
-    return sv.id, None
-
-
-def _preserved(sv: Subvolume, preserve_volume: VolumeRef | None, preserve_bodies: tuple[int, ...]) -> tuple[Any, Any]:
-    """The preserved bodies' voxels in ``sv``'s interior: (mask, their ids), or (None, None)."""
-    if preserve_volume is None:
-        return None, None
-    with preserve_volume.open() as volume:
-        original = volume.read(sv.interior).astype(np.uint64)
-    return np.isin(original, np.asarray(preserve_bodies, dtype=np.uint64)), original
-
-
-def _count_supervoxels(item: tuple[Subvolume, SegmentedSubvolume]) -> tuple[int, int]:
-    """How many supervoxels a subvolume's interior keeps (-1: its block has none kept)."""
-    sv, segmented = item
-    count = segmented.supervoxel_count()
-    return sv.id, -1 if count is None else count
-
-
-@dataclass(frozen=True)
-class _SupervoxelItem:
-    sv: Subvolume
-    segmented: SegmentedSubvolume
-    labels: NDArray[np.uint64]
-    bodies: NDArray[np.uint64]
-    offset: int
-    first_id: int
-    preserve_volume: VolumeRef | None
-    preserve_bodies: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class _WriteSupervoxels:
-    """Per subvolume: give its interior's supervoxels their global ids (``first_id`` on),
-    write them, and emit the (body, supervoxel, block, voxels) rows by body bucket."""
-
-    writer: Any  # the output's supervoxel writer (VolumeStore.supervoxel_writer)
-    buckets: int
-
-    def __call__(self, item: _SupervoxelItem) -> list[tuple[int, NDArray[np.uint64]]]:
-        sv = item.sv
-        kept = item.segmented.load_supervoxels()
-        assert kept is not None
-        pieces, segment_of = kept
-        bodies = to_bodies(segment_of, item.labels, item.bodies) + np.uint64(item.offset)
-        first = np.uint64(item.first_id - 1)
-        out = np.where(pieces != 0, pieces + first, np.uint64(0)).astype(np.uint64)
-        keep, original = _preserved(sv, item.preserve_volume, item.preserve_bodies)
-        if keep is not None:
-            out[keep] = original[keep]  # preserved bodies: each its own supervoxel, as they were
-        sv_ids = np.arange(1, segment_of.size + 1, dtype=np.uint64) + first
-        rows = self.writer.write_supervoxels(sv.interior, out, sv_ids, bodies)
-        bucket = rows[:, 0] % np.uint64(self.buckets)
-        return [(int(b), rows[bucket == b]) for b in np.unique(bucket)]
-
-
-@dataclass(frozen=True)
-class _WriteBodies:
-    """Per body bucket: the label indices and mapping of its bodies."""
-
-    writer: Any
-
-    def __call__(self, group: tuple[int, list[NDArray[np.uint64]]]) -> dict[str, int]:
-        return dict(self.writer.write_bodies(np.concatenate(group[1])))
-
-
-def _write_supervoxels(
-    store: VolumeStore, plan: Plan, result: StitchResult, segmented: dict[int, SegmentedSubvolume], offset: int,
-    prepared: PreparedRun, pool: Executor, progress: bool,
-) -> dict[str, int]:
-    """Write every interior as supervoxels, then every body's index and mapping (the order
-    DVID needs: a mapping never points at supervoxels that are not written yet)."""
-    task = prepared.task
-    counted_svs = dict(pool.map(_count_supervoxels, [(sv, segmented[sv.id]) for sv in plan], describe=describe_item))
-    if any(n < 0 for n in counted_svs.values()):
-        raise StoreError(
-            f"the output {prepared.config.output} keeps supervoxels, but the segmented subvolumes hold none (they "
-            "were made for an output of bodies): rerun without those checkpoints, or write bodies "
-            "(options.dvid-write: bodies)"
-        )
-    first = offset + result.n_bodies + 1  # supervoxel ids come after every body id and preserved id
-    items = []
-    for sv in plan:
-        labels, bodies = result.mapping.for_subvolume(sv.id)
-        items.append(_SupervoxelItem(sv, segmented[sv.id], labels, bodies, offset, first, task.preserve_volume,
-                                     task.preserve_bodies))
-        first += counted_svs[sv.id]
-    writer = store.supervoxel_writer()
-    buckets = max(1, min(len(plan), 4096))
-    totals = {"bodies": 0, "supervoxels": 0, "voxels": 0}
-    grouped = pool.map_grouped(
-        _WriteSupervoxels(writer, buckets), items, _WriteBodies(writer), describe=lambda i: f"subvolume {i.sv.id}"
-    )
-    for counts in counted(grouped, buckets, "write", progress):
-        for key in totals:
-            totals[key] += counts[key]
-    totals["max id"] = first - 1
-    return totals
+        graph = self.stage.info.graph
+        assert graph is not None  # checked by planning.check_across_blocks
+        return np.asarray(graph(stats, **self.stage.parameters), np.int64)
 
 
 def match_variants(
-    plan: Plan, segmented: dict[int, SegmentedSubvolume], pool: Executor, variants: list[Variant], progress: bool = False,
+    plan: Plan, segmented: dict[int, SegmentedSubvolume], pool: Executor, variants: list[Stitching], progress: bool = False,
     *, tables: Callable[[Subvolume, NDArray[Any]], Any] | None = None, tables_of: dict[int, Any] | None = None,
     across: Callable[[EdgeStats], NDArray[np.int64]] | None = None,
 ) -> list[tuple[StitchResult, float]]:
@@ -314,7 +188,7 @@ def match_variants(
     for k, (rule, params, cc) in enumerate(variants):
         start = time.perf_counter()
         result = assemble(
-            plan, rule, params, cc, [found[k][0] for found in per_face], [found[k][1] for found in per_face], nodes_of,
+            plan, rule.name, params, cc, [found[k][0] for found in per_face], [found[k][1] for found in per_face], nodes_of,
             lambda sv: segmented[sv.id].load(),
         )
         if across is not None:
@@ -328,93 +202,83 @@ def across_blocks(prepared: PreparedRun) -> AcrossBlocks | None:
     return AcrossBlocks(prepared.task.stages[2]) if prepared.task.graph else None
 
 
-def _match_all(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], pool: Executor, progress: bool) -> StitchResult:
-    """Steps 1 and 2, then resolution on the driver (and agglomeration across blocks)."""
+def stitch_run(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], pool: Executor, progress: bool) -> StitchResult:
+    """Steps 1 and 2 with the run's rule, then resolution on the driver (and agglomeration
+    across blocks)."""
     config = prepared.config
-    variant = (config.rule, dict(config.rule_params), config.connected_components)
+    assert prepared.rule is not None
+    variant = (prepared.rule, dict(config.rule_params), config.connected_components)
     return match_variants(prepared.plan, segmented, pool, [variant], progress, across=across_blocks(prepared))[0][0]
 
 
-def _describe_chunk(item: Any) -> str:
-    return f"pyramid chunk {item[2][0]} of {item[1]}"
+@dataclass(frozen=True)
+class _InMemory:
+    """A block given in memory, loaded (and checked) through the engine's steps."""
+
+    sv: Subvolume
+    load_block: Any
+
+    def load(self) -> NDArray[np.unsignedinteger]:
+        return self.load_block(self.sv)  # type: ignore[no-any-return]
 
 
-def _copy_interior(item: tuple[VolumeRef, VolumeRef, Subvolume]) -> None:
-    """Copy one subvolume's interior of the grayscale into the staged copy (runs in workers)."""
-    source, target, sv = item
-    with source.open() as volume:
-        data = volume.read(sv.interior)
-    with target.open(read_only=False) as copy:
-        copy.write(sv.interior, data)
-
-
-def write_grayscale(prepared: PreparedRun, pool: Executor, *, overwrite: bool = False, progress: bool = False) -> VolumeRef:
-    """Write the run's grayscale as an OME-Zarr image (with its pyramid) beside the output,
-    for viewers; staged and published like the output. Returns where it went."""
-    config, plan = prepared.config, prepared.plan
-    uri = prepared.grayscale_copy
-    assert uri is not None
-    with config.input.open() as volume:
-        dtype = volume.dtype
-    with staged_output(uri, plan.shape, dtype, chunks=plan.block, overwrite=overwrite) as store:
-        if store.writer is None:
-            raise StoreError(f"the grayscale copy {uri} cannot be written by workers")
-        items = [(config.input, store.writer, sv) for sv in plan]
-        for _ in counted(pool.map(_copy_interior, items, describe=lambda i: f"subvolume {i[2].id}"), len(items), "grayscale", progress):
-            pass
-        store.set_voxel_size(prepared.resolution)
-        store.build_pyramid(lambda fn, items: pool.map(fn, items, describe=_describe_chunk))
-        store.set_metadata({"labelstitch": __version__, "source": config.input.text})
-    return uri
-
-
-def stitch_and_write(
-    prepared: PreparedRun,
-    segmented: dict[int, SegmentedSubvolume],
-    pool: Executor,
+def stitch(
+    plan: Plan,
+    blocks: BlockSource,
+    rule: str | StitchRule = "medium",
     *,
-    overwrite: bool = False,
-    create_output: bool = False,
-    progress: bool = False,
-) -> tuple[StitchResult, dict[str, float]]:
-    """Stitch the segmented subvolumes with the config's rule and write the interiors to a
-    staged ``config.output``, then publish it. The output has been checked by
-    :func:`~labelstitch.pipeline.planning.check_plan_output`; it is created here."""
-    config, plan, task = prepared.config, prepared.plan, prepared.task
-    seconds: dict[str, float] = {}
-    identity = {"labelstitch": __version__, "config-hash": config.settings_hash}
-    offset = max(task.preserve_bodies, default=0)
-    with staged_output(config.output, plan.shape, np.uint64, chunks=plan.block, overwrite=overwrite,
-                       create_instance=create_output) as store:
-        store.set_metadata({**identity, "complete": False})  # lets `run --resume` recognise its own output
-        start = time.perf_counter()
-        result = _match_all(prepared, segmented, pool, progress)
-        seconds["stitch"] = time.perf_counter() - start
+    connected_components: bool = False,
+    **rule_params: Any,
+) -> StitchResult:
+    """Stitch the blocks of a plan into one consistent segmentation: cut the overlap slabs,
+    match segments across every face with a rule, resolve the matches into global body
+    ids. The pipeline's own steps, run serially on in-memory blocks.
 
-        start = time.perf_counter()
-        kept = None
-        if task.keep_supervoxels:
-            kept = _write_supervoxels(store, plan, result, segmented, offset, prepared, pool, progress)
-        else:
-            parallel = store.supports_parallel_writes and not pool.in_process
-            writer = store.writer if parallel else None
-            step3 = []
-            for sv in plan:
-                labels, bodies = result.mapping.for_subvolume(sv.id)
-                step3.append(_WriteItem(sv, segmented[sv.id], labels, bodies, offset, task.preserve_volume,
-                                        task.preserve_bodies, writer))
-            written = pool.map(_write_item, step3, describe=lambda w: f"subvolume {w.sv.id}")
-            for sv_id, data in counted(written, len(plan), "write", progress):
-                if data is not None:
-                    store.write(plan[sv_id].interior, data)
-        store.set_voxel_size(prepared.resolution)
-        store.build_pyramid(lambda fn, items: counted(pool.map(fn, items, describe=_describe_chunk), len(items), "pyramid", progress))
-        store.set_metadata({
-            **identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary(),
-            "image": (prepared.grayscale_copy or config.input).text,
-            "resolution": list(prepared.resolution),
-            **({"supervoxels": kept} if kept is not None else {}),
-        })
-    write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)
-    seconds["write"] = time.perf_counter() - start
-    return result, seconds
+    Parameters
+    ----------
+    plan : Plan
+    blocks : mapping or callable
+        ``blocks[sv.id]`` (or ``blocks(sv)``) gives subvolume ``sv``'s labels over its
+        outer box, in local ids of its own (any non-negative integers; 0 is background).
+        Each block is requested once here, and once more per subvolume by
+        :meth:`StitchResult.to_array`.
+    rule : str
+        ``"none"``, ``"conservative"``, ``"medium"`` (default), ``"aggressive"`` or a rule
+        added with :func:`labelstitch.register_rule` or a plugin; see :mod:`labelstitch.matching`.
+    connected_components : bool
+        Let each connected piece of a segment inside the overlap seek its own match.
+    **rule_params
+        Thresholds of the rule (e.g. ``min_overlap=50``).
+
+    Returns
+    -------
+    StitchResult
+
+    Raises
+    ------
+    ValueError
+        Before any block is read: an unknown rule or parameter, a missing block, a halo of
+        0 with a rule that needs overlap. While reading: a block of the wrong shape or with
+        float or negative labels, naming the subvolume.
+
+    Examples
+    --------
+    Two blocks of a 1x1x8 volume that agree on their 2-voxel overlap:
+
+    >>> from labelstitch import Plan, stitch
+    >>> plan = Plan.grid((1, 1, 8), block=(1, 1, 4), halo=(0, 0, 1))
+    >>> left = np.array([[[1, 1, 2, 2, 2]]])      # x 0..4 in its own ids
+    >>> right = np.array([[[9, 9, 9, 9, 3]]])     # x 3..7: label 9 is left's 2
+    >>> result = stitch(plan, {0: left, 1: right})
+    >>> result.to_array()
+    array([[[1, 1, 2, 2, 2, 2, 2, 3]]], dtype=uint64)
+    """
+    if not isinstance(plan, Plan):
+        raise ValueError(f"`plan` must be a labelstitch.Plan, got {type(plan).__name__}")
+    resolved = rule if isinstance(rule, StitchRule) else get_rule(rule)
+    check_stitch(plan, resolved, rule_params)
+    load = block_loader(plan, blocks)
+    sources = {sv.id: _InMemory(sv, load) for sv in plan}
+    with SerialExecutor() as pool:
+        result, _ = match_variants(plan, sources, pool, [(resolved, dict(rule_params), connected_components)])[0]  # type: ignore[arg-type]
+    return result

@@ -7,8 +7,8 @@ entry point in the group ``labelstitch.plugins``. Then:
 * :func:`resolve_stage` turns a config entry (``{"function": ..., "parameters": ...}``)
   into a callable :class:`Stage` with its parameters checked;
 * :func:`get_executor` builds the executor named by ``--executor`` with its options;
-* stitching rules provided by plugins are added to the core's rule registry
-  (:func:`labelstitch.register_rule`), where ``rule=`` names are looked up.
+* :mod:`labelstitch.plugins.rules` finds stitching rules by name, among the built-in
+  plugin's, the installed plugins' and those added with :func:`labelstitch.register_rule`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ import pluggy
 
 from .. import hookspecs
 from ..executors import Executor
-from ..hookspecs import STAGES, Range
-from ..matching import available_rules, get_rule, register_rule
+from ..hookspecs import STAGES, Channel, Range, StageInfo, describe_stage, stage_function
 
 __all__ = [
+    "Channel",
     "PluginError",
     "REQUIRED_ARGS",
     "Range",
     "Stage",
+    "StageInfo",
+    "stage_function",
     "available_executors",
     "get_executor",
     "get_plugin_manager",
@@ -55,11 +57,8 @@ class PluginError(ValueError):
 
 @functools.lru_cache(maxsize=1)
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager: built-ins plus entry-point plugins.
-
-    Loading it also registers the plugins' stitching rules in the core's rule registry,
-    so call it (it is cached) in any process that matches with a plugin's rule.
-    """
+    """The process-wide plugin manager: built-ins plus entry-point plugins (cached; every
+    process builds its own the same way)."""
     from . import builtin
 
     pm = pluggy.PluginManager("labelstitch")
@@ -67,13 +66,6 @@ def get_plugin_manager() -> pluggy.PluginManager:
     pm.register(builtin, name="labelstitch.builtin")
     pm.load_setuptools_entrypoints("labelstitch.plugins")
     pm.check_pending()
-    for impl in pm.hook.labelstitch_stitch_rules.get_hookimpls():
-        for name, rule in impl.function().items():
-            if name in available_rules():
-                if get_rule(name) is rule:  # registered by an earlier manager of this process
-                    continue
-                raise PluginError(f"plugin {impl.plugin_name!r} provides stitching rule {name!r}, which exists already")
-            register_rule(name, rule)
     return pm
 
 
@@ -119,7 +111,8 @@ def parameters_of(fn: Callable[..., Any], stage: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Stage:
-    """A resolved stage: the function, where it came from, and its checked parameters."""
+    """A resolved stage: the function, where it came from, and its checked parameters; what
+    the function declared (its :class:`~labelstitch.hookspecs.StageInfo`) is :attr:`info`."""
 
     stage: str
     name: str
@@ -128,6 +121,26 @@ class Stage:
 
     def __call__(self, first: Any, second: Any) -> Any:
         return self.function(first, second, **self.parameters)
+
+    @property
+    def info(self) -> StageInfo:
+        return describe_stage(self.function)
+
+    def channels(self, direction: str = "reads") -> list[tuple[Channel, int]]:
+        """The channels the stage reads (or ``writes``) with their positions, from its
+        configured parameters and their defaults; a negative position (``-1``: none) is left out."""
+        defaults = {k: v for k, v in parameters_of(self.function, self.stage).items() if v is not inspect.Parameter.empty}
+        values = {**defaults, **self.parameters}
+        found = []
+        for channel in getattr(self.info, direction):
+            index = values.get(channel.index, -1) if isinstance(channel.index, str) else channel.index
+            if isinstance(index, int) and index >= 0:
+                found.append((channel, index))
+        return found
+
+    def channel(self, meaning: str) -> int | None:
+        """The position of the channel the stage reads as ``meaning`` (None: it reads none)."""
+        return next((index for channel, index in self.channels() if channel.meaning == meaning), None)
 
 
 def _import_dotted(path: str, stage: str) -> Callable[..., Any]:

@@ -11,8 +11,9 @@ agglomerate-supervoxels    ``rag_agglomeration``, ``learned_agglomeration``,
 =========================  =======================================================
 
 Executors: ``serial``, ``processes`` and ``spark`` (see :mod:`labelstitch.executors`).
-The paper's four stitching rules live in the core (:mod:`labelstitch.matching`), so that
-:func:`labelstitch.stitch` works without any plugin machinery.
+Stitching rules: the paper's four (defined in the core, :mod:`labelstitch.rules`). Each
+stage function declares what it reads, writes and needs with
+:func:`~labelstitch.hookspecs.stage_function`, as a third-party plugin's would.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from numpy.typing import NDArray
 
 from ..contingency import label_counts
 from ..executors import Executor, ProcessesExecutor, SerialExecutor, spark_executor
-from ..hookspecs import Range, hookimpl
+from ..hookspecs import Channel, Range, hookimpl, stage_function
 from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
+from ..rules import BUILTIN_RULES, Rule
 
 __all__ = [
     "naive_membrane_predictions",
@@ -42,6 +44,15 @@ __all__ = [
 # ----------------------------------------------------------------------------- predict-voxels
 
 
+#: what the predictors write: the membrane (boundary) probability as channel 0
+_BOUNDARY_OUT = (Channel("boundary", 0),)
+#: a classifier trained with mitochondria adds their probability as channel 1
+_CLASSIFIER_OUT = (Channel("boundary", 0), Channel("mitochondria", 1, optional=True))
+#: what the supervoxel stages read: the channel their ``boundary_channel`` names
+_BOUNDARY_IN = (Channel("boundary", "boundary_channel"),)
+
+
+@stage_function(writes=_BOUNDARY_OUT)
 def naive_membrane_predictions(
     grayscale: NDArray[Any], mask: NDArray[np.bool_], sigma: Annotated[float, Range(0, None)] = 0.0
 ) -> NDArray[np.float32]:
@@ -65,6 +76,7 @@ def naive_membrane_predictions(
     return out.astype(np.float32, copy=False)
 
 
+@stage_function(writes=_BOUNDARY_OUT)
 def threshold_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], threshold: float = 128) -> NDArray[np.float32]:
     """1.0 where grayscale is below ``threshold`` (a membrane), else 0.0 (the paper's example)."""
     out = (grayscale < threshold).astype(np.float32)
@@ -72,6 +84,9 @@ def threshold_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], thre
     return out
 
 
+# peak working memory per voxel, for chunk-size checks: its filter features (656 measured
+# by benchmarks/bench_stage_memory.py)
+@stage_function(writes=_CLASSIFIER_OUT, bytes_per_voxel=700)
 def pixel_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifier_path: str = "") -> NDArray[np.float32]:
     """Membrane probability from a random-forest voxel classifier on multi-scale filter
     features, trained with ``labelstitch train-pixel-classifier`` (ilastik-like)."""
@@ -84,11 +99,9 @@ def pixel_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifie
     return out
 
 
-#: peak working memory per voxel, for chunk-size checks (its filter features; 656 measured
-#: by benchmarks/bench_stage_memory.py)
-pixel_classifier.bytes_per_voxel = 700  # type: ignore[attr-defined]
-
-
+# estimated, not measured: the filter features twice (joining them to the seven context
+# features copies them) on top of the first stage's 700
+@stage_function(writes=_CLASSIFIER_OUT, bytes_per_voxel=1400)
 def two_stage_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifier_path: str = "") -> NDArray[np.float32]:
     """Membrane probability from a two-stage (auto-context) voxel classifier: a second
     random forest on the image features plus the first forest's probability, smoothed and
@@ -106,11 +119,6 @@ def two_stage_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], clas
     return out
 
 
-#: estimated, not measured: the filter features twice (joining them to the seven context
-#: features copies them) on top of the first stage's 700
-two_stage_predictions.bytes_per_voxel = 1400  # type: ignore[attr-defined]
-
-
 # ----------------------------------------------------------------------------- create-supervoxels
 
 
@@ -122,6 +130,7 @@ def _boundary(predictions: NDArray[np.floating], channel: int) -> NDArray[np.flo
     return np.ascontiguousarray(predictions, dtype=np.float32)
 
 
+@stage_function(reads=_BOUNDARY_IN)
 def seeded_watershed(
     predictions: NDArray[np.floating],
     mask: NDArray[np.bool_],
@@ -156,6 +165,7 @@ def seeded_watershed(
     return labels
 
 
+@stage_function(reads=_BOUNDARY_IN)
 def distance_transform_watershed(
     predictions: NDArray[np.floating],
     mask: NDArray[np.bool_],
@@ -213,6 +223,50 @@ def _graph_channel(channel: int, boundary_channel: int) -> int:
     return channel + 1 if channel < boundary_channel else channel
 
 
+# Agglomeration across blocks (``options.agglomerate-across-blocks``) calls a stage
+# function's declared ``graph(stats, **parameters)`` once, on the driver, with the whole
+# volume's region graph (an :class:`~labelstitch.agglomeration.EdgeStats` whose boundary
+# statistics come from the stage's boundary channel): it returns the root of every node.
+# ``graph_histograms=False``: the graph comes without the boundary histograms (the
+# features of a learned agglomeration need them; a mean needs only sums).
+
+
+def _with_mitochondria(stats: Any, merge: Callable[[Any], NDArray[np.int64]], channel: int, threshold: float) -> NDArray[np.int64]:
+    """``merge(stats)``, or with a mitochondria channel (-1: none; a column of the graph's
+    inside sums) its context-aware form."""
+    from ..agglomeration import context_aware, mitochondria_nodes
+
+    if channel < 0:
+        return merge(stats)
+    return context_aware(stats, merge, mitochondria_nodes(stats, channel, threshold))
+
+
+def _rag_graph(stats: Any, threshold: float = 0.2, boundary_channel: int = 0, mitochondria_channel: int = -1,
+               mitochondria_threshold: float = 0.5) -> NDArray[np.int64]:
+    from ..rag import merge_by_mean_boundary
+
+    channel = _graph_channel(mitochondria_channel, boundary_channel) if mitochondria_channel >= 0 else -1
+    return _with_mitochondria(
+        stats, lambda g: merge_by_mean_boundary(g.u, g.v, g.count, g.total, g.size.size - 1, threshold), channel,
+        mitochondria_threshold)
+
+
+def _learned_graph(stats: Any, classifier_path: str = "", threshold: float = 0.5, mitochondria_channel: int = -1,
+                   mitochondria_threshold: float = 0.5) -> NDArray[np.int64]:
+    from ..agglomeration import agglomerate_graph
+
+    predict = _classifier(classifier_path, int(stats.inside.shape[1])).predict
+    return _with_mitochondria(stats, lambda g: agglomerate_graph(g, predict, threshold), mitochondria_channel,
+                              mitochondria_threshold)
+
+
+def _no_graph(stats: Any) -> NDArray[np.int64]:
+    return np.arange(stats.size.size, dtype=np.int64)
+
+
+
+@stage_function(reads=(Channel("boundary", "boundary_channel"), Channel("mitochondria", "mitochondria_channel")),
+                graph=_rag_graph, graph_histograms=False)
 def rag_agglomeration(
     predictions: NDArray[np.floating],
     supervoxels: NDArray[np.integer],
@@ -262,6 +316,7 @@ def _classifier(path: str, channels: int) -> Any:
     return _LOADED[key][1]
 
 
+@stage_function(reads=(Channel("boundary", 0), Channel("mitochondria", "mitochondria_channel")), graph=_learned_graph)
 def learned_agglomeration(
     predictions: NDArray[np.floating],
     supervoxels: NDArray[np.integer],
@@ -290,57 +345,10 @@ def learned_agglomeration(
     return numbered_roots(roots, np.uint32)[labels]
 
 
+@stage_function(graph=_no_graph, graph_histograms=False)
 def no_agglomeration(predictions: NDArray[np.floating], supervoxels: NDArray[np.integer]) -> NDArray[np.integer]:
     """The supervoxels, unchanged."""
     return supervoxels
-
-
-# Agglomeration across blocks (``options.agglomerate-across-blocks``) calls a stage
-# function's ``agglomerate_graph(stats, **parameters)`` once, on the driver, with the whole
-# volume's region graph (an :class:`~labelstitch.agglomeration.EdgeStats` whose boundary
-# statistics come from channel ``boundary_channel``, or 0): it returns the root of every node.
-# With ``agglomerate_graph.histograms = False`` the graph comes without the boundary
-# histograms (the features of a learned agglomeration need them; a mean needs only sums).
-
-
-def _with_mitochondria(stats: Any, merge: Callable[[Any], NDArray[np.int64]], channel: int, threshold: float) -> NDArray[np.int64]:
-    """``merge(stats)``, or with a mitochondria channel (-1: none; a column of the graph's
-    inside sums) its context-aware form."""
-    from ..agglomeration import context_aware, mitochondria_nodes
-
-    if channel < 0:
-        return merge(stats)
-    return context_aware(stats, merge, mitochondria_nodes(stats, channel, threshold))
-
-
-def _rag_graph(stats: Any, threshold: float = 0.2, boundary_channel: int = 0, mitochondria_channel: int = -1,
-               mitochondria_threshold: float = 0.5) -> NDArray[np.int64]:
-    from ..rag import merge_by_mean_boundary
-
-    channel = _graph_channel(mitochondria_channel, boundary_channel) if mitochondria_channel >= 0 else -1
-    return _with_mitochondria(
-        stats, lambda g: merge_by_mean_boundary(g.u, g.v, g.count, g.total, g.size.size - 1, threshold), channel,
-        mitochondria_threshold)
-
-
-def _learned_graph(stats: Any, classifier_path: str = "", threshold: float = 0.5, mitochondria_channel: int = -1,
-                   mitochondria_threshold: float = 0.5) -> NDArray[np.int64]:
-    from ..agglomeration import agglomerate_graph
-
-    predict = _classifier(classifier_path, int(stats.inside.shape[1])).predict
-    return _with_mitochondria(stats, lambda g: agglomerate_graph(g, predict, threshold), mitochondria_channel,
-                              mitochondria_threshold)
-
-
-def _no_graph(stats: Any) -> NDArray[np.int64]:
-    return np.arange(stats.size.size, dtype=np.int64)
-
-
-_rag_graph.histograms = False  # type: ignore[attr-defined]  # counts and sums suffice: the driver holds less
-_no_graph.histograms = False  # type: ignore[attr-defined]
-rag_agglomeration.agglomerate_graph = _rag_graph  # type: ignore[attr-defined]
-learned_agglomeration.agglomerate_graph = _learned_graph  # type: ignore[attr-defined]
-no_agglomeration.agglomerate_graph = _no_graph  # type: ignore[attr-defined]
 
 
 @hookimpl
@@ -359,6 +367,11 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
             "no_agglomeration": no_agglomeration,
         },
     }
+
+
+@hookimpl
+def labelstitch_stitch_rules() -> dict[str, Rule]:
+    return dict(BUILTIN_RULES)
 
 
 @hookimpl

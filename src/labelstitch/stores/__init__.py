@@ -31,7 +31,8 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from ._base import Capabilities, StoreError, StoreReadOnlyError, VolumeRef, VolumeStore
-from ._dvid import DvidStore, LabelmapWriter, volumes_from_info
+from ._dvid import DvidStore, volumes_from_info
+from ._dvid_labelmap import LabelmapWriter
 from ._dvid_client import DvidAddress, DvidError
 from ._hdf5 import HDF5Store
 from ._memory import (

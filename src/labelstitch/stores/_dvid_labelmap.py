@@ -10,19 +10,27 @@ mapping (``POST /mappings``): the order of the reference's section 10.
 The block encoder runs in numba (a worker encodes every block of its subvolume and counts
 each block's supervoxels in the same pass); the two protobuf messages are written by hand
 (three message types of a few varint fields do not justify a protobuf dependency).
+:class:`LabelmapWriter` posts them from the workers, through the retrying client.
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .._kernels import jit
+from ..geometry import Box, misaligned_axis
+from ..relabel import remap
+from ._base import StoreError
+from ._dvid_client import RETRY_HINT, DvidAddress, DvidError, dvid_request
 
 __all__ = [
+    "LabelmapWriter",
+    "aligned_box",
     "block_key",
     "encode_block",
     "encode_label_indices",
@@ -304,3 +312,116 @@ def encode_mapping_ops(bodies: NDArray[np.uint64], svs: NDArray[np.uint64], *, m
         packed = b"".join(_varint(v) for v in svs[a:b].tolist())
         out += _field(1, _uint(1, mutid) + _uint(2, int(bodies[a])) + _field(3, packed))
     return bytes(out)
+
+
+# ----------------------------------------------------------------------------- the writer
+
+
+def aligned_box(box: Box, block_size: tuple[int, ...], shape: tuple[int, ...], uri: str) -> Box:
+    """The box DVID will take for a write of ``box``: ``box`` itself if its start is a
+    multiple of the block size and its stop is one too or the volume's far edge (then
+    padded up to the block). Raises :class:`StoreError` naming the alignment otherwise."""
+    axis = misaligned_axis(box, block_size, shape)
+    if axis is not None:
+        n = block_size[axis]
+        raise StoreError(
+            f"{uri} takes writes of whole {n}-voxel DVID blocks, but box {box} is not aligned on axis "
+            f"{'ZYX'[axis]} (start {box.start[axis]}, stop {box.stop[axis]}); chunk sizes, offsets and ROIs "
+            f"must be multiples of {n}"
+        )
+    return Box(box.start, tuple(-(-b // n) * n for b, n in zip(box.stop, block_size)))
+
+
+@dataclass(frozen=True)
+class LabelmapWriter:
+    """Writes a labelmap output as supervoxels from any process: compressed blocks, then
+    each body's label index and mapping (``shared/docs/dvid-labelmap.md`` section 10)."""
+
+    uri: str
+    address: DvidAddress
+    block_size: tuple[int, int, int]
+    shape: tuple[int, ...]
+
+    def _post_blocks(self, records: list[bytes], scale: int) -> None:
+        params = {"noindexing": "true", **({"scale": str(scale)} if scale else {})}
+        dvid_request(self.address.server, "POST", f"{self.address.node_path}/blocks", params=params,
+                     data=b"".join(records), throttle=True)
+
+    def write_blocks(self, start: tuple[int, ...], data: NDArray[np.uint64], scale: int = 0) -> list[NDArray[np.uint64]]:
+        """Post ``data`` (block-aligned at ``start``, in ``scale``'s voxels) as compressed
+        blocks, a few MB a request; the (key, labels, counts) of each block."""
+        bs = self.block_size
+        records: list[bytes] = []
+        pending = 0
+        tallies = []
+        grid = [range(n // b) for n, b in zip(data.shape, bs)]
+        for index in np.ndindex(*(len(r) for r in grid)):
+            key = tuple(s // b + i for s, b, i in zip(start, bs, index))
+            block = data[tuple(slice(i * b, (i + 1) * b) for i, b in zip(index, bs))]
+            encoded, labels, counts = encode_block(block)
+            packed = gzip_bytes(encoded)
+            records.append(np.array([key[2], key[1], key[0], len(packed)], "<i4").tobytes() + packed)
+            pending += len(packed)
+            if not scale:
+                keep = labels != 0
+                tallies.append(np.stack([labels[keep], np.full(int(keep.sum()), block_key(*key), np.uint64),
+                                         counts[keep].astype(np.uint64)], axis=1))
+            if pending > 8 << 20:
+                self._post_blocks(records, scale)
+                records, pending = [], 0
+        if records:
+            self._post_blocks(records, scale)
+        return tallies
+
+    def write_supervoxels(
+        self, box: Box, supervoxels: NDArray[np.uint64], sv_ids: NDArray[np.uint64], body_ids: NDArray[np.uint64]
+    ) -> NDArray[np.uint64]:
+        """Post the supervoxels of ``box`` as compressed blocks (``POST /blocks?noindexing=true``,
+        encoded in numba) and return each block's rows (body, supervoxel, block key, voxels)
+        for the label indices."""
+        if box.ndim != 3 or box.empty:
+            raise StoreError(f"box {box} is not a non-empty 3-D box (writing {self.uri})")
+        padded = aligned_box(box, self.block_size, self.shape, self.uri)
+        data = np.zeros(padded.shape, np.uint64)
+        data[tuple(slice(0, n) for n in box.shape)] = supervoxels
+        tallies = self.write_blocks(padded.start, data)
+        rows = np.concatenate(tallies) if tallies else np.zeros((0, 3), np.uint64)
+        bodies = remap(rows[:, 0], (sv_ids, body_ids), dtype=np.uint64)  # unlisted: bodies of their own
+        return np.column_stack([bodies, rows]).astype(np.uint64)
+
+    def write_bodies(self, rows: NDArray[np.uint64]) -> dict[str, int]:
+        """The label index of every body in ``rows`` (``POST /indices``), then the mapping of
+        its supervoxels (``POST /mappings``), then a read-back check: ``/sizes`` of the bodies
+        and ``/mapping`` of the supervoxels must agree with ``rows``."""
+        rows = np.asarray(rows, np.uint64).reshape(-1, 4)
+        path = self.address.node_path
+        bodies = np.unique(rows[:, 0])
+        for chunk in np.array_split(bodies, max(1, -(-rows.shape[0] // 200_000))):  # ~ a few MB a request
+            mine = rows[np.isin(rows[:, 0], chunk)]
+            message = encode_label_indices(mine[:, 0], mine[:, 2], mine[:, 1], mine[:, 3].astype(np.uint32))
+            dvid_request(self.address.server, "POST", f"{path}/indices", data=message, throttle=True)
+        pairs = np.unique(rows[:, :2], axis=0)  # (body, supervoxel)
+        mapped = pairs[pairs[:, 0] != pairs[:, 1]]
+        for chunk in np.array_split(mapped, max(1, -(-mapped.shape[0] // 500_000))):
+            if chunk.size:
+                message = encode_mapping_ops(chunk[:, 0], chunk[:, 1])
+                dvid_request(self.address.server, "POST", f"{path}/mappings", data=message, throttle=True)
+        sizes = np.zeros(bodies.size, np.uint64)
+        np.add.at(sizes, np.searchsorted(bodies, rows[:, 0]), rows[:, 3])
+        for start in range(0, bodies.size, 50_000):
+            ids = bodies[start : start + 50_000]
+            got = dvid_request(self.address.server, "GET", f"{path}/sizes", json_body=ids.tolist()).json()
+            bad = np.flatnonzero(np.asarray(got, np.uint64) != sizes[start : start + 50_000])
+            if bad.size:
+                b = int(ids[bad[0]])
+                raise DvidError(f"{self.uri}: DVID's label index of body {b} holds {got[bad[0]]} voxels, but labelstitch "
+                                f"wrote {int(sizes[start + bad[0]])}; {RETRY_HINT}")
+        for start in range(0, pairs.shape[0], 50_000):
+            chunk = pairs[start : start + 50_000]
+            got = dvid_request(self.address.server, "GET", f"{path}/mapping", json_body=chunk[:, 1].tolist()).json()
+            bad = np.flatnonzero(np.asarray(got, np.uint64) != chunk[:, 0])
+            if bad.size:
+                sv = int(chunk[bad[0], 1])
+                raise DvidError(f"{self.uri}: DVID maps supervoxel {sv} to {got[bad[0]]}, not to body "
+                                f"{int(chunk[bad[0], 0])}; {RETRY_HINT}")
+        return {"bodies": int(bodies.size), "supervoxels": int(pairs.shape[0]), "voxels": int(rows[:, 3].sum())}

@@ -8,6 +8,7 @@ import labelstitch
 from labelstitch import Reason
 
 
+@labelstitch.stage_function(writes=(labelstitch.Channel("boundary", 0),))  # what the later stages may read
 def dark_is_membrane(grayscale, mask, cutoff=100):
     """Membrane probability 1 where grayscale is below ``cutoff``, else 0."""
     out = (grayscale < cutoff).astype(np.float32)
