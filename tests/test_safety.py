@@ -429,7 +429,7 @@ def test_bad_parameters_and_sizes_are_refused_before_any_work(gray, tmp_path, ca
         ls.run(with_stage(seed_threshold=2))
     with pytest.raises(PluginError, match="parameter 'seed_size' of 'seeded_watershed' must be a whole number, got True"):
         ls.run(with_stage(seed_size=True))
-    with pytest.raises(ValueError, match="parameter 'min_overlap' must be a whole number like its default 50, got 'abc'"):
+    with pytest.raises(ValueError, match="stitching rule 'medium': parameter 'min_overlap' must be a whole number, got 'abc'"):
         ls.run({**base, "options": {**OPTIONS, "stitch-parameters": {"min_overlap": "abc"}}})
     from labelstitch.stores import create_volume
 

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
+from .parameters import Range  # noqa: F401  (plugins annotate their parameters with it: labelstitch.hookspecs.Range)
+
+
 if TYPE_CHECKING:
     from .executors import Executor
 
@@ -29,26 +32,6 @@ hookimpl = pluggy.HookimplMarker("labelstitch")
 
 #: the three segmentation stages, in pipeline order
 STAGES = ("predict-voxels", "create-supervoxels", "agglomerate-supervoxels")
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric stage parameter accepts, for ``Annotated[float, Range(0, 1)]``
-    in a stage function's signature: the config is refused before any work when a value
-    lies outside (``None``: no bound on that side)."""
-
-    low: float | None = None
-    high: float | None = None
-
-    def __contains__(self, value: float) -> bool:
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f">= {self.low:g}"
-        if self.low is None:
-            return f"<= {self.high:g}"
-        return f"in [{self.low:g}, {self.high:g}]"
 
 
 # ----------------------------------------------------------------------------- stage descriptors

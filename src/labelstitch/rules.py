@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .parameters import check_parameters
+
 __all__ = ["BUILTIN_RULES", "Candidates", "Reason", "Rule", "StitchRule", "check_rule_params",
            "rule_aggressive", "rule_conservative", "rule_medium", "rule_none"]
 
@@ -156,23 +158,7 @@ BUILTIN_RULES: Mapping[str, Rule] = MappingProxyType({
 
 
 def check_rule_params(rule: StitchRule, params: dict[str, Any]) -> None:
-    """Raise ValueError naming any parameter the rule does not take, or a value whose type
-    does not fit the parameter's default (a number where the default is a number)."""
-    name = rule.name
-    known = rule.parameters
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ValueError(
-            f"stitching rule {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"its parameters are: {', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}"
-        )
-    for key, value in params.items():
-        default = known[key]
-        if isinstance(default, bool) or default is inspect.Parameter.empty or default is None:
-            continue
-        if isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must be a whole number like its default {default!r}, got {value!r}")
-        if isinstance(default, float) and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must be a number like its default {default!r}, got {value!r}")
-        if isinstance(default, (int, float)) and value < 0:
-            raise ValueError(f"stitching rule {name!r}: parameter {key!r} must not be negative, got {value!r}")
+    """Raise ValueError naming any parameter the rule does not take, or a value that does
+    not fit (:func:`labelstitch.parameters.check_parameters`; numbers not below 0)."""
+    check_parameters(rule.function, params, rule.parameters, named=f"stitching rule {rule.name!r}",
+                     subject=f"stitching rule {rule.name!r}", non_negative=True)

@@ -37,24 +37,28 @@ def files_under(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
 
 
-@pytest.mark.parametrize(
-    "text, cls, path, inner",
-    [
-        ("proj.zarrs/seg.zarr", ZarrStore, "proj.zarrs/seg.zarr", ""),
-        ("data.zarr/raw", ZarrStore, "data.zarr", "raw"),
-        ("data.zarr/raw/", ZarrStore, "data.zarr", "raw"),
-        ("data.zarr/", ZarrStore, "data.zarr", ""),
-        ("a.zarr/b/c", ZarrStore, "a.zarr", "b/c"),
-        ("x.zarr.bak/seg.npy", NpyStore, "x.zarr.bak/seg.npy", ""),
-        ("m.zarr/seg.npy", NpyStore, "m.zarr/seg.npy", ""),
-        ("a.h5data/x.zarr", ZarrStore, "a.h5data/x.zarr", ""),
-        ("stack.tiff", TiffStore, "stack.tiff", ""),
-        ("f.h5:/group/labels", HDF5Store, "f.h5", "group/labels"),
-        ("f.hdf5:raw", HDF5Store, "f.hdf5", "raw"),
-        ("sub/../d.zarr/s", ZarrStore, "d.zarr", "s"),
-    ],
-)
-def test_each_volume_string_is_parsed_once_into_where_it_lives(text, cls, path, inner, tmp_path):
+#: volume string | store | the file or folder it occupies | what lies inside it (- : nothing)
+PARSED = """
+proj.zarrs/seg.zarr | zarr | proj.zarrs/seg.zarr | -
+data.zarr/raw       | zarr | data.zarr           | raw
+data.zarr/raw/      | zarr | data.zarr           | raw
+data.zarr/          | zarr | data.zarr           | -
+a.zarr/b/c          | zarr | a.zarr              | b/c
+x.zarr.bak/seg.npy  | npy  | x.zarr.bak/seg.npy  | -
+m.zarr/seg.npy      | npy  | m.zarr/seg.npy      | -
+a.h5data/x.zarr     | zarr | a.h5data/x.zarr     | -
+stack.tiff          | tif  | stack.tiff          | -
+f.h5:/group/labels  | h5   | f.h5                | group/labels
+f.hdf5:raw          | h5   | f.hdf5              | raw
+sub/../d.zarr/s     | zarr | d.zarr              | s
+"""
+STORES = {"zarr": ZarrStore, "npy": NpyStore, "tif": TiffStore, "h5": HDF5Store}
+
+
+@pytest.mark.parametrize("row", [line for line in PARSED.strip().splitlines()])
+def test_each_volume_string_is_parsed_once_into_where_it_lives(row, tmp_path):
+    text, scheme, path, inner = (cell.strip() for cell in row.split("|"))
+    cls, inner = STORES[scheme], "" if inner == "-" else inner
     ref = parse_volume(text, tmp_path)
     assert ref.store is cls and ref.path == tmp_path / path and ref.inner == inner
     assert ref.path.is_absolute() and not ref.text.endswith("/")

@@ -33,14 +33,23 @@ __all__ = ["stitch_and_write", "write_grayscale"]
 
 
 @dataclass(frozen=True)
-class _WriteItem:
+class _Interior:
+    """One subvolume to write: its segmented labels, the stitch's mapping of its labels
+    (``labels[i]`` is body ``bodies[i]``), the first stitched id after the preserved
+    bodies' (``offset``) and the preserved bodies to write back."""
+
     sv: Subvolume
     segmented: SegmentedSubvolume
     labels: NDArray[np.uint64]
     bodies: NDArray[np.uint64]
     offset: int
     preserved: PreservedBodies | None
-    writer: VolumeRef | None
+
+
+@dataclass(frozen=True)
+class _WriteItem(_Interior):
+    #: where the worker writes it (None: the driver writes what it hands back)
+    writer: VolumeRef | None = None
 
 
 def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
@@ -69,14 +78,9 @@ def _count_supervoxels(item: tuple[Subvolume, SegmentedSubvolume]) -> tuple[int,
 
 
 @dataclass(frozen=True)
-class _SupervoxelItem:
-    sv: Subvolume
-    segmented: SegmentedSubvolume
-    labels: NDArray[np.uint64]
-    bodies: NDArray[np.uint64]
-    offset: int
-    first_id: int
-    preserved: PreservedBodies | None
+class _SupervoxelItem(_Interior):
+    #: the global id of this interior's first supervoxel
+    first_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,7 @@ def _write_supervoxels(
     items = []
     for sv in plan:
         labels, bodies = result.mapping.for_subvolume(sv.id)
-        items.append(_SupervoxelItem(sv, segmented[sv.id], labels, bodies, offset, first, task.preserved))
+        items.append(_SupervoxelItem(sv, segmented[sv.id], labels, bodies, offset, task.preserved, first))
         first += counted_svs[sv.id]
     writer = store.supervoxel_writer()
     buckets = max(1, min(len(plan), 4096))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ import pluggy
 from .. import hookspecs
 from ..executors import Executor
 from ..hookspecs import STAGES, Channel, Range, StageInfo, describe_stage, stage_function
+from ..parameters import check_parameters
 
 __all__ = [
     "Channel",
@@ -190,49 +190,13 @@ def resolve_stage(stage: str, function: str | Callable[..., Any], parameters: di
         raise PluginError(
             f"{stage}: function {name!r} must accept ({', '.join(REQUIRED_ARGS[stage])}, **parameters), got {name}{sig}"
         )
-    known = parameters_of(fn, stage)
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    unknown = sorted(set(parameters) - set(known))
-    if unknown and not takes_kwargs:
-        listing = ", ".join(f"{k}={v!r}" if v is not inspect.Parameter.empty else k for k, v in known.items())
-        raise PluginError(
-            f"{stage}: function {name!r} has no parameter {', '.join(map(repr, unknown))}; its parameters are: {listing or 'none'}"
-        )
-    missing = [k for k, v in known.items() if v is inspect.Parameter.empty and k not in parameters]
-    if missing:
-        raise PluginError(f"{stage}: function {name!r} needs parameter {', '.join(map(repr, missing))}")
-    _check_values(fn, stage, name, parameters)
-    return Stage(stage, name, fn, parameters)
-
-
-_KINDS: dict[type, tuple[tuple[type, ...], str]] = {
-    bool: ((bool,), "true or false"),
-    int: ((int,), "a whole number"),
-    float: ((int, float), "a number"),
-    str: ((str,), "a string"),
-}
-
-
-def _check_values(fn: Callable[..., Any], stage: str, name: str, parameters: dict[str, Any]) -> None:
-    """Refuse parameter values of the wrong type, or outside a ``Range`` the function declares."""
     try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # unresolvable annotations: nothing to check against
-        return
-    for key, value in parameters.items():
-        hint = hints.get(key)
-        if hint is None:
-            continue
-        bounds = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Range)]
-        base = typing.get_args(hint)[0] if bounds else hint
-        if base not in _KINDS:
-            continue
-        accepted, described = _KINDS[base]
-        if not isinstance(value, accepted) or (base is not bool and isinstance(value, bool)):
-            raise PluginError(f"{stage}: parameter {key!r} of {name!r} must be {described}, got {value!r}")
-        for bound in bounds:
-            if value not in bound:
-                raise PluginError(f"{stage}: parameter {key!r} of {name!r} must be {bound}, got {value!r}")
+        check_parameters(fn, parameters, parameters_of(fn, stage), named=f"{stage}: function {name!r}", subject=stage,
+                         owner=name, takes_any=takes_kwargs)
+    except ValueError as exc:
+        raise PluginError(str(exc)) from None
+    return Stage(stage, name, fn, parameters)
 
 
 # ----------------------------------------------------------------------------- executors
