@@ -112,3 +112,22 @@ def test_evaluate_floor_separates_supervoxel_errors_from_agglomeration_errors(tm
     assert "perfect agglomeration" in out and "no agglomeration can undo them" in out
     floor = float(out.split("perfect agglomeration")[1].split("false merge VI")[1].split()[0])
     assert floor > 0.05
+
+
+def test_every_command_that_runs_work_takes_the_same_executor_options():
+    from labelstitch._cli.main import build_parser
+
+    parser = build_parser()
+    where = ["--executor", "spark", "--workers", "3", "--spark-master", "spark://127.0.0.1:7077"]
+    for argv in (["run", "c.json"], ["stitch", "c.json"], ["compare", "c.json", "--ground-truth", "g.npy"],
+                 ["tune", "c.json", "--ground-truth", "g.npy"]):
+        args = parser.parse_args(argv + where)
+        assert (args.executor, args.workers, args.spark_master) == ("spark", 3, "spark://127.0.0.1:7077"), argv[0]
+
+
+def test_config_keys_prints_the_option_table(capsys):
+    from labelstitch.pipeline.options import OPTIONS
+
+    assert main(["config", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n| `") == len(OPTIONS) and "| `options.chunk-size` |" in out

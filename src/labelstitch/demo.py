@@ -22,7 +22,7 @@ import numpy as np
 from .api import compare, run, write_comparison_slices
 from .geometry import Box
 from .metrics import Score
-from .stores import create_volume
+from .stores import staged_output
 from .synthetic import em_volume
 
 __all__ = ["DEMO_SEGMENTOR", "demo_config", "run_demo"]
@@ -73,12 +73,10 @@ def run_demo(
     artifact = Box((int(depth * 0.55), 0, 0), (int(depth * 0.75), height // 2, width // 2))
     grayscale, truth = em_volume(shape, n_neurites=n_neurites, artifact=artifact, seed=seed)
     for name, data in (("grayscale.zarr", grayscale), ("truth.zarr", truth)):
-        store = create_volume(str(folder / name), data.shape, data.dtype, chunks=(block,) * 3, overwrite=True)
-        store.write(store.box, data)
-        store.set_voxel_size(VOXEL_SIZE)
-        store.build_pyramid(map)  # so a viewer shows the whole volume at any zoom
-        store.commit()
-        store.close()
+        with staged_output(folder / name, data.shape, data.dtype, chunks=(block,) * 3, overwrite=True) as store:
+            store.write(store.box, data)
+            store.set_voxel_size(VOXEL_SIZE)
+            store.build_pyramid(map)  # so a viewer shows the whole volume at any zoom
     made = time.perf_counter() - start
 
     config = demo_config(folder, block=block, halo=halo)

@@ -5,7 +5,7 @@ A rule is a function ``rule(candidates: Candidates, **params) -> reasons`` retur
 parameters, with their defaults, are the rule's parameters. :class:`StitchRule` is a rule
 with its name, as the plugin registry (:mod:`labelstitch.plugins.rules`) hands it out and
 as workers receive it: the core never looks a rule up by name. The four built-ins are
-:data:`BUILTIN_RULES` (their definitions: :mod:`labelstitch.matching`).
+:data:`BUILTIN_RULES` (defined in words in :mod:`labelstitch.matching`).
 """
 
 from __future__ import annotations
