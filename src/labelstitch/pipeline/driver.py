@@ -406,7 +406,8 @@ def compare(
         wanted = [Variant(name, rule, dict(params), config.connected_components) for name, rule, params in chosen]
         return _score_without_writing(base, truth, wanted, region, executor, workers, spark_master, progress)
     if folder is None and config.checkpoint_dir:
-        folder = str(Path(config.checkpoint_dir.rstrip("/")).with_name(Path(config.checkpoint_dir.rstrip("/")).name + "-compare"))
+        checkpoints = Path(config.checkpoint_dir)  # a folder path (Path drops a trailing slash)
+        folder = str(checkpoints.with_name(checkpoints.name + "-compare"))
     where = Path(folder or "compare")
     with ExitStack() as held:
         outputs = {name: parse_volume(where / f"{name}.zarr") for name, _, _ in chosen}
