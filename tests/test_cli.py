@@ -131,3 +131,24 @@ def test_config_keys_prints_the_option_table(capsys):
     assert main(["config", "--keys"]) == 0
     out = capsys.readouterr().out
     assert out.count("\n| `") == len(OPTIONS) and "| `options.chunk-size` |" in out
+
+
+def test_an_unknown_voxel_size_is_said_once_and_only_where_an_output_records_it(tmp_path, capsys, caplog):
+    import labelstitch as ls
+
+    gray, _ = em_volume((32, 48, 48), n_neurites=8, seed=2)
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"), "options": {"chunk-size": 32, "overlap": 4}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    assert main(["run", str(tmp_path / "run.json"), "-q"]) == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert err.count("the voxel size is unknown") == 1 and "voxel size" not in out
+    assert "labelstitch: warning: the voxel size is unknown" in err
+    (tmp_path / "run.json").write_text(json.dumps({**config, "output": str(tmp_path / "seg.npy")}))
+    assert main(["run", str(tmp_path / "run.json"), "-q"]) == ExitCode.OK  # an npy output records no voxel size
+    assert "voxel size" not in capsys.readouterr().err
+    caplog.clear()
+    ls.segment(gray, block=32, overlap=4)  # nothing is written anywhere
+    assert not [r for r in caplog.records if "voxel size" in r.getMessage()]
+    example = dict(ls.pipeline.EXAMPLE)
+    assert example["options"]["resolution"] == [8.0, 8.0, 8.0] and "write-grayscale" in example["options"]

@@ -258,3 +258,41 @@ def test_executors_say_how_many_items_run_at_once_on_this_machine():
         pool.close()
     assert _local_cores("local[2]") == 2 and _local_cores("local") == 1 and _local_cores("local[*]") == os.cpu_count()
     assert _local_cores("local[4,3]") == 4 and _local_cores("spark://10.0.0.1:7077") is None
+
+
+def test_spark_without_java_is_refused_in_one_line_before_any_work(volume, monkeypatch, tmp_path, capsys):
+    from labelstitch._cli.main import main
+
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    cfg = config(volume, "nojava.zarr")
+    (tmp_path / "run.json").write_text(json.dumps(cfg))
+    assert main(["run", str(tmp_path / "run.json"), "--executor", "spark", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs Java 17 or 21" in err and "apt-get install openjdk-17-jre-headless" in err
+    assert not (volume / "nojava.zarr").exists()
+
+
+UNGUARDED = """
+import sys
+import numpy as np
+import labelstitch as ls
+
+gray = np.load(sys.argv[1])
+config = {"input": sys.argv[1], "output": sys.argv[2], "options": {"chunk-size": 32, "overlap": 4}}
+ls.run(config, executor="processes", workers=2)
+print("ran once")
+"""
+
+
+def test_a_script_without_a_main_guard_runs_on_worker_processes(volume, tmp_path):
+    """A plain script (no ``if __name__ == "__main__":``) on the processes executor: the
+    workers do not import it again, so it runs once and gives the serial output."""
+    script = tmp_path / "plain.py"
+    script.write_text(UNGUARDED)
+    gray = str(volume / "gray.npy")
+    done = subprocess.run([sys.executable, str(script), gray, str(tmp_path / "plain.zarr")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("ran once") == 1 and "Traceback" not in done.stderr
+    run({"input": gray, "output": str(tmp_path / "serial.zarr"), "options": {"chunk-size": 32, "overlap": 4}})
+    np.testing.assert_array_equal(read(str(tmp_path / "plain.zarr")), read(str(tmp_path / "serial.zarr")))

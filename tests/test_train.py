@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import labelstitch as ls
 from labelstitch._cli.main import ExitCode, main
 from labelstitch.pipeline import run
 from labelstitch.plugins.training import split_validation
@@ -45,3 +46,33 @@ def test_validation_ranges_are_checked():
     with pytest.raises(ValueError, match="fewer than 8 slices to train on"):
         split_validation(12, (4, 10))
     assert main(["train", "a.npy", "b.npy", "--out", "m", "--validation", "x"]) == ExitCode.USAGE_ERROR
+
+
+def test_a_model_folder_is_replaced_only_with_overwrite_and_a_config_can_name_its_segmentor(tmp_path, monkeypatch, capsys):
+    """Configs point to a model folder: train refuses to replace it silently, and a config
+    names the trained segmentor by its file (relative to the config)."""
+    from labelstitch.synthetic import em_volume
+
+    monkeypatch.chdir(tmp_path)
+    gray, truth = em_volume((48, 64, 64), n_neurites=20, seed=3)
+    np.save("gray.npy", gray)
+    np.save("truth.npy", truth)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "keep.txt").write_text("a model other configs use")
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "-q"]) == ExitCode.USAGE_ERROR
+    assert "exists already" in capsys.readouterr().err and (tmp_path / "model" / "keep.txt").exists()
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "-q", "--overwrite"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert not (tmp_path / "model" / "keep.txt").exists() and (tmp_path / "model" / "segmentor.json").exists()
+    assert '"segmentor": "' in out and not list(tmp_path.glob(".partial-*"))
+    (tmp_path / "project").mkdir()
+    config = {"input": "../gray.npy", "output": "seg.zarr",
+              "options": {"chunk-size": 32, "overlap": 4, "segmentor": "../model/segmentor.json"}}
+    (tmp_path / "project" / "run.json").write_text(json.dumps(config))
+    result = run(tmp_path / "project" / "run.json")
+    assert result.counts["bodies"] > 1
+    stages = json.loads((tmp_path / "model" / "segmentor.json").read_text())
+    loaded = ls.RunConfig.load(tmp_path / "project" / "run.json")
+    assert loaded.stages[0].function == stages["predict-voxels"]["function"]
+    with pytest.raises(ls.pipeline.ConfigError, match="options.segmentor: no segmentor file at .*missing.json"):
+        ls.RunConfig.load({**config, "options": {"segmentor": "missing.json"}})

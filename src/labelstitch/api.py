@@ -223,7 +223,8 @@ def train_pixel_classifier(
 
 def train(
     grayscale: str, ground_truth: str, out: str, *, validation: tuple[int, int] | None = None, trees: int = 50,
-    margin: float = 0.05, two_stage: bool = False, mitochondria: str | None = None, progress: bool = False,
+    margin: float = 0.05, two_stage: bool = False, mitochondria: str | None = None, overwrite: bool = False,
+    progress: bool = False,
 ) -> Any:
     """Train every model of a segmentor on one volume with ground truth and tune it on a
     held-out Z range of it (``validation``, default the last quarter): the voxel classifier,
@@ -232,9 +233,10 @@ def train(
     two-stage (auto-context) voxel classifier, used through ``two_stage_predictions``.
     ``mitochondria``, a mask volume of the ground truth's shape (non-zero =
     mitochondrion), adds a mitochondria channel and tries every agglomeration
-    context-aware too (mitochondria merged last). Writes the models and ``out/segmentor.json`` (the value of
-    ``options.segmentor.configuration``) and returns a
-    :class:`~labelstitch.plugins.training.TrainResult` (``.table()`` prints the validation
+    context-aware too (mitochondria merged last). An existing ``out`` is replaced only with
+    ``overwrite``, and only once training succeeded. Writes the models and ``out/segmentor.json`` (the value of
+    ``options.segmentor.configuration``; a config can name the file as ``options.segmentor``)
+    and returns a :class:`~labelstitch.plugins.training.TrainResult` (``.table()`` prints the validation
     VI of every choice). The same as ``labelstitch train``.
 
     >>> import labelstitch as ls, numpy as np, json, tempfile
@@ -254,7 +256,7 @@ def train(
     mito = _whole(mitochondria) if mitochondria else None
     log = (lambda line: print(f"train: {line}", file=sys.stderr)) if progress else (lambda line: None)
     return train_segmentor(gray, truth, out, validation=validation, trees=trees, margin=margin, two_stage=two_stage,
-                           mitochondria=mito, log=log)
+                           mitochondria=mito, overwrite=overwrite, log=log)
 
 
 def _checked(value: Any, name: str) -> Any:
@@ -360,6 +362,7 @@ def segment(
                 input=volume(gray, "grayscale"), output=output, subvolume_size=block, halo=overlap, rule=rule,
                 rule_params=dict(rule_params or {}), preserve_volume=preserve_volume, preserve_bodies=preserve_bodies,
                 stages=tuple(StageConfig(s.name, dict(s.parameters)) for s in stages),
+                resolution=(1.0, 1.0, 1.0),  # the labels come back as an array: no voxel size is recorded anywhere
             )
         except ConfigError as exc:  # in the caller's words: block=0, not subvolume_size=0
             raise ConfigError(_in_arguments(str(exc), _SEGMENT_ARGUMENTS, "segment")) from None

@@ -142,3 +142,21 @@ def test_memory_volumes_and_npy_sidecar(tmp_path):
     store.set_metadata({"a": 1})
     store.commit()
     assert json.loads((tmp_path / "m.npy.json").read_text()) == {"a": 1}
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (4, 32, 32, 3)])
+def test_a_colour_tiff_is_refused_in_one_line_that_says_how_to_convert_it(shape, tmp_path, capsys):
+    import tifffile
+
+    from labelstitch._cli.main import main
+
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros(shape, np.uint8), photometric="rgb")
+    config = {"input": str(tmp_path / "rgb.tif"), "output": str(tmp_path / "seg.zarr")}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    assert main(["config", "--check", str(tmp_path / "run.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a colour image" in err and "mean(axis=-1)" in err
+    assert main(["run", str(tmp_path / "run.json"), "-q"]) == 2
+    assert not (tmp_path / "seg.zarr").exists()
+    tifffile.imwrite(tmp_path / "grey.tif", np.zeros((4, 32, 3), np.uint8), photometric="minisblack")
+    assert open_volume(f"{tmp_path}/grey.tif").shape == (4, 32, 3)  # a grey stack 3 voxels wide is a volume

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import os
 import sys
 import threading
@@ -115,13 +116,15 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
             raise ValueError(f"--validation {args.validation!r}: write Z0:Z1, e.g. 150:200") from None
         validation = (z0, z1)
     result = api.train(args.grayscale, args.ground_truth, args.out, validation=validation, trees=args.trees,
-                       two_stage=args.two_stage, mitochondria=args.mitochondria, progress=not args.quiet)
+                       two_stage=args.two_stage, mitochondria=args.mitochondria, overwrite=args.overwrite,
+                       progress=not args.quiet)
     if args.json:
         print(json.dumps({"segmentor": result.segmentor, "path": result.path,
                           "choices": [{"choice": n, **s.to_dict()} for n, s in result.choices]}))
         return ExitCode.OK
     print(result.table())
-    print(f"\nwrote {result.path}; use it as options.segmentor.configuration:\n{json.dumps(result.segmentor, indent=2)}")
+    print(f"\nwrote {result.path}; use it in a config as \"options\": {{\"segmentor\": {json.dumps(result.path)}}} "
+          f"(or paste it as options.segmentor.configuration):\n{json.dumps(result.segmentor, indent=2)}")
     return ExitCode.OK
 
 
@@ -291,7 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     # every command that runs work takes the same executor options
     where = argparse.ArgumentParser(add_help=False)
     group = where.add_argument_group("where the work runs")
-    group.add_argument("--executor", default="serial", help="serial (default), processes, spark, or an executor plugin's name")
+    group.add_argument("--executor", default="serial",
+                       help="serial (default: one process), processes (every core of this machine), spark (a Spark "
+                            "session: needs Java 17 or 21; local[*] or --spark-master), or an executor plugin's name "
+                            "(installed with a package; see docs/cluster.md)")
     group.add_argument("--workers", type=int, default=None, help="worker processes for --executor processes (default: all cores)")
     group.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
 
@@ -393,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grayscale", help="grayscale volume")
     p.add_argument("ground_truth", help="its neurons (label volume)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the models and segmentor.json")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR (once training has succeeded)")
     p.add_argument("--validation", metavar="Z0:Z1", help="held-out Z range to tune on (default: the last quarter)")
     p.add_argument("--trees", type=int, default=50, help="voxel classifier's forest size (the agglomeration's is twice)")
     p.add_argument("--two-stage", action="store_true", help="a two-stage (auto-context) voxel classifier")
@@ -416,9 +423,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WarningsToStderr(logging.Handler):
+    """Warnings of the ``labelstitch`` logger as ``labelstitch: warning: ...`` lines, each
+    once, on whatever ``sys.stderr`` is when they come."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"labelstitch: warning: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("labelstitch")
+    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
+        logger.addHandler(_WarningsToStderr(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _log_to_stderr()
     try:
         return int(args.func(args))
     except ValueError as exc:  # config, store, plugin and input errors are all ValueErrors

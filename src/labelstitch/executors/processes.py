@@ -3,14 +3,23 @@
 Workers are started with the ``spawn`` method (safe with threads, numba and any OS), run
 kernels single-threaded (one process per core already fills the machine), and record which
 item they hold, so a worker that dies is reported with that item.
+
+A spawned worker normally imports the user's main script again, which runs the script's
+work a second time unless it sits under ``if __name__ == "__main__":``. For a script
+without that guard, the workers are started without importing it: everything they run
+comes from importable modules (a stage function defined in such a script cannot run on
+workers; put it in a module, or add the guard).
 """
 
 from __future__ import annotations
 
+import ast
 import multiprocessing
+import multiprocessing.context
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +45,54 @@ def _run_item(fn: Callable[[Any], Any], item: Any, description: str) -> Any:
     result = fn(item)
     note.unlink()
     return result
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """Whether ``test`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    texts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and texts == ["__main__"]
+
+
+def main_script_unguarded() -> bool:
+    """Whether the running program is a Python script whose top level has no
+    ``if __name__ == "__main__":`` block (a spawned worker importing it would run it again)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return False
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return not any(isinstance(node, ast.If) and _is_main_test(node.test) for node in tree.body)
+
+
+class _ProcessWithoutMain(multiprocessing.context.SpawnProcess):
+    """A spawned process that does not import the main script (see the module docstring)."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        main = sys.modules["__main__"]
+        hidden = {key: main.__dict__.pop(key) for key in ("__file__",) if key in main.__dict__}
+        spec = main.__dict__.get("__spec__")
+        main.__spec__ = None  # type: ignore[assignment]
+        try:  # the preparation data sent to the child is made here, without the script
+            return multiprocessing.context.SpawnProcess._Popen(process_obj)
+        finally:
+            main.__dict__.update(hidden)
+            main.__spec__ = spec  # type: ignore[assignment]
+
+
+class _SpawnWithoutMain(multiprocessing.context.SpawnContext):
+    Process = _ProcessWithoutMain
+
+
+def _spawn_context() -> Any:
+    """``spawn``, without importing an unguarded main script in the workers."""
+    return _SpawnWithoutMain() if main_script_unguarded() else multiprocessing.get_context("spawn")
 
 
 class _EmitToFiles:
@@ -94,7 +151,7 @@ class ProcessesExecutor(Executor):
             os.makedirs(self._ledger, exist_ok=True)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_spawn_context(),
                 initializer=_init_worker,
                 initargs=(self._ledger,),
             )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ._base import Executor, ExecutorError
@@ -19,6 +21,31 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _SESSIONS: dict[str, tuple[str, Any]] = {}
+
+
+#: the Java versions pyspark 3.5/4 runs on
+JAVA_VERSIONS = "17 or 21 (pyspark 4; pyspark 3.5 also runs on 11)"
+
+
+def java_command() -> str | None:
+    """The ``java`` Spark will start: ``$JAVA_HOME/bin/java`` when ``JAVA_HOME`` is set, else
+    the one on the ``PATH`` (None: none)."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = Path(home) / "bin" / "java"
+        return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+    return shutil.which("java")
+
+
+def check_java() -> None:
+    """Refuse, before starting Spark, a machine without the Java that Spark runs on (pyspark
+    would end with a bare ``JAVA_GATEWAY_EXITED``)."""
+    if java_command() is None:
+        where = f"JAVA_HOME={os.environ['JAVA_HOME']} has no bin/java" if os.environ.get("JAVA_HOME") else "no java on the PATH"
+        raise ExecutorError(
+            f"the spark executor needs Java {JAVA_VERSIONS} on the driver ({where}): install a JDK or JRE (Debian: "
+            "apt-get install openjdk-17-jre-headless) or set JAVA_HOME, or use --executor processes"
+        )
 
 
 def _session(master: str) -> Any:
@@ -94,6 +121,7 @@ class SparkExecutor(Executor):
     def __init__(self, *, workers: int | None = None, master: str | None = None) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"`workers` must be at least 1, got {workers}")
+        check_java()
         self.master = master or f"local[{workers or '*'}]"
         self.shares_files = self.master.startswith("local")  # a cluster's workers may be on other machines
         self.items_at_once = _local_cores(self.master)

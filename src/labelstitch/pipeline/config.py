@@ -101,10 +101,30 @@ def _file_default(row: Option) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def _segmentor_file(config: Any, base: Path) -> Any:
+    """``config`` with ``options.segmentor`` given as a path (``labelstitch train``'s
+    ``segmentor.json``, relative to ``base``) replaced by that file's stages."""
+    segmentor = config.get("options", {}).get("segmentor") if isinstance(config, dict) else None
+    if not isinstance(segmentor, (str, os.PathLike)):
+        return config
+    path = Path(base) / os.path.expanduser(os.fspath(segmentor))
+    if not path.is_file():
+        raise ConfigError(f"options.segmentor: no segmentor file at {path} (`labelstitch train --out DIR` writes "
+                          "DIR/segmentor.json); give its path, relative to the config, or the stages themselves")
+    try:
+        stages = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"options.segmentor: {path} is not JSON: {exc}") from None
+    if not isinstance(stages, dict):
+        raise ConfigError(f"options.segmentor: {path} holds {type(stages).__name__}, not the stages of a segmentor")
+    options = {**config["options"], "segmentor": {"configuration": stages}}
+    return {**config, "options": options}
+
+
 def _read(source: str | os.PathLike[str] | dict[str, Any], rows: tuple[Option, ...] = OPTIONS) -> tuple[dict[str, Any], Path]:
     """A config validated and completed, and the folder its relative paths are relative to."""
     if isinstance(source, dict):
-        return validate_config(source, rows), Path.cwd()
+        return validate_config(_segmentor_file(source, Path.cwd()), rows), Path.cwd()
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"no config file at {path}")
@@ -118,7 +138,8 @@ def _read(source: str | os.PathLike[str] | dict[str, Any], rows: tuple[Option, .
             data = json.loads(text)
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
         raise ConfigError(f"cannot parse {path}: {exc}") from None
-    return validate_config(data, rows), path.resolve().parent
+    base = path.resolve().parent
+    return validate_config(_segmentor_file(data, base), rows), base
 
 
 def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:

@@ -146,7 +146,8 @@ def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[VolumeRef, ...]
 def _suspicious(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], bodies: int) -> list[str]:
     """Warnings about results that look wrong, logged as they are found."""
     found = []
-    if prepared.resolution_note.startswith("unknown"):
+    records = prepared.config.output.capabilities.voxel_size or prepared.grayscale_copy is not None
+    if prepared.resolution_note.startswith("unknown") and records:  # only where an output records it
         found.append(f"the voxel size is {prepared.resolution_note} (nanometres, [z, y, x])")
     empty = sorted(s.sv_id for s in segmented.values() if s.unmasked > 0 and s.segments == 0)
     if empty:
@@ -266,13 +267,14 @@ def run(
         start = time.perf_counter()
         segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, spill=spill, progress=progress)
         seconds["segment"] = time.perf_counter() - start
+        parts: dict[str, Any] = {}
         if stats.restored:
-            seconds["  verify checkpoints"] = stats.verify_seconds
+            parts["verify checkpoints"] = stats.verify_seconds
         if plan.iterations > 1:
             for k, sec in enumerate(stats.iteration_seconds):
-                seconds[f"  iteration {k}"] = sec
-        for stage in ("read", "predict-voxels", "create-supervoxels", "agglomerate-supervoxels"):
-            seconds[f"  {stage}"] = sum(s.seconds.get(stage, 0.0) for s in segmented.values())
+                parts[f"iteration {k}"] = sec
+        parts["stages"] = {stage: sum(s.seconds.get(stage, 0.0) for s in segmented.values())
+                           for stage in ("read", "predict-voxels", "create-supervoxels", "agglomerate-supervoxels")}
         result, more = stitch_and_write(
             prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress
         )
@@ -299,7 +301,7 @@ def run(
         str(checkpoints.path) if checkpoints is not None else None,
         str(paths["md"]) if paths is not None else None,
         prepared.intensity_note,
-        _suspicious(prepared, segmented, counts["bodies"]),
+        _suspicious(prepared, segmented, counts["bodies"]), parts,
     )
 
 

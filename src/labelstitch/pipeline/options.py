@@ -186,6 +186,9 @@ _EXAMPLE_STAGES = {
     "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.2}},
 }
 
+SEGMENTOR_FILE = ("the segmentation stages, or the path (relative to the config) of a segmentor file that "
+                  "`labelstitch train` wrote (DIR/segmentor.json)")
+
 #: every config key, in the order of docs/pipeline.md
 OPTIONS: tuple[Option, ...] = (
     Option("input", "input", {"type": "string"}, "grayscale volume (any volume string below)",
@@ -207,7 +210,8 @@ OPTIONS: tuple[Option, ...] = (
            "accepted (and ignored) so that DVIDSparkServices configs load", described_default="none"),
     Option("options.segmentor.configuration", "stages",
            {"type": "object", "properties": {s: _STAGE for s in STAGES}, "additionalProperties": False},
-           "`{\"<stage>\": {\"function\": NAME or dotted.path, \"parameters\": {...}}}` for the three stages",
+           "`{\"<stage>\": {\"function\": NAME or dotted.path, \"parameters\": {...}}}` for the three stages; or give "
+           "`options.segmentor` as the path of a segmentor file `labelstitch train` wrote, relative to the config",
            DEFAULT_STAGES, STAGE_LIST, fingerprint="always", example=_EXAMPLE_STAGES, described_default="see below"),
     Option("options.stitch-algorithm", "rule", {"type": "string"},
            "`none`, `conservative`, `medium`, `aggressive` or a plugin rule", "medium", example="medium"),
@@ -250,9 +254,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("options.resolution", "resolution",
            {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 3, "maxItems": 3},
            "voxel size `[z, y, x]`, written into the output's metadata for viewers", kind=FLOATS, unit="nm",
-           described_default="the input's, if it records one"),
+           example=[8.0, 8.0, 8.0], described_default="the input's, if it records one"),
     Option("options.write-grayscale", "write_grayscale", {"type": "boolean"},
-           "also write the grayscale beside the output as an OME-Zarr image (`OUTPUT-grayscale.zarr`), for viewers", False),
+           "also write the grayscale beside the output as an OME-Zarr image (`OUTPUT-grayscale.zarr`), for viewers", False,
+           example=False),
     Option("options.dvid-write", None, {"enum": ["supervoxels", "bodies"]},
            "a DVID labelmap output: `supervoxels` (supervoxels, label indices, mapping, scales) or `bodies` (body ids "
            "in the voxels); see [dvid.md](dvid.md)", described_default="supervoxels"),
@@ -301,6 +306,8 @@ def schema_of(rows: tuple[Option, ...]) -> dict[str, Any]:
         node = root
         for part in sections:
             node = node["properties"].setdefault(part, {"type": "object", "properties": {}, "additionalProperties": False})
+        if sections == ["options", "segmentor"]:
+            node.setdefault("description", SEGMENTOR_FILE)
         leaf = copy.deepcopy(row.schema)
         leaf.setdefault("description", row.help)
         node["properties"][last] = leaf

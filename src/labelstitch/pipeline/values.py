@@ -198,7 +198,12 @@ class RunResult:
     output : str
         Where the segmentation was written.
     seconds : dict
-        Wall time per stage (the paper's Table 1).
+        Wall time per step (the paper's Table 1): ``check and plan``, ``segment``,
+        ``stitch``, ``write``, ..., ``total``.
+    segment_seconds : dict
+        Inside ``segment``: ``verify checkpoints`` and each iteration's wall time, and
+        ``stages`` (``read``, ``predict-voxels``, ...), summed over the workers, so that
+        with several workers their sum exceeds the wall time.
     counts : dict
         Subvolumes, supervoxels, segments, matches and final bodies.
     vi : Score or None
@@ -213,7 +218,8 @@ class RunResult:
         The grayscale values taken as black and white, and how they were chosen.
     warnings : list of str
         Results that look wrong (subvolumes with no segment, a run with one body or none),
-        also logged to the ``labelstitch`` logger.
+        logged to the ``labelstitch`` logger as they are found (the command line prints
+        each once, on stderr).
     """
 
     output: str
@@ -226,13 +232,18 @@ class RunResult:
     report: str | None = None
     intensity_range: str = ""
     warnings: list[str] = field(default_factory=list)
+    segment_seconds: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        def rounded(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: rounded(v) if isinstance(v, dict) else round(v, 3) for k, v in values.items()}
+
         return {
             "output": self.output,
             "checkpoints": self.checkpoints,
             "report": self.report,
-            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "seconds": rounded(self.seconds),
+            "segment seconds": rounded(self.segment_seconds),
             "counts": dict(self.counts),
             "vi": self.vi.to_dict() if self.vi else None,
             "stitch": self.stitch,
@@ -242,8 +253,16 @@ class RunResult:
 
     def table(self) -> str:
         """The summary as text: time per stage, then counts and scores."""
-        lines = [f"{'stage':<28}{'seconds':>10}"]
-        lines += [f"{stage:<28}{sec:>10.2f}" for stage, sec in self.seconds.items()]
+        lines = [f"{'step':<28}{'seconds':>10}"]
+        for step, sec in self.seconds.items():
+            lines.append(f"{step:<28}{sec:>10.2f}")
+            if step == "segment":
+                parts = {k: v for k, v in self.segment_seconds.items() if not isinstance(v, dict)}
+                lines += [f"  {name:<26}{value:>10.2f}" for name, value in parts.items()]
+                stages = self.segment_seconds.get("stages", {})
+                if stages:
+                    lines.append("  stages, summed over workers (may exceed the wall time):")
+                    lines += [f"    {name:<24}{value:>10.2f}" for name, value in stages.items()]
         lines.append("")
         lines += [f"{name:<28}{value:>10}" for name, value in self.counts.items()]
         if self.vi is not None:
@@ -252,8 +271,8 @@ class RunResult:
         if self.intensity_range:
             lines.append(f"\nintensity range {self.intensity_range}")
         lines.append(f"view it: labelstitch view {self.output}")
-        lines += [f"warning: {w}" for w in self.warnings]
-        lines.append(f"\nwrote {self.output}")
+        lines.append(f"\nwrote {self.output}" + (f" ({len(self.warnings)} warning{'s' * (len(self.warnings) > 1)} above)"
+                                                  if self.warnings else ""))
         return "\n".join(lines)
 
     __str__ = table

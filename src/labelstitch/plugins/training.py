@@ -22,6 +22,7 @@ margin the learned agglomeration must beat mean-boundary agglomeration by.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..metrics import Score, floor_blockwise, vi
+from ..stores import publish_folder, remove_stale_staging, staging_path
 from .agglomeration import train_agglomeration
 from .builtin import distance_transform_watershed, learned_agglomeration, rag_agglomeration, seeded_watershed
 from .classifier import membrane_annotations, train_pixel_classifier
@@ -98,6 +100,7 @@ def train_segmentor(
     margin: float = 0.05,
     two_stage: bool = False,
     mitochondria: NDArray[Any] | None = None,
+    overwrite: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> TrainResult:
     """Train and tune a segmentor (see the module docstring); write its models and
@@ -108,13 +111,40 @@ def train_segmentor(
     ``mitochondria`` (non-zero = mitochondrion, the shape of ``truth``) adds a voxel
     classifier with a mitochondria channel and the context-aware agglomerations to the
     choices (see the module docstring); they too are chosen only when they beat the best
-    segmentor without them by ``margin``."""
+    segmentor without them by ``margin``.
+
+    An existing folder ``out`` (configs may point to its models) is replaced only with
+    ``overwrite``, and only when training succeeded: the models are written to a hidden
+    sibling that is renamed over ``out`` at the end, so ``out`` is always a whole model."""
     if grayscale.shape != truth.shape or grayscale.ndim != 3:
         raise ValueError(f"grayscale {grayscale.shape} and ground truth {truth.shape} must be 3-D volumes of one shape")
     if mitochondria is not None and np.shape(mitochondria) != truth.shape:
         raise ValueError(f"the mitochondria mask {np.shape(mitochondria)} must have the ground truth's shape {truth.shape}")
-    folder = Path(out).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    final = Path(out).resolve()
+    if final.exists() and not overwrite:
+        raise ValueError(f"{final} exists already, and configs may point to its models; pass --overwrite "
+                         "(overwrite=True) to replace it once training has succeeded, or train into another folder")
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"{final} is a file, not a model folder; train into a folder")
+    remove_stale_staging(final)
+    folder = staging_path(final)  # the models are written here and published at the end
+    folder.mkdir(parents=True)
+    try:
+        result = _train_into(grayscale, truth, folder, final, validation=validation, trees=trees, margin=margin,
+                             two_stage=two_stage, mitochondria=mitochondria, log=log)
+        publish_folder(folder, final)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return result
+
+
+def _train_into(
+    grayscale: NDArray[Any], truth: NDArray[np.integer], folder: Path, final: Path, *, validation: tuple[int, int] | None,
+    trees: int, margin: float, two_stage: bool, mitochondria: NDArray[Any] | None, log: Callable[[str], None],
+) -> TrainResult:
+    """:func:`train_segmentor`'s work, written to ``folder``; the segmentor names its models
+    where they will be once ``folder`` is published as ``final``."""
     train, held = split_validation(grayscale.shape[0], validation)
     gray_t, truth_t, gray_v, truth_v = grayscale[train], truth[train], grayscale[held], truth[held]
     choices: list[tuple[str, Score]] = []
@@ -170,20 +200,18 @@ def train_segmentor(
     pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage)
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
+    pixel_path, published_agglo = final / pixel_path.name, final / agglo_path.name  # where the config finds them
     if agg_name == "learned_agglomeration":
         predictions = pixel.predict(grayscale)
         supervoxels = stages[sv_name](predictions, np.zeros(grayscale.shape, bool), **sv_params)
         context = {key: v for key, v in agg_params.items() if key.startswith("mitochondria")}
         train_agglomeration(supervoxels, predictions, truth, n_estimators=2 * trees, **context).save(agglo_path)
-        agg_params = {"classifier_path": str(agglo_path), **agg_params}
+        agg_params = {"classifier_path": str(published_agglo), **agg_params}
     segmentor = {
         "predict-voxels": {"function": "two_stage_predictions" if two_stage else "pixel_classifier",
                            "parameters": {"classifier_path": str(pixel_path)}},
         "create-supervoxels": {"function": sv_name, "parameters": sv_params},
         "agglomerate-supervoxels": {"function": agg_name, "parameters": agg_params},
     }
-    path = folder / "segmentor.json"
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(segmentor, indent=2) + "\n")
-    tmp.replace(path)
-    return TrainResult(segmentor, str(path), (held.start, held.stop), choices)
+    (folder / "segmentor.json").write_text(json.dumps(segmentor, indent=2) + "\n")
+    return TrainResult(segmentor, str(final / "segmentor.json"), (held.start, held.stop), choices)

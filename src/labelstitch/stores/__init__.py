@@ -44,7 +44,7 @@ from ._memory import (
     remove_memory_volume,
 )
 from ._npy import NpyStore
-from ._staging import NoSpaceError, disk_errors, staging_path
+from ._staging import NoSpaceError, disk_errors, publish_folder, remove_stale_staging, staging_path
 from ._tiff import TiffStore
 from ._zarr import ZarrStore
 
@@ -75,10 +75,12 @@ __all__ = [
     "memory_volumes",
     "open_volume",
     "parse_volume",
+    "publish_folder",
     "read_roi",
     "register_memory_volume",
     "register_store",
     "remove_memory_volume",
+    "remove_stale_staging",
     "roi_ref",
     "side_file_base",
     "staged_output",

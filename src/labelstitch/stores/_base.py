@@ -61,7 +61,8 @@ class Capabilities:
     ``bounded``: reads outside the shape are refused (False where any box can be read, as
     DVID answers 0); ``local``: the volume is a file or folder on this machine;
     ``staged``: an output is written aside and published atomically by ``commit``;
-    ``in_process``: the volume lives in this process's memory, where no other process sees it.
+    ``in_process``: the volume lives in this process's memory, where no other process sees
+    it; ``voxel_size``: the format records a physical voxel size (for viewers).
     """
 
     parallel_writes: bool
@@ -69,6 +70,7 @@ class Capabilities:
     local: bool
     staged: bool
     in_process: bool = False
+    voxel_size: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ class VolumeStore(ABC):
     supports_parallel_writes: bool = False
     #: False where any box can be read (DVID answers 0 outside what was written)
     bounded: bool = True
+    #: whether the format records a physical voxel size (:meth:`set_voxel_size` keeps it)
+    records_voxel_size: bool = False
 
     def __init__(self, ref: VolumeRef, shape: tuple[int, ...], dtype: DTypeLike, *, read_only: bool = True) -> None:
         self.ref = ref
@@ -246,8 +250,8 @@ class VolumeStore(ABC):
     @classmethod
     def capabilities_of(cls, ref: VolumeRef) -> Capabilities:
         """What this store can do with ``ref``'s volume."""
-        return Capabilities(cls.supports_parallel_writes, cls.bounded, cls.local_path(ref) is not None,
-                            cls.local_path(ref) is not None)
+        local = cls.local_path(ref) is not None
+        return Capabilities(cls.supports_parallel_writes, cls.bounded, local, local, voxel_size=cls.records_voxel_size)
 
     @classmethod
     def check_output(cls, ref: VolumeRef, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int] | None:

@@ -36,6 +36,21 @@ def staging_path(final: Path) -> Path:
 
 
 
+def publish_folder(staging: Path, final: Path) -> None:
+    """Rename a finished ``staging`` folder over ``final``: at once when there is no
+    ``final`` yet, else by moving the old one aside (``.old-PID-NAME``, removed afterwards,
+    or by :func:`remove_stale_staging` if this process dies in between), so that ``final``
+    is always a whole folder, the old or the new."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        old = final.with_name(f".old-{os.getpid()}-{final.name}")
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, final)
+
+
 def remove_stale_staging(final: Path) -> list[Path]:
     """Remove the staging files and folders of ``final`` (``.partial-PID-NAME*``, and
     ``.old-PID-NAME`` from an interrupted publish) whose process is no longer running."""

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._base import StoreError
+from ._base import StoreError, VolumeRef
 from ._staging import MemmapStore
 
 
@@ -18,6 +18,34 @@ class TiffStore(MemmapStore):
     scheme = "tif"
     suffixes = (".tif", ".tiff")
     described = "TIFF file"
+
+    @classmethod
+    def open(cls, ref: VolumeRef, *, read_only: bool = True) -> MemmapStore:
+        """Open a grey TIFF stack; a colour image (an RGB or multi-sample photometric, whose
+        samples would be read as a third axis) is refused with how to convert it."""
+        cls._refuse_colour(ref)
+        return super().open(ref, read_only=read_only)
+
+    @classmethod
+    def _refuse_colour(cls, ref: VolumeRef) -> None:
+        import tifffile
+
+        path = cls._file(ref)
+        if not path.is_file():
+            return  # open() says there is none
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes, shape, photometric = series.axes, series.shape, tif.pages[0].photometric
+        except Exception:  # not a TIFF: the reader says so
+            return
+        colour = "S" in axes or getattr(photometric, "name", str(photometric)) in ("RGB", "YCBCR", "CMYK", "PALETTE")
+        if colour:
+            raise StoreError(
+                f"{ref} is a colour image (axes {axes}, shape {tuple(shape)}, photometric "
+                f"{getattr(photometric, 'name', photometric)}); labelstitch reads grey volumes (Z, Y, X): convert it, e.g. "
+                f"tifffile.imwrite('grey.tif', tifffile.imread('{path.name}').mean(axis=-1).round().astype('uint8'))"
+            )
 
     @classmethod
     def _map(cls, path: str, *, read_only: bool) -> NDArray[Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,7 +22,7 @@ from numpy.typing import DTypeLike, NDArray
 from ..geometry import Box, Plan
 from ..pyramid import downsample_image, downsample_labels, level_shapes
 from ._base import StoreError, VolumeRef, VolumeStore, local_path_of
-from ._staging import no_space, remove_stale_staging, staging_path
+from ._staging import no_space, publish_folder, remove_stale_staging, staging_path
 
 #: the OME-Zarr version written (zarr v3, metadata under the ``ome`` attribute)
 OME_VERSION = "0.5"
@@ -84,6 +83,7 @@ class ZarrStore(VolumeStore):
 
     scheme = "zarr"
     supports_parallel_writes = True
+    records_voxel_size = True
 
     def __init__(
         self,
@@ -194,14 +194,7 @@ class ZarrStore(VolumeStore):
         metadata lists the levels built so far (:meth:`build_pyramid`), level 0 at least."""
         if self._staging is None or self._final is None:
             return
-        self._final.parent.mkdir(parents=True, exist_ok=True)
-        if self._final.exists():
-            old = self._final.with_name(f".old-{os.getpid()}-{self._final.name}")
-            os.replace(self._final, old)
-            os.replace(self._staging, self._final)
-            shutil.rmtree(old)
-        else:
-            os.replace(self._staging, self._final)
+        publish_folder(self._staging, self._final)
         self._folder = self._final
         self._staging = None
 
