@@ -47,9 +47,11 @@ def test_run_then_evaluate_with_json_and_heatmap(tmp_path, capsys):
     score = json.loads(capsys.readouterr().out)
     assert set(score) == {"merge", "split", "total", "bodies", "heatmap"}
     assert score["total"] == pytest.approx(run["vi"]["total"]) and heat.stat().st_size > 0
-    import imageio.v3 as iio
+    from PIL import Image
 
-    assert iio.imread(heat).shape[2] == 3
+    with Image.open(heat) as merge, Image.open(tmp_path / "vi-split.png") as split:
+        assert merge.info["Title"] == "False merge VI per 16x16x16-voxel region" and min(merge.info["dpi"]) >= 149
+        assert split.info["Title"] == "False split VI per 16x16x16-voxel region"
     assert main(["run", str(config), "-q"]) == ExitCode.USAGE_ERROR
     assert "exists already; pass overwrite=True (--overwrite)" in capsys.readouterr().err
 
@@ -152,3 +154,52 @@ def test_an_unknown_voxel_size_is_said_once_and_only_where_an_output_records_it(
     assert not [r for r in caplog.records if "voxel size" in r.getMessage()]
     example = dict(ls.pipeline.EXAMPLE)
     assert example["options"]["resolution"] == [8.0, 8.0, 8.0] and "write-grayscale" in example["options"]
+
+
+def test_progress_in_a_log_file_is_plain_lines_and_every_step_ends(tmp_path):
+    """stderr redirected to a file (a cluster job's log): no carriage-return bars, each step
+    says that it started and that it is done."""
+    import subprocess
+    import sys
+
+    gray, _ = em_volume((32, 48, 48), n_neurites=8, seed=2)
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"),
+              "options": {"chunk-size": 16, "overlap": 4, "resolution": [8, 8, 8]}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    with open(tmp_path / "job.log", "w") as log:
+        done = subprocess.run([sys.executable, "-m", "labelstitch._cli.main", "run", str(tmp_path / "run.json")],
+                              stdout=subprocess.DEVNULL, stderr=log, timeout=300)
+    assert done.returncode == 0
+    text = (tmp_path / "job.log").read_text()
+    assert "\r" not in text
+    for step in ("segment", "match (subvolumes, then faces)", "write", "pyramid"):
+        assert f"{step}: started" in text and f"{step}: done" in text, (step, text)
+    assert "segment: done 18/18 in" in text
+
+
+def test_every_command_takes_the_same_output_flags():
+    from labelstitch._cli.main import build_parser
+
+    parser = build_parser()
+    needs = {"run": ["c.json"], "stitch": ["c.json"], "compare": ["c.json", "--ground-truth", "g.npy"],
+             "tune": ["c.json", "--ground-truth", "g.npy"], "explain": ["3", "--output", "o.zarr"], "view": ["o.zarr"],
+             "evaluate": ["s.npy", "g.npy"], "plugins": [], "config": ["--example"],
+             "train-pixel-classifier": ["g.npy", "l.npy", "c.pkl"], "train": ["g.npy", "t.npy", "--out", "m"], "demo": []}
+    commands = set(parser._subparsers._group_actions[0].choices)  # every command there is
+    assert commands == set(needs)
+    for command, rest in needs.items():
+        args = parser.parse_args([command, *rest, "-q", "--json"])
+        assert args.quiet and args.json, command
+
+
+def test_plugins_gives_each_function_its_whole_first_sentence(capsys):
+    assert main(["plugins", "--json"]) == 0
+    assert main(["plugins"]) == 0
+    text = capsys.readouterr().out
+    assert "distance to the nearest voxel whose boundary probability is at least" in " ".join(text.split())
+    from labelstitch import api
+
+    for functions in api.describe_plugins().values():
+        for name, info in functions.items():
+            assert info["doc"].endswith("."), (name, info["doc"])

@@ -73,10 +73,20 @@ def test_compare_prints_table_2_and_writes_figure_9(finished_run, capsys):
         assert rows[rule]["bodies"] < rows["none"]["bodies"]
     import imageio.v3 as iio
 
-    merge = iio.imread(folder / "figs" / "vi-merge.png")
-    assert merge.ndim == 3 and merge.shape[0] > 5 * 2  # one row per variant
-    slices = iio.imread(folder / "figs" / "slices.png")  # grayscale, truth and one titled panel per variant
-    assert slices.shape[1] >= 7 * 64 and slices.shape[0] > 64
+    from PIL import Image
+
+    def read_back(name):
+        with Image.open(folder / "figs" / name) as picture:
+            return dict(picture.info), picture.size
+
+    merge, size = read_back("vi-merge.png")
+    assert merge["Title"] == "False merge VI per 16x16x16-voxel region"
+    assert merge["Description"] == "rows: none, conservative, medium, aggressive, loose"
+    assert min(merge["dpi"]) >= 149 and size[1] > 5 * 150  # one row per variant, print quality
+    slices, size = read_back("slices.png")  # grayscale, truth and one titled panel per variant
+    assert slices["Title"].startswith("Segmentations at z = ") and min(slices["dpi"]) >= 149
+    assert "panels: none, conservative, medium, aggressive, loose" in slices["Description"]
+    assert size[0] >= 4 * 300 and size[1] >= 2 * 300
     rows_api = compare(folder / "run.json", str(folder / "truth.npy"), folder=str(folder / "cmp"))
     assert [r.name for r in rows_api][:4] == ["none", "conservative", "medium", "aggressive"]
     assert rows_api[0].regional.merge.shape == (2, 2, 2)

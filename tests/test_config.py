@@ -35,7 +35,7 @@ def test_every_config_key_has_one_python_name():
 def test_the_example_round_trips_and_is_frozen():
     config = RunConfig.load(copy.deepcopy(EXAMPLE))
     assert config.subvolume_size == 512 and config.halo == 20 and config.rule == "medium"
-    assert config.stages[1].function == "seeded_watershed" and config.stages[1].parameters["seed_threshold"] == 0.2
+    assert config.stages[1].function == "seeded_watershed" and config.stages[1].parameters["seed_threshold"] == 0.3
     assert RunConfig.from_dict(config.to_dict()) == config
     assert load_config(config.to_dict()) == load_config(copy.deepcopy(EXAMPLE))  # the file form, defaults and all
     with pytest.raises(AttributeError):

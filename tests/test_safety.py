@@ -554,3 +554,62 @@ def test_a_chunk_size_too_large_for_the_workers_is_refused_before_the_checkpoint
     with pytest.raises(ValueError, match=r"on each of 2 workers at once.*or fewer workers"):
         ls.run(config, executor="processes", workers=2)
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "seg.zarr").exists()
+    from labelstitch._cli.main import main
+
+    # config --check says the same, for the executor it is given (and passes it for one worker)
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    assert main(["config", "--check", str(tmp_path / "run.json"), "--executor", "processes", "--workers", "2"]) == 2
+    assert main(["config", "--check", str(tmp_path / "run.json"), "--workers", "1", "--executor", "processes"]) == 0
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_go_on(killable):
+    """SIGINT (Ctrl-C): with a checkpoint folder, how many subvolumes are kept and the
+    command that resumes; without one, that nothing is kept."""
+    import shutil
+    import signal
+
+    folder, _ = killable
+    ckpt = folder / "ckpt-int"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    for name, options in (("with.json", {"checkpoint-dir": str(ckpt)}), ("without.json", {})):
+        (folder / name).write_text(json.dumps(slow_config(folder, f"int-{name}.zarr", delay=0.1, **options)))
+        child = cli(folder, "run", str(folder / name), "-q", wait=False)
+        if options:
+            wait_for(lambda: len(whole_blocks(ckpt)) >= 2 or child.poll() is not None, "finished subvolumes")
+        else:
+            wait_for(lambda: bool(list(folder.glob(f".partial-*int-{name}.zarr*"))) or child.poll() is not None,
+                     "the run to start")
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 130, err[-2000:]
+        last = err.strip().splitlines()[-1]
+        if options:
+            kept = len(whole_blocks(ckpt))
+            assert f"interrupted; {kept} finished subvolumes kept in {ckpt}" in last
+            assert f"labelstitch run {folder / name} --resume" in last
+        else:
+            assert "interrupted; nothing was kept: without options.checkpoint-dir" in last
+        assert not (folder / f"int-{name}.zarr").exists()
+
+
+def test_a_degenerate_segmentation_is_said_in_one_warning_with_what_to_try(tmp_path):
+    """Far more bodies than neurons could fill, or one body holding almost every voxel: one
+    warning line each, naming what to change; the defaults give neither on synthetic EM."""
+    from labelstitch.synthetic import em_volume
+
+    gray, _ = em_volume((64, 128, 128), n_neurites=60, seed=3)
+    np.save(tmp_path / "gray.npy", gray)
+
+    def warnings_of(name, stages):
+        config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / f"{name}.npy"),
+                  "options": {"chunk-size": 64, "overlap": 8, "segmentor": {"configuration": stages}}}
+        return ls.run(config).warnings
+
+    split = warnings_of("split", {
+        "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.2}},
+        "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.2}}})
+    assert len(split) == 1 and "the neurons look split apart" in split[0] and "labelstitch train" in split[0]
+    merged = warnings_of("merged", {"agglomerate-supervoxels": {"function": "rag_agglomeration",
+                                                                "parameters": {"threshold": 0.6}}})
+    assert len(merged) == 1 and "of the labelled voxels: the neurons look merged together" in merged[0]
+    assert warnings_of("defaults", {}) == []

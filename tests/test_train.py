@@ -20,7 +20,7 @@ def test_train_writes_a_segmentor_a_run_can_use_and_it_beats_the_defaults(tmp_pa
     gray, truth = em_volume((64, 96, 96), n_neurites=30, seed=11)
     np.save("gray.npy", gray)
     np.save("truth.npy", truth)
-    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "10", "--validation", "48:64", "-q"]) == ExitCode.OK
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "20", "--validation", "48:64", "-q"]) == ExitCode.OK
     out = capsys.readouterr().out
     assert "validation (z 48:64)" in out and "floor" in out and "+ learned_agglomeration threshold" in out
     segmentor = json.loads((tmp_path / "model" / "segmentor.json").read_text())
@@ -61,8 +61,10 @@ def test_a_model_folder_is_replaced_only_with_overwrite_and_a_config_can_name_it
     (tmp_path / "model" / "keep.txt").write_text("a model other configs use")
     assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "-q"]) == ExitCode.USAGE_ERROR
     assert "exists already" in capsys.readouterr().err and (tmp_path / "model" / "keep.txt").exists()
-    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "-q", "--overwrite"]) == ExitCode.OK
-    out = capsys.readouterr().out
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "--overwrite"]) == ExitCode.OK
+    out, err = capsys.readouterr()
+    for step in ("train:   features: ", "train:   forest: 4 trees on ", "train:   [1/4] ", "train:   [4/4] "):
+        assert step in err, (step, err)  # progress inside the long steps
     assert not (tmp_path / "model" / "keep.txt").exists() and (tmp_path / "model" / "segmentor.json").exists()
     assert '"segmentor": "' in out and not list(tmp_path.glob(".partial-*"))
     (tmp_path / "project").mkdir()

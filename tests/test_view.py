@@ -39,7 +39,14 @@ def colourful(pixels):
 
 def test_segments_are_drawn_in_many_colours_over_the_em_and_the_em_alone_is_grey(outputs):
     with view(str(outputs / "seg.zarr")) as viewing:
-        assert viewing.layers == ["em", "segmentation", "stitch report"]
+        assert viewing.layers[:2] == ["em", "segmentation"]
+        assert set(viewing.layers[2:]) <= {"likely false merges (stitch report)", "largest bodies (stitch report)"}
+        assert viewing.layers[2:]  # the report's points, each kind its own coloured, named layer
+        from PIL import Image
+
+        viewing.screenshot(outputs / "legend.png", size=(400, 300))
+        with Image.open(outputs / "legend.png") as written:  # the file carries a legend of the points, top left
+            assert written.getpixel((4, 4))[:3] == (32, 32, 32) and written.size == (400, 300)
         shot = viewing.screenshot(size=(400, 300))
         fraction, colours = colourful(shot)
         assert shot.shape == (300, 400, 4) and fraction > 0.5 and colours >= 12, (fraction, colours)

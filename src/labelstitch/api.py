@@ -25,13 +25,15 @@ from numpy.typing import ArrayLike, NDArray
 
 from .geometry import Box, Plan
 from .metrics import Score, format_scores
-from .pipeline import ConfigError, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run, tune
+from .pipeline import ConfigError, ExecutorChoice, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run, tune
+from .pipeline.planning import check_subvolume_memory
 from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
 from .pipeline.options import markdown_table
 from .hookspecs import describe_stage
 from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
-from .report import format_explanation, write_heatmaps
+from .figures import write_heatmaps
+from .report import format_explanation
 from .view import Viewing, view
 from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, parse_volume
 
@@ -118,10 +120,11 @@ def write_comparison_slices(
     path: str | os.PathLike[str], grayscale: str, ground_truth: str | None, rows: list[Score], *, z: int | None = None
 ) -> None:
     """The paper's kind of picture of a comparison: one Z slice (the middle one by default)
-    of the grayscale, the truth and every variant's output (``Score.output``), titled with
-    its VI, the same colour for the same neuron across panels (see
-    :func:`labelstitch.report.write_slices`). Reads that slice of each volume only."""
-    from .report import write_slices
+    of the grayscale, the truth and every variant's output (``Score.output``), each panel
+    titled with its name and VI in bits, the same colour for the same neuron across panels,
+    a scale bar in µm when the grayscale records its voxel size (see
+    :func:`labelstitch.figures.write_slices`). Reads that slice of each volume only."""
+    from .figures import write_slices
 
     def plane(uri: str, depth: int) -> Any:
         with open_volume(uri) as store:
@@ -129,9 +132,11 @@ def write_comparison_slices(
 
     with open_volume(grayscale) as gray:
         depth = gray.shape[0] // 2 if z is None else z
+        resolution = gray.voxel_size
     truth = plane(ground_truth, depth) if ground_truth else None
-    panels = [(f"{r.name or r.rule}\nmerge {r.merge:.2f} split {r.split:.2f}", plane(r.output, depth)) for r in rows if r.output]
-    write_slices(path, plane(grayscale, depth), truth, panels)
+    panels = [(f"{r.name or r.rule}\nmerge {r.merge:.2f} bits, split {r.split:.2f} bits", plane(r.output, depth))
+              for r in rows if r.output]
+    write_slices(path, plane(grayscale, depth), truth, panels, z=depth, resolution=resolution)
 
 
 def explain(body: int, output: str, *, checkpoints: str | None = None) -> dict[str, Any]:
@@ -147,16 +152,40 @@ def explain(body: int, output: str, *, checkpoints: str | None = None) -> dict[s
     return explain_body(paths["npz"], body)
 
 
-def check_config(config: ConfigLike) -> tuple[RunConfig, Plan, list[str]]:
+def check_config(
+    config: ConfigLike, *, executor: str = "serial", workers: int | None = None, spark_master: str | None = None,
+) -> tuple[RunConfig, Plan, list[str]]:
     """Every check a run makes before any work (``labelstitch config --check``): the config,
-    its volumes, plugins, rule, subvolume size, and the output (apart from the inputs,
+    its volumes, plugins, rule, subvolume size (for the subvolumes ``executor`` runs at
+    once on this machine, as ``run`` checks it), and the output (apart from the inputs,
     writable, with room where its size is known, aligned for DVID). Returns the typed
     config, the plan it makes and notes (an existing output that needs ``--overwrite``)."""
     prepared = prepare(RunConfig.load(config))
+    with ExecutorChoice(executor, workers, spark_master).opened() as pool:
+        check_subvolume_memory(prepared.plan, prepared.task.stages, at_once=pool.items_at_once,
+                               context=prepared.task.context)
     output = prepared.config.output
     check_plan_output(prepared, output, overwrite=True)
     notes = [f"the output {output} exists: the run needs --overwrite (or --resume) to replace it"] if output.exists() else []
     return prepared.config, prepared.plan, notes + [f"intensity range {prepared.intensity_note}"]
+
+
+def interruption_note(config: ConfigLike) -> str:
+    """What an interrupted run leaves and how to go on: the finished subvolumes a checkpoint
+    folder keeps for ``--resume``, or that nothing is kept without one (the output, staged,
+    was not published either way)."""
+    from .checkpoints import finished_blocks
+
+    try:
+        loaded = RunConfig.load(config)
+    except (ValueError, OSError):
+        return "the output was not written"
+    if not loaded.checkpoint_dir:
+        return ("nothing was kept: without options.checkpoint-dir a run starts again from the beginning (the output "
+                "was not written)")
+    done = finished_blocks(loaded.checkpoint_dir)
+    return (f"{done} finished subvolume{'s' * (done != 1)} kept in {loaded.checkpoint_dir}; "
+            f"`labelstitch run {config} --resume` continues from them (the output was not written)")
 
 
 def config_schema() -> dict[str, Any]:
@@ -175,6 +204,17 @@ def config_keys() -> str:
     return markdown_table()
 
 
+def _first_sentence(doc: str) -> str:
+    r"""The first sentence of a docstring, whole (its first paragraph's lines joined).
+
+    >>> _first_sentence("Watershed of the boundary channel from the centres of the\ncells: seeds. More.")
+    'Watershed of the boundary channel from the centres of the cells: seeds.'
+    """
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[: end + 1]
+
+
 def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
     """Every stage function: ``{stage: {name: {"plugin", "parameters", "doc", "across_blocks",
     "reads", "writes", "bytes_per_voxel", "context"}}}``, parameters with their defaults
@@ -187,7 +227,7 @@ def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
         for name, (fn, plugin) in sorted(functions.items()):
             info = describe_stage(fn)
             out[stage][name] = {
-                "plugin": plugin, "parameters": parameters_of(fn, stage), "doc": (inspect.getdoc(fn) or "").split("\n")[0],
+                "plugin": plugin, "parameters": parameters_of(fn, stage), "doc": _first_sentence(inspect.getdoc(fn) or ""),
                 "across_blocks": info.graph is not None, "bytes_per_voxel": info.bytes_per_voxel, "context": info.context,
                 "reads": [(c.meaning, c.index) for c in info.reads], "writes": [(c.meaning, c.index) for c in info.writes],
             }

@@ -33,13 +33,19 @@ from ._version import __version__
 from .codec import decode_labels
 from .geometry import Plan
 
-__all__ = ["CheckpointDir", "CheckpointError", "read_block", "save_block", "settings_hash"]
+__all__ = ["CheckpointDir", "CheckpointError", "finished_blocks", "read_block", "save_block", "settings_hash"]
 
 _FORMAT = "labelstitch-checkpoints/1"
 
 
 class CheckpointError(ValueError):
     """The checkpoint folder cannot be used for this run."""
+
+
+def finished_blocks(folder: str | os.PathLike[str]) -> int:
+    """How many subvolumes a checkpoint folder holds whole (what ``--resume`` starts from)."""
+    path = Path(folder)
+    return sum(1 for _ in path.glob("sv-*.blk")) if path.is_dir() else 0
 
 
 def settings_hash(settings: dict[str, Any]) -> str:

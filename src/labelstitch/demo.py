@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .api import compare, run, write_comparison_slices
+from .api import compare, run, write_comparison_slices, write_heatmaps
 from .geometry import Box
 from .metrics import Score
 from .stores import staged_output
@@ -99,4 +99,7 @@ def run_demo(
     summary = {"setup": setup, "rows": [r.to_dict() for r in rows]}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_comparison_slices(folder / "slices.png", str(folder / "grayscale.zarr"), str(folder / "truth.zarr"), rows)
+    for part in ("merge", "split"):  # the paper's Figure 9 for the demo
+        write_heatmaps(folder / f"vi-{part}.png", [(r.name or "", r.regional) for r in rows], part=part,
+                       resolution=VOXEL_SIZE)
     return rows, setup

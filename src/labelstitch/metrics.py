@@ -93,10 +93,12 @@ def format_scores(scores: Iterable[Score]) -> str:
     def cell(value: Any, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    lines = [f"{'stitching rule':<16}{'bodies':>8}{'matches':>9}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'time s':>8}"]
+    scores = list(scores)
+    width = max([16] + [len(s.name or s.rule or "") + 2 for s in scores])  # long setting names keep the columns aligned
+    lines = [f"{'stitching rule':<{width}}{'bodies':>8}{'matches':>9}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'time s':>8}"]
     for s in scores:
         lines.append(
-            f"{s.name or s.rule or '':<16}{cell(s.bodies, 'd'):>8}{cell(s.matches, 'd'):>9}{s.merge:>12.3f}"
+            f"{s.name or s.rule or '':<{width}}{cell(s.bodies, 'd'):>8}{cell(s.matches, 'd'):>9}{s.merge:>12.3f}"
             f"{s.split:>12.3f}{s.total:>8.3f}{cell(s.seconds, '.2f'):>8}"
         )
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 """Explaining a stitch: per-face decisions, the largest merged bodies, risky faces, and
-the chain of matches behind any body. Also the VI heatmap figure (the paper's Figure 9).
+the chain of matches behind any body (figures are :mod:`labelstitch.figures`).
 
 A run writes, next to its output ``OUT``:
 
@@ -18,16 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from .metrics import RegionalVI
 from .stitching import StitchResult
 from .stores import VolumeRef
 
-__all__ = [
-    "colour_by_truth", "explain_body", "format_explanation", "report_paths", "stitch_report", "write_heatmaps",
-    "write_slices", "write_stitch_report",
-]
+__all__ = ["explain_body", "format_explanation", "report_paths", "stitch_report", "write_stitch_report"]
 
 
 def report_paths(output: VolumeRef, folder: str | Path | None = None) -> dict[str, Path] | None:
@@ -185,107 +180,3 @@ def format_explanation(info: dict[str, Any]) -> str:
             why = "the body lies in one subvolume"
         lines.append(f"  subvolume {sv} label {label} (no match: {why})")
     return "\n".join(lines)
-
-
-def _colour(values: NDArray[np.float64], vmax: float) -> NDArray[np.uint8]:
-    v = np.clip(values / max(vmax, 1e-9), 0, 1)
-    return np.stack([255 * np.clip(2 * v, 0, 1), 255 * np.clip(2 * v - 1, 0, 1), 40 * (1 - v)], axis=-1).astype(np.uint8)
-
-
-def write_heatmaps(path: str | Path, rows: list[tuple[str, RegionalVI]], *, part: str = "merge") -> None:
-    """The paper's Figure 9: one row per result, one tile per Z layer of regions, coloured by
-    ``part`` VI ("merge" or "split") on one shared scale (black 0, red, yellow = the maximum)."""
-    import imageio.v3 as iio
-
-    vmax = max(float(getattr(r, part).max()) for _, r in rows)
-    grid = getattr(rows[0][1], part).shape
-    scale = max(1, 48 // max(grid[1:]))
-    picture = []
-    for _, regional in rows:
-        tiles = []
-        for layer in getattr(regional, part):
-            tile = np.kron(_colour(layer, vmax), np.ones((scale, scale, 1), np.uint8))
-            tiles += [tile, np.full((tile.shape[0], 2, 3), 255, np.uint8)]
-        row = np.concatenate(tiles, axis=1)
-        picture += [row, np.full((2, row.shape[1], 3), 255, np.uint8)]
-    iio.imwrite(path, np.concatenate(picture, axis=0))
-
-
-# ----------------------------------------------------------------------------- slice pictures
-
-
-def _hue(ids: NDArray[np.uint64]) -> NDArray[np.uint8]:
-    """A bright colour per id, stable across pictures (0 is black)."""
-    h = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    rgb = np.stack([(h >> np.uint64(s)) & np.uint64(0xFF) for s in (16, 32, 48)], axis=-1).astype(np.int32)
-    rgb = (rgb * 3 // 4 + 64).astype(np.uint8)  # never too dark to see over the EM
-    rgb[ids == 0] = 0
-    return rgb
-
-
-def colour_by_truth(labels: NDArray[Any], truth: NDArray[Any]) -> NDArray[np.uint8]:
-    """RGB colours of a segmentation slice that mean the same neuron in every picture: the
-    largest segment over each true neuron takes that neuron's colour; any other segment over
-    it (a false split) takes a colour of its own; a segment spread over two neurons (a false
-    merge) shows one colour across both."""
-    flat, gt = labels.ravel().astype(np.uint64), truth.ravel().astype(np.uint64)
-    keys, counts = np.unique(np.stack([flat, gt]), axis=1, return_counts=True)
-    colour_of: dict[int, int] = {}
-    best: dict[int, tuple[int, int]] = {}  # segment -> (voxels, truth) of its majority neuron
-    for (seg, body), n in zip(keys.T.tolist(), counts.tolist()):
-        if seg and body and n > best.get(seg, (0, 0))[0]:
-            best[seg] = (n, body)
-    claimed: dict[int, tuple[int, int]] = {}  # truth -> (voxels, segment) of its largest segment
-    for seg, (n, body) in best.items():
-        if n > claimed.get(body, (0, 0))[0]:
-            claimed[body] = (n, seg)
-    for body, (_, seg) in claimed.items():
-        colour_of[seg] = body
-    uniq, inverse = np.unique(flat, return_inverse=True)
-    mapped = np.array([colour_of.get(int(s), (int(s) * 2654435761 + 12345) % 2**63 + 2**40) if s else 0 for s in uniq], np.uint64)
-    return _hue(mapped[inverse].reshape(labels.shape))
-
-
-def write_slices(path: str | Path, grayscale: NDArray[Any], truth: NDArray[Any] | None,
-                 panels: list[tuple[str, NDArray[Any]]]) -> None:
-    """One Z slice as a row of titled panels: the grayscale, the truth (if given), then each
-    segmentation over the grayscale, coloured by :func:`colour_by_truth` (or by id without
-    a truth), with a legend below."""
-    from PIL import Image, ImageDraw
-
-    gray = grayscale.astype(np.float32)
-    span = float(gray.max() - gray.min()) or 1.0
-    gray8 = ((gray - gray.min()) / span * 255).astype(np.uint8)
-    base = np.repeat(gray8[..., None], 3, axis=-1).astype(np.float32)
-
-    def overlay(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        mixed = np.where(rgb.any(axis=-1, keepdims=True), 0.45 * base + 0.55 * rgb, base)
-        return np.clip(mixed, 0, 255).astype(np.uint8)
-
-    tiles = [("grayscale", base.astype(np.uint8))]
-    if truth is not None:
-        tiles.append(("ground truth", overlay(_hue(truth.astype(np.uint64)))))
-    for title, labels in panels:
-        tiles.append((title, overlay(colour_by_truth(labels, truth) if truth is not None else _hue(labels.astype(np.uint64)))))
-    height, width = gray8.shape
-    gap, header, footer = 6, 30, 34
-    canvas = Image.new("RGB", (len(tiles) * (width + gap) - gap, header + height + footer), "white")
-    draw = ImageDraw.Draw(canvas)
-    for k, (title, tile) in enumerate(tiles):
-        x = k * (width + gap)
-        canvas.paste(Image.fromarray(tile), (x, header))
-        title_lines = [line[: max(8, width // 6)] for line in title.split("\n")[:2]]
-        draw.multiline_text((x + 2, 2), "\n".join(title_lines), fill="black", spacing=2)
-    legend = ("colours follow the true neurons: one neuron, one colour in every panel; a second colour on a neuron "
-              "is a false split, one colour across two neurons a false merge" if truth is not None else "colours: body ids")
-    words, lines, line = legend.split(), [], ""
-    for word in words:
-        if len(line) + len(word) + 1 > max(40, canvas.width // 6):
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    lines.append(line)
-    for k, text in enumerate(lines[:2]):
-        draw.text((2, header + height + 4 + 14 * k), text, fill="black")
-    canvas.save(path)

@@ -136,10 +136,25 @@ class StitchResult:
     _load: Callable[[Subvolume], NDArray[np.unsignedinteger]]
     #: with agglomeration across blocks: the graph's size and what the agglomeration did
     agglomeration: dict[str, Any] | None = None
+    #: per subvolume, its interior labels and the voxels of each
+    _nodes: Mapping[int, NDArray[np.uint64]] | None = None
+    voxels: Mapping[int, NDArray[np.int64]] | None = None
 
     @property
     def n_bodies(self) -> int:
         return self.mapping.n_bodies
+
+    def body_voxels(self) -> NDArray[np.int64]:
+        """Voxels of every body (index: body id; 0: none), from the interiors' label
+        counts, without reading a voxel (empty when the counts were not kept)."""
+        sizes = np.zeros(self.n_bodies + 1, np.int64)
+        if self.voxels is None:
+            return sizes[:0]
+        for sv in self.plan:
+            labels, bodies = self.mapping.for_subvolume(sv.id)
+            counted = self._nodes[sv.id] if self._nodes is not None else labels
+            np.add.at(sizes, to_bodies(counted, labels, bodies).astype(np.int64), self.voxels[sv.id])
+        return sizes
 
     def relabel(self, sv_id: int, block: ArrayLike | None = None) -> NDArray[np.uint64]:
         """The interior of subvolume ``sv_id`` in global body ids (uint64).
@@ -261,10 +276,12 @@ def faces_by_subvolume(plan: Plan) -> dict[int, list[tuple[int, Face]]]:
     return found
 
 
-def interior_labels(sv: Subvolume, block: NDArray[Any]) -> NDArray[np.uint64]:
-    """The non-zero labels of a block's interior: the nodes this subvolume contributes."""
-    labels = label_counts(block[sv.interior.slices(sv.outer)])[0]
-    return labels[labels != 0].astype(np.uint64)
+def interior_labels(sv: Subvolume, block: NDArray[Any]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+    """The non-zero labels of a block's interior (the nodes this subvolume contributes) and
+    the voxels of each."""
+    labels, counts = label_counts(block[sv.interior.slices(sv.outer)])
+    keep = labels != 0
+    return labels[keep].astype(np.uint64), counts[keep].astype(np.int64)
 
 
 def face_slabs(sv: Subvolume, block: NDArray[Any], faces: list[tuple[int, Face]]) -> list[tuple[int, NDArray[Any]]]:
@@ -281,9 +298,11 @@ def assemble(
     reports: list[FaceReport],
     nodes: dict[int, NDArray[np.uint64]],
     load: Callable[[Subvolume], NDArray[np.unsignedinteger]],
+    voxels: dict[int, NDArray[np.int64]] | None = None,
 ) -> StitchResult:
     """Resolve the matches of every face (``per_face[i]`` for ``plan.faces()[i]``) together
-    with every subvolume's interior labels into a :class:`StitchResult`."""
+    with every subvolume's interior labels (and, with ``voxels``, their voxel counts) into a
+    :class:`StitchResult`."""
     matches = MatchTable.from_faces(plan.faces(), per_face)
     node_sv = [np.full(nodes[sv.id].size, sv.id, np.uint64) for sv in plan]
     node_label = [nodes[sv.id] for sv in plan]
@@ -295,5 +314,6 @@ def assemble(
         nodes=(np.concatenate(node_sv) if node_sv else [], np.concatenate(node_label) if node_label else []),
     )
     return StitchResult(
-        plan, rule, dict(rule_params), connected_components, matches, mapping, tuple(reports), load
+        plan, rule, dict(rule_params), connected_components, matches, mapping, tuple(reports), load,
+        _nodes=nodes if voxels is not None else None, voxels=voxels,
     )

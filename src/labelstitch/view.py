@@ -93,7 +93,7 @@ class Viewing:
     _stores: list[VolumeStore] = field(default_factory=list, repr=False)
 
     def show(self, layer: str, visible: bool = True) -> None:
-        """Show or hide one layer (``"em"``, ``"segmentation"``, ``"stitch report"``)."""
+        """Show or hide one layer (``"em"``, ``"segmentation"``, or a report layer of :data:`REPORT_LAYERS`)."""
         with self.viewer.txn() as state:
             state.layers[layer].visible = visible
 
@@ -135,9 +135,16 @@ class Viewing:
             process.wait()
             shutil.rmtree(profile, ignore_errors=True)
         shot = result[0].screenshot
+        pixels = np.asarray(shot.image_pixels)
         if path is not None:
-            Path(path).write_bytes(shot.image)
-        return np.asarray(shot.image_pixels)
+            _with_legend(pixels, self._legend()).save(path)
+        return pixels
+
+    def _legend(self) -> list[tuple[str, str]]:
+        """(name, colour) of the stitch report's visible point layers."""
+        with self.viewer.txn() as state:
+            shown = {layer.name for layer in state.layers if layer.visible is not False}
+        return [(name, colour) for name, _, colour in REPORT_LAYERS if name in self.layers and name in shown]
 
     def close(self) -> None:
         for server in self._servers:
@@ -168,6 +175,31 @@ def _layer_source(store: VolumeStore, resolution: tuple[float, ...], kind: str, 
         return f"zarr3://http://127.0.0.1:{server.server_address[1]}/"
     space = neuroglancer.CoordinateSpace(names=["z", "y", "x"], units="nm", scales=list(resolution))
     return neuroglancer.LocalVolume(_StoreArray(store), dimensions=space, volume_type=kind)
+
+
+def _with_legend(pixels: NDArray[np.uint8], legend: list[tuple[str, str]]) -> Any:
+    """The screenshot as a PIL image, with a legend of the report's points in its top left
+    corner (nothing added without them)."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(pixels[..., :3].astype(np.uint8))
+    if legend:
+        draw = ImageDraw.Draw(picture)
+        height = 14 * len(legend) + 6
+        width = 8 + 6 * max(len(name) for name, _ in legend) + 18
+        draw.rectangle([2, 2, 2 + width, 2 + height], fill=(32, 32, 32))
+        for k, (name, colour) in enumerate(legend):
+            y = 6 + 14 * k
+            draw.ellipse([8, y + 2, 16, y + 10], fill=colour, outline="black")
+            draw.text((22, y), name, fill="white")
+    return picture
+
+
+#: the stitch report's points in the view: (layer name, kind of point, colour)
+REPORT_LAYERS = (
+    ("likely false merges (stitch report)", "risky-", "#ff3030"),
+    ("largest bodies (stitch report)", "largest-", "#ffd700"),
+)
 
 
 def _report_points(output: VolumeRef, metadata: dict[str, Any], resolution: tuple[float, ...]) -> list[Any]:
@@ -242,12 +274,16 @@ def view(
             state.layers["segmentation"] = layer
             viewing.layers.append("segmentation")
             points = _report_points(seg.ref, metadata, resolution)
-            if points:
-                space = neuroglancer.CoordinateSpace(names=["z", "y", "x"], units="nm", scales=list(resolution))
-                state.layers["stitch report"] = neuroglancer.LocalAnnotationLayer(
-                    dimensions=space, annotations=points, linked_segmentation_layer={"segments": "segmentation"},
-                )
-                viewing.layers.append("stitch report")
+            space = neuroglancer.CoordinateSpace(names=["z", "y", "x"], units="nm", scales=list(resolution))
+            # one layer per kind of point, coloured apart: the layer names are the legend
+            for name, kind, colour in REPORT_LAYERS:
+                mine = [p for p in points if p.id.startswith(kind)]
+                if mine:
+                    state.layers[name] = neuroglancer.LocalAnnotationLayer(
+                        dimensions=space, annotations=mine, annotation_color=colour,
+                        linked_segmentation_layer={"segments": "segmentation"},
+                    )
+                    viewing.layers.append(name)
             state.position = [n / 2 for n in seg.shape[::-1]]
             state.cross_section_scale = max(seg.shape[2] / 700, seg.shape[1] / 500, 1e-3)
             state.layout = layout

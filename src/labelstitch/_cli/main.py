@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import threading
 from collections.abc import Sequence
 from enum import IntEnum
@@ -33,6 +34,11 @@ class ExitCode(IntEnum):
 # ----------------------------------------------------------------------------- commands
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Whether a command shows progress on stderr: not with -q or --json."""
+    return not args.quiet and not args.json
+
+
 def _cmd_run(args: argparse.Namespace) -> ExitCode:
     result = api.run(
         args.config,
@@ -42,7 +48,7 @@ def _cmd_run(args: argparse.Namespace) -> ExitCode:
         overwrite=args.overwrite,
         resume=args.resume,
         create_output=args.create_output,
-        progress=not args.quiet and not args.json,
+        progress=_progress(args),
     )
     print(json.dumps(result.to_dict()) if args.json else result.table())
     return ExitCode.OK
@@ -66,7 +72,7 @@ def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
     result, seconds = api.restitch(
         args.config, rule=args.rule, rule_params=_params(args.param) if args.rule else None, output=args.output,
         overwrite=args.overwrite, create_output=args.create_output, executor=args.executor, workers=args.workers,
-        spark_master=args.spark_master, progress=not args.quiet,
+        spark_master=args.spark_master, progress=_progress(args),
     )
     summary = {**result.summary(), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     print(json.dumps(summary) if args.json else
@@ -87,11 +93,13 @@ def _variants(specs: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
 
 def _cmd_compare(args: argparse.Namespace) -> ExitCode:
     rows = api.compare(args.config, args.ground_truth, variants=_variants(args.variant), region=args.region,
-                       write=args.write, executor=args.executor, workers=args.workers, spark_master=args.spark_master)
+                       write=args.write, executor=args.executor, workers=args.workers, spark_master=args.spark_master,
+                       progress=_progress(args))
     if args.figures:
         os.makedirs(args.figures, exist_ok=True)
         for part in ("merge", "split"):
-            api.write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name or "", r.regional) for r in rows], part=part)
+            api.write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name or "", r.regional) for r in rows],
+                               part=part, resolution=api.RunConfig.load(args.config).resolution)
         if args.write:
             api.write_comparison_slices(os.path.join(args.figures, "slices.png"), api.RunConfig.load(args.config).input,
                                         args.ground_truth, rows)
@@ -117,7 +125,7 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
         validation = (z0, z1)
     result = api.train(args.grayscale, args.ground_truth, args.out, validation=validation, trees=args.trees,
                        two_stage=args.two_stage, mitochondria=args.mitochondria, overwrite=args.overwrite,
-                       progress=not args.quiet)
+                       progress=_progress(args))
     if args.json:
         print(json.dumps({"segmentor": result.segmentor, "path": result.path,
                           "choices": [{"choice": n, **s.to_dict()} for n, s in result.choices]}))
@@ -130,7 +138,7 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
 
 def _cmd_tune(args: argparse.Namespace) -> ExitCode:
     scores, front = api.tune(args.config, args.ground_truth, executor=args.executor, workers=args.workers,
-                             spark_master=args.spark_master)
+                             spark_master=args.spark_master, progress=_progress(args))
     if args.json:
         print(json.dumps({"front": [s.to_dict() for s in front], "tried": len(scores)}))
         return ExitCode.OK
@@ -159,9 +167,10 @@ def _cmd_view(args: argparse.Namespace) -> ExitCode:
             if args.hide_segmentation:
                 viewing.show("segmentation", False)
             viewing.screenshot(args.screenshot, size=(int(width), int(height)))
-            print(f"wrote {args.screenshot}")
+            print(json.dumps({"screenshot": args.screenshot, "layers": viewing.layers}) if args.json else f"wrote {args.screenshot}")
             return ExitCode.OK
-        print(f"Neuroglancer: {viewing.url}\n(layers: {', '.join(viewing.layers)}; serving on 127.0.0.1 until Ctrl-C)", flush=True)
+        print(json.dumps({"url": viewing.url, "layers": viewing.layers}) if args.json else
+              f"Neuroglancer: {viewing.url}\n(layers: {', '.join(viewing.layers)}; serving on 127.0.0.1 until Ctrl-C)", flush=True)
         if not args.no_browser:
             import webbrowser
 
@@ -216,7 +225,7 @@ def _cmd_plugins(args: argparse.Namespace) -> ExitCode:
             across = ", also across blocks" if info["across_blocks"] else ""
             print(f"  {name}({params})  [{info['plugin']}{across}]")
             if info["doc"]:
-                print(f"      {info['doc']}")
+                print(textwrap.fill(info["doc"], width=100, initial_indent=" " * 6, subsequent_indent=" " * 6))
             for direction in ("reads", "writes"):
                 if info[direction]:
                     print(f"      {direction} " + ", ".join(f"{meaning} ({index})" for meaning, index in info[direction]))
@@ -231,7 +240,12 @@ def _cmd_config(args: argparse.Namespace) -> ExitCode:
     elif args.keys:
         print(api.config_keys())
     elif args.check:
-        _, plan, notes = api.check_config(args.check)
+        _, plan, notes = api.check_config(args.check, executor=args.executor, workers=args.workers,
+                                          spark_master=args.spark_master)
+        if args.json:
+            print(json.dumps({"config": args.check, "valid": True, "subvolumes": len(plan), "chunk-size": list(plan.block),
+                              "overlap": list(plan.halo), "notes": notes}))
+            return ExitCode.OK
         print(f"{args.check}: valid; {len(plan)} subvolumes of {plan.block} with a {plan.halo} halo")
         for note in notes:
             print(f"  {note}")
@@ -247,7 +261,8 @@ def _cmd_train(args: argparse.Namespace) -> ExitCode:
         two_stage=args.two_stage, mitochondria=args.mitochondria,
     )
     stages = " in two stages" if args.two_stage else ""
-    print(f"trained on {info['samples']} voxels with {args.trees} trees{stages}; wrote {args.output}")
+    print(json.dumps({**info, "path": args.output}, default=str) if args.json else
+          f"trained on {info['samples']} voxels with {args.trees} trees{stages}; wrote {args.output}")
     return ExitCode.OK
 
 
@@ -261,7 +276,7 @@ def _cmd_demo(args: argparse.Namespace) -> ExitCode:
         n_neurites=args.neurites,
         seed=args.seed,
         output=args.output,
-        progress=not args.json,
+        progress=_progress(args),
     )
     if args.json:
         print(json.dumps({"setup": setup, "rows": [r.to_dict() for r in rows]}))
@@ -276,7 +291,8 @@ def _cmd_demo(args: argparse.Namespace) -> ExitCode:
     none = next(r for r in rows if r.rule == "none")
     best = min(rows, key=lambda r: r.total)
     print(f"\nBest total VI: {best.rule} ({best.total:.3f} bits, vs {none.total:.3f} without stitching).")
-    print(f"Wrote {args.output}/: grayscale.zarr, truth.zarr, segmentation.zarr, compare/<rule>.zarr, summary.json, slices.png")
+    print(f"Wrote {args.output}/: grayscale.zarr, truth.zarr, segmentation.zarr, compare/<rule>.zarr, summary.json, "
+          "slices.png, vi-merge.png, vi-split.png")
     print(f"\nLook at it in Neuroglancer: labelstitch view {args.output}/segmentation.zarr")
     return ExitCode.OK
 
@@ -291,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"labelstitch {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
+    # every command takes the same output flags
+    out = argparse.ArgumentParser(add_help=False)
+    shown = out.add_argument_group("output")
+    shown.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    shown.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (warnings and errors still)")
     # every command that runs work takes the same executor options
     where = argparse.ArgumentParser(add_help=False)
     group = where.add_argument_group("where the work runs")
@@ -301,28 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--workers", type=int, default=None, help="worker processes for --executor processes (default: all cores)")
     group.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
 
-    p = sub.add_parser("run", help="segment and stitch a volume as a config file says", parents=[where])
+    p = sub.add_parser("run", help="segment and stitch a volume as a config file says", parents=[where, out])
     p.add_argument("config", help="JSON or YAML config (see `labelstitch config --example`)")
     p.add_argument("--resume", action="store_true", help="continue a crashed run from options.checkpoint-dir")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance (labelmap, 32³)")
-    p.add_argument("--json", action="store_true", help="print one JSON document with timings, counts and VI")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("stitch", help="stitch again from a finished run's checkpoints (no segmentation)", parents=[where])
+    p = sub.add_parser("stitch", help="stitch again from a finished run's checkpoints (no segmentation)", parents=[where, out])
     p.add_argument("config")
     p.add_argument("--rule", default=None, help="stitching rule (default: the config's)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a rule parameter (repeatable)")
     p.add_argument("--output", default=None, help="where to write (default: the config's output)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_stitch)
 
     p = sub.add_parser("compare", help="stitch with every rule from checkpoints and score each (the paper's Table 2)",
-                       parents=[where])
+                       parents=[where, out])
     p.add_argument("config")
     p.add_argument("--ground-truth", required=True, help="label volume to score against")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:RULE,KEY=VALUE,...",
@@ -332,24 +349,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true",
                    help="also write every rule's volume (beside the checkpoints, CHECKPOINTS-compare/NAME.zarr) and score "
                    "it from there; without it nothing is written and the scores come from per-subvolume tables")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("tune", help="search the stitching rules' thresholds on a finished run; print the Pareto front",
-                       parents=[where])
+                       parents=[where, out])
     p.add_argument("config")
     p.add_argument("--ground-truth", required=True, help="label volume to score against")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_tune)
 
-    p = sub.add_parser("explain", help="the chain of matches that built one body of an output")
+    p = sub.add_parser("explain", help="the chain of matches that built one body of an output", parents=[out])
     p.add_argument("body", type=int)
     p.add_argument("--output", required=True, help="the output volume (its .stitch.npz record is read)")
     p.add_argument("--checkpoints", default=None, help="for a DVID output: the run's checkpoint folder, which holds the record")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_explain)
 
-    p = sub.add_parser("view", help="look at a segmentation over its EM in Neuroglancer (served on 127.0.0.1)")
+    p = sub.add_parser("view", help="look at a segmentation over its EM in Neuroglancer (served on 127.0.0.1)", parents=[out])
     p.add_argument("output", help="the segmentation (any volume string; an OME-Zarr output shows its pyramid)")
     p.add_argument("--grayscale", default=None, help="the EM to show under it (default: the image the run recorded)")
     p.add_argument("--bodies", default=None, metavar="ID,ID,...", help="select these bodies")
@@ -360,10 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hide-segmentation", action="store_true", help="screenshot the EM alone")
     p.set_defaults(func=_cmd_view)
 
-    p = sub.add_parser("evaluate", help="variation of information of a segmentation against ground truth")
+    p = sub.add_parser("evaluate", help="variation of information of a segmentation against ground truth", parents=[out])
     p.add_argument("segmentation", help="volume to score (e.g. out.zarr)")
     p.add_argument("ground_truth", help="ground-truth label volume")
-    p.add_argument("--json", action="store_true", help='print {"merge", "split", "total", "bodies"} as JSON')
     p.add_argument("--heatmap", metavar="FILE.png", help="write per-region false merge/split VI (the paper's Figure 9)")
     p.add_argument("--region", type=int, default=32, help="region size for --heatmap (default 32)")
     p.add_argument("--keep-zero", action="store_true", help="also score voxels where the ground truth is 0")
@@ -371,11 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print the perfect-agglomeration floor: the VI if each segment were merged into the ground-truth body it overlaps most")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("plugins", help="list every stage function with its parameters and defaults")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("plugins", help="list every stage function with its parameters and defaults", parents=[out])
     p.set_defaults(func=_cmd_plugins)
 
-    p = sub.add_parser("config", help="print the config schema or an example, or check a config")
+    p = sub.add_parser("config", help="print the config schema or an example, or check a config (for the executor given)",
+                       parents=[where, out])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--schema", action="store_true", help="print the JSON schema")
     g.add_argument("--example", action="store_true", help="print an example config")
@@ -383,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check", metavar="CONFIG", help="validate a config and its volumes and plugins")
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("train-pixel-classifier", help="fit the pixel_classifier plugin from labelled voxels")
+    p = sub.add_parser("train-pixel-classifier", help="fit the pixel_classifier plugin from labelled voxels", parents=[out])
     p.add_argument("grayscale", help="grayscale volume")
     p.add_argument("labels", help="a label volume (membranes = label changes and 0) or, with --annotations, 1/2/3/0 marks")
     p.add_argument("output", help="classifier file to write")
@@ -395,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a mitochondria mask (non-zero = mitochondrion): predict a second channel, their probability")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("train", help="train and tune a whole segmentor on a volume with ground truth; writes DIR/segmentor.json")
+    p = sub.add_parser("train", help="train and tune a whole segmentor on a volume with ground truth; writes DIR/segmentor.json", parents=[out])
     p.add_argument("grayscale", help="grayscale volume")
     p.add_argument("ground_truth", help="its neurons (label volume)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the models and segmentor.json")
@@ -406,11 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mitochondria", metavar="VOLUME",
                    help="a mitochondria mask (non-zero = mitochondrion): a mitochondria channel, and context-aware "
                         "agglomerations (mitochondria merged last) tried too")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_train_segmentor)
 
-    p = sub.add_parser("demo", help="the whole pipeline on a synthetic EM volume, stitched with every rule")
+    p = sub.add_parser("demo", help="the whole pipeline on a synthetic EM volume, stitched with every rule", parents=[out])
     p.add_argument("--size", type=int, default=160, help="Y and X size in voxels (default 160)")
     p.add_argument("--depth", type=int, default=96, help="Z size in voxels (default 96)")
     p.add_argument("--block", type=int, default=48, help="subvolume interior size (default 48)")
@@ -418,7 +429,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neurites", type=int, default=120, help="number of true bodies (default 120)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--output", default="demo-output", help="folder for volumes, summary.json and slices.png")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.set_defaults(func=_cmd_demo)
     return parser
 
@@ -455,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"labelstitch: error: {exc}", file=sys.stderr)
         return int(ExitCode.FAILED)
     except KeyboardInterrupt:
-        print("labelstitch: interrupted", file=sys.stderr)
+        note = api.interruption_note(args.config) if args.command == "run" else ""
+        print(f"labelstitch: interrupted{'; ' + note if note else ''}", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else is a bug
         if args.debug:

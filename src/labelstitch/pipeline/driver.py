@@ -37,6 +37,7 @@ from .config import RunConfig
 from .planning import PreparedRun, check_plan_output, check_subvolume_memory, check_writable, prepare, with_stitching
 from .scoring import default_grid, pareto_front, score_regions, score_variants, score_volumes
 from .segment import segment_all
+from .summary import counts_of, peak_memory, suspicious
 from .values import ExecutorChoice, RunResult, SegmentedSubvolume, Variant
 from .write import stitch_and_write, write_grayscale
 
@@ -110,29 +111,6 @@ def _check_workers_see(pool: Executor, folder: str) -> None:
         )
 
 
-def _peak_memory() -> dict[str, float]:
-    """Peak resident memory of this process (the driver) and of its largest child process
-    so far (the processes executor's workers), in MB.
-
-    The driver's peak is the kernel's high-water mark of this process's own memory
-    (``VmHWM``): ``ru_maxrss`` would also count the memory of the process that started
-    ours, since Linux carries the parent's high-water mark across fork and exec (a
-    benchmark holding a 1 GB array read as a 2.4 GB driver)."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not POSIX
-        return {}
-    driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    try:
-        with open("/proc/self/status") as status:
-            hwm = next(line for line in status if line.startswith("VmHWM:"))
-        driver = int(hwm.split()[1]) / 1024
-    except (OSError, StopIteration, ValueError):  # not Linux: ru_maxrss is the best there is
-        pass
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"driver peak MB": round(driver, 1), "worker peak MB": round(workers, 1)}
-
-
 def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[VolumeRef, ...] | None = None) -> None:
     """Hold the locks of the outputs (default: the config's) and of the checkpoint folder
     until ``held`` closes: a second run on either is refused, naming the first."""
@@ -141,29 +119,6 @@ def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[VolumeRef, ...]
         held.enter_context(hold(output, f"output {output}"))
     if config.checkpoint_dir:
         held.enter_context(hold(config.checkpoint_dir, f"checkpoint folder {config.checkpoint_dir}"))
-
-
-def _suspicious(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], bodies: int) -> list[str]:
-    """Warnings about results that look wrong, logged as they are found."""
-    found = []
-    records = prepared.config.output.capabilities.voxel_size or prepared.grayscale_copy is not None
-    if prepared.resolution_note.startswith("unknown") and records:  # only where an output records it
-        found.append(f"the voxel size is {prepared.resolution_note} (nanometres, [z, y, x])")
-    empty = sorted(s.sv_id for s in segmented.values() if s.unmasked > 0 and s.segments == 0)
-    if empty:
-        listed = ", ".join(map(str, empty[:8])) + (" ..." if len(empty) > 8 else "")
-        found.append(
-            f"{len(empty)} subvolumes produced no segment although they hold unmasked voxels (subvolumes {listed}); "
-            f"check options.intensity-range (used: {prepared.intensity_note}) and the stage parameters"
-        )
-    if bodies <= 1:
-        found.append(
-            f"the run produced {bodies} {'body' if bodies == 1 else 'bodies'}; check options.intensity-range "
-            f"(used: {prepared.intensity_note}), options.background-value and the stage parameters"
-        )
-    for warning in found:
-        log.warning("%s", warning)
-    return found
 
 
 def _signatures(config: RunConfig) -> dict[str, dict[str, Any]]:
@@ -178,29 +133,6 @@ def _writes_own_output(config: RunConfig) -> bool:
         return False
     with config.output.open() as store:
         return bool(store.metadata.get("config-hash") == config.settings_hash)
-
-
-def _counts(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], computed: int, restored: int,
-            result: StitchResult) -> dict[str, Any]:
-    plan = prepared.plan
-    stored = sum(s.size for s in segmented.values())
-    raw = sum(sv.outer.size * 8 for sv in plan)
-    return {
-        "subvolumes": len(plan),
-        "segmented now": computed,
-        "restored from checkpoints": restored,
-        "supervoxels": sum(s.supervoxels for s in segmented.values()),
-        "segments": sum(s.segments for s in segmented.values()),
-        "matches": len(result.matches),
-        "bodies": result.n_bodies + (len(prepared.task.preserved.ids) if prepared.task.preserved is not None else 0),
-        "checkpoint bytes": stored,
-        "uncompressed label bytes": raw,
-        "compression ratio": round(raw / stored, 1) if stored else 0,
-        "blocks via driver": sum(1 for s in segmented.values() if s.data is not None),
-        **({"stitched supervoxels": result.agglomeration["supervoxels"], "graph edges": result.agglomeration["edges"],
-            "graph MB on the driver": round(result.agglomeration["graph_bytes"] / 1e6, 1)}
-           if result.agglomeration is not None else {}),
-    }
 
 
 def run(
@@ -290,18 +222,18 @@ def run(
             vi = score_volumes(seg, gt)
         seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - t0
-    counts = _counts(prepared, segmented, stats.computed, stats.restored, result)
+    counts = counts_of(prepared, segmented, stats.computed, stats.restored, result)
     if stats.restored and stats.verify_seconds:
         restored_bytes = sum(plan[sv].outer.size * 8 for sv, s in segmented.items() if not s.seconds)
         counts["restore MB/s"] = round(restored_bytes / 1e6 / stats.verify_seconds, 1)
-    counts.update(_peak_memory())
+    counts.update(peak_memory())
     paths = report_paths(config.output, config.checkpoint_dir)
     return RunResult(
         config.output.text, plan, seconds, counts, vi, result.summary(),
         str(checkpoints.path) if checkpoints is not None else None,
         str(paths["md"]) if paths is not None else None,
         prepared.intensity_note,
-        _suspicious(prepared, segmented, counts["bodies"]), parts,
+        suspicious(prepared, segmented, result), parts,
     )
 
 

@@ -172,18 +172,21 @@ _DVID_INFO = {
     "required": ["dvid-server", "uuid", "segmentation-name", "grayscale"],
     "additionalProperties": False,
 }
+#: the untrained segmentor of a config that names none: the best of the untrained stages'
+#: settings on synthetic EM and gala_train, checked on another synthetic volume and gala_test
+#: (benchmarks/quality_defaults.py, docs/quality.md "Untrained defaults")
 DEFAULT_STAGES = {
     "predict-voxels": {"function": "naive_membrane_predictions", "parameters": {}},
-    "create-supervoxels": {"function": "seeded_watershed", "parameters": {}},
-    "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {}},
+    "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.3, "min_segment_size": 50}},
+    "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.4}},
 }
 _EXAMPLE_STAGES = {
-    "predict-voxels": {"function": "naive_membrane_predictions", "parameters": {}},
+    "predict-voxels": {"function": "naive_membrane_predictions", "parameters": {"sigma": 0.0}},
     "create-supervoxels": {
         "function": "seeded_watershed",
-        "parameters": {"boundary_channel": 0, "seed_threshold": 0.2, "seed_size": 5, "min_segment_size": 50},
+        "parameters": {"boundary_channel": 0, "seed_threshold": 0.3, "seed_size": 5, "min_segment_size": 50},
     },
-    "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.2}},
+    "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.4}},
 }
 
 SEGMENTOR_FILE = ("the segmentation stages, or the path (relative to the config) of a segmentor file that "

@@ -166,6 +166,7 @@ def match_variants(
     faces = plan.faces()
     faces_of = faces_by_subvolume(plan)
     nodes_of: dict[int, NDArray[np.uint64]] = {}
+    voxels_of: dict[int, NDArray[np.int64]] = {}
     graphs: dict[int, GraphPart] = {}
     per_face: list[list[Any]] = [[] for _ in faces]
     step1 = [(sv, segmented[sv.id], tuple(faces_of[sv.id])) for sv in plan]
@@ -174,9 +175,9 @@ def match_variants(
     matcher = _Matcher(faces, tuple((rule, dict(params), cc) for rule, params, cc in variants), interiors, histograms)
     grouped = pool.map_grouped(_EmitSlabs(tables, across is not None, histograms), step1, matcher, describe=describe_item)
     steps = len(plan) * (1 + (tables is not None) + (across is not None)) + len(faces)
-    for kind, index, value in counted(grouped, steps, "match", progress):
+    for kind, index, value in counted(grouped, steps, "match (subvolumes, then faces)", progress):
         if kind == "nodes":
-            nodes_of[index] = value
+            nodes_of[index], voxels_of[index] = value
         elif kind == "table":
             assert tables_of is not None
             tables_of[index] = value
@@ -189,7 +190,7 @@ def match_variants(
         start = time.perf_counter()
         result = assemble(
             plan, rule.name, params, cc, [found[k][0] for found in per_face], [found[k][1] for found in per_face], nodes_of,
-            lambda sv: segmented[sv.id].load(),
+            lambda sv: segmented[sv.id].load(), voxels_of,
         )
         if across is not None:
             result = agglomerate_across(result, graphs, [found[k][2] for found in per_face], across)

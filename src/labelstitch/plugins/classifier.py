@@ -18,6 +18,8 @@ other half), so that it learns how the first stage errs on data it has not seen.
 from __future__ import annotations
 
 import pickle
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,11 +164,13 @@ def train_pixel_classifier(
     max_samples: int = 200_000,
     seed: int = 0,
     two_stage: bool = False,
+    log: Callable[[str], None] = lambda line: None,
 ) -> PixelClassifier:
     """Fit a random forest on the annotated voxels (1 membrane, 2 inside, 3 mitochondrion
     if any, 0 unknown), and with ``two_stage`` a second one on top (see the module docstring).
 
     At most ``max_samples`` annotated voxels are used, drawn evenly from the classes.
+    ``log`` receives a line as each long step (features, each forest) ends.
     """
     if grayscale.shape != annotations.shape:
         raise ValueError(f"`annotations` (shape {annotations.shape}) must have the shape of `grayscale` ({grayscale.shape})")
@@ -174,8 +178,12 @@ def train_pixel_classifier(
     if classes not in ({1, 2}, {1, 2, 3}):
         raise ValueError(f"`annotations` must mark membranes (1) and insides (2), and may mark mitochondria (3); "
                          f"found classes {sorted(classes)}")
+    start = time.perf_counter()
     feats = _features(grayscale, sigmas)
+    log(f"features: {feats.shape[-1]} per voxel for {grayscale.size:,} voxels in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
     model, samples = _fit(feats, annotations, n_estimators, max_samples, seed)
+    log(f"forest: {n_estimators} trees on {samples:,} voxels in {time.perf_counter() - start:.1f} s")
     info = {"samples": samples, "n_estimators": n_estimators}
     if not two_stage:
         return PixelClassifier(model, tuple(sigmas), info)
@@ -187,10 +195,14 @@ def train_pixel_classifier(
     for fit_on, predict_on in ((halves[0], halves[1]), (halves[1], halves[0])):  # out-of-fold answers
         if set(np.unique(annotations[fit_on]).tolist()) - {0} != classes:
             raise ValueError(f"two-stage training needs every class ({sorted(classes)}) marked in both halves of the volume along Z")
+        start = time.perf_counter()
         half_model, _ = _fit(feats[fit_on], annotations[fit_on], n_estimators, max_samples // 2, seed)
         first[predict_on] = _probabilities(half_model, feats[predict_on], grayscale[predict_on].shape)
+        log(f"second stage: a first-stage forest on half the volume, predicting the other, in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
     both = np.concatenate([feats, _context_features(first)], axis=-1)
     second, _ = _fit(both, annotations, n_estimators, max_samples, seed + 1)
+    log(f"second stage: {n_estimators} trees on {both.shape[-1]} features in {time.perf_counter() - start:.1f} s")
     return PixelClassifier(model, tuple(sigmas), {**info, "two_stage": True}, second)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,10 +163,11 @@ def _train_into(
     for kind, (prefix, mito, contexts) in enumerate(kinds):
         log(f"training the voxel classifier{' (membranes and mitochondria)' if mito is not None else ''}")
         pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t, None if mito is None else mito[train]),
-                                       n_estimators=trees, two_stage=two_stage)
+                                       n_estimators=trees, two_stage=two_stage, log=lambda line: log(f"  {line}"))
         pred_t, pred_v = pixel.predict(gray_t), pixel.predict(gray_v)
-        log("trying every supervoxel stage with every agglomeration on the validation part")
+        log(f"trying every supervoxel stage ({len(candidates)}) with every agglomeration on the validation part")
         for k, (sv_name, sv_params) in enumerate(candidates):
+            start = time.perf_counter()
             label = f"{prefix}{sv_name}{' ' + str(sv_params) if sv_params else ''}"
             sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
             choices.append((f"{label}: perfect-agglomeration floor", _floor(sv_v, truth_v)))
@@ -183,6 +185,8 @@ def _train_into(
                     score = vi(rag_agglomeration(pred_v, sv_v, threshold=t, **context), truth_v)
                     choices.append((f"{label} + rag_agglomeration threshold {t}{aware}", score))
                     scored.append((score.total, kind, sv_name, sv_params, "rag_agglomeration", {"threshold": t, **context}))
+            log(f"  [{k + 1}/{len(candidates)}] {label}: best held-out VI so far {min(row[0] for row in scored):.3f} "
+                f"({time.perf_counter() - start:.1f} s)")
     # the learned agglomeration has far more parameters, and the mitochondria channel adds a
     # model and a setting: each must win clearly on the held-out part to be chosen
     picks = [_pick([row for row in scored if row[1] == kind], margin, log) for kind in range(len(kinds))]
@@ -197,7 +201,8 @@ def _train_into(
     # the settings are chosen; the models are fitted again on the whole volume (more data,
     # the same choices): the held-out part only ever chose among settings
     log("fitting the chosen models again on the whole volume")
-    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage)
+    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage,
+                                   log=lambda line: log(f"  {line}"))
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
     pixel_path, published_agglo = final / pixel_path.name, final / agglo_path.name  # where the config finds them
