@@ -71,7 +71,6 @@ def test_compare_prints_table_2_and_writes_figure_9(finished_run, capsys):
     for rule in ("conservative", "medium", "aggressive"):
         assert rows[rule]["total"] < rows["none"]["total"]
         assert rows[rule]["bodies"] < rows["none"]["bodies"]
-    import imageio.v3 as iio
 
     from PIL import Image
 
