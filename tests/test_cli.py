@@ -42,6 +42,8 @@ def test_run_then_evaluate_with_json_and_heatmap(tmp_path, capsys):
     assert main(["run", str(config), "--json", "-q"]) == ExitCode.OK
     run = json.loads(capsys.readouterr().out)
     assert run["counts"]["subvolumes"] == 4 and run["stitch"]["rule"] == "conservative"
+    assert set(run["segment seconds"]["stages"]) == {"read", "predict-voxels", "create-supervoxels", "agglomerate-supervoxels"}
+    assert not [key for key in run["seconds"] if key != key.strip()]  # nested, not indented
     heat = tmp_path / "vi.png"
     assert main(["evaluate", str(tmp_path / "seg.zarr"), str(tmp_path / "truth.npy"), "--json", "--heatmap", str(heat), "--region", "16"]) == 0
     score = json.loads(capsys.readouterr().out)
@@ -203,3 +205,25 @@ def test_plugins_gives_each_function_its_whole_first_sentence(capsys):
     for functions in api.describe_plugins().values():
         for name, info in functions.items():
             assert info["doc"].endswith("."), (name, info["doc"])
+
+
+def test_help_lists_every_executor_and_what_it_needs(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for executor in ("serial", "processes", "spark"):
+        assert executor in text
+    assert "needs Java 17 or 21" in text
+
+
+def test_tables_keep_their_columns_with_long_names_and_say_what_is_summed(tmp_path):
+    import labelstitch as ls
+    from labelstitch.metrics import Score, format_scores
+
+    table = format_scores([Score(0.5, 1.0, bodies=3, name="aggressive+cc:min_fraction=0.95,min_one_sided=2000"),
+                           Score(0.1, 0.2, bodies=12, name="none")]).splitlines()
+    assert len({len(line) for line in table}) == 1  # every row as wide as the header: the columns line up
+    gray, _ = em_volume((32, 48, 48), n_neurites=8, seed=2)
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.npy"), "options": {"chunk-size": 32, "overlap": 4}}
+    assert "stages, summed over workers (may exceed the wall time):" in ls.run(config).table()

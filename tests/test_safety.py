@@ -600,10 +600,15 @@ def test_a_degenerate_segmentation_is_said_in_one_warning_with_what_to_try(tmp_p
     gray, _ = em_volume((64, 128, 128), n_neurites=60, seed=3)
     np.save(tmp_path / "gray.npy", gray)
 
+    np.save(tmp_path / "truth.npy", em_volume((64, 128, 128), n_neurites=60, seed=3)[1])
+    results = {}
+
     def warnings_of(name, stages):
         config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / f"{name}.npy"),
+                  "ground-truth": str(tmp_path / "truth.npy"),
                   "options": {"chunk-size": 64, "overlap": 8, "segmentor": {"configuration": stages}}}
-        return ls.run(config).warnings
+        results[name] = ls.run(config)
+        return results[name].warnings
 
     split = warnings_of("split", {
         "create-supervoxels": {"function": "seeded_watershed", "parameters": {"seed_threshold": 0.2}},
@@ -613,3 +618,4 @@ def test_a_degenerate_segmentation_is_said_in_one_warning_with_what_to_try(tmp_p
                                                                 "parameters": {"threshold": 0.6}}})
     assert len(merged) == 1 and "of the labelled voxels: the neurons look merged together" in merged[0]
     assert warnings_of("defaults", {}) == []
+    assert results["defaults"].vi.total < 0.5 * results["split"].vi.total  # the defaults segment EM well

@@ -66,6 +66,13 @@ def test_a_model_folder_is_replaced_only_with_overwrite_and_a_config_can_name_it
     for step in ("train:   features: ", "train:   forest: 4 trees on ", "train:   [1/4] ", "train:   [4/4] "):
         assert step in err, (step, err)  # progress inside the long steps
     assert not (tmp_path / "model" / "keep.txt").exists() and (tmp_path / "model" / "segmentor.json").exists()
+    before = (tmp_path / "model" / "segmentor.json").read_text()
+    np.save("flat.npy", np.full((16, 32, 32), 200, np.uint8))  # nothing to learn from: training fails
+    np.save("one.npy", np.ones((16, 32, 32), np.uint32))
+    assert main(["train", "flat.npy", "one.npy", "--out", "model", "--trees", "4", "-q", "--overwrite"]) == ExitCode.USAGE_ERROR
+    capsys.readouterr()
+    assert (tmp_path / "model" / "segmentor.json").read_text() == before  # a failed training leaves the model whole
+    assert not list(tmp_path.glob(".partial-*"))
     assert '"segmentor": "' in out and not list(tmp_path.glob(".partial-*"))
     (tmp_path / "project").mkdir()
     config = {"input": "../gray.npy", "output": "seg.zarr",
