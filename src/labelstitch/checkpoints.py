@@ -33,7 +33,7 @@ from ._version import __version__
 from .codec import decode_labels
 from .geometry import Plan
 
-__all__ = ["CheckpointDir", "CheckpointError", "finished_blocks", "read_block", "save_block", "settings_hash"]
+__all__ = ["CheckpointDir", "CheckpointError", "block_name", "finished_blocks", "read_block", "save_block", "settings_hash"]
 
 _FORMAT = "labelstitch-checkpoints/1"
 
@@ -42,10 +42,15 @@ class CheckpointError(ValueError):
     """The checkpoint folder cannot be used for this run."""
 
 
+def block_name(sv_id: int | str) -> str:
+    """The file name of subvolume ``sv_id``'s block in a checkpoint folder (``"*"``: a glob of all)."""
+    return f"sv-{sv_id}.blk"
+
+
 def finished_blocks(folder: str | os.PathLike[str]) -> int:
     """How many subvolumes a checkpoint folder holds whole (what ``--resume`` starts from)."""
     path = Path(folder)
-    return sum(1 for _ in path.glob("sv-*.blk")) if path.is_dir() else 0
+    return sum(1 for _ in path.glob(block_name("*"))) if path.is_dir() else 0
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -156,7 +161,7 @@ class CheckpointDir:
         return len(stale)
 
     def block_path(self, sv_id: int) -> Path:
-        return self.path / f"sv-{sv_id}.blk"
+        return self.path / block_name(sv_id)
 
     def record(self, sv_id: int, sha256: str, size: int) -> None:
         """Note a finished block's checksum (called by the driver, one line per block)."""

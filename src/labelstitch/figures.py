@@ -51,21 +51,25 @@ def heatmap_figure(rows: list[tuple[str, RegionalVI]], *, part: str = "merge",
         raise ValueError(f"`part` must be merge, split or total, got {part!r}")
     values = [np.asarray(getattr(regional, part)) for _, regional in rows]
     vmax = max(float(v.max()) for v in values) or 1.0
-    block = rows[0][1].block
+    block, boxes = rows[0][1].block, rows[0][1].boxes
     layers = values[0].shape[0]
-    width, unit = _length(values[0].shape[2] * block[2], resolution)
-    height, _ = _length(values[0].shape[1] * block[1], resolution)
+    width, unit = _length(max(b.stop[2] for b in boxes), resolution)  # the volume's extent, not whole regions
+    height, _ = _length(max(b.stop[1] for b in boxes), resolution)
+    depth = max(b.stop[0] for b in boxes)
+    grid_width, _ = _length(values[0].shape[2] * block[2], resolution)  # whole regions, the last cut at the edge
+    grid_height, _ = _length(values[0].shape[1] * block[1], resolution)
     figure, axes = plt.subplots(len(rows), layers, squeeze=False, dpi=DPI,
                                 figsize=(1.2 + 2.2 * layers, 0.9 + 2.0 * len(rows) * height / max(width, 1e-9)))
     image = None
     for r, ((name, _), grid) in enumerate(zip(rows, values)):
         for z in range(layers):
             ax = axes[r][z]
-            image = ax.imshow(grid[z], cmap="inferno", vmin=0.0, vmax=vmax, extent=(0, width, height, 0),
+            image = ax.imshow(grid[z], cmap="inferno", vmin=0.0, vmax=vmax, extent=(0, grid_width, grid_height, 0),
                               interpolation="nearest")
+            ax.set_xlim(0, width)
+            ax.set_ylim(height, 0)
             if r == 0:
-                z0, z1 = z * block[0], min((z + 1) * block[0], z * block[0] + block[0])
-                ax.set_title(f"z {z0}-{z1} voxels", fontsize=8)
+                ax.set_title(f"z {z * block[0]}-{min((z + 1) * block[0], depth)} voxels", fontsize=8)
             if z == 0:
                 ax.set_ylabel(f"{name}\ny ({unit})", fontsize=8)
             else:

@@ -36,13 +36,10 @@ STAGES = ("predict-voxels", "create-supervoxels", "agglomerate-supervoxels")
 
 # ----------------------------------------------------------------------------- stage descriptors
 
-#: what the channels of voxel predictions can mean (a plugin may use words of its own)
-MEANINGS = ("boundary", "affinity", "mitochondria", "lsd")
-
-
 @dataclass(frozen=True)
 class Channel:
-    """One channel of the voxel predictions that a stage writes or reads, and what it means.
+    """One channel of the voxel predictions that a stage writes or reads, and what it means
+    (``boundary``, ``affinity``, ``mitochondria``, ``lsd``, or a plugin's own word).
 
     ``index`` is the channel's position, or the name of the stage parameter that holds it
     (``"boundary_channel"``: the configured value, else the function's default; a negative

@@ -137,8 +137,7 @@ class StitchResult:
     #: with agglomeration across blocks: the graph's size and what the agglomeration did
     agglomeration: dict[str, Any] | None = None
     #: per subvolume, its interior labels and the voxels of each
-    _nodes: Mapping[int, NDArray[np.uint64]] | None = None
-    voxels: Mapping[int, NDArray[np.int64]] | None = None
+    label_voxels: Mapping[int, tuple[NDArray[np.uint64], NDArray[np.int64]]] | None = None
 
     @property
     def n_bodies(self) -> int:
@@ -148,12 +147,11 @@ class StitchResult:
         """Voxels of every body (index: body id; 0: none), from the interiors' label
         counts, without reading a voxel (empty when the counts were not kept)."""
         sizes = np.zeros(self.n_bodies + 1, np.int64)
-        if self.voxels is None:
+        if self.label_voxels is None:
             return sizes[:0]
         for sv in self.plan:
-            labels, bodies = self.mapping.for_subvolume(sv.id)
-            counted = self._nodes[sv.id] if self._nodes is not None else labels
-            np.add.at(sizes, to_bodies(counted, labels, bodies).astype(np.int64), self.voxels[sv.id])
+            counted, voxels = self.label_voxels[sv.id]
+            np.add.at(sizes, to_bodies(counted, *self.mapping.for_subvolume(sv.id)).astype(np.int64), voxels)
         return sizes
 
     def relabel(self, sv_id: int, block: ArrayLike | None = None) -> NDArray[np.uint64]:
@@ -315,5 +313,5 @@ def assemble(
     )
     return StitchResult(
         plan, rule, dict(rule_params), connected_components, matches, mapping, tuple(reports), load,
-        _nodes=nodes if voxels is not None else None, voxels=voxels,
+        label_voxels=None if voxels is None else {sv.id: (nodes[sv.id], voxels[sv.id]) for sv in plan},
     )

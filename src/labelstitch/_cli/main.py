@@ -96,13 +96,13 @@ def _cmd_compare(args: argparse.Namespace) -> ExitCode:
                        write=args.write, executor=args.executor, workers=args.workers, spark_master=args.spark_master,
                        progress=_progress(args))
     if args.figures:
+        config = api.RunConfig.load(args.config)
         os.makedirs(args.figures, exist_ok=True)
         for part in ("merge", "split"):
             api.write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name or "", r.regional) for r in rows],
-                               part=part, resolution=api.RunConfig.load(args.config).resolution)
+                               part=part, resolution=config.resolution)
         if args.write:
-            api.write_comparison_slices(os.path.join(args.figures, "slices.png"), api.RunConfig.load(args.config).input,
-                                        args.ground_truth, rows)
+            api.write_comparison_slices(os.path.join(args.figures, "slices.png"), config.input, args.ground_truth, rows)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows]))
         return ExitCode.OK

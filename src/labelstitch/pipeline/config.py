@@ -301,9 +301,9 @@ def _check_fields(rows: tuple[Option, ...], values: dict[str, Any]) -> None:
             continue
         form = row.kind.to_file(value)
         error = next(iter(_validator(row).iter_errors(form)), None)
-        if error is not None:
-            expected = row.schema.get("description", row.help) if error.validator == "oneOf" else error.message
-            problems.append(f"{name}={value!r}: expected {expected}" if error.validator == "oneOf" else f"{name}={value!r}: {expected}")
+        if error is not None:  # a oneOf says nothing useful by itself: say what the row expects
+            said = f"expected {row.schema.get('description', row.help)}" if error.validator == "oneOf" else error.message
+            problems.append(f"{name}={value!r}: {said}")
     if problems:
         raise ConfigError("invalid RunConfig:\n  " + "\n  ".join(problems))
 

@@ -27,7 +27,7 @@ from ..stores import VolumeRef, parse_volume, roi_ref
 
 __all__ = [
     "EXAMPLE", "KEYS", "OPTIONS", "Option", "REQUIRED", "SCHEMA", "StageConfig", "example_of", "fields_of", "keys_of",
-    "markdown_table", "option", "schema_of",
+    "markdown_table", "schema_of",
 ]
 
 
@@ -294,11 +294,6 @@ def fields_of(rows: tuple[Option, ...]) -> dict[str, Option]:
 #: config key (a dotted path in the JSON/YAML) -> RunConfig field
 KEYS: dict[str, str] = keys_of(OPTIONS)
 FIELDS: dict[str, Option] = fields_of(OPTIONS)
-
-
-def option(name: str) -> Option:
-    """The row of a RunConfig field."""
-    return FIELDS[name]
 
 
 def schema_of(rows: tuple[Option, ...]) -> dict[str, Any]:

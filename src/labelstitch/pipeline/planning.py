@@ -220,10 +220,13 @@ def check_subvolume_memory(plan: Plan, stages: tuple[Stage, ...] = (), *, at_onc
 def check_writable(target: VolumeRef | str, what: str) -> None:
     """Refuse, before any work, an output (or a folder, given as a path) that cannot be
     written where it goes."""
-    local = target.side_file_base() if isinstance(target, VolumeRef) else Path(target)
-    if local is None:
-        return
-    folder = Path(os.path.abspath(local)).parent if isinstance(target, VolumeRef) else Path(os.path.abspath(local))
+    if isinstance(target, VolumeRef):
+        base = target.side_file_base()
+        if base is None:
+            return  # not a file (DVID): its store checks it
+        folder = Path(os.path.abspath(base)).parent
+    else:
+        folder = Path(os.path.abspath(target))
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir():
@@ -299,21 +302,25 @@ def prepare(
                     "keep checkpoints in a folder of their own"
                 )
         check_writable(config.checkpoint_dir, "options.checkpoint-dir")
-    rule = get_rule(config.rule)
-    check_stitch(plan, rule, config.rule_params)
+    rule = checked_rule(plan, config)
     return PreparedRun(
         config, plan, task, f"[{intensity[0]:g}, {intensity[1]:g}]: {note}", tuple(resolution), resolution_note,  # type: ignore[arg-type]
         grayscale_copy(config) if config.write_grayscale else None, rule,
     )
 
 
+def checked_rule(plan: Plan, config: RunConfig) -> StitchRule:
+    """The config's stitching rule, looked up once and checked against the plan."""
+    rule = get_rule(config.rule)
+    check_stitch(plan, rule, config.rule_params)
+    return rule
+
+
 def with_stitching(prepared: PreparedRun, config: RunConfig) -> PreparedRun:
     """The prepared run with another stitching rule or output (``config`` differs from
     ``prepared.config`` in those only): the segmentation side is the same, so only the rule
     is checked again."""
-    rule = get_rule(config.rule)
-    check_stitch(prepared.plan, rule, config.rule_params)
-    return dataclasses.replace(prepared, config=config, rule=rule)
+    return dataclasses.replace(prepared, config=config, rule=checked_rule(prepared.plan, config))
 
 
 def inputs_of(config: RunConfig) -> dict[str, VolumeRef | str]:

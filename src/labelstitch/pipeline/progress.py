@@ -31,7 +31,7 @@ class _Lines:
     """A step's progress as plain lines: start, ``done/total (percent), rate``, end."""
 
     def __init__(self, total: int, desc: str, initial: int = 0) -> None:
-        self.total, self.desc, self.done = total, desc, initial
+        self.total, self.desc, self.done, self.initial = total, desc, initial, initial
         self.start = self.last = time.monotonic()
         self.tenth = self._tenth()
         self.closed = False
@@ -49,7 +49,7 @@ class _Lines:
         now = time.monotonic()
         tenth = self._tenth()
         if (now - self.last >= LINE_EVERY or tenth > self.tenth) and self.done < self.total:
-            rate = (self.done) / max(now - self.start, 1e-9)
+            rate = (self.done - self.initial) / max(now - self.start, 1e-9)  # this run's items only
             self._say(f"{self.done}/{self.total} ({100 * self.done // max(self.total, 1)}%), {rate:.1f}/s")
             self.last, self.tenth = now, tenth
 

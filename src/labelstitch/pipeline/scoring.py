@@ -50,9 +50,7 @@ class _InteriorTable:
         labels = block[sv.interior.slices(sv.outer)].astype(np.uint64)
         final = labels == 0
         if self.preserved is not None:
-            keep, original = self.preserved.in_box(sv.interior)
-            labels[keep] = original[keep]
-            final |= keep
+            final |= self.preserved.write_back(sv.interior, labels)
         labels[final] |= FINAL
         with self.ground_truth.open() as gt:
             truth = gt.read(sv.interior).astype(np.uint64)

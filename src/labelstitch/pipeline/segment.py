@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..checkpoints import CheckpointDir, save_block
+from ..checkpoints import CheckpointDir, block_name, save_block
 from ..agglomeration import interior_graph
 from ..codec import bundle_graph, bundle_supervoxels, encode_labels, holds
 from ..executors import Executor
@@ -186,7 +186,7 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     unmasked = int(mask.size - np.count_nonzero(mask))
     if task.checkpoint_dir is None:
         return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked)
-    path = Path(task.checkpoint_dir) / f"sv-{sv.id}.blk"
+    path = Path(task.checkpoint_dir) / block_name(sv.id)
     sha, size = save_block(path, data)
     return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size, unmasked=unmasked)
 

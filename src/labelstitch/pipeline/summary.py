@@ -10,9 +10,14 @@ from ..stitching import StitchResult
 from .planning import PreparedRun
 from .values import SegmentedSubvolume
 
-__all__ = ["counts_of", "peak_memory", "suspicious"]
+__all__ = ["bodies_of", "counts_of", "peak_memory", "suspicious"]
 
 log = logging.getLogger("labelstitch")
+
+
+def bodies_of(prepared: PreparedRun, result: StitchResult) -> int:
+    """The output's bodies: the stitched ones and the preserved ones."""
+    return result.n_bodies + (len(prepared.task.preserved.ids) if prepared.task.preserved is not None else 0)
 
 
 def counts_of(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], computed: int, restored: int,
@@ -27,7 +32,7 @@ def counts_of(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], c
         "supervoxels": sum(s.supervoxels for s in segmented.values()),
         "segments": sum(s.segments for s in segmented.values()),
         "matches": len(result.matches),
-        "bodies": result.n_bodies + (len(prepared.task.preserved.ids) if prepared.task.preserved is not None else 0),
+        "bodies": bodies_of(prepared, result),
         "checkpoint bytes": stored,
         "uncompressed label bytes": raw,
         "compression ratio": round(raw / stored, 1) if stored else 0,
@@ -93,7 +98,7 @@ def _degenerate(result: StitchResult) -> list[str]:
 
 def suspicious(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], result: StitchResult) -> list[str]:
     """Warnings about results that look wrong, logged as they are found."""
-    bodies = result.n_bodies + (len(prepared.task.preserved.ids) if prepared.task.preserved is not None else 0)
+    bodies = bodies_of(prepared, result)
     found = []
     records = prepared.config.output.capabilities.voxel_size or prepared.grayscale_copy is not None
     if prepared.resolution_note.startswith("unknown") and records:  # only where an output records it

@@ -60,6 +60,13 @@ class PreservedBodies:
             original = volume.read(box).astype(np.uint64)
         return np.isin(original, np.asarray(self.ids, dtype=np.uint64)), original
 
+    def write_back(self, box: Box, labels: NDArray[np.uint64]) -> NDArray[np.bool_]:
+        """Put the preserved bodies' own ids into ``labels`` (of ``box``), in place; returns
+        where they are."""
+        keep, original = self.in_box(box)
+        labels[keep] = original[keep]
+        return keep
+
 
 @dataclass(frozen=True)
 class SegmentTask:

@@ -60,8 +60,7 @@ def _write_item(item: _WriteItem) -> tuple[int, NDArray[np.uint64] | None]:
     if item.offset:
         out = np.where(out != 0, out + np.uint64(item.offset), out)
     if item.preserved is not None:
-        keep, original = item.preserved.in_box(sv.interior)
-        out[keep] = original[keep]
+        item.preserved.write_back(sv.interior, out)
     if item.writer is None:
         return sv.id, out
     with item.writer.open(read_only=False) as store:
@@ -100,8 +99,7 @@ class _WriteSupervoxels:
         first = np.uint64(item.first_id - 1)
         out = np.where(pieces != 0, pieces + first, np.uint64(0)).astype(np.uint64)
         if item.preserved is not None:  # preserved bodies: each its own supervoxel, as they were
-            keep, original = item.preserved.in_box(sv.interior)
-            out[keep] = original[keep]
+            item.preserved.write_back(sv.interior, out)
         sv_ids = np.arange(1, segment_of.size + 1, dtype=np.uint64) + first
         rows = self.writer.write_supervoxels(sv.interior, out, sv_ids, bodies)
         bucket = rows[:, 0] % np.uint64(self.buckets)

@@ -88,7 +88,6 @@ __all__ = [
     "store_class",
     "volume_exists",
     "volume_signature",
-    "volumes_overlap",
 ]
 
 #: a volume as the functions below take it: parsed, or a string to parse
@@ -269,12 +268,6 @@ def side_file_base(volume: VolumeLike, folder: str | os.PathLike[str] | None = N
     that holds it, or, for a volume that is not a file (DVID), as ``folder/NAME`` (None
     without a folder)."""
     return parse_volume(volume).side_file_base(folder)
-
-
-def volumes_overlap(a: VolumeRef, b: VolumeRef | str | os.PathLike[str]) -> bool:
-    """Whether writing one of two volumes (or a volume and a folder, given as a path) could
-    change the other (see :meth:`VolumeRef.overlaps`)."""
-    return a.overlaps(b)
 
 
 def volume_signature(volume: VolumeLike) -> dict[str, object]:

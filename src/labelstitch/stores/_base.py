@@ -59,16 +59,14 @@ class Capabilities:
 
     ``parallel_writes``: disjoint boxes may be written from several processes at once;
     ``bounded``: reads outside the shape are refused (False where any box can be read, as
-    DVID answers 0); ``local``: the volume is a file or folder on this machine;
-    ``staged``: an output is written aside and published atomically by ``commit``;
-    ``in_process``: the volume lives in this process's memory, where no other process sees
+    DVID answers 0); ``local``: the volume is a file or folder on this machine (outputs there
+    are staged and published atomically by ``commit``); ``in_process``: the volume lives in this process's memory, where no other process sees
     it; ``voxel_size``: the format records a physical voxel size (for viewers).
     """
 
     parallel_writes: bool
     bounded: bool
     local: bool
-    staged: bool
     in_process: bool = False
     voxel_size: bool = False
 
@@ -251,7 +249,7 @@ class VolumeStore(ABC):
     def capabilities_of(cls, ref: VolumeRef) -> Capabilities:
         """What this store can do with ``ref``'s volume."""
         local = cls.local_path(ref) is not None
-        return Capabilities(cls.supports_parallel_writes, cls.bounded, local, local, voxel_size=cls.records_voxel_size)
+        return Capabilities(cls.supports_parallel_writes, cls.bounded, local, voxel_size=cls.records_voxel_size)
 
     @classmethod
     def check_output(cls, ref: VolumeRef, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int] | None:

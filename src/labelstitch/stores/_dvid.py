@@ -154,7 +154,7 @@ class DvidStore(VolumeStore):
 
     @classmethod
     def capabilities_of(cls, ref: VolumeRef) -> Capabilities:
-        return Capabilities(parallel_writes=True, bounded=False, local=False, staged=False)
+        return Capabilities(parallel_writes=True, bounded=False, local=False)
 
     @classmethod
     def check_output(cls, ref: VolumeRef, *, overwrite: bool = False, create_instance: bool = False) -> tuple[int, int, int]:

@@ -35,7 +35,7 @@ class MemoryStore(VolumeStore):
 
     @classmethod
     def capabilities_of(cls, ref: VolumeRef) -> Capabilities:
-        return Capabilities(parallel_writes=False, bounded=True, local=False, staged=False, in_process=True)
+        return Capabilities(parallel_writes=False, bounded=True, local=False, in_process=True)
 
     @classmethod
     def open(cls, ref: VolumeRef, *, read_only: bool = True) -> MemoryStore:

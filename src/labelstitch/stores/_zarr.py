@@ -118,18 +118,18 @@ class ZarrStore(VolumeStore):
         return VolumeRef(cls, str(path), Path(*parts[: root + 1]), "/".join(parts[root + 1 :]))
 
     @staticmethod
-    def _folder(ref: VolumeRef) -> Path:
+    def _folder_of(ref: VolumeRef) -> Path:
         assert ref.path is not None
         return ref.path / ref.inner if ref.inner else ref.path
 
     @classmethod
     def exists(cls, ref: VolumeRef) -> bool:
-        folder = cls._folder(ref)
+        folder = cls._folder_of(ref)
         return (folder / "zarr.json").exists() or (folder / ".zarray").exists()
 
     @classmethod
     def local_path(cls, ref: VolumeRef) -> Path:
-        return cls._folder(ref)
+        return cls._folder_of(ref)
 
     @classmethod
     def served_files(cls, ref: VolumeRef) -> Path | None:
@@ -143,7 +143,7 @@ class ZarrStore(VolumeStore):
     def open(cls, ref: VolumeRef, *, read_only: bool = True) -> ZarrStore:
         import zarr
 
-        folder = cls._folder(ref)
+        folder = cls._folder_of(ref)
         if not folder.exists():
             raise StoreError(f"no zarr volume at {ref} ({folder} does not exist)")
         try:
@@ -167,7 +167,7 @@ class ZarrStore(VolumeStore):
     ) -> ZarrStore:
         import zarr
 
-        final = cls._folder(ref)
+        final = cls._folder_of(ref)
         remove_stale_staging(final)
         target = staging_path(final) if staged else final
         if target.exists():
