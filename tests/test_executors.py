@@ -158,14 +158,14 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_output(volume):
 def test_a_dying_worker_is_reported_with_the_subvolume_it_held(volume):
     broken = config(volume, "broken.zarr")
     broken["options"]["segmentor"]["configuration"]["predict-voxels"] = {"function": "slowstages.dies_on_dark_blocks"}
-    with pytest.raises(ExecutorError, match=r"a worker process died .* while holding .*subvolume \d+"):
+    with pytest.raises(ExecutorError, match=r"a worker process died while holding subvolume \d+ \(exited with code 3\)"):
         run(broken, executor="processes", workers=2)
     assert not (volume / "broken.zarr").exists()
 
 
 def test_executor_names_and_workers_are_checked():
-    with pytest.raises(ValueError, match="unknown executor 'dask'; available: serial, processes"):
-        get_executor("dask")
+    with pytest.raises(ValueError, match="unknown executor 'ray'; available: serial, processes, spark, dask"):
+        get_executor("ray")
     with pytest.raises(ValueError, match="`workers` must be at least 1"):
         ProcessesExecutor(workers=0)
     with get_executor("processes", workers=2) as pool:

@@ -154,6 +154,7 @@ def explain(body: int, output: str, *, checkpoints: str | None = None) -> dict[s
 
 def check_config(
     config: ConfigLike, *, executor: str = "serial", workers: int | None = None, spark_master: str | None = None,
+    dask_scheduler: str | None = None,
 ) -> tuple[RunConfig, Plan, list[str]]:
     """Every check a run makes before any work (``labelstitch config --check``): the config,
     its volumes, plugins, rule, subvolume size (for the subvolumes ``executor`` runs at
@@ -161,7 +162,7 @@ def check_config(
     writable, with room where its size is known, aligned for DVID). Returns the typed
     config, the plan it makes and notes (an existing output that needs ``--overwrite``)."""
     prepared = prepare(RunConfig.load(config))
-    with ExecutorChoice(executor, workers, spark_master).opened() as pool:
+    with ExecutorChoice(executor, workers, spark_master, dask_scheduler).opened() as pool:
         check_subvolume_memory(prepared.plan, prepared.task.stages, at_once=pool.items_at_once,
                                context=prepared.task.context)
     output = prepared.config.output

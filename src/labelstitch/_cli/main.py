@@ -44,7 +44,7 @@ def _cmd_run(args: argparse.Namespace) -> ExitCode:
         args.config,
         executor=args.executor,
         workers=args.workers,
-        spark_master=args.spark_master,
+        spark_master=args.spark_master, dask_scheduler=args.dask_scheduler,
         overwrite=args.overwrite,
         resume=args.resume,
         create_output=args.create_output,
@@ -72,7 +72,7 @@ def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
     result, seconds = api.restitch(
         args.config, rule=args.rule, rule_params=_params(args.param) if args.rule else None, output=args.output,
         overwrite=args.overwrite, create_output=args.create_output, executor=args.executor, workers=args.workers,
-        spark_master=args.spark_master, progress=_progress(args),
+        spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, progress=_progress(args),
     )
     summary = {**result.summary(), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     print(json.dumps(summary) if args.json else
@@ -93,7 +93,7 @@ def _variants(specs: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
 
 def _cmd_compare(args: argparse.Namespace) -> ExitCode:
     rows = api.compare(args.config, args.ground_truth, variants=_variants(args.variant), region=args.region,
-                       write=args.write, executor=args.executor, workers=args.workers, spark_master=args.spark_master,
+                       write=args.write, executor=args.executor, workers=args.workers, spark_master=args.spark_master, dask_scheduler=args.dask_scheduler,
                        progress=_progress(args))
     if args.figures:
         config = api.RunConfig.load(args.config)
@@ -138,7 +138,7 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
 
 def _cmd_tune(args: argparse.Namespace) -> ExitCode:
     scores, front = api.tune(args.config, args.ground_truth, executor=args.executor, workers=args.workers,
-                             spark_master=args.spark_master, progress=_progress(args))
+                             spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, progress=_progress(args))
     if args.json:
         print(json.dumps({"front": [s.to_dict() for s in front], "tried": len(scores)}))
         return ExitCode.OK
@@ -241,7 +241,7 @@ def _cmd_config(args: argparse.Namespace) -> ExitCode:
         print(api.config_keys())
     elif args.check:
         _, plan, notes = api.check_config(args.check, executor=args.executor, workers=args.workers,
-                                          spark_master=args.spark_master)
+                                          spark_master=args.spark_master, dask_scheduler=args.dask_scheduler)
         if args.json:
             print(json.dumps({"config": args.check, "valid": True, "subvolumes": len(plan), "chunk-size": list(plan.block),
                               "overlap": list(plan.halo), "notes": notes}))
@@ -317,10 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     group = where.add_argument_group("where the work runs")
     group.add_argument("--executor", default="serial",
                        help="serial (default: one process), processes (every core of this machine), spark (a Spark "
-                            "session: needs Java 17 or 21; local[*] or --spark-master), or an executor plugin's name "
+                            "session: needs Java 17 or 21; local[*] or --spark-master), dask (a Dask cluster: "
+                            "labelstitch[dask]; a local one or --dask-scheduler), or an executor plugin's name "
                             "(installed with a package; see docs/cluster.md)")
     group.add_argument("--workers", type=int, default=None, help="worker processes for --executor processes (default: all cores)")
     group.add_argument("--spark-master", default=None, help="Spark master URL for --executor spark (default local[*])")
+    group.add_argument("--dask-scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="Dask scheduler for --executor dask (default: a local cluster of --workers processes)")
 
     p = sub.add_parser("run", help="segment and stitch a volume as a config file says", parents=[where, out])
     p.add_argument("config", help="JSON or YAML config (see `labelstitch config --example`)")

@@ -23,7 +23,18 @@ class _emit_list:
 
 
 class ExecutorError(RuntimeError):
-    """Work could not be run (a worker died, the cluster went away)."""
+    """Work could not be run (a worker died, the cluster went away).
+
+    An executor that knows which items it lost says so: ``lost`` holds the positions (in
+    the mapped items) of those a dead worker held, and ``done`` the results, by position,
+    of those that finished anyway; the pipeline retries the lost items and keeps the rest.
+    Both are empty when the executor cannot tell.
+    """
+
+    def __init__(self, message: str, *, lost: tuple[int, ...] = (), done: dict[int, Any] | None = None) -> None:
+        super().__init__(message)
+        self.lost = tuple(lost)
+        self.done = dict(done or {})
 
 
 class Executor(ABC):

@@ -19,14 +19,17 @@ import multiprocessing.context
 import os
 import pickle
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._processes import oom_kills, why_it_ended
 from ._base import Executor, ExecutorError
 
 T = TypeVar("T")
@@ -38,10 +41,11 @@ def _init_worker(ledger: str) -> None:
     os.environ["LABELSTITCH_LEDGER"] = ledger
 
 
-def _run_item(fn: Callable[[Any], Any], item: Any, description: str) -> Any:
-    """Run ``fn(item)`` in a worker, leaving a note of the item while it runs."""
+def _run_item(fn: Callable[[Any], Any], item: Any, index: int, description: str) -> Any:
+    """Run ``fn(item)`` in a worker, leaving a note of the item (its position and name)
+    while it runs."""
     note = Path(os.environ["LABELSTITCH_LEDGER"]) / str(os.getpid())
-    note.write_text(description)
+    note.write_text(f"{index}\t{description}")
     result = fn(item)
     note.unlink()
     return result
@@ -70,20 +74,28 @@ def main_script_unguarded() -> bool:
     return not any(isinstance(node, ast.If) and _is_main_test(node.test) for node in tree.body)
 
 
+@contextmanager
+def main_script_hidden() -> Iterator[None]:
+    """While inside, processes spawned from this one do not import the main script: the
+    preparation data a spawned child receives is made without its file and spec."""
+    main = sys.modules["__main__"]
+    hidden = {key: main.__dict__.pop(key) for key in ("__file__",) if key in main.__dict__}
+    spec = main.__dict__.get("__spec__")
+    main.__spec__ = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        main.__dict__.update(hidden)
+        main.__spec__ = spec  # type: ignore[assignment]
+
+
 class _ProcessWithoutMain(multiprocessing.context.SpawnProcess):
     """A spawned process that does not import the main script (see the module docstring)."""
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:
-        main = sys.modules["__main__"]
-        hidden = {key: main.__dict__.pop(key) for key in ("__file__",) if key in main.__dict__}
-        spec = main.__dict__.get("__spec__")
-        main.__spec__ = None  # type: ignore[assignment]
-        try:  # the preparation data sent to the child is made here, without the script
+        with main_script_hidden():
             return multiprocessing.context.SpawnProcess._Popen(process_obj)
-        finally:
-            main.__dict__.update(hidden)
-            main.__spec__ = spec  # type: ignore[assignment]
 
 
 class _SpawnWithoutMain(multiprocessing.context.SpawnContext):
@@ -159,20 +171,40 @@ class ProcessesExecutor(Executor):
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
         pool = self._get_pool()
-        futures = [pool.submit(_run_item, fn, item, describe(item)) for item in items]
+        oom_before = oom_kills()
+        futures = [pool.submit(_run_item, fn, item, k, describe(item)) for k, item in enumerate(items)]
+        processes = dict(getattr(pool, "_processes", None) or {})  # kept: the pool forgets them when it breaks
         try:
             for future in futures:
                 yield future.result()
         except BrokenProcessPool:
-            held = sorted(p.read_text() for p in Path(self._ledger).iterdir())
-            self.close()
-            raise ExecutorError(
-                f"a worker process died (killed, or out of memory) while holding {', '.join(held) or 'an item'}; "
-                "completed work is kept where checkpoints are enabled (run again with --resume)"
-            ) from None
+            raise self._lost_worker(futures, processes, oom_before) from None
         finally:
             for future in futures:
                 future.cancel()
+
+    def _lost_worker(self, futures: list[Any], processes: dict[int, Any], oom_before: int | None) -> ExecutorError:
+        """What a broken pool lost: the items its dead worker held (the pool then stops the
+        others with SIGTERM; their items are not blamed) and the results that finished."""
+        held = {}
+        for note in Path(self._ledger).iterdir():
+            index, _, description = note.read_text().partition("\t")
+            held[int(note.name)] = (int(index), description)
+        processes = {**processes, **(getattr(self._pool, "_processes", None) or {})}
+        for pid in held:  # the pool may not have reaped them yet
+            if pid in processes:
+                processes[pid].join(timeout=10)
+        ended = {pid: getattr(processes.get(pid), "exitcode", None) for pid in held}
+        culprits = {pid: item for pid, item in held.items() if ended[pid] != -signal.SIGTERM} or held
+        done = {k: f.result() for k, f in enumerate(futures) if f.done() and not f.cancelled() and f.exception() is None}
+        self.close()
+        said = "; ".join(f"{description} ({why_it_ended(ended[pid], oom_before)})"
+                         for pid, (_, description) in sorted(culprits.items(), key=lambda kv: kv[1][0]))
+        return ExecutorError(
+            f"a worker process died while holding {said or 'an item'}; completed work is kept where checkpoints "
+            "are enabled (run again with --resume)",
+            lost=tuple(sorted(index for index, _ in culprits.values())), done=done,
+        )
 
     def map_grouped(
         self,

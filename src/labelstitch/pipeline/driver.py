@@ -141,6 +141,7 @@ def run(
     executor: str | Executor = "serial",
     workers: int | None = None,
     spark_master: str | None = None,
+    dask_scheduler: str | None = None,
     overwrite: bool = False,
     resume: bool = False,
     create_output: bool = False,
@@ -155,7 +156,8 @@ def run(
     ``executor`` is ``"serial"``, ``"processes"``, ``"spark"`` or a plugin's name (an open
     :class:`~labelstitch.executors.Executor` works too, and is left open); the output is the
     same whatever the executor and worker count. ``spark_master`` is the Spark master URL
-    (default ``local[*]``). With ``options.checkpoint-dir`` every finished subvolume is
+    (default ``local[*]``); ``dask_scheduler`` the address of a Dask
+    scheduler (default: a local cluster for the run). With ``options.checkpoint-dir`` every finished subvolume is
     checkpointed; ``resume=True`` continues a run that crashed, and may write over an
     output that this same config had started to write. ``create_output`` creates a
     missing DVID labels instance. ``progress=True`` shows progress bars on stderr.
@@ -187,7 +189,7 @@ def run(
         if resume and not config.checkpoint_dir:
             raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
         seconds = {"check and plan": time.perf_counter() - t0}
-        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master).opened())
+        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master, dask_scheduler).opened())
         # with the workers known, before the checkpoint folder is made
         check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once, context=prepared.task.context)
         checkpoints = None
@@ -281,6 +283,7 @@ def restitch(
     executor: str | Executor = "serial",
     workers: int | None = None,
     spark_master: str | None = None,
+    dask_scheduler: str | None = None,
     progress: bool = False,
 ) -> tuple[StitchResult, dict[str, float]]:
     """Stitch again from a finished run's checkpoints, with another rule or parameters,
@@ -301,7 +304,7 @@ def restitch(
         _lock_run(held, config)
         check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
         segmented = _finished_subvolumes(prepared)
-        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master).opened())
+        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master, dask_scheduler).opened())
         return stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress)
 
 
@@ -316,6 +319,7 @@ def compare(
     executor: str | Executor = "serial",
     workers: int | None = None,
     spark_master: str | None = None,
+    dask_scheduler: str | None = None,
     progress: bool = False,
 ) -> list[Score]:
     """Stitch a finished run's checkpoints with every rule (and any extra ``(name, rule,
@@ -338,7 +342,7 @@ def compare(
     base = _prepare_scoring(config, truth)
     if not write:
         wanted = [Variant(name, rule, dict(params), config.connected_components) for name, rule, params in chosen]
-        return _score_without_writing(base, truth, wanted, region, executor, workers, spark_master, progress)
+        return _score_without_writing(base, truth, wanted, region, ExecutorChoice(executor, workers, spark_master, dask_scheduler), progress)
     if folder is None and config.checkpoint_dir:
         checkpoints = Path(config.checkpoint_dir)  # a folder path (Path drops a trailing slash)
         folder = str(checkpoints.with_name(checkpoints.name + "-compare"))
@@ -354,7 +358,7 @@ def compare(
             prepared.append((name, variant))
         where.mkdir(parents=True, exist_ok=True)
         rows = []
-        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master).opened())
+        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master, dask_scheduler).opened())
         gt = held.enter_context(truth.open())
         for name, variant in prepared:
             start = time.perf_counter()
@@ -378,6 +382,7 @@ def tune(
     executor: str | Executor = "serial",
     workers: int | None = None,
     spark_master: str | None = None,
+    dask_scheduler: str | None = None,
     progress: bool = False,
 ) -> tuple[list[Score], list[Score]]:
     """Search the stitching rules' parameters on a finished run and return every scored
@@ -403,7 +408,7 @@ def tune(
                 label = ",".join(f"{k}={v:g}" for k, v in params.items())
                 name = f"{rule}{'+cc' if cc else ''}" + (f":{label}" if label else "")
                 wanted.append(Variant(name, rule, params, cc))
-    scores = _score_without_writing(base, truth, wanted, 32, executor, workers, spark_master, progress)
+    scores = _score_without_writing(base, truth, wanted, 32, ExecutorChoice(executor, workers, spark_master, dask_scheduler), progress)
     return scores, pareto_front(scores)
 
 
@@ -417,8 +422,7 @@ def _prepare_scoring(config: RunConfig, ground_truth: VolumeRef) -> PreparedRun:
 
 
 def _score_without_writing(
-    base: PreparedRun, ground_truth: VolumeRef, wanted: list[Variant], region: int, executor: str | Executor,
-    workers: int | None, spark_master: str | None, progress: bool,
+    base: PreparedRun, ground_truth: VolumeRef, wanted: list[Variant], region: int, where: ExecutorChoice, progress: bool,
 ) -> list[Score]:
     """Every variant scored from the checkpoints' contingency tables (after refusing unknown
     rules and parameters, before any work)."""
@@ -426,6 +430,6 @@ def _score_without_writing(
         with_stitching(base, _variant(base.config, v.rule, v.params, None))
     with ExitStack() as held:
         segmented = _finished_subvolumes(base)
-        pool = held.enter_context(ExecutorChoice(executor, workers, spark_master).opened())
+        pool = held.enter_context(where.opened())
         scored, _ = score_variants(base, segmented, pool, ground_truth, wanted, region=region, progress=progress)
     return [score for score, _ in scored]

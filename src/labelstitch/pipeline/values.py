@@ -177,11 +177,12 @@ class Variant:
 @dataclass(frozen=True)
 class ExecutorChoice:
     """Where the work runs: an executor by name with its options (``--executor``,
-    ``--workers``, ``--spark-master``), or an open :class:`~labelstitch.executors.Executor`."""
+    ``--workers``, ``--spark-master``, ``--dask-scheduler``), or an open :class:`~labelstitch.executors.Executor`."""
 
     executor: str | Executor = "serial"
     workers: int | None = None
     master: str | None = None
+    scheduler: str | None = None
 
     @contextmanager
     def opened(self) -> Iterator[Executor]:
@@ -189,7 +190,7 @@ class ExecutorChoice:
         if isinstance(self.executor, Executor):
             yield self.executor
             return
-        pool = get_executor(self.executor, workers=self.workers, master=self.master)
+        pool = get_executor(self.executor, workers=self.workers, master=self.master, scheduler=self.scheduler)
         try:
             yield pool
         finally:
