@@ -26,7 +26,7 @@ LAYERS = {
         ["_processes", "_threads", "_validation", "_version", "across", "agglomeration", "codec", "contingency", "geometry", "parameters",
          "matching", "metrics", "rag", "relabel", "resolve", "rules", "stitching", "synthetic", "watershed", "pyramid"], 1),
     "testing": 2,
-    **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "locks", "report", "figures"], 3),
+    **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "locks", "report", "figures", "runstatus"], 3),
     "pipeline": 4,
     **dict.fromkeys(["api", "demo", "view"], 5),
     "_cli": 6,

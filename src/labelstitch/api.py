@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .geometry import Box, Plan
 from .metrics import Score, format_scores
-from .pipeline import ConfigError, ExecutorChoice, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run, tune
+from .pipeline import BlocksFailed, ConfigError, ExecutorChoice, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run, tune
 from .pipeline.planning import check_subvolume_memory
 from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
@@ -34,10 +34,12 @@ from .hookspecs import describe_stage
 from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
 from .figures import write_heatmaps
 from .report import format_explanation
+from .runstatus import format_status, read_status
 from .view import Viewing, view
 from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, parse_volume
 
 __all__ = [
+    "BlocksFailed",
     "ConfigError",
     "DvidError",
     "PipelineError",
@@ -58,6 +60,7 @@ __all__ = [
     "format_scores",
     "restitch",
     "run",
+    "run_status",
     "segment",
     "train",
     "train_pixel_classifier",
@@ -411,3 +414,17 @@ def segment(
              mask=volume(mask, "mask") if mask is not None else None)
         with open_volume(output) as out:
             return out.read().astype(np.uint64, copy=False)
+
+
+def run_status(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The status of the run that uses ``checkpoint_dir`` (``labelstitch status``), while it
+    goes or after it ended: its state (``running``, ``finished``, ``finished with missing
+    blocks``, ``failed``, ``interrupted``, or ``stopped`` when its process is gone), step,
+    subvolumes done, restored, retried and failed (each with its box, stage, error and
+    worker) and seconds. :func:`labelstitch.runstatus.format_status` prints it as text.
+
+    Raises ``ValueError`` for a folder no run has used."""
+    return read_status(checkpoint_dir)
+
+
+__all__ += ["format_status"]

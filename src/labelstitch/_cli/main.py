@@ -51,6 +51,12 @@ def _cmd_run(args: argparse.Namespace) -> ExitCode:
         progress=_progress(args),
     )
     print(json.dumps(result.to_dict()) if args.json else result.table())
+    return ExitCode.FAILED if result.failures else ExitCode.OK
+
+
+def _cmd_status(args: argparse.Namespace) -> ExitCode:
+    status = api.run_status(args.checkpoints)
+    print(json.dumps(status) if args.json else api.format_status(status))
     return ExitCode.OK
 
 
@@ -331,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance (labelmap, 32³)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="how a run is going or how it ended: blocks done, retried, failed (from another "
+                       "shell too)", parents=[out])
+    p.add_argument("checkpoints", help="the run's options.checkpoint-dir")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("stitch", help="stitch again from a finished run's checkpoints (no segmentation)", parents=[where, out])
     p.add_argument("config")

@@ -22,12 +22,14 @@ from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_c
 from .driver import compare, restitch, run, tune
 from .planning import PreparedRun, check_plan_output, prepare
 from .scoring import pareto_front, score_floor, score_regions, score_volumes
-from .segment import PipelineError, segment_all, segment_subvolume
-from .values import ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
+from .segment import BlocksFailed, PipelineError, segment_all, segment_subvolume
+from .values import BlockFailure, ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
 
 __all__ = [
     "EXAMPLE",
     "SCHEMA",
+    "BlockFailure",
+    "BlocksFailed",
     "ConfigError",
     "ExecutorChoice",
     "PipelineError",

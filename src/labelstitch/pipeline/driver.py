@@ -31,14 +31,16 @@ from ..metrics import Score
 from ..plugins import Stage
 from ..plugins.rules import available_rules
 from ..report import report_paths
+from ..runstatus import RunStatus, failure_table
 from ..stitching import StitchResult
 from ..stores import StoreError, VolumeRef, parse_volume, staging_path, volume_signature
 from .config import RunConfig
-from .planning import PreparedRun, check_plan_output, check_subvolume_memory, check_writable, prepare, with_stitching
+from .planning import (PreparedRun, check_plan_output, check_subvolume_memory, check_writable, fitting_chunk_size, prepare,
+                       with_stitching)
 from .scoring import default_grid, pareto_front, score_regions, score_variants, score_volumes
-from .segment import segment_all
+from .segment import BlocksFailed, describe_item, empty_subvolume, segment_all
 from .summary import counts_of, peak_memory, suspicious
-from .values import ExecutorChoice, RunResult, SegmentedSubvolume, Variant
+from .values import BlockFailure, ExecutorChoice, RunResult, SegmentedSubvolume, Variant
 from .write import stitch_and_write, write_grayscale
 
 __all__ = ["compare", "restitch", "run", "tune"]
@@ -198,9 +200,16 @@ def run(
                 config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume, inputs=_signatures(config)
             )
         spill = _spill_folder(held, config, pool, checkpoints)
+        status = RunStatus(checkpoints.path, len(plan), pool.name) if checkpoints is not None else None
+        held.enter_context(_ends_status(status))
         start = time.perf_counter()
-        segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, spill=spill, progress=progress)
+        segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, spill=spill, progress=progress,
+                                       status=status)
         seconds["segment"] = time.perf_counter() - start
+        if stats.failures:
+            _missing_blocks(prepared, segmented, stats.failures, pool)
+        if status is not None:
+            status.step("stitch and write")
         parts: dict[str, Any] = {}
         if stats.restored:
             parts["verify checkpoints"] = stats.verify_seconds
@@ -225,6 +234,7 @@ def run(
         seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - t0
     counts = counts_of(prepared, segmented, stats.computed, stats.restored, result)
+    counts.update({"retried": stats.retried, "failed": len(stats.failures)})
     if stats.restored and stats.verify_seconds:
         restored_bytes = sum(plan[sv].outer.size * 8 for sv, s in segmented.items() if not s.seconds)
         counts["restore MB/s"] = round(restored_bytes / 1e6 / stats.verify_seconds, 1)
@@ -235,8 +245,53 @@ def run(
         str(checkpoints.path) if checkpoints is not None else None,
         str(paths["md"]) if paths is not None else None,
         prepared.intensity_note,
-        suspicious(prepared, segmented, result), parts,
+        suspicious(prepared, segmented, result), parts, stats.failures,
     )
+
+
+@contextmanager
+def _ends_status(status: RunStatus | None) -> Iterator[None]:
+    """Record in the run status how the run ended: finished, failed or interrupted."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if status is not None:
+            status.end("interrupted", f"{type(exc).__name__}; finished subvolumes are kept: continue with --resume")
+        raise
+    except BaseException as exc:
+        if status is not None:
+            status.end("failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    if status is not None:
+        missing = len(status.data["failed"])
+        status.end("finished" if not missing else "finished with missing blocks",
+                   "" if not missing else f"{missing} failed subvolumes were left empty; after the fix, --resume segments them")
+
+
+def _missing_blocks(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], failures: list[BlockFailure],
+                    pool: Executor) -> None:
+    """Subvolumes failed every try: refuse to write (the failure table says which and why),
+    or, with ``options.allow-missing-blocks``, stand in empty blocks for them and say so."""
+    config, plan = prepared.config, prepared.plan
+    table = failure_table([f.to_dict() for f in failures])
+    advice = ""
+    if any("SIGKILL" in f.error or "out-of-memory" in f.error for f in failures):
+        side = fitting_chunk_size(plan, prepared.task.stages, at_once=pool.items_at_once or 1)
+        advice = (f" A worker killed by SIGKILL most often ran out of memory: options.chunk-size {list(plan.block)} "
+                  f"-> at most {min(side, int(max(plan.block) / 1.26))} would fit (or fewer --workers).")
+    kept = (f"the {len(segmented)} finished subvolumes are checkpointed in {config.checkpoint_dir}; after the fix, "
+            "`labelstitch run CONFIG --resume` segments only the failed ones" if config.checkpoint_dir else
+            "without options.checkpoint-dir the finished subvolumes are not kept: set it to keep them next time")
+    if not config.allow_missing_blocks:
+        raise BlocksFailed(
+            f"{len(failures)} of {len(plan)} subvolumes failed after {prepared.task.retries} retries, so no output was "
+            f"written (options.allow-missing-blocks writes the rest); {kept}.{advice}\n{table}", failures)
+    log.warning("%d subvolumes failed after %d retries and are left empty in %s (options.allow-missing-blocks): %s; %s.%s",
+                len(failures), prepared.task.retries, config.output, ", ".join(f.box for f in failures), kept, advice)
+    by_id = {sv.id: sv for sv in plan}
+    items = [(by_id[f.sv_id], prepared.task) for f in failures]
+    for empty in pool.map(empty_subvolume, items, describe=describe_item):
+        segmented[empty.sv_id] = empty
 
 
 # ----------------------------------------------------------------------------- from checkpoints

@@ -275,6 +275,12 @@ OPTIONS: tuple[Option, ...] = (
            "[Agglomeration across blocks](#agglomeration-across-blocks))", False, fingerprint="unless-default"),
     Option("options.allow-missing-input", "allow_missing_input", {"type": "boolean"},
            "read zarr input chunks that were never written as the fill value instead of refusing them", False),
+    Option("options.retries", "retries", {"type": "integer", "minimum": 0},
+           "times a subvolume whose stage raised or whose worker died is tried again (on another worker where the "
+           "executor allows) before it is recorded as failed; the run goes on with the others", 2),
+    Option("options.allow-missing-blocks", "allow_missing_blocks", {"type": "boolean"},
+           "when subvolumes still fail after their retries, write the rest and leave the failed boxes empty (0), "
+           "listing them, instead of writing no output; the run still exits 1", False),
     Option("dvid-info", None, _DVID_INFO,
            "the paper's DVID section (`dvid-server`, `uuid`, `segmentation-name`, `grayscale`, `roi`, "
            "`segmentation-type`, `segmentation-block-size`): sets `input`, `output` and `options.roi` ([dvid.md](dvid.md))",

@@ -195,6 +195,15 @@ def subvolume_bytes_per_voxel(stages: tuple[Stage, ...]) -> int:
     return BYTES_PER_VOXEL + max(declared, default=0)
 
 
+def fitting_chunk_size(plan: Plan, stages: tuple[Stage, ...] = (), *, at_once: int = 1, memory: int | None = None) -> int:
+    """The largest cubic ``options.chunk-size`` whose subvolumes (with the plan's halo),
+    ``at_once`` at a time, fit in 80 % of this machine's memory by the stages' declared
+    bytes per voxel (at least 1)."""
+    memory = _physical_memory() if memory is None else memory
+    per_voxel = subvolume_bytes_per_voxel(stages)
+    return max(1, int((0.8 * memory / (per_voxel * at_once)) ** (1 / 3)) - 2 * max(plan.halo))
+
+
 def check_subvolume_memory(plan: Plan, stages: tuple[Stage, ...] = (), *, at_once: int | None = 1,
                            memory: int | None = None, context: int = 0) -> None:
     """Refuse subvolumes whose working set, times the ``at_once`` subvolumes a machine runs
@@ -207,12 +216,12 @@ def check_subvolume_memory(plan: Plan, stages: tuple[Stage, ...] = (), *, at_onc
     largest = max(sv.outer.grow(context).size for sv in plan)  # what a worker segments: the outer box and its context
     needed = largest * per_voxel * at_once
     if memory and needed > 0.8 * memory:
-        side = int((0.8 * memory / (per_voxel * at_once)) ** (1 / 3)) - 2 * max(plan.halo)
+        side = fitting_chunk_size(plan, stages, at_once=at_once, memory=memory)
         workers = f" on each of {at_once} workers at once" if at_once > 1 else ""
         raise ValueError(
             f"options.chunk-size {list(plan.block)} makes subvolumes of up to {largest:,} voxels; segmenting one needs "
             f"about {largest * per_voxel / 2**30:.1f} GiB (about {per_voxel} bytes per voxel with these stages){workers}, "
-            f"and this machine has {memory / 2**30:.1f} GiB: choose options.chunk-size of at most {max(side, 1)}"
+            f"and this machine has {memory / 2**30:.1f} GiB: choose options.chunk-size of at most {side}"
             + (" or fewer workers" if at_once > 1 else "")
         )
 
@@ -290,6 +299,7 @@ def prepare(
         context=max(config.context, *(stage.info.context for stage in stages_)),
         shape=tuple(plan.shape),
         graph=config.agglomerate_across_blocks,
+        retries=config.retries,
     )
     if task.graph:
         check_across_blocks(task.stages[2], plan)

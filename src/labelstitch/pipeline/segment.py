@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,20 +26,30 @@ from numpy.typing import NDArray
 from ..checkpoints import CheckpointDir, block_name, save_block
 from ..agglomeration import interior_graph
 from ..codec import bundle_graph, bundle_supervoxels, encode_labels, holds
-from ..executors import Executor
+from ..executors import Executor, ExecutorError
 from ..geometry import Box, Subvolume, roi_mask
 from ..plugins import Stage
 from ..relabel import refine_supervoxels
 from ..stores import StoreError
 from .progress import bar
-from .values import SegmentedSubvolume, SegmentTask
+from ..runstatus import RunStatus
+from .values import BlockFailure, SegmentedSubvolume, SegmentTask
 
-__all__ = ["PipelineError", "SegmentStats", "background_mask", "segment_all", "segment_subvolume"]
+__all__ = ["BlocksFailed", "PipelineError", "SegmentStats", "background_mask", "empty_subvolume", "segment_all", "segment_subvolume"]
 
 log = logging.getLogger("labelstitch")
 
 class PipelineError(ValueError):
     """A stage function returned something the pipeline cannot use."""
+
+
+class BlocksFailed(RuntimeError):
+    """Subvolumes failed every try; nothing was written (see ``options.allow-missing-blocks``).
+    ``failures`` lists them; the message ends with their table."""
+
+    def __init__(self, message: str, failures: list[BlockFailure]) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 def background_mask(grayscale: NDArray[Any], value: int | None, min_width: int) -> NDArray[np.bool_]:
@@ -109,6 +123,20 @@ def _checked(name: str, result: Any, shape: tuple[int, ...], sv: Subvolume, *, f
     return arr
 
 
+@contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Tag an exception raised inside with the step it came from (the failure table's stage)."""
+    try:
+        yield
+    except Exception as exc:
+        if not hasattr(exc, "labelstitch_step"):
+            try:
+                exc.labelstitch_step = name  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+        raise
+
+
 def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     """Read, mask and segment one subvolume's outer box with the three stages (with
     ``task.context``, a larger box around it, cropped back to the outer box afterwards)."""
@@ -118,7 +146,7 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
         sv = replace(sv, outer=grown.intersect(Box.from_shape(task.shape)) if task.shape else grown)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    with task.input.open() as volume:
+    with _step("read"), task.input.open() as volume:
         missing = [] if task.allow_missing_input else volume.missing_chunks(sv.outer)
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -148,28 +176,32 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     grayscale = stage_grayscale(grayscale, *task.intensity_range)
 
     start = time.perf_counter()
-    predictions = _checked(f"predict-voxels function {predict.name!r}", predict(grayscale, mask), shape, sv, floating=True)
+    with _step("predict-voxels"):
+        predictions = _checked(f"predict-voxels function {predict.name!r}", predict(grayscale, mask), shape, sv, floating=True)
     seconds["predict-voxels"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    svs = _checked(f"create-supervoxels function {supervoxel.name!r}", supervoxel(predictions, mask), shape, sv, floating=False)
-    if np.any(svs[mask] != 0):
-        raise PipelineError(
-            f"create-supervoxels function {supervoxel.name!r} labelled {int(np.count_nonzero(svs[mask]))} masked voxels "
-            f"in subvolume {sv.id}; supervoxels must not enter the mask"
-        )
+    with _step("create-supervoxels"):
+        svs = _checked(f"create-supervoxels function {supervoxel.name!r}", supervoxel(predictions, mask), shape, sv, floating=False)
+        if np.any(svs[mask] != 0):
+            raise PipelineError(
+                f"create-supervoxels function {supervoxel.name!r} labelled {int(np.count_nonzero(svs[mask]))} masked "
+                f"voxels in subvolume {sv.id}; supervoxels must not enter the mask"
+            )
     seconds["create-supervoxels"] = time.perf_counter() - start
 
     start = time.perf_counter()
     graph = None
-    if task.graph:  # the agglomeration waits for the whole volume's graph; this block gives its part
-        seg = np.where(mask, 0, svs)
-        graph = interior_graph_bytes(sv, original, seg, predictions, agglomerate)
-    else:
-        seg = _checked(
-            f"agglomerate-supervoxels function {agglomerate.name!r}", agglomerate(predictions, svs), shape, sv, floating=False
-        )
-        seg = np.where(mask, 0, seg)  # preserved bodies and background never take part in stitching
+    with _step("agglomerate-supervoxels"):
+        if task.graph:  # the agglomeration waits for the whole volume's graph; this block gives its part
+            seg = np.where(mask, 0, svs)
+            graph = interior_graph_bytes(sv, original, seg, predictions, agglomerate)
+        else:
+            seg = _checked(
+                f"agglomerate-supervoxels function {agglomerate.name!r}", agglomerate(predictions, svs), shape, sv,
+                floating=False,
+            )
+            seg = np.where(mask, 0, seg)  # preserved bodies and background never take part in stitching
     seconds["agglomerate-supervoxels"] = time.perf_counter() - start
     if task.keep_supervoxels:  # the interior's supervoxels, cut where the agglomeration cut them
         inner = sv.interior.slices(sv.outer)
@@ -178,17 +210,40 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     svs, seg, mask, sv = svs[keep], np.ascontiguousarray(seg[keep]), mask[keep], original
     n_sv = int(np.unique(svs).size - (1 if (svs == 0).any() else 0))
     n_seg = int(np.unique(seg).size - (1 if (seg == 0).any() else 0))
-    data = encode_labels(seg.astype(np.uint64), task.codec)
-    if task.keep_supervoxels:
-        data = bundle_supervoxels(data, encode_labels(pieces, task.codec), segment_of)
-    if graph is not None:
-        data = bundle_graph(data, graph)
+    data = _block_bytes(seg, pieces if task.keep_supervoxels else None, segment_of if task.keep_supervoxels else None,
+                        graph, task.codec)
     unmasked = int(mask.size - np.count_nonzero(mask))
     if task.checkpoint_dir is None:
         return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked)
     path = Path(task.checkpoint_dir) / block_name(sv.id)
     sha, size = save_block(path, data)
     return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size, unmasked=unmasked)
+
+
+def _block_bytes(seg: NDArray[Any], pieces: NDArray[np.uint64] | None, segment_of: NDArray[np.uint64] | None,
+                 graph: bytes | None, codec: str) -> bytes:
+    """A subvolume's block: its labels, with the interior's supervoxels and region graph where kept."""
+    data = encode_labels(seg.astype(np.uint64), codec)
+    if pieces is not None and segment_of is not None:
+        data = bundle_supervoxels(data, encode_labels(pieces, codec), segment_of)
+    if graph is not None:
+        data = bundle_graph(data, graph)
+    return data
+
+
+def empty_subvolume(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume:
+    """A failed subvolume's stand-in with ``options.allow-missing-blocks``: all background,
+    in the form the run's other blocks have (supervoxels, region graph), held in memory and
+    never checkpointed, so that ``--resume`` segments it."""
+    sv, task = item
+    seg = np.zeros(sv.outer.shape, np.uint64)
+    pieces = segment_of = graph = None
+    if task.keep_supervoxels:
+        pieces, segment_of = refine_supervoxels(seg[sv.interior.slices(sv.outer)], seg[sv.interior.slices(sv.outer)])
+    if task.graph:
+        graph = interior_graph_bytes(sv, sv, seg, np.zeros(sv.outer.shape, np.float32), task.stages[2])
+    data = _block_bytes(seg, pieces, segment_of, graph, task.codec)
+    return SegmentedSubvolume(sv.id, data, 0, 0, {}, size=len(data), unmasked=0)
 
 
 def _holds(path: Path) -> set[str]:
@@ -221,8 +276,17 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
     return buffer.getvalue()
 
 
-def _segment_item(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume:
-    return segment_subvolume(*item)
+def _segment_item(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume | BlockFailure:
+    """Segment one subvolume on a worker; an exception comes back as a :class:`BlockFailure`
+    (with the stage it came from and the worker), so one bad block never stops the others."""
+    sv, task = item
+    try:
+        return segment_subvolume(sv, task)
+    except Exception as exc:
+        line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
+        error = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+        return BlockFailure(sv.id, str(sv.interior), getattr(exc, "labelstitch_step", "segment"), error,
+                            f"{socket.gethostname()}:{os.getpid()}")
 
 
 def describe_item(item: tuple[Any, ...]) -> str:
@@ -238,6 +302,10 @@ class SegmentStats:
     restored: int = 0
     verify_seconds: float = 0.0
     iteration_seconds: list[float] = field(default_factory=list)
+    #: tries beyond the first, over all subvolumes
+    retried: int = 0
+    #: subvolumes that failed every try
+    failures: list[BlockFailure] = field(default_factory=list)
 
 
 def segment_all(
@@ -248,6 +316,7 @@ def segment_all(
     checkpoints: CheckpointDir | None = None,
     spill: str | None = None,
     progress: bool = False,
+    status: RunStatus | None = None,
 ) -> tuple[dict[int, SegmentedSubvolume], SegmentStats]:
     """Segment every subvolume of ``plan``, iteration by iteration, on ``pool``.
 
@@ -256,6 +325,11 @@ def segment_all(
     half-written or corrupt one is logged). Without, they go to the ``spill`` folder the
     same way (so the driver holds only their paths and counts), or, with neither, come back
     to the driver compressed.
+
+    A subvolume whose stage raises or whose worker dies is tried again up to
+    ``task.retries`` times and then listed in the stats' ``failures``; the others go on.
+    ``status`` (the checkpoint folder's run status) hears of every finished, retried and
+    failed subvolume.
     """
     segmented: dict[int, SegmentedSubvolume] = {}
     stats = SegmentStats()
@@ -281,17 +355,76 @@ def segment_all(
         task = replace(task, checkpoint_dir=spill)
     todo = [sv for sv in plan if sv.id not in segmented]
     counter = bar(len(plan), "segment", progress, initial=len(segmented))
+    if status is not None:
+        status.restored(stats.restored)
     try:
         for k in range(plan.iterations):
             start = time.perf_counter()
-            items = [(sv, task.near(sv)) for sv in todo if sv.iteration == k]
-            for done in pool.map(_segment_item, items, describe=describe_item):
-                if checkpoints is not None:
-                    checkpoints.record(done.sv_id, done.sha256, done.size)
-                segmented[done.sv_id] = done
-                stats.computed += 1
-                counter.update(1)
+            pending = [(sv, task.near(sv)) for sv in todo if sv.iteration == k]
+            tries: dict[int, int] = {}
+            while pending:
+                again = []
+                for item, outcome in _outcomes(pool, pending):
+                    sv = item[0]
+                    tries[sv.id] = tries.get(sv.id, 0) + 1
+                    if isinstance(outcome, SegmentedSubvolume):
+                        if checkpoints is not None:
+                            checkpoints.record(outcome.sv_id, outcome.sha256, outcome.size)
+                        segmented[sv.id] = outcome
+                        stats.computed += 1
+                        counter.update(1)
+                        if status is not None:
+                            status.done(sv.id)
+                        continue
+                    outcome = replace(outcome, attempts=tries[sv.id])
+                    if tries[sv.id] <= task.retries:
+                        log.warning("subvolume %d failed in %s on %s (%s); trying again (%d of %d)", sv.id, outcome.stage,
+                                    outcome.worker, outcome.error, tries[sv.id], task.retries)
+                        stats.retried += 1
+                        again.append(item)
+                        if status is not None:
+                            status.retried(outcome.to_dict())
+                    else:
+                        stats.failures.append(outcome)
+                        counter.update(1)
+                        if status is not None:
+                            status.failed(outcome.to_dict())
+                pending = again
             stats.iteration_seconds.append(time.perf_counter() - start)
     finally:
         counter.close()
+    stats.failures.sort(key=lambda f: f.sv_id)
     return segmented, stats
+
+
+def _outcomes(pool: Executor, items: list[tuple[Subvolume, SegmentTask]]
+              ) -> Iterator[tuple[tuple[Subvolume, SegmentTask], SegmentedSubvolume | BlockFailure]]:
+    """Every item with what became of it. A worker that dies costs only the item it held:
+    the executor's error says which that was (else each remaining item runs alone, so that
+    the one that kills its worker is found), and the items it did not get to run again."""
+    seen: set[int] = set()
+    try:
+        for k, outcome in enumerate(pool.map(_segment_item, items, describe=describe_item)):
+            seen.add(k)
+            yield items[k], outcome
+    except ExecutorError as exc:
+        message = str(exc).split("; completed work")[0]
+        for k, outcome in sorted(exc.done.items()):
+            if k not in seen:
+                seen.add(k)
+                yield items[k], outcome
+        for k in exc.lost:
+            if k not in seen:
+                seen.add(k)
+                yield items[k], BlockFailure(items[k][0].id, str(items[k][0].interior), "worker", message, pool.name)
+        rest = [item for k, item in enumerate(items) if k not in seen]
+        if exc.lost:
+            yield from _outcomes(pool, rest)
+            return
+        for item in rest:  # the executor cannot tell which item it lost: one at a time
+            yield from _outcomes(pool, [item]) if len(rest) > 1 else _lost_alone(item, message, pool)
+
+
+def _lost_alone(item: tuple[Subvolume, SegmentTask], message: str, pool: Executor
+                ) -> Iterator[tuple[tuple[Subvolume, SegmentTask], BlockFailure]]:
+    yield item, BlockFailure(item[0].id, str(item[0].interior), "worker", message, pool.name)

@@ -3,6 +3,7 @@
 =====================  ===================================================================
 ``SegmentTask``        everything a worker needs to segment one subvolume
 ``SegmentedSubvolume`` one subvolume's labels (compressed, in memory or a checkpoint) and counts
+``BlockFailure``       a subvolume that could not be segmented: its box, the stage, the error, the worker
 ``PreservedBodies``    proofread bodies kept as they are: their volume and ids
 ``Variant``            one way to stitch: a name, a rule, its parameters, connected components
 ``ExecutorChoice``     where the work runs: an executor by name with its options, or an open one
@@ -31,9 +32,10 @@ from ..executors import Executor
 from ..geometry import Box, Plan, Subvolume, roi_runs_near
 from ..metrics import Score
 from ..plugins import Stage, get_executor
+from ..runstatus import failure_table
 from ..stores import VolumeRef
 
-__all__ = ["ExecutorChoice", "PreservedBodies", "RunResult", "SegmentTask", "SegmentedSubvolume", "Variant",
+__all__ = ["BlockFailure", "ExecutorChoice", "PreservedBodies", "RunResult", "SegmentTask", "SegmentedSubvolume", "Variant",
            "load_graph", "run_tuples"]
 
 #: ROI block runs ``(z, y, x0, x1)`` as plain tuples (frozen, picklable, comparable)
@@ -92,6 +94,8 @@ class SegmentTask:
     #: agglomerate across blocks: keep the supervoxels as the labels, with the region-graph
     #: statistics of the interior; the agglomeration runs once, over the whole volume's graph
     graph: bool = False
+    #: times a failed subvolume is tried again (``options.retries``)
+    retries: int = 2
 
     def near(self, sv: Subvolume) -> SegmentTask:
         """This task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
@@ -103,6 +107,24 @@ class SegmentTask:
 def run_tuples(runs: NDArray[np.int64]) -> Runs:
     """ROI runs as plain tuples, for the frozen task."""
     return tuple((z, y, x0, x1) for z, y, x0, x1 in runs.tolist())
+
+
+@dataclass(frozen=True)
+class BlockFailure:
+    """A subvolume that could not be segmented: its interior box, the stage that raised
+    (``worker`` when its worker died), the error's one line, the worker (``host:pid``) and
+    how many times it was tried."""
+
+    sv_id: int
+    box: str
+    stage: str
+    error: str
+    worker: str
+    attempts: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subvolume": self.sv_id, "box": self.box, "stage": self.stage, "error": self.error,
+                "worker": self.worker, "attempts": self.attempts}
 
 
 @dataclass(frozen=True)
@@ -228,6 +250,10 @@ class RunResult:
         Results that look wrong (subvolumes with no segment, a run with one body or none),
         logged to the ``labelstitch`` logger as they are found (the command line prints
         each once, on stderr).
+    failures : list of BlockFailure
+        Subvolumes that failed every try and were left empty (only with
+        ``options.allow-missing-blocks``; without it such a run raises
+        :class:`~labelstitch.pipeline.BlocksFailed` and writes nothing).
     """
 
     output: str
@@ -241,6 +267,7 @@ class RunResult:
     intensity_range: str = ""
     warnings: list[str] = field(default_factory=list)
     segment_seconds: dict[str, Any] = field(default_factory=dict)
+    failures: list[BlockFailure] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         def rounded(values: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +284,7 @@ class RunResult:
             "stitch": self.stitch,
             "intensity-range": self.intensity_range,
             "warnings": list(self.warnings),
+            "failures": [f.to_dict() for f in self.failures],
         }
 
     def table(self) -> str:
@@ -278,6 +306,9 @@ class RunResult:
             lines.append(f"VI merge {self.vi.merge:.3f}  split {self.vi.split:.3f}  total {self.vi.total:.3f} bits")
         if self.intensity_range:
             lines.append(f"\nintensity range {self.intensity_range}")
+        if self.failures:
+            lines.append(f"\n{len(self.failures)} subvolumes failed and were left empty (options.allow-missing-blocks):")
+            lines.append(failure_table([f.to_dict() for f in self.failures]))
         lines.append(f"view it: labelstitch view {self.output}")
         lines.append(f"\nwrote {self.output}" + (f" ({len(self.warnings)} warning{'s' * (len(self.warnings) > 1)} above)"
                                                   if self.warnings else ""))
