@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
 import threading
@@ -461,10 +462,38 @@ def _log_to_stderr() -> None:
         logger.addHandler(_WarningsToStderr(logging.WARNING))
 
 
+class Stopped(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGTERM from a scheduler, SIGINT from Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    """On SIGTERM or SIGINT: stop the running items of every executor at once, then unwind
+    (staging removed, locks released, the run status says interrupted); a second signal
+    while that happens is ignored, so the cleanup is not cut short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ..executors import stop_all
+
+    stop_all()
+    raise Stopped(signum)
+
+
+def _handle_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _log_to_stderr()
+    if argv is None:  # the console script, not a call from Python (which keeps its own handlers)
+        _handle_signals()
     try:
         return int(args.func(args))
     except ValueError as exc:  # config, store, plugin and input errors are all ValueErrors
@@ -478,10 +507,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"labelstitch: error: {exc}", file=sys.stderr)
         return int(ExitCode.FAILED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         note = api.interruption_note(args.config) if args.command == "run" else ""
-        print(f"labelstitch: interrupted{'; ' + note if note else ''}", file=sys.stderr)
-        return 130
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        how = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+        print(f"labelstitch: {how}{'; ' + note if note else ''}", file=sys.stderr)
+        return 128 + int(signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     except Exception as exc:  # anything else is a bug
         if args.debug:
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -84,8 +85,40 @@ class Executor(ABC):
     def close(self) -> None:
         """Release workers."""
 
+    def stop_now(self) -> None:
+        """Stop the items that are running, at once (called from a signal handler, so it
+        takes no locks and waits for nothing); :meth:`abort` cleans up after. Default:
+        nothing (the serial executor's item is the interrupted code itself)."""
+
+    def abort(self) -> None:
+        """Release workers without waiting for running items (on an error or a signal);
+        default :meth:`close`."""
+        self.close()
+
     def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if exc and exc[0] is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+#: the executors made by name in this process (``get_executor``) and not yet collected
+_LIVE: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def track(executor: Executor) -> Executor:
+    """Note an executor, so that :func:`stop_all` reaches it."""
+    _LIVE.add(executor)
+    return executor
+
+
+def stop_all() -> None:
+    """Stop the running items of every executor of this process (from a signal handler)."""
+    for executor in list(_LIVE):
+        try:
+            executor.stop_now()
+        except Exception:  # a signal handler must not fail; abort() still cleans up
+            pass

@@ -39,6 +39,8 @@ R = TypeVar("R")
 def _init_worker(ledger: str) -> None:
     os.environ["LABELSTITCH_THREADS"] = "1"
     os.environ["LABELSTITCH_LEDGER"] = ledger
+    # Ctrl-C reaches the whole process group: the driver decides, and stops the workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_item(fn: Callable[[Any], Any], item: Any, index: int, description: str) -> Any:
@@ -232,5 +234,25 @@ class ProcessesExecutor(Executor):
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        shutil.rmtree(self._ledger_parent, ignore_errors=True)
+
+    def stop_now(self) -> None:
+        """SIGTERM to every worker process (no locks: safe in a signal handler)."""
+        for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+            if process.exitcode is None:
+                process.terminate()
+
+    def abort(self) -> None:
+        """Stop the workers without waiting for their items, and make sure they are gone."""
+        if self._pool is not None:
+            processes = list((getattr(self._pool, "_processes", None) or {}).values())
+            self.stop_now()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.join(timeout=10)
+                if process.exitcode is None:
+                    process.kill()
+                    process.join(timeout=5)
             self._pool = None
         shutil.rmtree(self._ledger_parent, ignore_errors=True)

@@ -170,3 +170,19 @@ class SparkExecutor(Executor):
         except Exception as exc:
             raise _task_failed(exc) from exc
         yield from results
+
+    def stop_now(self) -> None:
+        """Cancel the running Spark jobs (their tasks stop; the session stays)."""
+        self.session.sparkContext.cancelAllJobs()
+
+    def abort(self) -> None:
+        """Cancel the running jobs and stop the session, so no task goes on writing."""
+        if not any(session is self.session for _, session in _SESSIONS.values()):
+            return  # stopped already
+        try:
+            self.session.sparkContext.cancelAllJobs()
+        finally:
+            for master, (_, session) in list(_SESSIONS.items()):
+                if session is self.session:
+                    session.stop()
+                    del _SESSIONS[master]

@@ -191,6 +191,7 @@ def run(
         if resume and not config.checkpoint_dir:
             raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
         seconds = {"check and plan": time.perf_counter() - t0}
+        ending = held.enter_context(_Ending())  # before the pool: it ends after the workers are stopped
         pool = held.enter_context(ExecutorChoice(executor, workers, spark_master, dask_scheduler).opened())
         # with the workers known, before the checkpoint folder is made
         check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once, context=prepared.task.context)
@@ -201,7 +202,7 @@ def run(
             )
         spill = _spill_folder(held, config, pool, checkpoints)
         status = RunStatus(checkpoints.path, len(plan), pool.name) if checkpoints is not None else None
-        held.enter_context(_ends_status(status))
+        ending.status, ending.checkpoints = status, checkpoints
         start = time.perf_counter()
         segmented, stats = segment_all(plan, prepared.task, pool, checkpoints=checkpoints, spill=spill, progress=progress,
                                        status=status)
@@ -249,23 +250,33 @@ def run(
     )
 
 
-@contextmanager
-def _ends_status(status: RunStatus | None) -> Iterator[None]:
-    """Record in the run status how the run ended: finished, failed or interrupted."""
-    try:
-        yield
-    except (KeyboardInterrupt, SystemExit) as exc:
-        if status is not None:
-            status.end("interrupted", f"{type(exc).__name__}; finished subvolumes are kept: continue with --resume")
-        raise
-    except BaseException as exc:
-        if status is not None:
-            status.end("failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise
-    if status is not None:
-        missing = len(status.data["failed"])
-        status.end("finished" if not missing else "finished with missing blocks",
-                   "" if not missing else f"{missing} failed subvolumes were left empty; after the fix, --resume segments them")
+class _Ending:
+    """How a run ends, once its workers are stopped: the checkpoint folder's staging files
+    removed after an error or a signal, and the run status saying finished, failed or
+    interrupted."""
+
+    def __init__(self) -> None:
+        self.status: RunStatus | None = None
+        self.checkpoints: CheckpointDir | None = None
+
+    def __enter__(self) -> _Ending:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and self.checkpoints is not None:
+            self.checkpoints.remove_staging()  # half-written blocks of the stopped workers
+        if self.status is None:
+            return
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self.status.end("interrupted", f"stopped ({exc or type(exc).__name__}); finished subvolumes are kept: "
+                                           "continue with `labelstitch run CONFIG --resume`")
+        elif exc is not None:
+            self.status.end("failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        else:
+            missing = len(self.status.data["failed"])
+            self.status.end("finished with missing blocks" if missing else "finished",
+                            f"{missing} failed subvolumes were left empty; after the fix, --resume segments them"
+                            if missing else "")
 
 
 def _missing_blocks(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], failures: list[BlockFailure],

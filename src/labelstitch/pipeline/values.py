@@ -208,15 +208,18 @@ class ExecutorChoice:
 
     @contextmanager
     def opened(self) -> Iterator[Executor]:
-        """The executor: an open one as it is (left open), or one made by name and closed at the end."""
+        """The executor: an open one as it is (left open), or one made by name and closed at
+        the end (aborted, without waiting for running items, when the block raises)."""
         if isinstance(self.executor, Executor):
             yield self.executor
             return
         pool = get_executor(self.executor, workers=self.workers, master=self.master, scheduler=self.scheduler)
         try:
             yield pool
-        finally:
-            pool.close()
+        except BaseException:  # an error or a signal: running items are not waited for
+            pool.abort()
+            raise
+        pool.close()
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import pluggy
 
 from .. import hookspecs
-from ..executors import Executor
+from ..executors import Executor, track
 from ..hookspecs import STAGES, Channel, Range, StageInfo, describe_stage, stage_function
 from ..parameters import check_parameters
 
@@ -251,4 +251,4 @@ def get_executor(name: str = "serial", **options: Any) -> Executor:
     executor = factory(**given)
     if not isinstance(executor, Executor):
         raise PluginError(f"executor plugin {name!r} returned {type(executor).__name__}, not an Executor")
-    return executor
+    return track(executor)
