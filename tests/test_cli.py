@@ -187,7 +187,8 @@ def test_every_command_takes_the_same_output_flags():
     needs = {"run": ["c.json"], "stitch": ["c.json"], "compare": ["c.json", "--ground-truth", "g.npy"],
              "tune": ["c.json", "--ground-truth", "g.npy"], "explain": ["3", "--output", "o.zarr"], "view": ["o.zarr"],
              "evaluate": ["s.npy", "g.npy"], "plugins": [], "config": ["--example"],
-             "train-pixel-classifier": ["g.npy", "l.npy", "c.pkl"], "train": ["g.npy", "t.npy", "--out", "m"], "demo": []}
+             "train-pixel-classifier": ["g.npy", "l.npy", "c.pkl"], "train": ["g.npy", "t.npy", "--out", "m"], "demo": [],
+             "status": ["ckpt"], "info": ["o.zarr"]}
     commands = set(parser._subparsers._group_actions[0].choices)  # every command there is
     assert commands == set(needs)
     for command, rest in needs.items():

@@ -35,6 +35,8 @@ from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
 from .figures import write_heatmaps
 from .report import format_explanation
 from .runstatus import format_status, read_status
+from .executors import stop_all
+from .pipeline.provenance import format_history
 from .view import Viewing, view
 from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, parse_volume
 
@@ -427,4 +429,40 @@ def run_status(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return read_status(checkpoint_dir)
 
 
-__all__ += ["format_status"]
+def info(output: str) -> dict[str, Any]:
+    """What an output records about itself (``labelstitch info``): shape, dtype, voxel size,
+    whether it was completed, and its provenance: one entry per run, resume or re-stitch
+    that made it, with versions, commit, config, input fingerprints, model checksums,
+    executor, hosts, times and counts (:func:`format_provenance` prints it).
+
+    >>> import numpy as np, tempfile, os, labelstitch, labelstitch.synthetic
+    >>> folder = tempfile.mkdtemp()
+    >>> np.save(os.path.join(folder, "gray.npy"), labelstitch.synthetic.em_volume((16, 32, 32), n_neurites=5)[0])
+    >>> result = labelstitch.run({"input": os.path.join(folder, "gray.npy"), "output": os.path.join(folder, "seg.zarr"),
+    ...                           "options": {"chunk-size": 16, "overlap": 2, "resolution": [8, 8, 8]}})
+    >>> made = labelstitch.info(os.path.join(folder, "seg.zarr"))
+    >>> [e["command"] for e in made["provenance"]], made["provenance"][0]["labelstitch"] == labelstitch.__version__
+    (['run'], True)
+    """
+    with open_volume(output) as store:
+        metadata = store.metadata
+        return {"output": str(output), "shape": list(store.shape), "dtype": str(store.dtype),
+                "voxel size": list(store.voxel_size) if store.voxel_size else None,
+                "complete": metadata.get("complete"), "config-hash": metadata.get("config-hash"),
+                "provenance": metadata.get("provenance", [])}
+
+
+def format_provenance(made: dict[str, Any]) -> str:
+    """:func:`info`'s answer as text."""
+    head = (f"{made['output']}: {made['shape']} {made['dtype']}, voxel size {made['voxel size'] or 'unknown'} nm, "
+            f"{'complete' if made['complete'] else 'not completed' if made['complete'] is False else 'not written by labelstitch'}")
+    return head + "\n" + format_history(made)
+
+
+def stop_running_work() -> None:
+    """Stop the running items of every executor this process made, at once (for a signal
+    handler: the run then unwinds, and its executors clean up as they close)."""
+    stop_all()
+
+
+__all__ += ["format_provenance", "format_status", "info", "stop_running_work"]

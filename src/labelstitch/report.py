@@ -111,17 +111,27 @@ def _markdown(report: dict[str, Any]) -> str:
             f"| {f['face']} | {f['subvolumes'][0]}, {f['subvolumes'][1]} | {f['axis']} | "
             f"{f['considered_a']}/{f['considered_b']} | {f['candidates']} | {f['matched']} | {refused} |"
         )
+    if report.get("provenance"):
+        lines += ["", "## Provenance", "", "| # | command | started | ended | labelstitch | commit | executor | hosts |",
+                  "|---:|---|---|---|---|---|---|---|"]
+        for k, e in enumerate(report["provenance"], 1):
+            lines.append(f"| {k} | {e['command']} | {e.get('started', '')} | {e.get('ended', '')} | {e.get('labelstitch', '')} "
+                         f"| {(e.get('commit') or 'release')[:12]} | {e.get('executor', '')} | {', '.join(e.get('hosts', []))} |")
     return "\n".join(lines) + "\n"
 
 
 def write_stitch_report(
-    result: StitchResult, output: VolumeRef, *, offset: int = 0, folder: str | Path | None = None
+    result: StitchResult, output: VolumeRef, *, offset: int = 0, folder: str | Path | None = None,
+    provenance: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path] | None:
-    """Write the JSON, Markdown and npz report files next to ``output`` (see :func:`report_paths`)."""
+    """Write the JSON, Markdown and npz report files next to ``output`` (see :func:`report_paths`),
+    with the output's ``provenance`` (its history of runs, newest last) when given."""
     paths = report_paths(output, folder)
     if paths is None:
         return None
     report = stitch_report(result, offset=offset)
+    if provenance:
+        report["provenance"] = provenance
     paths["json"].write_text(json.dumps(report, indent=1) + "\n")
     paths["md"].write_text(_markdown(report))
     t, m = result.matches, result.mapping

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import logging
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 from .. import api
+from .process import Stopped, handle_signals, log_to_stderr
 from .._version import __version__
 
 
@@ -53,6 +53,12 @@ def _cmd_run(args: argparse.Namespace) -> ExitCode:
     )
     print(json.dumps(result.to_dict()) if args.json else result.table())
     return ExitCode.FAILED if result.failures else ExitCode.OK
+
+
+def _cmd_info(args: argparse.Namespace) -> ExitCode:
+    made = api.info(args.output)
+    print(json.dumps(made) if args.json else api.format_provenance(made))
+    return ExitCode.OK
 
 
 def _cmd_status(args: argparse.Namespace) -> ExitCode:
@@ -339,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance (labelmap, 32³)")
     p.set_defaults(func=_cmd_run)
 
+    p = sub.add_parser("info", help="how an output was made: versions, commit, config, input fingerprints, models, "
+                       "executor, hosts, times and counts of every run that wrote it", parents=[out])
+    p.add_argument("output", help="an output volume (any volume string)")
+    p.set_defaults(func=_cmd_info)
+
     p = sub.add_parser("status", help="how a run is going or how it ended: blocks done, retried, failed (from another "
                        "shell too)", parents=[out])
     p.add_argument("checkpoints", help="the run's options.checkpoint-dir")
@@ -448,52 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _WarningsToStderr(logging.Handler):
-    """Warnings of the ``labelstitch`` logger as ``labelstitch: warning: ...`` lines, each
-    once, on whatever ``sys.stderr`` is when they come."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(f"labelstitch: warning: {record.getMessage()}", file=sys.stderr, flush=True)
-
-
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("labelstitch")
-    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
-        logger.addHandler(_WarningsToStderr(logging.WARNING))
-
-
-class Stopped(KeyboardInterrupt):
-    """The run was stopped by a signal (SIGTERM from a scheduler, SIGINT from Ctrl-C)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _stop(signum: int, frame: object) -> None:
-    """On SIGTERM or SIGINT: stop the running items of every executor at once, then unwind
-    (staging removed, locks released, the run status says interrupted); a second signal
-    while that happens is ignored, so the cleanup is not cut short."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from ..executors import stop_all
-
-    stop_all()
-    raise Stopped(signum)
-
-
-def _handle_signals() -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _log_to_stderr()
+    log_to_stderr()
     if argv is None:  # the console script, not a call from Python (which keeps its own handlers)
-        _handle_signals()
+        handle_signals()
     try:
         return int(args.func(args))
     except ValueError as exc:  # config, store, plugin and input errors are all ValueErrors

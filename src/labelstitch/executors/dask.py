@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import urllib.parse
 import uuid
 from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator
@@ -47,9 +48,7 @@ def _local_addresses() -> set[str]:
 
 def _host_of(address: str) -> str:
     """``tcp://10.0.0.5:40123`` -> ``10.0.0.5``."""
-    rest = address.split("://", 1)[-1]
-    host = rest.rsplit(":", 1)[0].strip("[]")
-    return host
+    return urllib.parse.urlsplit(address).hostname or address
 
 
 def _is_local(host: str) -> bool:

@@ -9,6 +9,8 @@
 ``stitch.py``       step 4: slabs, matching and resolution (also ``labelstitch.stitch``)
 ``write.py``        step 5: relabel every interior and write it to a staged output
 ``driver.py``       ``run``, ``restitch``, ``compare`` and ``tune``: short compositions of the steps
+``failures.py``     subvolumes that failed every try, and how a run ends (its status file)
+``provenance.py``   how an output was made: its history of runs, ``labelstitch info``
 ``scoring.py``      VI of stored volumes, of stitching variants from contingency tables, tuning
 ``progress.py``     progress bars
 ==================  ===========================================================================

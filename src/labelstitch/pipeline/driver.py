@@ -31,16 +31,19 @@ from ..metrics import Score
 from ..plugins import Stage
 from ..plugins.rules import available_rules
 from ..report import report_paths
-from ..runstatus import RunStatus, failure_table
+from ..runstatus import RunStatus
 from ..stitching import StitchResult
-from ..stores import StoreError, VolumeRef, parse_volume, staging_path, volume_signature
+from ..stores import StoreError, VolumeRef, parse_volume, staging_path
 from .config import RunConfig
-from .planning import (PreparedRun, check_plan_output, check_subvolume_memory, check_writable, fitting_chunk_size, prepare,
+from .planning import (PreparedRun, check_plan_output, check_subvolume_memory, check_writable, prepare,
                        with_stitching)
 from .scoring import default_grid, pareto_front, score_regions, score_variants, score_volumes
-from .segment import BlocksFailed, describe_item, empty_subvolume, segment_all
+from .failures import RunEnding, missing_blocks
+from .segment import segment_all
 from .summary import counts_of, peak_memory, suspicious
-from .values import BlockFailure, ExecutorChoice, RunResult, SegmentedSubvolume, Variant
+from . import provenance
+from .provenance import fingerprints
+from .values import ExecutorChoice, RunResult, SegmentedSubvolume, Variant
 from .write import stitch_and_write, write_grayscale
 
 __all__ = ["compare", "restitch", "run", "tune"]
@@ -123,12 +126,6 @@ def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[VolumeRef, ...]
         held.enter_context(hold(config.checkpoint_dir, f"checkpoint folder {config.checkpoint_dir}"))
 
 
-def _signatures(config: RunConfig) -> dict[str, dict[str, Any]]:
-    """The content signature of every volume the segmented labels depend on."""
-    found = {"input": config.input, "preserve-bodies.segmentation": config.preserve_volume}
-    return {key: dict(volume_signature(ref)) for key, ref in found.items() if ref is not None}
-
-
 def _writes_own_output(config: RunConfig) -> bool:
     """Whether the output exists and was written by this same config (a run to resume)."""
     if not config.output.exists():
@@ -178,28 +175,32 @@ def run(
     ExecutorError
         A worker died or the cluster went away (finished checkpoints are kept).
     """
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), provenance.now()
     config = RunConfig.load(config)
     prepared = prepare(config, stages=stages, extra_mask=parse_volume(mask) if mask is not None else None)
     plan = prepared.plan
     extra = (prepared.grayscale_copy,) if prepared.grayscale_copy is not None else ()
     with ExitStack() as held:
         _lock_run(held, config, outputs=(config.output, *extra))
+        inputs = fingerprints(config, prepared.task.stages)
+        record = provenance.entry("resume" if resume else "run", config.to_dict(), config.settings_hash, inputs,
+                                  provenance.model_checksums(prepared.task.stages), str(executor), started)
         overwrite = overwrite or (resume and _writes_own_output(config))
+        if not overwrite:
+            provenance.check_same_making(config.output, record)
         for uri in (config.output, *extra):
             check_plan_output(prepared, uri, overwrite=overwrite, create_output=create_output)
         if resume and not config.checkpoint_dir:
             raise ValueError("resume needs options.checkpoint-dir: there is nothing to resume from")
         seconds = {"check and plan": time.perf_counter() - t0}
-        ending = held.enter_context(_Ending())  # before the pool: it ends after the workers are stopped
+        ending = held.enter_context(RunEnding())  # before the pool: it ends after the workers are stopped
         pool = held.enter_context(ExecutorChoice(executor, workers, spark_master, dask_scheduler).opened())
         # with the workers known, before the checkpoint folder is made
         check_subvolume_memory(plan, prepared.task.stages, at_once=pool.items_at_once, context=prepared.task.context)
         checkpoints = None
         if config.checkpoint_dir:
-            checkpoints = CheckpointDir.open(
-                config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume, inputs=_signatures(config)
-            )
+            checkpoints = CheckpointDir.open(config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume,
+                                             inputs=inputs)
         spill = _spill_folder(held, config, pool, checkpoints)
         status = RunStatus(checkpoints.path, len(plan), pool.name) if checkpoints is not None else None
         ending.status, ending.checkpoints = status, checkpoints
@@ -208,7 +209,7 @@ def run(
                                        status=status)
         seconds["segment"] = time.perf_counter() - start
         if stats.failures:
-            _missing_blocks(prepared, segmented, stats.failures, pool)
+            missing_blocks(prepared, segmented, stats.failures, pool)
         if status is not None:
             status.step("stitch and write")
         parts: dict[str, Any] = {}
@@ -219,9 +220,15 @@ def run(
                 parts[f"iteration {k}"] = sec
         parts["stages"] = {stage: sum(s.seconds.get(stage, 0.0) for s in segmented.values())
                            for stage in ("read", "predict-voxels", "create-supervoxels", "agglomerate-supervoxels")}
-        result, more = stitch_and_write(
-            prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress
-        )
+        record = {**record, "executor": pool.name, "seconds": {k: round(v, 3) for k, v in seconds.items()},
+                  "stage seconds": {k: round(v, 3) for k, v in parts["stages"].items()},
+                  "hosts": sorted({s.worker for s in segmented.values() if s.worker} | {record["driver"]}),
+                  "counts": {"subvolumes": len(plan), "segmented now": stats.computed, "restored": stats.restored,
+                             "retried": stats.retried, "failed": len(stats.failures)},
+                  "missing boxes": [f.box for f in stats.failures]}
+        history = provenance.recorded_history(config.output, config.settings_hash) if resume else []
+        result, more = stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output,
+                                        progress=progress, provenance=(history, record))
         seconds.update(more)
         if config.write_grayscale:
             start = time.perf_counter()
@@ -250,61 +257,6 @@ def run(
     )
 
 
-class _Ending:
-    """How a run ends, once its workers are stopped: the checkpoint folder's staging files
-    removed after an error or a signal, and the run status saying finished, failed or
-    interrupted."""
-
-    def __init__(self) -> None:
-        self.status: RunStatus | None = None
-        self.checkpoints: CheckpointDir | None = None
-
-    def __enter__(self) -> _Ending:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is not None and self.checkpoints is not None:
-            self.checkpoints.remove_staging()  # half-written blocks of the stopped workers
-        if self.status is None:
-            return
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            self.status.end("interrupted", f"stopped ({exc or type(exc).__name__}); finished subvolumes are kept: "
-                                           "continue with `labelstitch run CONFIG --resume`")
-        elif exc is not None:
-            self.status.end("failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        else:
-            missing = len(self.status.data["failed"])
-            self.status.end("finished with missing blocks" if missing else "finished",
-                            f"{missing} failed subvolumes were left empty; after the fix, --resume segments them"
-                            if missing else "")
-
-
-def _missing_blocks(prepared: PreparedRun, segmented: dict[int, SegmentedSubvolume], failures: list[BlockFailure],
-                    pool: Executor) -> None:
-    """Subvolumes failed every try: refuse to write (the failure table says which and why),
-    or, with ``options.allow-missing-blocks``, stand in empty blocks for them and say so."""
-    config, plan = prepared.config, prepared.plan
-    table = failure_table([f.to_dict() for f in failures])
-    advice = ""
-    if any("SIGKILL" in f.error or "out-of-memory" in f.error for f in failures):
-        side = fitting_chunk_size(plan, prepared.task.stages, at_once=pool.items_at_once or 1)
-        advice = (f" A worker killed by SIGKILL most often ran out of memory: options.chunk-size {list(plan.block)} "
-                  f"-> at most {min(side, int(max(plan.block) / 1.26))} would fit (or fewer --workers).")
-    kept = (f"the {len(segmented)} finished subvolumes are checkpointed in {config.checkpoint_dir}; after the fix, "
-            "`labelstitch run CONFIG --resume` segments only the failed ones" if config.checkpoint_dir else
-            "without options.checkpoint-dir the finished subvolumes are not kept: set it to keep them next time")
-    if not config.allow_missing_blocks:
-        raise BlocksFailed(
-            f"{len(failures)} of {len(plan)} subvolumes failed after {prepared.task.retries} retries, so no output was "
-            f"written (options.allow-missing-blocks writes the rest); {kept}.{advice}\n{table}", failures)
-    log.warning("%d subvolumes failed after %d retries and are left empty in %s (options.allow-missing-blocks): %s; %s.%s",
-                len(failures), prepared.task.retries, config.output, ", ".join(f.box for f in failures), kept, advice)
-    by_id = {sv.id: sv for sv in plan}
-    items = [(by_id[f.sv_id], prepared.task) for f in failures]
-    for empty in pool.map(empty_subvolume, items, describe=describe_item):
-        segmented[empty.sv_id] = empty
-
-
 # ----------------------------------------------------------------------------- from checkpoints
 
 
@@ -314,7 +266,7 @@ def _finished_subvolumes(prepared: PreparedRun) -> dict[int, SegmentedSubvolume]
     folder = config.checkpoint_dir
     if not folder:
         raise CheckpointError("re-stitching needs options.checkpoint-dir: the segmented subvolumes are read from there")
-    checkpoints = CheckpointDir.open(folder, plan, config.segmentation_settings(), resume=True, inputs=_signatures(config))
+    checkpoints = CheckpointDir.open(folder, plan, config.segmentation_settings(), resume=True, inputs=fingerprints(config, prepared.task.stages))
     states = checkpoints.verify()
     bad = {sv: state for sv, state in states.items() if state != "ok"}
     if bad:
@@ -364,6 +316,7 @@ def restitch(
         If the config has no checkpoint folder, or a subvolume's checkpoint is missing or
         does not verify (finish the run with ``labelstitch run --resume`` first).
     """
+    started = provenance.now()
     config = _variant(RunConfig.load(config), rule, rule_params, output)
     prepared = prepare(config)
     with ExitStack() as held:
@@ -371,7 +324,12 @@ def restitch(
         check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
         segmented = _finished_subvolumes(prepared)
         pool = held.enter_context(ExecutorChoice(executor, workers, spark_master, dask_scheduler).opened())
-        return stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output, progress=progress)
+        record = provenance.entry("stitch", config.to_dict(), config.settings_hash,
+                                  fingerprints(config, prepared.task.stages), provenance.model_checksums(prepared.task.stages),
+                                  pool.name, started)
+        history = provenance.recorded_history(config.output, config.settings_hash)
+        return stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output,
+                                progress=progress, provenance=(history, record))
 
 
 def compare(

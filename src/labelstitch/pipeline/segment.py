@@ -213,11 +213,12 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
     data = _block_bytes(seg, pieces if task.keep_supervoxels else None, segment_of if task.keep_supervoxels else None,
                         graph, task.codec)
     unmasked = int(mask.size - np.count_nonzero(mask))
+    host = socket.gethostname()
     if task.checkpoint_dir is None:
-        return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked)
+        return SegmentedSubvolume(sv.id, data, n_sv, n_seg, seconds, size=len(data), unmasked=unmasked, worker=host)
     path = Path(task.checkpoint_dir) / block_name(sv.id)
     sha, size = save_block(path, data)
-    return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size, unmasked=unmasked)
+    return SegmentedSubvolume(sv.id, None, n_sv, n_seg, seconds, str(path), sha, size, unmasked=unmasked, worker=host)
 
 
 def _block_bytes(seg: NDArray[Any], pieces: NDArray[np.uint64] | None, segment_of: NDArray[np.uint64] | None,

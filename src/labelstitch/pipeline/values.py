@@ -141,6 +141,7 @@ class SegmentedSubvolume:
     sha256: str = ""
     size: int = 0
     unmasked: int = -1  # voxels left to the stages (-1: not known, restored from a checkpoint)
+    worker: str = ""  # the host that segmented it ("" restored from a checkpoint)
 
     def _bytes(self) -> bytes:
         if self.data is not None:

@@ -25,6 +25,7 @@ from ..stitching import StitchResult, relabel_interior, to_bodies
 from ..stores import StoreError, VolumeRef, VolumeStore, staged_output
 from .planning import PreparedRun
 from .progress import progress as counted
+from .provenance import finish
 from .segment import describe_item
 from .stitch import stitch_run
 from .values import PreservedBodies, SegmentedSubvolume
@@ -190,10 +191,13 @@ def stitch_and_write(
     overwrite: bool = False,
     create_output: bool = False,
     progress: bool = False,
+    provenance: tuple[list[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[StitchResult, dict[str, float]]:
     """Stitch the segmented subvolumes with the config's rule and write the interiors to a
     staged ``config.output``, then publish it. The output has been checked by
-    :func:`~labelstitch.pipeline.planning.check_plan_output`; it is created here."""
+    :func:`~labelstitch.pipeline.planning.check_plan_output`; it is created here.
+    ``provenance`` is the output's history so far and this run's entry, completed here and
+    recorded in the output's metadata and the stitch report."""
     config, plan, task = prepared.config, prepared.plan, prepared.task
     seconds: dict[str, float] = {}
     identity = {"labelstitch": __version__, "config-hash": config.settings_hash}
@@ -222,12 +226,23 @@ def stitch_and_write(
                     store.write(plan[sv_id].interior, data)
         store.set_voxel_size(prepared.resolution)
         store.build_pyramid(lambda fn, items: counted(pool.map(fn, items, describe=_describe_chunk), len(items), "pyramid", progress))
+        seconds["write"] = time.perf_counter() - start
+        history: list[dict[str, Any]] = []
+        if provenance is not None:
+            done, record = provenance
+            summary = result.summary()
+            record = finish(record, **{"stitch": {"rule": summary["rule"], "params": summary["params"]},
+                                       "seconds": {**record.get("seconds", {}),
+                                                   **{k: round(v, 3) for k, v in seconds.items()}},
+                                       "counts": {**record.get("counts", {}), "matches": summary["matches"],
+                                                  "bodies": summary["bodies"]}})
+            history = [*done, record]
         store.set_metadata({
             **identity, "complete": True, "config": config.to_dict(), "plan": plan.to_dict(), "stitch": result.summary(),
             "image": (prepared.grayscale_copy or config.input).text,
             "resolution": list(prepared.resolution),
             **({"supervoxels": kept} if kept is not None else {}),
+            **({"provenance": history} if history else {}),
         })
-    write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir)
-    seconds["write"] = time.perf_counter() - start
+    write_stitch_report(result, config.output, offset=offset, folder=config.checkpoint_dir, provenance=history)
     return result, seconds
