@@ -5,7 +5,8 @@
 
 1. per-item overhead of each executor (a trivial function over 200 items);
 2. the same segmentation plan (synthetic EM, 96x192x192 in 48^3 blocks) on serial,
-   processes (2 workers) and spark (local[2]): wall time and speed-up over serial;
+   processes (2 workers), spark (local[2]) and dask (a LocalCluster of 2 worker processes,
+   when the labelstitch[dask] extra is installed): wall time and speed-up over serial;
 3. checkpoint codecs on label blocks, per kind: a real segmented subvolume (gala_test
    mirror-tiled to 168^3, naive stages: what a worker checkpoints), the gala ground truth, and
    synthetic segmentations: ratio against uint64, compress and decompress MB/s for
@@ -31,9 +32,18 @@ def noop(x: int) -> int:
     return x
 
 
+def executors() -> tuple[str, ...]:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("  (dask not installed: pip install 'labelstitch[dask]')")
+        return ("serial", "processes", "spark")
+    return ("serial", "processes", "spark", "dask")
+
+
 def overhead() -> None:
     print("per-item overhead (200 trivial items):")
-    for name in ("serial", "processes", "spark"):
+    for name in executors():
         with get_executor(name, workers=2) as pool:
             list(pool.map(noop, range(4)))  # start workers / the session
             start = time.perf_counter()
@@ -47,7 +57,7 @@ def pipeline(folder: Path) -> None:
     np.save(folder / "gray.npy", gray)
     print("the same plan on each executor (96x192x192, 48^3 blocks, overlap 8, 32 subvolumes):")
     base = None
-    for name in ("serial", "processes", "spark"):
+    for name in executors():
         config = {
             "input": str(folder / "gray.npy"),
             "output": str(folder / f"{name}.zarr"),

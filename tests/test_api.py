@@ -61,8 +61,8 @@ def test_executors_are_made_with_their_options_and_declare_capabilities():
         assert isinstance(pool, ProcessesExecutor) and pool.workers == 1 and not pool.in_process
     with pytest.raises(PluginError, match="executor 'serial' .* takes no option 'master'"):
         get_executor("serial", master="spark://127.0.0.1:7077")
-    with pytest.raises(PluginError, match="unknown executor 'dask'"):
-        get_executor("dask")
+    with pytest.raises(PluginError, match="unknown executor 'ray'"):
+        get_executor("ray")
 
 
 BUGGY = '''
@@ -72,20 +72,39 @@ def divides_by_zero(grayscale, mask):
 
 
 def test_a_bug_exits_3_with_a_report_request_and_debug_shows_the_traceback(gray, tmp_path, monkeypatch, capsys):
-    (tmp_path / "buggystages.py").write_text(BUGGY)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    import labelstitch.pipeline.driver as driver
+
     np.save(tmp_path / "gray.npy", gray)
     config = tmp_path / "run.yaml"
-    config.write_text(
-        "input: gray.npy\noutput: seg.zarr\noptions:\n  chunk-size: 32\n  overlap: 4\n"
-        "  segmentor:\n    configuration:\n      predict-voxels: {function: buggystages.divides_by_zero}\n"
-    )
+    config.write_text("input: gray.npy\noutput: seg.zarr\noptions:\n  chunk-size: 32\n  overlap: 4\n")
+
+    def buggy(*args, **kwargs):  # a bug in labelstitch itself, on the driver
+        return 1 / 0
+
+    monkeypatch.setattr(driver, "stitch_and_write", buggy)
     assert main(["run", str(config), "-q"]) == ExitCode.INTERNAL_ERROR
     err = capsys.readouterr().err
     assert "internal error: ZeroDivisionError: division by zero" in err and "please report it" in err
     assert not (tmp_path / "seg.zarr").exists()
     with pytest.raises(ZeroDivisionError):
         main(["--debug", "run", str(config), "-q"])
+
+
+def test_a_stage_that_raises_fails_its_blocks_with_exit_1_and_a_table(gray, tmp_path, monkeypatch, capsys):
+    """A plugin's bug is not labelstitch's: its blocks are retried, then listed, exit 1."""
+    (tmp_path / "buggystages.py").write_text(BUGGY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    np.save(tmp_path / "gray.npy", gray)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "input: gray.npy\noutput: seg.zarr\noptions:\n  chunk-size: 32\n  overlap: 4\n  retries: 1\n"
+        "  segmentor:\n    configuration:\n      predict-voxels: {function: buggystages.divides_by_zero}\n"
+    )
+    assert main(["run", str(config), "-q"]) == ExitCode.FAILED
+    err = capsys.readouterr().err
+    assert "4 of 4 subvolumes failed after 1 retries, so no output was written" in err
+    assert "predict-voxels  2      " in err and "ZeroDivisionError: division by zero" in err
+    assert not (tmp_path / "seg.zarr").exists()
 
 
 @pytest.mark.parametrize("executor", ["serial", "processes"])

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from labelstitch.checkpoints import CheckpointError
-from labelstitch.executors import ExecutorError, ProcessesExecutor
+from labelstitch.executors import ProcessesExecutor
 from labelstitch.plugins import available_executors, get_executor, get_plugin_manager
 from labelstitch.stores import open_volume
 from labelstitch.synthetic import em_volume
-from labelstitch.pipeline import run
+from labelstitch.pipeline import BlocksFailed, run
 
 SLOW = '''
 import os, time
@@ -158,9 +158,14 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_output(volume):
 def test_a_dying_worker_is_reported_with_the_subvolume_it_held(volume):
     broken = config(volume, "broken.zarr")
     broken["options"]["segmentor"]["configuration"]["predict-voxels"] = {"function": "slowstages.dies_on_dark_blocks"}
-    with pytest.raises(ExecutorError, match=r"a worker process died while holding subvolume \d+ \(exited with code 3\)"):
+    broken["options"]["retries"] = 0
+    with pytest.raises(BlocksFailed) as caught:
         run(broken, executor="processes", workers=2)
     assert not (volume / "broken.zarr").exists()
+    failures = caught.value.failures
+    assert len(failures) == 48 and all(f.stage == "worker" for f in failures)
+    # each names its own subvolume among those the dead workers held, and how they ended
+    assert not [f.error for f in failures if not (f"subvolume {f.sv_id} (" in f.error and "(exited with code 3)" in f.error)]
 
 
 def test_executor_names_and_workers_are_checked():

@@ -619,3 +619,87 @@ def test_a_degenerate_segmentation_is_said_in_one_warning_with_what_to_try(tmp_p
     assert len(merged) == 1 and "of the labelled voxels: the neurons look merged together" in merged[0]
     assert warnings_of("defaults", {}) == []
     assert results["defaults"].vi.total < 0.5 * results["split"].vi.total  # the defaults segment EM well
+
+
+# ----------------------------------------------------------------------------- bad input, second round
+
+
+def test_aliases_of_the_input_are_refused_before_anything_is_written(gray, tmp_path):
+    from labelstitch.stores import create_volume
+
+    store = create_volume(str(tmp_path / "in.zarr"), gray.shape, gray.dtype)
+    store.write(store.box, gray)
+    store.commit()
+    store.close()
+    (tmp_path / "alias.zarr").symlink_to(tmp_path / "in.zarr")
+    (tmp_path / "sub").mkdir()
+    before = snapshot(tmp_path)
+    for output in (tmp_path / "alias.zarr" / "seg", tmp_path / "sub" / ".." / "in.zarr" / "seg"):  # a link, a `..`
+        config = {"input": str(tmp_path / "in.zarr"), "output": str(output), "options": OPTIONS}
+        with pytest.raises(StoreError, match="would overwrite input"):
+            ls.run(config, overwrite=True)
+    # a name that only starts like the input's store is no volume of it, and no store at all
+    with pytest.raises(StoreError, match="in.zarrx"):
+        ls.run({"input": str(tmp_path / "in.zarr"), "output": str(tmp_path / "in.zarrx"), "options": OPTIONS})
+    assert snapshot(tmp_path) == before
+
+
+def test_truncated_and_colour_inputs_are_one_line_before_any_work(gray, tmp_path, capsys):
+    import tifffile
+
+    from labelstitch._cli.main import ExitCode, main
+
+    np.save(tmp_path / "gray.npy", gray)
+    whole = (tmp_path / "gray.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(whole[: len(whole) // 2])
+    np.save(tmp_path / "rgb.npy", np.stack([gray] * 3, axis=-1))
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([gray] * 3, axis=-1), photometric="rgb")
+    expected = {"cut.npy": "is truncated: 36,", "rgb.npy": "a last axis of 3 looks like colour channels",
+                "rgb.tif": "is a colour image"}
+    for name, said in expected.items():
+        config = {"input": str(tmp_path / name), "output": str(tmp_path / f"{name}.zarr"), "options": OPTIONS}
+        (tmp_path / "run.json").write_text(json.dumps(config))
+        assert main(["run", str(tmp_path / "run.json"), "-q"]) == ExitCode.USAGE_ERROR
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+        assert not (tmp_path / f"{name}.zarr").exists()
+
+
+def test_preserved_body_ids_beyond_2_to_the_53_are_kept_exact(gray, tmp_path):
+    big = (2**53 + 1, 2**60 + 3)  # a float64 cannot tell 2**53 + 1 from 2**53
+    preserved = np.zeros(gray.shape, np.uint64)
+    preserved[:10, :20, :20] = big[0]
+    preserved[20:, 30:, 30:] = big[1]
+    np.save(tmp_path / "gray.npy", gray)
+    np.save(tmp_path / "proofread.npy", preserved)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"), "options": OPTIONS,
+              "preserve-bodies": {"segmentation": str(tmp_path / "proofread.npy"), "bodies": list(big)}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    ls.run(str(tmp_path / "run.json"))
+    with open_volume(str(tmp_path / "seg.zarr")) as store:
+        out = store.read()
+    assert (out[:10, :20, :20] == big[0]).all() and (out[20:, 30:, 30:] == big[1]).all()
+    assert not np.isin(out, [2**53, 2**60 + 2, 2**60 + 4 - 1 - 1]).any()
+    stitched = out[(out != big[0]) & (out != big[1])]
+    assert stitched.min() > big[1]  # stitched bodies are numbered after the largest preserved id, exactly
+    recorded = ls.info(str(tmp_path / "seg.zarr"))["provenance"][0]["config"]["preserve-bodies"]["bodies"]
+    assert recorded == list(big)
+
+
+def test_resuming_against_a_changed_plan_is_one_line_and_keeps_the_checkpoints(gray, tmp_path, capsys):
+    from labelstitch._cli.main import ExitCode, main
+
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"),
+              "options": {**OPTIONS, "checkpoint-dir": str(tmp_path / "ckpt")}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    assert main(["run", str(tmp_path / "run.json"), "-q"]) == ExitCode.OK
+    kept = snapshot(tmp_path / "ckpt")
+    config["options"]["chunk-size"] = 16
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "run.json"), "-q", "--resume"]) == ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err
+    assert "config changed (options.chunk-size)" in err and err.count("\n") == 1
+    assert {p: b for p, b in snapshot(tmp_path / "ckpt").items() if p.name != "status.json"} == \
+        {p: b for p, b in kept.items() if p.name != "status.json"}

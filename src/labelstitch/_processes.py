@@ -37,7 +37,7 @@ def why_it_ended(exitcode: int | None, oom_before: int | None = None) -> str:
     """A process's end in words: ``exit code 3``, ``killed by SIGKILL``, and, when the
     cgroup's out-of-memory kills went up since ``oom_before``, that it was the killer's."""
     if exitcode is None:
-        return "ended"
+        return "ended, its exit code unseen"
     if exitcode >= 0:
         return f"exited with code {exitcode}"
     try:

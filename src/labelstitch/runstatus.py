@@ -10,6 +10,7 @@ as ``stopped``: the run was killed before it could say so.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -21,6 +22,8 @@ from ._processes import process_alive
 __all__ = ["STATUS_FILE", "RunStatus", "failure_table", "format_status", "read_status"]
 
 STATUS_FILE = "status.json"
+
+log = logging.getLogger("labelstitch")
 
 
 def _now() -> str:
@@ -35,6 +38,7 @@ class RunStatus:
         self.path = Path(folder) / STATUS_FILE
         self._start = time.monotonic()
         self._written = 0.0
+        self._failed = False
         self.data: dict[str, Any] = {
             "state": "running", "step": "segment", "pid": os.getpid(), "host": socket.gethostname(),
             "executor": executor, "started": _now(), "updated": _now(), "seconds": 0.0,
@@ -49,8 +53,15 @@ class RunStatus:
         self.data["updated"] = _now()
         self.data["seconds"] = round(time.monotonic() - self._start, 1)
         staging = self.path.with_name(f".{STATUS_FILE}.{os.getpid()}.partial")
-        staging.write_text(json.dumps(self.data, indent=1))
-        os.replace(staging, self.path)
+        try:
+            staging.write_text(json.dumps(self.data, indent=1))
+            os.replace(staging, self.path)
+        except OSError as exc:  # a status that cannot be written (a full disk) never stops the run
+            staging.unlink(missing_ok=True)
+            if not self._failed:
+                log.warning("cannot update the run status %s (%s); the run goes on", self.path, exc.strerror or exc)
+            self._failed = True
+            return
         self._written = time.monotonic()
 
     def restored(self, count: int) -> None:

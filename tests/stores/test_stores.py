@@ -110,7 +110,7 @@ def test_open_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(StoreError, match="no zarr volume at"):
         open_volume(f"{tmp_path}/missing.zarr")
     np.save(tmp_path / "flat.npy", np.zeros((4, 4)))
-    with pytest.raises(StoreError, match="has 2 dimensions; volumes must be 3-D"):
+    with pytest.raises(StoreError, match=r"has 2 dimensions \(shape .*\); volumes must be 3-D"):
         open_volume(f"{tmp_path}/flat.npy")
     with h5py.File(tmp_path / "f.h5", "w") as f:
         f["raw"] = np.zeros((2, 2, 2))

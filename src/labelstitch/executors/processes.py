@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
@@ -191,11 +192,13 @@ class ProcessesExecutor(Executor):
         held = {}
         for note in Path(self._ledger).iterdir():
             index, _, description = note.read_text().partition("\t")
-            held[int(note.name)] = (int(index), description)
+            if index.isdigit():  # a note half-written when its worker died names nothing
+                held[int(note.name)] = (int(index), description)
         processes = {**processes, **(getattr(self._pool, "_processes", None) or {})}
-        for pid in held:  # the pool may not have reaped them yet
-            if pid in processes:
-                processes[pid].join(timeout=10)
+        for pid in held:  # the pool may not have reaped them yet, or be reaping them in its own thread
+            deadline = time.monotonic() + 10
+            while pid in processes and processes[pid].exitcode is None and time.monotonic() < deadline:
+                processes[pid].join(timeout=0.1)
         ended = {pid: getattr(processes.get(pid), "exitcode", None) for pid in held}
         culprits = {pid: item for pid, item in held.items() if ended[pid] != -signal.SIGTERM} or held
         done = {k: f.result() for k, f in enumerate(futures) if f.done() and not f.cancelled() and f.exception() is None}

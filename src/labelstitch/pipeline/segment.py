@@ -9,6 +9,7 @@ checkpoints that verify.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -28,7 +29,7 @@ from ..agglomeration import interior_graph
 from ..codec import bundle_graph, bundle_supervoxels, encode_labels, holds
 from ..executors import Executor, ExecutorError
 from ..geometry import Box, Subvolume, roi_mask
-from ..plugins import Stage
+from ..plugins import PluginError, Stage
 from ..relabel import refine_supervoxels
 from ..stores import StoreError
 from .progress import bar
@@ -277,13 +278,31 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
     return buffer.getvalue()
 
 
+#: a full or read-only disk fails every block alike: the run stops at once, saying so
+_MACHINE_WIDE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def refuses_everywhere(exc: BaseException) -> bool:
+    """Whether an error would fail every try of every block alike, so that retrying it and
+    going on with other blocks is pointless: labelstitch's own verdicts on the data or the
+    plugins (a stage's result of the wrong shape or with NaN, a missing input chunk, an
+    unreachable DVID after the client's retries) and a full or read-only disk."""
+    if isinstance(exc, (PipelineError, StoreError, PluginError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _MACHINE_WIDE
+
+
 def _segment_item(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume | BlockFailure:
-    """Segment one subvolume on a worker; an exception comes back as a :class:`BlockFailure`
-    (with the stage it came from and the worker), so one bad block never stops the others."""
+    """Segment one subvolume on a worker; an exception raised by a stage (a bad region, a
+    plugin bug) comes back as a :class:`BlockFailure` with the stage it came from and the
+    worker, so one bad block never stops the others. labelstitch's own refusals, which
+    every try would meet, are raised as they are (:func:`refuses_everywhere`)."""
     sv, task = item
     try:
         return segment_subvolume(sv, task)
     except Exception as exc:
+        if refuses_everywhere(exc):
+            raise
         line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
         error = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
         return BlockFailure(sv.id, str(sv.interior), getattr(exc, "labelstitch_step", "segment"), error,

@@ -34,6 +34,14 @@ class StoreError(ValueError):
     """A volume cannot be opened, created, read or written as asked."""
 
 
+def not_three_d(ref: object, shape: tuple[int, ...]) -> StoreError:
+    """The refusal of a volume that is not 3-D, saying so when it looks like colour."""
+    colour = len(shape) == 4 and shape[-1] in (3, 4)
+    hint = (f"; a last axis of {shape[-1]} looks like colour channels: convert it to grey first, e.g. "
+            "numpy's array.mean(axis=-1)") if colour else ""
+    return StoreError(f"{ref} has {len(shape)} dimensions (shape {tuple(shape)}); volumes must be 3-D (Z, Y, X){hint}")
+
+
 class StoreReadOnlyError(StoreError):
     """A write to a store opened read-only."""
 

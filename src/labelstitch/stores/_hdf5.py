@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box
-from ._base import StoreError, VolumeRef, VolumeStore, local_path_of
+from ._base import StoreError, VolumeRef, VolumeStore, local_path_of, not_three_d
 from ._staging import check_free_space, no_space, remove_stale_staging, staging_path
 
 _ATTR = "labelstitch"
@@ -80,9 +80,9 @@ class HDF5Store(VolumeStore):
             file.close()
             raise StoreError(f"{path} has no dataset {name!r}; it has: {', '.join(datasets) or 'none'}")
         if file[name].ndim != 3:
-            ndim = file[name].ndim
+            shape = tuple(file[name].shape)
             file.close()
-            raise StoreError(f"{ref} has {ndim} dimensions; volumes must be 3-D (Z, Y, X)")
+            raise not_three_d(ref, shape)
         return cls(ref, file, name, read_only=read_only)
 
     @classmethod

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import VolumeRef
+from ._base import StoreError, VolumeRef
 from ._staging import MemmapStore, staging_path
 
 
@@ -27,6 +27,18 @@ class NpyStore(MemmapStore):
 
     @classmethod
     def _map(cls, path: str, *, read_only: bool) -> np.memmap:
+        with open(path, "rb") as f:  # a file cut short (a copy that stopped) says so, not "mmap length ..."
+            try:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+                needed = f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+            except (ValueError, OSError, SyntaxError):
+                needed = 0  # not readable as .npy at all: np.load says why
+        size = os.path.getsize(path)
+        if size < needed:
+            raise StoreError(f"{path} is truncated: {size:,} bytes, its header needs {needed:,} (a copy or write that "
+                             "stopped part way); copy or write it again")
         return np.load(path, mmap_mode="r" if read_only else "r+")
 
     @classmethod

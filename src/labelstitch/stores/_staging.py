@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from .._processes import process_alive
 from ..geometry import Box
-from ._base import StoreError, VolumeRef, VolumeStore
+from ._base import StoreError, VolumeRef, VolumeStore, not_three_d
 
 
 class NoSpaceError(OSError):
@@ -183,7 +183,7 @@ class MemmapStore(VolumeStore):
         except Exception as exc:  # each format's library has its own errors for a file that is not one
             raise StoreError(f"cannot read {ref} as a {cls.described}: {exc}") from None
         if array.ndim != 3:
-            raise StoreError(f"{ref} has {array.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
+            raise not_three_d(ref, array.shape)
         return cls(ref, array, read_only=read_only)
 
     @classmethod

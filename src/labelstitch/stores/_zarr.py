@@ -21,7 +21,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from ..geometry import Box, Plan
 from ..pyramid import downsample_image, downsample_labels, level_shapes
-from ._base import StoreError, VolumeRef, VolumeStore, local_path_of
+from ._base import StoreError, VolumeRef, VolumeStore, not_three_d, local_path_of
 from ._staging import no_space, publish_folder, remove_stale_staging, staging_path
 
 #: the OME-Zarr version written (zarr v3, metadata under the ``ome`` attribute)
@@ -158,7 +158,7 @@ class ZarrStore(VolumeStore):
                 raise StoreError(f"{ref} is a zarr group without OME-Zarr multiscales; name one of its arrays ({names})")
             group, node = node, node[scales[0]["datasets"][0]["path"]]
         if node.ndim != 3:
-            raise StoreError(f"{ref} has {node.ndim} dimensions; volumes must be 3-D (Z, Y, X)")
+            raise not_three_d(ref, tuple(node.shape))
         return cls(ref, node, read_only=read_only, folder=folder, group=group)
 
     @classmethod
