@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,14 @@ def flaky(grayscale, mask, flag=""):
     if (grayscale == MARK).any() and os.path.exists(flag):
         os.unlink(flag)
         raise OSError("a node's disk went away")
+    return naive_membrane_predictions(grayscale, mask, sigma=1.0)
+
+def hog(grayscale, mask, flag=""):
+    """Ask for far more memory than the run's cgroup allows on the marked subvolume."""
+    if (grayscale == MARK).any() and os.path.exists(flag):
+        import numpy as np
+        waste = np.ones(6 * 2**30 // 8)
+        return waste[:1]
     return naive_membrane_predictions(grayscale, mask, sigma=1.0)
 
 def good(grayscale, mask, flag=""):
@@ -172,3 +181,47 @@ def test_status_of_a_run_whose_process_is_gone_says_stopped(project):
     assert read_status(project / "out.zarr.ckpt")["state"] == "stopped"
     with pytest.raises(ValueError, match="has no status.json"):
         read_status(project)
+
+
+def _memory_cgroup(limit: int) -> Path | None:
+    """A new cgroup v1 memory group limited to ``limit`` bytes (None where this machine
+    does not let us make one: not root, cgroup v2 only, read-only)."""
+    base = Path("/sys/fs/cgroup/memory")
+    if os.geteuid() != 0 or not (base / "cgroup.procs").exists():
+        return None
+    group = base / f"labelstitch-test-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        if (group / "memory.memsw.limit_in_bytes").exists():  # no swapping out of it either
+            (group / "memory.memsw.limit_in_bytes").write_text(str(limit))
+    except OSError:
+        if group.exists():
+            group.rmdir()
+        return None
+    return group
+
+
+def test_a_worker_killed_by_the_out_of_memory_killer_is_named_with_a_chunk_size_that_fits(project):
+    group = _memory_cgroup(1536 * 2**20)
+    if group is None:
+        pytest.skip("needs root and a cgroup v1 memory controller to run a real out-of-memory kill")
+    try:
+        cfg = config(project, "hog", "out.zarr", retries=0)
+        (project / "run.json").write_text(json.dumps(cfg))
+        labelstitch = str(Path(sys.executable).parent / "labelstitch")
+        done = subprocess.run(
+            ["bash", "-c", f'echo $$ > {group}/cgroup.procs && exec {labelstitch} run {project / "run.json"} '
+                           "--executor processes --workers 2 -q"],
+            capture_output=True, text=True, timeout=300, env={**os.environ})
+    finally:
+        for _ in range(50):  # the group can go once its processes have
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.2)
+    assert done.returncode == 1, done.stderr
+    assert "subvolume 0 (killed by the out-of-memory killer (SIGKILL))" in done.stderr, done.stderr
+    assert "most often ran out of memory: options.chunk-size [16, 16, 16] -> at most" in done.stderr
+    assert finished_blocks(project / "out.zarr.ckpt") == 17

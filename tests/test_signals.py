@@ -26,18 +26,18 @@ STAGES = '''
 import os, time
 from labelstitch.plugins.builtin import naive_membrane_predictions
 
-def slow(grayscale, mask, delay=0.4):
-    time.sleep(delay)
+def slow(grayscale, mask):
+    time.sleep(float(os.environ.get("SLOW_STAGE", "0")))  # set for the run to stop, not for its resume
     return naive_membrane_predictions(grayscale, mask, sigma=1.0)
 '''
 
 SLOW_RULE = '''
-import time
+import os, time
 import labelstitch
 from labelstitch.rules import rule_medium
 
-def slow_medium(c, *, delay: float = 0.4):
-    time.sleep(delay)
+def slow_medium(c):
+    time.sleep(float(os.environ.get("SLOW_RULE", "0")))  # set for the run to stop, not for its resume
     return rule_medium(c)
 
 @labelstitch.hookimpl
@@ -82,8 +82,8 @@ def project(tmp_path):
     return tmp_path
 
 
-def _config(project: Path, name: str, *, slow_stage: bool, slow_rule: bool) -> Path:
-    stage = {"function": "slowstages.slow"} if slow_stage else {"function": "slowstages.slow", "parameters": {"delay": 0}}
+def _config(project: Path, name: str, *, slow_rule: bool) -> Path:
+    stage = {"function": "slowstages.slow"}
     config = {
         "input": str(project / "gray.npy"), "output": str(project / f"{name}.zarr"),
         "options": {"chunk-size": 16, "overlap": 3, "checkpoint-dir": str(project / f"{name}.ckpt"),
@@ -95,9 +95,9 @@ def _config(project: Path, name: str, *, slow_stage: bool, slow_rule: bool) -> P
     return path
 
 
-def _env(project: Path, tag: str) -> dict[str, str]:
+def _env(project: Path, tag: str, **slow: str) -> dict[str, str]:
     paths = [str(project), str(project / "site"), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "LABELSTITCH_TEST_TAG": tag}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "LABELSTITCH_TEST_TAG": tag, **slow}
 
 
 def _tagged(tag: str) -> list[int]:
@@ -130,16 +130,22 @@ def _status(project: Path, name: str) -> dict:
 
 def _stop_and_check(project: Path, executor: str, name: str, *, when, send, code: int) -> None:
     """Start a run, wait for ``when(status)``, ``send`` the signal, and check the aftermath."""
-    config = _config(project, name, slow_stage=name.startswith("segment"), slow_rule=name.startswith("stitch"))
+    config = _config(project, name, slow_rule=name.startswith("stitch"))
+    slow = {"SLOW_STAGE": "0.4"} if name.startswith("segment") else {"SLOW_RULE": "0.3"}
     tag = uuid.uuid4().hex
     args = [LABELSTITCH, "run", str(config), "--executor", executor, "-q"]
     if executor != "serial":
         args += ["--workers", "2"]
-    process = subprocess.Popen(args, env=_env(project, tag), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen(args, env=_env(project, tag, **slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
         _wait_for(lambda: when(_status(project, name)) or process.poll() is not None, 240, "the run to get there")
         assert process.poll() is None, process.communicate()[1]
+        if name == "segment-term":  # from another shell, while the run goes
+            seen = subprocess.run([LABELSTITCH, "status", str(project / f"{name}.ckpt")], capture_output=True, text=True,
+                                  timeout=60, env=_env(project, "status"))
+            assert seen.returncode == 0 and seen.stdout.startswith("state       running ("), seen.stdout + seen.stderr
+            assert f"pid {process.pid} on" in seen.stdout and "of 18 finished" in seen.stdout
         send(process)
         _, stderr = process.communicate(timeout=120)
     finally:
@@ -160,7 +166,7 @@ def _stop_and_check(project: Path, executor: str, name: str, *, when, send, code
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "stale" not in resumed.stderr  # the locks were released, not left for the next run to take over
-    reference = _config(project, "reference", slow_stage=False, slow_rule=False)
+    reference = _config(project, "reference", slow_rule=False)
     if not (project / "reference.zarr").exists():
         subprocess.run([LABELSTITCH, "run", str(reference), "-q"], env=_env(project, tag), check=True, timeout=300)
     with open_volume(str(project / f"{name}.zarr")) as a, open_volume(str(project / "reference.zarr")) as b:

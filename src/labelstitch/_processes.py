@@ -20,16 +20,34 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def oom_kills() -> int | None:
-    """How many processes the out-of-memory killer has killed in this process's cgroup
-    (cgroup v2's ``memory.events``), or None where that is not readable."""
+def _own_cgroup_files() -> list[str]:
+    """The files of this process's memory cgroup that count out-of-memory kills (v2, v1)."""
+    found = []
     try:
-        for line in Path("/sys/fs/cgroup/memory.events").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-    except (OSError, ValueError):
-        return None
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            found.append(f"/sys/fs/cgroup{path.rstrip('/')}/memory.events")
+        elif "memory" in controllers.split(","):
+            found.append(f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.oom_control")
+    return found
+
+
+def oom_kills() -> int | None:
+    """How many processes the out-of-memory killer has killed: in this process's memory
+    cgroup (v2 ``memory.events``, v1 ``memory.oom_control``), else on the machine
+    (``/proc/vmstat``); None where none of them is readable."""
+    for path in (*_own_cgroup_files(), "/proc/vmstat"):
+        try:
+            for line in Path(path).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
     return None
 
 

@@ -36,6 +36,7 @@ from .figures import write_heatmaps
 from .report import format_explanation
 from .runstatus import format_status, read_status
 from .executors import stop_all
+from .executors import stop_with as executor_stop_with
 from .pipeline.provenance import format_history
 from .view import Viewing, view
 from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, parse_volume
@@ -465,4 +466,10 @@ def stop_running_work() -> None:
     stop_all()
 
 
-__all__ += ["format_provenance", "format_status", "info", "stop_running_work"]
+def stop_with(exc: BaseException) -> None:
+    """Raise ``exc`` from a signal handler now, or when the executor's call that must not be
+    interrupted returns (Spark's gateway calls), which :func:`stop_running_work` cut short."""
+    executor_stop_with(exc)
+
+
+__all__ += ["format_provenance", "format_status", "info", "stop_running_work", "stop_with"]

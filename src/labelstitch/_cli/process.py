@@ -42,7 +42,7 @@ def _stop(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     api.stop_running_work()
-    raise Stopped(signum)
+    api.stop_with(Stopped(signum))
 
 
 def handle_signals() -> None:

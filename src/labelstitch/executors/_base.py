@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -122,3 +123,31 @@ def stop_all() -> None:
             executor.stop_now()
         except Exception:  # a signal handler must not fail; abort() still cleans up
             pass
+
+
+_SHIELDED = 0
+_PENDING: list[BaseException] = []
+
+
+def stop_with(exc: BaseException) -> None:
+    """Raise ``exc`` (from a signal handler) now, or, inside :func:`shielded`, when the
+    shielded call returns: an exception raised in the middle of a call to another
+    process's gateway (Spark's py4j) would leave its connection broken and its log shouting."""
+    if _SHIELDED:
+        _PENDING.append(exc)
+        return
+    raise exc
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """A block that a signal does not interrupt: the signal's exception is raised when the
+    block ends (after :meth:`Executor.stop_now` made the block return early)."""
+    global _SHIELDED
+    _SHIELDED += 1
+    try:
+        yield
+    finally:
+        _SHIELDED -= 1
+        if not _SHIELDED and _PENDING:
+            raise _PENDING.pop()

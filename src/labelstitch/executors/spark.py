@@ -11,11 +11,12 @@ import atexit
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._base import Executor, ExecutorError
+from ._base import Executor, ExecutorError, shielded
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -136,7 +137,8 @@ class SparkExecutor(Executor):
         slices = min(len(indexed), max(1, context.defaultParallelism * 2))
         rdd = context.parallelize(indexed, numSlices=slices)
         try:
-            results = rdd.map(lambda pair: (pair[0], fn(pair[1]))).collect()
+            with shielded():  # a signal cancels the job (stop_now) and is raised once collect returns
+                results = rdd.map(lambda pair: (pair[0], fn(pair[1]))).collect()
         except Exception as exc:
             raise _task_failed(exc) from exc
         for _, result in sorted(results, key=lambda pair: pair[0]):
@@ -166,14 +168,17 @@ class SparkExecutor(Executor):
             return reduce((key, [value for _, value in sorted(values, key=lambda v: v[0])]))
 
         try:
-            results = context.parallelize(indexed, numSlices=slices).flatMap(tagged).groupByKey().map(reduce_sorted).collect()
+            with shielded():
+                grouped = context.parallelize(indexed, numSlices=slices).flatMap(tagged).groupByKey()
+                results = grouped.map(reduce_sorted).collect()
         except Exception as exc:
             raise _task_failed(exc) from exc
         yield from results
 
     def stop_now(self) -> None:
-        """Cancel the running Spark jobs (their tasks stop; the session stays)."""
-        self.session.sparkContext.cancelAllJobs()
+        """Cancel the running Spark jobs from another thread (the main thread is inside a
+        gateway call, which a signal must not interrupt: see ``shielded``)."""
+        threading.Thread(target=self.session.sparkContext.cancelAllJobs, daemon=True).start()
 
     def abort(self) -> None:
         """Cancel the running jobs and stop the session, so no task goes on writing."""
