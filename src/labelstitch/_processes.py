@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -27,8 +28,11 @@ def _own_cgroup_files() -> list[str]:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return found
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
+    for line in lines:  # "hierarchy:controllers:path"
+        fields = re.fullmatch(r"\d+:([^:]*):(.*)", line)
+        if fields is None:
+            continue
+        controllers, path = fields.groups()
         if controllers == "":  # cgroup v2
             found.append(f"/sys/fs/cgroup{path.rstrip('/')}/memory.events")
         elif "memory" in controllers.split(","):
