@@ -107,6 +107,14 @@ def _local_cores(master: str) -> int | None:
     return None
 
 
+def _cancel_quietly(context: Any) -> None:
+    """Cancel a context's jobs; one that the run has stopped meanwhile has none to cancel."""
+    try:
+        context.cancelAllJobs()
+    except Exception:
+        pass
+
+
 def _task_failed(exc: Exception) -> ExecutorError:
     """A short error from a Spark failure: the last line of the Python traceback it carries."""
     message = str(exc).strip().splitlines()
@@ -178,7 +186,7 @@ class SparkExecutor(Executor):
     def stop_now(self) -> None:
         """Cancel the running Spark jobs from another thread (the main thread is inside a
         gateway call, which a signal must not interrupt: see ``shielded``)."""
-        threading.Thread(target=self.session.sparkContext.cancelAllJobs, daemon=True).start()
+        threading.Thread(target=_cancel_quietly, args=(self.session.sparkContext,), daemon=True).start()
 
     def abort(self) -> None:
         """Cancel the running jobs and stop the session, so no task goes on writing."""
