@@ -140,12 +140,12 @@ class SparkExecutor(Executor):
         indexed = list(enumerate(items))
         if not indexed:
             return
-        context = self.session.sparkContext
-        # a few partitions per core: one per item would pay Spark's task overhead per item
-        slices = min(len(indexed), max(1, context.defaultParallelism * 2))
-        rdd = context.parallelize(indexed, numSlices=slices)
         try:
-            with shielded():  # a signal cancels the job (stop_now) and is raised once collect returns
+            with shielded():  # a signal cancels the job (stop_now) and is raised once the gateway answers
+                context = self.session.sparkContext
+                # a few partitions per core: one per item would pay Spark's task overhead per item
+                slices = min(len(indexed), max(1, context.defaultParallelism * 2))
+                rdd = context.parallelize(indexed, numSlices=slices)
                 results = rdd.map(lambda pair: (pair[0], fn(pair[1]))).collect()
         except Exception as exc:
             raise _task_failed(exc) from exc
@@ -165,9 +165,6 @@ class SparkExecutor(Executor):
         indexed = list(enumerate(items))
         if not indexed:
             return
-        context = self.session.sparkContext
-        slices = min(len(indexed), max(1, context.defaultParallelism * 2))
-
         def tagged(pair: tuple[int, T]) -> list[tuple[Any, tuple[int, Any]]]:
             return [(key, (pair[0], value)) for key, value in emit(pair[1])]
 
@@ -177,6 +174,8 @@ class SparkExecutor(Executor):
 
         try:
             with shielded():
+                context = self.session.sparkContext
+                slices = min(len(indexed), max(1, context.defaultParallelism * 2))
                 grouped = context.parallelize(indexed, numSlices=slices).flatMap(tagged).groupByKey()
                 results = grouped.map(reduce_sorted).collect()
         except Exception as exc:
