@@ -28,6 +28,10 @@ def test_plugins_lists_every_stage_function_with_defaults(capsys):
     assert "seeded_watershed(boundary_channel=0, seed_threshold=0.2, seed_size=5, min_segment_size=0)" in text
     assert "rag_agglomeration(threshold=0.2, boundary_channel=0, mitochondria_channel=-1, mitochondria_threshold=0.5)" in text
     assert "pixel_classifier(classifier_path='')" in text
+    executors = text.split("executors (--executor):\n")[1].splitlines()
+    assert executors[:3] == ["  serial  [labelstitch.builtin]", "  processes  [labelstitch.builtin]",
+                             "  spark  [labelstitch.builtin]"]
+    assert "  dask  [dask]" in executors  # the entry point's name: installed like a third party's
 
 
 def test_run_then_evaluate_with_json_and_heatmap(tmp_path, capsys):

@@ -15,6 +15,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -31,12 +32,11 @@ from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
 from .pipeline.options import markdown_table
 from .hookspecs import describe_stage
-from .plugins import PluginError, parameters_of, resolve_stage, stage_functions
+from .plugins import PluginError, available_executors, parameters_of, plugin_of_executor, resolve_stage, stage_functions
 from .figures import write_heatmaps
 from .report import format_explanation
 from .runstatus import format_status, read_status
-from .executors import stop_all
-from .executors import stop_with as executor_stop_with
+from .executors import stop_all, stop_with  # stop_with: a signal's exception, raised when it is safe
 from .pipeline.provenance import format_history
 from .view import Viewing, view
 from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, parse_volume
@@ -239,6 +239,31 @@ def describe_plugins() -> dict[str, dict[str, dict[str, Any]]]:
                 "reads": [(c.meaning, c.index) for c in info.reads], "writes": [(c.meaning, c.index) for c in info.writes],
             }
     return out
+
+
+def describe_executors() -> dict[str, str]:
+    """Every executor ``--executor`` accepts, with the plugin that provides it (the
+    built-ins', or an installed package's entry point, such as ``dask``)."""
+    return {name: plugin_of_executor(name) for name in available_executors()}
+
+
+def format_plugins(found: dict[str, dict[str, dict[str, Any]]], executors: dict[str, str]) -> str:
+    """:func:`describe_plugins` and :func:`describe_executors` as ``labelstitch plugins`` prints them."""
+    lines = []
+    for stage, functions in found.items():
+        lines.append(f"{stage}:")
+        for name, info in functions.items():
+            params = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in info["parameters"].items())
+            across = ", also across blocks" if info["across_blocks"] else ""
+            lines.append(f"  {name}({params})  [{info['plugin']}{across}]")
+            if info["doc"]:
+                lines.append(textwrap.fill(info["doc"], width=100, initial_indent=" " * 6, subsequent_indent=" " * 6))
+            for direction in ("reads", "writes"):
+                if info[direction]:
+                    lines.append(f"      {direction} " + ", ".join(f"{meaning} ({index})" for meaning, index in info[direction]))
+    lines.append("executors (--executor):")
+    lines += [f"  {name}  [{plugin}]" for name, plugin in executors.items()]
+    return "\n".join(lines)
 
 
 def _whole(volume: str) -> Any:
@@ -466,10 +491,4 @@ def stop_running_work() -> None:
     stop_all()
 
 
-def stop_with(exc: BaseException) -> None:
-    """Raise ``exc`` from a signal handler now, or when the executor's call that must not be
-    interrupted returns (Spark's gateway calls), which :func:`stop_running_work` cut short."""
-    executor_stop_with(exc)
-
-
-__all__ += ["format_provenance", "format_status", "info", "stop_running_work", "stop_with"]
+__all__ += ["describe_executors", "format_plugins", "format_provenance", "format_status", "info", "stop_running_work", "stop_with"]

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-import textwrap
 import threading
 from collections.abc import Sequence
 from enum import IntEnum
@@ -221,27 +220,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> ExitCode:
-    found = api.describe_plugins()
+    found, executors = api.describe_plugins(), api.describe_executors()
     if args.json:
         print(json.dumps({
-            stage: {name: {"plugin": info["plugin"], "across_blocks": info["across_blocks"], "reads": info["reads"],
-                           "writes": info["writes"], "bytes_per_voxel": info["bytes_per_voxel"],
-                           "parameters": {k: (None if v is inspect.Parameter.empty else v) for k, v in info["parameters"].items()}}
-                    for name, info in functions.items()}
-            for stage, functions in found.items()
+            **{stage: {name: {"plugin": info["plugin"], "across_blocks": info["across_blocks"], "reads": info["reads"],
+                              "writes": info["writes"], "bytes_per_voxel": info["bytes_per_voxel"],
+                              "parameters": {k: (None if v is inspect.Parameter.empty else v)
+                                             for k, v in info["parameters"].items()}}
+                       for name, info in functions.items()}
+               for stage, functions in found.items()},
+            "executors": executors,
         }))
         return ExitCode.OK
-    for stage, functions in found.items():
-        print(f"{stage}:")
-        for name, info in functions.items():
-            params = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in info["parameters"].items())
-            across = ", also across blocks" if info["across_blocks"] else ""
-            print(f"  {name}({params})  [{info['plugin']}{across}]")
-            if info["doc"]:
-                print(textwrap.fill(info["doc"], width=100, initial_indent=" " * 6, subsequent_indent=" " * 6))
-            for direction in ("reads", "writes"):
-                if info[direction]:
-                    print(f"      {direction} " + ", ".join(f"{meaning} ({index})" for meaning, index in info[direction]))
+    print(api.format_plugins(found, executors))
     return ExitCode.OK
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "available_executors",
     "get_executor",
     "get_plugin_manager",
+    "plugin_of_executor",
     "parameters_of",
     "resolve_stage",
     "stage_functions",
@@ -217,6 +218,14 @@ def available_executors() -> tuple[str, ...]:
     names = list(_executor_factories())
     builtin = [n for n in ("serial", "processes", "spark") if n in names]
     return tuple(builtin + sorted(set(names) - set(builtin)))
+
+
+def plugin_of_executor(name: str) -> str:
+    """The plugin that provides executor ``name`` (its entry point's name for an installed one)."""
+    factories = _executor_factories()
+    if name not in factories:
+        raise PluginError(f"unknown executor {name!r}; available: {', '.join(available_executors())}")
+    return factories[name][1]
 
 
 def get_executor(name: str = "serial", **options: Any) -> Executor:
