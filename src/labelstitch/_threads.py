@@ -22,6 +22,11 @@ _pool_size = 0
 MIN_CHUNK = 1 << 20
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def get_threads() -> int:
     """The thread cap: :func:`set_threads`, else ``LABELSTITCH_THREADS``, else the core count."""
     if _threads is not None:
@@ -35,7 +40,7 @@ def get_threads() -> int:
         if value < 1:
             raise ValueError(f"LABELSTITCH_THREADS must be a positive integer, got {env!r}")
         return value
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cores()
 
 
 def set_threads(n: int | None) -> None:

@@ -33,7 +33,7 @@ from ._version import __version__
 from .codec import decode_labels
 from .geometry import Plan
 
-__all__ = ["CheckpointDir", "CheckpointError", "block_name", "finished_blocks", "read_block", "save_block", "settings_hash"]
+__all__ = ["CheckpointDir", "CheckpointError", "block_name", "changed_keys", "finished_blocks", "read_block", "save_block", "settings_hash"]
 
 _FORMAT = "labelstitch-checkpoints/1"
 
@@ -140,7 +140,7 @@ class CheckpointDir:
                         "old subvolumes would be stitched next to new ones: remove the folder to start over"
                     )
             if old["config_hash"] != manifest["config_hash"]:
-                changed = _changed_keys(old.get("segmentation", {}), manifest["segmentation"])
+                changed = changed_keys(old.get("segmentation", {}), manifest["segmentation"])
                 raise CheckpointError(
                     f"cannot resume from {folder}: the config changed since its checkpoints were made "
                     f"({', '.join(changed) or 'segmentation settings'}); remove the folder to start over"
@@ -209,12 +209,13 @@ class CheckpointDir:
         return states
 
 
-def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested dicts (``options.chunk-size``)."""
     changed = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            changed += _changed_keys(a, b, f"{prefix}{key}.")
+            changed += changed_keys(a, b, f"{prefix}{key}.")
         elif a != b:
             changed.append(f"{prefix}{key}")
     return changed

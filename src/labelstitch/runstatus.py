@@ -19,14 +19,15 @@ from typing import Any
 
 from ._processes import process_alive
 
-__all__ = ["STATUS_FILE", "RunStatus", "failure_table", "format_status", "read_status"]
+__all__ = ["STATUS_FILE", "RunStatus", "failure_table", "format_status", "read_status", "timestamp"]
 
 STATUS_FILE = "status.json"
 
 log = logging.getLogger("labelstitch")
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Local time with its UTC offset, as run records say it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
@@ -41,7 +42,7 @@ class RunStatus:
         self._failed = False
         self.data: dict[str, Any] = {
             "state": "running", "step": "segment", "pid": os.getpid(), "host": socket.gethostname(),
-            "executor": executor, "started": _now(), "updated": _now(), "seconds": 0.0,
+            "executor": executor, "started": timestamp(), "updated": timestamp(), "seconds": 0.0,
             "subvolumes": subvolumes, "restored": 0, "done": 0, "retried": 0, "failed": [], "retries": [],
         }
         self.write(force=True)
@@ -50,7 +51,7 @@ class RunStatus:
         """Publish the status (throttled to once a second unless ``force``)."""
         if not force and time.monotonic() - self._written < 1.0:
             return
-        self.data["updated"] = _now()
+        self.data["updated"] = timestamp()
         self.data["seconds"] = round(time.monotonic() - self._start, 1)
         staging = self.path.with_name(f".{STATUS_FILE}.{os.getpid()}.partial")
         try:
@@ -89,7 +90,7 @@ class RunStatus:
         """``finished``, ``failed`` or ``interrupted``, with a line of what to do next."""
         self.data["state"] = state
         self.data["note"] = note
-        self.data["ended"] = _now()
+        self.data["ended"] = timestamp()
         self.write(force=True)
 
 

@@ -20,7 +20,6 @@ of its values, which the workers send each other.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import urllib.parse
 import uuid
@@ -28,6 +27,7 @@ from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from .._threads import usable_cores
 from ..hookspecs import hookimpl
 from ._base import Executor, ExecutorError, _emit_list
 from .processes import main_script_hidden, main_script_unguarded
@@ -90,15 +90,13 @@ class DaskExecutor(Executor):
             raise ExecutorError(
                 f"the dask executor needs dask.distributed ({exc}): pip install 'labelstitch[dask]'"
             ) from None
-        self.scheduler = scheduler
         self._cluster: Any = None
         if scheduler is None:
-            usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             # workers of a script without a __main__ guard start without importing it (see processes.py)
             unguarded = main_script_hidden() if main_script_unguarded() else nullcontext()
             with unguarded:
                 self._cluster = LocalCluster(
-                    n_workers=workers or usable, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    n_workers=workers or usable_cores(), threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=":0", silence_logs=50, env={"LABELSTITCH_THREADS": "1"},
                 )
             self.client = Client(self._cluster, set_as_default=False)
@@ -118,12 +116,6 @@ class DaskExecutor(Executor):
         self.shares_files = local
         self.items_at_once = sum(int(w.get("nthreads", 1)) for w in found.values()) if local else None
         self.workers = len(found)
-
-    @property
-    def dashboard(self) -> str | None:
-        """The scheduler's dashboard address, when it serves one."""
-        link = getattr(self.client, "dashboard_link", None)
-        return str(link) if link and self._cluster is None else None
 
     def _submit(self, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
         tag = uuid.uuid4().hex[:12]

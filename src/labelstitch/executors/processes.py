@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._processes import oom_kills, why_it_ended
+from .._threads import usable_cores
 from ._base import Executor, ExecutorError
 
 T = TypeVar("T")
@@ -153,8 +154,7 @@ class ProcessesExecutor(Executor):
     def __init__(self, *, workers: int | None = None) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"`workers` must be at least 1, got {workers}")
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.workers = workers or usable
+        self.workers = workers or usable_cores()
         self.items_at_once = self.workers
         self._ledger_parent = tempfile.mkdtemp(prefix="labelstitch-workers-")
         self._ledger = os.path.join(self._ledger_parent, "ledger")

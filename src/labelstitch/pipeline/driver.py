@@ -31,7 +31,7 @@ from ..metrics import Score
 from ..plugins import Stage
 from ..plugins.rules import available_rules
 from ..report import report_paths
-from ..runstatus import RunStatus
+from ..runstatus import RunStatus, timestamp
 from ..stitching import StitchResult
 from ..stores import StoreError, VolumeRef, parse_volume, staging_path
 from .config import RunConfig
@@ -42,7 +42,6 @@ from .failures import RunEnding, missing_blocks
 from .segment import segment_all
 from .summary import counts_of, peak_memory, suspicious
 from . import provenance
-from .provenance import fingerprints
 from .values import ExecutorChoice, RunResult, SegmentedSubvolume, Variant
 from .write import stitch_and_write, write_grayscale
 
@@ -126,14 +125,6 @@ def _lock_run(held: ExitStack, config: RunConfig, outputs: tuple[VolumeRef, ...]
         held.enter_context(hold(config.checkpoint_dir, f"checkpoint folder {config.checkpoint_dir}"))
 
 
-def _writes_own_output(config: RunConfig) -> bool:
-    """Whether the output exists and was written by this same config (a run to resume)."""
-    if not config.output.exists():
-        return False
-    with config.output.open() as store:
-        return bool(store.metadata.get("config-hash") == config.settings_hash)
-
-
 def run(
     config: ConfigSource,
     *,
@@ -175,19 +166,21 @@ def run(
     ExecutorError
         A worker died or the cluster went away (finished checkpoints are kept).
     """
-    t0, started = time.perf_counter(), provenance.now()
+    t0, started = time.perf_counter(), timestamp()
     config = RunConfig.load(config)
     prepared = prepare(config, stages=stages, extra_mask=parse_volume(mask) if mask is not None else None)
     plan = prepared.plan
     extra = (prepared.grayscale_copy,) if prepared.grayscale_copy is not None else ()
     with ExitStack() as held:
         _lock_run(held, config, outputs=(config.output, *extra))
-        inputs = fingerprints(config, prepared.task.stages)
-        record = provenance.entry("resume" if resume else "run", config.to_dict(), config.settings_hash, inputs,
-                                  provenance.model_checksums(prepared.task.stages), str(executor), started)
-        overwrite = overwrite or (resume and _writes_own_output(config))
+        inputs, models = provenance.made_from(config, prepared.task.stages)
+        record = provenance.entry("resume" if resume else "run", config.to_dict(), config.settings_hash, inputs, models,
+                                  str(executor), started)
+        existing = provenance.output_metadata(config.output)
+        # a resume may write over the output this same config had started to write
+        overwrite = overwrite or (resume and existing.get("config-hash") == config.settings_hash)
         if not overwrite:
-            provenance.check_same_making(config.output, record)
+            provenance.check_same_making(config.output, existing, record)
         for uri in (config.output, *extra):
             check_plan_output(prepared, uri, overwrite=overwrite, create_output=create_output)
         if resume and not config.checkpoint_dir:
@@ -200,7 +193,7 @@ def run(
         checkpoints = None
         if config.checkpoint_dir:
             checkpoints = CheckpointDir.open(config.checkpoint_dir, plan, config.segmentation_settings(), resume=resume,
-                                             inputs=inputs)
+                                             inputs=provenance.bound_inputs(inputs, models))
         spill = _spill_folder(held, config, pool, checkpoints)
         status = RunStatus(checkpoints.path, len(plan), pool.name) if checkpoints is not None else None
         ending.status, ending.checkpoints = status, checkpoints
@@ -226,7 +219,7 @@ def run(
                   "counts": {"subvolumes": len(plan), "segmented now": stats.computed, "restored": stats.restored,
                              "retried": stats.retried, "failed": len(stats.failures)},
                   "missing boxes": [f.box for f in stats.failures]}
-        history = provenance.recorded_history(config.output, config.settings_hash) if resume else []
+        history = provenance.history_of(existing, config.settings_hash) if resume else []
         result, more = stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output,
                                         progress=progress, provenance=(history, record))
         seconds.update(more)
@@ -260,13 +253,17 @@ def run(
 # ----------------------------------------------------------------------------- from checkpoints
 
 
-def _finished_subvolumes(prepared: PreparedRun) -> dict[int, SegmentedSubvolume]:
-    """Every subvolume's verified checkpoint, or a CheckpointError naming what is missing."""
+def _finished_subvolumes(prepared: PreparedRun, made: tuple[dict[str, Any], dict[str, str]] | None = None
+                         ) -> dict[int, SegmentedSubvolume]:
+    """Every subvolume's verified checkpoint, or a CheckpointError naming what is missing
+    (``made``: the inputs' signatures and model checksums, when the caller has them)."""
     config, plan = prepared.config, prepared.plan
     folder = config.checkpoint_dir
     if not folder:
         raise CheckpointError("re-stitching needs options.checkpoint-dir: the segmented subvolumes are read from there")
-    checkpoints = CheckpointDir.open(folder, plan, config.segmentation_settings(), resume=True, inputs=fingerprints(config, prepared.task.stages))
+    inputs, models = made or provenance.made_from(config, prepared.task.stages)
+    checkpoints = CheckpointDir.open(folder, plan, config.segmentation_settings(), resume=True,
+                                     inputs=provenance.bound_inputs(inputs, models))
     states = checkpoints.verify()
     bad = {sv: state for sv, state in states.items() if state != "ok"}
     if bad:
@@ -316,18 +313,17 @@ def restitch(
         If the config has no checkpoint folder, or a subvolume's checkpoint is missing or
         does not verify (finish the run with ``labelstitch run --resume`` first).
     """
-    started = provenance.now()
+    started = timestamp()
     config = _variant(RunConfig.load(config), rule, rule_params, output)
     prepared = prepare(config)
     with ExitStack() as held:
         _lock_run(held, config)
         check_plan_output(prepared, config.output, overwrite=overwrite, create_output=create_output)
-        segmented = _finished_subvolumes(prepared)
+        inputs, models = provenance.made_from(config, prepared.task.stages)
+        segmented = _finished_subvolumes(prepared, (inputs, models))
         pool = held.enter_context(ExecutorChoice(executor, workers, spark_master, dask_scheduler).opened())
-        record = provenance.entry("stitch", config.to_dict(), config.settings_hash,
-                                  fingerprints(config, prepared.task.stages), provenance.model_checksums(prepared.task.stages),
-                                  pool.name, started)
-        history = provenance.recorded_history(config.output, config.settings_hash)
+        record = provenance.entry("stitch", config.to_dict(), config.settings_hash, inputs, models, pool.name, started)
+        history = provenance.history_of(provenance.output_metadata(config.output), config.settings_hash)
         return stitch_and_write(prepared, segmented, pool, overwrite=overwrite, create_output=create_output,
                                 progress=progress, provenance=(history, record))
 

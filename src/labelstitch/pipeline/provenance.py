@@ -22,18 +22,19 @@ import os
 import platform
 import socket
 import subprocess
-import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..checkpoints import changed_keys
 from ..plugins import Stage
+from ..runstatus import timestamp
 from ..stores import StoreError, VolumeRef, volume_signature
 from .config import RunConfig
 
-__all__ = ["now", "check_same_making", "differences", "entry", "environment", "fingerprints", "format_history", "history_of",
-           "model_checksums", "recorded_history"]
+__all__ = ["bound_inputs", "check_same_making", "differences", "entry", "environment", "format_history", "history_of",
+           "made_from", "model_checksums", "output_metadata"]
 
 #: the distributions whose versions can change a result
 PACKAGES = ("numpy", "numba", "scipy", "scikit-image", "scikit-learn", "zarr", "crackle-codec", "lz4", "pyspark",
@@ -94,10 +95,6 @@ def model_checksums(stages: tuple[Stage, ...]) -> dict[str, str]:
     return found
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def entry(command: str, config: dict[str, Any], settings_hash: str, inputs: dict[str, Any], models: dict[str, str],
           executor: str, started: str) -> dict[str, Any]:
     """A history entry as far as it is known before the output is written; the write step
@@ -108,7 +105,7 @@ def entry(command: str, config: dict[str, Any], settings_hash: str, inputs: dict
 
 def finish(record: dict[str, Any], **more: Any) -> dict[str, Any]:
     """The entry completed at the end of the write: end time and whatever ``more`` says."""
-    return {**record, **more, "ended": now()}
+    return {**record, **more, "ended": timestamp()}
 
 
 def history_of(metadata: dict[str, Any], settings_hash: str) -> list[dict[str, Any]]:
@@ -120,27 +117,19 @@ def history_of(metadata: dict[str, Any], settings_hash: str) -> list[dict[str, A
     return list(history)
 
 
-def _changed(old: Any, new: Any, prefix: str) -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _changed(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
-        return out
-    return [] if old == new else [prefix]
-
-
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """What differs between the last entry an output records and a new run's entry: the
     inputs' fingerprints, the model files' checksums, the config's keys. Empty: the same
     making."""
     said = []
     old_inputs, new_inputs = recorded.get("inputs", {}), current.get("inputs", {})
-    said += [f"{name} changed ({', '.join(_changed(old_inputs.get(name), new_inputs.get(name), '')) or 'added'})"
-             for name in sorted(set(old_inputs) | set(new_inputs))
-             if not name.startswith("model ") and old_inputs.get(name) != new_inputs.get(name)]
-    models = _changed(recorded.get("models", {}), current.get("models", {}), "")
+    for name in sorted(set(old_inputs) | set(new_inputs)):
+        old, new = old_inputs.get(name), new_inputs.get(name)
+        if old != new:
+            said.append(f"{name} changed ({', '.join(changed_keys(old, new)) if old and new else 'added or removed'})")
+    models = changed_keys(recorded.get("models", {}), current.get("models", {}))
     said += [f"model file {name} changed" for name in models]
-    keys = [k for k in _changed(recorded.get("config", {}), current.get("config", {}), "") if k not in NOT_SHAPING]
+    keys = [k for k in changed_keys(recorded.get("config", {}), current.get("config", {})) if k not in NOT_SHAPING]
     if keys or recorded.get("config-hash") != current.get("config-hash"):
         said.append("config changed (" + (", ".join(keys[:6]) or "its segmentation settings") + ")")
     return said
@@ -179,33 +168,35 @@ def format_history(metadata: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def fingerprints(config: RunConfig, stages: tuple[Stage, ...]) -> dict[str, dict[str, Any]]:
+def made_from(config: RunConfig, stages: tuple[Stage, ...]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """What the segmented labels depend on besides the config: the content signature of
-    every input volume, and the checksum of every model file (``model STAGE.PARAMETER``).
-    The checkpoint folder is bound to them, so a resume after a model was retrained in
-    place is refused."""
+    every input volume, and the checksum of every model file (computed once per run: the
+    files may be large)."""
     found = {"input": config.input, "preserve-bodies.segmentation": config.preserve_volume}
-    signatures = {key: dict(volume_signature(ref)) for key, ref in found.items() if ref is not None}
-    signatures.update({f"model {name}": {"sha256": digest} for name, digest in model_checksums(stages).items()})
-    return signatures
+    return ({key: dict(volume_signature(ref)) for key, ref in found.items() if ref is not None},
+            model_checksums(stages))
 
 
-def recorded_history(output: VolumeRef, settings_hash: str) -> list[dict[str, Any]]:
-    """The history of an existing output that a new write of the same segmentation
-    continues (empty when there is no output, or it holds another segmentation)."""
+def bound_inputs(inputs: dict[str, dict[str, Any]], models: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What a checkpoint folder is bound to: the inputs' signatures and the model files'
+    checksums (``model STAGE.PARAMETER``), so a resume after a model was retrained in place
+    is refused."""
+    return {**inputs, **{f"model {name}": {"sha256": digest} for name, digest in models.items()}}
+
+
+def output_metadata(output: VolumeRef) -> dict[str, Any]:
+    """An existing output's metadata ({} when there is none), read once per run: whether a
+    resume continues it, the making it records, the history a new write appends to."""
     if not output.exists():
-        return []
+        return {}
     with output.open() as store:
-        return history_of(store.metadata, settings_hash)
+        return dict(store.metadata)
 
 
-def check_same_making(output: VolumeRef, record: dict[str, Any]) -> None:
-    """Refuse, without ``--overwrite``, an existing output that records another making
-    (input, model or config), naming what differs."""
-    if not output.exists():
-        return
-    with output.open() as store:
-        history = store.metadata.get("provenance") or []
+def check_same_making(output: VolumeRef, metadata: dict[str, Any], record: dict[str, Any]) -> None:
+    """Refuse, without ``--overwrite``, an existing output whose ``metadata`` records another
+    making (input, model or config), naming what differs."""
+    history = metadata.get("provenance") or []
     if not history:
         return
     said = differences(history[-1], record)

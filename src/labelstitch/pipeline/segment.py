@@ -241,7 +241,8 @@ def empty_subvolume(item: tuple[Subvolume, SegmentTask]) -> SegmentedSubvolume:
     seg = np.zeros(sv.outer.shape, np.uint64)
     pieces = segment_of = graph = None
     if task.keep_supervoxels:
-        pieces, segment_of = refine_supervoxels(seg[sv.interior.slices(sv.outer)], seg[sv.interior.slices(sv.outer)])
+        inner = seg[sv.interior.slices(sv.outer)]
+        pieces, segment_of = refine_supervoxels(inner, inner)
     if task.graph:
         graph = interior_graph_bytes(sv, sv, seg, np.zeros(sv.outer.shape, np.float32), task.stages[2])
     data = _block_bytes(seg, pieces, segment_of, graph, task.codec)
@@ -436,15 +437,17 @@ def _outcomes(pool: Executor, items: list[tuple[Subvolume, SegmentTask]]
         for k in exc.lost:
             if k not in seen:
                 seen.add(k)
-                yield items[k], BlockFailure(items[k][0].id, str(items[k][0].interior), "worker", message, pool.name)
+                yield items[k], _worker_lost(items[k], message, pool)
         rest = [item for k, item in enumerate(items) if k not in seen]
         if exc.lost:
             yield from _outcomes(pool, rest)
-            return
-        for item in rest:  # the executor cannot tell which item it lost: one at a time
-            yield from _outcomes(pool, [item]) if len(rest) > 1 else _lost_alone(item, message, pool)
+        elif len(rest) == 1:  # it ran alone: it is the one that killed its worker
+            yield rest[0], _worker_lost(rest[0], message, pool)
+        else:  # the executor cannot tell which item it lost: one at a time
+            for item in rest:
+                yield from _outcomes(pool, [item])
 
 
-def _lost_alone(item: tuple[Subvolume, SegmentTask], message: str, pool: Executor
-                ) -> Iterator[tuple[tuple[Subvolume, SegmentTask], BlockFailure]]:
-    yield item, BlockFailure(item[0].id, str(item[0].interior), "worker", message, pool.name)
+def _worker_lost(item: tuple[Subvolume, SegmentTask], message: str, pool: Executor) -> BlockFailure:
+    """The failure of an item whose worker died (``message``: the executor's account of it)."""
+    return BlockFailure(item[0].id, str(item[0].interior), "worker", message, pool.name)
