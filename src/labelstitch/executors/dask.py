@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import urllib.parse
 import uuid
 from contextlib import nullcontext
@@ -145,7 +146,7 @@ class DaskExecutor(Executor):
                         lost=(lost,), done=done,
                     ) from None
         finally:
-            self.client.cancel([f for f in futures if not f.done()])
+            self._cancel([f for f in futures if not f.done()])
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
         listed = list(items)
@@ -183,7 +184,28 @@ class DaskExecutor(Executor):
         try:
             yield from self._gather(futures, lambda k: repr(names[k]))
         finally:
-            self.client.cancel(emitted)
+            self._cancel(emitted)
+
+    def _cancel(self, futures: list[Any]) -> None:
+        """Drop futures no one will read; none to drop once a signal has closed the cluster."""
+        from distributed.client import ClosedClientError
+
+        if self.client is None or self.client.status != "running":
+            return
+        try:
+            self.client.cancel(futures)
+        except ClosedClientError:  # closed between the check and the call
+            pass
+
+    def stop_now(self) -> None:
+        """Close a local cluster at once, so that its worker processes end and no task goes
+        on writing (for instance into an output being discarded). From a signal handler: in
+        a thread of its own, waited for at most 30 s. A remote cluster's running tasks
+        cannot be interrupted from here; they finish, and their results are dropped."""
+        if self._cluster is not None:
+            closing = threading.Thread(target=self._cluster.close, daemon=True)
+            closing.start()
+            closing.join(timeout=30)
 
     def close(self) -> None:
         client, self.client = getattr(self, "client", None), None  # type: ignore[assignment]
