@@ -225,3 +225,27 @@ def test_a_worker_killed_by_the_out_of_memory_killer_is_named_with_a_chunk_size_
     assert "subvolume 0 (killed by the out-of-memory killer (SIGKILL))" in done.stderr, done.stderr
     assert "most often ran out of memory: options.chunk-size [16, 16, 16] -> at most" in done.stderr
     assert finished_blocks(project / "out.zarr.ckpt") == 17
+
+
+def test_a_failure_after_a_dropped_stop_ends_the_run_as_interrupted(tmp_path, monkeypatch):
+    """Dask's garbage-collector callback can swallow a signal's exception; the closed client's
+    error that follows must end the run as interrupted (and raise the stop), not as failed."""
+    from labelstitch.executors import _base
+    from labelstitch.pipeline.failures import RunEnding
+    from labelstitch.runstatus import RunStatus
+
+    stop = KeyboardInterrupt("SIGTERM")
+    monkeypatch.setattr(_base, "_REQUESTED", [stop])
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with RunEnding() as ending:
+            ending.status = RunStatus(tmp_path, 4, "dask")
+            raise RuntimeError("Client is closed. Can't send update-graph message.")
+    assert raised.value is stop and isinstance(raised.value.__cause__, RuntimeError)
+    assert read_status(tmp_path)["state"] == "interrupted"
+
+    monkeypatch.setattr(_base, "_REQUESTED", [])  # without a stop, the same error is a failure
+    with pytest.raises(RuntimeError):
+        with RunEnding() as ending:
+            ending.status = RunStatus(tmp_path, 4, "dask")
+            raise RuntimeError("Client is closed.")
+    assert read_status(tmp_path)["state"] == "failed"

@@ -23,11 +23,24 @@ from labelstitch.stores import open_volume
 from labelstitch.synthetic import em_volume
 
 STAGES = '''
-import os, time
+import os, signal, time
 from labelstitch.plugins.builtin import naive_membrane_predictions
+
+class _SignalInFinalizer:
+    """SIGTERM to this process from inside a ``__del__``: the handler runs there, where Python
+    drops the exception it raises (as it does in a garbage-collector callback)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100000):  # the handler runs at one of these iterations, inside __del__
+            pass
+
 
 def slow(grayscale, mask):
     time.sleep(float(os.environ.get("SLOW_STAGE", "0")))  # set for the run to stop, not for its resume
+    if os.environ.get("SIGNAL_IN_FINALIZER") and not os.path.exists("finalized"):
+        open("finalized", "w").close()
+        _SignalInFinalizer()  # collected at once
     return naive_membrane_predictions(grayscale, mask, sigma=1.0)
 '''
 
@@ -151,7 +164,14 @@ def _stop_and_check(project: Path, executor: str, name: str, *, when, send, code
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == code, stderr
+    _check_stopped_and_resume(project, name, config, tag, process.returncode, stderr, code)
+
+
+def _check_stopped_and_resume(project: Path, name: str, config: Path, tag: str, returncode: int, stderr: str,
+                              code: int) -> None:
+    """The aftermath of a stop: exit code, one line, nothing left behind, and a resume that
+    gives the uninterrupted output."""
+    assert returncode == code, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("labelstitch: stopped by SIGTERM" if code == 143 else "labelstitch: interrupted"), stderr
     assert f"labelstitch run {config} --resume" in last
@@ -195,3 +215,16 @@ def test_ctrl_c_to_the_process_group_while_segmenting_stops_cleanly(project, exe
 def test_sigterm_while_stitching_stops_cleanly_and_resumes(project, executor):
     _stop_and_check(project, executor, "stitch-term", when=lambda s: s.get("step") == "stitch and write",
                     send=_sigterm, code=143)
+
+
+def test_a_signal_whose_exception_python_drops_still_stops_the_run(project):
+    """A handler that runs inside a finalizer (or a garbage-collector callback, as Dask's
+    has) raises where Python prints and drops the exception; the run must stop all the same
+    at the next subvolume, as stopped, not run on or fail with an internal error."""
+    name, tag = "finalizer-term", uuid.uuid4().hex
+    config = _config(project, name, slow_rule=False)
+    run = subprocess.run([LABELSTITCH, "run", str(config), "-q"], env=_env(project, tag, SIGNAL_IN_FINALIZER="1"),
+                         capture_output=True, text=True, timeout=300, cwd=project)
+    assert (project / "finalized").exists()
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
+    _check_stopped_and_resume(project, name, config, tag, run.returncode, run.stderr, 143)

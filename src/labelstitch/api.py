@@ -36,7 +36,7 @@ from .plugins import PluginError, available_executors, parameters_of, plugin_of_
 from .figures import write_heatmaps
 from .report import format_explanation
 from .runstatus import format_status, read_status
-from .executors import stop_all, stop_with  # stop_with: a signal's exception, raised when it is safe
+from .executors import stop_all, stop_requested, stop_with  # a signal's exception, raised when it is safe
 from .pipeline.provenance import format_history
 from .view import Viewing, view
 from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, parse_volume
@@ -491,4 +491,4 @@ def stop_running_work() -> None:
     stop_all()
 
 
-__all__ += ["describe_executors", "format_plugins", "format_provenance", "format_status", "info", "stop_running_work", "stop_with"]
+__all__ += ["describe_executors", "format_plugins", "format_provenance", "format_status", "info", "stop_requested", "stop_running_work", "stop_with"]

@@ -457,7 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the console script, not a call from Python (which keeps its own handlers)
         handle_signals()
     try:
-        return int(args.func(args))
+        try:
+            return int(args.func(args))
+        except Exception as exc:  # after a signal, whatever fails on the stopped workers is the stop
+            if api.stop_requested() is None:
+                raise
+            raise api.stop_requested() from exc
     except ValueError as exc:  # config, store, plugin and input errors are all ValueErrors
         if args.debug:
             raise
@@ -484,7 +489,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.INTERNAL_ERROR)
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

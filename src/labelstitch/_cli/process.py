@@ -7,6 +7,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from .. import api
 
@@ -45,7 +47,19 @@ def _stop(signum: int, frame: object) -> None:
     api.stop_with(Stopped(signum))
 
 
+def _quiet_about_stops(default: Callable[[Any], object]) -> Callable[[Any], object]:
+    """``sys.unraisablehook`` that drops a :class:`Stopped` raised where Python cannot
+    propagate it (a garbage-collector callback, a ``__del__``) instead of printing its
+    traceback: ``stop_with`` remembered it, and the run still ends as stopped."""
+
+    def hook(unraisable: Any) -> object:
+        return None if isinstance(unraisable.exc_value, Stopped) else default(unraisable)
+
+    return hook
+
+
 def handle_signals() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        sys.unraisablehook = _quiet_about_stops(sys.unraisablehook)

@@ -9,11 +9,11 @@ master="spark://host:7077")``). Only ``executors/spark.py`` imports pyspark.
 
 from __future__ import annotations
 
-from ._base import Executor, ExecutorError, shielded, stop_all, stop_with, track
+from ._base import Executor, ExecutorError, shielded, stop_all, stop_requested, stop_with, track
 from .processes import ProcessesExecutor
 from .serial import SerialExecutor
 
-__all__ = ["Executor", "ExecutorError", "ProcessesExecutor", "SerialExecutor", "shielded", "spark_executor", "stop_all", "stop_with", "track"]
+__all__ = ["Executor", "ExecutorError", "ProcessesExecutor", "SerialExecutor", "shielded", "spark_executor", "stop_all", "stop_requested", "stop_with", "track"]
 
 
 def spark_executor(*, workers: int | None = None, master: str | None = None) -> Executor:

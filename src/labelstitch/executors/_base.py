@@ -127,16 +127,28 @@ def stop_all() -> None:
 
 _SHIELDED = 0
 _PENDING: list[BaseException] = []
+_REQUESTED: list[BaseException] = []
 
 
 def stop_with(exc: BaseException) -> None:
     """Raise ``exc`` (from a signal handler) now, or, inside :func:`shielded`, when the
     shielded call returns: an exception raised in the middle of a call to another
-    process's gateway (Spark's py4j) would leave its connection broken and its log shouting."""
+    process's gateway (Spark's py4j) would leave its connection broken and its log shouting.
+
+    ``exc`` is also remembered (:func:`stop_requested`): Python drops an exception raised
+    where it cannot propagate (a garbage-collector callback, a ``__del__``), and the run
+    must still end as stopped when the next thing fails on the stopped workers."""
+    if not _REQUESTED:
+        _REQUESTED.append(exc)
     if _SHIELDED:
         _PENDING.append(exc)
         return
     raise exc
+
+
+def stop_requested() -> BaseException | None:
+    """The exception of the signal that stopped this process's work, if one came."""
+    return _REQUESTED[0] if _REQUESTED else None
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from ..checkpoints import CheckpointDir
-from ..executors import Executor
+from ..executors import Executor, stop_requested
 from ..runstatus import RunStatus, failure_table
 from .planning import PreparedRun, fitting_chunk_size
 from .segment import BlocksFailed, describe_item, empty_subvolume
@@ -38,8 +38,17 @@ class RunEnding:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is not None and self.checkpoints is not None:
             self.checkpoints.remove_staging()  # half-written blocks of the stopped workers
-        if self.status is None:
-            return
+        # a signal's exception that Python dropped (raised in a garbage-collector callback or a
+        # __del__, where it cannot propagate): the failure of the stopped workers is its echo
+        echo = exc is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit))
+        stop = stop_requested() if echo else None
+        if self.status is not None:
+            self._record(stop or exc)
+        if stop is not None:
+            raise stop from exc
+
+    def _record(self, exc: BaseException | None) -> None:
+        assert self.status is not None
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             self.status.end("interrupted", f"stopped ({exc or type(exc).__name__}); finished subvolumes are kept: "
                                            "continue with `labelstitch run CONFIG --resume`")
