@@ -53,9 +53,12 @@ class _LockedCompile:
                 _depth.n = 0
 
 
-def jit(fn):  # type: ignore[no-untyped-def]
-    """``numba.njit(nogil=True)``, cached on disk, compiled under the package's lock."""
-    dispatcher = numba.njit(nogil=True, cache=_CACHE)(fn)
+def jit(fn=None, **options):  # type: ignore[no-untyped-def]
+    """``numba.njit(nogil=True, **options)``, cached on disk, compiled under the package's
+    lock; ``@jit`` or ``@jit(inline="always")``."""
+    if fn is None:
+        return lambda f: jit(f, **options)
+    dispatcher = numba.njit(nogil=True, cache=_CACHE, **options)(fn)
     if _CACHE:
         dispatcher.compile = _LockedCompile(dispatcher)
     return dispatcher

@@ -27,56 +27,50 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["PixelClassifier", "train_pixel_classifier", "load_classifier", "membrane_annotations"]
+from .voxelforest import CONTEXT_SIGMAS, ContextFeatures, FilterFeatures, FlatForest, as_image, features_at, predict_slabs
+
+__all__ = ["PixelClassifier", "train_pixel_classifier", "load_classifier", "membrane_annotations",
+           "reference_probabilities"]
 
 _FORMAT = "labelstitch-pixel-classifier/1"
 
 
-def _features(grayscale: NDArray[Any], sigmas: tuple[float, ...]) -> NDArray[np.float32]:
+def _classes(model: Any) -> list[int]:
+    """The classes a prediction returns: membrane, and mitochondrion when trained with it."""
+    return [1, 3] if 3 in model.classes_ else [1]
+
+
+def _shaped(probability: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(Z, Y, X, 1) as (Z, Y, X); two channels stay (Z, Y, X, 2)."""
+    return probability[..., 0] if probability.shape[-1] == 1 else probability
+
+
+def reference_probabilities(classifier: PixelClassifier, grayscale: NDArray[Any]) -> NDArray[np.float32]:
+    """What :meth:`PixelClassifier.predict` computes, the plain way: scikit-image's full
+    feature stack of the box and scikit-learn's ``predict_proba`` (about 700 bytes per
+    voxel, several times slower). Kept as the definition the lean path is tested and
+    benchmarked against."""
+    from scipy import ndimage
     from skimage.feature import multiscale_basic_features
 
-    image = grayscale.astype(np.float32)
-    if np.issubdtype(grayscale.dtype, np.integer):
-        image /= float(np.iinfo(grayscale.dtype).max)
-    feats = multiscale_basic_features(
-        image,
-        intensity=True,
-        edges=True,
-        texture=True,
-        sigma_min=sigmas[0],
-        sigma_max=sigmas[-1],
-        num_sigma=len(sigmas),
-        channel_axis=None,
-    )
-    return feats.astype(np.float32, copy=False)
+    sigmas = classifier.sigmas
+    feats = multiscale_basic_features(as_image(grayscale), intensity=True, edges=True, texture=True, sigma_min=sigmas[0],
+                                      sigma_max=sigmas[-1], num_sigma=len(sigmas), channel_axis=None).astype(np.float32)
 
+    def answer(model: Any, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        proba = model.predict_proba(x.reshape(-1, x.shape[-1]))
+        columns = [int(np.flatnonzero(model.classes_ == c)[0]) for c in _classes(model)]
+        return _shaped(proba[:, columns].reshape(*grayscale.shape, len(columns)).astype(np.float32))
 
-_CONTEXT_SIGMAS = (1.0, 2.0, 4.0)
-
-
-def _context_features(probability: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The second stage's view of the first stage's answer: each channel's probability, its
-    Gaussian smoothings and their gradient magnitudes."""
-    from scipy import ndimage
-
-    out = []
-    for channel in (probability[..., None] if probability.ndim == 3 else probability).transpose(3, 0, 1, 2):
-        out.append(channel)
-        for sigma in _CONTEXT_SIGMAS:
-            out.append(ndimage.gaussian_filter(channel, sigma))
-            out.append(ndimage.gaussian_gradient_magnitude(channel, sigma))
-    return np.stack(out, axis=-1).astype(np.float32)
-
-
-def _probabilities(model: Any, feats: NDArray[np.float32], shape: tuple[int, ...]) -> NDArray[np.float32]:
-    """The membrane probability (Z, Y, X), or with a mitochondrion class (3) the membrane
-    and mitochondrion probabilities (Z, Y, X, 2)."""
-    proba = model.predict_proba(feats.reshape(-1, feats.shape[-1]))
-    membrane = int(np.flatnonzero(model.classes_ == 1)[0])
-    if 3 not in model.classes_:
-        return proba[:, membrane].reshape(shape).astype(np.float32)
-    mito = int(np.flatnonzero(model.classes_ == 3)[0])
-    return np.stack([proba[:, membrane], proba[:, mito]], axis=-1).reshape(*shape, 2).astype(np.float32)
+    first = answer(classifier.model, feats)
+    if classifier.second is None:
+        return first
+    context = []
+    for channel in (first[..., None] if first.ndim == 3 else first).transpose(3, 0, 1, 2):
+        context.append(channel)
+        for sigma in CONTEXT_SIGMAS:
+            context += [ndimage.gaussian_filter(channel, sigma), ndimage.gaussian_gradient_magnitude(channel, sigma)]
+    return answer(classifier.second, np.concatenate([feats, np.stack(context, axis=-1)], axis=-1))
 
 
 @dataclass
@@ -100,13 +94,23 @@ class PixelClassifier:
 
     def predict(self, grayscale: NDArray[Any]) -> NDArray[np.float32]:
         """Membrane probability, float32, same shape as ``grayscale``; with mitochondria,
-        (Z, Y, X, 2): membrane, then mitochondrion."""
-        feats = _features(grayscale, self.sigmas)
-        first = _probabilities(self.model, feats, grayscale.shape)
+        (Z, Y, X, 2): membrane, then mitochondrion. Computed slab by slab
+        (:mod:`~labelstitch.plugins.voxelforest`); equal to :func:`reference_probabilities`."""
+        features = FilterFeatures(grayscale, self.sigmas)
+        first = predict_slabs(self.forests[0], features)
         if self.second is None:
-            return first
-        both = np.concatenate([feats, _context_features(first)], axis=-1)
-        return _probabilities(self.second, both, grayscale.shape)
+            return _shaped(first)
+        context = ContextFeatures(first)
+        del first
+        return _shaped(predict_slabs(self.forests[1], features, context))
+
+    @property
+    def forests(self) -> list[FlatForest]:
+        """The forests as flat arrays for the compiled evaluation (made once, not saved)."""
+        if "_flat" not in self.__dict__:
+            models = [self.model] + ([self.second] if self.second is not None else [])
+            self.__dict__["_flat"] = [FlatForest.from_forest(m, _classes(m)) for m in models]
+        return self.__dict__["_flat"]
 
     def save(self, path: str | Path) -> None:
         """Write the classifier to ``path`` (a pickle; load only files you trust)."""
@@ -179,47 +183,55 @@ def train_pixel_classifier(
         raise ValueError(f"`annotations` must mark membranes (1) and insides (2), and may mark mitochondria (3); "
                          f"found classes {sorted(classes)}")
     start = time.perf_counter()
-    feats = _features(grayscale, sigmas)
-    log(f"features: {feats.shape[-1]} per voxel for {grayscale.size:,} voxels in {time.perf_counter() - start:.1f} s")
+    features = FilterFeatures(grayscale, sigmas)
+    rows = _picks(annotations, max_samples, seed)
+    x = features_at(features, rows)
+    log(f"features: {x.shape[-1]} per voxel for {rows.size:,} voxels in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
-    model, samples = _fit(feats, annotations, n_estimators, max_samples, seed)
-    log(f"forest: {n_estimators} trees on {samples:,} voxels in {time.perf_counter() - start:.1f} s")
-    info = {"samples": samples, "n_estimators": n_estimators}
+    model = _fit(x, annotations.ravel()[rows], n_estimators, seed)
+    log(f"forest: {n_estimators} trees on {rows.size:,} voxels in {time.perf_counter() - start:.1f} s")
+    info = {"samples": int(rows.size), "n_estimators": n_estimators}
     if not two_stage:
         return PixelClassifier(model, tuple(sigmas), info)
     depth = grayscale.shape[0]
     if depth < 4:
         raise ValueError(f"two-stage training splits the volume in two along Z; {depth} slices are too few")
-    halves = (slice(0, depth // 2), slice(depth // 2, depth))
+    plane = grayscale[0].size
+    halves = ((0, depth // 2), (depth // 2, depth))
     first = np.empty(grayscale.shape + ((2,) if 3 in classes else ()), np.float32)
     for fit_on, predict_on in ((halves[0], halves[1]), (halves[1], halves[0])):  # out-of-fold answers
-        if set(np.unique(annotations[fit_on]).tolist()) - {0} != classes:
+        part = annotations[fit_on[0]:fit_on[1]]
+        if set(np.unique(part).tolist()) - {0} != classes:
             raise ValueError(f"two-stage training needs every class ({sorted(classes)}) marked in both halves of the volume along Z")
         start = time.perf_counter()
-        half_model, _ = _fit(feats[fit_on], annotations[fit_on], n_estimators, max_samples // 2, seed)
-        first[predict_on] = _probabilities(half_model, feats[predict_on], grayscale[predict_on].shape)
+        half_rows = _picks(part, max_samples // 2, seed) + fit_on[0] * plane
+        half_model = _fit(features_at(features, half_rows), annotations.ravel()[half_rows], n_estimators, seed)
+        answer = predict_slabs(FlatForest.from_forest(half_model, _classes(half_model)), features, z_range=predict_on)
+        first[predict_on[0]:predict_on[1]] = _shaped(answer)
         log(f"second stage: a first-stage forest on half the volume, predicting the other, in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
-    both = np.concatenate([feats, _context_features(first)], axis=-1)
-    second, _ = _fit(both, annotations, n_estimators, max_samples, seed + 1)
-    log(f"second stage: {n_estimators} trees on {both.shape[-1]} features in {time.perf_counter() - start:.1f} s")
+    context = ContextFeatures(first)
+    rows = _picks(annotations, max_samples, seed + 1)
+    x = np.concatenate([features_at(features, rows), context.at(rows)], axis=-1)
+    second = _fit(x, annotations.ravel()[rows], n_estimators, seed + 1)
+    log(f"second stage: {n_estimators} trees on {x.shape[-1]} features in {time.perf_counter() - start:.1f} s")
     return PixelClassifier(model, tuple(sigmas), {**info, "two_stage": True}, second)
 
 
-def _fit(feats: NDArray[np.float32], annotations: NDArray[np.integer], n_estimators: int, max_samples: int,
-         seed: int) -> tuple[Any, int]:
-    """A forest on at most ``max_samples`` annotated voxels, drawn evenly from the classes."""
-    from sklearn.ensemble import RandomForestClassifier
-
+def _picks(annotations: NDArray[np.integer], max_samples: int, seed: int) -> NDArray[np.intp]:
+    """Flat indices of at most ``max_samples`` annotated voxels, drawn evenly from the classes."""
     rng = np.random.default_rng(seed)
     picks = []
     classes = [c for c in (1, 2, 3) if np.any(annotations == c)]
     for cls in classes:
         where = np.flatnonzero(annotations.ravel() == cls)
         picks.append(rng.choice(where, size=min(where.size, max_samples // len(classes)), replace=False))
-    idx = np.concatenate(picks)
-    x = feats.reshape(-1, feats.shape[-1])[idx]
-    y = annotations.ravel()[idx]
+    return np.concatenate(picks)
+
+
+def _fit(x: NDArray[np.float32], y: NDArray[np.integer], n_estimators: int, seed: int) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
     model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=1, random_state=seed)
     model.fit(x, y)
-    return model, int(idx.size)
+    return model

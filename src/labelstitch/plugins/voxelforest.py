@@ -1,0 +1,239 @@
+"""The voxel classifier, lean: the same probabilities as scikit-image's features and
+scikit-learn's ``predict_proba``, without the full feature stack of the box.
+
+The Gaussian smoothings of the whole box are kept (one float32 volume per scale); the
+features that need only a voxel's neighbours (Sobel edges, Hessian eigenvalues) are made
+slab by slab along Z, with the two slices of margin they reach, and each slab goes straight
+into a forest compiled with numba over flat tree arrays. Every filter is the scikit-image
+or SciPy call that :func:`~labelstitch.plugins.classifier.reference_probabilities` makes,
+on the same values, so the features are the same to the bit; only the Hessian eigenvalues
+come from a closed form instead of LAPACK, and where the last bit of one of those could
+change a tree's decision the voxel is computed again with LAPACK (a few in a million).
+Training reads its features through the same code (:func:`features_at`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import combinations_with_replacement
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._kernels.voxelforest import NODE, forest_probabilities, hessian_eigenvalues
+
+__all__ = ["ContextFeatures", "FilterFeatures", "FlatForest", "features_at", "predict_slabs"]
+
+#: voxels per slab of features (about 40 MB of working arrays with four scales)
+SLAB_VOXELS = 1 << 19
+#: slices a slab's features reach beyond it: Sobel one, the Hessian's two gradients two
+_MARGIN = 2
+#: Gaussian smoothings of the first stage's answer that the second stage sees
+CONTEXT_SIGMAS = (1.0, 2.0, 4.0)
+_PAIRS = list(combinations_with_replacement(range(3), 2))  # the Hessian's upper triangle, as scikit-image orders it
+
+
+def scales(sigmas: Sequence[float]) -> NDArray[np.float64]:
+    """The scales scikit-image's ``multiscale_basic_features`` uses for ``sigmas``: only the
+    first, the last and their number count (log-spaced between)."""
+    return np.logspace(np.log2(sigmas[0]), np.log2(sigmas[-1]), num=len(sigmas), base=2, endpoint=True)
+
+
+def as_image(grayscale: NDArray[Any]) -> NDArray[np.float32]:
+    """Grayscale as float32, integers scaled to 0..1."""
+    image = grayscale.astype(np.float32)
+    if np.issubdtype(grayscale.dtype, np.integer):
+        image /= float(np.iinfo(grayscale.dtype).max)
+    return np.ascontiguousarray(image)
+
+
+def _slabs(z_range: tuple[int, int], plane: int) -> Iterator[tuple[int, int]]:
+    thick = max(8, SLAB_VOXELS // max(plane, 1))
+    for z0 in range(z_range[0], z_range[1], thick):
+        yield z0, min(z0 + thick, z_range[1])
+
+
+@dataclass
+class _Slab:
+    """Features of the voxels of slices ``z0:z1``, one row each, with what it takes to make
+    their eigenvalues exact."""
+
+    x: NDArray[np.float32]  # (voxels, columns)
+    uncertain: NDArray[np.bool_]  # voxels whose closed-form eigenvalues may be off by more than a float32 step
+    hessians: list[list[NDArray[np.float32]]]  # per scale, the six flat Hessian entries
+
+    def make_exact(self, rows: NDArray[np.intp]) -> None:
+        """Eigenvalues of ``rows`` from LAPACK, as scikit-image computes them."""
+        for k, entries in enumerate(self.hessians):
+            matrices = np.zeros((rows.size, 3, 3), np.float32)
+            for (r, c), entry in zip(_PAIRS, entries):
+                matrices[:, r, c] = matrices[:, c, r] = entry[rows]
+            self.x[rows, 5 * k + 2:5 * k + 5] = np.linalg.eigvalsh(matrices)[:, ::-1]
+
+
+class FilterFeatures:
+    """Intensity, Sobel edge and Hessian eigenvalues at each scale, as scikit-image's
+    ``multiscale_basic_features`` orders them, slab by slab (:meth:`slab`)."""
+
+    def __init__(self, grayscale: NDArray[Any], sigmas: Sequence[float]) -> None:
+        from skimage import filters
+
+        image = as_image(grayscale)
+        self.shape = image.shape
+        self.smoothed = [filters.gaussian(image, sigma=s, preserve_range=False) for s in scales(sigmas)]
+
+    @property
+    def columns(self) -> int:
+        return 5 * len(self.smoothed)
+
+    def slab(self, z0: int, z1: int, width: int | None = None) -> _Slab:
+        """The features of slices ``z0:z1`` in the first columns of ``width`` (default: just these)."""
+        from skimage import filters
+
+        lo, hi = max(z0 - _MARGIN, 0), min(z1 + _MARGIN, self.shape[0])
+        crop = slice(z0 - lo, z0 - lo + (z1 - z0))
+        n = (z1 - z0) * self.shape[1] * self.shape[2]
+        x = np.empty((n, width or self.columns), np.float32)
+        uncertain = np.zeros(n, bool)
+        hessians = []
+        for k, smooth in enumerate(self.smoothed):
+            part = smooth[lo:hi]
+            x[:, 5 * k] = smooth[z0:z1].ravel()
+            x[:, 5 * k + 1] = filters.sobel(part)[crop].ravel()
+            gradient = np.gradient(part)
+            entries = [np.ascontiguousarray(np.gradient(gradient[a], axis=b)[crop]).ravel() for a, b in _PAIRS]
+            del gradient
+            hessian_eigenvalues(*entries, x, 5 * k + 2, uncertain)
+            hessians.append(entries)
+        return _Slab(x, uncertain, hessians)
+
+
+class ContextFeatures:
+    """The second stage's view of the first stage's answer: each channel's probability,
+    its Gaussian smoothings and their gradient magnitudes, over the whole box."""
+
+    def __init__(self, probability: NDArray[np.float32]) -> None:
+        from scipy import ndimage
+
+        self.volumes: list[NDArray[np.float32]] = []
+        for channel in (probability[..., None] if probability.ndim == 3 else probability).transpose(3, 0, 1, 2):
+            self.volumes.append(channel)
+            for sigma in CONTEXT_SIGMAS:
+                self.volumes.append(ndimage.gaussian_filter(channel, sigma))
+                self.volumes.append(ndimage.gaussian_gradient_magnitude(channel, sigma))
+
+    @property
+    def columns(self) -> int:
+        return len(self.volumes)
+
+    def fill(self, x: NDArray[np.float32], first: int, z0: int, z1: int) -> None:
+        """Slices ``z0:z1`` into ``x[:, first:]``."""
+        for j, volume in enumerate(self.volumes):
+            x[:, first + j] = volume[z0:z1].ravel()
+
+    def at(self, rows: NDArray[np.intp]) -> NDArray[np.float32]:
+        return np.stack([v.ravel()[rows] for v in self.volumes], axis=-1).astype(np.float32, copy=False)
+
+
+#: the share of a tree's training voxels whose leaf a walk of ``steps`` reaches: deeper
+#: walks finish one by one (measured fastest between 0.8 and 0.9 on gala)
+_COMMON_DEPTH = 0.85
+
+
+def _breadth_first(tree: Any) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """scikit-learn's node numbers in breadth-first order (each node's children adjacent,
+    left first), and each node's depth."""
+    order, depths, level, depth = [], [], np.array([0]), 0
+    while level.size:
+        order.append(level)
+        depths.append(np.full(level.size, depth))
+        inner = level[tree.children_left[level] >= 0]
+        level = np.stack([tree.children_left[inner], tree.children_right[inner]], axis=1).ravel()
+        depth += 1
+    return np.concatenate(order), np.concatenate(depths)
+
+
+@dataclass
+class FlatForest:
+    """A scikit-learn random forest as breadth-first node records (see
+    :mod:`labelstitch._kernels.voxelforest`), with the leaf values of the classes a
+    prediction returns."""
+
+    nodes: NDArray[np.void]
+    value: NDArray[np.float64]  # (nodes, returned classes)
+    roots: NDArray[np.int64]
+    steps: NDArray[np.int64]
+
+    @classmethod
+    def from_forest(cls, forest: Any, classes: Sequence[int]) -> FlatForest:
+        columns = [int(np.flatnonzero(forest.classes_ == c)[0]) for c in classes]
+        nodes, values, roots, steps, offset = [], [], [], [], 0
+        for estimator in forest.estimators_:
+            tree = estimator.tree_
+            order, depth = _breadth_first(tree)
+            place = np.empty(order.size, np.int64)
+            place[order] = np.arange(order.size)
+            inner = tree.children_left[order] >= 0
+            records = np.zeros(order.size, NODE)
+            records["child"] = np.where(inner, place[np.maximum(tree.children_left[order], 0)], np.arange(order.size)) + offset
+            records["feature"] = np.where(inner, tree.feature[order], 0)
+            high = tree.threshold[order].astype(np.float32)  # the largest float32 not above the threshold:
+            high = np.where(high.astype(np.float64) > tree.threshold[order], np.nextafter(high, np.float32(-np.inf)), high)
+            records["threshold"] = np.where(inner, high, np.float32(np.inf))
+            leaves = ~inner
+            weight = tree.weighted_n_node_samples[order][leaves]
+            by_depth = np.argsort(depth[leaves], kind="stable")
+            share = np.cumsum(weight[by_depth]) / max(weight.sum(), 1e-300)
+            steps.append(int(depth[leaves][by_depth][min(np.searchsorted(share, _COMMON_DEPTH), share.size - 1)]))
+            nodes.append(records)
+            values.append(tree.value[order, 0][:, columns])
+            roots.append(offset)
+            offset += order.size
+        return cls(np.concatenate(nodes), np.ascontiguousarray(np.concatenate(values), np.float64),
+                   np.array(roots, np.int64), np.array(steps, np.int64))
+
+    def probabilities(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(rows, classes)."""
+        out = np.empty((x.shape[0], self.value.shape[1]), np.float32)
+        forest_probabilities(x, self.nodes, self.value, self.roots, self.steps, out)
+        return out
+
+
+def predict_slabs(forest: FlatForest, features: FilterFeatures, context: ContextFeatures | None = None,
+                  z_range: tuple[int, int] | None = None) -> NDArray[np.float32]:
+    """The forest's probabilities, (Z, Y, X, classes), for the slices ``z_range`` (default
+    all) of the box, from the filter features (and the context features) slab by slab."""
+    depth, height, width = features.shape
+    z_range = z_range or (0, depth)
+    columns = features.columns + (context.columns if context is not None else 0)
+    out = np.empty((z_range[1] - z_range[0], height, width, forest.value.shape[1]), np.float32)
+    for z0, z1 in _slabs(z_range, height * width):
+        slab = features.slab(z0, z1, columns)
+        if context is not None:
+            context.fill(slab.x, features.columns, z0, z1)
+        slab.make_exact(np.flatnonzero(slab.uncertain))  # a closed-form eigenvalue that may round otherwise
+        probability = forest.probabilities(slab.x)
+        out[z0 - z_range[0]:z1 - z_range[0]] = probability.reshape(z1 - z0, height, width, -1)
+        del slab
+    return out
+
+
+def features_at(features: FilterFeatures, rows: NDArray[np.intp]) -> NDArray[np.float32]:
+    """The exact features (the eigenvalues from LAPACK) of the voxels at flat indices
+    ``rows``, for training."""
+    depth, height, width = features.shape
+    plane = height * width
+    out = np.empty((rows.size, features.columns), np.float32)
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    for z0, z1 in _slabs((0, depth), plane):
+        lo, hi = np.searchsorted(ordered, [z0 * plane, z1 * plane])
+        if lo == hi:
+            continue
+        slab = features.slab(z0, z1)
+        inside = (ordered[lo:hi] - z0 * plane).astype(np.intp)
+        slab.make_exact(inside)
+        out[order[lo:hi]] = slab.x[inside]
+    return out
