@@ -59,13 +59,21 @@ def inputs(n):
     subprocess.run([sys.executable, "-c", MAKE, str(n), folder, sys.argv[4], sys.argv[5]], check=True)
     return tuple(np.load(f"{folder}/{k}.npy") for k in ("gray", "mask", "pred", "svs"))
 
+def plain(path):
+    from labelstitch.plugins.classifier import load_classifier, reference_probabilities
+    return lambda g, m: reference_probabilities(load_classifier(path), g)
+
+two = classifier + ".two"
 STAGES = {
     "naive_membrane_predictions": ("predict-voxels", ("naive_membrane_predictions", {"sigma": 1.0}), lambda f, g, m, p, s: f(g, m)),
     "pixel_classifier": ("predict-voxels", ("pixel_classifier", {"classifier_path": classifier}), lambda f, g, m, p, s: f(g, m)),
+    "pixel_classifier, plain": ("predict-voxels", (plain(classifier), {}), lambda f, g, m, p, s: f(g, m)),
+    "two_stage_predictions": ("predict-voxels", ("two_stage_predictions", {"classifier_path": two}), lambda f, g, m, p, s: f(g, m)),
+    "two_stage, plain": ("predict-voxels", (plain(two), {}), lambda f, g, m, p, s: f(g, m)),
     "seeded_watershed": ("create-supervoxels", ("seeded_watershed", {}), lambda f, g, m, p, s: f(p, m)),
     "rag_agglomeration": ("agglomerate-supervoxels", ("rag_agglomeration", {}), lambda f, g, m, p, s: f(p, s)),
 }
-if stage == "worker":
+if stage.startswith("worker"):
     from labelstitch.geometry import Plan
     from labelstitch.pipeline.segment import segment_subvolume
     from labelstitch.pipeline.planning import prepare
@@ -75,8 +83,12 @@ if stage == "worker":
         np.save(f"{folder}/g{n}.npy", tiled(raw, n))
     def run(n):
         from labelstitch.pipeline.config import RunConfig
+        options = {"chunk-size": n, "overlap": 0, "resolution": [1, 1, 1]}
+        if stage != "worker":  # the worker with the pixel classifier
+            options["segmentor"] = {"configuration": {"predict-voxels": {
+                "function": "pixel_classifier", "parameters": {"classifier_path": classifier}}}}
         prepared = prepare(RunConfig.load({"input": f"{folder}/g{n}.npy", "output": f"{folder}/o{n}.zarr",
-                            "options": {"chunk-size": n, "overlap": 0, "resolution": [1, 1, 1]}}))
+                                           "options": options}))
         return segment_subvolume(prepared.plan[0], prepared.task)
     run(48)
     before = peak()
@@ -104,10 +116,13 @@ def main() -> None:
         "import numpy as np, sys\nfrom labelstitch import api as ls\n"
         f"d = np.load({str(ROOT.parent / 'shared' / 'data' / 'gala_train.npz')!r})\n"
         f"np.save({str(folder / 'g.npy')!r}, d['raw']); np.save({str(folder / 't.npy')!r}, d['gt'])\n"
-        f"ls.train_pixel_classifier({str(folder / 'g.npy')!r}, {str(folder / 't.npy')!r}, {str(classifier)!r}, trees=20, samples=50_000)\n"
+        f"ls.train_pixel_classifier({str(folder / 'g.npy')!r}, {str(folder / 't.npy')!r}, {str(classifier)!r})\n"
+        f"ls.train_pixel_classifier({str(folder / 'g.npy')!r}, {str(folder / 't.npy')!r}, {str(classifier) + '.two'!r}, two_stage=True)\n"
     )], check=True)
     print(f"{'stage':28} " + " ".join(f"{f'{s}^3 B/voxel':>16}" for s in args.sides) + f" {'inputs held B/voxel':>20}")
-    for stage in ("naive_membrane_predictions", "pixel_classifier", "seeded_watershed", "rag_agglomeration", "worker"):
+    stages = ("naive_membrane_predictions", "pixel_classifier", "pixel_classifier, plain", "two_stage_predictions",
+              "two_stage, plain", "seeded_watershed", "rag_agglomeration", "worker", "worker, pixel classifier")
+    for stage in stages:
         cells, held = [], 0.0
         for side in args.sides:
             done = subprocess.run([sys.executable, "-c", PROBE, stage, str(side), str(classifier), str(ROOT / "benchmarks"), str(gala)],

@@ -55,22 +55,13 @@ def _slabs(z_range: tuple[int, int], plane: int) -> Iterator[tuple[int, int]]:
         yield z0, min(z0 + thick, z_range[1])
 
 
-@dataclass
-class _Slab:
-    """Features of the voxels of slices ``z0:z1``, one row each, with what it takes to make
-    their eigenvalues exact."""
-
-    x: NDArray[np.float32]  # (voxels, columns)
-    uncertain: NDArray[np.bool_]  # voxels whose closed-form eigenvalues may be off by more than a float32 step
-    hessians: list[list[NDArray[np.float32]]]  # per scale, the six flat Hessian entries
-
-    def make_exact(self, rows: NDArray[np.intp]) -> None:
-        """Eigenvalues of ``rows`` from LAPACK, as scikit-image computes them."""
-        for k, entries in enumerate(self.hessians):
-            matrices = np.zeros((rows.size, 3, 3), np.float32)
-            for (r, c), entry in zip(_PAIRS, entries):
-                matrices[:, r, c] = matrices[:, c, r] = entry[rows]
-            self.x[rows, 5 * k + 2:5 * k + 5] = np.linalg.eigvalsh(matrices)[:, ::-1]
+def _lapack_eigenvalues(entries: list[NDArray[np.float32]], rows: NDArray[np.intp]) -> NDArray[np.float32]:
+    """Eigenvalues at ``rows``, largest first, the way scikit-image computes them (numpy's
+    ``eigvalsh`` of the float32 matrices)."""
+    matrices = np.zeros((rows.size, 3, 3), np.float32)
+    for (r, c), entry in zip(_PAIRS, entries):
+        matrices[:, r, c] = matrices[:, c, r] = entry[rows]
+    return np.linalg.eigvalsh(matrices)[:, ::-1]
 
 
 class FilterFeatures:
@@ -88,16 +79,16 @@ class FilterFeatures:
     def columns(self) -> int:
         return 5 * len(self.smoothed)
 
-    def slab(self, z0: int, z1: int, width: int | None = None) -> _Slab:
-        """The features of slices ``z0:z1`` in the first columns of ``width`` (default: just these)."""
+    def slab(self, z0: int, z1: int, width: int | None = None, exact: NDArray[np.intp] | None = None) -> NDArray[np.float32]:
+        """The features of slices ``z0:z1``, a row per voxel, in the first columns of
+        ``width`` (default: just these). Eigenvalues come from the closed form, and from
+        LAPACK where the closed form may round otherwise and at the rows ``exact``."""
         from skimage import filters
 
         lo, hi = max(z0 - _MARGIN, 0), min(z1 + _MARGIN, self.shape[0])
         crop = slice(z0 - lo, z0 - lo + (z1 - z0))
         n = (z1 - z0) * self.shape[1] * self.shape[2]
         x = np.empty((n, width or self.columns), np.float32)
-        uncertain = np.zeros(n, bool)
-        hessians = []
         for k, smooth in enumerate(self.smoothed):
             part = smooth[lo:hi]
             x[:, 5 * k] = smooth[z0:z1].ravel()
@@ -105,9 +96,14 @@ class FilterFeatures:
             gradient = np.gradient(part)
             entries = [np.ascontiguousarray(np.gradient(gradient[a], axis=b)[crop]).ravel() for a, b in _PAIRS]
             del gradient
+            uncertain = np.zeros(n, bool)
             hessian_eigenvalues(*entries, x, 5 * k + 2, uncertain)
-            hessians.append(entries)
-        return _Slab(x, uncertain, hessians)
+            if exact is not None:
+                uncertain[exact] = True
+            rows = np.flatnonzero(uncertain)
+            if rows.size:
+                x[rows, 5 * k + 2:5 * k + 5] = _lapack_eigenvalues(entries, rows)
+        return x
 
 
 class ContextFeatures:
@@ -210,13 +206,12 @@ def predict_slabs(forest: FlatForest, features: FilterFeatures, context: Context
     columns = features.columns + (context.columns if context is not None else 0)
     out = np.empty((z_range[1] - z_range[0], height, width, forest.value.shape[1]), np.float32)
     for z0, z1 in _slabs(z_range, height * width):
-        slab = features.slab(z0, z1, columns)
+        x = features.slab(z0, z1, columns)
         if context is not None:
-            context.fill(slab.x, features.columns, z0, z1)
-        slab.make_exact(np.flatnonzero(slab.uncertain))  # a closed-form eigenvalue that may round otherwise
-        probability = forest.probabilities(slab.x)
+            context.fill(x, features.columns, z0, z1)
+        probability = forest.probabilities(x)
         out[z0 - z_range[0]:z1 - z_range[0]] = probability.reshape(z1 - z0, height, width, -1)
-        del slab
+        del x
     return out
 
 
@@ -232,8 +227,6 @@ def features_at(features: FilterFeatures, rows: NDArray[np.intp]) -> NDArray[np.
         lo, hi = np.searchsorted(ordered, [z0 * plane, z1 * plane])
         if lo == hi:
             continue
-        slab = features.slab(z0, z1)
         inside = (ordered[lo:hi] - z0 * plane).astype(np.intp)
-        slab.make_exact(inside)
-        out[order[lo:hi]] = slab.x[inside]
+        out[order[lo:hi]] = features.slab(z0, z1, exact=inside)[inside]
     return out
