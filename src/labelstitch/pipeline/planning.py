@@ -177,7 +177,7 @@ def _plan(config: RunConfig, shape: tuple[int, ...]) -> tuple[Plan, tuple[tuple[
 #: working memory of one subvolume per voxel of its outer box for the built-in stages, with
 #: room to spare: measured 34 bytes for a whole worker (read, mask, naive predictions,
 #: seeded watershed, mean agglomeration, encode; benchmarks/bench_stage_memory.py). A stage
-#: function that needs more declares its ``bytes_per_voxel`` (the pixel classifier: about 660).
+#: function that needs more declares its ``bytes_per_voxel`` (the pixel classifier: 32).
 BYTES_PER_VOXEL = 64
 
 

@@ -84,9 +84,10 @@ def threshold_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], thre
     return out
 
 
-# peak working memory per voxel, for chunk-size checks: its filter features (656 measured
-# by benchmarks/bench_stage_memory.py)
-@stage_function(writes=_CLASSIFIER_OUT, bytes_per_voxel=700)
+# peak working memory per voxel, for chunk-size checks: the Gaussian smoothings of the box
+# and the output, 26 bytes a voxel plus about 85 MB of slab arrays (measured by
+# benchmarks/bench_stage_memory.py: 44 bytes a voxel of a 168^3 box, a whole worker 43)
+@stage_function(writes=_CLASSIFIER_OUT, bytes_per_voxel=32)
 def pixel_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifier_path: str = "") -> NDArray[np.float32]:
     """Membrane probability from a random-forest voxel classifier on multi-scale filter
     features, trained with ``labelstitch train-pixel-classifier`` (ilastik-like)."""
@@ -99,9 +100,9 @@ def pixel_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifie
     return out
 
 
-# estimated, not measured: the filter features twice (joining them to the seven context
-# features copies them) on top of the first stage's 700
-@stage_function(writes=_CLASSIFIER_OUT, bytes_per_voxel=1400)
+# the first stage's answer and its six context volumes on top of the one-stage arrays:
+# 60 bytes a voxel plus about 90 MB (measured: 79 bytes a voxel of a 168^3 box)
+@stage_function(writes=_CLASSIFIER_OUT, bytes_per_voxel=64)
 def two_stage_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifier_path: str = "") -> NDArray[np.float32]:
     """Membrane probability from a two-stage (auto-context) voxel classifier: a second
     random forest on the image features plus the first forest's probability, smoothed and
