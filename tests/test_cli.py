@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from labelstitch._cli.main import ExitCode, main
+from labelstitch.hookspecs import describe_stage
 from labelstitch.pipeline.config import load_config
 from labelstitch.synthetic import em_volume
 
@@ -28,6 +29,9 @@ def test_plugins_lists_every_stage_function_with_defaults(capsys):
     assert "seeded_watershed(boundary_channel=0, seed_threshold=0.2, seed_size=5, min_segment_size=0)" in text
     assert "rag_agglomeration(threshold=0.2, boundary_channel=0, mitochondria_channel=-1, mitochondria_threshold=0.5)" in text
     assert "pixel_classifier(classifier_path='')" in text
+    from labelstitch.plugins.builtin import pixel_classifier
+    needs = f"      needs {describe_stage(pixel_classifier).bytes_per_voxel} bytes a voxel beyond the pipeline's own"
+    assert needs in text.split("pixel_classifier(classifier_path='')")[1].split("threshold_predictions")[0]
     executors = text.split("executors (--executor):\n")[1].splitlines()
     assert executors[:3] == ["  serial  [labelstitch.builtin]", "  processes  [labelstitch.builtin]",
                              "  spark  [labelstitch.builtin]"]

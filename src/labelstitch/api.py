@@ -261,6 +261,9 @@ def format_plugins(found: dict[str, dict[str, dict[str, Any]]], executors: dict[
             for direction in ("reads", "writes"):
                 if info[direction]:
                     lines.append(f"      {direction} " + ", ".join(f"{meaning} ({index})" for meaning, index in info[direction]))
+            needs = [f"{info['bytes_per_voxel']} bytes a voxel" * bool(info["bytes_per_voxel"]), f"{info['context']} voxels of context" * bool(info["context"])]
+            if any(needs):
+                lines.append("      needs " + " and ".join(n for n in needs if n) + " beyond the pipeline's own")
     lines.append("executors (--executor):")
     lines += [f"  {name}  [{plugin}]" for name, plugin in executors.items()]
     return "\n".join(lines)
