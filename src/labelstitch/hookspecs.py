@@ -68,7 +68,9 @@ class StageInfo:
     ``graph(stats, **parameters)`` returning the root of every node 0..K, which
     ``options.agglomerate-across-blocks`` runs once on the driver; ``graph_histograms``
     False says it never reads the boundary histograms (a mean-boundary agglomeration), so
-    they never reach the driver.
+    they never reach the driver. ``declare``: for what only the configured parameters
+    tell (a network's channels and margin, from the file it loads),
+    ``declare(**parameters)`` returning the fields above that differ, as a dict.
     """
 
     reads: tuple[Channel, ...] = ()
@@ -77,6 +79,7 @@ class StageInfo:
     context: int = 0
     graph: Callable[..., Any] | None = None
     graph_histograms: bool = True
+    declare: Callable[..., dict[str, Any]] | None = None
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -90,6 +93,7 @@ def stage_function(
     context: int = 0,
     graph: Callable[..., Any] | None = None,
     graph_histograms: bool = True,
+    declare: Callable[..., dict[str, Any]] | None = None,
 ) -> Callable[[_F], _F]:
     """Declare what a stage function needs (its :class:`StageInfo`); the function is
     returned as it is, so it still runs on plain arrays.
@@ -100,7 +104,7 @@ def stage_function(
     >>> describe_stage(my_supervoxels).bytes_per_voxel
     16
     """
-    info = StageInfo(tuple(reads), tuple(writes), int(bytes_per_voxel), int(context), graph, graph_histograms)
+    info = StageInfo(tuple(reads), tuple(writes), int(bytes_per_voxel), int(context), graph, graph_histograms, declare)
 
     def mark(fn: _F) -> _F:
         fn.__labelstitch_stage__ = info  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pluggy
@@ -125,13 +125,21 @@ class Stage:
 
     @property
     def info(self) -> StageInfo:
-        return describe_stage(self.function)
+        """The declared descriptor, with what ``declare`` says for these parameters."""
+        info = describe_stage(self.function)
+        if info.declare is None:
+            return info
+        return replace(info, **info.declare(**self._values()))
+
+    def _values(self) -> dict[str, Any]:
+        """The configured parameters over the function's defaults."""
+        defaults = {k: v for k, v in parameters_of(self.function, self.stage).items() if v is not inspect.Parameter.empty}
+        return {**defaults, **self.parameters}
 
     def channels(self, direction: str = "reads") -> list[tuple[Channel, int]]:
         """The channels the stage reads (or ``writes``) with their positions, from its
         configured parameters and their defaults; a negative position (``-1``: none) is left out."""
-        defaults = {k: v for k, v in parameters_of(self.function, self.stage).items() if v is not inspect.Parameter.empty}
-        values = {**defaults, **self.parameters}
+        values = self._values()
         found = []
         for channel in getattr(self.info, direction):
             index = values.get(channel.index, -1) if isinstance(channel.index, str) else channel.index

@@ -4,7 +4,8 @@
 stage                      functions
 =========================  =======================================================
 predict-voxels             ``naive_membrane_predictions``, ``threshold_predictions``,
-                           ``pixel_classifier``, ``two_stage_predictions``
+                           ``pixel_classifier``, ``two_stage_predictions``,
+                           ``network_predictions``
 create-supervoxels         ``seeded_watershed``, ``distance_transform_watershed``
 agglomerate-supervoxels    ``rag_agglomeration``, ``learned_agglomeration``,
                            ``no_agglomeration`` (each also on a whole volume's graph)
@@ -30,11 +31,13 @@ from ..hookspecs import Channel, Range, hookimpl, stage_function
 from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
 from ..rules import BUILTIN_RULES, Rule
+from .network import declare_network
 
 __all__ = [
     "naive_membrane_predictions",
     "threshold_predictions",
     "pixel_classifier",
+    "network_predictions",
     "seeded_watershed",
     "rag_agglomeration",
     "no_agglomeration",
@@ -118,6 +121,23 @@ def two_stage_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], clas
     out = classifier.predict(grayscale)
     out[mask] = 1.0
     return out
+
+
+# channels, context (the model's margin) and memory come from the model's sidecar JSON
+@stage_function(declare=declare_network)
+def network_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], model_path: str = "",
+                        device: str = "auto") -> NDArray[np.float32]:
+    """The channels of a network trained elsewhere (boundaries, affinities, ...), exported
+    to ONNX with a sidecar JSON that says its input scaling, margin and outputs; run tile by
+    tile with ONNX Runtime on the CPU, or the GPU with ``device`` auto or cuda. Masked
+    voxels get 1 in boundary channels and 0 in the others."""
+    from .network import load_network, predict_network
+
+    model = load_network(model_path)
+    out = predict_network(model, grayscale, device)
+    for channel in model.outputs:
+        out[..., channel.index][mask] = 1.0 if channel.meaning == "boundary" else 0.0
+    return out[..., 0] if model.channels == 1 else out
 
 
 # ----------------------------------------------------------------------------- create-supervoxels
@@ -359,6 +379,7 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
             "naive_membrane_predictions": naive_membrane_predictions,
             "threshold_predictions": threshold_predictions,
             "pixel_classifier": pixel_classifier,
+            "network_predictions": network_predictions,
             "two_stage_predictions": two_stage_predictions,
         },
         "create-supervoxels": {"seeded_watershed": seeded_watershed, "distance_transform_watershed": distance_transform_watershed},

@@ -1,0 +1,177 @@
+"""Networks trained elsewhere, run blockwise: an ONNX model and the JSON beside it.
+
+Labs train their boundary, affinity or LSD networks in PyTorch (PyTorch Connectomics,
+gunpowder/LSD, volara-torch) and export them to ONNX. ``network_predictions`` runs such a
+model on every subvolume with ONNX Runtime, tile by tile with the margin the model's
+valid output needs, and writes the channels the sidecar declares, so that the stages
+that read them are checked against them before any work. The sidecar, ``MODEL.json``
+beside ``MODEL.onnx``::
+
+    {"format": "labelstitch-network/1",
+     "input": {"scale": 0.00392156862745098, "offset": -0.5},
+     "margin": 2,
+     "outputs": [{"meaning": "boundary"}, {"meaning": "affinity", "offset": [0, 0, -1]}],
+     "tile": [32, 128, 128]}
+
+``input``: the model sees ``grayscale * scale + offset`` as float32 of shape
+(batch, 1, Z, Y, X). ``margin``: voxels its output lacks on each side of its input (a
+model with valid convolutions; 0 for one that pads itself, though then tiles can seam).
+``outputs``: one entry a channel, in order (``boundary``, ``affinity`` with its offset,
+``mitochondria``, ``lsd``, or a lab's own word). ``tile``: the output box of a tile
+(default 32 x 128 x 128); ``batch``: tiles of one shape sent in one call (default 4). The pipeline reads ``margin`` voxels more around every
+subvolume (the stage's context), so that blocked predictions are those of the whole
+volume, without seams.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._threads import get_threads
+from ..hookspecs import Channel
+
+__all__ = ["NetworkModel", "declare_network", "load_network"]
+
+log = logging.getLogger("labelstitch")
+
+_FORMAT = "labelstitch-network/1"
+_DEFAULT_TILE = (32, 128, 128)
+_NOTED: list[bool] = []  # the CPU fallback was noted in this process
+
+
+def _sidecar(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """A model file and what its sidecar says of it."""
+
+    path: Path
+    scale: float
+    offset: float
+    margin: int
+    outputs: tuple[Channel, ...]
+    tile: tuple[int, int, int]
+    batch: int = 4
+
+    @property
+    def channels(self) -> int:
+        return len(self.outputs)
+
+
+def load_network(model_path: str | Path) -> NetworkModel:
+    """Read ``MODEL.onnx``'s sidecar ``MODEL.json`` and check it, each problem in one line."""
+    path = Path(model_path)
+    side = _sidecar(path)
+    if not str(model_path):
+        raise ValueError("network_predictions needs `model_path`, an ONNX file with its sidecar JSON beside it")
+    if not path.is_file():
+        raise ValueError(f"no model file at {path}; export the network to ONNX (docs/pipeline.md, 'Networks')")
+    try:
+        spec = json.loads(side.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path} has no sidecar {side.name} beside it saying its input scaling, margin and outputs "
+                         "(docs/pipeline.md, 'Networks')") from None
+    except ValueError as exc:
+        raise ValueError(f"{side} is not JSON: {exc}") from None
+    if not isinstance(spec, dict) or spec.get("format") != _FORMAT:
+        raise ValueError(f"{side} must say \"format\": \"{_FORMAT}\"")
+    outputs = spec.get("outputs")
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) and isinstance(o.get("meaning"), str)
+                                                                for o in outputs):
+        raise ValueError(f"{side}: \"outputs\" must list one {{\"meaning\": ...}} per output channel")
+    channels = []
+    for i, o in enumerate(outputs):
+        offset = o.get("offset")
+        if o["meaning"] == "affinity" and not (isinstance(offset, list) and len(offset) == 3
+                                               and all(isinstance(v, int) for v in offset)):
+            raise ValueError(f"{side}: output {i} is an affinity and needs its \"offset\" [z, y, x] in voxels")
+        channels.append(Channel(o["meaning"], i, tuple(offset) if offset is not None else None))
+    scaling = spec.get("input", {})
+    margin, tile, batch = spec.get("margin", 0), tuple(spec.get("tile", _DEFAULT_TILE)), spec.get("batch", 4)
+    if not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"{side}: \"margin\" must be the voxels the output lacks on each side, an integer >= 0")
+    if len(tile) != 3 or not all(isinstance(t, int) and t > 0 for t in tile):
+        raise ValueError(f"{side}: \"tile\" must be the output box of one call, three positive integers")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"{side}: \"batch\" must be the tiles of one call, an integer >= 1")
+    try:
+        scale, offset = float(scaling.get("scale", 1.0)), float(scaling.get("offset", 0.0))
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError(f"{side}: \"input\" must give numbers \"scale\" and \"offset\"") from None
+    return NetworkModel(path, scale, offset, margin, tuple(channels), tile, batch)  # type: ignore[arg-type]
+
+
+def declare_network(model_path: str = "", **_: Any) -> dict[str, Any]:
+    """The stage descriptor's fields that the model's sidecar decides: the channels it
+    writes, the context it needs (its margin), and its memory per voxel (the scaled input
+    and the output, float32, on top of its tiles)."""
+    if not model_path:
+        return {}
+    model = load_network(model_path)
+    return {"writes": model.outputs, "context": model.margin, "bytes_per_voxel": 4 * (model.channels + 2)}
+
+
+def _session(model: NetworkModel, device: str) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ValueError("network_predictions needs ONNX Runtime: pip install 'labelstitch[network]'") from None
+    available = ort.get_available_providers()
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"network_predictions: device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ValueError("network_predictions: device cuda asked for, but this ONNX Runtime has no CUDA provider "
+                         "(pip install onnxruntime-gpu on a machine with a GPU, or device auto)")
+    providers = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    elif device == "auto" and not _NOTED:
+        _NOTED.append(True)  # once a process
+        log.warning("network_predictions: ONNX Runtime has no CUDA provider here; running on the CPU "
+                    "(device cpu says so without this note)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = get_threads()  # one per executor core, as the other stages
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model.path), options, providers=providers)
+    except Exception as exc:  # ONNX Runtime's own error types: a file it cannot read as a model
+        raise ValueError(f"{model.path} is not a model ONNX Runtime can run: {str(exc).splitlines()[0]}") from None
+
+
+def predict_network(model: NetworkModel, grayscale: NDArray[Any], device: str = "auto") -> NDArray[np.float32]:
+    """The model's channels over ``grayscale``, (Z, Y, X, C) float32: tile by tile, each
+    tile's input its output box plus the margin (the box's own edges mirrored), so that
+    every voxel's answer is the one of the whole volume wherever the box lies in it."""
+    session = _session(model, device)
+    name = session.get_inputs()[0].name
+    m = model.margin
+    image = grayscale.astype(np.float32) * np.float32(model.scale) + np.float32(model.offset)
+    padded = np.pad(image, m, mode="symmetric") if m else image
+    del image
+    out = np.empty(grayscale.shape + (model.channels,), np.float32)
+    boxes: dict[tuple[int, ...], list[tuple[slice, ...]]] = {}  # output boxes of one shape, batched together
+    for z0, y0, x0 in itertools.product(*(range(0, n, t) for n, t in zip(grayscale.shape, model.tile))):
+        box = tuple(slice(a, min(a + t, n)) for a, t, n in zip((z0, y0, x0), model.tile, grayscale.shape))
+        boxes.setdefault(tuple(b.stop - b.start for b in box), []).append(box)
+    for shape, same in boxes.items():
+        for first in range(0, len(same), model.batch):
+            group = same[first:first + model.batch]
+            tiles = np.stack([padded[tuple(slice(b.start, b.stop + 2 * m) for b in box)] for box in group])[:, None]
+            answer = session.run(None, {name: tiles})[0]
+            want = (len(group), model.channels, *shape)
+            if answer.shape != want:
+                raise ValueError(f"{model.path} gave an output of shape {answer.shape} for an input of shape "
+                                 f"{tiles.shape}; its sidecar (margin {m}, {model.channels} outputs) promises {want}")
+            for box, tile in zip(group, answer):
+                out[box] = np.moveaxis(tile, 0, -1)
+    return out
