@@ -6,7 +6,6 @@ in one line."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -23,6 +22,7 @@ from labelstitch.plugins.builtin import naive_membrane_predictions, network_pred
 from labelstitch.plugins.classifier import membrane_annotations  # noqa: E402
 from labelstitch.stores import open_volume  # noqa: E402
 from labelstitch.synthetic import em_volume  # noqa: E402
+from labelstitch.testing import executor_params  # noqa: E402
 from labelstitch.testing.tiny_network import export_tiny_network, train_tiny_network  # noqa: E402
 
 
@@ -69,27 +69,11 @@ def test_the_stage_declares_the_sidecars_channels_margin_and_memory(model):
     stage = resolve_stage("predict-voxels", "network_predictions", {"model_path": str(model)})
     assert stage.info.context == 2
     assert [(c.meaning, c.index) for c in stage.info.writes] == [("boundary", 0)]
-    assert stage.info.bytes_per_voxel == 12
+    assert stage.info.bytes_per_voxel == 16
     assert resolve_stage("predict-voxels", "network_predictions").info.writes == ()  # no model yet: nothing declared
 
 
-def _java() -> bool:
-    return shutil.which("java") is not None or "JAVA_HOME" in os.environ
-
-
-def _dask() -> bool:
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.parametrize("executor", [
-    "processes",
-    pytest.param("spark", marks=pytest.mark.skipif(not _java(), reason="Spark needs Java")),
-    pytest.param("dask", marks=pytest.mark.skipif(not _dask(), reason="needs the labelstitch[dask] extra")),
-])
+@pytest.mark.parametrize("executor", executor_params("processes", "spark", "dask"))
 def test_every_executor_writes_the_serial_bytes(model, tmp_path, executor):
     gray, _ = em_volume((24, 40, 40), n_neurites=12, seed=8)
     np.save(tmp_path / "gray.npy", gray)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from labelstitch.stores import open_volume
+from labelstitch.testing import executor_params
 from labelstitch.synthetic import em_volume
 
 STAGES = '''
@@ -61,23 +61,7 @@ def labelstitch_stitch_rules():
 LABELSTITCH = str(Path(sys.executable).parent / "labelstitch")
 
 
-def _java() -> bool:
-    return shutil.which("java") is not None or "JAVA_HOME" in os.environ
-
-
-def _dask() -> bool:
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-EXECUTORS = [
-    "serial", "processes",
-    pytest.param("spark", marks=pytest.mark.skipif(not _java(), reason="Spark needs Java")),
-    pytest.param("dask", marks=pytest.mark.skipif(not _dask(), reason="needs the labelstitch[dask] extra")),
-]
+EXECUTORS = executor_params("serial", "processes", "spark", "dask")
 
 
 @pytest.fixture()

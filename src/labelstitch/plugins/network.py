@@ -113,12 +113,13 @@ def load_network(model_path: str | Path) -> NetworkModel:
 
 def declare_network(model_path: str = "", **_: Any) -> dict[str, Any]:
     """The stage descriptor's fields that the model's sidecar decides: the channels it
-    writes, the context it needs (its margin), and its memory per voxel (the scaled input
-    and the output, float32, on top of its tiles)."""
+    writes, the context it needs (its margin), and its memory per voxel (the scaled input,
+    its mirrored copy and the output, float32, on top of its tiles: 25 bytes a voxel
+    measured for one channel before the scaling was made in place)."""
     if not model_path:
         return {}
     model = load_network(model_path)
-    return {"writes": model.outputs, "context": model.margin, "bytes_per_voxel": 4 * (model.channels + 2)}
+    return {"writes": model.outputs, "context": model.margin, "bytes_per_voxel": 4 * (model.channels + 3)}
 
 
 def _session(model: NetworkModel, device: str) -> Any:
@@ -155,7 +156,9 @@ def predict_network(model: NetworkModel, grayscale: NDArray[Any], device: str = 
     session = _session(model, device)
     name = session.get_inputs()[0].name
     m = model.margin
-    image = grayscale.astype(np.float32) * np.float32(model.scale) + np.float32(model.offset)
+    image = grayscale.astype(np.float32)
+    image *= np.float32(model.scale)
+    image += np.float32(model.offset)
     padded = np.pad(image, m, mode="symmetric") if m else image
     del image
     out = np.empty(grayscale.shape + (model.channels,), np.float32)

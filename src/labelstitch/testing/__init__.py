@@ -1,10 +1,17 @@
 """Helpers for testing segmentations: compare partitions, not label values.
 
 Stitched ids are arbitrary, so tests (ours and those of pipelines built on labelstitch)
-compare which voxels are grouped together, not the ids themselves.
+compare which voxels are grouped together, not the ids themselves. :func:`executor_params`
+gives the executors to run a test on, each skipped with its reason where this machine
+lacks what it needs.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -12,7 +19,24 @@ from numpy.typing import ArrayLike
 from ..contingency import count_pairs
 from .._validation import as_labels, check_same_shape, flat
 
-__all__ = ["assert_same_partition", "is_refinement"]
+__all__ = ["assert_same_partition", "executor_params", "is_refinement"]
+
+
+def _missing(executor: str) -> str:
+    """Why ``executor`` cannot run here ("" when it can)."""
+    if executor == "spark" and shutil.which("java") is None and "JAVA_HOME" not in os.environ:
+        return "Spark needs Java"
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        return "needs the labelstitch[dask] extra"
+    return ""
+
+
+def executor_params(*executors: str) -> list[Any]:
+    """``pytest.param`` for each executor, marked to skip with a one-line reason where it
+    cannot run on this machine (Spark without Java, Dask without its extra)."""
+    import pytest
+
+    return [pytest.param(e, marks=pytest.mark.skipif(bool(_missing(e)), reason=_missing(e) or "runs")) for e in executors]
 
 
 def _pairs(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
