@@ -7,8 +7,8 @@ slab by slab along Z, with the two slices of margin they reach, and each slab go
 into a forest compiled with numba over flat tree arrays. Every filter is the scikit-image
 or SciPy call that :func:`~labelstitch.plugins.classifier.reference_probabilities` makes,
 on the same values, so the features are the same to the bit; only the Hessian eigenvalues
-come from a closed form instead of LAPACK, and where the last bit of one of those could
-change a tree's decision the voxel is computed again with LAPACK (a few in a million).
+come from a closed form instead of LAPACK, and where a float32 rounding boundary lies within
+the error bound of the two, LAPACK gives them (about one voxel in a thousand).
 Training reads its features through the same code (:func:`features_at`).
 """
 
@@ -26,7 +26,7 @@ from .._kernels.voxelforest import NODE, forest_probabilities, hessian_eigenvalu
 
 __all__ = ["ContextFeatures", "FilterFeatures", "FlatForest", "features_at", "predict_slabs"]
 
-#: voxels per slab of features (about 40 MB of working arrays with four scales)
+#: voxels per slab of features (with four scales, about 85 MB of working arrays, measured)
 SLAB_VOXELS = 1 << 19
 #: slices a slab's features reach beyond it: Sobel one, the Hessian's two gradients two
 _MARGIN = 2
