@@ -17,10 +17,6 @@ from labelstitch.plugins.voxelforest import FilterFeatures, FlatForest, features
 from labelstitch.synthetic import em_volume
 
 
-def _marks(truth, mito=None):
-    return membrane_annotations(truth, mito)
-
-
 @pytest.fixture(scope="module")
 def synthetic():
     return em_volume((24, 40, 40), n_neurites=12, mitochondria=20, return_mitochondria=True, seed=11)
@@ -31,7 +27,7 @@ def synthetic():
 def test_the_lean_predictor_equals_the_reference_to_the_bit_on_synthetic_em(synthetic, two_stage, with_mitochondria,
                                                                              monkeypatch):
     gray, truth, mito = synthetic
-    clf = train_pixel_classifier(gray, _marks(truth, mito if with_mitochondria else None), n_estimators=6,
+    clf = train_pixel_classifier(gray, membrane_annotations(truth, mito if with_mitochondria else None), n_estimators=6,
                                  max_samples=20_000, two_stage=two_stage)
     unseen, _ = em_volume((19, 37, 33), n_neurites=10, seed=12)  # odd sizes: slabs that do not divide the box
     monkeypatch.setattr(voxelforest, "SLAB_VOXELS", 3000)  # many slabs, so their seams are tested
@@ -45,7 +41,7 @@ def test_the_lean_predictor_equals_the_reference_to_the_bit_on_synthetic_em(synt
 @pytest.mark.parametrize("two_stage", [False, True])
 def test_the_lean_predictor_equals_the_reference_to_the_bit_on_gala(shared_data, two_stage):
     train, test = np.load(shared_data / "gala_train.npz"), np.load(shared_data / "gala_test.npz")
-    clf = train_pixel_classifier(train["raw"][:24], _marks(train["gt"][:24]), n_estimators=10, max_samples=40_000,
+    clf = train_pixel_classifier(train["raw"][:24], membrane_annotations(train["gt"][:24]), n_estimators=10, max_samples=40_000,
                                  two_stage=two_stage)
     box = test["raw"][:30]
     np.testing.assert_array_equal(clf.predict(box), reference_probabilities(clf, box))

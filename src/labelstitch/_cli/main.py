@@ -490,5 +490,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return int(ExitCode.INTERNAL_ERROR)
 
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

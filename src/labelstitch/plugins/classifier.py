@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .voxelforest import CONTEXT_SIGMAS, ContextFeatures, FilterFeatures, FlatForest, as_image, features_at, predict_slabs
+from .voxelforest import ContextFeatures, FilterFeatures, FlatForest, as_image, class_columns, features_at, predict_slabs
 
 __all__ = ["PixelClassifier", "train_pixel_classifier", "load_classifier", "membrane_annotations",
            "reference_probabilities"]
@@ -48,9 +48,9 @@ def _shaped(probability: NDArray[np.float32]) -> NDArray[np.float32]:
 def reference_probabilities(classifier: PixelClassifier, grayscale: NDArray[Any]) -> NDArray[np.float32]:
     """What :meth:`PixelClassifier.predict` computes, the plain way: scikit-image's full
     feature stack of the box and scikit-learn's ``predict_proba`` (about 700 bytes per
-    voxel, several times slower). Kept as the definition the lean path is tested and
-    benchmarked against."""
-    from scipy import ndimage
+    voxel, several times slower); the second stage's context volumes are
+    :class:`~labelstitch.plugins.voxelforest.ContextFeatures`, whole-box in both paths.
+    Kept as the definition the lean path is tested and benchmarked against."""
     from skimage.feature import multiscale_basic_features
 
     sigmas = classifier.sigmas
@@ -59,18 +59,14 @@ def reference_probabilities(classifier: PixelClassifier, grayscale: NDArray[Any]
 
     def answer(model: Any, x: NDArray[np.float32]) -> NDArray[np.float32]:
         proba = model.predict_proba(x.reshape(-1, x.shape[-1]))
-        columns = [int(np.flatnonzero(model.classes_ == c)[0]) for c in _classes(model)]
+        columns = class_columns(model, _classes(model))
         return _shaped(proba[:, columns].reshape(*grayscale.shape, len(columns)).astype(np.float32))
 
     first = answer(classifier.model, feats)
     if classifier.second is None:
         return first
-    context = []
-    for channel in (first[..., None] if first.ndim == 3 else first).transpose(3, 0, 1, 2):
-        context.append(channel)
-        for sigma in CONTEXT_SIGMAS:
-            context += [ndimage.gaussian_filter(channel, sigma), ndimage.gaussian_gradient_magnitude(channel, sigma)]
-    return answer(classifier.second, np.concatenate([feats, np.stack(context, axis=-1)], axis=-1))
+    context = np.stack(ContextFeatures(first).volumes, axis=-1)
+    return answer(classifier.second, np.concatenate([feats, context], axis=-1))
 
 
 @dataclass

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from .._kernels.voxelforest import NODE, forest_probabilities, hessian_eigenvalues
 
-__all__ = ["ContextFeatures", "FilterFeatures", "FlatForest", "features_at", "predict_slabs"]
+__all__ = ["ContextFeatures", "FilterFeatures", "FlatForest", "class_columns", "features_at", "predict_slabs"]
 
 #: voxels per slab of features (with four scales, about 85 MB of working arrays, measured)
 SLAB_VOXELS = 1 << 19
@@ -133,6 +133,11 @@ class ContextFeatures:
         return np.stack([v.ravel()[rows] for v in self.volumes], axis=-1).astype(np.float32, copy=False)
 
 
+def class_columns(forest: Any, classes: Sequence[int]) -> list[int]:
+    """Where each of ``classes`` stands among a scikit-learn forest's ``classes_``."""
+    return [int(np.flatnonzero(forest.classes_ == c)[0]) for c in classes]
+
+
 #: the share of a tree's training voxels whose leaf a walk of ``steps`` reaches: deeper
 #: walks finish one by one (measured fastest between 0.8 and 0.9 on gala)
 _COMMON_DEPTH = 0.85
@@ -164,7 +169,7 @@ class FlatForest:
 
     @classmethod
     def from_forest(cls, forest: Any, classes: Sequence[int]) -> FlatForest:
-        columns = [int(np.flatnonzero(forest.classes_ == c)[0]) for c in classes]
+        columns = class_columns(forest, classes)
         nodes, values, roots, steps, offset = [], [], [], [], 0
         for estimator in forest.estimators_:
             tree = estimator.tree_
