@@ -11,6 +11,7 @@ from labelstitch._cli.main import main
 from labelstitch.checkpoints import CheckpointError
 from labelstitch.stores import open_volume
 from labelstitch.synthetic import em_volume
+from labelstitch import audit, format_scores
 from labelstitch.pipeline import compare, restitch, run
 
 
@@ -115,6 +116,13 @@ def test_scoring_without_writing_equals_scoring_the_written_volumes(finished_run
         np.testing.assert_allclose(a.regional.merge, b.regional.merge, atol=1e-9)
         np.testing.assert_allclose(a.regional.split, b.regional.split, atol=1e-9)
     assert len({round(r.total, 6) for r in fast}) > 2  # the rules differ, so the test can tell them apart
+    # written variants carry the seam audit of their own volume; the unwritten ones cannot
+    assert all(r.seams is None for r in fast) and "VI at faces" not in format_scores(fast)
+    for row in written:
+        bands = audit(row.output, ground_truth=str(folder / "truth.npy"))
+        assert row.seams == (bands.ground_truth.faces.total, bands.ground_truth.interiors.total)
+    text = format_scores(written)
+    assert "VI at faces" in text and "in middles" in text and f"{written[0].seams[0]:.3f}" in text
 
 
 def test_tune_prints_a_pareto_front_of_settings_that_are_real(finished_run, capsys):

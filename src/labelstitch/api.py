@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .geometry import Box, Plan
 from .metrics import Score, format_scores
-from .pipeline import BlocksFailed, ConfigError, ExecutorChoice, PipelineError, RunConfig, StageConfig, check_plan_output, compare, prepare, restitch, run, tune
+from .pipeline import Audit, BlocksFailed, ConfigError, ExecutorChoice, PipelineError, RunConfig, StageConfig, audit, check_plan_output, compare, prepare, restitch, run, tune
 from .pipeline.planning import check_subvolume_memory
 from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
@@ -42,6 +42,7 @@ from .view import Viewing, view
 from .stores import DvidError, MemoryStore, StoreError, as_array_like, create_volume, memory_volume, open_volume, parse_volume
 
 __all__ = [
+    "Audit",
     "BlocksFailed",
     "ConfigError",
     "DvidError",
@@ -50,6 +51,7 @@ __all__ = [
     "RunConfig",
     "StageSpec",
     "StoreError",
+    "audit",
     "check_config",
     "compare",
     "config_example",

@@ -41,6 +41,9 @@ class Score:
         the matches it accepted, the seconds it took and where it was written.
     regional : RegionalVI, optional
         VI per region (the paper's Figure 9), where it was computed.
+    seams : (float, float), optional
+        VI in bands around the subvolume faces and around the subvolume middles
+        (:func:`labelstitch.seams.audit_bands`): the seam audit of a written comparison.
     """
 
     merge: float
@@ -53,6 +56,7 @@ class Score:
     seconds: float | None = None
     output: str | None = None
     regional: RegionalVI | None = field(default=None, compare=False)
+    seams: tuple[float, float] | None = field(default=None, compare=False)
 
     @property
     def total(self) -> float:
@@ -67,11 +71,13 @@ class Score:
             out["seconds"] = round(self.seconds, 3)
         if self.output is not None:
             out["output"] = self.output
+        if self.seams is not None:
+            out["VI at faces"], out["VI in middles"] = self.seams
         return out
 
     def __repr__(self) -> str:
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                 if f.name in ("merge", "split") or (f.name != "regional" and getattr(self, f.name) is not None)]
+                 if f.name in ("merge", "split") or (f.name not in ("regional", "seams") and getattr(self, f.name) is not None)]
         return f"Score({', '.join(shown)})"
 
     def __str__(self) -> str:
@@ -83,7 +89,8 @@ class Score:
 
 
 def format_scores(scores: Iterable[Score]) -> str:
-    """Scores as a plain-text table like the paper's Table 2 (unknown values show as ``-``).
+    """Scores as a plain-text table like the paper's Table 2 (unknown values show as ``-``),
+    with the seam audit's two columns where a score has them.
 
     >>> print(format_scores([Score(0.5, 1.25, bodies=3, name="medium", matches=7, seconds=0.1)]))
     stitching rule    bodies  matches  f.merge VI  f.split VI      VI  time s
@@ -95,11 +102,15 @@ def format_scores(scores: Iterable[Score]) -> str:
 
     scores = list(scores)
     width = max([16] + [len(s.name or s.rule or "") + 2 for s in scores])  # long setting names keep the columns aligned
-    lines = [f"{'stitching rule':<{width}}{'bodies':>8}{'matches':>9}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'time s':>8}"]
+    seams = any(s.seams is not None for s in scores)
+    lines = [f"{'stitching rule':<{width}}{'bodies':>8}{'matches':>9}{'f.merge VI':>12}{'f.split VI':>12}{'VI':>8}{'time s':>8}"
+             + (f"{'VI at faces':>13}{'in middles':>12}" if seams else "")]
     for s in scores:
+        at, away = s.seams if s.seams is not None else (None, None)
         lines.append(
             f"{s.name or s.rule or '':<{width}}{cell(s.bodies, 'd'):>8}{cell(s.matches, 'd'):>9}{s.merge:>12.3f}"
             f"{s.split:>12.3f}{s.total:>8.3f}{cell(s.seconds, '.2f'):>8}"
+            + (f"{cell(at, '.3f'):>13}{cell(away, '.3f'):>12}" if seams else "")
         )
     return "\n".join(lines)
 

@@ -5,38 +5,19 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from enum import IntEnum
-from typing import Any
 
 from .. import api
+from .common import ExitCode, _params, _progress
 from .process import Stopped, handle_signals, log_to_stderr
+from .scores import add_commands
 from .._version import __version__
 
 
-class ExitCode(IntEnum):
-    """Exit codes of the ``labelstitch`` command."""
-
-    #: everything worked
-    OK = 0
-    #: the work ran but some of it failed (a worker died, DVID stayed unreachable)
-    FAILED = 1
-    #: the command line, the config or the input was wrong (argparse uses 2 as well)
-    USAGE_ERROR = 2
-    #: a bug in labelstitch: the message asks for a bug report
-    INTERNAL_ERROR = 3
-
-
 # ----------------------------------------------------------------------------- commands
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    """Whether a command shows progress on stderr: not with -q or --json."""
-    return not args.quiet and not args.json
 
 
 def _cmd_run(args: argparse.Namespace) -> ExitCode:
@@ -66,20 +47,6 @@ def _cmd_status(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
-def _params(pairs: list[str]) -> dict[str, Any]:
-    """``["min_overlap=100", "min_fraction=0.8"]`` -> ``{"min_overlap": 100, "min_fraction": 0.8}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
     result, seconds = api.restitch(
         args.config, rule=args.rule, rule_params=_params(args.param) if args.rule else None, output=args.output,
@@ -90,40 +57,6 @@ def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
     print(json.dumps(summary) if args.json else
           f"stitched with {summary['rule']} {summary['params'] or ''}: {summary['matches']} matches, "
           f"{summary['bodies']} bodies in {sum(seconds.values()):.2f} s")
-    return ExitCode.OK
-
-
-def _variants(specs: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
-    """``NAME:RULE,KEY=VALUE,...`` (or just ``NAME`` for a rule's defaults) as variants."""
-    variants = []
-    for spec in specs:
-        name, _, rest = spec.partition(":")
-        rule, *pairs = rest.split(",") if rest else [name]
-        variants.append((name, rule, _params([p for p in pairs if p])))
-    return variants
-
-
-def _cmd_compare(args: argparse.Namespace) -> ExitCode:
-    rows = api.compare(args.config, args.ground_truth, variants=_variants(args.variant), region=args.region,
-                       write=args.write, executor=args.executor, workers=args.workers, spark_master=args.spark_master, dask_scheduler=args.dask_scheduler,
-                       progress=_progress(args))
-    if args.figures:
-        config = api.RunConfig.load(args.config)
-        os.makedirs(args.figures, exist_ok=True)
-        for part in ("merge", "split"):
-            api.write_heatmaps(os.path.join(args.figures, f"vi-{part}.png"), [(r.name or "", r.regional) for r in rows],
-                               part=part, resolution=config.resolution)
-        if args.write:
-            api.write_comparison_slices(os.path.join(args.figures, "slices.png"), config.input, args.ground_truth, rows)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in rows]))
-        return ExitCode.OK
-    print(api.format_scores(rows))
-    if args.figures:
-        slices = f" and {args.figures}/slices.png (the middle Z slice of every rule)" if args.write else \
-            " (slices.png needs the written volumes: add --write)"
-        print(f"wrote {args.figures}/vi-merge.png and vi-split.png (one row per rule, one tile per Z layer of {args.region}^3 "
-              f"regions){slices}")
     return ExitCode.OK
 
 
@@ -191,31 +124,6 @@ def _cmd_view(args: argparse.Namespace) -> ExitCode:
             threading.Event().wait()
         except KeyboardInterrupt:
             pass
-    return ExitCode.OK
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
-    score = api.evaluate(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
-    report = score.to_dict()
-    floor = None
-    if args.floor:
-        floor = api.agglomeration_floor(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
-        report["floor"] = floor.to_dict()
-    if args.heatmap:
-        regional = api.evaluate_regions(args.segmentation, args.ground_truth, region=args.region)
-        stem, ext = os.path.splitext(args.heatmap)
-        api.write_heatmaps(args.heatmap, [("merge", regional)], part="merge")
-        api.write_heatmaps(f"{stem}-split{ext}", [("split", regional)], part="split")
-        report["heatmap"] = args.heatmap
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(score)
-        if args.heatmap:
-            print(f"wrote {args.heatmap} (false merge VI per {args.region}^3 region, one tile per Z layer) and {stem}-split{ext}")
-        if floor is not None:
-            print(f"\nperfect agglomeration of these segments (each merged into the ground-truth body it overlaps most):\n{floor}")
-            print("its false merges come from segments that straddle bodies: no agglomeration can undo them")
     return ExitCode.OK
 
 
@@ -355,18 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance")
     p.set_defaults(func=_cmd_stitch)
 
-    p = sub.add_parser("compare", help="stitch with every rule from checkpoints and score each (the paper's Table 2)",
-                       parents=[where, out])
-    p.add_argument("config")
-    p.add_argument("--ground-truth", required=True, help="label volume to score against")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME:RULE,KEY=VALUE,...",
-                   help="an extra parameter set, e.g. medium100:medium,min_overlap=100 (repeatable)")
-    p.add_argument("--figures", metavar="DIR", help="write vi-merge.png and vi-split.png (the paper's Figure 9)")
-    p.add_argument("--region", type=int, default=32, help="region size of the figures (default 32)")
-    p.add_argument("--write", action="store_true",
-                   help="also write every rule's volume (beside the checkpoints, CHECKPOINTS-compare/NAME.zarr) and score "
-                   "it from there; without it nothing is written and the scores come from per-subvolume tables")
-    p.set_defaults(func=_cmd_compare)
+    add_commands(sub, where, out)
 
     p = sub.add_parser("tune", help="search the stitching rules' thresholds on a finished run; print the Pareto front",
                        parents=[where, out])
@@ -390,16 +287,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="800x600", metavar="WxH", help="screenshot size in pixels (default 800x600)")
     p.add_argument("--hide-segmentation", action="store_true", help="screenshot the EM alone")
     p.set_defaults(func=_cmd_view)
-
-    p = sub.add_parser("evaluate", help="variation of information of a segmentation against ground truth", parents=[out])
-    p.add_argument("segmentation", help="volume to score (e.g. out.zarr)")
-    p.add_argument("ground_truth", help="ground-truth label volume")
-    p.add_argument("--heatmap", metavar="FILE.png", help="write per-region false merge/split VI (the paper's Figure 9)")
-    p.add_argument("--region", type=int, default=32, help="region size for --heatmap (default 32)")
-    p.add_argument("--keep-zero", action="store_true", help="also score voxels where the ground truth is 0")
-    p.add_argument("--floor", action="store_true",
-                   help="also print the perfect-agglomeration floor: the VI if each segment were merged into the ground-truth body it overlaps most")
-    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("plugins", help="list every stage function with its parameters and defaults", parents=[out])
     p.set_defaults(func=_cmd_plugins)

@@ -23,12 +23,13 @@ from __future__ import annotations
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
 from .driver import compare, restitch, run, tune
 from .planning import PreparedRun, check_plan_output, prepare
-from .scoring import pareto_front, score_floor, score_regions, score_volumes
+from .scoring import Audit, audit, pareto_front, score_floor, score_regions, score_volumes
 from .segment import BlocksFailed, PipelineError, segment_all, segment_subvolume
 from .values import BlockFailure, ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
 
 __all__ = [
     "EXAMPLE",
+    "Audit",
     "SCHEMA",
     "BlockFailure",
     "BlocksFailed",
@@ -43,6 +44,7 @@ __all__ = [
     "SegmentedSubvolume",
     "StageConfig",
     "Variant",
+    "audit",
     "check_plan_output",
     "compare",
     "load_config",

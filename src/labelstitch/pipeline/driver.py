@@ -32,6 +32,7 @@ from ..plugins import Stage
 from ..plugins.rules import available_rules
 from ..report import report_paths
 from ..runstatus import RunStatus, timestamp
+from ..seams import audit_bands
 from ..stitching import StitchResult
 from ..stores import StoreError, VolumeRef, parse_volume, staging_path
 from .config import RunConfig
@@ -387,9 +388,11 @@ def compare(
             with variant.config.output.open() as seg:
                 score = score_volumes(seg, gt)
                 regional = score_regions(seg, gt, region)
+                bands = audit_bands(variant.plan, lambda box: (seg.read(box), gt.read(box))) if variant.plan.faces() else None
             rows.append(Score(score.merge, score.split, bodies=result.n_bodies, name=name, rule=variant.config.rule,
                               params=dict(variant.config.rule_params), matches=len(result.matches), seconds=seconds,
-                              output=variant.config.output.text, regional=regional))
+                              output=variant.config.output.text, regional=regional,
+                              seams=(bands.faces.total, bands.interiors.total) if bands else None))
     return rows
 
 

@@ -26,12 +26,14 @@ from ..geometry import Box, Plan, Subvolume
 from ..metrics import RegionalVI, Score, floor_blockwise, regional_vi, score_table, vi_blockwise
 from ..plugins.rules import get_rule, rule_parameters
 from ..stitching import StitchResult, to_bodies
-from ..stores import StoreError, VolumeRef, VolumeStore
+from ..seams import Agreement, SeamAudit, agreement_blockwise, audit_bands, seam_bands
+from ..stores import StoreError, VolumeRef, VolumeStore, open_volume
 from .planning import PreparedRun
+from .progress import bar
 from .stitch import across_blocks, match_variants
 from .values import PreservedBodies, SegmentedSubvolume, Variant
 
-__all__ = ["default_grid", "pareto_front", "score_floor", "score_regions", "score_variants", "score_volumes"]
+__all__ = ["Audit", "audit", "default_grid", "pareto_front", "plan_of_output", "score_floor", "score_regions", "score_variants", "score_volumes"]
 
 #: marks a table key that is already a final id (background 0, a preserved body)
 FINAL = np.uint64(1 << 63)
@@ -192,3 +194,96 @@ def pareto_front(scores: list[Score]) -> list[Score]:
             front.append(score)
             best_split = score.split
     return front
+
+
+# ----------------------------------------------------------------------------- seam audit
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What ``labelstitch audit`` found: the seam bands against the ground truth and/or
+    another run, and how far the two runs agree."""
+
+    output: str
+    plan: Plan
+    ground_truth: SeamAudit | None = None
+    against: SeamAudit | None = None
+    agreement: Agreement | None = None
+    whole: Score | None = None
+    other: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"output": self.output, "subvolume": list(self.plan.block), "faces": len(self.plan.faces())}
+        if self.whole is not None:
+            out["whole"] = self.whole.to_dict()
+        if self.ground_truth is not None:
+            out["ground-truth"] = self.ground_truth.to_dict()
+        if self.agreement is not None:
+            out["against"] = {"other": self.other, **self.agreement.to_dict(),
+                              "bands": self.against.to_dict() if self.against is not None else None}
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"seam audit of {self.output}: subvolumes of {'x'.join(map(str, self.plan.block))} voxels, "
+                 f"{len(self.plan)} subvolumes, {len(self.plan.faces())} faces"]
+        if self.ground_truth is not None:
+            lines += ["", "against the ground truth:"]
+            if self.whole is not None:
+                lines.append(f"whole volume: VI {self.whole.total:.4f} bits (merge {self.whole.merge:.4f}, split {self.whole.split:.4f})")
+            lines += [str(self.ground_truth), self.ground_truth.verdict]
+        if self.agreement is not None:
+            lines += ["", f"against {self.other} (another run of the volume):", str(self.agreement)]
+            if self.against is not None:
+                lines += [str(self.against), self.against.verdict.replace("error", "disagreement")]
+        return "\n".join(lines)
+
+
+def plan_of_output(output: VolumeStore, subvolume_size: int | tuple[int, int, int] | None = None) -> Plan:
+    """The subvolume plan an output was made with, as it records it (or a grid of
+    ``subvolume_size`` for an output labelstitch did not make, or to audit another grid)."""
+    if subvolume_size is not None:
+        return Plan.grid(output.shape, subvolume_size, 0)
+    recorded = output.metadata.get("plan")
+    if not recorded:
+        raise StoreError(f"{output.uri} records no subvolume plan (labelstitch did not make it): give the subvolume "
+                         "size it was made with (--subvolume-size)")
+    return Plan.from_dict(recorded)
+
+
+def audit(
+    output: str,
+    *,
+    ground_truth: str | None = None,
+    against: str | None = None,
+    width: int = 8,
+    min_contact: int = 10,
+    subvolume_size: int | tuple[int, int, int] | None = None,
+    ignore_gt_zero: bool = True,
+    progress: bool = False,
+) -> Audit:
+    """Audit the seams of ``output`` (``labelstitch audit``): bands ``width`` voxels each side
+    of every subvolume face against bands around every subvolume's middle, scored against
+    ``ground_truth`` and/or ``against`` (another run, e.g. with other subvolume sizes, whose
+    agreement with ``output`` is measured too). Only the bands are read, box by box."""
+    if ground_truth is None and against is None:
+        raise ValueError("audit needs a reference: --ground-truth GT, --against OTHER_OUTPUT, or both")
+    with open_volume(output) as seg:
+        plan = plan_of_output(seg, subvolume_size)
+        found: dict[str, Any] = {}
+        for key, reference, zero in (("ground_truth", ground_truth, ignore_gt_zero), ("against", against, False)):
+            if reference is None:
+                continue
+            with open_volume(reference) as ref:
+                _check_labels(seg, ref)
+                n_bands = sum(len(b) for b in seam_bands(plan, width))
+                counter = bar(n_bands, f"seam bands ({key.replace('_', ' ')})", progress)
+                try:
+                    found[key] = audit_bands(plan, lambda box: (seg.read(box), ref.read(box)), width=width,
+                                             min_contact=min_contact, ignore_gt_zero=zero, tick=counter.update)
+                finally:
+                    counter.close()
+                if key == "ground_truth":
+                    found["whole"] = score_volumes(seg, ref, ignore_gt_zero=ignore_gt_zero)
+                else:
+                    found["agreement"] = agreement_blockwise(seg.shape, lambda box: (seg.read(box), ref.read(box)))
+    return Audit(str(output), plan, other=against, **found)
