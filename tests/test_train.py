@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import labelstitch as ls
 from labelstitch._cli.main import ExitCode, main
@@ -85,3 +86,24 @@ def test_a_model_folder_is_replaced_only_with_overwrite_and_a_config_can_name_it
     assert loaded.stages[0].function == stages["predict-voxels"]["function"]
     with pytest.raises(ls.pipeline.ConfigError, match="options.segmentor: no segmentor file at .*missing.json"):
         ls.RunConfig.load({**config, "options": {"segmentor": "missing.json"}})
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=st.floats(0.01, 0.99), flat=st.floats(0.0, 0.5))
+def test_the_threshold_search_goes_on_until_the_curve_turns(m, flat):
+    """A held-out curve with one minimum anywhere in (0, 1): the search finds it within half
+    a grid step, wherever the starting grid stops, and never tries 0 or 1."""
+    from labelstitch.plugins.training import search_threshold
+
+    calls = []
+
+    def curve(t):
+        calls.append(t)
+        return abs(t - m) + flat  # a V: no flat part to stop on early
+
+    tried = search_threshold(curve, (0.2, 0.3, 0.4, 0.5, 0.6))
+    best = min(tried, key=tried.get)
+    assert abs(best - m) <= 0.05
+    assert all(0 < t < 1 for t in tried) and len(calls) == len(set(calls)) == len(tried) <= 20
+    ts = sorted(tried)
+    assert ts[0] < best < ts[-1] or min(best, 1 - best) < 0.03  # the best is bracketed, or at a bound

@@ -91,6 +91,48 @@ def _pick(rows: list[tuple[Any, ...]], margin: float, log: Callable[[str], None]
     return best_learned if best_learned[0] < best_mean[0] - margin else best_mean
 
 
+def search_threshold(score: Callable[[float], float], start: tuple[float, ...], *, low: float = 0.0,
+                     high: float = 1.0, finest: float = 0.01) -> dict[float, float]:
+    """Score thresholds (lower is better) from the grid ``start`` until the curve turns: while
+    the best is the grid's first or last value, step on (by the grid's spacing there, halving
+    towards ``low`` and ``high``, which are never tried); then once more halfway between the
+    best and each neighbour. Returns every threshold tried with its score.
+
+    >>> tried = search_threshold(lambda t: (t - 0.83) ** 2, (0.2, 0.4, 0.6))
+    >>> min(tried, key=tried.get), max(tried)
+    (0.85, 0.9)
+    """
+    tried = {t: score(t) for t in start}
+
+    def best() -> tuple[list[float], int]:
+        ts = sorted(tried)
+        return ts, ts.index(min(ts, key=lambda t: (tried[t], t)))
+
+    while True:
+        ts, i = best()
+        if len(ts) < 2:
+            break
+        if i == len(ts) - 1:
+            step, bound = ts[-1] - ts[-2], high
+        elif i == 0:
+            step, bound = ts[0] - ts[1], low
+        else:
+            break
+        nxt = round(ts[i] + step, 4)
+        if not low < nxt < high:  # the bound itself is never tried: halve the way to it
+            nxt = round((ts[i] + bound) / 2, 4)
+        if abs(nxt - ts[i]) < finest or nxt in tried:
+            break
+        tried[nxt] = score(nxt)
+    ts, i = best()
+    for j in (i - 1, i + 1):
+        if 0 <= j < len(ts):
+            mid = round((ts[i] + ts[j]) / 2, 4)
+            if abs(mid - ts[i]) >= finest and mid not in tried:
+                tried[mid] = score(mid)
+    return tried
+
+
 def train_segmentor(
     grayscale: NDArray[Any],
     truth: NDArray[np.integer],
@@ -176,15 +218,24 @@ def _train_into(
                 log(f"training the agglomeration classifier on {label}{aware}")
                 agglo_path = folder / f"agglomeration-{kind}-{k}-{len(context)}.npz"
                 train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees, **context).save(agglo_path)
-                for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
-                    score = vi(learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context), truth_v)
-                    choices.append((f"{label} + learned_agglomeration threshold {t}{aware}", score))
-                    scored.append((score.total, kind, sv_name, sv_params, "learned_agglomeration", {"threshold": t, **context}))
+                # each agglomeration's thresholds are searched until the held-out curve turns
+                for agg_name, agglomerate, grid in (
+                    ("learned_agglomeration", lambda t: learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context),
+                     (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)),
+                    ("rag_agglomeration", lambda t: rag_agglomeration(pred_v, sv_v, threshold=t, **context),
+                     (0.2, 0.3, 0.4, 0.5, 0.6)),
+                ):
+                    found: dict[float, Score] = {}
+
+                    def total(t: float) -> float:
+                        found[t] = vi(agglomerate(t), truth_v)
+                        return found[t].total
+
+                    search_threshold(total, grid)
+                    for t in sorted(found):
+                        choices.append((f"{label} + {agg_name} threshold {t}{aware}", found[t]))
+                        scored.append((found[t].total, kind, sv_name, sv_params, agg_name, {"threshold": t, **context}))
                 agglo_path.unlink()  # only the chosen one is kept, fitted again on the whole volume
-                for t in (0.2, 0.3, 0.4, 0.5, 0.6):
-                    score = vi(rag_agglomeration(pred_v, sv_v, threshold=t, **context), truth_v)
-                    choices.append((f"{label} + rag_agglomeration threshold {t}{aware}", score))
-                    scored.append((score.total, kind, sv_name, sv_params, "rag_agglomeration", {"threshold": t, **context}))
             log(f"  [{k + 1}/{len(candidates)}] {label}: best held-out VI so far {min(row[0] for row in scored):.3f} "
                 f"({time.perf_counter() - start:.1f} s)")
     # the learned agglomeration has far more parameters, and the mitochondria channel adds a
