@@ -108,7 +108,19 @@ def _text(value: Any) -> Any:
     return value.text if isinstance(value, VolumeRef) else value
 
 
+def _volumes(value: Any, base: Path, values: dict[str, Any]) -> Any:
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    return tuple(parse_volume(v, base) if isinstance(v, (str, os.PathLike)) else v for v in value or ())
+
+
+def _channel_dicts(value: Any, base: Path, values: dict[str, Any]) -> Any:
+    return tuple(dict(c) for c in value or ())
+
+
 PLAIN = Kind(_same, copy.deepcopy, "Any")
+VOLUMES = Kind(_volumes, lambda v: [_text(r) for r in v], "tuple[VolumeRef, ...]")
+CHANNELS = Kind(_channel_dicts, lambda v: [dict(c) for c in v], "tuple[dict[str, Any], ...]")
 VOLUME = Kind(_volume, _text, "VolumeRef")
 ROI = Kind(_roi, _text, "VolumeRef")
 FOLDER = Kind(_folder, copy.deepcopy, "str")
@@ -198,6 +210,12 @@ OPTIONS: tuple[Option, ...] = (
            REQUIRED, VOLUME, fingerprint="always", example="grayscale.zarr", described_default="required"),
     Option("output", "output", {"type": "string"}, "where the segmentation is written (uint64 labels)",
            REQUIRED, VOLUME, example="segmentation.zarr", described_default="required"),
+    Option("predictions", "predictions",
+           {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
+           "voxel predictions made elsewhere (e.g. by a network on a GPU), one volume per channel, float in [0, 1] or "
+           "uint8: read for each subvolume with its halo and context instead of running predict-voxels "
+           "([pipeline.md](#predictions-made-elsewhere))", (), VOLUMES, fingerprint="unless-default",
+           described_default="none (predict-voxels runs)"),
     Option("roi", "roi_box", {"type": "array", "items": _TRIPLE, "minItems": 2, "maxItems": 2},
            "`[[z0, y0, x0], [z1, y1, x1]]`: segment only this box", kind=BOX, unit="voxels", fingerprint="always",
            described_default="whole volume"),
@@ -216,6 +234,13 @@ OPTIONS: tuple[Option, ...] = (
            "`{\"<stage>\": {\"function\": NAME or dotted.path, \"parameters\": {...}}}` for the three stages; or give "
            "`options.segmentor` as the path of a segmentor file `labelstitch train` wrote, relative to the config",
            DEFAULT_STAGES, STAGE_LIST, fingerprint="always", example=_EXAMPLE_STAGES, described_default="see below"),
+    Option("options.prediction-channels", "prediction_channels",
+           {"type": "array", "items": {"type": "object", "properties": {
+               "meaning": {"type": "string", "minLength": 1}, "offset": _TRIPLE}, "required": ["meaning"],
+               "additionalProperties": False}},
+           "what each `predictions` volume means, in order: `{\"meaning\": \"boundary\"}`, `{\"meaning\": "
+           "\"affinity\", \"offset\": [-1, 0, 0]}`, `mitochondria`, ...; checked against what the stages read", (),
+           CHANNELS, fingerprint="unless-default", described_default="one `boundary` volume"),
     Option("options.stitch-algorithm", "rule", {"type": "string"},
            "`none`, `conservative`, `medium`, `aggressive` or a plugin rule", "medium", example="medium"),
     Option("options.stitch-parameters", "rule_params", {"type": "object"},

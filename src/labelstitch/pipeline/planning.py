@@ -20,6 +20,7 @@ from ..rules import StitchRule
 from ..stitching import check_stitch
 from ..stores import StoreError, VolumeRef, VolumeStore, parse_volume, read_roi
 from .config import RunConfig
+from .predictions import check_predictions, default_channels, stored_predictions_stage
 from .values import PreservedBodies, SegmentTask, run_tuples
 
 __all__ = ["PreparedRun", "check_plan_output", "prepare", "resolve_stages", "with_stitching"]
@@ -282,6 +283,10 @@ def prepare(
                     "(a VI of float labels would mean nothing)"
                 )
     stages_ = stages if stages is not None else resolve_stages(config)
+    if config.predictions:  # predictions made elsewhere stand for the predict-voxels stage
+        channels = config.prediction_channels or default_channels(len(config.predictions))
+        check_predictions(config.predictions, channels, shape)
+        stages_ = (stored_predictions_stage(channels), stages_[1], stages_[2])
     check_channels(stages_)
     task = SegmentTask(
         config.input,
@@ -300,6 +305,7 @@ def prepare(
         shape=tuple(plan.shape),
         graph=config.agglomerate_across_blocks,
         retries=config.retries,
+        predictions=config.predictions,
     )
     if task.graph:
         check_across_blocks(task.stages[2], plan)
@@ -336,7 +342,8 @@ def with_stitching(prepared: PreparedRun, config: RunConfig) -> PreparedRun:
 def inputs_of(config: RunConfig) -> dict[str, VolumeRef | str]:
     """Every volume or folder a run reads or keeps, by its config key: what no output may touch."""
     found = {"input": config.input, "ground-truth": config.ground_truth,
-             "preserve-bodies.segmentation": config.preserve_volume, "options.checkpoint-dir": config.checkpoint_dir}
+             "preserve-bodies.segmentation": config.preserve_volume, "options.checkpoint-dir": config.checkpoint_dir,
+             **{f"predictions[{k}]": ref for k, ref in enumerate(config.predictions)}}
     return {key: value for key, value in found.items() if value}
 
 
@@ -351,7 +358,7 @@ def check_plan_output(
         if uri.overlaps(other):
             raise StoreError(
                 f"output {uri} would overwrite {key} {other} (it is the same volume, lies inside it or holds it); "
-                "choose an output apart from the input, ground truth, preserved bodies and checkpoint folder"
+                "choose an output apart from the input, predictions, ground truth, preserved bodies and checkpoint folder"
             )
     plan = prepared.plan
     check_writable(uri, "output")

@@ -172,7 +172,8 @@ def made_from(config: RunConfig, stages: tuple[Stage, ...]) -> tuple[dict[str, d
     """What the segmented labels depend on besides the config: the content signature of
     every input volume, and the checksum of every model file (computed once per run: the
     files may be large)."""
-    found = {"input": config.input, "preserve-bodies.segmentation": config.preserve_volume}
+    found = {"input": config.input, "preserve-bodies.segmentation": config.preserve_volume,
+             **{f"predictions[{k}]": ref for k, ref in enumerate(config.predictions)}}
     return ({key: dict(volume_signature(ref)) for key, ref in found.items() if ref is not None},
             model_checksums(stages))
 

@@ -32,6 +32,7 @@ from ..geometry import Box, Subvolume, roi_mask
 from ..plugins import PluginError, Stage
 from ..relabel import refine_supervoxels
 from ..stores import StoreError
+from .predictions import read_predictions
 from .progress import bar
 from ..runstatus import RunStatus
 from .values import BlockFailure, SegmentedSubvolume, SegmentTask
@@ -178,7 +179,8 @@ def segment_subvolume(sv: Subvolume, task: SegmentTask) -> SegmentedSubvolume:
 
     start = time.perf_counter()
     with _step("predict-voxels"):
-        predictions = _checked(f"predict-voxels function {predict.name!r}", predict(grayscale, mask), shape, sv, floating=True)
+        made = read_predictions(task.predictions, sv.outer) if task.predictions else predict(grayscale, mask)
+        predictions = _checked(f"predict-voxels function {predict.name!r}", made, shape, sv, floating=True)
     seconds["predict-voxels"] = time.perf_counter() - start
 
     start = time.perf_counter()

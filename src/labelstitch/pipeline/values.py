@@ -96,6 +96,8 @@ class SegmentTask:
     graph: bool = False
     #: times a failed subvolume is tried again (``options.retries``)
     retries: int = 2
+    #: predictions made elsewhere, one volume per channel, read instead of running predict-voxels
+    predictions: tuple[VolumeRef, ...] = ()
 
     def near(self, sv: Subvolume) -> SegmentTask:
         """This task with only the ROI runs near ``sv``, so a large ROI is not shipped with every item."""
