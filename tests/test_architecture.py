@@ -24,7 +24,7 @@ LAYERS = {
     "_kernels": 0,
     **dict.fromkeys(
         ["_processes", "_threads", "_validation", "_version", "across", "agglomeration", "codec", "contingency", "geometry", "parameters",
-         "matching", "metrics", "rag", "relabel", "resolve", "rules", "stitching", "synthetic", "watershed", "pyramid"], 1),
+         "matching", "metrics", "rag", "relabel", "resolve", "rules", "stitching", "synthetic", "watershed", "pyramid", "seams"], 1),
     "testing": 2,
     **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "locks", "report", "figures", "runstatus"], 3),
     "pipeline": 4,
