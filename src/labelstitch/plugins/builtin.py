@@ -8,7 +8,8 @@ predict-voxels             ``naive_membrane_predictions``, ``threshold_predictio
                            ``network_predictions``
 create-supervoxels         ``seeded_watershed``, ``distance_transform_watershed``
 agglomerate-supervoxels    ``rag_agglomeration``, ``learned_agglomeration``,
-                           ``no_agglomeration`` (each also on a whole volume's graph)
+                           ``multicut_agglomeration``, ``no_agglomeration`` (each
+                           also on a whole volume's graph)
 =========================  =======================================================
 
 Executors: ``serial``, ``processes`` and ``spark`` (see :mod:`labelstitch.executors`).
@@ -31,6 +32,7 @@ from ..hookspecs import Channel, Range, hookimpl, stage_function
 from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
 from ..rules import BUILTIN_RULES, Rule
+from .multicut import multicut_agglomeration
 from .network import declare_network
 
 __all__ = [
@@ -387,6 +389,7 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
             "rag_agglomeration": rag_agglomeration,
             "learned_agglomeration": learned_agglomeration,
             "no_agglomeration": no_agglomeration,
+            "multicut_agglomeration": multicut_agglomeration,
         },
     }
 
