@@ -107,3 +107,12 @@ def test_the_threshold_search_goes_on_until_the_curve_turns(m, flat):
     assert all(0 < t < 1 for t in tried) and len(calls) == len(set(calls)) == len(tried) <= 20
     ts = sorted(tried)
     assert ts[0] < best < ts[-1] or min(best, 1 - best) < 0.03  # the best is bracketed, or at a bound
+
+
+def test_a_flat_curve_is_not_followed_to_an_extreme():
+    from labelstitch.plugins.training import search_threshold
+
+    tried = search_threshold(lambda t: 0.125, (0.2, 0.3, 0.4, 0.5, 0.6))
+    assert min(tried) >= 0.15 and max(tried) <= 0.6  # the grid and at most the refinement around the best
+    falling_then_flat = search_threshold(lambda t: max(0.2, 1 - t), (0.2, 0.3, 0.4, 0.5, 0.6))
+    assert max(falling_then_flat) <= 0.9  # followed while it fell, stopped one step into the flat part

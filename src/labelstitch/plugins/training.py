@@ -35,10 +35,11 @@ from numpy.typing import NDArray
 from ..metrics import Score, floor_blockwise, vi
 from ..stores import publish_folder, remove_stale_staging, staging_path
 from .agglomeration import train_agglomeration
-from .builtin import distance_transform_watershed, learned_agglomeration, rag_agglomeration, seeded_watershed
+from .builtin import (distance_transform_watershed, learned_agglomeration, multicut_agglomeration, rag_agglomeration,
+                      seeded_watershed)
 from .classifier import membrane_annotations, train_pixel_classifier
 
-__all__ = ["TrainResult", "split_validation", "train_segmentor"]
+__all__ = ["TrainResult", "out_of_fold", "split_validation", "train_segmentor"]
 
 
 @dataclass
@@ -83,20 +84,53 @@ def _floor(supervoxels: NDArray[np.integer], truth: NDArray[np.integer]) -> Scor
     return floor_blockwise(supervoxels.shape, lambda box: (supervoxels[box.slices()], truth[box.slices()]))
 
 
+#: the agglomerations that need a trained classifier, and those that do not
+LEARNED = ("learned_agglomeration", "multicut_agglomeration+classifier")
+PLAIN = ("rag_agglomeration", "multicut_agglomeration")
+
+
+def _family(row: tuple[Any, ...]) -> str:
+    return row[4] + ("+classifier" if "classifier_path" in row[5] else "")
+
+
 def _pick(rows: list[tuple[Any, ...]], margin: float, log: Callable[[str], None]) -> tuple[Any, ...]:
-    """The best learned agglomeration if it beats the best mean-boundary one by ``margin``, else that one."""
-    best_learned = min((row for row in rows if row[4] == "learned_agglomeration"), key=lambda row: row[0])
-    best_mean = min((row for row in rows if row[4] == "rag_agglomeration"), key=lambda row: row[0])
-    log(f"best learned {best_learned[0]:.3f}, best mean-boundary {best_mean[0]:.3f}")
-    return best_learned if best_learned[0] < best_mean[0] - margin else best_mean
+    """The best agglomeration with a learned classifier if it beats the best one without by
+    ``margin``, else that one."""
+    best_learned = min((row for row in rows if _family(row) in LEARNED), key=lambda row: row[0])
+    best_plain = min((row for row in rows if _family(row) in PLAIN), key=lambda row: row[0])
+    log(f"best with a learned classifier {best_learned[0]:.3f} ({_family(best_learned)}), best without "
+        f"{best_plain[0]:.3f} ({_family(best_plain)})")
+    return best_learned if best_learned[0] < best_plain[0] - margin else best_plain
+
+
+def out_of_fold(grayscale: NDArray[Any], annotations: NDArray[np.integer], *, folds: int = 2,
+                **fit: Any) -> NDArray[np.float32]:
+    """Voxel predictions of ``grayscale`` as an unseen volume would get them: each of
+    ``folds`` Z slabs predicted by a classifier trained on the annotations of the others.
+    The agglomeration classifier learns from these, not from the voxel classifier's
+    in-sample predictions, which are sharper than any it will meet (on gala that was the
+    difference between losing to mean-boundary agglomeration and beating it)."""
+    edges = np.linspace(0, grayscale.shape[0], folds + 1).astype(int)
+    out: NDArray[np.float32] | None = None
+    for a, b in zip(edges[:-1], edges[1:]):
+        held = annotations.copy()
+        held[a:b] = 0
+        part = train_pixel_classifier(grayscale, held, **fit).predict(grayscale)
+        if out is None:
+            out = np.zeros(part.shape, np.float32)
+        out[a:b] = part[a:b]
+    assert out is not None
+    return out
 
 
 def search_threshold(score: Callable[[float], float], start: tuple[float, ...], *, low: float = 0.0,
                      high: float = 1.0, finest: float = 0.01) -> dict[float, float]:
     """Score thresholds (lower is better) from the grid ``start`` until the curve turns: while
-    the best is the grid's first or last value, step on (by the grid's spacing there, halving
-    towards ``low`` and ``high``, which are never tried); then once more halfway between the
-    best and each neighbour. Returns every threshold tried with its score.
+    the best is the grid's first or last value and better than the value next to it, step on
+    (by the grid's spacing there, halving towards ``low`` and ``high``, which are never
+    tried); a curve that is flat at its end is not followed (a flat stretch is no reason to
+    go to an extreme). Then once more halfway between the best and each neighbour. Returns
+    every threshold tried with its score.
 
     >>> tried = search_threshold(lambda t: (t - 0.83) ** 2, (0.2, 0.4, 0.6))
     >>> min(tried, key=tried.get), max(tried)
@@ -112,12 +146,12 @@ def search_threshold(score: Callable[[float], float], start: tuple[float, ...], 
         ts, i = best()
         if len(ts) < 2:
             break
-        if i == len(ts) - 1:
+        if i == len(ts) - 1 and tried[ts[-1]] < tried[ts[-2]]:
             step, bound = ts[-1] - ts[-2], high
-        elif i == 0:
+        elif i == 0 and tried[ts[0]] < tried[ts[1]]:
             step, bound = ts[0] - ts[1], low
         else:
-            break
+            break  # the best lies inside the grid, or the curve is flat at its end: nothing to follow
         nxt = round(ts[i] + step, 4)
         if not low < nxt < high:  # the bound itself is never tried: halve the way to it
             nxt = round((ts[i] + bound) / 2, 4)
@@ -206,7 +240,10 @@ def _train_into(
         log(f"training the voxel classifier{' (membranes and mitochondria)' if mito is not None else ''}")
         pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t, None if mito is None else mito[train]),
                                        n_estimators=trees, two_stage=two_stage, log=lambda line: log(f"  {line}"))
-        pred_t, pred_v = pixel.predict(gray_t), pixel.predict(gray_v)
+        pred_v = pixel.predict(gray_v)
+        log("predicting the training part out of fold (the agglomeration learns from predictions like a new volume's)")
+        pred_t = out_of_fold(gray_t, membrane_annotations(truth_t, None if mito is None else mito[train]),
+                             n_estimators=trees, two_stage=two_stage)
         log(f"trying every supervoxel stage ({len(candidates)}) with every agglomeration on the validation part")
         for k, (sv_name, sv_params) in enumerate(candidates):
             start = time.perf_counter()
@@ -219,12 +256,22 @@ def _train_into(
                 agglo_path = folder / f"agglomeration-{kind}-{k}-{len(context)}.npz"
                 train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees, **context).save(agglo_path)
                 # each agglomeration's thresholds are searched until the held-out curve turns
-                for agg_name, agglomerate, grid in (
-                    ("learned_agglomeration", lambda t: learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context),
+                families: list[tuple[str, str, dict[str, Any], Callable[[float], Any], tuple[float, ...]]] = [
+                    ("learned_agglomeration", "threshold", {},
+                     lambda t: learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context),
                      (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)),
-                    ("rag_agglomeration", lambda t: rag_agglomeration(pred_v, sv_v, threshold=t, **context),
+                    ("rag_agglomeration", "threshold", {}, lambda t: rag_agglomeration(pred_v, sv_v, threshold=t, **context),
                      (0.2, 0.3, 0.4, 0.5, 0.6)),
-                ):
+                ]
+                if not context:  # the multicut has no context-aware form
+                    families += [
+                        ("multicut_agglomeration", "beta", {}, lambda b: multicut_agglomeration(pred_v, sv_v, beta=b),
+                         (0.1, 0.2, 0.3, 0.4, 0.5)),
+                        ("multicut_agglomeration", "beta", {"classifier_path": "learned"},
+                         lambda b: multicut_agglomeration(pred_v, sv_v, beta=b, classifier_path=str(agglo_path)),
+                         (0.3, 0.4, 0.5, 0.6, 0.7)),
+                    ]
+                for agg_name, knob, extra, agglomerate, grid in families:
                     found: dict[float, Score] = {}
 
                     def total(t: float) -> float:
@@ -232,9 +279,10 @@ def _train_into(
                         return found[t].total
 
                     search_threshold(total, grid)
+                    learned = " (learned costs)" if extra else ""
                     for t in sorted(found):
-                        choices.append((f"{label} + {agg_name} threshold {t}{aware}", found[t]))
-                        scored.append((found[t].total, kind, sv_name, sv_params, agg_name, {"threshold": t, **context}))
+                        choices.append((f"{label} + {agg_name}{learned} {knob} {t}{aware}", found[t]))
+                        scored.append((found[t].total, kind, sv_name, sv_params, agg_name, {knob: t, **extra, **context}))
                 agglo_path.unlink()  # only the chosen one is kept, fitted again on the whole volume
             log(f"  [{k + 1}/{len(candidates)}] {label}: best held-out VI so far {min(row[0] for row in scored):.3f} "
                 f"({time.perf_counter() - start:.1f} s)")
@@ -257,12 +305,13 @@ def _train_into(
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
     pixel_path, published_agglo = final / pixel_path.name, final / agglo_path.name  # where the config finds them
-    if agg_name == "learned_agglomeration":
-        predictions = pixel.predict(grayscale)
+    if agg_name == "learned_agglomeration" or "classifier_path" in agg_params:
+        log("fitting the agglomeration classifier again on out-of-fold predictions of the whole volume")
+        predictions = out_of_fold(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage)
         supervoxels = stages[sv_name](predictions, np.zeros(grayscale.shape, bool), **sv_params)
         context = {key: v for key, v in agg_params.items() if key.startswith("mitochondria")}
         train_agglomeration(supervoxels, predictions, truth, n_estimators=2 * trees, **context).save(agglo_path)
-        agg_params = {"classifier_path": str(published_agglo), **agg_params}
+        agg_params = {**agg_params, "classifier_path": str(published_agglo)}
     segmentor = {
         "predict-voxels": {"function": "two_stage_predictions" if two_stage else "pixel_classifier",
                            "parameters": {"classifier_path": str(pixel_path)}},
