@@ -3,11 +3,12 @@
 The volume is cut along Z into a training part and a held-out validation part (the last
 quarter unless told otherwise). On the training part: the voxel classifier, then, for each
 candidate supervoxel stage, its supervoxels and an agglomeration classifier trained on
-them. On the validation part every combination of supervoxel stage, agglomeration (learned
-or mean-boundary) and threshold is scored by VI, and the best is kept; the supervoxels'
+them (from out-of-fold voxel predictions, like an unseen volume's). On the validation part
+every combination of supervoxel stage, agglomeration (learned, mean-boundary, multicut
+with either's costs) and threshold is scored by VI, and the best is kept; the supervoxels'
 perfect-agglomeration floor is reported beside them (what no agglomeration can undo).
-The learned agglomeration must beat the best mean-boundary agglomeration by a margin to be
-chosen. The chosen models are then fitted again on the whole volume. Nothing is ever tuned on the
+An agglomeration that needs the learned classifier must beat the best one without it by a
+margin to be chosen. The chosen models are then fitted again on the whole volume. Nothing is ever tuned on the
 data a user will score. The result is ``DIR/segmentor.json``, the value of
 ``options.segmentor.configuration`` that uses the models.
 
