@@ -6,7 +6,8 @@ stage                      functions
 predict-voxels             ``naive_membrane_predictions``, ``threshold_predictions``,
                            ``pixel_classifier``, ``two_stage_predictions``,
                            ``network_predictions``
-create-supervoxels         ``seeded_watershed``, ``distance_transform_watershed``
+create-supervoxels         ``seeded_watershed``, ``distance_transform_watershed``,
+                           ``mutex_watershed`` (needs ``mwatershed``)
 agglomerate-supervoxels    ``rag_agglomeration``, ``learned_agglomeration``,
                            ``multicut_agglomeration``, ``no_agglomeration`` (each
                            also on a whole volume's graph)
@@ -32,6 +33,7 @@ from ..hookspecs import Channel, Range, hookimpl, stage_function
 from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
 from ..rules import BUILTIN_RULES, Rule
+from .affinities import mutex_watershed
 from .network import declare_network
 
 __all__ = [
@@ -437,7 +439,8 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
             "network_predictions": network_predictions,
             "two_stage_predictions": two_stage_predictions,
         },
-        "create-supervoxels": {"seeded_watershed": seeded_watershed, "distance_transform_watershed": distance_transform_watershed},
+        "create-supervoxels": {"seeded_watershed": seeded_watershed, "distance_transform_watershed": distance_transform_watershed,
+                               "mutex_watershed": mutex_watershed},
         "agglomerate-supervoxels": {
             "rag_agglomeration": rag_agglomeration,
             "learned_agglomeration": learned_agglomeration,
