@@ -13,7 +13,7 @@ import labelstitch as ls
 from labelstitch.plugins.affinities import affinities_from_boundary, affinity_offsets, mutex_watershed
 from labelstitch.plugins.builtin import naive_membrane_predictions, seeded_watershed
 from labelstitch.synthetic import em_volume
-from labelstitch.testing import executor_params
+from labelstitch.testing import executor_params, is_refinement
 
 pytest.importorskip("mwatershed", reason="mutex_watershed needs the mwatershed package (labelstitch[affinities])")
 
@@ -89,3 +89,44 @@ def test_mutex_watershed_in_a_run_is_the_same_on_every_executor(tmp_path, synthe
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert ls.vi(outputs[0], truth).total < 1.0
     assert affinity_offsets(0) == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(2, 6))
+def test_affinity_edge_stats_count_every_contact_with_one_minus_its_affinity(seed, k):
+    from labelstitch.plugins.affinities import affinity_edge_stats
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k + 1, (3, 4, 5))
+    b = rng.random((3, 4, 5)).astype(np.float32)
+    stats = affinity_edge_stats(labels, b)
+    expected: dict[tuple[int, int], list[float]] = {}
+    for index in np.ndindex(*labels.shape):
+        for axis in range(3):
+            other = list(index)
+            other[axis] += 1
+            if other[axis] >= labels.shape[axis]:
+                continue
+            a, c = labels[index], labels[tuple(other)]
+            if a and c and a != c:
+                expected.setdefault((min(a, c), max(a, c)), []).append(max(b[index], b[tuple(other)]))
+    found = {(int(u), int(v)): (n, t) for u, v, n, t in zip(stats.u, stats.v, stats.count, stats.total)}
+    assert set(found) == set(expected)
+    for key, values in expected.items():
+        assert found[key][0] == len(values) and found[key][1] == pytest.approx(sum(values), rel=1e-5)
+
+
+def test_affinity_agglomeration_merges_below_its_threshold_only(synthetic):
+    from labelstitch.plugins.affinities import affinity_agglomeration
+
+    gray, truth, pred = synthetic
+    sv = seeded_watershed(pred, np.zeros(gray.shape, bool), seed_threshold=0.3, min_segment_size=50)
+    n = np.unique(sv).size
+    assert np.unique(affinity_agglomeration(pred, sv, threshold=0.0)).size == n  # no score is below 0
+    for quantile in (0, 50):
+        merged = affinity_agglomeration(pred, sv, threshold=0.4, quantile=quantile)
+        assert 1 < np.unique(merged).size < n
+        assert ls.vi(merged, truth).split < ls.vi(sv, truth).split  # it joins pieces of neurons
+        assert is_refinement(sv, merged)
+    with pytest.raises(ValueError, match="`quantile` must be 0 \\(the mean\\) or one of"):
+        affinity_agglomeration(pred, sv, quantile=60)

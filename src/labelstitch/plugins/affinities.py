@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from ..hookspecs import Channel, Range, stage_function
 
-__all__ = ["affinities_from_boundary", "affinity_offsets", "mutex_watershed"]
+__all__ = ["affinities_from_boundary", "affinity_agglomeration", "affinity_edge_stats", "affinity_offsets", "mutex_watershed"]
 
 
 def affinity_offsets(long_range: int = 9, long_range_z: int = 3) -> list[list[int]]:
@@ -102,3 +102,69 @@ def mutex_watershed(
     fragments = np.asarray(mwatershed.agglom(affinities, offsets, strides=strides)).astype(np.uint64)
     fragments[mask] = 0
     return watershed(boundary, fragments, mask=~mask).astype(np.uint64)
+
+
+#: the quantiles of a contact's affinities ``affinity_agglomeration`` can score by
+QUANTILES = (10, 25, 50, 75, 90)
+
+
+def affinity_edge_stats(labels: NDArray[np.integer], boundary: NDArray[np.floating]) -> object:
+    """The region graph of ``labels`` (1..K) valued by nearest-neighbour affinities: each
+    6-neighbour voxel pair of two different regions contributes ``1 - affinity``, the larger
+    of its two voxels' boundary probabilities (waterz's scores are of ``1 - affinity`` too)."""
+    from ..agglomeration import EdgeStats, pair_statistics
+
+    lab = np.ascontiguousarray(labels).astype(np.int64, copy=False)
+    b = np.asarray(boundary, np.float32)
+    us, vs, values = [], [], []
+    for axis in range(3):
+        head = [slice(None)] * 3
+        tail = [slice(None)] * 3
+        head[axis], tail[axis] = slice(0, -1), slice(1, None)
+        la, lb = lab[tuple(head)], lab[tuple(tail)]
+        cross = (la != lb) & (la > 0) & (lb > 0)
+        a, c = la[cross], lb[cross]
+        us.append(np.minimum(a, c))
+        vs.append(np.maximum(a, c))
+        values.append(np.maximum(b[tuple(head)][cross], b[tuple(tail)][cross]))
+    u, v, count, total, hist = pair_statistics(np.concatenate(us), np.concatenate(vs), np.concatenate(values))
+    k = int(lab.max()) if lab.size else 0
+    size = np.bincount(lab.reshape(-1), minlength=k + 1).astype(np.float64)
+    inside = np.bincount(lab.reshape(-1), weights=b.reshape(-1), minlength=k + 1)[:, None]
+    return EdgeStats(u.astype(np.int64), v.astype(np.int64), count, total, hist, size, inside)
+
+
+@stage_function(reads=(Channel("boundary", "boundary_channel"),))
+def affinity_agglomeration(
+    predictions: NDArray[np.floating],
+    supervoxels: NDArray[np.integer],
+    threshold: Annotated[float, Range(0, 1)] = 0.5,
+    quantile: Annotated[int, Range(0, 90)] = 0,
+    boundary_channel: Annotated[int, Range(0, None)] = 0,
+) -> NDArray[np.uint32]:
+    """Agglomerate supervoxels by the affinities along their contacts, as waterz does: the
+    contact with the lowest score merges first while its score is below ``threshold``,
+    where the score is one minus the mean affinity along it (``quantile`` 0, waterz's
+    ``OneMinus<MeanAffinity>``) or one minus that quantile of them (10, 25, 50, 75 or 90:
+    ``OneMinus<QuantileAffinity>``, from a 10-bin histogram); merged contacts pool. The
+    affinities are the nearest-neighbour ones made from the boundary channel."""
+    from ..agglomeration import agglomerate_graph, feature_names
+    from ..rag import merge_by_mean_boundary, numbered_roots, renumber
+
+    if quantile and quantile not in QUANTILES:
+        raise ValueError(f"`quantile` must be 0 (the mean) or one of {QUANTILES}, got {quantile}")
+    if predictions.ndim == 4:
+        if not 0 <= boundary_channel < predictions.shape[-1]:
+            raise ValueError(f"`boundary_channel` {boundary_channel} is not a channel of predictions with shape {predictions.shape}")
+        boundary = predictions[..., boundary_channel]
+    else:
+        boundary = predictions
+    labels, _ = renumber(supervoxels)
+    stats = affinity_edge_stats(labels, boundary)
+    n = stats.size.size - 1  # type: ignore[attr-defined]
+    if not quantile:
+        roots = merge_by_mean_boundary(stats.u, stats.v, stats.count, stats.total, n, threshold)  # type: ignore[attr-defined]
+    else:  # the q-th percent quantile of the affinities is the (100 - q)-th of 1 - affinity
+        column = feature_names(1).index(f"q{100 - quantile}")
+        roots = agglomerate_graph(stats, lambda f: 1.0 - f[:, column], 1.0 - threshold)  # type: ignore[arg-type]
+    return numbered_roots(roots, np.uint32)[labels]

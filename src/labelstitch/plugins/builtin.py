@@ -10,7 +10,7 @@ create-supervoxels         ``seeded_watershed``, ``distance_transform_watershed`
                            ``mutex_watershed`` (needs ``mwatershed``)
 agglomerate-supervoxels    ``rag_agglomeration``, ``learned_agglomeration``,
                            ``multicut_agglomeration``, ``no_agglomeration`` (each
-                           also on a whole volume's graph)
+                           also on a whole volume's graph), ``affinity_agglomeration``
 =========================  =======================================================
 
 Executors: ``serial``, ``processes`` and ``spark`` (see :mod:`labelstitch.executors`).
@@ -33,7 +33,7 @@ from ..hookspecs import Channel, Range, hookimpl, stage_function
 from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
 from ..rules import BUILTIN_RULES, Rule
-from .affinities import mutex_watershed
+from .affinities import affinity_agglomeration, mutex_watershed
 from .network import declare_network
 
 __all__ = [
@@ -446,6 +446,7 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
             "learned_agglomeration": learned_agglomeration,
             "no_agglomeration": no_agglomeration,
             "multicut_agglomeration": multicut_agglomeration,
+            "affinity_agglomeration": affinity_agglomeration,
         },
     }
 
