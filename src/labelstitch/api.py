@@ -304,7 +304,7 @@ def train(
     progress: bool = False,
 ) -> Any:
     """Train every model of a segmentor on one volume with ground truth and tune it on a
-    held-out Z range of it (``validation``, default the last quarter): the voxel classifier,
+    held-out Z range of it (``validation``; by default the last and the first quarter, each in turn): the voxel classifier,
     the supervoxel stage, the agglomeration (learned, if it beats mean-boundary
     agglomeration by ``margin`` bits there) and its threshold. ``two_stage`` trains a
     two-stage (auto-context) voxel classifier, used through ``two_stage_predictions``.

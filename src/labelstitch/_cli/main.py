@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ground_truth", help="its neurons (label volume)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the models and segmentor.json")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR (once training has succeeded)")
-    p.add_argument("--validation", metavar="Z0:Z1", help="held-out Z range to tune on (default: the last quarter)")
+    p.add_argument("--validation", metavar="Z0:Z1", help="held-out Z range to tune on (default: the last quarter, then the first quarter; each setting scored by its mean)")
     p.add_argument("--trees", type=int, default=50, help="voxel classifier's forest size (the agglomeration's is twice)")
     p.add_argument("--two-stage", action="store_true", help="a two-stage (auto-context) voxel classifier")
     p.add_argument("--mitochondria", metavar="VOLUME",

@@ -49,12 +49,13 @@ class TrainResult:
 
     segmentor: dict[str, Any]
     path: str
-    validation: tuple[int, int]
+    #: the Z ranges held out, one per validation part
+    validation: list[tuple[int, int]]
     choices: list[tuple[str, Score]] = field(default_factory=list)
 
     def table(self) -> str:
-        """The validation VI of every choice, one line each."""
-        head = f"validation (z {self.validation[0]}:{self.validation[1]})"
+        """The validation VI of every choice (the mean over the parts), one line each."""
+        head = f"validation (z {' and '.join(f'{a}:{b}' for a, b in self.validation)})"
         width = max([len(head)] + [len(name) for name, _ in self.choices]) + 2
         lines = [f"{head:<{width}}{'f.merge':>9}{'f.split':>9}{'VI':>8}"]
         for name, score in self.choices:
@@ -79,6 +80,23 @@ def split_validation(depth: int, validation: tuple[int, int] | None) -> tuple[sl
     if max(before, after) < 8:
         raise ValueError(f"validation Z range {z0}:{z1} leaves fewer than 8 slices to train on (depth {depth})")
     return train, slice(z0, z1)
+
+
+def validation_parts(depth: int, validation: tuple[int, int] | None) -> list[tuple[slice, slice]]:
+    """The (training, validation) Z slices ``train`` scores every setting on: the given
+    validation range, or by default two parts, the last quarter and the first quarter
+    (each setting's held-out VI is the mean of the two).
+
+    >>> validation_parts(100, None)
+    [(slice(0, 75, None), slice(75, 100, None)), (slice(25, 100, None), slice(0, 25, None))]
+    """
+    if validation is not None:
+        return [split_validation(depth, validation)]
+    return [split_validation(depth, None), split_validation(depth, (0, max(1, depth // 4)))]
+
+
+def _mean(scores: list[Score]) -> Score:
+    return Score(sum(s.merge for s in scores) / len(scores), sum(s.split for s in scores) / len(scores))
 
 
 def _floor(supervoxels: NDArray[np.integer], truth: NDArray[np.integer]) -> Score:
@@ -223,70 +241,91 @@ def _train_into(
 ) -> TrainResult:
     """:func:`train_segmentor`'s work, written to ``folder``; the segmentor names its models
     where they will be once ``folder`` is published as ``final``."""
-    train, held = split_validation(grayscale.shape[0], validation)
-    gray_t, truth_t, gray_v, truth_v = grayscale[train], truth[train], grayscale[held], truth[held]
-    choices: list[tuple[str, Score]] = []
+    parts = validation_parts(grayscale.shape[0], validation)
     # voxel classifiers: membranes only and, given a mask, one that also predicts mitochondria;
     # the agglomeration's settings for each: plain and, with a mitochondria channel, context-aware
     kinds: list[tuple[str, NDArray[Any] | None, list[dict[str, Any]]]] = [("", None, [{}])]
     if mitochondria is not None:
         kinds.append(("mitochondria channel: ", np.asarray(mitochondria), [{}, {"mitochondria_channel": 1}]))
     pixel_path = folder / "pixel-classifier.pkl"
-    none_t, none_v = np.zeros(gray_t.shape, bool), np.zeros(gray_v.shape, bool)
     candidates: list[tuple[str, dict[str, Any]]] = [("distance_transform_watershed", {})]
     candidates += [("seeded_watershed", {"seed_threshold": t, "min_segment_size": 20}) for t in (0.1, 0.2, 0.3)]
     stages = {"distance_transform_watershed": distance_transform_watershed, "seeded_watershed": seeded_watershed}
-    scored: list[tuple[float, int, str, dict[str, Any], str, dict[str, Any]]] = []
-    for kind, (prefix, mito, contexts) in enumerate(kinds):
-        log(f"training the voxel classifier{' (membranes and mitochondria)' if mito is not None else ''}")
-        pixel = train_pixel_classifier(gray_t, membrane_annotations(truth_t, None if mito is None else mito[train]),
-                                       n_estimators=trees, two_stage=two_stage, log=lambda line: log(f"  {line}"))
-        pred_v = pixel.predict(gray_v)
-        log("predicting the training part out of fold (the agglomeration learns from predictions like a new volume's)")
-        pred_t = out_of_fold(gray_t, membrane_annotations(truth_t, None if mito is None else mito[train]),
-                             n_estimators=trees, two_stage=two_stage)
-        log(f"trying every supervoxel stage ({len(candidates)}) with every agglomeration on the validation part")
-        for k, (sv_name, sv_params) in enumerate(candidates):
-            start = time.perf_counter()
-            label = f"{prefix}{sv_name}{' ' + str(sv_params) if sv_params else ''}"
-            sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
-            choices.append((f"{label}: perfect-agglomeration floor", _floor(sv_v, truth_v)))
-            for context in contexts:
-                aware = ", mitochondria last" if context else ""
-                log(f"training the agglomeration classifier on {label}{aware}")
-                agglo_path = folder / f"agglomeration-{kind}-{k}-{len(context)}.npz"
-                train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees, **context).save(agglo_path)
-                # each agglomeration's thresholds are searched until the held-out curve turns
-                families: list[tuple[str, str, dict[str, Any], Callable[[float], Any], tuple[float, ...]]] = [
-                    ("learned_agglomeration", "threshold", {},
-                     lambda t: learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context),
-                     (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)),
-                    ("rag_agglomeration", "threshold", {}, lambda t: rag_agglomeration(pred_v, sv_v, threshold=t, **context),
-                     (0.2, 0.3, 0.4, 0.5, 0.6)),
-                ]
-                if not context:  # the multicut has no context-aware form
-                    families += [
-                        ("multicut_agglomeration", "beta", {}, lambda b: multicut_agglomeration(pred_v, sv_v, beta=b),
-                         (0.1, 0.2, 0.3, 0.4, 0.5)),
-                        ("multicut_agglomeration", "beta", {"classifier_path": "learned"},
-                         lambda b: multicut_agglomeration(pred_v, sv_v, beta=b, classifier_path=str(agglo_path)),
-                         (0.3, 0.4, 0.5, 0.6, 0.7)),
+    # every setting's held-out score on each validation part, in the order first tried
+    found: dict[tuple[Any, ...], list[Score]] = {}
+    names: dict[tuple[Any, ...], str] = {}
+    rows: dict[tuple[Any, ...], tuple[int, str, dict[str, Any], str, dict[str, Any]]] = {}
+    for fold, (train, held) in enumerate(parts):
+        if len(parts) > 1:
+            log(f"validation part {fold + 1} of {len(parts)}: z {held.start}:{held.stop}")
+        gray_t, truth_t, gray_v, truth_v = grayscale[train], truth[train], grayscale[held], truth[held]
+        none_t, none_v = np.zeros(gray_t.shape, bool), np.zeros(gray_v.shape, bool)
+        for kind, (prefix, mito, contexts) in enumerate(kinds):
+            log(f"training the voxel classifier{' (membranes and mitochondria)' if mito is not None else ''}")
+            notes = membrane_annotations(truth_t, None if mito is None else mito[train])
+            pixel = train_pixel_classifier(gray_t, notes, n_estimators=trees, two_stage=two_stage,
+                                           log=lambda line: log(f"  {line}"))
+            pred_v = pixel.predict(gray_v)
+            log("predicting the training part out of fold (the agglomeration learns from predictions like a new volume's)")
+            pred_t = out_of_fold(gray_t, notes, n_estimators=trees, two_stage=two_stage)
+            log(f"trying every supervoxel stage ({len(candidates)}) with every agglomeration on the validation part")
+            for k, (sv_name, sv_params) in enumerate(candidates):
+                start = time.perf_counter()
+                label = f"{prefix}{sv_name}{' ' + str(sv_params) if sv_params else ''}"
+                sv_t, sv_v = stages[sv_name](pred_t, none_t, **sv_params), stages[sv_name](pred_v, none_v, **sv_params)
+                floor_key = (kind, k, "floor")
+                names[floor_key] = f"{label}: perfect-agglomeration floor"
+                found.setdefault(floor_key, []).append(_floor(sv_v, truth_v))
+                for context in contexts:
+                    aware = ", mitochondria last" if context else ""
+                    log(f"training the agglomeration classifier on {label}{aware}")
+                    agglo_path = folder / f"agglomeration-{kind}-{k}-{len(context)}.npz"
+                    train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees, **context).save(agglo_path)
+                    # each agglomeration's thresholds are searched until the first part's held-out
+                    # curve turns; the other parts score the same thresholds
+                    families: list[tuple[str, str, dict[str, Any], Callable[[float], Any], tuple[float, ...]]] = [
+                        ("learned_agglomeration", "threshold", {},
+                         lambda t: learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context),
+                         (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)),
+                        ("rag_agglomeration", "threshold", {},
+                         lambda t: rag_agglomeration(pred_v, sv_v, threshold=t, **context), (0.2, 0.3, 0.4, 0.5, 0.6)),
                     ]
-                for agg_name, knob, extra, agglomerate, grid in families:
-                    found: dict[float, Score] = {}
+                    if not context:  # the multicut has no context-aware form
+                        families += [
+                            ("multicut_agglomeration", "beta", {}, lambda b: multicut_agglomeration(pred_v, sv_v, beta=b),
+                             (0.1, 0.2, 0.3, 0.4, 0.5)),
+                            ("multicut_agglomeration", "beta", {"classifier_path": "learned"},
+                             lambda b: multicut_agglomeration(pred_v, sv_v, beta=b, classifier_path=str(agglo_path)),
+                             (0.3, 0.4, 0.5, 0.6, 0.7)),
+                        ]
+                    for agg_name, knob, extra, agglomerate, grid in families:
+                        family = (kind, k, len(context), agg_name, bool(extra))
+                        scores: dict[float, Score] = {}
 
-                    def total(t: float) -> float:
-                        found[t] = vi(agglomerate(t), truth_v)
-                        return found[t].total
+                        def total(t: float) -> float:
+                            scores[t] = vi(agglomerate(t), truth_v)
+                            return scores[t].total
 
-                    search_threshold(total, grid)
-                    learned = " (learned costs)" if extra else ""
-                    for t in sorted(found):
-                        choices.append((f"{label} + {agg_name}{learned} {knob} {t}{aware}", found[t]))
-                        scored.append((found[t].total, kind, sv_name, sv_params, agg_name, {knob: t, **extra, **context}))
-                agglo_path.unlink()  # only the chosen one is kept, fitted again on the whole volume
-            log(f"  [{k + 1}/{len(candidates)}] {label}: best held-out VI so far {min(row[0] for row in scored):.3f} "
-                f"({time.perf_counter() - start:.1f} s)")
+                        if fold == 0:
+                            search_threshold(total, grid)
+                        else:
+                            for t in [key[-1] for key in found if key[:-1] == family]:
+                                total(t)
+                        learned = " (learned costs)" if extra else ""
+                        for t in sorted(scores):
+                            key = (*family, t)
+                            names[key] = f"{label} + {agg_name}{learned} {knob} {t}{aware}"
+                            rows[key] = (kind, sv_name, sv_params, agg_name, {knob: t, **extra, **context})
+                            found.setdefault(key, []).append(scores[t])
+                    agglo_path.unlink()  # only the chosen one is kept, fitted again on the whole volume
+                best = min((sum(s.total for s in v) / len(v) for key, v in found.items() if key in rows), default=float("nan"))
+                log(f"  [{k + 1}/{len(candidates)}] {label}: best held-out VI so far {best:.3f} "
+                    f"({time.perf_counter() - start:.1f} s)")
+    # a setting's score is its mean over the validation parts (on small volumes one part's
+    # VI is noisy: a setting must do well on both)
+    choices: list[tuple[str, Score]] = [(names[key] + (f" (mean of {len(parts)} parts)" if len(parts) > 1 else ""),
+                                         _mean(scores)) for key, scores in found.items() if len(scores) == len(parts)]
+    scored = [(_mean(found[key]).total, *row) for key, row in rows.items() if len(found[key]) == len(parts)]
     # the learned agglomeration has far more parameters, and the mitochondria channel adds a
     # model and a setting: each must win clearly on the held-out part to be chosen
     picks = [_pick([row for row in scored if row[1] == kind], margin, log) for kind in range(len(kinds))]
@@ -320,4 +359,4 @@ def _train_into(
         "agglomerate-supervoxels": {"function": agg_name, "parameters": agg_params},
     }
     (folder / "segmentor.json").write_text(json.dumps(segmentor, indent=2) + "\n")
-    return TrainResult(segmentor, str(final / "segmentor.json"), (held.start, held.stop), choices)
+    return TrainResult(segmentor, str(final / "segmentor.json"), [(h.start, h.stop) for _, h in parts], choices)
