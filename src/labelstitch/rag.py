@@ -20,8 +20,23 @@ __all__ = ["RegionGraph", "region_graph", "merge_small_segments", "agglomerate_m
 def renumber(labels: NDArray[np.integer]) -> tuple[NDArray[np.uint32], NDArray[np.uint64]]:
     """Labels renumbered 1..K in sorted order of the old ids (0 stays 0), and the old ids.
 
-    ``old_ids[k - 1]`` is the old id of new label k.
+    ``old_ids[k - 1]`` is the old id of new label k. Labels that are small non-negative
+    integers (at most twice the voxel count, as a stage's supervoxels are) are renumbered
+    through a table in linear time; others by sorting.
+
+    >>> new, old = renumber(np.array([[[7, 0, 3, 7]]]))
+    >>> new.tolist(), old.tolist()
+    ([[[2, 0, 1, 2]]], [3, 7])
     """
+    arr = np.asarray(labels)
+    if arr.size and np.issubdtype(arr.dtype, np.integer):
+        low, high = int(arr.min()), int(arr.max())
+        if low >= 0 and high <= 2 * arr.size + 16:
+            present = np.bincount(arr.reshape(-1), minlength=high + 1) > 0
+            present[0] = False
+            table = np.cumsum(present).astype(np.uint32)
+            table[0] = 0
+            return table[arr], np.flatnonzero(present).astype(np.uint64)
     old = np.unique(labels)
     old = old[old != 0].astype(np.uint64)
     new = np.arange(1, old.size + 1, dtype=np.uint64)
@@ -42,16 +57,17 @@ class RegionGraph:
         return self.boundary_sum / self.count
 
 
-def region_graph(labels: NDArray[np.integer], boundary: NDArray[np.floating]) -> RegionGraph:
+def region_graph(labels: NDArray[np.integer], boundary: NDArray[np.floating], *, largest: bool = False) -> RegionGraph:
     """The region adjacency graph of a 3-D label volume (labels below 2**32).
 
     Each edge counts the 6-neighbour voxel pairs across the two regions' contact and sums
-    the mean boundary probability of each pair.
+    the mean boundary probability of each pair (with ``largest``, the larger of the two:
+    one minus the pair's affinity).
     """
     lab = np.ascontiguousarray(as_labels(labels, "labels"))
     if lab.size and int(lab.max()) >= 2**32:
         raise ValueError("`labels` must be below 2**32 for region_graph; renumber them first")
-    keys, values = boundary_pairs(lab, np.ascontiguousarray(boundary, dtype=np.float32))
+    keys, values = boundary_pairs(lab, np.ascontiguousarray(boundary, dtype=np.float32), largest)
     if keys.size == 0:
         empty = np.zeros(0, np.uint64)
         return RegionGraph(empty, empty, np.zeros(0, np.int64), np.zeros(0))

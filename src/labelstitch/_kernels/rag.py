@@ -8,9 +8,10 @@ from . import jit
 
 
 @jit
-def _scan(labels, boundary, keys, values, fill):  # type: ignore[no-untyped-def]
+def _scan(labels, boundary, keys, values, fill, largest):  # type: ignore[no-untyped-def]
     """Visit every 6-neighbour pair with two different non-zero labels; with ``fill``, write
-    its key and mean boundary value. Returns the number of such pairs."""
+    its key and the mean (with ``largest``, the larger) of its two boundary values. Returns
+    the number of such pairs."""
     nz, ny, nx = labels.shape
     k = 0
     for z in range(nz):
@@ -29,23 +30,27 @@ def _scan(labels, boundary, keys, values, fill):  # type: ignore[no-untyped-def]
                     if fill:
                         lo, hi = (v, w) if v < w else (w, v)
                         keys[k] = (np.uint64(lo) << np.uint64(32)) | np.uint64(hi)
-                        values[k] = 0.5 * (boundary[z, y, x] + boundary[zz, yy, xx])
+                        if largest:
+                            values[k] = max(boundary[z, y, x], boundary[zz, yy, xx])
+                        else:
+                            values[k] = 0.5 * (boundary[z, y, x] + boundary[zz, yy, xx])
                     k += 1
     return k
 
 
 @jit
-def boundary_pairs(labels, boundary):  # type: ignore[no-untyped-def]
+def boundary_pairs(labels, boundary, largest=False):  # type: ignore[no-untyped-def]
     """Every 6-neighbour voxel pair with two different non-zero labels.
 
     ``labels`` holds values below 2**32. Returns ``(keys, values)``: ``keys`` is
     ``low << 32 | high`` for the two labels and ``values`` the mean of the two voxels'
-    boundary probabilities. Two passes: count, then fill arrays of exactly that size.
+    boundary probabilities (with ``largest``, the larger: one minus their affinity). Two
+    passes: count, then fill arrays of exactly that size.
     """
-    count = _scan(labels, boundary, np.empty(0, np.uint64), np.empty(0, np.float32), False)
+    count = _scan(labels, boundary, np.empty(0, np.uint64), np.empty(0, np.float32), False, largest)
     keys = np.empty(count, np.uint64)
     values = np.empty(count, np.float32)
-    _scan(labels, boundary, keys, values, True)
+    _scan(labels, boundary, keys, values, True, largest)
     return keys, values
 
 

@@ -109,29 +109,24 @@ QUANTILES = (10, 25, 50, 75, 90)
 
 
 def affinity_edge_stats(labels: NDArray[np.integer], boundary: NDArray[np.floating]) -> object:
-    """The region graph of ``labels`` (1..K) valued by nearest-neighbour affinities: each
-    6-neighbour voxel pair of two different regions contributes ``1 - affinity``, the larger
-    of its two voxels' boundary probabilities (waterz's scores are of ``1 - affinity`` too)."""
-    from ..agglomeration import EdgeStats, pair_statistics
+    """The region graph of ``labels`` (1..K, below 2**32) valued by nearest-neighbour
+    affinities: each 6-neighbour voxel pair of two different regions contributes
+    ``1 - affinity``, the larger of its two voxels' boundary probabilities (waterz's scores
+    are of ``1 - affinity`` too), to its contact's count, sum and 10-bin histogram."""
+    from .._kernels.rag import boundary_pairs
+    from ..agglomeration import EdgeStats, _pair_statistics
 
-    lab = np.ascontiguousarray(labels).astype(np.int64, copy=False)
-    b = np.asarray(boundary, np.float32)
-    us, vs, values = [], [], []
-    for axis in range(3):
-        head = [slice(None)] * 3
-        tail = [slice(None)] * 3
-        head[axis], tail[axis] = slice(0, -1), slice(1, None)
-        la, lb = lab[tuple(head)], lab[tuple(tail)]
-        cross = (la != lb) & (la > 0) & (lb > 0)
-        a, c = la[cross], lb[cross]
-        us.append(np.minimum(a, c))
-        vs.append(np.maximum(a, c))
-        values.append(np.maximum(b[tuple(head)][cross], b[tuple(tail)][cross]))
-    u, v, count, total, hist = pair_statistics(np.concatenate(us), np.concatenate(vs), np.concatenate(values))
+    lab = np.ascontiguousarray(labels).astype(np.uint32, copy=False)
+    b = np.ascontiguousarray(boundary, np.float32)
     k = int(lab.max()) if lab.size else 0
     size = np.bincount(lab.reshape(-1), minlength=k + 1).astype(np.float64)
     inside = np.bincount(lab.reshape(-1), weights=b.reshape(-1), minlength=k + 1)[:, None]
-    return EdgeStats(u.astype(np.int64), v.astype(np.int64), count, total, hist, size, inside)
+    keys, values = boundary_pairs(lab, b, True)
+    edges, index = np.unique(keys, return_inverse=True)
+    count, total, hist = _pair_statistics(index.reshape(-1), edges.size, values)
+    u = (edges >> np.uint64(32)).astype(np.int64)
+    v = (edges & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    return EdgeStats(u, v, count, total, hist, size, inside)
 
 
 @stage_function(reads=(Channel("boundary", "boundary_channel"),))
@@ -149,7 +144,7 @@ def affinity_agglomeration(
     ``OneMinus<QuantileAffinity>``, from a 10-bin histogram); merged contacts pool. The
     affinities are the nearest-neighbour ones made from the boundary channel."""
     from ..agglomeration import agglomerate_graph, feature_names
-    from ..rag import merge_by_mean_boundary, numbered_roots, renumber
+    from ..rag import merge_by_mean_boundary, numbered_roots, region_graph, renumber
 
     if quantile and quantile not in QUANTILES:
         raise ValueError(f"`quantile` must be 0 (the mean) or one of {QUANTILES}, got {quantile}")
@@ -160,11 +155,12 @@ def affinity_agglomeration(
     else:
         boundary = predictions
     labels, _ = renumber(supervoxels)
-    stats = affinity_edge_stats(labels, boundary)
-    n = stats.size.size - 1  # type: ignore[attr-defined]
-    if not quantile:
-        roots = merge_by_mean_boundary(stats.u, stats.v, stats.count, stats.total, n, threshold)  # type: ignore[attr-defined]
+    if not quantile:  # sums are enough: the numba merging of rag_agglomeration, on larger pair values
+        graph = region_graph(labels, boundary, largest=True)
+        n = int(labels.max()) if labels.size else 0
+        roots = merge_by_mean_boundary(graph.u, graph.v, graph.count, graph.boundary_sum, n, threshold)
     else:  # the q-th percent quantile of the affinities is the (100 - q)-th of 1 - affinity
+        stats = affinity_edge_stats(labels, boundary)
         column = feature_names(1).index(f"q{100 - quantile}")
         roots = agglomerate_graph(stats, lambda f: 1.0 - f[:, column], 1.0 - threshold)  # type: ignore[arg-type]
     return numbered_roots(roots, np.uint32)[labels]
