@@ -91,10 +91,12 @@ def main() -> None:
     unblocked = run(whole, overwrite=True)
     t_unblocked = time.perf_counter() - start
     rows = []
-    for block, halo in (([25, 50, 100], 8), ([25, 50, 50], 8)):
+    for (block, halo), across in itertools.product((([25, 50, 100], 8), ([25, 50, 50], 8)), (False, True)):
         blocked = json.loads(json.dumps(base))
-        blocked["output"] = str(out / f"blocked-{block[2]}.zarr")
-        ckpt = out / f"ckpt-{block[2]}"
+        blocked["output"] = str(out / f"blocked-{block[2]}{'-across' if across else ''}.zarr")
+        if across:  # the agglomeration once over the whole volume's graph, seeds seeing 8 voxels beyond the halo
+            blocked["options"].update({"agglomerate-across-blocks": True, "context": 8})
+        ckpt = out / f"ckpt-{block[2]}{'-across' if across else ''}"
         if ckpt.exists():
             import shutil
 
@@ -105,9 +107,9 @@ def main() -> None:
         t_run = time.perf_counter() - start
         start = time.perf_counter()
         compared = compare(blocked, str(out / "gt.npy"))
-        print(f"blocks {block}: run {t_run:.1f} s, compare of {len(compared)} rules {time.perf_counter() - start:.2f} s")
+        print(f"blocks {block}{' across' if across else ''}: run {t_run:.1f} s, compare of {len(compared)} rules {time.perf_counter() - start:.2f} s")
         for row in compared:
-            rows.append((f"{block} halo {halo}", len(first.plan), row, t_run))
+            rows.append((f"{block} halo {halo}{' across blocks, context 8' if across else ''}", len(first.plan), row, t_run))
     print()
     print("| run | subvolumes | stitching | f.merge VI | f.split VI | VI | bodies | stitch s | full run s |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
