@@ -71,12 +71,12 @@ def test_without_mwatershed_the_stage_says_how_to_install_it(synthetic, monkeypa
 
 
 @pytest.mark.parametrize("executor", executor_params("processes"))
-def test_mutex_watershed_in_a_run_is_the_same_on_every_executor(tmp_path, synthetic, executor):
+def test_the_affinity_stages_in_a_run_are_the_same_on_every_executor(tmp_path, synthetic, executor):
     gray, truth, _ = synthetic
     np.save(tmp_path / "gray.npy", gray)
     stages = {"predict-voxels": {"function": "naive_membrane_predictions", "parameters": {"sigma": 1.0}},
               "create-supervoxels": {"function": "mutex_watershed", "parameters": {"bias": 0.6}},
-              "agglomerate-supervoxels": {"function": "rag_agglomeration", "parameters": {"threshold": 0.4}}}
+              "agglomerate-supervoxels": {"function": "affinity_agglomeration", "parameters": {"threshold": 0.4}}}
     outputs = []
     for name, how in (("serial", "serial"), ("other", executor)):
         result = ls.run({"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / f"{name}.zarr"),
