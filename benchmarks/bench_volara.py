@@ -62,7 +62,7 @@ def run_volara(folder: Path, boundary: np.ndarray, block: tuple[int, ...], worke
     from volara.lut import LUT
 
     offsets = affinity_offsets(9, 3)
-    store = folder / "volara.zarr"
+    store = folder / f"volara{shift:+.1f}.zarr"
     shutil.rmtree(store, ignore_errors=True)
     affs = affinities_from_boundary(boundary, offsets)
     array = prepare_ds(str(store / "affs"), affs.shape, offset=Coordinate(0, 0, 0), voxel_size=Coordinate(1, 1, 1),
@@ -75,7 +75,6 @@ def run_volara(folder: Path, boundary: np.ndarray, block: tuple[int, ...], worke
     segments = Labels(store=store / "segments")
     lut = LUT(path=store / "lut.npz")
     size = Coordinate(block)
-    start = time.perf_counter()
     pipeline = (
         ExtractFrags(db=graph, affs_data=affs_ds, frags_data=frags, block_size=size, context=Coordinate(3, 9, 9),
                      bias=[b + shift for b in [-0.6] + [-0.4] * 2 + [-0.6] + [-0.8] * 2],
@@ -88,6 +87,8 @@ def run_volara(folder: Path, boundary: np.ndarray, block: tuple[int, ...], worke
                    roi=array.roi)
         + Relabel(lut=lut, frags_data=frags, seg_data=segments, block_size=size, num_workers=workers)
     )
+    pipeline.drop(drop_outputs=False)  # forget the blocks an earlier setting finished (kept in a meta folder)
+    start = time.perf_counter()
     pipeline.run_blockwise(multiprocessing=workers > 1)
     seconds = time.perf_counter() - start
     return np.asarray(segments.array("r")[:]), seconds
