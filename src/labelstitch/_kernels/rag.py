@@ -121,17 +121,12 @@ def _root(parent, x):  # type: ignore[no-untyped-def]
 
 
 @jit
-def merge_mean_boundary(u, v, count, total, n, threshold):  # type: ignore[no-untyped-def]
-    """Greedy merging of a region graph (nodes 0..n, edges ``u < v`` with contact counts
-    and boundary sums): the lowest mean-boundary edge first, while its mean is below
-    ``threshold``; a merged region's contacts are pooled. Returns the parent forest
-    (follow it to a root). Arrays only: incidence lists as linked slots, a hash map from
-    a pair of roots to its edge, a binary heap of ``(mean, a, b)``; the order of merges,
-    ties included, is that of the plain-Python version it replaces (tested)."""
+def incidence(u, v, n):  # type: ignore[no-untyped-def]
+    """Incidence lists of a graph of nodes 0..n with edges ``u < v``, as linked slots: slot
+    ``2e`` is edge ``e`` seen from ``u[e]``, ``2e + 1`` from ``v[e]``; ``head``/``tail`` are
+    each node's first and last slot, ``nxt`` the next one. Also each node's degree, which
+    edges are alive, and a hash map from a pair ``a * (n + 1) + b`` to its edge."""
     m = u.size
-    count = count.astype(np.float64)
-    total = total.astype(np.float64)
-    parent = np.arange(n + 1)
     degree = np.zeros(n + 1, np.int64)
     head = np.full(n + 1, -1, np.int64)
     tail = np.full(n + 1, -1, np.int64)
@@ -148,21 +143,58 @@ def merge_mean_boundary(u, v, count, total, n, threshold):  # type: ignore[no-un
             else:
                 nxt[tail[node]] = side
             tail[node] = side
+    return degree, head, tail, nxt, alive, edge_of
+
+
+@jit
+def splice(degree, head, tail, nxt, a, b, first, last):  # type: ignore[no-untyped-def]
+    """After node ``b`` was folded into ``a``: empty ``b``'s list and append to ``a``'s the
+    slots ``first`` .. ``last`` (already linked) that moved to it."""
+    degree[b] = 0
+    head[b], tail[b] = -1, -1
+    if first >= 0:
+        if head[a] < 0:
+            head[a] = first
+        else:
+            nxt[tail[a]] = first
+        tail[a] = last
+
+
+@jit
+def _priority(values, e, mean):  # type: ignore[no-untyped-def]
+    """An edge's place in the queue: its mean (``values`` = count, sum), or minus its weight."""
+    return values[e, 1] / values[e, 0] if mean else -values[e, 0]
+
+
+@jit
+def contract(u, v, values, n, threshold, mean):  # type: ignore[no-untyped-def]
+    """Greedy contraction of a graph (nodes 0..n, edges ``u < v`` with additive ``values``
+    per edge): the edge of lowest priority first, while it is below ``threshold``; the two
+    ends become one node and the edges they shared are summed. The priority is the mean
+    ``values[:, 1] / values[:, 0]`` with ``mean``, else ``-values[:, 0]`` (the heaviest
+    weight first). Returns the parent forest (follow it to a root). Arrays only: incidence
+    lists as linked slots, a hash map from a pair of roots to its edge, a binary heap of
+    ``(priority, a, b)``; ties are taken in the order of ``(priority, a, b)``."""
+    m = u.size
+    values = values.astype(np.float64)
+    parent = np.arange(n + 1)
+    degree, head, tail, nxt, alive, edge_of = incidence(u, v, n)
+    key = n + 1
     hm, ha, hb, size = np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64), 0
     for e in range(m):
-        mean = total[e] / count[e]
-        if mean < threshold:
-            hm, ha, hb, size = _push(hm, ha, hb, size, mean, u[e], v[e])
+        p = _priority(values, e, mean)
+        if p < threshold:
+            hm, ha, hb, size = _push(hm, ha, hb, size, p, u[e], v[e])
     while size > 0:
         size = _pop(hm, ha, hb, size)
-        mean, a, b = hm[size], ha[size], hb[size]
+        p, a, b = hm[size], ha[size], hb[size]
         if parent[a] != a or parent[b] != b:
             continue  # stale: one side was merged away
         if a * key + b not in edge_of:
             continue
         e = edge_of[a * key + b]
-        if abs(total[e] / count[e] - mean) > 1e-12:
-            continue  # stale: the contact grew since this entry was pushed
+        if abs(_priority(values, e, mean) - p) > 1e-12:
+            continue  # stale: the edge was summed with another since this entry was pushed
         if degree[a] < degree[b]:
             a, b = b, a  # fold the smaller neighbourhood into the larger
         parent[b] = a
@@ -183,12 +215,11 @@ def merge_mean_boundary(u, v, count, total, n, threshold):  # type: ignore[no-un
                 degree[w] -= 1
                 pair = min(a, w) * key + max(a, w)
                 mine = edge_of[pair] if pair in edge_of else -1
-                if mine >= 0:  # a touches w too: pool the two contacts
-                    count[mine] += count[f]
-                    total[mine] += total[f]
+                if mine >= 0:  # a touches w too: the two edges become one
+                    values[mine] += values[f]
                     alive[f] = False
                     g = mine
-                else:  # the contact moves to a
+                else:  # the edge moves to a
                     edge_of[pair] = f
                     degree[a] += 1
                     degree[w] += 1
@@ -199,16 +230,18 @@ def merge_mean_boundary(u, v, count, total, n, threshold):  # type: ignore[no-un
                         nxt[last] = slot
                     last = slot
                     g = f
-                pooled = total[g] / count[g]
+                pooled = _priority(values, g, mean)
                 if pooled < threshold:
                     hm, ha, hb, size = _push(hm, ha, hb, size, pooled, min(a, w), max(a, w))
             slot = following
-        degree[b] = 0
-        head[b], tail[b] = -1, -1
-        if first >= 0:
-            if head[a] < 0:
-                head[a] = first
-            else:
-                nxt[tail[a]] = first
-            tail[a] = last
+        splice(degree, head, tail, nxt, a, b, first, last)
     return parent
+
+
+def merge_mean_boundary(u, v, count, total, n, threshold):  # type: ignore[no-untyped-def]
+    """Greedy merging of a region graph (nodes 0..n, edges ``u < v`` with contact counts
+    and boundary sums): the lowest mean-boundary edge first, while its mean is below
+    ``threshold``; a merged region's contacts are pooled (:func:`contract`). The order of
+    merges, ties included, is that of the plain-Python version it replaces (tested)."""
+    values = np.stack((np.asarray(count, np.float64), np.asarray(total, np.float64)), axis=1)
+    return contract(u, v, values, n, float(threshold), True)
