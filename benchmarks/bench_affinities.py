@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import labelstitch as ls
-from labelstitch.plugins.affinities import affinities_from_boundary, affinity_agglomeration, affinity_offsets, mutex_watershed
+from labelstitch.plugins.affinities import affinities_from_boundary, affinity_agglomeration, mutex_watershed, neighbourhood
 from labelstitch.plugins.builtin import naive_membrane_predictions, seeded_watershed
 from labelstitch.synthetic import em_volume
 
@@ -53,7 +53,7 @@ def volumes():
 
 def waterz_affinities(boundary):
     """waterz's convention: ``affs[d][x]`` joins ``x`` and its predecessor along axis ``d``."""
-    ours = affinities_from_boundary(boundary, affinity_offsets(0))
+    ours = affinities_from_boundary(boundary, neighbourhood(0))
     out = np.zeros_like(ours)
     for d in range(3):
         head = [slice(None)] * 3
@@ -97,7 +97,7 @@ def main() -> None:
         theirs_best = min(best.items(), key=lambda kv: kv[1][1])
         print(f"\nbest: ours {ours_best[1][0]:.3f} at {ours_best[0]}, waterz {theirs_best[1][1]:.3f} at {theirs_best[0]}\n")
 
-        offsets = affinity_offsets(9, 3)
+        offsets = neighbourhood(9, 3)
         strides = [[1, 1, 1]] * 3 + [[1, 3, 3]] * 3
         long_affs = affinities_from_boundary(pred, offsets).astype(np.float64) - bias
         mutex_watershed(pred[:8, :32, :32], mask[:8, :32, :32], bias=bias)  # compile once

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import labelstitch as ls
-from labelstitch.plugins.affinities import affinities_from_boundary, affinity_offsets
+from labelstitch.plugins.affinities import affinities_from_boundary, neighbourhood
 from labelstitch.plugins.builtin import naive_membrane_predictions
 from labelstitch.synthetic import em_volume
 
@@ -63,7 +63,7 @@ def run_volara(folder: Path, boundary: np.ndarray, block: tuple[int, ...], worke
     from volara.dbs import SQLite
     from volara.lut import LUT
 
-    offsets = affinity_offsets(9, 3)
+    offsets = neighbourhood(9, 3)
     store = folder / f"volara{shift:+.1f}.zarr"
     shutil.rmtree(store, ignore_errors=True)
     affs = affinities_from_boundary(boundary, offsets)

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 import labelstitch as ls
-from labelstitch.plugins.affinities import affinities_from_boundary, affinity_offsets, mutex_watershed
+from labelstitch.plugins.affinities import affinities_from_boundary, mutex_watershed, neighbourhood
 from labelstitch.plugins.builtin import naive_membrane_predictions, seeded_watershed
 from labelstitch.synthetic import em_volume
 from labelstitch.testing import executor_params, is_refinement
@@ -80,7 +80,7 @@ def test_the_affinity_stages_in_a_run_are_the_same_on_every_executor(tmp_path, s
     outputs = []
     for name, how in (("serial", "serial"), ("other", executor)):
         result = ls.run({"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / f"{name}.zarr"),
-                         "options": {"chunk-size": [32, 48, 48], "overlap": 6, "resolution": [8, 8, 8],
+                         "options": {"chunk-size": [32, 96, 96], "overlap": 0, "resolution": [8, 8, 8], "background-value": None,
                                      "segmentor": {"configuration": stages}}}, executor=how, workers=2)
         from labelstitch.stores import open_volume
 
@@ -88,7 +88,7 @@ def test_the_affinity_stages_in_a_run_are_the_same_on_every_executor(tmp_path, s
             outputs.append(store.read())
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert ls.vi(outputs[0], truth).total < 1.0
-    assert affinity_offsets(0) == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert neighbourhood(0) == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
 
 
 @settings(max_examples=40, deadline=None)
@@ -130,3 +130,80 @@ def test_affinity_agglomeration_merges_below_its_threshold_only(synthetic):
         assert is_refinement(sv, merged)
     with pytest.raises(ValueError, match="`quantile` must be 0 \\(the mean\\) or one of"):
         affinity_agglomeration(pred, sv, quantile=60)
+
+
+def _network_affinities(pred, negative):
+    """A network's nearest-neighbour affinities as channels (Z, Y, X, 3), in the positive
+    (x joins x + 1) or the gunpowder convention (x joins x - 1), made from a boundary map."""
+    from labelstitch.plugins.affinities import neighbourhood
+
+    aff = affinities_from_boundary(pred, neighbourhood(0))
+    if negative:
+        shifted = np.zeros_like(aff)
+        for d in range(3):
+            head = [slice(None)] * 3
+            tail = [slice(None)] * 3
+            head[d], tail[d] = slice(1, None), slice(0, -1)
+            shifted[d][tuple(head)] = aff[d][tuple(tail)]
+        aff = shifted
+    return np.moveaxis(aff, 0, -1)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_a_networks_affinity_channels_give_what_the_boundary_gives(synthetic, negative):
+    """Affinities read from channels (either offset convention) agglomerate as those made
+    from the same boundary map."""
+    from labelstitch.plugins.affinities import affinity_agglomeration
+
+    gray, truth, pred = synthetic
+    sv = seeded_watershed(pred, np.zeros(gray.shape, bool), seed_threshold=0.3, min_segment_size=50)
+    channels = np.concatenate([pred[..., None], _network_affinities(pred, negative)], axis=-1)
+    offsets = "-1,0,0;0,-1,0;0,0,-1" if negative else "1,0,0;0,1,0;0,0,1"
+    from labelstitch.testing import assert_same_partition
+
+    for quantile in (0, 50):
+        made = affinity_agglomeration(pred, sv, threshold=0.4, quantile=quantile)
+        read = affinity_agglomeration(channels, sv, threshold=0.4, quantile=quantile, affinity_channels="1,2,3",
+                                      affinity_offsets=offsets)
+        assert_same_partition(read, made)
+    fragments = mutex_watershed(channels, np.zeros(gray.shape, bool), bias=0.6, affinity_channels="1,2,3",
+                                affinity_offsets=offsets)
+    assert (fragments > 0).all() and 1 < np.unique(fragments).size
+    with pytest.raises(ValueError, match="must give one offset along one axis"):
+        affinity_agglomeration(channels, sv, affinity_channels="1,2", affinity_offsets="1,1,0;0,0,1")
+
+
+def test_affinity_channels_from_a_predictions_volume_are_checked_before_any_work(tmp_path, synthetic):
+    gray, truth, pred = synthetic
+    np.save(tmp_path / "gray.npy", gray)
+    aff = _network_affinities(pred, True)
+    for d, name in enumerate("zyx"):
+        np.save(tmp_path / f"aff-{name}.npy", aff[..., d])
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"),
+              "predictions": [str(tmp_path / f"aff-{n}.npy") for n in "zyx"],
+              "options": {"chunk-size": [32, 96, 96], "overlap": 0, "resolution": [8, 8, 8], "background-value": None,
+                          "prediction-channels": [{"meaning": "affinity", "offset": o}
+                                                  for o in ([-1, 0, 0], [0, -1, 0], [0, 0, -1])],
+                          "segmentor": {"configuration": {
+                              "create-supervoxels": {"function": "mutex_watershed", "parameters": {
+                                  "bias": 0.6, "affinity_channels": "0,1,2", "affinity_offsets": "-1,0,0;0,-1,0;0,0,-1"}},
+                              "agglomerate-supervoxels": {"function": "affinity_agglomeration", "parameters": {
+                                  "threshold": 0.4, "affinity_channels": "0,1,2", "affinity_offsets": "-1,0,0;0,-1,0;0,0,-1"}}}}}}
+    result = ls.run(config)
+    # one subvolume: the run's labels are the stages' own answer on the channels it read
+    from labelstitch.plugins.affinities import affinity_agglomeration
+    from labelstitch.stores import open_volume
+    from labelstitch.testing import assert_same_partition
+
+    offsets = "-1,0,0;0,-1,0;0,0,-1"
+    fragments = mutex_watershed(aff, np.zeros(gray.shape, bool), bias=0.6, affinity_channels="0,1,2", affinity_offsets=offsets)
+    expected = affinity_agglomeration(aff, fragments, threshold=0.4, affinity_channels="0,1,2", affinity_offsets=offsets)
+    with open_volume(result.output) as store:
+        assert_same_partition(store.read(), expected)
+    config["options"]["segmentor"]["configuration"]["agglomerate-supervoxels"]["parameters"]["affinity_offsets"] = \
+        "1,0,0;0,1,0;0,0,1"
+    config["output"] = str(tmp_path / "refused.zarr")
+    with pytest.raises(ls.api.PluginError, match="reads channel 0 as the affinity at offset \\[1, 0, 0\\], but predict-voxels "
+                                                 "'predictions volumes' writes it for offset \\[-1, 0, 0\\]"):
+        ls.run(config)
+    assert not (tmp_path / "refused.zarr").exists()

@@ -4,7 +4,6 @@ and across blocks."""
 
 from __future__ import annotations
 
-import heapq
 
 import numpy as np
 import pytest

@@ -129,6 +129,13 @@ def check_channels(stages: tuple[Stage, Stage, Stage]) -> None:
                     f"{index}{name}, but predict-voxels {predict.name!r} writes {listing}; choose a predictor that writes "
                     f"it, or another channel"
                 )
+            theirs = written[index].offset
+            if channel.offset is not None and theirs is not None and tuple(channel.offset) != tuple(theirs):
+                raise PluginError(
+                    f"options.segmentor.configuration.{stage.stage}: {stage.name!r} reads channel {index} as the affinity "
+                    f"at offset {list(channel.offset)}, but predict-voxels {predict.name!r} writes it for offset "
+                    f"{list(theirs)}; give the stage the offsets the predictions were made for"
+                )
 
 
 def check_across_blocks(agglomerate: Stage, plan: Plan) -> None:

@@ -18,16 +18,16 @@ from numpy.typing import NDArray
 
 from ..hookspecs import Channel, Range, stage_function
 
-__all__ = ["affinities_from_boundary", "affinity_agglomeration", "affinity_edge_stats", "affinity_offsets", "mutex_watershed"]
+__all__ = ["given_affinities", "parse_affinities", "affinities_from_boundary", "affinity_agglomeration", "affinity_edge_stats", "mutex_watershed", "neighbourhood"]
 
 
-def affinity_offsets(long_range: int = 9, long_range_z: int = 3) -> list[list[int]]:
+def neighbourhood(long_range: int = 9, long_range_z: int = 3) -> list[list[int]]:
     """The nearest-neighbour offsets (z, y, x) and, with ``long_range`` > 0, long-range ones
     (``long_range_z`` along Z, ``long_range`` along Y and X).
 
-    >>> affinity_offsets(4, 2)
+    >>> neighbourhood(4, 2)
     [[1, 0, 0], [0, 1, 0], [0, 0, 1], [2, 0, 0], [0, 4, 0], [0, 0, 4]]
-    >>> affinity_offsets(0)
+    >>> neighbourhood(0)
     [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     """
     near = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
@@ -67,7 +67,61 @@ def affinities_from_boundary(boundary: NDArray[np.floating], offsets: list[list[
     return out
 
 
-@stage_function(reads=(Channel("boundary", "boundary_channel"),), bytes_per_voxel=80)
+def parse_affinities(channels: str, offsets: str) -> list[tuple[int, list[int]]]:
+    """``affinity_channels`` ("3,4,5") and ``affinity_offsets`` ("-1,0,0;0,-1,0;0,0,-1") as
+    ``(channel, offset)`` pairs; one line for what is wrong.
+
+    >>> parse_affinities("1,2", "1,0,0; 0,0,-3")
+    [(1, [1, 0, 0]), (2, [0, 0, -3])]
+    """
+    try:
+        indices = [int(c) for c in channels.split(",") if c.strip()]
+        steps = [[int(v) for v in o.split(",")] for o in offsets.split(";") if o.strip()]
+    except ValueError:
+        raise ValueError(f"`affinity_channels` {channels!r} and `affinity_offsets` {offsets!r}: write channels as "
+                         "\"1,2,3\" and offsets as \"-1,0,0;0,-1,0;0,0,-1\"") from None
+    if len(indices) != len(steps) or any(len(o) != 3 or sum(v != 0 for v in o) != 1 for o in steps) or min(indices) < 0:
+        raise ValueError(f"`affinity_offsets` {offsets!r} must give one offset along one axis (z,y,x) for each of the "
+                         f"`affinity_channels` {channels!r}")
+    return list(zip(indices, steps))
+
+
+def _declared_affinities(**parameters: object) -> dict[str, object]:
+    """What the stage reads: the boundary channel, or the affinity channels it is given."""
+    channels = str(parameters.get("affinity_channels") or "")
+    if not channels:
+        return {}
+    pairs = parse_affinities(channels, str(parameters.get("affinity_offsets") or ""))
+    return {"reads": tuple(Channel("affinity", i, tuple(o)) for i, o in pairs)}
+
+
+def given_affinities(predictions: NDArray[np.floating], pairs: list[tuple[int, list[int]]]) -> tuple[NDArray[np.float32], list[list[int]]]:
+    """The (C, Z, Y, X) affinity channels of ``predictions`` as :func:`affinities_from_boundary`
+    makes them (channel ``k`` joins ``x`` and ``x + offset``, offsets positive): a channel
+    given for a negative offset is moved by that offset (0 where it has no neighbour)."""
+    if predictions.ndim != 4 or max(i for i, _ in pairs) >= predictions.shape[-1]:
+        raise ValueError(f"affinity channels {[i for i, _ in pairs]} are not all channels of predictions with shape "
+                         f"{predictions.shape}")
+    out = np.zeros((len(pairs),) + predictions.shape[:3], np.float32)
+    offsets = []
+    for k, (index, offset) in enumerate(pairs):
+        values = predictions[..., index]
+        axis = next(a for a, v in enumerate(offset) if v)
+        step = offset[axis]
+        if step > 0:
+            out[k] = values
+        else:  # the affinity of x and x - d is the one of (x - d) and (x - d) + d
+            head = [slice(None)] * 3
+            tail = [slice(None)] * 3
+            head[axis], tail[axis] = slice(0, values.shape[axis] + step), slice(-step, None)
+            out[k][tuple(head)] = values[tuple(tail)]
+        positive = [0, 0, 0]
+        positive[axis] = abs(step)
+        offsets.append(positive)
+    return out, offsets
+
+
+@stage_function(reads=(Channel("boundary", "boundary_channel"),), bytes_per_voxel=80, declare=_declared_affinities)
 def mutex_watershed(
     predictions: NDArray[np.floating],
     mask: NDArray[np.bool_],
@@ -76,32 +130,43 @@ def mutex_watershed(
     long_range_z: Annotated[int, Range(1, None)] = 3,
     stride: Annotated[int, Range(1, None)] = 3,
     boundary_channel: Annotated[int, Range(0, None)] = 0,
+    affinity_channels: str = "",
+    affinity_offsets: str = "",
 ) -> NDArray[np.uint64]:
     """Supervoxels by the mutex watershed (``mwatershed``; ``pip install labelstitch[affinities]``)
     over affinities made from the boundary channel: nearest-neighbour and long-range
     (``long_range`` in Y and X, ``long_range_z`` in Z; every ``stride``-th long-range edge in
     Y and X). An edge attracts when its affinity is above ``bias`` and repels below it.
     Voxels the mutex watershed leaves alone (on membranes it labels nothing) are then
-    flooded from its segments over the boundary, so no unmasked voxel stays unlabelled."""
+    flooded from its segments over the boundary, so no unmasked voxel stays unlabelled.
+    With ``affinity_channels`` ("3,4,5") and their ``affinity_offsets``
+    ("-1,0,0;0,-1,0;0,0,-1"; a channel joins each voxel and the one at its offset), it reads
+    a network's affinities instead (flooding over one minus the mean of the nearest ones)."""
     try:
         import mwatershed
     except ImportError:
         raise ImportError("mutex_watershed needs the mwatershed package: pip install 'labelstitch[affinities]'") from None
     from ..watershed import watershed
 
-    if predictions.ndim == 4:
-        if not 0 <= boundary_channel < predictions.shape[-1]:
-            raise ValueError(f"`boundary_channel` {boundary_channel} is not a channel of predictions with shape {predictions.shape}")
-        boundary = np.ascontiguousarray(predictions[..., boundary_channel], np.float32)
+    if affinity_channels:
+        given, offsets = given_affinities(predictions, parse_affinities(affinity_channels, affinity_offsets))
+        near = [k for k, o in enumerate(offsets) if sum(o) == 1]
+        boundary = 1.0 - (given[near].mean(axis=0) if near else given.mean(axis=0))
+        affinities = given.astype(np.float64) - bias
     else:
-        boundary = np.ascontiguousarray(predictions, np.float32)
-    offsets = affinity_offsets(long_range, long_range_z)
-    affinities = affinities_from_boundary(boundary, offsets).astype(np.float64) - bias
+        if predictions.ndim == 4:
+            if not 0 <= boundary_channel < predictions.shape[-1]:
+                raise ValueError(f"`boundary_channel` {boundary_channel} is not a channel of predictions with shape {predictions.shape}")
+            boundary = np.ascontiguousarray(predictions[..., boundary_channel], np.float32)
+        else:
+            boundary = np.ascontiguousarray(predictions, np.float32)
+        offsets = neighbourhood(long_range, long_range_z)
+        affinities = affinities_from_boundary(boundary, offsets).astype(np.float64) - bias
     affinities[:, mask] = -1.0  # masked voxels join nothing
-    strides = [[1, 1, 1]] * 3 + [[1, stride, stride]] * (len(offsets) - 3)
+    strides = [[1, 1, 1] if sum(o) == 1 else [1, stride, stride] for o in offsets]
     fragments = np.asarray(mwatershed.agglom(affinities, offsets, strides=strides)).astype(np.uint64)
     fragments[mask] = 0
-    return watershed(boundary, fragments, mask=~mask).astype(np.uint64)
+    return watershed(np.ascontiguousarray(boundary, np.float32), fragments, mask=~mask).astype(np.uint64)
 
 
 #: the quantiles of a contact's affinities ``affinity_agglomeration`` can score by
@@ -129,38 +194,87 @@ def affinity_edge_stats(labels: NDArray[np.integer], boundary: NDArray[np.floati
     return EdgeStats(u, v, count, total, hist, size, inside)
 
 
-@stage_function(reads=(Channel("boundary", "boundary_channel"),))
+def _stats_of_pairs(labels: NDArray[np.integer], u: NDArray[np.int64], v: NDArray[np.int64],
+                    values: NDArray[np.float32], inside: NDArray[np.floating]) -> object:
+    """An :class:`~labelstitch.agglomeration.EdgeStats` from voxel pairs ``(u, v)`` valued ``values``."""
+    from ..agglomeration import EdgeStats, pair_statistics
+
+    uu, vv, count, total, hist = pair_statistics(u, v, values.astype(np.float32))
+    flat = np.asarray(labels).reshape(-1).astype(np.int64)
+    k = int(flat.max()) if flat.size else 0
+    size = np.bincount(flat, minlength=k + 1).astype(np.float64)
+    within = np.bincount(flat, weights=np.asarray(inside, np.float64).reshape(-1), minlength=k + 1)[:, None]
+    return EdgeStats(uu.astype(np.int64), vv.astype(np.int64), count, total, hist, size, within)
+
+
+def _given_pairs(labels: NDArray[np.integer], given: NDArray[np.float32], offsets: list[list[int]]) -> tuple[NDArray[np.int64], ...]:
+    """Voxel pairs of two different regions across each nearest-neighbour affinity channel,
+    valued ``1 - affinity``."""
+    lab = np.asarray(labels).astype(np.int64, copy=False)
+    us, vs, values = [], [], []
+    for k, offset in enumerate(offsets):
+        if sum(offset) != 1:
+            continue  # long-range channels do not describe contacts
+        axis = offset.index(1)
+        head = [slice(None)] * 3
+        tail = [slice(None)] * 3
+        head[axis], tail[axis] = slice(0, -1), slice(1, None)
+        a, b = lab[tuple(head)], lab[tuple(tail)]
+        cross = (a != b) & (a > 0) & (b > 0)
+        us.append(np.minimum(a[cross], b[cross]))
+        vs.append(np.maximum(a[cross], b[cross]))
+        values.append(1.0 - given[k][tuple(head)][cross])
+    if not us:
+        raise ValueError("affinity_agglomeration needs nearest-neighbour affinity channels (offsets of length 1)")
+    return np.concatenate(us), np.concatenate(vs), np.concatenate(values).astype(np.float32)
+
+
+@stage_function(reads=(Channel("boundary", "boundary_channel"),), declare=_declared_affinities)
 def affinity_agglomeration(
     predictions: NDArray[np.floating],
     supervoxels: NDArray[np.integer],
     threshold: Annotated[float, Range(0, 1)] = 0.5,
     quantile: Annotated[int, Range(0, 90)] = 0,
     boundary_channel: Annotated[int, Range(0, None)] = 0,
+    affinity_channels: str = "",
+    affinity_offsets: str = "",
 ) -> NDArray[np.uint32]:
     """Agglomerate supervoxels by the affinities along their contacts, as waterz does: the
     contact with the lowest score merges first while its score is below ``threshold``,
     where the score is one minus the mean affinity along it (``quantile`` 0, waterz's
     ``OneMinus<MeanAffinity>``) or one minus that quantile of them (10, 25, 50, 75 or 90:
     ``OneMinus<QuantileAffinity>``, from a 10-bin histogram); merged contacts pool. The
-    affinities are the nearest-neighbour ones made from the boundary channel."""
+    affinities are the nearest-neighbour ones made from the boundary channel, or a
+    network's, read from ``affinity_channels`` with their ``affinity_offsets`` (as in
+    :func:`mutex_watershed`)."""
     from ..agglomeration import agglomerate_graph, feature_names
     from ..rag import merge_by_mean_boundary, numbered_roots, region_graph, renumber
 
     if quantile and quantile not in QUANTILES:
         raise ValueError(f"`quantile` must be 0 (the mean) or one of {QUANTILES}, got {quantile}")
-    if predictions.ndim == 4:
-        if not 0 <= boundary_channel < predictions.shape[-1]:
-            raise ValueError(f"`boundary_channel` {boundary_channel} is not a channel of predictions with shape {predictions.shape}")
-        boundary = predictions[..., boundary_channel]
-    else:
-        boundary = predictions
     labels, _ = renumber(supervoxels)
-    if not quantile:  # sums are enough: the numba merging of rag_agglomeration, on larger pair values
-        graph = region_graph(labels, boundary, largest=True)
-        n = int(labels.max()) if labels.size else 0
-        roots = merge_by_mean_boundary(graph.u, graph.v, graph.count, graph.boundary_sum, n, threshold)
+    n = int(labels.max()) if labels.size else 0
+    if affinity_channels:
+        given, offsets = given_affinities(predictions, parse_affinities(affinity_channels, affinity_offsets))
+        u, v, values = _given_pairs(labels, given, offsets)
+        stats = _stats_of_pairs(labels, u, v, values, 1.0 - given.mean(axis=0))
+    else:
+        if predictions.ndim == 4:
+            if not 0 <= boundary_channel < predictions.shape[-1]:
+                raise ValueError(f"`boundary_channel` {boundary_channel} is not a channel of predictions with shape {predictions.shape}")
+            boundary = predictions[..., boundary_channel]
+        else:
+            boundary = predictions
+        stats = None
+    if not quantile:  # sums are enough: the numba merging of rag_agglomeration
+        if stats is None:
+            graph = region_graph(labels, boundary, largest=True)
+            roots = merge_by_mean_boundary(graph.u, graph.v, graph.count, graph.boundary_sum, n, threshold)
+        else:
+            roots = merge_by_mean_boundary(stats.u, stats.v, stats.count, stats.total, n, threshold)  # type: ignore[attr-defined]
     else:  # the q-th percent quantile of the affinities is the (100 - q)-th of 1 - affinity
-        stats = affinity_edge_stats(labels, boundary)
+        if stats is None:
+            stats = affinity_edge_stats(labels, boundary)
         column = feature_names(1).index(f"q{100 - quantile}")
         roots = agglomerate_graph(stats, lambda f: 1.0 - f[:, column], 1.0 - threshold)  # type: ignore[arg-type]
     return numbered_roots(roots, np.uint32)[labels]
