@@ -94,12 +94,12 @@ def test_the_affinity_stages_in_a_run_are_the_same_on_every_executor(tmp_path, s
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), k=st.integers(2, 6))
 def test_affinity_edge_stats_count_every_contact_with_one_minus_its_affinity(seed, k):
-    from labelstitch.plugins.affinities import affinity_edge_stats
+    from labelstitch.agglomeration import edge_stats
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k + 1, (3, 4, 5))
     b = rng.random((3, 4, 5)).astype(np.float32)
-    stats = affinity_edge_stats(labels, b)
+    stats = edge_stats(labels, b, largest=True)
     expected: dict[tuple[int, int], list[float]] = {}
     for index in np.ndindex(*labels.shape):
         for axis in range(3):

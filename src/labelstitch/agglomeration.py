@@ -25,7 +25,7 @@ from .rag import renumber, roots_of
 __all__ = [
     "BINS", "FEATURES", "EdgeStats", "GraphPart", "agglomerate", "agglomerate_graph", "attach_to_largest_contact",
     "context_aware", "edge_features", "edge_stats", "feature_names", "interior_graph", "pair_statistics",
-    "mitochondria_nodes", "sum_graph",
+    "mitochondria_nodes", "stats_of_pairs", "sum_graph",
 ]
 
 #: histogram bins of the boundary probability along a contact, over [0, 1]
@@ -67,26 +67,34 @@ class EdgeStats:
                          self.inside)
 
 
-def edge_stats(labels: NDArray[np.integer], predictions: NDArray[np.floating]) -> EdgeStats:
+def edge_stats(labels: NDArray[np.integer], predictions: NDArray[np.floating], *, largest: bool = False) -> EdgeStats:
     """The statistics of the region graph of ``labels`` (1..K, 0 = background, below 2**32)
     over ``predictions`` (Z, Y, X) boundary probability, or (Z, Y, X, C) with the boundary
     first; the contacts are the 6-neighbour voxel pairs (numba), each valued by the mean of
-    its two voxels' boundary probability."""
+    its two voxels' boundary probability (with ``largest``, the larger: one minus the pair's
+    affinity, as waterz scores contacts)."""
     pred = np.asarray(predictions, np.float32)
     channels = pred[..., None] if pred.ndim == 3 else pred
-    boundary = np.ascontiguousarray(channels[..., 0])
     lab = np.ascontiguousarray(labels).astype(np.uint32, copy=False)
-    k = int(lab.max()) if lab.size else 0
-    flat = lab.reshape(-1)
+    keys, values = boundary_pairs(lab, np.ascontiguousarray(channels[..., 0]), largest)
+    return stats_of_pairs(lab, channels, keys, values)
+
+
+def stats_of_pairs(labels: NDArray[np.uint32], channels: NDArray[np.floating], keys: NDArray[np.uint64],
+                   values: NDArray[np.float32]) -> EdgeStats:
+    """The :class:`EdgeStats` of voxel pairs between regions of ``labels``: ``keys`` are
+    ``low << 32 | high`` label pairs, ``values`` each pair's value; ``channels`` (Z, Y, X, C)
+    give the regions' inside sums."""
+    k = int(labels.max()) if labels.size else 0
+    flat = labels.reshape(-1)
     size = np.bincount(flat, minlength=k + 1).astype(np.float64)
     inside = np.stack([np.bincount(flat, weights=channels[..., c].reshape(-1), minlength=k + 1)
                        for c in range(channels.shape[-1])], axis=1)
-    keys, values = boundary_pairs(lab, boundary)
     if keys.size == 0:
         none = np.zeros(0, np.int64)
         return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside)
     edges, index = np.unique(keys, return_inverse=True)
-    count, total, hist = _pair_statistics(index, edges.size, values)
+    count, total, hist = _pair_statistics(index.reshape(-1), edges.size, values)
     u = (edges >> np.uint64(32)).astype(np.int64)
     v = (edges & np.uint64(0xFFFFFFFF)).astype(np.int64)
     return EdgeStats(u, v, count, total, hist, size, inside)

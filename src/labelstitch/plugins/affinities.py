@@ -17,8 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..hookspecs import Channel, Range, stage_function
+from .channels import boundary_of
 
-__all__ = ["given_affinities", "parse_affinities", "affinities_from_boundary", "affinity_agglomeration", "affinity_edge_stats", "mutex_watershed", "neighbourhood"]
+__all__ = ["given_affinities", "parse_affinities", "affinities_from_boundary", "affinity_agglomeration", "mutex_watershed", "neighbourhood"]
 
 
 def neighbourhood(long_range: int = 9, long_range_z: int = 3) -> list[list[int]]:
@@ -154,12 +155,7 @@ def mutex_watershed(
         boundary = 1.0 - (given[near].mean(axis=0) if near else given.mean(axis=0))
         affinities = given.astype(np.float64) - bias
     else:
-        if predictions.ndim == 4:
-            if not 0 <= boundary_channel < predictions.shape[-1]:
-                raise ValueError(f"`boundary_channel` {boundary_channel} is not a channel of predictions with shape {predictions.shape}")
-            boundary = np.ascontiguousarray(predictions[..., boundary_channel], np.float32)
-        else:
-            boundary = np.ascontiguousarray(predictions, np.float32)
+        boundary = boundary_of(predictions, boundary_channel)
         offsets = neighbourhood(long_range, long_range_z)
         affinities = affinities_from_boundary(boundary, offsets).astype(np.float64) - bias
     affinities[:, mask] = -1.0  # masked voxels join nothing
@@ -173,44 +169,10 @@ def mutex_watershed(
 QUANTILES = (10, 25, 50, 75, 90)
 
 
-def affinity_edge_stats(labels: NDArray[np.integer], boundary: NDArray[np.floating]) -> object:
-    """The region graph of ``labels`` (1..K, below 2**32) valued by nearest-neighbour
-    affinities: each 6-neighbour voxel pair of two different regions contributes
-    ``1 - affinity``, the larger of its two voxels' boundary probabilities (waterz's scores
-    are of ``1 - affinity`` too), to its contact's count, sum and 10-bin histogram."""
-    from .._kernels.rag import boundary_pairs
-    from ..agglomeration import EdgeStats, _pair_statistics
-
-    lab = np.ascontiguousarray(labels).astype(np.uint32, copy=False)
-    b = np.ascontiguousarray(boundary, np.float32)
-    k = int(lab.max()) if lab.size else 0
-    size = np.bincount(lab.reshape(-1), minlength=k + 1).astype(np.float64)
-    inside = np.bincount(lab.reshape(-1), weights=b.reshape(-1), minlength=k + 1)[:, None]
-    keys, values = boundary_pairs(lab, b, True)
-    edges, index = np.unique(keys, return_inverse=True)
-    count, total, hist = _pair_statistics(index.reshape(-1), edges.size, values)
-    u = (edges >> np.uint64(32)).astype(np.int64)
-    v = (edges & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    return EdgeStats(u, v, count, total, hist, size, inside)
-
-
-def _stats_of_pairs(labels: NDArray[np.integer], u: NDArray[np.int64], v: NDArray[np.int64],
-                    values: NDArray[np.float32], inside: NDArray[np.floating]) -> object:
-    """An :class:`~labelstitch.agglomeration.EdgeStats` from voxel pairs ``(u, v)`` valued ``values``."""
-    from ..agglomeration import EdgeStats, pair_statistics
-
-    uu, vv, count, total, hist = pair_statistics(u, v, values.astype(np.float32))
-    flat = np.asarray(labels).reshape(-1).astype(np.int64)
-    k = int(flat.max()) if flat.size else 0
-    size = np.bincount(flat, minlength=k + 1).astype(np.float64)
-    within = np.bincount(flat, weights=np.asarray(inside, np.float64).reshape(-1), minlength=k + 1)[:, None]
-    return EdgeStats(uu.astype(np.int64), vv.astype(np.int64), count, total, hist, size, within)
-
-
-def _given_pairs(labels: NDArray[np.integer], given: NDArray[np.float32], offsets: list[list[int]]) -> tuple[NDArray[np.int64], ...]:
+def _given_pairs(labels: NDArray[np.uint32], given: NDArray[np.float32], offsets: list[list[int]]) -> tuple[NDArray[np.uint64], NDArray[np.float32]]:
     """Voxel pairs of two different regions across each nearest-neighbour affinity channel,
-    valued ``1 - affinity``."""
-    lab = np.asarray(labels).astype(np.int64, copy=False)
+    as the keys of :func:`~labelstitch.agglomeration.stats_of_pairs`, valued ``1 - affinity``."""
+    lab = np.asarray(labels).astype(np.uint64, copy=False)
     us, vs, values = [], [], []
     for k, offset in enumerate(offsets):
         if sum(offset) != 1:
@@ -226,7 +188,7 @@ def _given_pairs(labels: NDArray[np.integer], given: NDArray[np.float32], offset
         values.append(1.0 - given[k][tuple(head)][cross])
     if not us:
         raise ValueError("affinity_agglomeration needs nearest-neighbour affinity channels (offsets of length 1)")
-    return np.concatenate(us), np.concatenate(vs), np.concatenate(values).astype(np.float32)
+    return (np.concatenate(us) << np.uint64(32)) | np.concatenate(vs), np.concatenate(values).astype(np.float32)
 
 
 @stage_function(reads=(Channel("boundary", "boundary_channel"),), declare=_declared_affinities)
@@ -247,7 +209,7 @@ def affinity_agglomeration(
     affinities are the nearest-neighbour ones made from the boundary channel, or a
     network's, read from ``affinity_channels`` with their ``affinity_offsets`` (as in
     :func:`mutex_watershed`)."""
-    from ..agglomeration import agglomerate_graph, feature_names
+    from ..agglomeration import agglomerate_graph, edge_stats, feature_names, stats_of_pairs
     from ..rag import merge_by_mean_boundary, numbered_roots, region_graph, renumber
 
     if quantile and quantile not in QUANTILES:
@@ -256,15 +218,10 @@ def affinity_agglomeration(
     n = int(labels.max()) if labels.size else 0
     if affinity_channels:
         given, offsets = given_affinities(predictions, parse_affinities(affinity_channels, affinity_offsets))
-        u, v, values = _given_pairs(labels, given, offsets)
-        stats = _stats_of_pairs(labels, u, v, values, 1.0 - given.mean(axis=0))
+        keys, values = _given_pairs(labels, given, offsets)
+        stats = stats_of_pairs(labels, (1.0 - given.mean(axis=0))[..., None], keys, values)
     else:
-        if predictions.ndim == 4:
-            if not 0 <= boundary_channel < predictions.shape[-1]:
-                raise ValueError(f"`boundary_channel` {boundary_channel} is not a channel of predictions with shape {predictions.shape}")
-            boundary = predictions[..., boundary_channel]
-        else:
-            boundary = predictions
+        boundary = boundary_of(predictions, boundary_channel)
         stats = None
     if not quantile:  # sums are enough: the numba merging of rag_agglomeration
         if stats is None:
@@ -274,7 +231,7 @@ def affinity_agglomeration(
             roots = merge_by_mean_boundary(stats.u, stats.v, stats.count, stats.total, n, threshold)  # type: ignore[attr-defined]
     else:  # the q-th percent quantile of the affinities is the (100 - q)-th of 1 - affinity
         if stats is None:
-            stats = affinity_edge_stats(labels, boundary)
+            stats = edge_stats(labels, boundary, largest=True)
         column = feature_names(1).index(f"q{100 - quantile}")
         roots = agglomerate_graph(stats, lambda f: 1.0 - f[:, column], 1.0 - threshold)  # type: ignore[arg-type]
     return numbered_roots(roots, np.uint32)[labels]

@@ -34,6 +34,7 @@ from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
 from ..rules import BUILTIN_RULES, Rule
 from .affinities import affinity_agglomeration, mutex_watershed
+from .channels import boundary_of
 from .network import declare_network
 
 __all__ = [
@@ -147,14 +148,6 @@ def network_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], model_
 # ----------------------------------------------------------------------------- create-supervoxels
 
 
-def _boundary(predictions: NDArray[np.floating], channel: int) -> NDArray[np.float32]:
-    if predictions.ndim == 4:
-        if not 0 <= channel < predictions.shape[-1]:
-            raise ValueError(f"`boundary_channel` {channel} is not a channel of predictions with shape {predictions.shape}")
-        return np.ascontiguousarray(predictions[..., channel], dtype=np.float32)
-    return np.ascontiguousarray(predictions, dtype=np.float32)
-
-
 @stage_function(reads=_BOUNDARY_IN)
 def seeded_watershed(
     predictions: NDArray[np.floating],
@@ -176,7 +169,7 @@ def seeded_watershed(
 
     from ..watershed import watershed
 
-    boundary = _boundary(predictions, boundary_channel)
+    boundary = boundary_of(predictions, boundary_channel)
     seeds = connected_components((boundary < seed_threshold) & ~mask, connectivity=1).astype(np.uint32)
     if seed_size > 1 and seeds.any():
         ids, sizes = label_counts(seeds)
@@ -212,7 +205,7 @@ def distance_transform_watershed(
 
     from ..watershed import watershed
 
-    boundary = _boundary(predictions, boundary_channel)
+    boundary = boundary_of(predictions, boundary_channel)
     inside = (boundary < threshold) & ~mask
     distance = ndimage.distance_transform_edt(inside).astype(np.float32)
     if sigma > 0:
@@ -305,7 +298,7 @@ def rag_agglomeration(
     ``mitochondria_channel`` (-1: none), supervoxels whose non-membrane content is at least
     ``mitochondria_threshold`` mitochondrion there are left out of the merging and then
     join the body they touch most (NeuroProof's context-aware mode)."""
-    boundary = _boundary(predictions, boundary_channel)
+    boundary = boundary_of(predictions, boundary_channel)
     if mitochondria_channel < 0:
         return agglomerate_mean_boundary(supervoxels, boundary, threshold)
     from ..agglomeration import edge_stats
@@ -424,7 +417,7 @@ def multicut_agglomeration(
     if classifier_path:
         stats = edge_stats(labels, predictions)  # every channel, boundary first: the classifier's features
     else:
-        stats = edge_stats(labels, _boundary(predictions, boundary_channel))
+        stats = edge_stats(labels, boundary_of(predictions, boundary_channel))
     roots = _multicut_graph(stats, beta, boundary_channel, classifier_path, size_weighted)
     return numbered_roots(roots, np.uint32)[labels]
 
