@@ -36,6 +36,8 @@ def test_the_lean_predictor_equals_the_reference_to_the_bit_on_synthetic_em(synt
     assert lean.shape == reference.shape == unseen.shape + ((2,) if with_mitochondria else ())
     assert lean.dtype == np.float32
     np.testing.assert_array_equal(lean, reference)
+    # a range of slices, with the whole box as context, is those slices of the whole answer
+    np.testing.assert_array_equal(clf.predict(unseen, z_range=(5, 13)), lean[5:13])
 
 
 @pytest.mark.parametrize("two_stage", [False, True])

@@ -88,17 +88,19 @@ class PixelClassifier:
         """1 (membrane), or 2 (membrane, mitochondrion) when trained with mitochondria."""
         return 2 if 3 in self.model.classes_ else 1
 
-    def predict(self, grayscale: NDArray[Any]) -> NDArray[np.float32]:
+    def predict(self, grayscale: NDArray[Any], z_range: tuple[int, int] | None = None) -> NDArray[np.float32]:
         """Membrane probability, float32, same shape as ``grayscale``; with mitochondria,
         (Z, Y, X, 2): membrane, then mitochondrion. Computed slab by slab
-        (:mod:`~labelstitch.plugins.voxelforest`); equal to :func:`reference_probabilities`."""
+        (:mod:`~labelstitch.plugins.voxelforest`); equal to :func:`reference_probabilities`.
+        ``z_range`` (z0, z1): only those slices, with the whole box as their context (equal
+        to ``predict(grayscale)[z0:z1]``, for half the forest's work on half the box)."""
         features = FilterFeatures(grayscale, self.sigmas)
-        first = predict_slabs(self.forests[0], features)
         if self.second is None:
-            return _shaped(first)
+            return _shaped(predict_slabs(self.forests[0], features, z_range=z_range))
+        first = predict_slabs(self.forests[0], features)  # the second stage's context needs all of it
         context = ContextFeatures(first)
         del first
-        return _shaped(predict_slabs(self.forests[1], features, context))
+        return _shaped(predict_slabs(self.forests[1], features, context, z_range=z_range))
 
     @property
     def forests(self) -> list[FlatForest]:
