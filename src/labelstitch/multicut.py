@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._kernels.multicut import greedy_additive, move_nodes
+from ._kernels.unionfind import union_words
 from .rag import roots_of
 
 __all__ = ["multicut", "multicut_objective", "multicut_weights"]
@@ -72,16 +73,11 @@ def multicut(u: ArrayLike, v: ArrayLike, weights: ArrayLike, n: int, *, refine: 
 
 
 def _components(u: NDArray[np.int64], v: NDArray[np.int64], labels: NDArray[np.int64], n: int) -> NDArray[np.int64]:
-    """The root (smallest node) of every node's connected piece of its cluster."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
+    """The root (smallest node) of every node's connected piece of its cluster: the
+    union-find that resolves stitching matches, over the edges inside clusters."""
     same = labels[u] == labels[v]
-    graph = coo_matrix((np.ones(int(same.sum())), (u[same], v[same])), shape=(n + 1, n + 1))
-    _, piece = connected_components(graph, directed=False)
-    smallest = np.full(piece.max() + 1, n + 1, np.int64)
-    np.minimum.at(smallest, piece, np.arange(n + 1))
-    return smallest[piece]
+    words = (u[same].astype(np.uint64) << np.uint64(32)) | v[same].astype(np.uint64)
+    return np.asarray(union_words(words, n + 1), np.int64)
 
 
 def multicut_objective(u: ArrayLike, v: ArrayLike, weights: ArrayLike, roots: ArrayLike) -> float:
