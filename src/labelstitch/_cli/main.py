@@ -14,6 +14,7 @@ from .. import api
 from .common import ExitCode, _params, _progress
 from .process import Stopped, handle_signals, log_to_stderr
 from .scores import add_commands
+from . import meshes as _meshes
 from .._version import __version__
 
 
@@ -32,7 +33,11 @@ def _cmd_run(args: argparse.Namespace) -> ExitCode:
         progress=_progress(args),
     )
     print(json.dumps(result.to_dict()) if args.json else result.table())
-    return ExitCode.FAILED if result.failures else ExitCode.OK
+    if result.failures:
+        return ExitCode.FAILED
+    if args.mesh:
+        _meshes.mesh_after_run(args, str(api.RunConfig.load(args.config).output))
+    return ExitCode.OK
 
 
 def _cmd_info(args: argparse.Namespace) -> ExitCode:
@@ -242,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a crashed run from options.checkpoint-dir")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance (labelmap, 32³)")
+    p.add_argument("--mesh", action="store_true", help="then mesh every body (as `labelstitch mesh OUTPUT --resume`)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("info", help="how an output was made: versions, commit, config, input fingerprints, models, "
@@ -264,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_stitch)
 
     add_commands(sub, where, out)
+    _meshes.add_commands(sub, where, out)
 
     p = sub.add_parser("tune", help="search the stitching rules' thresholds on a finished run; print the Pareto front",
                        parents=[where, out])

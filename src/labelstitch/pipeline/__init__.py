@@ -11,6 +11,7 @@
 ``driver.py``       ``run``, ``restitch``, ``compare`` and ``tune``: short compositions of the steps
 ``failures.py``     subvolumes that failed every try, and how a run ends (its status file)
 ``provenance.py``   how an output was made: its history of runs, ``labelstitch info``
+``meshes.py``       meshes of every body, subvolume by subvolume (``labelstitch mesh``)
 ``scoring.py``      VI of stored volumes, of stitching variants from contingency tables, tuning
 ``progress.py``     progress bars
 ==================  ===========================================================================
@@ -23,6 +24,7 @@ from __future__ import annotations
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
 from .driver import compare, restitch, run, tune
 from .planning import PreparedRun, check_plan_output, prepare
+from .meshes import MeshSummary, mesh
 from .scoring import Audit, audit, pareto_front, score_floor, score_regions, score_volumes
 from .segment import BlocksFailed, PipelineError, segment_all, segment_subvolume
 from .values import BlockFailure, ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
@@ -35,6 +37,7 @@ __all__ = [
     "BlocksFailed",
     "ConfigError",
     "ExecutorChoice",
+    "MeshSummary",
     "PipelineError",
     "PreservedBodies",
     "PreparedRun",
@@ -48,6 +51,7 @@ __all__ = [
     "check_plan_output",
     "compare",
     "load_config",
+    "mesh",
     "pareto_front",
     "prepare",
     "restitch",

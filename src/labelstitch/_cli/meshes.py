@@ -1,0 +1,60 @@
+"""The commands that make shapes of bodies: ``mesh``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .. import api
+from .common import ExitCode, _progress
+
+
+def _ids(text: str | None) -> list[int] | None:
+    """``"3,17,20"`` -> ``[3, 17, 20]``."""
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--bodies takes body ids separated by commas (e.g. 3,17,20), got {text!r}") from None
+
+
+def _size(text: str | None) -> int | tuple[int, ...] | None:
+    if not text:
+        return None
+    size = [int(v) for v in text.split(",")]
+    return size[0] if len(size) == 1 else tuple(size)
+
+
+def _cmd_mesh(args: argparse.Namespace) -> ExitCode:
+    summary = api.mesh(args.output, bodies=_ids(args.bodies), executor=args.executor, workers=args.workers,
+                       spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, resume=args.resume,
+                       overwrite=args.overwrite, max_error=args.max_error, subvolume_size=_size(args.subvolume_size),
+                       progress=_progress(args))
+    print(json.dumps(summary.to_dict()) if args.json else summary)
+    return ExitCode.OK
+
+
+def mesh_after_run(args: argparse.Namespace, output: str) -> None:
+    """``run --mesh``: mesh the output just written, keeping whatever meshes are current."""
+    summary = api.mesh(output, executor=args.executor, workers=args.workers, spark_master=args.spark_master,
+                       dask_scheduler=args.dask_scheduler, resume=True, progress=_progress(args))
+    if not args.json:
+        print(summary)
+
+
+def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.ArgumentParser) -> None:
+    """Add ``mesh`` to the ``labelstitch`` parser."""
+    p = sub.add_parser("mesh", help="a 3-D mesh of every body, made subvolume by subvolume, in Neuroglancer's "
+                       "precomputed format beside the output", parents=[where, out])
+    p.add_argument("output", help="the segmentation to mesh (a local volume; its subvolume grid comes from its provenance)")
+    p.add_argument("--bodies", default=None, metavar="IDS", help="only these bodies, e.g. 3,17,20 (default: all)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the meshes that are current; mesh only the subvolumes and bodies whose labels changed")
+    p.add_argument("--overwrite", action="store_true", help="make every mesh again")
+    p.add_argument("--max-error", type=float, default=None, metavar="NM",
+                   help="how far simplification may move a vertex, in physical units (default: one voxel; 0: none)")
+    p.add_argument("--subvolume-size", default=None, metavar="N or Z,Y,X",
+                   help="the grid to mesh in (default: the one the output was made with, else 256)")
+    p.set_defaults(func=_cmd_mesh)

@@ -1,0 +1,251 @@
+"""Meshes made subvolume by subvolume: the welded pieces are the mesh of the whole body
+(closed, same area and volume), they are written in Neuroglancer's precomputed format that
+cloud-volume reads, every executor writes the same files, and ``--resume`` meshes only what
+changed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import labelstitch as ls
+from labelstitch._cli.main import ExitCode, main
+from labelstitch.geometry import Plan
+from labelstitch.meshing import enclosed_volume, mesh_labels, mesh_read_box, open_edges, simplify, surface_area, weld
+from labelstitch.stores import open_volume, parse_volume, staged_output
+from labelstitch.stores._meshes import PrecomputedMeshes, decode_legacy_mesh
+
+pytest.importorskip("zmesh", reason="needs zmesh (a core dependency)")
+
+
+def _blobs(seed: int, shape=(30, 40, 44), bodies=10) -> np.ndarray:
+    """Dense blob-shaped bodies (nearest of random centres), with a background shell."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1, (bodies, 3)) * np.array(shape)
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), axis=-1)
+    labels = (((grid[..., None, :] - centres) ** 2).sum(-1).argmin(-1) + 1).astype(np.uint64)
+    labels[rng.random(shape) < 0.02] = 0  # holes and specks: surfaces of every shape
+    return labels
+
+
+def _blockwise(labels, block, resolution=(1.0, 1.0, 1.0), max_error=0.0):
+    pieces: dict[int, list] = {}
+    for sv in Plan.grid(labels.shape, block, 0):
+        box, low, high = mesh_read_box(sv.interior, labels.shape)
+        for body, piece in mesh_labels(labels[box.slices()], box.start, resolution, pad_low=low, pad_high=high).items():
+            pieces.setdefault(body, []).append(piece)
+    return {body: simplify(weld(p), max_error) for body, p in pieces.items()}
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), block=st.sampled_from([7, 12, 16, (9, 20, 13)]))
+def test_welded_pieces_are_the_whole_volume_mesh(seed, block):
+    labels = _blobs(seed)
+    whole = mesh_labels(labels, (0, 0, 0), (1.0, 1.0, 1.0))
+    welded = _blockwise(labels, block)
+    assert set(welded) == set(whole) == set(np.unique(labels[labels > 0]).tolist())
+    for body, mesh in welded.items():
+        assert len(mesh.faces) == len(whole[body].faces)
+        assert open_edges(mesh) == 0  # closed, also where the body touches the volume's border
+        assert surface_area(mesh) == pytest.approx(surface_area(whole[body]), rel=1e-6)
+        assert enclosed_volume(mesh) == pytest.approx(enclosed_volume(whole[body]), rel=1e-6)
+        # the enclosed volume is the body's voxels, give or take the corners marching cubes cuts
+        assert enclosed_volume(mesh) == pytest.approx(np.count_nonzero(labels == body), rel=0.35)
+
+
+def _ball(n=96, radius=30.0):
+    z, y, x = np.mgrid[:n, :n, :n] + 0.5
+    return ((((z - n / 2) ** 2 + (y - n / 2) ** 2 + (x - n / 2) ** 2)) < radius**2).astype(np.uint64) * 5
+
+
+def test_a_sphere_simplified_blockwise_matches_the_sphere_meshed_at_once_and_its_analytic_shape():
+    radius, res = 30.0, (4.0, 4.0, 4.0)
+    labels = _ball(radius=radius)
+    whole = simplify(mesh_labels(labels, (0, 0, 0), res)[5], 4.0)
+    blocked = _blockwise(labels, 32, res, max_error=4.0)[5]
+    assert open_edges(blocked) == 0 and len(blocked.faces) < 0.3 * len(mesh_labels(labels, (0, 0, 0), res)[5].faces)
+    assert surface_area(blocked) == pytest.approx(surface_area(whole), rel=0.01)
+    assert enclosed_volume(blocked) == pytest.approx(enclosed_volume(whole), rel=0.01)
+    r = radius * 4.0
+    assert enclosed_volume(blocked) == pytest.approx(4 / 3 * np.pi * r**3, rel=0.01)
+    # marching cubes on voxels overestimates a smooth surface's area by ~9 % (the staircase)
+    assert 1.0 < surface_area(blocked) / (4 * np.pi * r**2) < 1.12
+    vertices = blocked.vertices.astype(float)
+    assert np.allclose(vertices.mean(axis=0), 48 * 4.0, atol=0.5)  # physical units, voxel i spans [i, i+1)
+
+
+def test_vertices_are_in_physical_xyz_with_each_axis_scaled():
+    labels = np.zeros((10, 20, 30), np.uint64)
+    labels[2:4, 5:10, 10:25] = 3  # a box: z 2..4, y 5..10, x 10..25
+    mesh = mesh_labels(labels, (0, 0, 0), (40.0, 8.0, 4.0))[3]
+    assert mesh.vertices.min(axis=0).tolist() == pytest.approx([10 * 4.0, 5 * 8.0, 2 * 40.0], abs=2.01 * 4)
+    assert mesh.vertices.max(axis=0).tolist() == pytest.approx([25 * 4.0, 10 * 8.0, 4 * 40.0], abs=2.01 * 4)
+    assert enclosed_volume(mesh) > 0 and open_edges(mesh) == 0
+
+
+# ----------------------------------------------------------------------------- the pipeline step
+
+
+def _write(path, labels, block=32, resolution=(8.0, 4.0, 4.0)):
+    with staged_output(str(path), labels.shape, np.uint64, chunks=(block,) * 3, overwrite=True) as store:
+        store.write(store.box, labels)
+        store.set_voxel_size(resolution)
+        store.set_metadata({"plan": Plan.grid(labels.shape, block, 4).to_dict()})
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            and "fragments" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("meshes")
+    labels = _blobs(3, shape=(40, 64, 72), bodies=14)
+    _write(folder / "seg.zarr", labels)
+    return folder, labels
+
+
+def test_every_body_gets_a_closed_mesh_that_cloud_volume_reads(volume, tmp_path):
+    folder, labels = volume
+    out = tmp_path / "seg.zarr"
+    _write(out, labels)
+    summary = ls.mesh(str(out))
+    bodies = set(np.unique(labels[labels > 0]).tolist())
+    meshes = PrecomputedMeshes.of(parse_volume(str(out)))
+    assert meshes.root == out.with_name(out.name + ".precomputed")
+    assert summary.bodies == len(bodies) and summary.not_closed == [] and set(meshes.bodies()) == bodies
+    assert summary.subvolumes == len(Plan.grid(labels.shape, 32, 0))
+    whole = mesh_labels(labels, (0, 0, 0), (8.0, 4.0, 4.0))
+    for body in bodies:
+        mesh = meshes.read_body(body)
+        reference = simplify(whole[body], 4.0)
+        assert open_edges(mesh) == 0
+        assert surface_area(mesh) == pytest.approx(surface_area(reference), rel=0.01)
+        assert enclosed_volume(mesh) == pytest.approx(enclosed_volume(reference), rel=0.01)
+    info = json.loads((out.with_name(out.name + ".precomputed") / "info").read_text())
+    assert info["mesh"] == "mesh" and info["scales"][0]["resolution"] == [4.0, 4.0, 8.0]
+    assert json.loads((out.with_name(out.name + ".precomputed") / "mesh" / "info").read_text())["@type"] == "neuroglancer_legacy_mesh"
+
+    cloudvolume = pytest.importorskip("cloudvolume", reason="needs cloud-volume (the test extra) to read meshes back")
+    cv = cloudvolume.CloudVolume(f"file://{out.with_name(out.name + '.precomputed')}", progress=False)
+    read = cv.mesh.get(sorted(bodies), fuse=False)
+    assert set(read) == bodies
+    for body in bodies:
+        mine = meshes.read_body(body)
+        assert np.array_equal(np.asarray(read[body].vertices), mine.vertices)
+        assert np.array_equal(np.asarray(read[body].faces), mine.faces)
+
+
+@pytest.mark.parametrize("executor", ["processes", "spark"])
+def test_every_executor_writes_the_same_files(volume, tmp_path, executor):
+    if executor == "spark":
+        pytest.importorskip("pyspark", reason="needs pyspark")
+    folder, labels = volume
+    reference = tmp_path / "serial.zarr"
+    other = tmp_path / f"{executor}.zarr"
+    for path in (reference, other):
+        _write(path, labels)
+    ls.mesh(str(reference))
+    ls.mesh(str(other), executor=executor, workers=2)
+    assert _files(reference.with_name("serial.zarr.precomputed")) == _files(other.with_name(f"{executor}.zarr.precomputed"))
+
+
+def test_resume_meshes_only_what_changed_and_keeps_every_other_file(tmp_path):
+    labels = _blobs(8, shape=(40, 64, 64), bodies=12)
+    out = tmp_path / "seg.zarr"
+    _write(out, labels)
+    first = ls.mesh(str(out))
+    root = out.with_name(out.name + ".precomputed")
+    before = {p: p.stat().st_mtime_ns for p in (root / "mesh").iterdir()}
+    nothing = ls.mesh(str(out), resume=True)
+    assert (nothing.subvolumes, nothing.subvolumes_kept) == (0, first.subvolumes)
+    assert nothing.bodies_kept == nothing.bodies == first.bodies
+    assert {p: p.stat().st_mtime_ns for p in (root / "mesh").iterdir()} == before
+
+    # a re-stitch that changes one corner: a body there swallows its neighbour
+    changed = labels.copy()
+    corner = changed[:20, :20, :20]
+    victim, winner = int(corner[5, 5, 5]), int(corner[15, 15, 15])
+    if victim == winner:
+        winner = int(changed.max()) + 1
+    changed[changed == victim] = winner
+    _write(out, changed)
+    holders = {sv.id for sv in Plan.grid(labels.shape, 32, 0)
+               if np.any(np.isin(labels[mesh_read_box(sv.interior, labels.shape)[0].slices()], [victim, winner]))}
+    again = ls.mesh(str(out), resume=True)
+    assert again.subvolumes == len(holders) and again.removed == 1
+    assert again.bodies - again.bodies_kept == 1  # only the winner is welded again
+    fresh = tmp_path / "fresh.zarr"
+    _write(fresh, changed)
+    ls.mesh(str(fresh))
+    assert _files(root) == _files(fresh.with_name("fresh.zarr.precomputed"))
+
+
+def test_a_crash_while_meshing_costs_only_unfinished_subvolumes(tmp_path):
+    labels = _blobs(4, shape=(40, 64, 64))
+    out = tmp_path / "seg.zarr"
+    _write(out, labels)
+    ls.mesh(str(out))
+    root = out.with_name(out.name + ".precomputed")
+    complete = _files(root)
+    fragments = sorted((root / "fragments").glob("*.npz"))
+    for path in fragments[::2]:  # as if killed with half the subvolumes done and no body welded
+        path.unlink()
+    for path in (root / "mesh").glob("*:0*"):
+        path.unlink()
+    resumed = ls.mesh(str(out), resume=True)
+    assert resumed.subvolumes == len(fragments[::2]) and resumed.subvolumes_kept == len(fragments) - len(fragments[::2])
+    assert _files(root) == complete
+
+
+def test_only_the_bodies_asked_for_are_meshed(volume, tmp_path):
+    folder, labels = volume
+    out = tmp_path / "seg.zarr"
+    _write(out, labels)
+    chosen = sorted(np.unique(labels[labels > 0]).tolist())[:3]
+    summary = ls.mesh(str(out), bodies=chosen)
+    assert summary.bodies == 3 and PrecomputedMeshes(out.with_name(out.name + ".precomputed")).bodies() == chosen
+
+
+def test_the_cli_meshes_refuses_to_mesh_twice_and_mesh_follows_run(tmp_path, capsys):
+    from labelstitch.synthetic import em_volume
+
+    gray, _ = em_volume((32, 64, 64), n_neurites=12, seed=2)
+    np.save(tmp_path / "gray.npy", gray)
+    config = {"input": str(tmp_path / "gray.npy"), "output": str(tmp_path / "seg.zarr"),
+              "options": {"chunk-size": 32, "overlap": 6, "resolution": [8, 8, 8],
+                          "checkpoint-dir": str(tmp_path / "ckpt")}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    assert main(["run", str(tmp_path / "run.json"), "--mesh", "-q"]) == ExitCode.OK
+    printed = capsys.readouterr().out
+    assert "meshes of" in printed and "subvolumes meshed" in printed
+    with open_volume(str(tmp_path / "seg.zarr")) as seg:
+        bodies = set(np.unique(seg.read()).tolist()) - {0}
+    meshes = PrecomputedMeshes(tmp_path / "seg.zarr.precomputed")
+    assert set(meshes.bodies()) == bodies
+    mesh = decode_legacy_mesh((meshes.mesh_folder / f"{min(bodies)}:0:0").read_bytes())
+    assert mesh.vertices.max() <= 64 * 8.0 + 8.0 and mesh.vertices.min() >= -8.0  # nm; simplified by up to one voxel
+
+    assert main(["mesh", str(tmp_path / "seg.zarr")]) == ExitCode.USAGE_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--resume" in err and "already has meshes" in err
+    assert main(["mesh", str(tmp_path / "seg.zarr"), "--resume", "--json"]) == ExitCode.OK
+    found = json.loads(capsys.readouterr().out)
+    assert found["subvolumes"] == 0 and found["bodies_kept"] == len(bodies)
+    np.save(tmp_path / "probabilities.npy", gray.astype(np.float32) / 255)
+    assert main(["mesh", str(tmp_path / "probabilities.npy")]) == ExitCode.USAGE_ERROR
+    assert "not labels" in capsys.readouterr().err
+
+
+def test_gala_ground_truth_meshed_blockwise_matches_meshing_it_at_once(shared_data):
+    gt = np.load(shared_data / "gala_test.npz")["gt"].astype(np.uint64)
+    res = (10.0, 10.0, 10.0)
+    whole = mesh_labels(gt, (0, 0, 0), res)
+    blocked = _blockwise(gt, 24, res)
+    area = [surface_area(blocked[b]) / surface_area(whole[b]) for b in whole]
+    assert set(blocked) == set(whole) and max(abs(a - 1) for a in area) < 1e-6
+    assert all(open_edges(m) == 0 for m in blocked.values())
