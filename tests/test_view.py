@@ -70,6 +70,36 @@ def test_any_store_is_shown_and_the_cli_writes_a_png(outputs, tmp_path, capsys):
     assert main(["view", str(outputs / "seg.zarr"), "--screenshot", str(png), "--bodies", "1", "--size", "320x240"]) == ExitCode.OK
 
 
+def test_meshes_of_the_selected_body_are_drawn_in_the_3d_panel_in_its_colour(outputs, tmp_path, capsys):
+    import shutil
+
+    for name in ("seg.zarr", "seg.npy"):  # served files and a store read box by box: both get the meshes
+        shutil.copytree(outputs / name, tmp_path / name) if name.endswith(".zarr") else shutil.copy(outputs / name, tmp_path)
+    with ls.stores.open_volume(str(tmp_path / "seg.zarr")) as seg:
+        ids, counts = np.unique(seg.read(), return_counts=True)
+    body = int(ids[1:][counts[1:].argmax()])
+
+    def panels(output):
+        with view(output, grayscale=str(outputs / "gray.npy"), bodies=[body], layout="xy-3d") as viewing:
+            with viewing.viewer.txn() as state:
+                state.layers["segmentation"].segment_colors = {body: "#ff00ff"}
+            shot = viewing.screenshot(size=(600, 300))[:, 300:, :3].astype(int)  # the right half: 3-D
+            return viewing.meshes, ((shot[..., 0] > 120) & (shot[..., 2] > 120) & (shot[..., 1] < 90)).mean()
+
+    meshes, before = panels(str(tmp_path / "seg.zarr"))
+    assert not meshes  # no meshes yet: the 3-D panel shows only the body's cross-section in the slice
+    for name in ("seg.zarr", "seg.npy"):
+        ls.mesh(str(tmp_path / name))
+        meshes, magenta = panels(str(tmp_path / name))
+        assert meshes and magenta > max(0.01, 4 * before), (name, magenta, before)
+    png = tmp_path / "shot.png"
+    assert main(["view", str(tmp_path / "seg.zarr"), "--screenshot", str(png), "--bodies", str(body),
+                 "--size", "600x300"]) == ExitCode.OK
+    import imageio.v3 as iio
+
+    assert colourful(iio.imread(png)[:, 300:])[0] > 0.01  # the body in 3-D beside the cross-section
+
+
 def test_a_dvid_segmentation_over_dvid_grayscale_is_shown(outputs, dvid_server):
     import requests
 

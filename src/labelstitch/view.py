@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from .geometry import Box, Plan
 from .report import explain_body, report_paths
-from .stores import VolumeRef, VolumeStore, parse_volume
+from .stores import PrecomputedMeshes, StoreError, VolumeRef, VolumeStore, parse_volume
 
 __all__ = ["Viewing", "find_browser", "view"]
 
@@ -89,6 +89,8 @@ class Viewing:
     url: str
     shape: tuple[int, ...]
     layers: list[str]
+    #: whether the segmentation has meshes (``labelstitch mesh``), drawn in the 3-D panel
+    meshes: bool = False
     _servers: list[http.server.ThreadingHTTPServer] = field(default_factory=list, repr=False)
     _stores: list[VolumeStore] = field(default_factory=list, repr=False)
 
@@ -96,6 +98,12 @@ class Viewing:
         """Show or hide one layer (``"em"``, ``"segmentation"``, or a report layer of :data:`REPORT_LAYERS`)."""
         with self.viewer.txn() as state:
             state.layers[layer].visible = visible
+
+    def set_layout(self, layout: str) -> None:
+        """Neuroglancer's panel layout: ``"xy"``, ``"xy-3d"`` (a cross-section beside the 3-D
+        panel of the selected bodies' meshes), ``"3d"``, ``"4panel"``, ..."""
+        with self.viewer.txn() as state:
+            state.layout = layout
 
     def screenshot(self, path: str | os.PathLike[str] | None = None, *, size: tuple[int, int] = (800, 600),
                    timeout: float = 180.0) -> NDArray[np.uint8]:
@@ -174,7 +182,24 @@ def _layer_source(store: VolumeStore, resolution: tuple[float, ...], kind: str, 
         viewing._servers.append(server)
         return f"zarr3://http://127.0.0.1:{server.server_address[1]}/"
     space = neuroglancer.CoordinateSpace(names=["z", "y", "x"], units="nm", scales=list(resolution))
-    return neuroglancer.LocalVolume(_StoreArray(store), dimensions=space, volume_type=kind)
+    volume = neuroglancer.LocalVolume(_StoreArray(store), dimensions=space, volume_type=kind)
+    # the voxels only: Neuroglancer would otherwise ask this source for meshes it cannot make
+    return neuroglancer.LayerDataSource(url=volume, enable_default_subsources=False,
+                                        subsources={"default": True, "bounds": True})
+
+
+def _mesh_source(ref: VolumeRef, viewing: Viewing) -> str | None:
+    """The segmentation's meshes (``labelstitch mesh``) as a second source of its layer, so
+    the 3-D panel draws the selected bodies; None where it has none."""
+    try:
+        meshes = PrecomputedMeshes.of(ref)
+    except StoreError:
+        return None
+    if not meshes.exists():
+        return None
+    server = _serve_folder(meshes.root)
+    viewing._servers.append(server)
+    return f"precomputed://http://127.0.0.1:{server.server_address[1]}/mesh"
 
 
 def _with_legend(pixels: NDArray[np.uint8], legend: list[tuple[str, str]]) -> Any:
@@ -268,7 +293,9 @@ def view(
             if gray is not None:
                 state.layers["em"] = neuroglancer.ImageLayer(source=_layer_source(gray, resolution, "image", viewing))
                 viewing.layers.append("em")
-            layer = neuroglancer.SegmentationLayer(source=_layer_source(seg, resolution, "segmentation", viewing))
+            source = _layer_source(seg, resolution, "segmentation", viewing)
+            meshes = _mesh_source(seg.ref, viewing)
+            layer = neuroglancer.SegmentationLayer(source=[source, meshes] if meshes else source)
             if bodies:
                 layer.segments = [int(b) for b in bodies]
             state.layers["segmentation"] = layer
@@ -287,6 +314,11 @@ def view(
             state.position = [n / 2 for n in seg.shape[::-1]]
             state.cross_section_scale = max(seg.shape[2] / 700, seg.shape[1] / 500, 1e-3)
             state.layout = layout
+            if meshes:
+                viewing.meshes = True
+                state.projection_scale = 1.5 * max(seg.shape)  # the whole volume in the 3-D panel
+                state.show_slices = False  # the panel shows the bodies alone
+                state.projection_orientation = [0.25, -0.2, 0.05, 0.945]  # a little from the side
     except BaseException:
         viewing.close()
         raise

@@ -114,6 +114,8 @@ def _cmd_view(args: argparse.Namespace) -> ExitCode:
     with api.view(args.output, grayscale=args.grayscale, bodies=bodies, port=args.port,
                   layout="xy" if args.screenshot else "4panel") as viewing:
         if args.screenshot:
+            if viewing.meshes and bodies:  # the selected bodies in 3-D beside the cross-section
+                viewing.set_layout("xy-3d")
             if args.hide_segmentation:
                 viewing.show("segmentation", False)
             viewing.screenshot(args.screenshot, size=(int(width), int(height)))
@@ -290,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bodies", default=None, metavar="ID,ID,...", help="select these bodies")
     p.add_argument("--port", type=int, default=0, help="port of the viewer (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
-    p.add_argument("--screenshot", metavar="FILE.png", help="draw it in a headless Chromium, write the PNG and exit")
+    p.add_argument("--screenshot", metavar="FILE.png", help="draw it in a headless Chromium, write the PNG and exit "
+                   "(with --bodies and meshes from `labelstitch mesh`: the bodies in 3-D beside the cross-section)")
     p.add_argument("--size", default="800x600", metavar="WxH", help="screenshot size in pixels (default 800x600)")
     p.add_argument("--hide-segmentation", action="store_true", help="screenshot the EM alone")
     p.set_defaults(func=_cmd_view)

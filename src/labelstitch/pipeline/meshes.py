@@ -26,7 +26,8 @@ from ..geometry import Plan, Subvolume
 from ..locks import hold
 from ..meshing import Mesh, mesh_labels, mesh_read_box, open_edges, simplify, weld
 from ..stores import StoreError, VolumeRef, open_volume, parse_volume
-from ..stores._meshes import PrecomputedMeshes, piece_digest
+from ..stores import PrecomputedMeshes
+from ..stores._meshes import piece_digest
 from .progress import bar
 from .scoring import plan_of_output
 from .values import ExecutorChoice
