@@ -23,7 +23,7 @@ PACKAGE = Path(labelstitch.__file__).parent
 LAYERS = {
     "_kernels": 0,
     **dict.fromkeys(
-        ["_processes", "_threads", "_validation", "_version", "across", "agglomeration", "meshing", "codec", "contingency", "geometry", "parameters",
+        ["_processes", "_threads", "_validation", "_version", "across", "agglomeration", "meshing", "skeletons", "codec", "contingency", "geometry", "parameters",
          "matching", "metrics", "rag", "relabel", "resolve", "rules", "stitching", "synthetic", "watershed", "pyramid", "seams", "multicut"], 1),
     "testing": 2,
     **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "locks", "report", "figures", "runstatus"], 3),
@@ -34,7 +34,7 @@ LAYERS = {
 }
 NAMES = {0: "_kernels", 1: "core", 2: "testing", 3: "executors/stores/plugins/checkpoints/report", 4: "pipeline", 5: "api",
          6: "cli", 7: "package root"}
-CORE_THIRD_PARTY = {"numpy", "numba", "scipy", "lz4", "crackle", "zmesh"}
+CORE_THIRD_PARTY = {"numpy", "numba", "scipy", "lz4", "crackle", "zmesh", "kimimaro", "osteoid"}
 
 
 def modules() -> dict[str, Path]:

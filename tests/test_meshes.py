@@ -16,7 +16,7 @@ from labelstitch._cli.main import ExitCode, main
 from labelstitch.geometry import Plan
 from labelstitch.meshing import enclosed_volume, mesh_labels, mesh_read_box, open_edges, simplify, surface_area, weld
 from labelstitch.stores import open_volume, parse_volume, staged_output
-from labelstitch.stores._meshes import PrecomputedMeshes, decode_legacy_mesh
+from labelstitch.stores._precomputed import PrecomputedShapes, decode_legacy_mesh
 
 pytest.importorskip("zmesh", reason="needs zmesh (a core dependency)")
 
@@ -115,13 +115,13 @@ def test_every_body_gets_a_closed_mesh_that_cloud_volume_reads(volume, tmp_path)
     _write(out, labels)
     summary = ls.mesh(str(out))
     bodies = set(np.unique(labels[labels > 0]).tolist())
-    meshes = PrecomputedMeshes.of(parse_volume(str(out)))
+    meshes = PrecomputedShapes.of(parse_volume(str(out)))
     assert meshes.root == out.with_name(out.name + ".precomputed")
-    assert summary.bodies == len(bodies) and summary.not_closed == [] and set(meshes.bodies()) == bodies
+    assert summary.bodies == len(bodies) and summary.flawed == [] and set(meshes.bodies("mesh")) == bodies
     assert summary.subvolumes == len(Plan.grid(labels.shape, 32, 0))
     whole = mesh_labels(labels, (0, 0, 0), (8.0, 4.0, 4.0))
     for body in bodies:
-        mesh = meshes.read_body(body)
+        mesh = meshes.read_mesh(body)
         reference = simplify(whole[body], 4.0)
         assert open_edges(mesh) == 0
         assert surface_area(mesh) == pytest.approx(surface_area(reference), rel=0.01)
@@ -135,7 +135,7 @@ def test_every_body_gets_a_closed_mesh_that_cloud_volume_reads(volume, tmp_path)
     read = cv.mesh.get(sorted(bodies), fuse=False)
     assert set(read) == bodies
     for body in bodies:
-        mine = meshes.read_body(body)
+        mine = meshes.read_mesh(body)
         assert np.array_equal(np.asarray(read[body].vertices), mine.vertices)
         assert np.array_equal(np.asarray(read[body].faces), mine.faces)
 
@@ -192,7 +192,7 @@ def test_a_crash_while_meshing_costs_only_unfinished_subvolumes(tmp_path):
     ls.mesh(str(out))
     root = out.with_name(out.name + ".precomputed")
     complete = _files(root)
-    fragments = sorted((root / "fragments").glob("*.npz"))
+    fragments = sorted((root / "fragments" / "mesh").glob("*.npz"))
     for path in fragments[::2]:  # as if killed with half the subvolumes done and no body welded
         path.unlink()
     for path in (root / "mesh").glob("*:0*"):
@@ -208,7 +208,7 @@ def test_only_the_bodies_asked_for_are_meshed(volume, tmp_path):
     _write(out, labels)
     chosen = sorted(np.unique(labels[labels > 0]).tolist())[:3]
     summary = ls.mesh(str(out), bodies=chosen)
-    assert summary.bodies == 3 and PrecomputedMeshes(out.with_name(out.name + ".precomputed")).bodies() == chosen
+    assert summary.bodies == 3 and PrecomputedShapes(out.with_name(out.name + ".precomputed")).bodies("mesh") == chosen
 
 
 def test_the_cli_meshes_refuses_to_mesh_twice_and_mesh_follows_run(tmp_path, capsys):
@@ -222,12 +222,12 @@ def test_the_cli_meshes_refuses_to_mesh_twice_and_mesh_follows_run(tmp_path, cap
     (tmp_path / "run.json").write_text(json.dumps(config))
     assert main(["run", str(tmp_path / "run.json"), "--mesh", "-q"]) == ExitCode.OK
     printed = capsys.readouterr().out
-    assert "meshes of" in printed and "subvolumes meshed" in printed
+    assert "meshes of" in printed and "subvolumes made" in printed
     with open_volume(str(tmp_path / "seg.zarr")) as seg:
         bodies = set(np.unique(seg.read()).tolist()) - {0}
-    meshes = PrecomputedMeshes(tmp_path / "seg.zarr.precomputed")
-    assert set(meshes.bodies()) == bodies
-    mesh = decode_legacy_mesh((meshes.mesh_folder / f"{min(bodies)}:0:0").read_bytes())
+    meshes = PrecomputedShapes(tmp_path / "seg.zarr.precomputed")
+    assert set(meshes.bodies("mesh")) == bodies
+    mesh = decode_legacy_mesh((meshes.folder("mesh") / f"{min(bodies)}:0:0").read_bytes())
     assert mesh.vertices.max() <= 64 * 8.0 + 8.0 and mesh.vertices.min() >= -8.0  # nm; simplified by up to one voxel
 
     assert main(["mesh", str(tmp_path / "seg.zarr")]) == ExitCode.USAGE_ERROR

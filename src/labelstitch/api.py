@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .geometry import Box, Plan
 from .metrics import Score, format_scores
-from .pipeline import Audit, BlocksFailed, ConfigError, ExecutorChoice, MeshSummary, PipelineError, RunConfig, StageConfig, audit, check_plan_output, compare, mesh, prepare, restitch, run, tune
+from .pipeline import Audit, BlocksFailed, ConfigError, ExecutorChoice, PipelineError, ShapeSummary, RunConfig, StageConfig, audit, check_plan_output, compare, mesh, prepare, restitch, run, skeletonize, tune
 from .pipeline.planning import check_subvolume_memory
 from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
@@ -45,7 +45,7 @@ __all__ = [
     "Audit",
     "BlocksFailed",
     "ConfigError",
-    "DvidError", "MeshSummary",
+    "DvidError", "ShapeSummary",
     "PipelineError",
     "PluginError",
     "RunConfig",
@@ -57,7 +57,7 @@ __all__ = [
     "config_example",
     "config_keys",
     "config_schema",
-    "describe_plugins", "mesh",
+    "describe_plugins", "mesh", "skeletonize",
     "evaluate",
     "evaluate_regions",
     "explain",

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from .geometry import Box, Plan
 from .report import explain_body, report_paths
-from .stores import PrecomputedMeshes, StoreError, VolumeRef, VolumeStore, parse_volume
+from .stores import PrecomputedShapes, StoreError, VolumeRef, VolumeStore, parse_volume
 
 __all__ = ["Viewing", "find_browser", "view"]
 
@@ -192,10 +192,10 @@ def _mesh_source(ref: VolumeRef, viewing: Viewing) -> str | None:
     """The segmentation's meshes (``labelstitch mesh``) as a second source of its layer, so
     the 3-D panel draws the selected bodies; None where it has none."""
     try:
-        meshes = PrecomputedMeshes.of(ref)
+        meshes = PrecomputedShapes.of(ref)
     except StoreError:
         return None
-    if not meshes.exists():
+    if not meshes.exists("mesh"):
         return None
     server = _serve_folder(meshes.root)
     viewing._servers.append(server)

@@ -1,4 +1,4 @@
-"""The commands that make shapes of bodies: ``mesh``."""
+"""The commands that make shapes of bodies: ``mesh`` and ``skeletonize``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def _cmd_mesh(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _cmd_skeletonize(args: argparse.Namespace) -> ExitCode:
+    summary = api.skeletonize(args.output, bodies=_ids(args.bodies), executor=args.executor, workers=args.workers,
+                              spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, resume=args.resume,
+                              overwrite=args.overwrite, swc=args.swc, context=args.context, scale=args.scale,
+                              const=args.const, subvolume_size=_size(args.subvolume_size), progress=_progress(args))
+    print(json.dumps(summary.to_dict()) if args.json else summary)
+    return ExitCode.OK
+
+
 def mesh_after_run(args: argparse.Namespace, output: str) -> None:
     """``run --mesh``: mesh the output just written, keeping whatever meshes are current."""
     summary = api.mesh(output, executor=args.executor, workers=args.workers, spark_master=args.spark_master,
@@ -45,7 +54,7 @@ def mesh_after_run(args: argparse.Namespace, output: str) -> None:
 
 
 def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.ArgumentParser) -> None:
-    """Add ``mesh`` to the ``labelstitch`` parser."""
+    """Add ``mesh`` and ``skeletonize`` to the ``labelstitch`` parser."""
     p = sub.add_parser("mesh", help="a 3-D mesh of every body, made subvolume by subvolume, in Neuroglancer's "
                        "precomputed format beside the output", parents=[where, out])
     p.add_argument("output", help="the segmentation to mesh (a local volume; its subvolume grid comes from its provenance)")
@@ -58,3 +67,20 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
     p.add_argument("--subvolume-size", default=None, metavar="N or Z,Y,X",
                    help="the grid to mesh in (default: the one the output was made with, else 256)")
     p.set_defaults(func=_cmd_mesh)
+
+    p = sub.add_parser("skeletonize", help="a skeleton (kimimaro's TEASAR) of every body, made subvolume by subvolume "
+                       "and joined into one tree, in Neuroglancer's precomputed format beside the output (and as SWC)",
+                       parents=[where, out])
+    p.add_argument("output", help="the segmentation (a local volume; its subvolume grid comes from its provenance)")
+    p.add_argument("--bodies", default=None, metavar="IDS", help="only these bodies, e.g. 3,17,20 (default: all)")
+    p.add_argument("--swc", default=None, metavar="DIR", help="also write one SWC file per body (ID.swc) into DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the skeletons that are current; make only the subvolumes and bodies whose labels changed")
+    p.add_argument("--overwrite", action="store_true", help="make every skeleton again")
+    p.add_argument("--context", type=int, default=16, metavar="VOXELS",
+                   help="voxels each subvolume reads around its interior (default 16; at least the bodies' width)")
+    p.add_argument("--scale", type=float, default=1.5, help="TEASAR: no branch within scale * radius + const of a path (default 1.5)")
+    p.add_argument("--const", type=float, default=None, metavar="NM", help="TEASAR's const, physical units (default: 10 voxels)")
+    p.add_argument("--subvolume-size", default=None, metavar="N or Z,Y,X",
+                   help="the grid to work in (default: the one the output was made with, else 256)")
+    p.set_defaults(func=_cmd_skeletonize)

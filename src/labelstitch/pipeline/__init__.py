@@ -11,7 +11,7 @@
 ``driver.py``       ``run``, ``restitch``, ``compare`` and ``tune``: short compositions of the steps
 ``failures.py``     subvolumes that failed every try, and how a run ends (its status file)
 ``provenance.py``   how an output was made: its history of runs, ``labelstitch info``
-``meshes.py``       meshes of every body, subvolume by subvolume (``labelstitch mesh``)
+``shapes.py``       meshes and skeletons of every body, subvolume by subvolume (``mesh``, ``skeletonize``)
 ``scoring.py``      VI of stored volumes, of stitching variants from contingency tables, tuning
 ``progress.py``     progress bars
 ==================  ===========================================================================
@@ -24,7 +24,7 @@ from __future__ import annotations
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
 from .driver import compare, restitch, run, tune
 from .planning import PreparedRun, check_plan_output, prepare
-from .meshes import MeshSummary, mesh
+from .shapes import ShapeSummary, mesh, skeletonize
 from .scoring import Audit, audit, pareto_front, score_floor, score_regions, score_volumes
 from .segment import BlocksFailed, PipelineError, segment_all, segment_subvolume
 from .values import BlockFailure, ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
@@ -37,7 +37,7 @@ __all__ = [
     "BlocksFailed",
     "ConfigError",
     "ExecutorChoice",
-    "MeshSummary",
+    "ShapeSummary",
     "PipelineError",
     "PreservedBodies",
     "PreparedRun",
@@ -61,5 +61,6 @@ __all__ = [
     "score_volumes",
     "segment_all",
     "segment_subvolume",
+    "skeletonize",
     "tune",
 ]

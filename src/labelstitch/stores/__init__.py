@@ -35,7 +35,7 @@ from ._dvid import DvidStore, volumes_from_info
 from ._dvid_labelmap import LabelmapWriter
 from ._dvid_client import DvidAddress, DvidError
 from ._hdf5 import HDF5Store
-from ._meshes import PrecomputedMeshes
+from ._precomputed import PrecomputedShapes
 from ._memory import (
     MemoryStore,
     as_array_like,
@@ -59,7 +59,7 @@ __all__ = [
     "MemoryStore",
     "NoSpaceError",
     "NpyStore",
-    "PrecomputedMeshes",
+    "PrecomputedShapes",
     "StoreError",
     "StoreReadOnlyError",
     "TiffStore",

@@ -1,0 +1,314 @@
+"""Where a segmentation's meshes and skeletons live: Neuroglancer's precomputed formats in a
+folder beside the volume, with the per-subvolume pieces that made them.
+
+Layout, under ``ROOT`` (``seg.zarr.precomputed`` beside ``seg.zarr``, ``seg.npy.precomputed``
+beside ``seg.npy``: outside the volume, so that publishing a re-stitched volume in its place
+keeps them for ``--resume`` to update)::
+
+    info                  a precomputed segmentation "info" naming the two folders below
+                          (cloud-volume opens ROOT and finds both; no voxel chunks are kept here)
+    mesh/info             {"@type": "neuroglancer_legacy_mesh"} (Neuroglancer opens ROOT/mesh)
+    mesh/ID:0             a body's manifest: {"fragments": ["ID:0:0"]}
+    mesh/ID:0:0           its welded mesh: uint32 vertex count, float32 XYZ vertices in physical
+                          units, uint32 triangles
+    skeletons/info        {"@type": "neuroglancer_skeletons", ...} with a radius per vertex
+    skeletons/ID          a body's skeleton: uint32 vertex and edge counts, float32 XYZ vertices,
+                          uint32 edges, float32 radii
+    fragments/KIND/SV.npz one subvolume's pieces of every body it holds, with the fingerprint of
+                          the labels it read (what ``--resume`` checks)
+    fingerprints/KIND/ID  what a body's mesh or skeleton was made from
+
+Every file is written under a temporary name and renamed into place, and a body's
+fingerprint is written after the body's files, so a crash leaves either the old shape with its
+fingerprint or a shape that ``--resume`` makes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..meshing import Mesh
+from ..skeletons import Skeleton
+from ._base import StoreError, VolumeRef
+
+__all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_skeleton", "encode_legacy_mesh",
+           "encode_skeleton", "encode_swc", "piece_digest"]
+
+#: the kinds of shape, and the folder each lives in
+KINDS = {"mesh": "mesh", "skeletons": "skeletons"}
+
+_KIND_INFO = {
+    "mesh": {"@type": "neuroglancer_legacy_mesh"},
+    "skeletons": {"@type": "neuroglancer_skeletons", "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
+                  "vertex_attributes": [{"id": "radius", "data_type": "float32", "num_components": 1}]},
+}
+
+
+def encode_legacy_mesh(mesh: Mesh) -> bytes:
+    """A mesh in Neuroglancer's legacy single-resolution fragment format.
+
+    >>> m = Mesh(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.uint32))
+    >>> len(encode_legacy_mesh(m)), decode_legacy_mesh(encode_legacy_mesh(m)).faces.tolist()
+    (52, [[0, 1, 2]])
+    """
+    return (struct.pack("<I", len(mesh.vertices)) + mesh.vertices.astype("<f4").tobytes()
+            + mesh.faces.astype("<u4").tobytes())
+
+
+def decode_legacy_mesh(data: bytes) -> Mesh:
+    """The inverse of :func:`encode_legacy_mesh`."""
+    (n,) = struct.unpack_from("<I", data)
+    vertices = np.frombuffer(data, "<f4", 3 * n, 4).reshape(n, 3)
+    faces = np.frombuffer(data, "<u4", offset=4 + 12 * n).reshape(-1, 3)
+    return Mesh(vertices.astype(np.float32), faces.astype(np.uint32))
+
+
+def encode_skeleton(skeleton: Skeleton) -> bytes:
+    """A skeleton in Neuroglancer's precomputed skeleton format, with a radius per vertex.
+
+    >>> s = Skeleton(np.zeros((2, 3), np.float32), np.array([[0, 1]], np.uint32), np.ones(2, np.float32))
+    >>> decode_skeleton(encode_skeleton(s)).edges.tolist()
+    [[0, 1]]
+    """
+    return (struct.pack("<II", len(skeleton.vertices), len(skeleton.edges)) + skeleton.vertices.astype("<f4").tobytes()
+            + skeleton.edges.astype("<u4").tobytes() + skeleton.radii.astype("<f4").tobytes())
+
+
+def decode_skeleton(data: bytes) -> Skeleton:
+    """The inverse of :func:`encode_skeleton`."""
+    nv, ne = struct.unpack_from("<II", data)
+    vertices = np.frombuffer(data, "<f4", 3 * nv, 8).reshape(nv, 3)
+    edges = np.frombuffer(data, "<u4", 2 * ne, 8 + 12 * nv).reshape(ne, 2)
+    radii = np.frombuffer(data, "<f4", nv, 8 + 12 * nv + 8 * ne)
+    return Skeleton(vertices.astype(np.float32), edges.astype(np.uint32), radii.astype(np.float32))
+
+
+def encode_swc(skeleton: Skeleton, body: int) -> str:
+    """A skeleton as an SWC file (``n type x y z radius parent``, physical units), each
+    connected piece rooted at its first vertex.
+
+    >>> s = Skeleton(np.array([[0, 0, 0], [1, 0, 0]], np.float32), np.array([[1, 0]], np.uint32), np.ones(2, np.float32))
+    >>> print(encode_swc(s, 7).splitlines()[-1])
+    2 0 1 0 0 1 1
+    """
+    n = len(skeleton.vertices)
+    neighbours: list[list[int]] = [[] for _ in range(n)]
+    for a, b in skeleton.edges.tolist():
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    number = np.zeros(n, np.int64)  # SWC numbers from 1, in visiting order
+    parent = np.full(n, -1, np.int64)
+    order: list[int] = []
+    for root in range(n):
+        if number[root]:
+            continue
+        number[root] = len(order) + 1
+        order.append(root)
+        queue = deque([root])
+        while queue:
+            v = queue.popleft()
+            for w in neighbours[v]:
+                if not number[w]:
+                    number[w] = len(order) + 1
+                    parent[w] = v
+                    order.append(w)
+                    queue.append(w)
+    lines = [f"# body {body}, made by labelstitch skeletonize; physical units"]
+    for v in order:
+        x, y, z = (float(c) for c in skeleton.vertices[v])
+        up = int(number[parent[v]]) if parent[v] >= 0 else -1
+        lines.append(f"{number[v]} 0 {x:g} {y:g} {z:g} {float(skeleton.radii[v]):g} {up}")
+    return "\n".join(lines) + "\n"
+
+
+def piece_digest(arrays: dict[str, NDArray[Any]]) -> bytes:
+    """What identifies a piece of a body's shape (a body whose pieces all have the same
+    digests as before keeps its shape)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        digest.update(name.encode() + np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest().encode()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PrecomputedShapes:
+    """The meshes and skeletons of one segmentation, in a folder (picklable: it holds only
+    the path). ``kind`` arguments are ``"mesh"`` or ``"skeletons"``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def of(cls, ref: VolumeRef) -> PrecomputedShapes:
+        """The shapes of the volume ``ref``: beside its folder or file."""
+        local = ref.local_path()
+        if local is None:
+            raise StoreError(f"meshes and skeletons are written beside local volumes only, and {ref} is not one; "
+                             "write the run to a local zarr output (\"output\": \"seg.zarr\") and use that")
+        return cls(Path(f"{local}.precomputed"))
+
+    def __repr__(self) -> str:
+        return f"PrecomputedShapes({str(self.root)!r})"
+
+    def folder(self, kind: str) -> Path:
+        return self.root / KINDS[kind]
+
+    def exists(self, kind: str) -> bool:
+        return (self.folder(kind) / "info").exists()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def prepare(self, kind: str, shape_zyx: tuple[int, ...], resolution_zyx: tuple[float, ...], block: tuple[int, ...]) -> None:
+        """Create the folders and the ``info`` files (the volume's size and voxel size; the
+        root's names every kind made so far)."""
+        for folder in (self.folder(kind), self.root / "fragments" / kind, self.root / "fingerprints" / kind):
+            folder.mkdir(parents=True, exist_ok=True)
+        info = {
+            "@type": "neuroglancer_multiscale_volume", "type": "segmentation", "data_type": "uint64", "num_channels": 1,
+            **{k: KINDS[k] for k in KINDS if k == kind or self.exists(k)},
+            "scales": [{"key": "voxels", "resolution": [float(r) for r in resolution_zyx[::-1]],
+                        "size": [int(n) for n in shape_zyx[::-1]], "voxel_offset": [0, 0, 0],
+                        "chunk_sizes": [[int(b) for b in block[::-1]]], "encoding": "raw"}],
+        }
+        for path, content in ((self.root / "info", info), (self.folder(kind) / "info", _KIND_INFO[kind])):
+            data = json.dumps(content, indent=1).encode()
+            if not path.exists() or path.read_bytes() != data:
+                _atomic_write(path, data)
+
+    def clear(self, kind: str) -> None:
+        """Remove every shape of ``kind`` and its pieces (``--overwrite``)."""
+        for folder in (self.folder(kind), self.root / "fragments" / kind, self.root / "fingerprints" / kind):
+            if folder.exists():
+                shutil.rmtree(folder)
+
+    # ------------------------------------------------------------------ per-subvolume pieces
+
+    def _fragment_file(self, kind: str, sv_id: int) -> Path:
+        return self.root / "fragments" / kind / f"{sv_id}.npz"
+
+    def write_fragments(self, kind: str, sv_id: int, fingerprint: str, pieces: dict[int, dict[str, NDArray[Any]]]) -> None:
+        """One subvolume's pieces: per body, arrays by name (the same names for every body)."""
+        bodies = sorted(pieces)
+        arrays: dict[str, Any] = {"fingerprint": np.array(fingerprint), "bodies": np.array(bodies, np.uint64),
+                                  "digests": np.array([piece_digest(pieces[b]) for b in bodies], "S32")}
+        names = sorted(pieces[bodies[0]]) if bodies else []
+        for name in names:
+            parts = [pieces[b][name] for b in bodies]
+            arrays[f"n_{name}"] = np.array([len(p) for p in parts], np.int64)
+            arrays[f"a_{name}"] = np.concatenate(parts)
+        path = self._fragment_file(kind, sv_id)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def fragment_fingerprint(self, kind: str, sv_id: int) -> tuple[str, NDArray[np.uint64], NDArray[Any]] | None:
+        """The fingerprint, bodies and piece digests of a subvolume's pieces, or None if it
+        has none yet (or they cannot be read)."""
+        path = self._fragment_file(kind, sv_id)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as found:
+                return str(found["fingerprint"]), found["bodies"], found["digests"]
+        except (OSError, ValueError, KeyError):  # unreadable: made again
+            return None
+
+    def prune_fragments(self, kind: str, keep: set[int]) -> None:
+        """Remove the pieces of subvolumes not in ``keep`` (left by a grid since changed)."""
+        for path in (self.root / "fragments" / kind).glob("*.npz"):
+            if path.stem.isdigit() and int(path.stem) not in keep:
+                path.unlink(missing_ok=True)
+
+    def read_fragments(self, kind: str, sv_id: int) -> dict[int, dict[str, NDArray[Any]]]:
+        """Every body's piece in one subvolume."""
+        with np.load(self._fragment_file(kind, sv_id)) as found:
+            bodies = found["bodies"]
+            names = [k[2:] for k in found.files if k.startswith("a_")]
+            columns = {name: (found[f"a_{name}"], np.concatenate([[0], np.cumsum(found[f"n_{name}"])])) for name in names}
+        return {int(b): {name: a[s[i]:s[i + 1]] for name, (a, s) in columns.items()} for i, b in enumerate(bodies)}
+
+    # ------------------------------------------------------------------ per-body shapes
+
+    def _fingerprint_file(self, kind: str, body: int) -> Path:
+        return self.root / "fingerprints" / kind / str(body)
+
+    def write_mesh(self, body: int, mesh: Mesh, fingerprint: str) -> None:
+        """The body's mesh, its manifest (which makes it visible), then its fingerprint."""
+        folder = self.folder("mesh")
+        _atomic_write(folder / f"{body}:0:0", encode_legacy_mesh(mesh))
+        _atomic_write(folder / f"{body}:0", json.dumps({"fragments": [f"{body}:0:0"]}).encode())
+        _atomic_write(self._fingerprint_file("mesh", body), fingerprint.encode())
+
+    def write_skeleton(self, body: int, skeleton: Skeleton, fingerprint: str) -> None:
+        """The body's skeleton, then its fingerprint."""
+        _atomic_write(self.folder("skeletons") / str(body), encode_skeleton(skeleton))
+        _atomic_write(self._fingerprint_file("skeletons", body), fingerprint.encode())
+
+    def _body_files(self, kind: str, body: int) -> list[Path]:
+        names = (f"{body}:0", f"{body}:0:0") if kind == "mesh" else (str(body),)
+        return [self.folder(kind) / name for name in names]
+
+    def body_fingerprint(self, kind: str, body: int) -> str | None:
+        """What the body's shape was made from (None: it has none, or its files are gone)."""
+        try:
+            found = self._fingerprint_file(kind, body).read_text()
+        except OSError:
+            return None
+        return found if all(path.exists() for path in self._body_files(kind, body)) else None
+
+    def read_mesh(self, body: int) -> Mesh:
+        """The body's mesh (all fragments its manifest lists, joined)."""
+        folder = self.folder("mesh")
+        try:
+            manifest = json.loads((folder / f"{body}:0").read_text())
+        except FileNotFoundError:
+            raise StoreError(f"body {body} has no mesh in {self.root}") from None
+        pieces = [decode_legacy_mesh((folder / name).read_bytes()) for name in manifest["fragments"]]
+        if len(pieces) == 1:
+            return pieces[0]
+        starts = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
+        return Mesh(np.concatenate([p.vertices for p in pieces]),
+                    np.concatenate([p.faces + np.uint32(s) for p, s in zip(pieces, starts)]))
+
+    def read_skeleton(self, body: int) -> Skeleton:
+        try:
+            return decode_skeleton((self.folder("skeletons") / str(body)).read_bytes())
+        except FileNotFoundError:
+            raise StoreError(f"body {body} has no skeleton in {self.root}") from None
+
+    def bodies(self, kind: str) -> list[int]:
+        """Every body with a shape of ``kind``."""
+        folder = self.root / "fingerprints" / kind
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
+
+    def remove_body(self, kind: str, body: int) -> None:
+        """Forget a body that is no longer in the segmentation (fingerprint first)."""
+        self._fingerprint_file(kind, body).unlink(missing_ok=True)
+        for path in self._body_files(kind, body):
+            path.unlink(missing_ok=True)
