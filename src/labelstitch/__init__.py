@@ -6,7 +6,7 @@ docs/ for the pipeline and the stitching rules, and docs/architecture.md for the
 
 from . import metrics
 from ._version import __version__
-from .api import agglomeration_floor, audit, compare, evaluate, info, mesh, restitch, run, run_status, segment, skeletonize, train, tune, view
+from .api import agglomeration_floor, audit, compare, evaluate, evaluate_skeletons, info, mesh, restitch, run, run_status, segment, skeletonize, train, tune, view
 from .contingency import Overlaps, label_counts, overlaps
 from .geometry import Box, Face, Plan, Subvolume
 from .hookspecs import Channel, StageInfo, hookimpl, stage_function
@@ -43,6 +43,7 @@ __all__ = [
     "available_rules",
     "compare",
     "evaluate",
+    "evaluate_skeletons",
     "format_scores",
     "hookimpl",
     "info",

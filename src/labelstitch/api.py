@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .geometry import Box, Plan
 from .metrics import Score, format_scores
-from .pipeline import Audit, BlocksFailed, ConfigError, ExecutorChoice, PipelineError, ShapeSummary, RunConfig, StageConfig, audit, check_plan_output, compare, mesh, prepare, restitch, run, skeletonize, tune
+from .pipeline import Audit, BlocksFailed, ConfigError, ExecutorChoice, PipelineError, ShapeSummary, RunConfig, StageConfig, audit, check_plan_output, compare, evaluate_skeletons, mesh, prepare, restitch, run, skeletonize, tune
 from .pipeline.planning import check_subvolume_memory
 from .pipeline import score_floor, score_regions, score_volumes
 from .pipeline.config import EXAMPLE, SCHEMA
@@ -57,7 +57,7 @@ __all__ = [
     "config_example",
     "config_keys",
     "config_schema",
-    "describe_plugins", "mesh", "skeletonize",
+    "describe_plugins", "evaluate_skeletons", "mesh", "skeletonize",
     "evaluate",
     "evaluate_regions",
     "explain",

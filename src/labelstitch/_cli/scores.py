@@ -46,8 +46,18 @@ def _cmd_compare(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
+    if args.ground_truth is None and args.skeletons is None:
+        raise ValueError("evaluate needs a reference: a ground-truth volume (GT), --skeletons GT_SKELETONS, or both")
+    if args.ground_truth is None and (args.floor or args.heatmap):
+        raise ValueError("--floor and --heatmap need a ground-truth volume (GT)")
+    erl = api.evaluate_skeletons(args.segmentation, args.skeletons) if args.skeletons else None
+    if args.ground_truth is None:
+        print(json.dumps({"skeletons": erl.to_dict()}) if args.json else erl)
+        return ExitCode.OK
     score = api.evaluate(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
     report = score.to_dict()
+    if erl is not None:
+        report["skeletons"] = erl.to_dict()
     floor = None
     if args.floor:
         floor = api.agglomeration_floor(args.segmentation, args.ground_truth, ignore_gt_zero=not args.keep_zero)
@@ -62,6 +72,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
         print(json.dumps(report))
     else:
         print(score)
+        if erl is not None:
+            print(erl)
         if args.heatmap:
             print(f"wrote {args.heatmap} (false merge VI per {args.region}^3 region, one tile per Z layer) and {stem}-split{ext}")
         if floor is not None:
@@ -96,7 +108,10 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
 
     p = sub.add_parser("evaluate", help="variation of information of a segmentation against ground truth", parents=[out])
     p.add_argument("segmentation", help="volume to score (e.g. out.zarr)")
-    p.add_argument("ground_truth", help="ground-truth label volume")
+    p.add_argument("ground_truth", nargs="?", default=None, help="ground-truth label volume (optional with --skeletons)")
+    p.add_argument("--skeletons", default=None, metavar="GT_SKELETONS",
+                   help="also the expected run length (ERL) along ground-truth skeletons: an SWC file, a folder of "
+                   "ID.swc files or a precomputed skeleton folder, in physical units")
     p.add_argument("--heatmap", metavar="FILE.png", help="write per-region false merge/split VI (the paper's Figure 9)")
     p.add_argument("--region", type=int, default=32, help="region size for --heatmap (default 32)")
     p.add_argument("--keep-zero", action="store_true", help="also score voxels where the ground truth is 0")

@@ -24,7 +24,7 @@ from __future__ import annotations
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
 from .driver import compare, restitch, run, tune
 from .planning import PreparedRun, check_plan_output, prepare
-from .shapes import ShapeSummary, mesh, skeletonize
+from .shapes import ShapeSummary, evaluate_skeletons, mesh, skeletonize
 from .scoring import Audit, audit, pareto_front, score_floor, score_regions, score_volumes
 from .segment import BlocksFailed, PipelineError, segment_all, segment_subvolume
 from .values import BlockFailure, ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
@@ -50,6 +50,7 @@ __all__ = [
     "audit",
     "check_plan_output",
     "compare",
+    "evaluate_skeletons",
     "load_config",
     "mesh",
     "pareto_front",

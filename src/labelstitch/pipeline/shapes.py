@@ -31,14 +31,14 @@ from ..executors import Executor
 from ..geometry import Box, Plan, Subvolume
 from ..locks import hold
 from ..meshing import Mesh, mesh_labels, mesh_read_box, open_edges, simplify, weld
-from ..skeletons import Skeleton, components, join_skeletons, skeletonize_labels
+from ..skeletons import ErlScore, Skeleton, components, expected_run_length, join_skeletons, skeletonize_labels
 from ..stores import PrecomputedShapes, StoreError, VolumeRef, open_volume, parse_volume
-from ..stores._precomputed import encode_swc
+from ..stores._precomputed import encode_swc, read_skeletons
 from .progress import bar
 from .scoring import plan_of_output
 from .values import ExecutorChoice
 
-__all__ = ["ShapeSummary", "mesh", "skeletonize"]
+__all__ = ["ShapeSummary", "evaluate_skeletons", "mesh", "skeletonize"]
 
 #: changes when the shapes this module makes change, so fingerprints from older ones mismatch
 _FORMAT = "labelstitch-shapes-1"
@@ -358,3 +358,35 @@ def skeletonize(
     how = _Skeletons(int(context), float(scale), None if const is None else float(const), str(Path(swc).resolve()) if swc else None)
     return _make(output, how, bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
                  resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress)
+
+
+def evaluate_skeletons(segmentation: str, skeletons: str, *, block: int = 64) -> ErlScore:
+    """Expected run length of ``segmentation`` along the ground-truth ``skeletons`` (an SWC
+    file, a folder of ``ID.swc``, or a precomputed skeleton folder; physical units, mapped to
+    voxels with the segmentation's voxel size), with the merging segments and the splits along
+    them (``labelstitch evaluate SEG --skeletons GT_SKELETONS``). The segmentation is read
+    only around the skeletons' nodes, ``block`` voxels at a time."""
+    found = read_skeletons(skeletons)
+    if not found:
+        raise StoreError(f"{skeletons} holds no skeletons")
+    with open_volume(segmentation) as volume:
+        resolution = np.asarray(volume.voxel_size or (1.0, 1.0, 1.0), np.float64)
+        ids = list(found)
+        points = np.concatenate([found[i].vertices for i in ids]).astype(np.float64)[:, ::-1]  # XYZ -> ZYX
+        voxels = np.floor(points / resolution).astype(np.int64)
+        inside = np.all((voxels >= 0) & (voxels < np.asarray(volume.shape)), axis=1)
+        if not inside.any():
+            raise StoreError(f"no node of {skeletons} lies inside {segmentation} (shape {volume.shape}, voxel size "
+                             f"{tuple(resolution)}): are the skeletons in physical units of the same volume?")
+        labels = np.zeros(len(voxels), np.uint64)
+        cells = voxels[inside] // block
+        order = np.flatnonzero(inside)
+        keys, group = np.unique(cells, axis=0, return_inverse=True)
+        for k in range(len(keys)):
+            rows = order[group.reshape(-1) == k]
+            lo, hi = voxels[rows].min(axis=0), voxels[rows].max(axis=0) + 1
+            data = volume.read(Box(tuple(lo), tuple(hi)))
+            local = voxels[rows] - lo
+            labels[rows] = data[local[:, 0], local[:, 1], local[:, 2]].astype(np.uint64)
+    starts = np.cumsum([0] + [len(found[i].vertices) for i in ids])
+    return expected_run_length(found, {i: labels[starts[k]:starts[k + 1]] for k, i in enumerate(ids)})

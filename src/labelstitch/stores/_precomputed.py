@@ -42,7 +42,7 @@ from ..meshing import Mesh
 from ..skeletons import Skeleton
 from ._base import StoreError, VolumeRef
 
-__all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_skeleton", "encode_legacy_mesh",
+__all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_skeleton", "encode_legacy_mesh", "read_skeletons",
            "encode_skeleton", "encode_swc", "piece_digest"]
 
 #: the kinds of shape, and the folder each lives in
@@ -312,3 +312,47 @@ class PrecomputedShapes:
         self._fingerprint_file(kind, body).unlink(missing_ok=True)
         for path in self._body_files(kind, body):
             path.unlink(missing_ok=True)
+
+
+def _parse_swc(text: str, where: str) -> Skeleton:
+    rows = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        table = np.array([[float(v) for v in row[:7]] for row in rows], np.float64).reshape(-1, 7)
+    except ValueError:
+        raise StoreError(f"{where} is not an SWC file (rows of: n type x y z radius parent)") from None
+    number = {int(n): i for i, n in enumerate(table[:, 0])}
+    edges = [(i, number[int(p)]) for i, p in enumerate(table[:, 6]) if p >= 0 and int(p) in number]
+    return Skeleton(table[:, 2:5].astype(np.float32), np.array(edges, np.uint32).reshape(-1, 2), table[:, 5].astype(np.float32))
+
+
+def read_skeletons(path: str | os.PathLike[str]) -> dict[int, Skeleton]:
+    """Skeletons by body id from an SWC file (``ID.swc``), a folder of them, or a precomputed
+    skeleton folder (``labelstitch skeletonize``'s, or any with an ``info`` of
+    ``neuroglancer_skeletons`` type, or a precomputed root naming one). Physical units."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".swc":
+        return {int(path.stem) if path.stem.isdigit() else 1: _parse_swc(path.read_text(), str(path))}
+    if not path.is_dir():
+        raise StoreError(f"no skeletons at {path}: give an SWC file, a folder of ID.swc files, or a precomputed skeleton folder")
+    info_path = path / "info"
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        if info.get("@type") != "neuroglancer_skeletons" and isinstance(info.get("skeletons"), str):
+            return read_skeletons(path / info["skeletons"])
+        if info.get("@type") == "neuroglancer_skeletons":
+            if info.get("vertex_attributes", [{}])[:1] != _KIND_INFO["skeletons"]["vertex_attributes"] and info.get("vertex_attributes"):
+                raise StoreError(f"{path}: skeletons with vertex attributes {info['vertex_attributes']} are not read here "
+                                 "(only a float32 radius, or none)")
+            found = {}
+            for file in path.iterdir():
+                if file.name.isdigit():
+                    data = file.read_bytes()
+                    if not info.get("vertex_attributes"):  # no radii: add zeros
+                        nv, _ = struct.unpack_from("<II", data)
+                        data = data + bytes(4 * nv)
+                    found[int(file.name)] = decode_skeleton(data)
+            return found
+    files = sorted(path.glob("*.swc"))
+    if not files:
+        raise StoreError(f"no skeletons in {path}: it has neither ID.swc files nor a precomputed skeleton info")
+    return {int(f.stem) if f.stem.isdigit() else k + 1: _parse_swc(f.read_text(), str(f)) for k, f in enumerate(files)}
