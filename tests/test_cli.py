@@ -196,7 +196,8 @@ def test_every_command_takes_the_same_output_flags():
              "tune": ["c.json", "--ground-truth", "g.npy"], "explain": ["3", "--output", "o.zarr"], "view": ["o.zarr"],
              "evaluate": ["s.npy", "g.npy"], "plugins": [], "config": ["--example"],
              "train-pixel-classifier": ["g.npy", "l.npy", "c.pkl"], "train": ["g.npy", "t.npy", "--out", "m"], "demo": [],
-             "status": ["ckpt"], "info": ["o.zarr"], "audit": ["o.zarr", "--ground-truth", "g.npy"]}
+             "status": ["ckpt"], "info": ["o.zarr"], "audit": ["o.zarr", "--ground-truth", "g.npy"],
+             "mesh": ["o.zarr"], "skeletonize": ["o.zarr"]}
     commands = set(parser._subparsers._group_actions[0].choices)  # every command there is
     assert commands == set(needs)
     for command, rest in needs.items():

@@ -249,3 +249,51 @@ def test_gala_ground_truth_meshed_blockwise_matches_meshing_it_at_once(shared_da
     area = [surface_area(blocked[b]) / surface_area(whole[b]) for b in whole]
     assert set(blocked) == set(whole) and max(abs(a - 1) for a in area) < 1e-6
     assert all(open_edges(m) == 0 for m in blocked.values())
+
+
+def test_a_dvid_output_gets_its_meshes_and_skeletons_where_flyem_tools_read_them(dvid_server, tmp_path):
+    import lz4.block
+    import requests
+
+    from labelstitch.stores import StoreError
+    from labelstitch.stores._precomputed import decode_skeleton, read_skeletons
+
+    labels = _blobs(6, shape=(64, 64, 96), bodies=8)
+    api, size = dvid_server.url, "_".join(map(str, labels.shape[::-1]))
+    root = requests.post(f"{api}/repos", json={"alias": "meshes"}).json()["root"]
+    assert requests.post(f"{api}/repo/{root}/instance", json={"typename": "labelblk", "dataname": "seg"}).ok
+
+    def post(volume):
+        body = lz4.block.compress(volume.astype("<u8").tobytes(), store_size=False)
+        assert requests.post(f"{api}/node/{root}/seg/raw/0_1_2/{size}/0_0_0", params={"compression": "lz4"}, data=body).ok
+
+    post(labels)
+    seg = f"dvid://{dvid_server.address}/{root}/seg"
+    with pytest.raises(StoreError, match="--work"):  # no run recorded a checkpoint folder for this volume
+        ls.mesh(seg, subvolume_size=32)
+    summary = ls.mesh(seg, subvolume_size=32, work=str(tmp_path), executor="processes", workers=2)
+    bodies = sorted(np.unique(labels[labels > 0]).tolist())
+    assert summary.bodies == len(bodies) and summary.flawed == []
+    local = PrecomputedShapes(tmp_path / "seg.precomputed")
+    keys = requests.get(f"{api}/node/{root}/seg_meshes/keys").json()
+    assert keys == sorted(f"{b}.ngmesh" for b in bodies)
+    for body in bodies:
+        served = decode_legacy_mesh(requests.get(f"{api}/node/{root}/seg_meshes/key/{body}.ngmesh").content)
+        assert np.array_equal(served.vertices, local.read_mesh(body).vertices) and open_edges(served) == 0
+
+    pytest.importorskip("kimimaro", reason="needs kimimaro (the labelstitch[skeletons] extra)")
+    ls.skeletonize(seg, subvolume_size=32, work=str(tmp_path))
+    swc = tmp_path / "from-dvid"
+    swc.mkdir()
+    for body in bodies:
+        (swc / f"{body}.swc").write_bytes(requests.get(f"{api}/node/{root}/seg_skeletons/key/{body}_swc").content)
+    for body, skeleton in read_skeletons(swc).items():
+        mine = decode_skeleton((tmp_path / "seg.precomputed" / "skeletons" / str(body)).read_bytes())
+        assert len(skeleton.vertices) == len(mine.vertices) and len(skeleton.edges) == len(mine.edges)
+
+    gone = bodies[0]
+    post(np.where(labels == gone, 0, labels))  # a body removed (say, by proofreading): its mesh goes too
+    again = ls.mesh(seg, subvolume_size=32, work=str(tmp_path), resume=True)
+    assert again.removed == 1
+    assert requests.get(f"{api}/node/{root}/seg_meshes/key/{gone}.ngmesh").status_code == 404
+    assert requests.get(f"{api}/node/{root}/seg_meshes/key/{bodies[1]}.ngmesh").ok

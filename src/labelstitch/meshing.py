@@ -102,8 +102,20 @@ def mesh_labels(
     return out
 
 
-def weld(pieces: list[Mesh], tolerance: float = WELD_TOLERANCE) -> Mesh:
-    """One mesh from fragments: vertices within ``tolerance`` merged, faces that became
+def _pack(keys: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Rows of three small non-negative ints as one int64 each (21 bits per axis), so that
+    finding equal rows is a 1-D sort; rows too wide for that are ranked per axis first."""
+    keys = keys - keys.min(axis=0)
+    if keys.max(initial=0) >= 1 << 21:
+        keys = np.stack([np.unique(k, return_inverse=True)[1].reshape(-1) for k in keys.T], axis=1)
+        if keys.max(initial=0) >= 1 << 21:  # more than two million distinct values on an axis
+            return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return keys[:, 0] | (keys[:, 1] << 21) | (keys[:, 2] << 42)
+
+
+def weld(pieces: list[Mesh], tolerance: float | NDArray[np.float64] = WELD_TOLERANCE) -> Mesh:
+    """One mesh from fragments: vertices within ``tolerance`` merged (per axis: pass half a
+    voxel for marching-cubes pieces, whose vertices lie on that lattice), faces that became
     degenerate or appear twice dropped.
 
     >>> a = Mesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]], np.uint32))
@@ -118,14 +130,17 @@ def weld(pieces: list[Mesh], tolerance: float = WELD_TOLERANCE) -> Mesh:
     vertices = np.concatenate([p.vertices for p in pieces]).astype(np.float64)
     starts = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
     faces = np.concatenate([p.faces.astype(np.int64) + s for p, s in zip(pieces, starts)])
-    keys = np.round(vertices / tolerance).astype(np.int64)
-    unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    keys = _pack(np.round(vertices / np.asarray(tolerance, np.float64)).astype(np.int64))
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     faces = inverse.reshape(-1)[faces]
     good = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
     faces = faces[good]
     # a face shared by two fragments (never expected, but harmless to drop) counts once
     ordered = np.sort(faces, axis=1)
-    _, keep = np.unique(ordered, axis=0, return_index=True)
+    if len(first) < 1 << 21:
+        _, keep = np.unique(_pack(ordered), return_index=True)
+    else:
+        _, keep = np.unique(ordered, axis=0, return_index=True)
     faces = faces[np.sort(keep)]
     return Mesh(vertices[first].astype(np.float32), faces.astype(np.uint32))
 
@@ -167,5 +182,5 @@ def open_edges(mesh: Mesh) -> int:
         return 0
     f = mesh.faces.astype(np.int64)
     edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(edges, axis=0, return_counts=True)
+    _, counts = np.unique(edges[:, 0] * len(mesh.vertices) + edges[:, 1], return_counts=True)
     return int(np.count_nonzero(counts != 2))

@@ -31,7 +31,7 @@ def _cmd_mesh(args: argparse.Namespace) -> ExitCode:
     summary = api.mesh(args.output, bodies=_ids(args.bodies), executor=args.executor, workers=args.workers,
                        spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, resume=args.resume,
                        overwrite=args.overwrite, max_error=args.max_error, subvolume_size=_size(args.subvolume_size),
-                       progress=_progress(args))
+                       work=args.work, progress=_progress(args))
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return ExitCode.OK
 
@@ -40,7 +40,8 @@ def _cmd_skeletonize(args: argparse.Namespace) -> ExitCode:
     summary = api.skeletonize(args.output, bodies=_ids(args.bodies), executor=args.executor, workers=args.workers,
                               spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, resume=args.resume,
                               overwrite=args.overwrite, swc=args.swc, context=args.context, scale=args.scale,
-                              const=args.const, subvolume_size=_size(args.subvolume_size), progress=_progress(args))
+                              const=args.const, subvolume_size=_size(args.subvolume_size), work=args.work,
+                              progress=_progress(args))
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return ExitCode.OK
 
@@ -66,6 +67,8 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
                    help="how far simplification may move a vertex, in physical units (default: one voxel; 0: none)")
     p.add_argument("--subvolume-size", default=None, metavar="N or Z,Y,X",
                    help="the grid to mesh in (default: the one the output was made with, else 256)")
+    p.add_argument("--work", default=None, metavar="DIR", help="for a DVID output: a local folder for the pieces "
+                   "(default: its run's checkpoint folder); the meshes go to DVID's NAME_meshes keyvalue instance")
     p.set_defaults(func=_cmd_mesh)
 
     p = sub.add_parser("skeletonize", help="a skeleton (kimimaro's TEASAR) of every body, made subvolume by subvolume "
@@ -83,4 +86,6 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
     p.add_argument("--const", type=float, default=None, metavar="NM", help="TEASAR's const, physical units (default: 10 voxels)")
     p.add_argument("--subvolume-size", default=None, metavar="N or Z,Y,X",
                    help="the grid to work in (default: the one the output was made with, else 256)")
+    p.add_argument("--work", default=None, metavar="DIR", help="for a DVID output: a local folder for the pieces "
+                   "(default: its run's checkpoint folder); the skeletons go to DVID's NAME_skeletons keyvalue instance")
     p.set_defaults(func=_cmd_skeletonize)

@@ -98,7 +98,8 @@ class _Meshes:
         return {b: {"vertices": m.vertices, "faces": m.faces} for b, m in found.items()}
 
     def join(self, pieces: list[dict[str, NDArray[Any]]], resolution: tuple[float, ...]) -> Mesh:
-        return simplify(weld([Mesh(p["vertices"], p["faces"]) for p in pieces]), self.max_error)
+        half_voxel = np.asarray(resolution[::-1], np.float64) / 2  # the lattice of marching cubes' vertices
+        return simplify(weld([Mesh(p["vertices"], p["faces"]) for p in pieces], half_voxel), self.max_error)
 
     def write(self, shapes: PrecomputedShapes, body: int, shape: Mesh, fingerprint: str) -> tuple[int, bool]:
         shapes.write_mesh(body, shape, fingerprint)
@@ -223,14 +224,23 @@ def _batches(holders: dict[int, list[tuple[int, bytes]]], salt: str, size: int) 
     return [b for b in batches if b]
 
 
+def _work_folder(ref: VolumeRef, work: str | None) -> str | None:
+    """Where a volume that is not a file (DVID) keeps its shapes' pieces: ``work``, else the
+    checkpoint folder of the run that made it (from its provenance)."""
+    if work is not None or ref.local_path() is not None:
+        return work
+    with open_volume(ref) as volume:
+        return ((volume.metadata.get("config") or {}).get("options") or {}).get("checkpoint-dir")
+
+
 def _make(
     output: str, how: Any, *, bodies: list[int] | None, choice: ExecutorChoice, resume: bool, overwrite: bool,
-    subvolume_size: int | tuple[int, int, int] | None, progress: bool,
+    subvolume_size: int | tuple[int, int, int] | None, progress: bool, work: str | None = None,
 ) -> ShapeSummary:
     """Both passes for ``how`` (meshes or skeletons) over ``output``'s grid, under the
     output's lock."""
     ref = parse_volume(output)
-    shapes = PrecomputedShapes.of(ref)
+    shapes = PrecomputedShapes.of(ref, _work_folder(ref, work))
     noun = "meshes" if how.kind == "mesh" else "skeletons"
     if shapes.exists(how.kind) and not (resume or overwrite):
         raise StoreError(f"{output} already has {noun} ({shapes.folder(how.kind)}): add --resume to make only what "
@@ -305,6 +315,7 @@ def mesh(
     overwrite: bool = False,
     max_error: float | None = None,
     subvolume_size: int | tuple[int, int, int] | None = None,
+    work: str | None = None,
     progress: bool = False,
 ) -> ShapeSummary:
     """Mesh the bodies of the segmentation ``output`` (all, or ``bodies``), block by block on
@@ -314,14 +325,16 @@ def mesh(
     voxel's smallest side; 0 keeps every marching-cubes triangle. ``resume`` keeps what is
     current and meshes only the subvolumes and bodies that changed; without it, existing
     meshes are refused unless ``overwrite``. The grid is the output's own (its plan), or
-    ``subvolume_size``. Returns a :class:`ShapeSummary`.
+    ``subvolume_size``. A DVID output's meshes also go to its ``NAME_meshes`` keyvalue
+    instance (``ID.ngmesh``), its pieces to ``work`` (default: its run's checkpoint folder).
+    Returns a :class:`ShapeSummary`.
     """
     if max_error is not None and max_error < 0:
         raise ValueError(f"max_error must be 0 or more physical units, got {max_error}")
     with open_volume(output) as volume:
         error = min(volume.voxel_size or (1.0,)) if max_error is None else float(max_error)
     return _make(output, _Meshes(error), bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
-                 resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress)
+                 resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress, work=work)
 
 
 def skeletonize(
@@ -339,6 +352,7 @@ def skeletonize(
     scale: float = 1.5,
     const: float | None = None,
     subvolume_size: int | tuple[int, int, int] | None = None,
+    work: str | None = None,
     progress: bool = False,
 ) -> ShapeSummary:
     """Skeletonise the bodies of ``output`` (all, or ``bodies``) with kimimaro's TEASAR, block
@@ -348,8 +362,9 @@ def skeletonize(
     Each subvolume reads ``context`` voxels around its interior (the pieces agree with the
     unblocked skeleton where it is at least the body's width); ``scale`` and ``const``
     (physical units, default 10 voxels) are TEASAR's: no branch starts within
-    ``scale * radius + const`` of a path. ``resume``, ``overwrite`` and the grid as for
-    :func:`mesh`. Returns a :class:`ShapeSummary`.
+    ``scale * radius + const`` of a path. ``resume``, ``overwrite``, ``work`` and the grid
+    as for :func:`mesh`; a DVID output's skeletons also go to its ``NAME_skeletons`` keyvalue
+    instance (``ID_swc``). Returns a :class:`ShapeSummary`.
     """
     if context < 0:
         raise ValueError(f"context must be 0 or more voxels, got {context}")
@@ -357,7 +372,7 @@ def skeletonize(
         Path(swc).mkdir(parents=True, exist_ok=True)
     how = _Skeletons(int(context), float(scale), None if const is None else float(const), str(Path(swc).resolve()) if swc else None)
     return _make(output, how, bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
-                 resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress)
+                 resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress, work=work)
 
 
 def evaluate_skeletons(segmentation: str, skeletons: str, *, block: int = 64) -> ErlScore:

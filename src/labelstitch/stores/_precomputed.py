@@ -21,6 +21,13 @@ keeps them for ``--resume`` to update)::
 Every file is written under a temporary name and renamed into place, and a body's
 fingerprint is written after the body's files, so a crash leaves either the old shape with its
 fingerprint or a shape that ``--resume`` makes again.
+
+For a DVID output the folder is kept locally (``WORK/NAME.precomputed``: the pieces need a
+file system) and every body's shape also goes where FlyEM's tools read it, through the same
+retrying client as the volume: its mesh to the keyvalue instance ``NAME_meshes`` under
+``ID.ngmesh`` (the legacy format above: the key NeuTu, neuclease and natverse's malevnc
+fetch), its skeleton to ``NAME_skeletons`` under ``ID_swc`` as SWC text (NeuTu's key). The
+instances are created when missing; a body that is gone is deleted from them.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from numpy.typing import NDArray
 from ..meshing import Mesh
 from ..skeletons import Skeleton
 from ._base import StoreError, VolumeRef
+from ._dvid_client import DvidAddress, DvidError, dvid_request, instance_info
 
 __all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_skeleton", "encode_legacy_mesh", "read_skeletons",
            "encode_skeleton", "encode_swc", "piece_digest"]
@@ -156,20 +164,68 @@ class PrecomputedShapes:
     """The meshes and skeletons of one segmentation, in a folder (picklable: it holds only
     the path). ``kind`` arguments are ``"mesh"`` or ``"skeletons"``."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], dvid: str | None = None) -> None:
         self.root = Path(root)
+        self.dvid = dvid  # a DVID volume's address: its shapes are posted beside it too
 
     @classmethod
-    def of(cls, ref: VolumeRef) -> PrecomputedShapes:
-        """The shapes of the volume ``ref``: beside its folder or file."""
+    def of(cls, ref: VolumeRef, work: str | os.PathLike[str] | None = None) -> PrecomputedShapes:
+        """The shapes of the volume ``ref``: beside its folder or file; for a DVID volume, in
+        ``work`` (a local folder for the pieces) and in DVID keyvalue instances."""
         local = ref.local_path()
-        if local is None:
-            raise StoreError(f"meshes and skeletons are written beside local volumes only, and {ref} is not one; "
-                             "write the run to a local zarr output (\"output\": \"seg.zarr\") and use that")
-        return cls(Path(f"{local}.precomputed"))
+        if local is not None:
+            return cls(Path(f"{local}.precomputed"))
+        base = ref.side_file_base(work)
+        if ref.scheme != "dvid" or base is None:
+            raise StoreError(f"{ref} is not a local volume: give a local folder for the meshes' and skeletons' pieces "
+                             "(--work DIR)")
+        return cls(Path(f"{base}.precomputed"), dvid=ref.text)
 
     def __repr__(self) -> str:
-        return f"PrecomputedShapes({str(self.root)!r})"
+        return f"PrecomputedShapes({str(self.root)!r}, dvid={self.dvid!r})"
+
+    # ------------------------------------------------------------------ DVID
+
+    def _dvid_instance(self, kind: str) -> DvidAddress | None:
+        if self.dvid is None:
+            return None
+        address = DvidAddress.parse(self.dvid)
+        return address.sibling(f"{address.name}_{'meshes' if kind == 'mesh' else 'skeletons'}")
+
+    def _dvid_key(self, kind: str, body: int) -> str:
+        return f"{body}.ngmesh" if kind == "mesh" else f"{body}_swc"
+
+    def _post(self, kind: str, body: int, data: bytes | None) -> None:
+        """Post (or, with None, delete) a body's shape in DVID."""
+        kv = self._dvid_instance(kind)
+        if kv is None:
+            return
+        path = f"{kv.node_path}/key/{self._dvid_key(kind, body)}"
+        if data is not None:
+            dvid_request(kv.server, "POST", path, data=data)
+            return
+        try:
+            dvid_request(kv.server, "DELETE", path)
+        except DvidError as exc:
+            if exc.status != 404:
+                raise
+
+    def _create_dvid_instance(self, kind: str) -> None:
+        kv = self._dvid_instance(kind)
+        if kv is None or instance_info(kv) is not None:
+            return
+        try:
+            dvid_request(kv.server, "POST", f"repo/{kv.uuid}/instance", json_body={"typename": "keyvalue", "dataname": kv.name})
+        except DvidError as exc:
+            if "already exists" not in str(exc):
+                raise
+
+    def fetch_dvid(self, kind: str, body: int) -> bytes:
+        """A body's shape as DVID serves it (the ``.ngmesh`` bytes, or the SWC text)."""
+        kv = self._dvid_instance(kind)
+        if kv is None:
+            raise StoreError(f"{self.root} belongs to no DVID volume")
+        return bytes(dvid_request(kv.server, "GET", f"{kv.node_path}/key/{self._dvid_key(kind, body)}").content)
 
     def folder(self, kind: str) -> Path:
         return self.root / KINDS[kind]
@@ -195,6 +251,7 @@ class PrecomputedShapes:
             data = json.dumps(content, indent=1).encode()
             if not path.exists() or path.read_bytes() != data:
                 _atomic_write(path, data)
+        self._create_dvid_instance(kind)
 
     def clear(self, kind: str) -> None:
         """Remove every shape of ``kind`` and its pieces (``--overwrite``)."""
@@ -263,11 +320,13 @@ class PrecomputedShapes:
         folder = self.folder("mesh")
         _atomic_write(folder / f"{body}:0:0", encode_legacy_mesh(mesh))
         _atomic_write(folder / f"{body}:0", json.dumps({"fragments": [f"{body}:0:0"]}).encode())
+        self._post("mesh", body, encode_legacy_mesh(mesh))
         _atomic_write(self._fingerprint_file("mesh", body), fingerprint.encode())
 
     def write_skeleton(self, body: int, skeleton: Skeleton, fingerprint: str) -> None:
         """The body's skeleton, then its fingerprint."""
         _atomic_write(self.folder("skeletons") / str(body), encode_skeleton(skeleton))
+        self._post("skeletons", body, encode_swc(skeleton, body).encode())
         _atomic_write(self._fingerprint_file("skeletons", body), fingerprint.encode())
 
     def _body_files(self, kind: str, body: int) -> list[Path]:
@@ -310,6 +369,7 @@ class PrecomputedShapes:
     def remove_body(self, kind: str, body: int) -> None:
         """Forget a body that is no longer in the segmentation (fingerprint first)."""
         self._fingerprint_file(kind, body).unlink(missing_ok=True)
+        self._post(kind, body, None)
         for path in self._body_files(kind, body):
             path.unlink(missing_ok=True)
 
