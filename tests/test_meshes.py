@@ -297,3 +297,30 @@ def test_a_dvid_output_gets_its_meshes_and_skeletons_where_flyem_tools_read_them
     assert again.removed == 1
     assert requests.get(f"{api}/node/{root}/seg_meshes/key/{gone}.ngmesh").status_code == 404
     assert requests.get(f"{api}/node/{root}/seg_meshes/key/{bodies[1]}.ngmesh").ok
+
+
+def test_levels_of_detail_in_the_multiresolution_format_that_cloud_volume_reads(volume, tmp_path):
+    folder, labels = volume
+    out = tmp_path / "seg.zarr"
+    _write(out, labels)
+    summary = ls.mesh(str(out), lods=3)
+    shapes = PrecomputedShapes(tmp_path / "seg.zarr.precomputed")
+    info = json.loads((shapes.folder("mesh") / "info").read_text())
+    assert info["@type"] == "neuroglancer_multilod_draco" and summary.flawed == []
+    whole = mesh_labels(labels, (0, 0, 0), (8.0, 4.0, 4.0))
+    for body in sorted(whole)[:5]:
+        levels = [shapes.read_mesh(body, lod) for lod in range(3)]
+        assert [len(m.faces) for m in levels] == sorted((len(m.faces) for m in levels), reverse=True)  # coarser, fewer
+        assert open_edges(weld([levels[0]])) == 0  # Draco may split vertices; the surface is closed
+        assert surface_area(levels[0]) == pytest.approx(surface_area(simplify(whole[body], 4.0)), rel=0.01)
+        assert enclosed_volume(levels[2]) == pytest.approx(enclosed_volume(whole[body]), rel=0.15)  # 16 nm error on small blobs
+    with pytest.raises(ls.api.StoreError, match="--overwrite"):
+        ls.mesh(str(out), resume=True)  # the legacy format over multi-resolution meshes
+    cloudvolume = pytest.importorskip("cloudvolume", reason="needs cloud-volume (the test extra) to read meshes back")
+    cv = cloudvolume.CloudVolume(f"file://{shapes.root}", progress=False)
+    body = sorted(whole)[0]
+    for lod in (0, 2):
+        read = cv.mesh.get(body, lod=lod)[body]
+        mine = shapes.read_mesh(body, lod)
+        assert len(read.faces) == len(mine.faces)
+        assert np.allclose(np.sort(np.asarray(read.vertices), axis=0), np.sort(mine.vertices, axis=0), atol=0.05)

@@ -116,7 +116,8 @@ def _pack(keys: NDArray[np.int64]) -> NDArray[np.int64]:
 def weld(pieces: list[Mesh], tolerance: float | NDArray[np.float64] = WELD_TOLERANCE) -> Mesh:
     """One mesh from fragments: vertices within ``tolerance`` merged (per axis: pass half a
     voxel for marching-cubes pieces, whose vertices lie on that lattice), faces that became
-    degenerate or appear twice dropped.
+    degenerate dropped. (The pieces of a partition of cells never hold the same face twice;
+    a simplified mesh may hold a face and its reverse, both kept.)
 
     >>> a = Mesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]], np.uint32))
     >>> b = Mesh(np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float32), np.array([[0, 2, 1]], np.uint32))
@@ -135,13 +136,6 @@ def weld(pieces: list[Mesh], tolerance: float | NDArray[np.float64] = WELD_TOLER
     faces = inverse.reshape(-1)[faces]
     good = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
     faces = faces[good]
-    # a face shared by two fragments (never expected, but harmless to drop) counts once
-    ordered = np.sort(faces, axis=1)
-    if len(first) < 1 << 21:
-        _, keep = np.unique(_pack(ordered), return_index=True)
-    else:
-        _, keep = np.unique(ordered, axis=0, return_index=True)
-    faces = faces[np.sort(keep)]
     return Mesh(vertices[first].astype(np.float32), faces.astype(np.uint32))
 
 

@@ -30,7 +30,7 @@ def _size(text: str | None) -> int | tuple[int, ...] | None:
 def _cmd_mesh(args: argparse.Namespace) -> ExitCode:
     summary = api.mesh(args.output, bodies=_ids(args.bodies), executor=args.executor, workers=args.workers,
                        spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, resume=args.resume,
-                       overwrite=args.overwrite, max_error=args.max_error, subvolume_size=_size(args.subvolume_size),
+                       overwrite=args.overwrite, max_error=args.max_error, lods=args.lods, subvolume_size=_size(args.subvolume_size),
                        work=args.work, progress=_progress(args))
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return ExitCode.OK
@@ -65,6 +65,9 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
     p.add_argument("--overwrite", action="store_true", help="make every mesh again")
     p.add_argument("--max-error", type=float, default=None, metavar="NM",
                    help="how far simplification may move a vertex, in physical units (default: one voxel; 0: none)")
+    p.add_argument("--lods", type=int, default=1, metavar="N",
+                   help="levels of detail: above 1, Neuroglancer's multi-resolution format (Draco), each level "
+                   "simplified with twice the error of the one before (default 1: the legacy format)")
     p.add_argument("--subvolume-size", default=None, metavar="N or Z,Y,X",
                    help="the grid to mesh in (default: the one the output was made with, else 256)")
     p.add_argument("--work", default=None, metavar="DIR", help="for a DVID output: a local folder for the pieces "

@@ -82,6 +82,7 @@ class _Meshes:
     """How a subvolume's mesh pieces are made and a body's mesh from them."""
 
     max_error: float
+    lods: int = 1
     kind: str = "mesh"
 
     def read_box(self, sv: Subvolume, shape: tuple[int, ...]) -> tuple[Box, Any]:
@@ -97,13 +98,18 @@ class _Meshes:
         found = mesh_labels(labels, box.start, resolution, pad_low=low, pad_high=high, bodies=bodies)
         return {b: {"vertices": m.vertices, "faces": m.faces} for b, m in found.items()}
 
-    def join(self, pieces: list[dict[str, NDArray[Any]]], resolution: tuple[float, ...]) -> Mesh:
+    def join(self, pieces: list[dict[str, NDArray[Any]]], resolution: tuple[float, ...]) -> list[Mesh]:
+        """The welded body simplified to the error, then each coarser level of detail from
+        the one before with twice the error."""
         half_voxel = np.asarray(resolution[::-1], np.float64) / 2  # the lattice of marching cubes' vertices
-        return simplify(weld([Mesh(p["vertices"], p["faces"]) for p in pieces], half_voxel), self.max_error)
+        levels = [simplify(weld([Mesh(p["vertices"], p["faces"]) for p in pieces], half_voxel), self.max_error)]
+        for lod in range(1, self.lods):
+            levels.append(simplify(levels[-1], max(self.max_error, min(resolution)) * 2**lod))
+        return levels
 
-    def write(self, shapes: PrecomputedShapes, body: int, shape: Mesh, fingerprint: str) -> tuple[int, bool]:
+    def write(self, shapes: PrecomputedShapes, body: int, shape: list[Mesh], fingerprint: str) -> tuple[int, bool]:
         shapes.write_mesh(body, shape, fingerprint)
-        return len(shape.faces), open_edges(shape) > 0
+        return len(shape[0].faces), open_edges(shape[0]) > 0
 
 
 @dataclass(frozen=True)
@@ -240,11 +246,14 @@ def _make(
     """Both passes for ``how`` (meshes or skeletons) over ``output``'s grid, under the
     output's lock."""
     ref = parse_volume(output)
-    shapes = PrecomputedShapes.of(ref, _work_folder(ref, work))
+    shapes = PrecomputedShapes.of(ref, _work_folder(ref, work)).with_lods(getattr(how, "lods", 1))
     noun = "meshes" if how.kind == "mesh" else "skeletons"
     if shapes.exists(how.kind) and not (resume or overwrite):
         raise StoreError(f"{output} already has {noun} ({shapes.folder(how.kind)}): add --resume to make only what "
                          "changed, or --overwrite to make them all again")
+    if how.kind == "mesh" and shapes.exists("mesh") and not overwrite and (shapes.mesh_format() == "multilod") != (how.lods > 1):
+        raise StoreError(f"{output}'s meshes are in the {shapes.mesh_format()} format, and --lods {how.lods} asks for the "
+                         "other: add --overwrite to make them all again")
     with hold(ref, f"output {output}"):
         with open_volume(ref) as volume:
             if np.dtype(volume.dtype).kind not in "iu":
@@ -314,6 +323,7 @@ def mesh(
     resume: bool = False,
     overwrite: bool = False,
     max_error: float | None = None,
+    lods: int = 1,
     subvolume_size: int | tuple[int, int, int] | None = None,
     work: str | None = None,
     progress: bool = False,
@@ -322,7 +332,9 @@ def mesh(
     ``executor``, into Neuroglancer's precomputed mesh format beside it (``labelstitch mesh``).
 
     ``max_error`` is how far (physical units) simplification may move a vertex: default one
-    voxel's smallest side; 0 keeps every marching-cubes triangle. ``resume`` keeps what is
+    voxel's smallest side; 0 keeps every marching-cubes triangle. ``lods`` above 1 writes
+    Neuroglancer's multi-resolution format (Draco) with that many levels of detail, each
+    simplified with twice the error of the one before. ``resume`` keeps what is
     current and meshes only the subvolumes and bodies that changed; without it, existing
     meshes are refused unless ``overwrite``. The grid is the output's own (its plan), or
     ``subvolume_size``. A DVID output's meshes also go to its ``NAME_meshes`` keyvalue
@@ -331,9 +343,11 @@ def mesh(
     """
     if max_error is not None and max_error < 0:
         raise ValueError(f"max_error must be 0 or more physical units, got {max_error}")
+    if not 1 <= lods <= 8:
+        raise ValueError(f"lods must be 1 to 8 levels of detail, got {lods}")
     with open_volume(output) as volume:
         error = min(volume.voxel_size or (1.0,)) if max_error is None else float(max_error)
-    return _make(output, _Meshes(error), bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
+    return _make(output, _Meshes(error, int(lods)), bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
                  resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress, work=work)
 
 

@@ -11,6 +11,10 @@ keeps them for ``--resume`` to update)::
     mesh/ID:0             a body's manifest: {"fragments": ["ID:0:0"]}
     mesh/ID:0:0           its welded mesh: uint32 vertex count, float32 XYZ vertices in physical
                           units, uint32 triangles
+    (or, with several levels of detail, Neuroglancer's multi-resolution format:)
+    mesh/info             {"@type": "neuroglancer_multilod_draco", "vertex_quantization_bits": 16, ...}
+    mesh/ID.index         the body's manifest: one octree node per level of detail
+    mesh/ID               the levels' Draco-encoded meshes, finest first
     skeletons/info        {"@type": "neuroglancer_skeletons", ...} with a radius per vertex
     skeletons/ID          a body's skeleton: uint32 vertex and edge counts, float32 XYZ vertices,
                           uint32 edges, float32 radii
@@ -50,14 +54,20 @@ from ..skeletons import Skeleton
 from ._base import StoreError, VolumeRef
 from ._dvid_client import DvidAddress, DvidError, dvid_request, instance_info
 
-__all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_skeleton", "encode_legacy_mesh", "read_skeletons",
+__all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_multilod", "decode_skeleton", "encode_legacy_mesh",
+           "encode_multilod", "read_skeletons",
            "encode_skeleton", "encode_swc", "piece_digest"]
+
+#: bits per vertex coordinate in the multi-resolution format (Neuroglancer allows 10 or 16)
+QUANTIZATION_BITS = 16
 
 #: the kinds of shape, and the folder each lives in
 KINDS = {"mesh": "mesh", "skeletons": "skeletons"}
 
 _KIND_INFO = {
     "mesh": {"@type": "neuroglancer_legacy_mesh"},
+    "multilod": {"@type": "neuroglancer_multilod_draco", "vertex_quantization_bits": QUANTIZATION_BITS,
+                 "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], "lod_scale_multiplier": 1.0},
     "skeletons": {"@type": "neuroglancer_skeletons", "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
                   "vertex_attributes": [{"id": "radius", "data_type": "float32", "num_components": 1}]},
 }
@@ -80,6 +90,61 @@ def decode_legacy_mesh(data: bytes) -> Mesh:
     vertices = np.frombuffer(data, "<f4", 3 * n, 4).reshape(n, 3)
     faces = np.frombuffer(data, "<u4", offset=4 + 12 * n).reshape(-1, 3)
     return Mesh(vertices.astype(np.float32), faces.astype(np.uint32))
+
+
+def encode_multilod(levels: list[Mesh]) -> tuple[bytes, bytes]:
+    """A body's levels of detail (finest first) in Neuroglancer's unsharded multi-resolution
+    format: the manifest (``ID.index``) and the fragment data (``ID``). Each level is one
+    octree node at the origin of a grid whose chunk holds the whole body (so coarser levels
+    cover it too), its vertices quantized to 16 bits of that chunk and Draco-encoded.
+
+    >>> cube = Mesh(np.array([[0, 0, 0], [8, 0, 0], [0, 8, 0], [0, 0, 8]], np.float32),
+    ...             np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.uint32))
+    >>> index, data = encode_multilod([cube, cube])
+    >>> decoded = decode_multilod(index, data, 1)
+    >>> np.allclose(np.sort(decoded.vertices, axis=0), np.sort(cube.vertices, axis=0), atol=0.01), len(decoded.faces)
+    (True, 4)
+    """
+    import DracoPy
+
+    everything = np.concatenate([m.vertices for m in levels if len(m.vertices)] or [np.zeros((1, 3), np.float32)])
+    origin = everything.min(axis=0).astype(np.float64)
+    extent = float(max((everything.max(axis=0) - origin).max(), 1e-3)) * 1.001
+    chunk = np.full(3, extent, np.float64)
+    quantum = float((1 << QUANTIZATION_BITS) - 1)
+    parts, sizes = [], []
+    for lod, mesh in enumerate(levels):
+        stored = np.clip(np.round((mesh.vertices - origin) / (chunk * 2**lod) * quantum), 0, quantum)
+        encoded = DracoPy.encode(stored.astype(np.float32), mesh.faces.astype(np.uint32), quantization_bits=QUANTIZATION_BITS,
+                                 compression_level=7, quantization_range=quantum, quantization_origin=np.zeros(3)) \
+            if len(mesh.faces) else b""
+        parts.append(encoded)
+        sizes.append(len(encoded))
+    n = len(levels)
+    header = (chunk.astype("<f4").tobytes() + origin.astype("<f4").tobytes() + struct.pack("<I", n)
+              + np.array([2.0**lod for lod in range(n)], "<f4").tobytes() + np.zeros(3 * n, "<f4").tobytes()
+              + np.ones(n, "<u4").tobytes())
+    for size in sizes:  # per level: one node at grid position (0, 0, 0), and its size
+        header += np.zeros(3, "<u4").tobytes() + struct.pack("<I", size)
+    return header, b"".join(parts)
+
+
+def decode_multilod(index: bytes, data: bytes, lod: int = 0) -> Mesh:
+    """One level of detail of :func:`encode_multilod`'s body (its one node at that level)."""
+    import DracoPy
+
+    chunk = np.frombuffer(index, "<f4", 3, 0).astype(np.float64)
+    origin = np.frombuffer(index, "<f4", 3, 12).astype(np.float64)
+    (n,) = struct.unpack_from("<I", index, 24)
+    offsets = np.frombuffer(index, "<f4", 3 * n, 28 + 4 * n).reshape(n, 3).astype(np.float64)
+    sizes = [struct.unpack_from("<I", index, 28 + 20 * n + 16 * k + 12)[0] for k in range(n)]
+    start = sum(sizes[:lod])
+    if not sizes[lod]:
+        return Mesh.empty()
+    found = DracoPy.decode(data[start:start + sizes[lod]])
+    stored = np.asarray(found.points, np.float64).reshape(-1, 3)
+    vertices = origin + offsets[lod] + chunk * 2**lod * (stored / ((1 << QUANTIZATION_BITS) - 1))
+    return Mesh(vertices.astype(np.float32), np.asarray(found.faces, np.uint32).reshape(-1, 3))
 
 
 def encode_skeleton(skeleton: Skeleton) -> bytes:
@@ -164,9 +229,13 @@ class PrecomputedShapes:
     """The meshes and skeletons of one segmentation, in a folder (picklable: it holds only
     the path). ``kind`` arguments are ``"mesh"`` or ``"skeletons"``."""
 
-    def __init__(self, root: str | os.PathLike[str], dvid: str | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], dvid: str | None = None, lods: int = 1) -> None:
         self.root = Path(root)
         self.dvid = dvid  # a DVID volume's address: its shapes are posted beside it too
+        self.lods = lods  # levels of detail of the meshes: 1 is the legacy format, more the multi-resolution one
+
+    def with_lods(self, lods: int) -> PrecomputedShapes:
+        return PrecomputedShapes(self.root, self.dvid, lods)
 
     @classmethod
     def of(cls, ref: VolumeRef, work: str | os.PathLike[str] | None = None) -> PrecomputedShapes:
@@ -247,7 +316,8 @@ class PrecomputedShapes:
                         "size": [int(n) for n in shape_zyx[::-1]], "voxel_offset": [0, 0, 0],
                         "chunk_sizes": [[int(b) for b in block[::-1]]], "encoding": "raw"}],
         }
-        for path, content in ((self.root / "info", info), (self.folder(kind) / "info", _KIND_INFO[kind])):
+        kind_info = _KIND_INFO["multilod" if kind == "mesh" and self.lods > 1 else kind]
+        for path, content in ((self.root / "info", info), (self.folder(kind) / "info", kind_info)):
             data = json.dumps(content, indent=1).encode()
             if not path.exists() or path.read_bytes() != data:
                 _atomic_write(path, data)
@@ -315,12 +385,26 @@ class PrecomputedShapes:
     def _fingerprint_file(self, kind: str, body: int) -> Path:
         return self.root / "fingerprints" / kind / str(body)
 
-    def write_mesh(self, body: int, mesh: Mesh, fingerprint: str) -> None:
-        """The body's mesh, its manifest (which makes it visible), then its fingerprint."""
+    def mesh_format(self) -> str:
+        """``"legacy"`` or ``"multilod"``: what the mesh folder holds (its ``info``)."""
+        try:
+            found = json.loads((self.folder("mesh") / "info").read_text()).get("@type")
+        except (OSError, ValueError):
+            return "multilod" if self.lods > 1 else "legacy"
+        return "multilod" if found == "neuroglancer_multilod_draco" else "legacy"
+
+    def write_mesh(self, body: int, levels: list[Mesh], fingerprint: str) -> None:
+        """The body's mesh (its levels of detail, finest first), its manifest (which makes it
+        visible), then its fingerprint."""
         folder = self.folder("mesh")
-        _atomic_write(folder / f"{body}:0:0", encode_legacy_mesh(mesh))
-        _atomic_write(folder / f"{body}:0", json.dumps({"fragments": [f"{body}:0:0"]}).encode())
-        self._post("mesh", body, encode_legacy_mesh(mesh))
+        if self.lods > 1:
+            index, data = encode_multilod(levels)
+            _atomic_write(folder / str(body), data)
+            _atomic_write(folder / f"{body}.index", index)
+        else:
+            _atomic_write(folder / f"{body}:0:0", encode_legacy_mesh(levels[0]))
+            _atomic_write(folder / f"{body}:0", json.dumps({"fragments": [f"{body}:0:0"]}).encode())
+        self._post("mesh", body, encode_legacy_mesh(levels[0]))
         _atomic_write(self._fingerprint_file("mesh", body), fingerprint.encode())
 
     def write_skeleton(self, body: int, skeleton: Skeleton, fingerprint: str) -> None:
@@ -330,7 +414,10 @@ class PrecomputedShapes:
         _atomic_write(self._fingerprint_file("skeletons", body), fingerprint.encode())
 
     def _body_files(self, kind: str, body: int) -> list[Path]:
-        names = (f"{body}:0", f"{body}:0:0") if kind == "mesh" else (str(body),)
+        if kind == "mesh" and self.lods > 1:
+            names: tuple[str, ...] = (f"{body}.index", str(body))
+        else:
+            names = (f"{body}:0", f"{body}:0:0") if kind == "mesh" else (str(body),)
         return [self.folder(kind) / name for name in names]
 
     def body_fingerprint(self, kind: str, body: int) -> str | None:
@@ -341,9 +428,15 @@ class PrecomputedShapes:
             return None
         return found if all(path.exists() for path in self._body_files(kind, body)) else None
 
-    def read_mesh(self, body: int) -> Mesh:
-        """The body's mesh (all fragments its manifest lists, joined)."""
+    def read_mesh(self, body: int, lod: int = 0) -> Mesh:
+        """The body's mesh (all fragments its manifest lists, joined), at level of detail
+        ``lod`` where the folder has several."""
         folder = self.folder("mesh")
+        if self.mesh_format() == "multilod":
+            try:
+                return decode_multilod((folder / f"{body}.index").read_bytes(), (folder / str(body)).read_bytes(), lod)
+            except FileNotFoundError:
+                raise StoreError(f"body {body} has no mesh in {self.root}") from None
         try:
             manifest = json.loads((folder / f"{body}:0").read_text())
         except FileNotFoundError:
