@@ -40,9 +40,7 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import tempfile
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +51,12 @@ from ..meshing import Mesh
 from ..skeletons import Skeleton
 from ._base import StoreError, VolumeRef
 from ._dvid_client import DvidAddress, DvidError, dvid_request, instance_info
+from ._shape_formats import (QUANTIZATION_BITS, SKELETON_INFO, decode_legacy_mesh, decode_multilod, decode_skeleton,
+                             encode_legacy_mesh, encode_multilod, encode_skeleton, encode_swc, read_skeletons)
 
 __all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_multilod", "decode_skeleton", "encode_legacy_mesh",
            "encode_multilod", "read_skeletons",
            "encode_skeleton", "encode_swc", "piece_digest"]
-
-#: bits per vertex coordinate in the multi-resolution format (Neuroglancer allows 10 or 16)
-QUANTIZATION_BITS = 16
 
 #: the kinds of shape, and the folder each lives in
 KINDS = {"mesh": "mesh", "skeletons": "skeletons"}
@@ -68,141 +65,8 @@ _KIND_INFO = {
     "mesh": {"@type": "neuroglancer_legacy_mesh"},
     "multilod": {"@type": "neuroglancer_multilod_draco", "vertex_quantization_bits": QUANTIZATION_BITS,
                  "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], "lod_scale_multiplier": 1.0},
-    "skeletons": {"@type": "neuroglancer_skeletons", "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
-                  "vertex_attributes": [{"id": "radius", "data_type": "float32", "num_components": 1}]},
+    "skeletons": SKELETON_INFO,
 }
-
-
-def encode_legacy_mesh(mesh: Mesh) -> bytes:
-    """A mesh in Neuroglancer's legacy single-resolution fragment format.
-
-    >>> m = Mesh(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.uint32))
-    >>> len(encode_legacy_mesh(m)), decode_legacy_mesh(encode_legacy_mesh(m)).faces.tolist()
-    (52, [[0, 1, 2]])
-    """
-    return (struct.pack("<I", len(mesh.vertices)) + mesh.vertices.astype("<f4").tobytes()
-            + mesh.faces.astype("<u4").tobytes())
-
-
-def decode_legacy_mesh(data: bytes) -> Mesh:
-    """The inverse of :func:`encode_legacy_mesh`."""
-    (n,) = struct.unpack_from("<I", data)
-    vertices = np.frombuffer(data, "<f4", 3 * n, 4).reshape(n, 3)
-    faces = np.frombuffer(data, "<u4", offset=4 + 12 * n).reshape(-1, 3)
-    return Mesh(vertices.astype(np.float32), faces.astype(np.uint32))
-
-
-def encode_multilod(levels: list[Mesh]) -> tuple[bytes, bytes]:
-    """A body's levels of detail (finest first) in Neuroglancer's unsharded multi-resolution
-    format: the manifest (``ID.index``) and the fragment data (``ID``). Each level is one
-    octree node at the origin of a grid whose chunk holds the whole body (so coarser levels
-    cover it too), its vertices quantized to 16 bits of that chunk and Draco-encoded.
-
-    >>> cube = Mesh(np.array([[0, 0, 0], [8, 0, 0], [0, 8, 0], [0, 0, 8]], np.float32),
-    ...             np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.uint32))
-    >>> index, data = encode_multilod([cube, cube])
-    >>> decoded = decode_multilod(index, data, 1)
-    >>> np.allclose(np.sort(decoded.vertices, axis=0), np.sort(cube.vertices, axis=0), atol=0.01), len(decoded.faces)
-    (True, 4)
-    """
-    import DracoPy
-
-    everything = np.concatenate([m.vertices for m in levels if len(m.vertices)] or [np.zeros((1, 3), np.float32)])
-    origin = everything.min(axis=0).astype(np.float64)
-    extent = float(max((everything.max(axis=0) - origin).max(), 1e-3)) * 1.001
-    chunk = np.full(3, extent, np.float64)
-    quantum = float((1 << QUANTIZATION_BITS) - 1)
-    parts, sizes = [], []
-    for lod, mesh in enumerate(levels):
-        stored = np.clip(np.round((mesh.vertices - origin) / (chunk * 2**lod) * quantum), 0, quantum)
-        encoded = DracoPy.encode(stored.astype(np.float32), mesh.faces.astype(np.uint32), quantization_bits=QUANTIZATION_BITS,
-                                 compression_level=7, quantization_range=quantum, quantization_origin=np.zeros(3)) \
-            if len(mesh.faces) else b""
-        parts.append(encoded)
-        sizes.append(len(encoded))
-    n = len(levels)
-    header = (chunk.astype("<f4").tobytes() + origin.astype("<f4").tobytes() + struct.pack("<I", n)
-              + np.array([2.0**lod for lod in range(n)], "<f4").tobytes() + np.zeros(3 * n, "<f4").tobytes()
-              + np.ones(n, "<u4").tobytes())
-    for size in sizes:  # per level: one node at grid position (0, 0, 0), and its size
-        header += np.zeros(3, "<u4").tobytes() + struct.pack("<I", size)
-    return header, b"".join(parts)
-
-
-def decode_multilod(index: bytes, data: bytes, lod: int = 0) -> Mesh:
-    """One level of detail of :func:`encode_multilod`'s body (its one node at that level)."""
-    import DracoPy
-
-    chunk = np.frombuffer(index, "<f4", 3, 0).astype(np.float64)
-    origin = np.frombuffer(index, "<f4", 3, 12).astype(np.float64)
-    (n,) = struct.unpack_from("<I", index, 24)
-    offsets = np.frombuffer(index, "<f4", 3 * n, 28 + 4 * n).reshape(n, 3).astype(np.float64)
-    sizes = [struct.unpack_from("<I", index, 28 + 20 * n + 16 * k + 12)[0] for k in range(n)]
-    start = sum(sizes[:lod])
-    if not sizes[lod]:
-        return Mesh.empty()
-    found = DracoPy.decode(data[start:start + sizes[lod]])
-    stored = np.asarray(found.points, np.float64).reshape(-1, 3)
-    vertices = origin + offsets[lod] + chunk * 2**lod * (stored / ((1 << QUANTIZATION_BITS) - 1))
-    return Mesh(vertices.astype(np.float32), np.asarray(found.faces, np.uint32).reshape(-1, 3))
-
-
-def encode_skeleton(skeleton: Skeleton) -> bytes:
-    """A skeleton in Neuroglancer's precomputed skeleton format, with a radius per vertex.
-
-    >>> s = Skeleton(np.zeros((2, 3), np.float32), np.array([[0, 1]], np.uint32), np.ones(2, np.float32))
-    >>> decode_skeleton(encode_skeleton(s)).edges.tolist()
-    [[0, 1]]
-    """
-    return (struct.pack("<II", len(skeleton.vertices), len(skeleton.edges)) + skeleton.vertices.astype("<f4").tobytes()
-            + skeleton.edges.astype("<u4").tobytes() + skeleton.radii.astype("<f4").tobytes())
-
-
-def decode_skeleton(data: bytes) -> Skeleton:
-    """The inverse of :func:`encode_skeleton`."""
-    nv, ne = struct.unpack_from("<II", data)
-    vertices = np.frombuffer(data, "<f4", 3 * nv, 8).reshape(nv, 3)
-    edges = np.frombuffer(data, "<u4", 2 * ne, 8 + 12 * nv).reshape(ne, 2)
-    radii = np.frombuffer(data, "<f4", nv, 8 + 12 * nv + 8 * ne)
-    return Skeleton(vertices.astype(np.float32), edges.astype(np.uint32), radii.astype(np.float32))
-
-
-def encode_swc(skeleton: Skeleton, body: int) -> str:
-    """A skeleton as an SWC file (``n type x y z radius parent``, physical units), each
-    connected piece rooted at its first vertex.
-
-    >>> s = Skeleton(np.array([[0, 0, 0], [1, 0, 0]], np.float32), np.array([[1, 0]], np.uint32), np.ones(2, np.float32))
-    >>> print(encode_swc(s, 7).splitlines()[-1])
-    2 0 1 0 0 1 1
-    """
-    n = len(skeleton.vertices)
-    neighbours: list[list[int]] = [[] for _ in range(n)]
-    for a, b in skeleton.edges.tolist():
-        neighbours[a].append(b)
-        neighbours[b].append(a)
-    number = np.zeros(n, np.int64)  # SWC numbers from 1, in visiting order
-    parent = np.full(n, -1, np.int64)
-    order: list[int] = []
-    for root in range(n):
-        if number[root]:
-            continue
-        number[root] = len(order) + 1
-        order.append(root)
-        queue = deque([root])
-        while queue:
-            v = queue.popleft()
-            for w in neighbours[v]:
-                if not number[w]:
-                    number[w] = len(order) + 1
-                    parent[w] = v
-                    order.append(w)
-                    queue.append(w)
-    lines = [f"# body {body}, made by labelstitch skeletonize; physical units"]
-    for v in order:
-        x, y, z = (float(c) for c in skeleton.vertices[v])
-        up = int(number[parent[v]]) if parent[v] >= 0 else -1
-        lines.append(f"{number[v]} 0 {x:g} {y:g} {z:g} {float(skeleton.radii[v]):g} {up}")
-    return "\n".join(lines) + "\n"
 
 
 def piece_digest(arrays: dict[str, NDArray[Any]]) -> bytes:
@@ -466,46 +330,3 @@ class PrecomputedShapes:
         for path in self._body_files(kind, body):
             path.unlink(missing_ok=True)
 
-
-def _parse_swc(text: str, where: str) -> Skeleton:
-    rows = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    try:
-        table = np.array([[float(v) for v in row[:7]] for row in rows], np.float64).reshape(-1, 7)
-    except ValueError:
-        raise StoreError(f"{where} is not an SWC file (rows of: n type x y z radius parent)") from None
-    number = {int(n): i for i, n in enumerate(table[:, 0])}
-    edges = [(i, number[int(p)]) for i, p in enumerate(table[:, 6]) if p >= 0 and int(p) in number]
-    return Skeleton(table[:, 2:5].astype(np.float32), np.array(edges, np.uint32).reshape(-1, 2), table[:, 5].astype(np.float32))
-
-
-def read_skeletons(path: str | os.PathLike[str]) -> dict[int, Skeleton]:
-    """Skeletons by body id from an SWC file (``ID.swc``), a folder of them, or a precomputed
-    skeleton folder (``labelstitch skeletonize``'s, or any with an ``info`` of
-    ``neuroglancer_skeletons`` type, or a precomputed root naming one). Physical units."""
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".swc":
-        return {int(path.stem) if path.stem.isdigit() else 1: _parse_swc(path.read_text(), str(path))}
-    if not path.is_dir():
-        raise StoreError(f"no skeletons at {path}: give an SWC file, a folder of ID.swc files, or a precomputed skeleton folder")
-    info_path = path / "info"
-    if info_path.exists():
-        info = json.loads(info_path.read_text())
-        if info.get("@type") != "neuroglancer_skeletons" and isinstance(info.get("skeletons"), str):
-            return read_skeletons(path / info["skeletons"])
-        if info.get("@type") == "neuroglancer_skeletons":
-            if info.get("vertex_attributes", [{}])[:1] != _KIND_INFO["skeletons"]["vertex_attributes"] and info.get("vertex_attributes"):
-                raise StoreError(f"{path}: skeletons with vertex attributes {info['vertex_attributes']} are not read here "
-                                 "(only a float32 radius, or none)")
-            found = {}
-            for file in path.iterdir():
-                if file.name.isdigit():
-                    data = file.read_bytes()
-                    if not info.get("vertex_attributes"):  # no radii: add zeros
-                        nv, _ = struct.unpack_from("<II", data)
-                        data = data + bytes(4 * nv)
-                    found[int(file.name)] = decode_skeleton(data)
-            return found
-    files = sorted(path.glob("*.swc"))
-    if not files:
-        raise StoreError(f"no skeletons in {path}: it has neither ID.swc files nor a precomputed skeleton info")
-    return {int(f.stem) if f.stem.isdigit() else k + 1: _parse_swc(f.read_text(), str(f)) for k, f in enumerate(files)}
