@@ -33,7 +33,7 @@ from ..locks import hold
 from ..meshing import Mesh, mesh_labels, mesh_read_box, open_edges, simplify, weld
 from ..skeletons import ErlScore, Skeleton, components, expected_run_length, join_skeletons, skeletonize_labels
 from ..stores import PrecomputedShapes, StoreError, VolumeRef, open_volume, parse_volume
-from ..stores._precomputed import encode_swc, read_skeletons
+from ..stores._precomputed import encode_swc, piece_digest, read_skeletons
 from .progress import bar
 from .scoring import plan_of_output
 from .values import ExecutorChoice
@@ -175,9 +175,8 @@ class _MakePieces:
         wanted = None if self.bodies is None else np.array(self.bodies, np.uint64)
         pieces = self.how.pieces(labels, box, sv, extra, self.resolution, wanted)
         self.shapes.write_fragments(kind, sv.id, fingerprint, pieces)
-        found = self.shapes.fragment_fingerprint(kind, sv.id)
-        assert found is not None
-        return sv.id, found[1], found[2], False
+        ordered = sorted(pieces)
+        return sv.id, np.array(ordered, np.uint64), np.array([piece_digest(pieces[b]) for b in ordered], "S32"), False
 
 
 @dataclass(frozen=True)
