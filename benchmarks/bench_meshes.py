@@ -3,6 +3,7 @@ at once with zmesh and kimimaro directly, in the same run.
 
     .venv/bin/python benchmarks/bench_meshes.py                      # 128^3, 256^3 and 384^3
     .venv/bin/python benchmarks/bench_meshes.py --sides 256 512 --block 128
+    .venv/bin/python benchmarks/bench_meshes.py --sides 512 --blockwise-only   # scaling: no whole-volume runs
 
 Volumes: densely packed synthetic neurites (``labelstitch.synthetic.neurite_labels``, every
 voxel in some body, the number of bodies growing with the cross-section so that their width
@@ -86,6 +87,25 @@ def _write(path: Path, labels: np.ndarray, block: int) -> None:
         store.set_metadata({"plan": Plan.grid(labels.shape, block, 8).to_dict()})
 
 
+def blockwise_only(side: int, block: int, folder: Path) -> dict:
+    """Only the blockwise runs (serial and 2 workers): for sides whose whole-volume runs
+    would not fit this machine's time or memory."""
+    labels = _volume(side)
+    out = folder / f"seg{side}.zarr"
+    _write(out, labels, block)
+    row: dict = {"side": side, "voxels": labels.size}
+    del labels
+    for name, kwargs in (("mesh", {}), ("mesh 2 workers", {"executor": "processes", "workers": 2})):
+        start = time.perf_counter()
+        ls.mesh(str(out), overwrite=True, **kwargs)
+        row[f"{name} s"] = time.perf_counter() - start
+        row[f"{name} MVx/s"] = row["voxels"] / row[f"{name} s"] / 1e6
+    start = time.perf_counter()
+    ls.skeletonize(str(out), overwrite=True, executor="processes", workers=2)
+    row["skeletonize 2 workers s"] = time.perf_counter() - start
+    return row
+
+
 def measure(side: int, block: int, folder: Path) -> dict:
     labels = _volume(side)
     out = folder / f"seg{side}.zarr"
@@ -144,11 +164,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sides", type=int, nargs="+", default=[128, 256, 384])
     parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--blockwise-only", action="store_true", help="skip zmesh and kimimaro on the whole volume")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-meshes-"))
     try:
-        rows = [measure(side, args.block, folder) for side in args.sides]
+        rows = [(blockwise_only if args.blockwise_only else measure)(side, args.block, folder) for side in args.sides]
         peaks = peak_per_voxel(folder / f"seg{max(args.sides)}.zarr", args.block, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -324,3 +324,50 @@ def test_levels_of_detail_in_the_multiresolution_format_that_cloud_volume_reads(
         mine = shapes.read_mesh(body, lod)
         assert len(read.faces) == len(mine.faces)
         assert np.allclose(np.sort(np.asarray(read.vertices), axis=0), np.sort(mine.vertices, axis=0), atol=0.05)
+
+
+def test_sharded_meshes_and_skeletons_that_cloud_volume_reads_and_resume_repacks_only_touched_shards(tmp_path, monkeypatch):
+    import labelstitch.stores._precomputed as precomputed
+    from labelstitch.stores._shape_formats import decode_multilod, sharding_spec
+
+    # few bodies: ask for four shards of two minishards, as many bodies would get
+    monkeypatch.setattr(precomputed, "sharding_spec", lambda n: {**sharding_spec(n), "shard_bits": 2, "minishard_bits": 1})
+    labels = _blobs(5, shape=(40, 64, 64), bodies=16)
+    out = tmp_path / "seg.zarr"
+    _write(out, labels)
+    summary = ls.mesh(str(out), sharded=True, lods=2)
+    shapes = PrecomputedShapes(tmp_path / "seg.zarr.precomputed", sharded=True, lods=2)
+    bodies = sorted(np.unique(labels[labels > 0]).tolist())
+    shards = sorted(p.name for p in shapes.folder("mesh").glob("*.shard"))
+    assert summary.shards == len(shards) == 4 and shards == ["0.shard", "1.shard", "2.shard", "3.shard"]
+    info = json.loads((shapes.folder("mesh") / "info").read_text())
+    assert info["sharding"]["shard_bits"] == 2 and info["@type"] == "neuroglancer_multilod_draco"
+    for body in bodies:  # the chunk in the shard is the body's manifest
+        assert shapes.read_sharded("mesh", body) == (shapes.body_folder("mesh") / f"{body}.index").read_bytes()
+
+    cloudvolume = pytest.importorskip("cloudvolume", reason="needs cloud-volume (the test extra) to read shards back")
+    cv = cloudvolume.CloudVolume(f"file://{shapes.root}", progress=False)
+    for body in bodies[:6]:
+        read = cv.mesh.get(body, lod=1)[body]
+        mine = shapes.read_mesh(body, 1)
+        assert len(read.faces) == len(mine.faces)
+        assert np.allclose(np.sort(np.asarray(read.vertices), axis=0), np.sort(mine.vertices, axis=0), atol=0.05)
+
+    ls.skeletonize(str(out), sharded=True)
+    cv = cloudvolume.CloudVolume(f"file://{shapes.root}", progress=False)
+    for body in bodies[:6]:
+        assert np.array_equal(np.asarray(cv.skeleton.get(body).vertices), shapes.read_skeleton(body).vertices)
+
+    before = {p.name: p.stat().st_mtime_ns for p in shapes.folder("mesh").glob("*.shard")}
+    changed = labels.copy()
+    changed[changed == bodies[0]] = 0  # one body gone: only its shard is packed again
+    _write(out, changed)
+    again = ls.mesh(str(out), sharded=True, lods=2, resume=True)
+    assert again.removed == 1 and again.shards >= 1
+    after = {p.name: p.stat().st_mtime_ns for p in shapes.folder("mesh").glob("*.shard")}
+    home = f"{(bodies[0] >> 1) & 3:x}.shard"
+    assert {name for name in after if after[name] != before.get(name)} == {home}
+    assert shapes.read_sharded("mesh", bodies[0]) is None
+    with pytest.raises(ls.api.StoreError, match="--overwrite"):
+        ls.mesh(str(out), resume=True)  # unsharded over sharded
+    assert decode_multilod(shapes.read_sharded("mesh", bodies[1]), (shapes.body_folder("mesh") / str(bodies[1])).read_bytes(), 0).faces.size

@@ -30,7 +30,7 @@ def _size(text: str | None) -> int | tuple[int, ...] | None:
 def _cmd_mesh(args: argparse.Namespace) -> ExitCode:
     summary = api.mesh(args.output, bodies=_ids(args.bodies), executor=args.executor, workers=args.workers,
                        spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, resume=args.resume,
-                       overwrite=args.overwrite, max_error=args.max_error, lods=args.lods, subvolume_size=_size(args.subvolume_size),
+                       overwrite=args.overwrite, max_error=args.max_error, lods=args.lods, sharded=args.sharded, subvolume_size=_size(args.subvolume_size),
                        work=args.work, progress=_progress(args))
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return ExitCode.OK
@@ -40,7 +40,7 @@ def _cmd_skeletonize(args: argparse.Namespace) -> ExitCode:
     summary = api.skeletonize(args.output, bodies=_ids(args.bodies), executor=args.executor, workers=args.workers,
                               spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, resume=args.resume,
                               overwrite=args.overwrite, swc=args.swc, context=args.context, scale=args.scale,
-                              const=args.const, subvolume_size=_size(args.subvolume_size), work=args.work,
+                              const=args.const, sharded=args.sharded, subvolume_size=_size(args.subvolume_size), work=args.work,
                               progress=_progress(args))
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return ExitCode.OK
@@ -70,6 +70,8 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
                    "simplified with twice the error of the one before (default 1: the legacy format)")
     p.add_argument("--subvolume-size", default=None, metavar="N or Z,Y,X",
                    help="the grid to mesh in (default: the one the output was made with, else 256)")
+    p.add_argument("--sharded", action="store_true", help="pack the meshes into Neuroglancer's shard files (multi-resolution "
+                   "format; for volumes with many bodies)")
     p.add_argument("--work", default=None, metavar="DIR", help="for a DVID output: a local folder for the pieces "
                    "(default: its run's checkpoint folder); the meshes go to DVID's NAME_meshes keyvalue instance")
     p.set_defaults(func=_cmd_mesh)
@@ -89,6 +91,7 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
     p.add_argument("--const", type=float, default=None, metavar="NM", help="TEASAR's const, physical units (default: 10 voxels)")
     p.add_argument("--subvolume-size", default=None, metavar="N or Z,Y,X",
                    help="the grid to work in (default: the one the output was made with, else 256)")
+    p.add_argument("--sharded", action="store_true", help="pack the skeletons into Neuroglancer's shard files")
     p.add_argument("--work", default=None, metavar="DIR", help="for a DVID output: a local folder for the pieces "
                    "(default: its run's checkpoint folder); the skeletons go to DVID's NAME_skeletons keyvalue instance")
     p.set_defaults(func=_cmd_skeletonize)

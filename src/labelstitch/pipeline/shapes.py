@@ -33,7 +33,7 @@ from ..locks import hold
 from ..meshing import Mesh, mesh_labels, mesh_read_box, open_edges, simplify, weld
 from ..skeletons import ErlScore, Skeleton, components, expected_run_length, join_skeletons, skeletonize_labels
 from ..stores import PrecomputedShapes, StoreError, VolumeRef, open_volume, parse_volume
-from ..stores._precomputed import encode_swc, piece_digest, read_skeletons
+from ..stores._precomputed import encode_swc, piece_digest, read_skeletons, shard_location
 from .progress import bar
 from .scoring import plan_of_output
 from .values import ExecutorChoice
@@ -60,6 +60,7 @@ class ShapeSummary:
     removed: int = 0
     size: int = 0
     flawed: list[int] = field(default_factory=list)
+    shards: int = 0  # shard files written (sharded output)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -71,6 +72,8 @@ class ShapeSummary:
                 f"{self.subvolumes} subvolumes made, {self.subvolumes_kept} kept, {self.bodies_kept} bodies unchanged")
         if self.removed:
             text += f", {self.removed} {noun} of bodies no longer present removed"
+        if self.shards:
+            text += f", {self.shards} shard files written"
         if self.flawed:
             what = "are not closed surfaces" if self.kind == "mesh" else "are in more than one piece (disconnected bodies)"
             text += f"\nwarning: {len(self.flawed)} {noun} {what} (e.g. bodies {self.flawed[:5]})"
@@ -83,6 +86,7 @@ class _Meshes:
 
     max_error: float
     lods: int = 1
+    sharded: bool = False
     kind: str = "mesh"
 
     def read_box(self, sv: Subvolume, shape: tuple[int, ...]) -> tuple[Box, Any]:
@@ -119,7 +123,8 @@ class _Skeletons:
     context: int
     scale: float
     const: float | None
-    swc: str | None = None
+    swc: str | None = field(default=None, repr=False)  # where SWC files go: not part of what a skeleton is made from
+    sharded: bool = field(default=False, repr=False)  # how they are packed, not what they are
     kind: str = "skeletons"
 
     def read_box(self, sv: Subvolume, shape: tuple[int, ...]) -> tuple[Box, Any]:
@@ -245,14 +250,19 @@ def _make(
     """Both passes for ``how`` (meshes or skeletons) over ``output``'s grid, under the
     output's lock."""
     ref = parse_volume(output)
-    shapes = PrecomputedShapes.of(ref, _work_folder(ref, work)).with_lods(getattr(how, "lods", 1))
+    shapes = PrecomputedShapes.of(ref, _work_folder(ref, work)).with_options(getattr(how, "lods", 1), how.sharded)
     noun = "meshes" if how.kind == "mesh" else "skeletons"
     if shapes.exists(how.kind) and not (resume or overwrite):
         raise StoreError(f"{output} already has {noun} ({shapes.folder(how.kind)}): add --resume to make only what "
                          "changed, or --overwrite to make them all again")
-    if how.kind == "mesh" and shapes.exists("mesh") and not overwrite and (shapes.mesh_format() == "multilod") != (how.lods > 1):
-        raise StoreError(f"{output}'s meshes are in the {shapes.mesh_format()} format, and --lods {how.lods} asks for the "
-                         "other: add --overwrite to make them all again")
+    if shapes.exists(how.kind) and not overwrite:
+        made = (shapes.mesh_format() == "multilod" if how.kind == "mesh" else False, shapes.shard_spec(how.kind) is not None)
+        wanted = (shapes.multires if how.kind == "mesh" else False, shapes.sharded)
+        if made != wanted:
+            def say(multires: bool, sharded: bool) -> str:
+                return ("multi-resolution" if multires else "single-resolution") + (", sharded" if sharded else "")
+            raise StoreError(f"{output}'s {noun} are {say(*made)}, and this asks for {say(*wanted)} (--lods, --sharded): "
+                             "add --overwrite to make them all again")
     with hold(ref, f"output {output}"):
         with open_volume(ref) as volume:
             if np.dtype(volume.dtype).kind not in "iu":
@@ -292,6 +302,7 @@ def _both_passes(ref: VolumeRef, shapes: PrecomputedShapes, how: Any, grid: Plan
     batches = _batches(holders, repr((_FORMAT, how)), max(16, pieces // 64))
     step2 = _JoinBodies(shapes, how, resolution, resume)
     counter = bar(len(holders), f"join {how.kind}", progress)
+    changed: set[int] = set()
     try:
         for done in pool.map(step2, batches, describe=lambda b: f"bodies {b[0][0]}..{b[-1][0]}"):
             for body, size, flawed, kept in done:
@@ -300,6 +311,8 @@ def _both_passes(ref: VolumeRef, shapes: PrecomputedShapes, how: Any, grid: Plan
                 summary.size += size
                 if flawed:
                     summary.flawed.append(body)
+                if not kept:
+                    changed.add(body)
                 counter.update()
     finally:
         counter.close()
@@ -308,7 +321,40 @@ def _both_passes(ref: VolumeRef, shapes: PrecomputedShapes, how: Any, grid: Plan
             if body not in holders:
                 shapes.remove_body(how.kind, body)
                 summary.removed += 1
+                changed.add(body)
+    if shapes.sharded:
+        summary.shards = _pack_shards(shapes, how.kind, changed, resume, pool, progress)
     return summary
+
+
+@dataclass(frozen=True)
+class _PackShard:
+    """Pass 3 for one shard file (runs in workers): its bodies' files packed into it."""
+
+    shapes: PrecomputedShapes
+    kind: str
+
+    def __call__(self, item: tuple[str, list[int]]) -> int:
+        return self.shapes.pack_shard(self.kind, *item)
+
+
+def _pack_shards(shapes: PrecomputedShapes, kind: str, changed: set[int], resume: bool, pool: Executor, progress: bool) -> int:
+    """Pack the per-body files into shard files: every shard, or with ``resume`` the shards
+    holding a body made or removed (and those missing)."""
+    layout = shapes.shard_layout(kind, shapes.bodies(kind))
+    spec = shapes.shard_spec(kind)
+    assert spec is not None
+    touched = {shard_location(body, spec)[0] for body in changed}
+    todo = [(name, sorted(bodies)) for name, bodies in sorted(layout.items())
+            if not resume or name in touched or not (shapes.folder(kind) / name).exists()]
+    todo += [(name, []) for name in sorted(touched - set(layout))]  # shards whose bodies are all gone
+    counter = bar(len(todo), f"{kind} shards", progress)
+    try:
+        for _ in pool.map(_PackShard(shapes, kind), todo, describe=lambda item: f"shard {item[0]}"):
+            counter.update()
+    finally:
+        counter.close()
+    return len(todo)
 
 
 def mesh(
@@ -323,6 +369,7 @@ def mesh(
     overwrite: bool = False,
     max_error: float | None = None,
     lods: int = 1,
+    sharded: bool = False,
     subvolume_size: int | tuple[int, int, int] | None = None,
     work: str | None = None,
     progress: bool = False,
@@ -333,7 +380,8 @@ def mesh(
     ``max_error`` is how far (physical units) simplification may move a vertex: default one
     voxel's smallest side; 0 keeps every marching-cubes triangle. ``lods`` above 1 writes
     Neuroglancer's multi-resolution format (Draco) with that many levels of detail, each
-    simplified with twice the error of the one before. ``resume`` keeps what is
+    simplified with twice the error of the one before; ``sharded`` packs them into
+    Neuroglancer's shard files (for volumes with many bodies). ``resume`` keeps what is
     current and meshes only the subvolumes and bodies that changed; without it, existing
     meshes are refused unless ``overwrite``. The grid is the output's own (its plan), or
     ``subvolume_size``. A DVID output's meshes also go to its ``NAME_meshes`` keyvalue
@@ -346,7 +394,7 @@ def mesh(
         raise ValueError(f"lods must be 1 to 8 levels of detail, got {lods}")
     with open_volume(output) as volume:
         error = min(volume.voxel_size or (1.0,)) if max_error is None else float(max_error)
-    return _make(output, _Meshes(error, int(lods)), bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
+    return _make(output, _Meshes(error, int(lods), bool(sharded)), bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
                  resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress, work=work)
 
 
@@ -364,6 +412,7 @@ def skeletonize(
     context: int = 16,
     scale: float = 1.5,
     const: float | None = None,
+    sharded: bool = False,
     subvolume_size: int | tuple[int, int, int] | None = None,
     work: str | None = None,
     progress: bool = False,
@@ -375,15 +424,16 @@ def skeletonize(
     Each subvolume reads ``context`` voxels around its interior (the pieces agree with the
     unblocked skeleton where it is at least the body's width); ``scale`` and ``const``
     (physical units, default 10 voxels) are TEASAR's: no branch starts within
-    ``scale * radius + const`` of a path. ``resume``, ``overwrite``, ``work`` and the grid
-    as for :func:`mesh`; a DVID output's skeletons also go to its ``NAME_skeletons`` keyvalue
+    ``scale * radius + const`` of a path. ``resume``, ``overwrite``, ``sharded``, ``work``
+    and the grid as for :func:`mesh`; a DVID output's skeletons also go to its ``NAME_skeletons`` keyvalue
     instance (``ID_swc``). Returns a :class:`ShapeSummary`.
     """
     if context < 0:
         raise ValueError(f"context must be 0 or more voxels, got {context}")
     if swc:
         Path(swc).mkdir(parents=True, exist_ok=True)
-    how = _Skeletons(int(context), float(scale), None if const is None else float(const), str(Path(swc).resolve()) if swc else None)
+    how = _Skeletons(int(context), float(scale), None if const is None else float(const), str(Path(swc).resolve()) if swc else None,
+                     bool(sharded))
     return _make(output, how, bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
                  resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress, work=work)
 

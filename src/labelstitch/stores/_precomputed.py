@@ -18,6 +18,8 @@ keeps them for ``--resume`` to update)::
     skeletons/info        {"@type": "neuroglancer_skeletons", ...} with a radius per vertex
     skeletons/ID          a body's skeleton: uint32 vertex and edge counts, float32 XYZ vertices,
                           uint32 edges, float32 radii
+    (with sharding, KIND/ holds its info and N.shard files, packed from the per-body files
+    above, which are kept in unsharded/KIND/)
     fragments/KIND/SV.npz one subvolume's pieces of every body it holds, with the fingerprint of
                           the labels it read (what ``--resume`` checks)
     fingerprints/KIND/ID  what a body's mesh or skeleton was made from
@@ -52,7 +54,8 @@ from ..skeletons import Skeleton
 from ._base import StoreError, VolumeRef
 from ._dvid_client import DvidAddress, DvidError, dvid_request, instance_info
 from ._shape_formats import (QUANTIZATION_BITS, SKELETON_INFO, decode_legacy_mesh, decode_multilod, decode_skeleton,
-                             encode_legacy_mesh, encode_multilod, encode_skeleton, encode_swc, read_skeletons)
+                             encode_legacy_mesh, encode_multilod, encode_shard, encode_skeleton, encode_swc, read_shard_chunk,
+                             read_skeletons, shard_location, sharding_spec)
 
 __all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_multilod", "decode_skeleton", "encode_legacy_mesh",
            "encode_multilod", "read_skeletons",
@@ -93,13 +96,20 @@ class PrecomputedShapes:
     """The meshes and skeletons of one segmentation, in a folder (picklable: it holds only
     the path). ``kind`` arguments are ``"mesh"`` or ``"skeletons"``."""
 
-    def __init__(self, root: str | os.PathLike[str], dvid: str | None = None, lods: int = 1) -> None:
+    def __init__(self, root: str | os.PathLike[str], dvid: str | None = None, lods: int = 1, sharded: bool = False) -> None:
         self.root = Path(root)
         self.dvid = dvid  # a DVID volume's address: its shapes are posted beside it too
-        self.lods = lods  # levels of detail of the meshes: 1 is the legacy format, more the multi-resolution one
+        self.lods = lods  # levels of detail of the meshes
+        self.sharded = sharded  # shard files for viewers; the per-body files are kept under unsharded/
 
-    def with_lods(self, lods: int) -> PrecomputedShapes:
-        return PrecomputedShapes(self.root, self.dvid, lods)
+    def with_options(self, lods: int = 1, sharded: bool = False) -> PrecomputedShapes:
+        return PrecomputedShapes(self.root, self.dvid, lods, sharded)
+
+    @property
+    def multires(self) -> bool:
+        """Whether meshes are in the multi-resolution format (several levels, or sharded:
+        Neuroglancer shards only that format)."""
+        return self.lods > 1 or self.sharded
 
     @classmethod
     def of(cls, ref: VolumeRef, work: str | os.PathLike[str] | None = None) -> PrecomputedShapes:
@@ -161,7 +171,12 @@ class PrecomputedShapes:
         return bytes(dvid_request(kv.server, "GET", f"{kv.node_path}/key/{self._dvid_key(kind, body)}").content)
 
     def folder(self, kind: str) -> Path:
+        """Where viewers read ``kind``: its ``info`` and the per-body files or the shards."""
         return self.root / KINDS[kind]
+
+    def body_folder(self, kind: str) -> Path:
+        """Where the per-body files are: the viewers' folder, or ``unsharded/`` with shards."""
+        return self.root / "unsharded" / KINDS[kind] if self.sharded else self.folder(kind)
 
     def exists(self, kind: str) -> bool:
         return (self.folder(kind) / "info").exists()
@@ -171,7 +186,7 @@ class PrecomputedShapes:
     def prepare(self, kind: str, shape_zyx: tuple[int, ...], resolution_zyx: tuple[float, ...], block: tuple[int, ...]) -> None:
         """Create the folders and the ``info`` files (the volume's size and voxel size; the
         root's names every kind made so far)."""
-        for folder in (self.folder(kind), self.root / "fragments" / kind, self.root / "fingerprints" / kind):
+        for folder in (self.folder(kind), self.body_folder(kind), self.root / "fragments" / kind, self.root / "fingerprints" / kind):
             folder.mkdir(parents=True, exist_ok=True)
         info = {
             "@type": "neuroglancer_multiscale_volume", "type": "segmentation", "data_type": "uint64", "num_channels": 1,
@@ -180,7 +195,9 @@ class PrecomputedShapes:
                         "size": [int(n) for n in shape_zyx[::-1]], "voxel_offset": [0, 0, 0],
                         "chunk_sizes": [[int(b) for b in block[::-1]]], "encoding": "raw"}],
         }
-        kind_info = _KIND_INFO["multilod" if kind == "mesh" and self.lods > 1 else kind]
+        kind_info = _KIND_INFO["multilod" if kind == "mesh" and self.multires else kind]
+        if self.sharded:  # the shards' parameters are added once the bodies are known (shard_layout)
+            kind_info = {**kind_info, "sharding": self.shard_spec(kind) or sharding_spec(0)}
         for path, content in ((self.root / "info", info), (self.folder(kind) / "info", kind_info)):
             data = json.dumps(content, indent=1).encode()
             if not path.exists() or path.read_bytes() != data:
@@ -189,7 +206,8 @@ class PrecomputedShapes:
 
     def clear(self, kind: str) -> None:
         """Remove every shape of ``kind`` and its pieces (``--overwrite``)."""
-        for folder in (self.folder(kind), self.root / "fragments" / kind, self.root / "fingerprints" / kind):
+        for folder in (self.folder(kind), self.root / "unsharded" / KINDS[kind], self.root / "fragments" / kind,
+                       self.root / "fingerprints" / kind):
             if folder.exists():
                 shutil.rmtree(folder)
 
@@ -254,14 +272,14 @@ class PrecomputedShapes:
         try:
             found = json.loads((self.folder("mesh") / "info").read_text()).get("@type")
         except (OSError, ValueError):
-            return "multilod" if self.lods > 1 else "legacy"
+            return "multilod" if self.multires else "legacy"
         return "multilod" if found == "neuroglancer_multilod_draco" else "legacy"
 
     def write_mesh(self, body: int, levels: list[Mesh], fingerprint: str) -> None:
         """The body's mesh (its levels of detail, finest first), its manifest (which makes it
         visible), then its fingerprint."""
-        folder = self.folder("mesh")
-        if self.lods > 1:
+        folder = self.body_folder("mesh")
+        if self.multires:
             index, data = encode_multilod(levels)
             _atomic_write(folder / str(body), data)
             _atomic_write(folder / f"{body}.index", index)
@@ -273,16 +291,16 @@ class PrecomputedShapes:
 
     def write_skeleton(self, body: int, skeleton: Skeleton, fingerprint: str) -> None:
         """The body's skeleton, then its fingerprint."""
-        _atomic_write(self.folder("skeletons") / str(body), encode_skeleton(skeleton))
+        _atomic_write(self.body_folder("skeletons") / str(body), encode_skeleton(skeleton))
         self._post("skeletons", body, encode_swc(skeleton, body).encode())
         _atomic_write(self._fingerprint_file("skeletons", body), fingerprint.encode())
 
     def _body_files(self, kind: str, body: int) -> list[Path]:
-        if kind == "mesh" and self.lods > 1:
+        if kind == "mesh" and self.multires:
             names: tuple[str, ...] = (f"{body}.index", str(body))
         else:
             names = (f"{body}:0", f"{body}:0:0") if kind == "mesh" else (str(body),)
-        return [self.folder(kind) / name for name in names]
+        return [self.body_folder(kind) / name for name in names]
 
     def body_fingerprint(self, kind: str, body: int) -> str | None:
         """What the body's shape was made from (None: it has none, or its files are gone)."""
@@ -295,7 +313,7 @@ class PrecomputedShapes:
     def read_mesh(self, body: int, lod: int = 0) -> Mesh:
         """The body's mesh (all fragments its manifest lists, joined), at level of detail
         ``lod`` where the folder has several."""
-        folder = self.folder("mesh")
+        folder = self.body_folder("mesh")
         if self.mesh_format() == "multilod":
             try:
                 return decode_multilod((folder / f"{body}.index").read_bytes(), (folder / str(body)).read_bytes(), lod)
@@ -314,7 +332,7 @@ class PrecomputedShapes:
 
     def read_skeleton(self, body: int) -> Skeleton:
         try:
-            return decode_skeleton((self.folder("skeletons") / str(body)).read_bytes())
+            return decode_skeleton((self.body_folder("skeletons") / str(body)).read_bytes())
         except FileNotFoundError:
             raise StoreError(f"body {body} has no skeleton in {self.root}") from None
 
@@ -329,4 +347,56 @@ class PrecomputedShapes:
         self._post(kind, body, None)
         for path in self._body_files(kind, body):
             path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ shards
+
+    def shard_spec(self, kind: str) -> dict[str, Any] | None:
+        """The sharding parameters ``kind``'s ``info`` records (None: not sharded yet)."""
+        try:
+            return json.loads((self.folder(kind) / "info").read_text()).get("sharding")
+        except (OSError, ValueError):
+            return None
+
+    def shard_layout(self, kind: str, bodies: list[int]) -> dict[str, list[int]]:
+        """The shard file of every body, under the parameters the ``info`` records, or new ones
+        sized for ``bodies`` (written into the ``info``) when it records none for any body yet."""
+        spec = self.shard_spec(kind)
+        if spec is None or not any((self.folder(kind)).glob("*.shard")):
+            spec = sharding_spec(len(bodies))
+            path = self.folder(kind) / "info"
+            info = json.loads(path.read_text())
+            _atomic_write(path, json.dumps({**info, "sharding": spec}, indent=1).encode())
+        layout: dict[str, list[int]] = {}
+        for body in bodies:
+            layout.setdefault(shard_location(body, spec)[0], []).append(body)
+        return layout
+
+    def pack_shard(self, kind: str, name: str, bodies: list[int]) -> int:
+        """Write the shard file ``name`` of ``bodies`` from their per-body files (removed when
+        it holds none); returns its size in bytes."""
+        spec = self.shard_spec(kind)
+        assert spec is not None
+        chunks = {}
+        for body in bodies:
+            if kind == "mesh":
+                folder = self.body_folder("mesh")
+                chunks[body] = ((folder / str(body)).read_bytes(), (folder / f"{body}.index").read_bytes())
+            else:
+                chunks[body] = (b"", (self.body_folder("skeletons") / str(body)).read_bytes())
+        path = self.folder(kind) / name
+        if not chunks:
+            path.unlink(missing_ok=True)
+            return 0
+        data = encode_shard(chunks, spec)
+        _atomic_write(path, data)
+        return len(data)
+
+    def read_sharded(self, kind: str, body: int) -> bytes | None:
+        """A body's chunk as a viewer reads it from the shards (a multi-resolution mesh's
+        manifest, or the skeleton)."""
+        spec = self.shard_spec(kind)
+        if spec is None:
+            return None
+        path = self.folder(kind) / shard_location(body, spec)[0]
+        return read_shard_chunk(path.read_bytes(), body, spec) if path.exists() else None
 

@@ -8,6 +8,7 @@ import os
 import struct
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from ..skeletons import Skeleton
 from ._base import StoreError
 
 __all__ = ["QUANTIZATION_BITS", "SKELETON_INFO", "decode_legacy_mesh", "decode_multilod", "decode_skeleton",
-           "encode_legacy_mesh", "encode_multilod", "encode_skeleton", "encode_swc", "read_skeletons"]
+           "encode_legacy_mesh", "encode_multilod", "encode_shard", "encode_skeleton", "encode_swc", "read_shard_chunk",
+           "read_skeletons", "shard_location", "sharding_spec"]
 
 #: bits per vertex coordinate in the multi-resolution format (Neuroglancer allows 10 or 16)
 QUANTIZATION_BITS = 16
@@ -200,3 +202,91 @@ def read_skeletons(path: str | os.PathLike[str]) -> dict[int, Skeleton]:
     if not files:
         raise StoreError(f"no skeletons in {path}: it has neither ID.swc files nor a precomputed skeleton info")
     return {int(f.stem) if f.stem.isdigit() else k + 1: _parse_swc(f.read_text(), str(f)) for k, f in enumerate(files)}
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def sharding_spec(n_keys: int) -> dict[str, Any]:
+    """Neuroglancer's ``neuroglancer_uint64_sharded_v1`` parameters for about ``n_keys`` bodies:
+    the identity hash (body ids are spread already), about 64 bodies per minishard and a few
+    thousand per shard file.
+
+    >>> sharding_spec(100_000)["shard_bits"], sharding_spec(100_000)["minishard_bits"]
+    (5, 6)
+    """
+    minishard_bits = int(min(6, max(0, np.ceil(np.log2(max(n_keys, 1) / 64)))))
+    shard_bits = int(max(0, np.ceil(np.log2(max(n_keys, 1) / 4096))))
+    return {"@type": "neuroglancer_uint64_sharded_v1", "preshift_bits": 0, "hash": "identity",
+            "minishard_bits": minishard_bits, "shard_bits": shard_bits,
+            "minishard_index_encoding": "raw", "data_encoding": "raw"}
+
+
+def shard_location(key: int, spec: dict[str, Any]) -> tuple[str, int]:
+    """The shard file name and the minishard of ``key`` under ``spec`` (identity hash)."""
+    if spec.get("hash") != "identity" or spec.get("preshift_bits", 0) != 0:
+        raise StoreError(f"only identity-hashed shards without preshift are written and read here, not {spec}")
+    minishard = key & ((1 << spec["minishard_bits"]) - 1)
+    shard = (key >> spec["minishard_bits"]) & ((1 << spec["shard_bits"]) - 1)
+    return format(shard, "x").zfill(int(np.ceil(spec["shard_bits"] / 4))) + ".shard", minishard
+
+
+def encode_shard(chunks: dict[int, tuple[bytes, bytes]], spec: dict[str, Any]) -> bytes:
+    """One shard file holding ``chunks`` (key: (bytes written just before the chunk, the
+    chunk)): the shard index, the data by minishard and key, then the minishard indices.
+    The leading bytes are how the multi-resolution mesh format keeps a body's fragments
+    right before its manifest, which is the chunk.
+
+    >>> spec = sharding_spec(10)
+    >>> shard = encode_shard({3: (b"frag", b"manifest"), 9: (b"", b"skeleton")}, spec)
+    >>> read_shard_chunk(shard, 3, spec), read_shard_chunk(shard, 9, spec), read_shard_chunk(shard, 4, spec)
+    (b'manifest', b'skeleton', None)
+    """
+    n_minishards = 1 << spec["minishard_bits"]
+    by_minishard: dict[int, list[int]] = {}
+    for key in sorted(chunks):
+        by_minishard.setdefault(shard_location(key, spec)[1], []).append(key)
+    data = bytearray()
+    indices: dict[int, bytes] = {}
+    for minishard in range(n_minishards):
+        keys = by_minishard.get(minishard, [])
+        starts, sizes = [], []
+        for key in keys:
+            before, chunk = chunks[key]
+            data += before
+            starts.append(len(data))
+            sizes.append(len(chunk))
+            data += chunk
+        if keys:
+            ends = [s + n for s, n in zip(starts, sizes)]
+            offsets = [starts[0]] + [s - e for s, e in zip(starts[1:], ends[:-1])]
+            table = np.array([np.diff(keys, prepend=0), offsets, sizes], np.uint64)
+            indices[minishard] = table.astype("<u8").tobytes()
+    index = np.zeros((n_minishards, 2), "<u8")
+    position = len(data)
+    for minishard in range(n_minishards):
+        if minishard in indices:
+            index[minishard] = (position, position + len(indices[minishard]))
+            data += indices[minishard]
+            position = len(data)
+        else:
+            index[minishard] = (position, position)
+    return index.tobytes() + bytes(data)
+
+
+def read_shard_chunk(shard: bytes, key: int, spec: dict[str, Any]) -> bytes | None:
+    """The chunk of ``key`` in a shard file's bytes (None if it is not there)."""
+    minishard = shard_location(key, spec)[1]
+    base = 16 << spec["minishard_bits"]
+    start, end = np.frombuffer(shard, "<u8", 2, 16 * minishard)
+    if start == end:
+        return None
+    table = np.frombuffer(shard, "<u8", (int(end) - int(start)) // 8, base + int(start)).reshape(3, -1)
+    keys, offsets = np.cumsum(table[0]), table[1]
+    ends = 0
+    for k, offset, size in zip(keys.tolist(), offsets.tolist(), table[2].tolist()):
+        start_of_chunk = ends + offset
+        if k == key:
+            return bytes(shard[base + start_of_chunk:base + start_of_chunk + size])
+        ends = start_of_chunk + size
+    return None
