@@ -240,6 +240,20 @@ def test_the_cli_meshes_refuses_to_mesh_twice_and_mesh_follows_run(tmp_path, cap
     assert main(["mesh", str(tmp_path / "probabilities.npy")]) == ExitCode.USAGE_ERROR
     assert "not labels" in capsys.readouterr().err
 
+    # a re-stitch with another rule meshes only what it changed, and ends where a fresh mesh would
+    assert main(["stitch", str(tmp_path / "run.json"), "--rule", "medium", "--param", "min_overlap=1000", "--overwrite",
+                 "--mesh", "-q"]) == ExitCode.OK
+    import re
+
+    found = re.search(r"meshes of (\d+) bodies .*; (\d+) subvolumes made, (\d+) kept, (\d+) bodies unchanged", capsys.readouterr().out)
+    total, made, kept, unchanged = (int(v) for v in found.groups())
+    assert total > len(bodies) and 0 < unchanged < total  # a few merges undone: only those bodies meshed again
+    import shutil
+
+    shutil.copytree(tmp_path / "seg.zarr", tmp_path / "fresh.zarr")
+    ls.mesh(str(tmp_path / "fresh.zarr"))
+    assert _files(tmp_path / "seg.zarr.precomputed") == _files(tmp_path / "fresh.zarr.precomputed")
+
 
 def test_gala_ground_truth_meshed_blockwise_matches_meshing_it_at_once(shared_data):
     gt = np.load(shared_data / "gala_test.npz")["gt"].astype(np.uint64)

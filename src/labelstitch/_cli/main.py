@@ -62,6 +62,8 @@ def _cmd_stitch(args: argparse.Namespace) -> ExitCode:
     print(json.dumps(summary) if args.json else
           f"stitched with {summary['rule']} {summary['params'] or ''}: {summary['matches']} matches, "
           f"{summary['bodies']} bodies in {sum(seconds.values()):.2f} s")
+    if args.mesh:  # only the bodies the new stitch changed are meshed again
+        _meshes.mesh_after_run(args, args.output or str(api.RunConfig.load(args.config).output))
     return ExitCode.OK
 
 
@@ -269,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="where to write (default: the config's output)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance")
+    p.add_argument("--mesh", action="store_true", help="then mesh the bodies that changed (as `labelstitch mesh OUTPUT --resume`)")
     p.set_defaults(func=_cmd_stitch)
 
     add_commands(sub, where, out)

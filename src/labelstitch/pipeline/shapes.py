@@ -194,13 +194,15 @@ class _JoinBodies:
     resolution: tuple[float, float, float]
     resume: bool
 
-    def __call__(self, batch: list[tuple[int, list[int], str]]) -> list[tuple[int, int, bool, bool]]:
+    def __call__(self, batch: list[tuple[int, list[int], str, int | None]]) -> list[tuple[int, int, bool, bool]]:
         out = []
         cached: dict[int, dict[int, dict[str, NDArray[Any]]]] = {}
         kind = self.how.kind
-        for body, sv_ids, fingerprint in batch:
-            if self.resume and self.shapes.body_fingerprint(kind, body) == fingerprint:
-                if kind == "skeletons" and self.how.swc and not (Path(self.how.swc) / f"{body}.swc").exists():
+        for body, sv_ids, fingerprint, donor in batch:
+            if self.resume and (donor is not None or self.shapes.body_fingerprint(kind, body) == fingerprint):
+                if donor is not None and donor != body:  # the same voxels under an old id: its shape, copied
+                    self.shapes.copy_body(kind, donor, body, fingerprint)
+                if kind == "skeletons" and self.how.swc and (donor not in (None, body) or not (Path(self.how.swc) / f"{body}.swc").exists()):
                     self.how.write_swc(body, self.shapes.read_skeleton(body))
                 out.append((body, 0, False, True))
                 continue
@@ -216,17 +218,29 @@ class _JoinBodies:
         return out
 
 
-def _batches(holders: dict[int, list[tuple[int, bytes]]], salt: str, size: int) -> list[list[tuple[int, list[int], str]]]:
+def _batches(holders: dict[int, list[tuple[int, bytes]]], salt: str, size: int,
+             made: dict[str, int] | None = None) -> list[list[tuple[int, list[int], str, int | None]]]:
     """Bodies in batches of about ``size`` pieces, ordered by their first subvolume so that a
-    batch reads few fragment files; each with the fingerprint of its pieces."""
-    order = sorted(holders, key=lambda b: (holders[b][0][0], b))
-    batches: list[list[tuple[int, list[int], str]]] = [[]]
-    weight = 0
-    for body in order:
+    batch reads few fragment files; each with the fingerprint of its pieces (which does not
+    depend on the body's id) and, from ``made`` (``{fingerprint: body}`` of the shapes there
+    are), the body whose shape it can have as it is: itself, or an old id of the same voxels
+    that no body of this pass overwrites."""
+    fingerprints = {}
+    for body in holders:
         digest = hashlib.blake2b(salt.encode(), digest_size=16)
         for sv_id, piece in holders[body]:
             digest.update(f"{sv_id}:".encode() + piece)
-        batches[-1].append((body, [sv_id for sv_id, _ in holders[body]], digest.hexdigest()))
+        fingerprints[body] = digest.hexdigest()
+    made = made or {}
+    rewritten = {body for body, found in fingerprints.items() if made.get(found) != body}
+    order = sorted(holders, key=lambda b: (holders[b][0][0], b))
+    batches: list[list[tuple[int, list[int], str, int | None]]] = [[]]
+    weight = 0
+    for body in order:
+        donor = made.get(fingerprints[body])
+        if donor is not None and donor != body and donor in rewritten:
+            donor = None  # its files are being replaced in this pass
+        batches[-1].append((body, [sv_id for sv_id, _ in holders[body]], fingerprints[body], donor))
         weight += len(holders[body])
         if weight >= size:
             batches.append([])
@@ -299,7 +313,7 @@ def _both_passes(ref: VolumeRef, shapes: PrecomputedShapes, how: Any, grid: Plan
         counter.close()
     shapes.prune_fragments(how.kind, {sv.id for sv in grid})
     pieces = sum(len(v) for v in holders.values())
-    batches = _batches(holders, repr((_FORMAT, how)), max(16, pieces // 64))
+    batches = _batches(holders, repr((_FORMAT, how)), max(16, pieces // 64), shapes.fingerprints(how.kind) if resume else None)
     step2 = _JoinBodies(shapes, how, resolution, resume)
     counter = bar(len(holders), f"join {how.kind}", progress)
     changed: set[int] = set()

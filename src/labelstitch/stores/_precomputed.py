@@ -341,6 +341,26 @@ class PrecomputedShapes:
         folder = self.root / "fingerprints" / kind
         return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
 
+    def fingerprints(self, kind: str) -> dict[str, int]:
+        """What each body's shape was made from: ``{fingerprint: body}`` (a body renumbered by
+        a re-stitch, with the same voxels, finds its old shape here)."""
+        return {found: body for body in self.bodies(kind) if (found := self.body_fingerprint(kind, body)) is not None}
+
+    def copy_body(self, kind: str, donor: int, body: int, fingerprint: str) -> None:
+        """Give ``body`` the shape of ``donor`` (the same voxels under an old id), byte for byte."""
+        source, target = self._body_files(kind, donor), self._body_files(kind, body)
+        if kind == "mesh" and not self.multires:  # the manifest names the fragment, so it is made anew
+            source, target = source[1:], target[1:]
+        for a, b in zip(source, target):
+            _atomic_write(b, a.read_bytes())
+        if kind == "mesh":
+            if not self.multires:
+                _atomic_write(self._body_files(kind, body)[0], json.dumps({"fragments": [f"{body}:0:0"]}).encode())
+            self._post("mesh", body, encode_legacy_mesh(self.read_mesh(body)))
+        else:
+            self._post("skeletons", body, encode_swc(self.read_skeleton(body), body).encode())
+        _atomic_write(self._fingerprint_file(kind, body), fingerprint.encode())
+
     def remove_body(self, kind: str, body: int) -> None:
         """Forget a body that is no longer in the segmentation (fingerprint first)."""
         self._fingerprint_file(kind, body).unlink(missing_ok=True)
