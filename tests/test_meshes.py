@@ -368,6 +368,9 @@ def test_sharded_meshes_and_skeletons_that_cloud_volume_reads_and_resume_repacks
         assert np.allclose(np.sort(np.asarray(read.vertices), axis=0), np.sort(mine.vertices, axis=0), atol=0.05)
 
     ls.skeletonize(str(out), sharded=True)
+    from labelstitch.stores._shape_formats import read_skeletons
+
+    assert sorted(read_skeletons(shapes.root)) == bodies  # ground truth from shards reads back too
     cv = cloudvolume.CloudVolume(f"file://{shapes.root}", progress=False)
     for body in bodies[:6]:
         assert np.array_equal(np.asarray(cv.skeleton.get(body).vertices), shapes.read_skeleton(body).vertices)

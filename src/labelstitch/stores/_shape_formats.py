@@ -18,7 +18,7 @@ from ._base import StoreError
 
 __all__ = ["QUANTIZATION_BITS", "SKELETON_INFO", "decode_legacy_mesh", "decode_multilod", "decode_skeleton",
            "encode_legacy_mesh", "encode_multilod", "encode_shard", "encode_skeleton", "encode_swc", "read_shard_chunk",
-           "read_skeletons", "shard_location", "sharding_spec"]
+           "read_shard_chunks", "read_skeletons", "shard_location", "sharding_spec"]
 
 #: bits per vertex coordinate in the multi-resolution format (Neuroglancer allows 10 or 16)
 QUANTIZATION_BITS = 16
@@ -185,6 +185,11 @@ def read_skeletons(path: str | os.PathLike[str]) -> dict[int, Skeleton]:
         info = json.loads(info_path.read_text())
         if info.get("@type") != "neuroglancer_skeletons" and isinstance(info.get("skeletons"), str):
             return read_skeletons(path / info["skeletons"])
+        if info.get("@type") == "neuroglancer_skeletons" and info.get("sharding"):
+            chunks: dict[int, bytes] = {}
+            for shard in sorted(path.glob("*.shard")):
+                chunks.update(read_shard_chunks(shard.read_bytes(), info["sharding"]))
+            return {key: decode_skeleton(data) for key, data in chunks.items()}
         if info.get("@type") == "neuroglancer_skeletons":
             if info.get("vertex_attributes", [{}])[:1] != SKELETON_INFO["vertex_attributes"] and info.get("vertex_attributes"):
                 raise StoreError(f"{path}: skeletons with vertex attributes {info['vertex_attributes']} are not read here "
@@ -274,19 +279,23 @@ def encode_shard(chunks: dict[int, tuple[bytes, bytes]], spec: dict[str, Any]) -
     return index.tobytes() + bytes(data)
 
 
+def read_shard_chunks(shard: bytes, spec: dict[str, Any], minishards: list[int] | None = None) -> dict[int, bytes]:
+    """Every chunk of a shard file's bytes (or of some of its minishards), by key."""
+    base = 16 << spec["minishard_bits"]
+    found = {}
+    for minishard in range(1 << spec["minishard_bits"]) if minishards is None else minishards:
+        start, end = np.frombuffer(shard, "<u8", 2, 16 * minishard)
+        if start == end:
+            continue
+        table = np.frombuffer(shard, "<u8", (int(end) - int(start)) // 8, base + int(start)).reshape(3, -1)
+        ends = 0
+        for key, offset, size in zip(np.cumsum(table[0]).tolist(), table[1].tolist(), table[2].tolist()):
+            begin = ends + offset
+            found[int(key)] = bytes(shard[base + begin:base + begin + size])
+            ends = begin + size
+    return found
+
+
 def read_shard_chunk(shard: bytes, key: int, spec: dict[str, Any]) -> bytes | None:
     """The chunk of ``key`` in a shard file's bytes (None if it is not there)."""
-    minishard = shard_location(key, spec)[1]
-    base = 16 << spec["minishard_bits"]
-    start, end = np.frombuffer(shard, "<u8", 2, 16 * minishard)
-    if start == end:
-        return None
-    table = np.frombuffer(shard, "<u8", (int(end) - int(start)) // 8, base + int(start)).reshape(3, -1)
-    keys, offsets = np.cumsum(table[0]), table[1]
-    ends = 0
-    for k, offset, size in zip(keys.tolist(), offsets.tolist(), table[2].tolist()):
-        start_of_chunk = ends + offset
-        if k == key:
-            return bytes(shard[base + start_of_chunk:base + start_of_chunk + size])
-        ends = start_of_chunk + size
-    return None
+    return read_shard_chunks(shard, spec, [shard_location(key, spec)[1]]).get(key)
