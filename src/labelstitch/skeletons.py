@@ -142,7 +142,7 @@ def join_skeletons(pieces: list[tuple[Skeleton, NDArray[np.bool_]]], voxel: floa
         for row, i in enumerate(outside):
             for d, j in zip(distance[row], found[row]):
                 candidate = anchors[j]
-                if owner[candidate] != owner[i] and d <= radii[i] + voxel:
+                if owner[candidate] != owner[i] and d <= 2 * radii[i] + voxel:
                     target[i] = candidate
                     break
     edges = target[edges]
@@ -156,11 +156,18 @@ def join_skeletons(pieces: list[tuple[Skeleton, NDArray[np.bool_]]], voxel: floa
     index = np.cumsum(used) - 1
     merged = Skeleton(vertices[first][used].astype(np.float32), index[edges].astype(np.uint32),
                       radii[first][used].astype(np.float32))
-    if len(merged.edges) == len(merged.vertices) - components(merged):
-        return merged  # a forest already: nothing to mend
+    pieces_left = components(merged)
+    if pieces_left == 1 and len(merged.edges) == len(merged.vertices) - 1:
+        return merged  # one tree already: nothing to mend
     import kimimaro
 
-    return _ours(kimimaro.postprocess(_osteoid(merged), dust_threshold=0, tick_threshold=0))
+    mended = kimimaro.postprocess(_osteoid(merged), dust_threshold=0, tick_threshold=0)
+    if len(mended.vertices) and components(_ours(mended)) > 1:
+        # a short branch one block made towards a bulge, whose path to the body's centre line
+        # lies in a block that made no branch there, ends within a few radii of that line
+        reach = 4 * float(np.median(mended.radii)) + voxel
+        mended = kimimaro.join_close_components([mended], radius=reach)
+    return _ours(mended)
 
 
 def cable_length(skeleton: Skeleton) -> float:
