@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from .geometry import Box
 
-__all__ = ["Mesh", "enclosed_volume", "mesh_labels", "mesh_read_box", "open_edges", "simplify", "surface_area", "weld"]
+__all__ = ["Mesh", "canonical", "enclosed_volume", "mesh_labels", "mesh_read_box", "open_edges", "simplify", "surface_area", "weld"]
 
 #: vertices closer than this (in physical units) are the same vertex when fragments are welded
 WELD_TOLERANCE = 1e-3
@@ -42,6 +42,28 @@ class Mesh:
 
     def __len__(self) -> int:
         return len(self.faces)
+
+
+def canonical(mesh: Mesh) -> Mesh:
+    """The same mesh in an order that depends only on its geometry: vertices sorted by
+    position, each face turned to start at its smallest vertex (its orientation kept), faces
+    sorted. zmesh's order also depends on the other labels of the block, so a body renumbered
+    by a re-stitch would otherwise look changed.
+
+    >>> m = Mesh(np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]], np.uint32))
+    >>> c = canonical(m)
+    >>> c.vertices.tolist(), c.faces.tolist()
+    ([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], [[0, 1, 2]])
+    """
+    v = mesh.vertices
+    order = np.lexsort((v[:, 2], v[:, 1], v[:, 0]))
+    rank = np.empty(len(v), np.int64)
+    rank[order] = np.arange(len(v))
+    faces = rank[mesh.faces.astype(np.int64)]
+    turn = faces.argmin(axis=1)
+    faces = np.stack([faces[np.arange(len(faces)), (turn + k) % 3] for k in range(3)], axis=1)
+    faces = faces[np.lexsort((faces[:, 2], faces[:, 1], faces[:, 0]))]
+    return Mesh(v[order], faces.astype(np.uint32))
 
 
 def mesh_read_box(interior: Box, shape: tuple[int, ...]) -> tuple[Box, tuple[int, ...], tuple[int, ...]]:
@@ -97,7 +119,7 @@ def mesh_labels(
         if len(found.faces) == 0:
             continue
         vertices = (found.vertices.astype(np.float64) + shift)[:, ::-1]  # ZYX -> XYZ
-        out[int(label)] = Mesh(vertices.astype(np.float32), found.faces.astype(np.uint32)[:, ::-1].copy())
+        out[int(label)] = canonical(Mesh(vertices.astype(np.float32), found.faces.astype(np.uint32)[:, ::-1].copy()))
     mesher.clear()
     return out
 

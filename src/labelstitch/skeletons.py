@@ -110,8 +110,14 @@ def skeletonize_labels(
         index = np.cumsum(used) - 1
         kept = edges[used[edges[:, 0]] & used[edges[:, 1]] & (inside[edges[:, 0]] | inside[edges[:, 1]])]
         vertices = ((voxels[used] + 0.5) * res)[:, ::-1]  # ZYX -> XYZ
-        out[int(label)] = (Skeleton(vertices.astype(np.float32), index[kept].astype(np.uint32),
-                                    np.asarray(skel.radii, np.float32)[used]), inside[used])
+        # an order that depends only on the geometry (not on the block's other labels)
+        order = np.lexsort((vertices[:, 2], vertices[:, 1], vertices[:, 0]))
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        edges_out = np.sort(rank[index[kept]], axis=1)
+        edges_out = edges_out[np.lexsort((edges_out[:, 1], edges_out[:, 0]))]
+        out[int(label)] = (Skeleton(vertices[order].astype(np.float32), edges_out.astype(np.uint32),
+                                    np.asarray(skel.radii, np.float32)[used][order]), inside[used][order])
     return out
 
 

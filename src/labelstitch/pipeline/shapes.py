@@ -200,8 +200,8 @@ class _JoinBodies:
         kind = self.how.kind
         for body, sv_ids, fingerprint, donor in batch:
             if self.resume and (donor is not None or self.shapes.body_fingerprint(kind, body) == fingerprint):
-                if donor is not None and donor != body:  # the same voxels under an old id: its shape, copied
-                    self.shapes.copy_body(kind, donor, body, fingerprint)
+                if donor is not None and donor != body:  # the same voxels under an old id: its shape, set aside before
+                    self.shapes.adopt_staged(kind, body, fingerprint)
                 if kind == "skeletons" and self.how.swc and (donor not in (None, body) or not (Path(self.how.swc) / f"{body}.swc").exists()):
                     self.how.write_swc(body, self.shapes.read_skeleton(body))
                 out.append((body, 0, False, True))
@@ -223,8 +223,7 @@ def _batches(holders: dict[int, list[tuple[int, bytes]]], salt: str, size: int,
     """Bodies in batches of about ``size`` pieces, ordered by their first subvolume so that a
     batch reads few fragment files; each with the fingerprint of its pieces (which does not
     depend on the body's id) and, from ``made`` (``{fingerprint: body}`` of the shapes there
-    are), the body whose shape it can have as it is: itself, or an old id of the same voxels
-    that no body of this pass overwrites."""
+    are), the body whose shape it can have as it is: itself, or an old id of the same voxels."""
     fingerprints = {}
     for body in holders:
         digest = hashlib.blake2b(salt.encode(), digest_size=16)
@@ -232,14 +231,11 @@ def _batches(holders: dict[int, list[tuple[int, bytes]]], salt: str, size: int,
             digest.update(f"{sv_id}:".encode() + piece)
         fingerprints[body] = digest.hexdigest()
     made = made or {}
-    rewritten = {body for body, found in fingerprints.items() if made.get(found) != body}
     order = sorted(holders, key=lambda b: (holders[b][0][0], b))
     batches: list[list[tuple[int, list[int], str, int | None]]] = [[]]
     weight = 0
     for body in order:
         donor = made.get(fingerprints[body])
-        if donor is not None and donor != body and donor in rewritten:
-            donor = None  # its files are being replaced in this pass
         batches[-1].append((body, [sv_id for sv_id, _ in holders[body]], fingerprints[body], donor))
         weight += len(holders[body])
         if weight >= size:
@@ -314,9 +310,14 @@ def _both_passes(ref: VolumeRef, shapes: PrecomputedShapes, how: Any, grid: Plan
     shapes.prune_fragments(how.kind, {sv.id for sv in grid})
     pieces = sum(len(v) for v in holders.values())
     batches = _batches(holders, repr((_FORMAT, how)), max(16, pieces // 64), shapes.fingerprints(how.kind) if resume else None)
+    # renumbered bodies: their old shapes set aside first, since other bodies may take those ids now
+    moves = [(donor, body) for batch in batches for body, _, _, donor in batch if donor is not None and donor != body]
+    for _ in pool.map(_StageCopies(shapes, how.kind), [moves[k:k + 64] for k in range(0, len(moves), 64)],
+                      describe=lambda chunk: f"shapes of bodies {chunk[0][1]}..{chunk[-1][1]}"):
+        pass
     step2 = _JoinBodies(shapes, how, resolution, resume)
     counter = bar(len(holders), f"join {how.kind}", progress)
-    changed: set[int] = set()
+    changed: set[int] = {body for _, body in moves}  # renumbered: the same shape under a new id
     try:
         for done in pool.map(step2, batches, describe=lambda b: f"bodies {b[0][0]}..{b[-1][0]}"):
             for body, size, flawed, kept in done:
@@ -336,9 +337,22 @@ def _both_passes(ref: VolumeRef, shapes: PrecomputedShapes, how: Any, grid: Plan
                 shapes.remove_body(how.kind, body)
                 summary.removed += 1
                 changed.add(body)
+    shapes.clear_staging(how.kind)
     if shapes.sharded:
         summary.shards = _pack_shards(shapes, how.kind, changed, resume, pool, progress)
     return summary
+
+
+@dataclass(frozen=True)
+class _StageCopies:
+    """Set renumbered bodies' old shapes aside (runs in workers)."""
+
+    shapes: PrecomputedShapes
+    kind: str
+
+    def __call__(self, moves: list[tuple[int, int]]) -> None:
+        for donor, body in moves:
+            self.shapes.stage_copy(self.kind, donor, body)
 
 
 @dataclass(frozen=True)

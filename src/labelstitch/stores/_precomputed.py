@@ -346,13 +346,24 @@ class PrecomputedShapes:
         a re-stitch, with the same voxels, finds its old shape here)."""
         return {found: body for body in self.bodies(kind) if (found := self.body_fingerprint(kind, body)) is not None}
 
-    def copy_body(self, kind: str, donor: int, body: int, fingerprint: str) -> None:
-        """Give ``body`` the shape of ``donor`` (the same voxels under an old id), byte for byte."""
-        source, target = self._body_files(kind, donor), self._body_files(kind, body)
-        if kind == "mesh" and not self.multires:  # the manifest names the fragment, so it is made anew
-            source, target = source[1:], target[1:]
-        for a, b in zip(source, target):
-            _atomic_write(b, a.read_bytes())
+    def _staged(self, kind: str, body: int) -> list[Path]:
+        return [self.root / "staging" / kind / f"{body}.{k}" for k in range(len(self._body_files(kind, body)))]
+
+    def stage_copy(self, kind: str, donor: int, body: int) -> None:
+        """Copy ``donor``'s shape files aside for ``body`` (the same voxels under a new id), before
+        anything overwrites the donor's files: :meth:`adopt_staged` then puts them in place."""
+        for source, target in zip(self._body_files(kind, donor), self._staged(kind, body)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(target, source.read_bytes())
+
+    def adopt_staged(self, kind: str, body: int, fingerprint: str) -> None:
+        """Give ``body`` the shape :meth:`stage_copy` set aside for it, byte for byte."""
+        staged, target = self._staged(kind, body), self._body_files(kind, body)
+        if kind == "mesh" and not self.multires:  # the manifest names the fragment: made anew
+            staged[0].unlink(missing_ok=True)
+            staged, target = staged[1:], target[1:]
+        for a, b in zip(staged, target):
+            os.replace(a, b)
         if kind == "mesh":
             if not self.multires:
                 _atomic_write(self._body_files(kind, body)[0], json.dumps({"fragments": [f"{body}:0:0"]}).encode())
@@ -360,6 +371,9 @@ class PrecomputedShapes:
         else:
             self._post("skeletons", body, encode_swc(self.read_skeleton(body), body).encode())
         _atomic_write(self._fingerprint_file(kind, body), fingerprint.encode())
+
+    def clear_staging(self, kind: str) -> None:
+        shutil.rmtree(self.root / "staging" / kind, ignore_errors=True)
 
     def remove_body(self, kind: str, body: int) -> None:
         """Forget a body that is no longer in the segmentation (fingerprint first)."""
