@@ -58,7 +58,7 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
     """Add ``mesh`` and ``skeletonize`` to the ``labelstitch`` parser."""
     p = sub.add_parser("mesh", help="a 3-D mesh of every body, made subvolume by subvolume, in Neuroglancer's "
                        "precomputed format beside the output", parents=[where, out])
-    p.add_argument("output", help="the segmentation to mesh (a local volume; its subvolume grid comes from its provenance)")
+    p.add_argument("output", help="the segmentation to mesh (any volume string; its subvolume grid comes from its provenance)")
     p.add_argument("--bodies", default=None, metavar="IDS", help="only these bodies, e.g. 3,17,20 (default: all)")
     p.add_argument("--resume", action="store_true",
                    help="keep the meshes that are current; mesh only the subvolumes and bodies whose labels changed")
@@ -79,7 +79,7 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
     p = sub.add_parser("skeletonize", help="a skeleton (kimimaro's TEASAR) of every body, made subvolume by subvolume "
                        "and joined into one tree, in Neuroglancer's precomputed format beside the output (and as SWC)",
                        parents=[where, out])
-    p.add_argument("output", help="the segmentation (a local volume; its subvolume grid comes from its provenance)")
+    p.add_argument("output", help="the segmentation (any volume string; its subvolume grid comes from its provenance)")
     p.add_argument("--bodies", default=None, metavar="IDS", help="only these bodies, e.g. 3,17,20 (default: all)")
     p.add_argument("--swc", default=None, metavar="DIR", help="also write one SWC file per body (ID.swc) into DIR")
     p.add_argument("--resume", action="store_true",
