@@ -92,6 +92,10 @@ def test_meshes_of_the_selected_body_are_drawn_in_the_3d_panel_in_its_colour(out
         ls.mesh(str(tmp_path / name))
         meshes, magenta = panels(str(tmp_path / name))
         assert meshes and magenta > max(0.01, 4 * before), (name, magenta, before)
+    # multi-resolution meshes in shards: Neuroglancer reads them with byte ranges, which the file server serves
+    ls.mesh(str(tmp_path / "seg.zarr"), lods=2, sharded=True, overwrite=True)
+    meshes, magenta = panels(str(tmp_path / "seg.zarr"))
+    assert meshes and magenta > max(0.01, 4 * before), ("sharded", magenta, before)
     png = tmp_path / "shot.png"
     assert main(["view", str(tmp_path / "seg.zarr"), "--screenshot", str(png), "--bodies", str(body),
                  "--size", "600x300"]) == ExitCode.OK

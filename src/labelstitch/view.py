@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import json
 import os
 import shutil
@@ -55,11 +56,40 @@ class _StoreArray:
 
 
 class _ReadOnlyFiles(http.server.SimpleHTTPRequestHandler):
-    """GET and HEAD of one folder's files, readable from the viewer's page (CORS)."""
+    """GET and HEAD of one folder's files, readable from the viewer's page (CORS), with byte
+    ranges (``Range: bytes=A-B``), which Neuroglancer asks for to read one level of a
+    multi-resolution mesh or one body from a shard file."""
 
     def end_headers(self) -> None:
         self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Expose-Headers", "Content-Range, Content-Length")
         super().end_headers()
+
+    def send_head(self) -> Any:
+        wanted = self.headers.get("Range", "")
+        path = Path(self.translate_path(self.path))
+        if not wanted.startswith("bytes=") or "," in wanted or not path.is_file():
+            return super().send_head()
+        size = path.stat().st_size
+        first, _, last = wanted[len("bytes="):].partition("-")
+        try:
+            start, stop = (size - int(last), size) if not first else (int(first), min(int(last) + 1, size) if last else size)
+        except ValueError:
+            return super().send_head()
+        if not 0 <= start < stop <= size:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.end_headers()
+            return None
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(stop - start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        return io.BytesIO(data)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
