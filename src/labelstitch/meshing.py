@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from .geometry import Box
 
-__all__ = ["Mesh", "canonical", "enclosed_volume", "mesh_labels", "mesh_read_box", "open_edges", "simplify", "surface_area", "weld"]
+__all__ = ["Mesh", "canonical", "enclosed_volume", "geometric_order", "merge_points", "stack", "mesh_labels", "mesh_read_box", "open_edges", "simplify", "surface_area", "weld"]
 
 #: vertices closer than this (in physical units) are the same vertex when fragments are welded
 WELD_TOLERANCE = 1e-3
@@ -44,6 +44,32 @@ class Mesh:
         return len(self.faces)
 
 
+def geometric_order(vertices: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The order that sorts ``vertices`` by position (X, then Y, then Z) and each vertex's
+    rank in it: index arrays remapped through the rank follow the sorted vertices."""
+    order = np.lexsort((vertices[:, 2], vertices[:, 1], vertices[:, 0]))
+    rank = np.empty(len(vertices), np.int64)
+    rank[order] = np.arange(len(vertices))
+    return order, rank
+
+
+def stack(vertices: list[NDArray[Any]], indices: list[NDArray[Any]]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Pieces' vertices one after the other, and their faces or edges (rows of vertex
+    indices) shifted to point into the stack."""
+    starts = np.cumsum([0] + [len(v) for v in vertices[:-1]])
+    width = indices[0].shape[1] if indices and indices[0].ndim == 2 else 3
+    return (np.concatenate(vertices).astype(np.float64),
+            np.concatenate([i.astype(np.int64).reshape(-1, width) + s for i, s in zip(indices, starts)]))
+
+
+def merge_points(vertices: NDArray[np.float64], tolerance: float | NDArray[np.float64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Vertices that agree within ``tolerance`` (per axis) as one: the first of each group,
+    and each vertex's group (an index into those firsts)."""
+    keys = _pack(np.round(vertices / np.asarray(tolerance, np.float64)).astype(np.int64))
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
 def canonical(mesh: Mesh) -> Mesh:
     """The same mesh in an order that depends only on its geometry: vertices sorted by
     position, each face turned to start at its smallest vertex (its orientation kept), faces
@@ -55,15 +81,12 @@ def canonical(mesh: Mesh) -> Mesh:
     >>> c.vertices.tolist(), c.faces.tolist()
     ([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], [[0, 1, 2]])
     """
-    v = mesh.vertices
-    order = np.lexsort((v[:, 2], v[:, 1], v[:, 0]))
-    rank = np.empty(len(v), np.int64)
-    rank[order] = np.arange(len(v))
+    order, rank = geometric_order(mesh.vertices)
     faces = rank[mesh.faces.astype(np.int64)]
     turn = faces.argmin(axis=1)
     faces = np.stack([faces[np.arange(len(faces)), (turn + k) % 3] for k in range(3)], axis=1)
     faces = faces[np.lexsort((faces[:, 2], faces[:, 1], faces[:, 0]))]
-    return Mesh(v[order], faces.astype(np.uint32))
+    return Mesh(mesh.vertices[order], faces.astype(np.uint32))
 
 
 def mesh_read_box(interior: Box, shape: tuple[int, ...]) -> tuple[Box, tuple[int, ...], tuple[int, ...]]:
@@ -87,12 +110,11 @@ def mesh_labels(
     *,
     pad_low: tuple[int, ...] = (1, 1, 1),
     pad_high: tuple[int, ...] = (1, 1, 1),
-    max_error: float = 0.0,
     bodies: NDArray[np.uint64] | None = None,
 ) -> dict[int, Mesh]:
     """Mesh every non-zero label of ``labels`` (a block whose first voxel is ``origin``),
-    padding ``pad_low``/``pad_high`` background voxels first; simplified so that no vertex
-    moves more than ``max_error`` physical units (0: not simplified). Only ``bodies`` if given.
+    padding ``pad_low``/``pad_high`` background voxels first, as marching cubes makes them
+    (:func:`simplify` them after welding). Only ``bodies`` if given.
 
     >>> ball = np.zeros((6, 6, 6), np.uint64); ball[1:5, 1:5, 1:5] = 7
     >>> meshes = mesh_labels(ball, (0, 0, 0), (1.0, 1.0, 1.0))
@@ -114,8 +136,7 @@ def mesh_labels(
     shift = (np.asarray(origin, np.float64) - np.asarray(pad_low, np.float64) + 0.5) * res
     out = {}
     for label in mesher.ids():
-        found = mesher.get(label, normals=False, reduction_factor=0, max_error=0) if max_error <= 0 else \
-            mesher.get(label, normals=False, reduction_factor=1000, max_error=float(max_error))
+        found = mesher.get(label, normals=False, reduction_factor=0, max_error=0)
         if len(found.faces) == 0:
             continue
         vertices = (found.vertices.astype(np.float64) + shift)[:, ::-1]  # ZYX -> XYZ
@@ -150,12 +171,9 @@ def weld(pieces: list[Mesh], tolerance: float | NDArray[np.float64] = WELD_TOLER
     pieces = [p for p in pieces if len(p.faces)]
     if not pieces:
         return Mesh.empty()
-    vertices = np.concatenate([p.vertices for p in pieces]).astype(np.float64)
-    starts = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
-    faces = np.concatenate([p.faces.astype(np.int64) + s for p, s in zip(pieces, starts)])
-    keys = _pack(np.round(vertices / np.asarray(tolerance, np.float64)).astype(np.int64))
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    faces = inverse.reshape(-1)[faces]
+    vertices, faces = stack([p.vertices for p in pieces], [p.faces for p in pieces])
+    first, group = merge_points(vertices, tolerance)
+    faces = group[faces]
     good = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
     faces = faces[good]
     return Mesh(vertices[first].astype(np.float32), faces.astype(np.uint32))

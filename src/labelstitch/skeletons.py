@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .meshing import geometric_order, merge_points, stack
+
 __all__ = ["ErlScore", "Skeleton", "cable_length", "components", "expected_run_length", "join_skeletons",
            "skeletonize_labels"]
 
@@ -111,9 +113,7 @@ def skeletonize_labels(
         kept = edges[used[edges[:, 0]] & used[edges[:, 1]] & (inside[edges[:, 0]] | inside[edges[:, 1]])]
         vertices = ((voxels[used] + 0.5) * res)[:, ::-1]  # ZYX -> XYZ
         # an order that depends only on the geometry (not on the block's other labels)
-        order = np.lexsort((vertices[:, 2], vertices[:, 1], vertices[:, 0]))
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(len(order))
+        order, rank = geometric_order(vertices)
         edges_out = np.sort(rank[index[kept]], axis=1)
         edges_out = edges_out[np.lexsort((edges_out[:, 1], edges_out[:, 0]))]
         out[int(label)] = (Skeleton(vertices[order].astype(np.float32), edges_out.astype(np.uint32),
@@ -129,11 +129,9 @@ def join_skeletons(pieces: list[tuple[Skeleton, NDArray[np.bool_]]], voxel: floa
     pieces = [(p, m) for p, m in pieces if len(p.vertices)]
     if not pieces:
         return Skeleton.empty()
-    vertices = np.concatenate([p.vertices for p, _ in pieces]).astype(np.float64)
+    vertices, edges = stack([p.vertices for p, _ in pieces], [p.edges.reshape(-1, 2) for p, _ in pieces])
     inside = np.concatenate([m for _, m in pieces])
     owner = np.concatenate([np.full(len(p.vertices), k) for k, (p, _) in enumerate(pieces)])
-    starts = np.cumsum([0] + [len(p.vertices) for p, _ in pieces[:-1]])
-    edges = np.concatenate([p.edges.astype(np.int64).reshape(-1, 2) + s for (p, _), s in zip(pieces, starts)])
     radii = np.concatenate([p.radii for p, _ in pieces]).astype(np.float64)
     target = np.arange(len(vertices))
     outside = np.nonzero(~inside)[0]
@@ -152,9 +150,8 @@ def join_skeletons(pieces: list[tuple[Skeleton, NDArray[np.bool_]]], voxel: floa
                     target[i] = candidate
                     break
     edges = target[edges]
-    keys = np.round(vertices[target] / tolerance).astype(np.int64)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    edges = inverse.reshape(-1)[edges]
+    first, group = merge_points(vertices[target], tolerance)
+    edges = group[edges]
     edges = np.unique(np.sort(edges[edges[:, 0] != edges[:, 1]], axis=1), axis=0).reshape(-1, 2)
     used = np.zeros(len(first), bool)
     used[edges.ravel()] = True

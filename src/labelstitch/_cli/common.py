@@ -38,3 +38,21 @@ def _params(pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _ids(text: str | None, flag: str = "--bodies") -> list[int] | None:
+    """``"3,17,20"`` -> ``[3, 17, 20]`` (None for no text)."""
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes body ids separated by commas (e.g. 3,17,20), got {text!r}") from None
+
+
+def _size(text: str | None) -> int | tuple[int, ...] | None:
+    """``--subvolume-size``: ``"64"`` -> ``64``, ``"32,64,64"`` -> ``(32, 64, 64)``."""
+    if not text:
+        return None
+    size = [int(v) for v in text.split(",")]
+    return size[0] if len(size) == 1 else tuple(size)

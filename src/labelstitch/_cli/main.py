@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from .. import api
-from .common import ExitCode, _params, _progress
+from .common import ExitCode, _ids, _params, _progress
 from .process import Stopped, handle_signals, log_to_stderr
 from .scores import add_commands
 from . import meshes as _meshes
@@ -111,7 +111,7 @@ def _cmd_explain(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_view(args: argparse.Namespace) -> ExitCode:
-    bodies = [int(b) for b in args.bodies.split(",") if b] if args.bodies else []
+    bodies = _ids(args.bodies) or []
     width, _, height = args.size.partition("x")
     with api.view(args.output, grayscale=args.grayscale, bodies=bodies, port=args.port,
                   layout="xy" if args.screenshot else "4panel") as viewing:

@@ -7,24 +7,7 @@ import json
 from typing import Any
 
 from .. import api
-from .common import ExitCode, _progress
-
-
-def _ids(text: str | None) -> list[int] | None:
-    """``"3,17,20"`` -> ``[3, 17, 20]``."""
-    if not text:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--bodies takes body ids separated by commas (e.g. 3,17,20), got {text!r}") from None
-
-
-def _size(text: str | None) -> int | tuple[int, ...] | None:
-    if not text:
-        return None
-    size = [int(v) for v in text.split(",")]
-    return size[0] if len(size) == 1 else tuple(size)
+from .common import ExitCode, _ids, _progress, _size
 
 
 def _cmd_mesh(args: argparse.Namespace) -> ExitCode:

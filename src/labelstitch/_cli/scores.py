@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from .. import api
-from .common import ExitCode, _params, _progress
+from .common import ExitCode, _params, _progress, _size
 
 
 def _variants(specs: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -83,10 +83,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_audit(args: argparse.Namespace) -> ExitCode:
-    size = [int(v) for v in args.subvolume_size.split(",")] if args.subvolume_size else None
     found = api.audit(args.output, ground_truth=args.ground_truth, against=args.against, width=args.width,
-                      min_contact=args.min_contact, subvolume_size=(size[0] if len(size) == 1 else tuple(size)) if size else None,
-                      progress=_progress(args))
+                      min_contact=args.min_contact, subvolume_size=_size(args.subvolume_size), progress=_progress(args))
     print(json.dumps(found.to_dict()) if args.json else found)
     return ExitCode.OK
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from ..locks import hold
 from ..meshing import Mesh, mesh_labels, mesh_read_box, open_edges, simplify, weld
 from ..skeletons import ErlScore, Skeleton, components, expected_run_length, join_skeletons, skeletonize_labels
 from ..stores import PrecomputedShapes, StoreError, VolumeRef, open_volume, parse_volume
-from ..stores._precomputed import encode_swc, piece_digest, read_skeletons, shard_location
+from ..stores._precomputed import read_skeletons, shard_location, write_swc
 from .progress import bar
 from .scoring import plan_of_output
 from .values import ExecutorChoice
@@ -84,7 +84,7 @@ class ShapeSummary:
 class _Meshes:
     """How a subvolume's mesh pieces are made and a body's mesh from them."""
 
-    max_error: float
+    max_error: float | None  # None: one voxel's smallest side, set once the volume is open
     lods: int = 1
     sharded: bool = False
     kind: str = "mesh"
@@ -148,10 +148,7 @@ class _Skeletons:
 
     def write_swc(self, body: int, shape: Skeleton) -> None:
         assert self.swc is not None
-        path = Path(self.swc) / f"{body}.swc"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(encode_swc(shape, body))
-        tmp.replace(path)
+        write_swc(Path(self.swc) / f"{body}.swc", shape, body)
 
 
 @dataclass(frozen=True)
@@ -179,9 +176,8 @@ class _MakePieces:
                 return sv.id, found[1], found[2], True
         wanted = None if self.bodies is None else np.array(self.bodies, np.uint64)
         pieces = self.how.pieces(labels, box, sv, extra, self.resolution, wanted)
-        self.shapes.write_fragments(kind, sv.id, fingerprint, pieces)
-        ordered = sorted(pieces)
-        return sv.id, np.array(ordered, np.uint64), np.array([piece_digest(pieces[b]) for b in ordered], "S32"), False
+        bodies, digests = self.shapes.write_fragments(kind, sv.id, fingerprint, pieces)
+        return sv.id, bodies, digests, False
 
 
 @dataclass(frozen=True)
@@ -284,6 +280,8 @@ def _make(
             grid = Plan.grid(volume.shape, block, 0)
             resolution = tuple(float(r) for r in (volume.voxel_size or (1.0, 1.0, 1.0)))
             shape = volume.shape
+        if getattr(how, "max_error", 0.0) is None:
+            how = replace(how, max_error=min(resolution))
         if overwrite and not resume:
             shapes.clear(how.kind)
         shapes.prepare(how.kind, shape, resolution, grid.block)
@@ -420,8 +418,7 @@ def mesh(
         raise ValueError(f"max_error must be 0 or more physical units, got {max_error}")
     if not 1 <= lods <= 8:
         raise ValueError(f"lods must be 1 to 8 levels of detail, got {lods}")
-    with open_volume(output) as volume:
-        error = min(volume.voxel_size or (1.0,)) if max_error is None else float(max_error)
+    error = None if max_error is None else float(max_error)
     return _make(output, _Meshes(error, int(lods), bool(sharded)), bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
                  resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress, work=work)
 

@@ -39,6 +39,7 @@ instances are created when missing; a body that is gone is deleted from them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -49,7 +50,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..meshing import Mesh
+from ..meshing import Mesh, stack
 from ..skeletons import Skeleton
 from ._base import StoreError, VolumeRef
 from ._dvid_client import DvidAddress, DvidError, dvid_request, instance_info
@@ -59,7 +60,7 @@ from ._shape_formats import (QUANTIZATION_BITS, SKELETON_INFO, decode_legacy_mes
 
 __all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_multilod", "decode_skeleton", "encode_legacy_mesh",
            "encode_multilod", "read_skeletons",
-           "encode_skeleton", "encode_swc", "piece_digest"]
+           "encode_skeleton", "encode_swc", "piece_digest", "write_swc"]
 
 #: the kinds of shape, and the folder each lives in
 KINDS = {"mesh": "mesh", "skeletons": "skeletons"}
@@ -79,6 +80,11 @@ def piece_digest(arrays: dict[str, NDArray[Any]]) -> bytes:
     for name in sorted(arrays):
         digest.update(name.encode() + np.ascontiguousarray(arrays[name]).tobytes())
     return digest.hexdigest().encode()
+
+
+def write_swc(path: Path, skeleton: Skeleton, body: int) -> None:
+    """A body's skeleton as an SWC file, written whole or not at all."""
+    _atomic_write(path, encode_swc(skeleton, body).encode())
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -216,8 +222,10 @@ class PrecomputedShapes:
     def _fragment_file(self, kind: str, sv_id: int) -> Path:
         return self.root / "fragments" / kind / f"{sv_id}.npz"
 
-    def write_fragments(self, kind: str, sv_id: int, fingerprint: str, pieces: dict[int, dict[str, NDArray[Any]]]) -> None:
-        """One subvolume's pieces: per body, arrays by name (the same names for every body)."""
+    def write_fragments(self, kind: str, sv_id: int, fingerprint: str,
+                        pieces: dict[int, dict[str, NDArray[Any]]]) -> tuple[NDArray[np.uint64], NDArray[Any]]:
+        """One subvolume's pieces: per body, arrays by name (the same names for every body).
+        Returns the bodies and their pieces' digests, as :meth:`fragment_fingerprint` reads them."""
         bodies = sorted(pieces)
         arrays: dict[str, Any] = {"fingerprint": np.array(fingerprint), "bodies": np.array(bodies, np.uint64),
                                   "digests": np.array([piece_digest(pieces[b]) for b in bodies], "S32")}
@@ -226,15 +234,10 @@ class PrecomputedShapes:
             parts = [pieces[b][name] for b in bodies]
             arrays[f"n_{name}"] = np.array([len(p) for p in parts], np.int64)
             arrays[f"a_{name}"] = np.concatenate(parts)
-        path = self._fragment_file(kind, sv_id)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        _atomic_write(self._fragment_file(kind, sv_id), buffer.getvalue())
+        return arrays["bodies"], arrays["digests"]
 
     def fragment_fingerprint(self, kind: str, sv_id: int) -> tuple[str, NDArray[np.uint64], NDArray[Any]] | None:
         """The fingerprint, bodies and piece digests of a subvolume's pieces, or None if it
@@ -326,9 +329,8 @@ class PrecomputedShapes:
         pieces = [decode_legacy_mesh((folder / name).read_bytes()) for name in manifest["fragments"]]
         if len(pieces) == 1:
             return pieces[0]
-        starts = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
-        return Mesh(np.concatenate([p.vertices for p in pieces]),
-                    np.concatenate([p.faces + np.uint32(s) for p, s in zip(pieces, starts)]))
+        vertices, faces = stack([p.vertices for p in pieces], [p.faces for p in pieces])
+        return Mesh(vertices.astype(np.float32), faces.astype(np.uint32))
 
     def read_skeleton(self, body: int) -> Skeleton:
         try:
