@@ -175,9 +175,13 @@ class ProcessesExecutor(Executor):
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
         pool = self._get_pool()
         oom_before = oom_kills()
-        futures = [pool.submit(_run_item, fn, item, k, describe(item)) for k, item in enumerate(items)]
-        processes = dict(getattr(pool, "_processes", None) or {})  # kept: the pool forgets them when it breaks
+        futures: list[Any] = []
+        processes: dict[int, Any] = {}  # kept: the pool forgets them when it breaks
         try:
+            # a worker can die (and the pool break) while the items are still being submitted
+            for k, item in enumerate(items):
+                futures.append(pool.submit(_run_item, fn, item, k, describe(item)))
+                processes.update(getattr(pool, "_processes", None) or {})
             for future in futures:
                 yield future.result()
         except BrokenProcessPool:
