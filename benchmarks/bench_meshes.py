@@ -3,7 +3,8 @@ at once with zmesh and kimimaro directly, in the same run.
 
     .venv/bin/python benchmarks/bench_meshes.py                      # 128^3, 256^3 and 384^3
     .venv/bin/python benchmarks/bench_meshes.py --sides 256 512 --block 128
-    .venv/bin/python benchmarks/bench_meshes.py --sides 512 --blockwise-only   # scaling: no whole-volume runs
+    .venv/bin/python benchmarks/bench_meshes.py --sides 512 --blockwise-only   # no whole-volume runs
+    .venv/bin/python benchmarks/bench_meshes.py --scaling 256 512 1024         # 2 workers, tiled volumes
 
 Volumes: densely packed synthetic neurites (``labelstitch.synthetic.neurite_labels``, every
 voxel in some body, the number of bodies growing with the cross-section so that their width
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import labelstitch as ls
-from labelstitch.geometry import Plan
+from labelstitch.geometry import Box, Plan
 from labelstitch.meshing import enclosed_volume, mesh_labels, simplify, surface_area
 from labelstitch.skeletons import cable_length, skeletonize_labels
 from labelstitch.stores import staged_output
@@ -45,7 +46,7 @@ PEAK = r'''
 import json, os, sys, threading, time
 import numpy as np
 from labelstitch.pipeline.shapes import _MakePieces, _Meshes, _Skeletons
-from labelstitch.geometry import Plan
+from labelstitch.geometry import Box, Plan
 from labelstitch.stores import PrecomputedShapes, parse_volume, open_volume
 out, root, kind, block = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 ref = parse_volume(out)
@@ -103,6 +104,36 @@ def blockwise_only(side: int, block: int, folder: Path) -> dict:
     start = time.perf_counter()
     ls.skeletonize(str(out), overwrite=True, executor="processes", workers=2)
     row["skeletonize 2 workers s"] = time.perf_counter() - start
+    return row
+
+
+def scaling(side: int, block: int, folder: Path, tile: int = 256) -> dict:
+    """``labelstitch mesh`` with 2 workers on a volume of ``side``^3 made of ``tile``^3 tiles
+    of synthetic neurites (eight seeds, labels offset so that no two tiles share a body),
+    written tile by tile: a 1024^3 volume is never held in memory, and each subvolume holds
+    the same kind of content at every side, so seconds per voxel should not grow with it."""
+    out = folder / f"tiled{side}.zarr"
+    tiles = [_volume(min(tile, side), seed) for seed in range(8)]
+    n = max(side // tile, 1)
+    with staged_output(str(out), (side,) * 3, np.uint64, chunks=(block,) * 3, overwrite=True) as store:
+        offset = 0
+        for k, corner in enumerate(np.ndindex(n, n, n)):
+            labels = tiles[k % 8]
+            start = tuple(int(c) * labels.shape[0] for c in corner)
+            box = Box(start, tuple(s + labels.shape[0] for s in start))
+            store.write(box, labels + np.uint64(offset))
+            offset += int(labels.max())
+        store.set_voxel_size(RESOLUTION)
+        store.set_metadata({"plan": Plan.grid((side,) * 3, block, 8).to_dict()})
+    del tiles
+    row: dict = {"side": side, "voxels": side**3}
+    start = time.perf_counter()
+    summary = ls.mesh(str(out), executor="processes", workers=2)
+    row["mesh 2 workers s"] = time.perf_counter() - start
+    row["MVx/s"] = side**3 / row["mesh 2 workers s"] / 1e6
+    row["bodies"] = summary.bodies
+    row["triangles"] = summary.size
+    row["us per voxel"] = row["mesh 2 workers s"] / side**3 * 1e6
     return row
 
 
@@ -165,9 +196,22 @@ def main() -> None:
     parser.add_argument("--sides", type=int, nargs="+", default=[128, 256, 384])
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--blockwise-only", action="store_true", help="skip zmesh and kimimaro on the whole volume")
+    parser.add_argument("--scaling", type=int, nargs="+", metavar="SIDE",
+                        help="only the scaling runs: 2 workers on volumes of 256^3 tiles (no whole-volume runs, no peaks)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-meshes-"))
+    if args.scaling:
+        try:
+            rows = []
+            for side in args.scaling:
+                rows.append(scaling(side, args.block, folder))
+                print(json.dumps(rows[-1]), flush=True)
+                shutil.rmtree(folder / f"tiled{side}.zarr", ignore_errors=True)
+                shutil.rmtree(folder / f"tiled{side}.zarr.precomputed", ignore_errors=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     try:
         rows = [(blockwise_only if args.blockwise_only else measure)(side, args.block, folder) for side in args.sides]
         peaks = peak_per_voxel(folder / f"seg{max(args.sides)}.zarr", args.block, folder)

@@ -512,3 +512,45 @@ def test_a_child_version_maps_and_indexes_apart_from_its_parent(api, repo, label
     assert requests.post(f"{other}/mappings", data=mapping_ops([(20, [3])])).ok
     assert requests.get(f"{other}/mapping", json=[3], params={"nolookup": "true"}).json() == [20]
     assert requests.get(f"{labelmap}/mapping", json=[3]).json() == [9]
+
+
+def test_tarsupervoxels_files_and_a_bodys_tar_through_the_synced_labelmap(api, repo, labelmap):
+    """DVID's tarsupervoxels help text: an Extension is required, ``load`` takes a tar of
+    ``ID.EXT`` files, ``tarfile/BODY`` gives the body's supervoxels' files (``ID.missing`` for
+    one without), ``HEAD`` says whether all are there, ``exists`` answers per supervoxel."""
+    import io
+    import tarfile
+
+    assert add(api, repo, "tarsupervoxels", "svm").status_code == 400  # no Extension
+    assert add(api, repo, "tarsupervoxels", "svm", Extension="drc").status_code == 200
+    svm = f"{api}/node/{repo}/svm"
+    assert requests.get(f"{svm}/info").json()["Extended"] == {"Extension": "drc"}
+    n = 32**3 // 64
+    indices = ld(1, label_index(100, {key(0, 0, 0): {11: 20 * n, 12: 12 * n}, key(0, 0, 1): {12: 8 * n}}))
+    assert requests.post(f"{labelmap}/indices", data=indices).ok
+    assert requests.get(f"{svm}/tarfile/100").status_code == 400  # not synced to the labelmap yet
+    assert requests.post(f"{svm}/sync", json={"sync": "seg"}).ok
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("11.drc", b"eleven"), ("13.drc", b"thirteen")):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    assert requests.post(f"{svm}/load", data=buffer.getvalue()).ok
+    assert requests.get(f"{svm}/supervoxel/11").content == b"eleven"
+    assert requests.get(f"{svm}/exists", json=[11, 12, 13]).json() == [True, False, True]
+    assert requests.head(f"{svm}/tarfile/100").status_code == 400  # supervoxel 12 has no file
+    with tarfile.open(fileobj=io.BytesIO(requests.get(f"{svm}/tarfile/100").content)) as tar:
+        assert sorted(m.name for m in tar.getmembers()) == ["11.drc", "12.missing"]
+    assert requests.post(f"{svm}/supervoxel/12", data=b"twelve").ok
+    assert requests.head(f"{svm}/tarfile/100").status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(requests.get(f"{svm}/tarfile/100").content)) as tar:
+        assert {m.name: tar.extractfile(m).read() for m in tar.getmembers()} == {"11.drc": b"eleven", "12.drc": b"twelve"}
+    assert requests.delete(f"{svm}/supervoxel/12").ok
+    assert requests.get(f"{svm}/supervoxel/12").status_code == 404
+    assert requests.get(f"{svm}/tarfile/999").status_code == 400  # no such body
+    bad = io.BytesIO()
+    with tarfile.open(fileobj=bad, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("11.obj"), io.BytesIO(b""))
+    assert requests.post(f"{svm}/load", data=bad.getvalue()).status_code == 400  # not the instance's extension

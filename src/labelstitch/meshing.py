@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from .geometry import Box
 
-__all__ = ["Mesh", "canonical", "enclosed_volume", "geometric_order", "merge_points", "stack", "mesh_labels", "mesh_read_box", "open_edges", "simplify", "surface_area", "weld"]
+__all__ = ["Mesh", "canonical", "enclosed_volume", "geometric_order", "merge_points", "stack", "mesh_labels", "mesh_read_box", "open_edges", "simplify", "split_mesh", "surface_area", "weld"]
 
 #: vertices closer than this (in physical units) are the same vertex when fragments are welded
 WELD_TOLERANCE = 1e-3
@@ -181,7 +181,9 @@ def weld(pieces: list[Mesh], tolerance: float | NDArray[np.float64] = WELD_TOLER
 
 def simplify(mesh: Mesh, max_error: float) -> Mesh:
     """``mesh`` with fewer triangles, no vertex moved more than ``max_error`` physical units
-    (zmesh's quadric edge collapse; a closed mesh stays closed)."""
+    (zmesh's quadric edge collapse; a closed mesh stays closed). The collapse leaves small
+    pieces as flat two-triangle pillows (both sides of one triangle: about 6 % of the faces
+    and 1 % of the area of a blob measured): they are removed."""
     if max_error <= 0 or len(mesh.faces) == 0:
         return mesh
     import zmesh
@@ -191,7 +193,12 @@ def simplify(mesh: Mesh, max_error: float) -> Mesh:
     local = zmesh.Mesh((mesh.vertices - corner).astype(np.float32), mesh.faces, None)
     found = zmesh.Mesher((1.0, 1.0, 1.0)).simplify(local, reduction_factor=1000, max_error=float(max_error),
                                                    compute_normals=False)
-    return Mesh((found.vertices.astype(np.float64) + corner).astype(np.float32), found.faces.astype(np.uint32))
+    faces = found.faces.astype(np.int64)
+    _, group, count = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True, return_counts=True)
+    faces = faces[count[group.reshape(-1)] == 1]
+    used, faces = np.unique(faces, return_inverse=True)
+    vertices = found.vertices[used].astype(np.float64) + corner
+    return Mesh(vertices.astype(np.float32), faces.reshape(-1, 3).astype(np.uint32))
 
 
 def _triangles(mesh: Mesh) -> NDArray[np.float64]:
@@ -218,3 +225,78 @@ def open_edges(mesh: Mesh) -> int:
     edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
     _, counts = np.unique(edges[:, 0] * len(mesh.vertices) + edges[:, 1], return_counts=True)
     return int(np.count_nonzero(counts != 2))
+
+
+def _cut(vertices: NDArray[np.float64], faces: NDArray[np.int64], axis: int, origin: float, size: float
+         ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Cut every triangle that crosses a plane ``origin + k * size`` (across ``axis``) into
+    triangles on either side, one plane per round. A new vertex is computed from the edge's
+    endpoints in index order, so the two triangles beside an edge put it at the same place."""
+    eps = size / 2**17  # half a step of 16-bit positions in the cell: a vertex this near is on the face
+    while True:
+        coords = vertices[faces, axis]  # (n, 3)
+        plane = origin + (np.floor((coords.min(axis=1) - origin + eps) / size) + 1) * size
+        cross = np.flatnonzero(plane < coords.max(axis=1) - eps)
+        if not len(cross):
+            return vertices, faces
+        tri, d = faces[cross], coords[cross] - plane[cross, None]
+        side = np.where(np.abs(d) <= eps, 0, np.sign(d)).astype(np.int64)
+        on = side == 0
+        # the lone vertex: the one on the plane, else the one alone on its side; turned to be first
+        lone = np.where(on.any(axis=1), on.argmax(axis=1),
+                        np.where(side[:, 0] == side[:, 1], 2, np.where(side[:, 0] == side[:, 2], 1, 0)))
+        rows = np.arange(len(tri))
+        tri = np.stack([tri[rows, (lone + k) % 3] for k in range(3)], axis=1)
+        p = plane[cross]
+        new: list[NDArray[np.float64]] = []
+
+        def point(a: NDArray[np.int64], b: NDArray[np.int64], at: NDArray[np.float64]) -> NDArray[np.int64]:
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            va, vb = vertices[lo], vertices[hi]
+            t = (at - va[:, axis]) / (vb[:, axis] - va[:, axis])
+            found = va + t[:, None] * (vb - va)
+            found[:, axis] = at
+            start = len(vertices) + sum(len(x) for x in new)
+            new.append(found)
+            return np.arange(start, start + len(found))
+
+        one = on.any(axis=1)
+        a0, a1, a2 = tri[one].T
+        m = point(a1, a2, p[one])
+        b0, b1, b2 = tri[~one].T
+        q1, q2 = point(b0, b1, p[~one]), point(b0, b2, p[~one])
+        pieces = [np.stack(t, axis=1) for t in ((a0, a1, m), (a0, m, a2), (b0, q1, q2), (q1, b1, b2), (q1, b2, q2))]
+        vertices = np.concatenate([vertices, *new]) if new else vertices
+        keep = np.ones(len(faces), bool)
+        keep[cross] = False
+        faces = np.concatenate([faces[keep], *pieces])
+
+
+def split_mesh(mesh: Mesh, origin: NDArray[Any], size: NDArray[Any]) -> dict[tuple[int, int, int], Mesh]:
+    """The mesh cut into the cells of a grid (``origin`` and cell ``size`` per axis, in the
+    vertices' units): triangles that cross a cell's face are cut along it, so every piece lies
+    in its cell (what Neuroglancer's multi-resolution format asks of an octree node), and the
+    pieces together have the mesh's area and enclosed volume. The pieces' vertices stay float64,
+    so that those made by a cut lie on the face exactly.
+
+    >>> square = Mesh(np.array([[0, 0, 0], [4, 0, 0], [4, 4, 0], [0, 4, 0]], np.float32),
+    ...               np.array([[0, 1, 2], [0, 2, 3]], np.uint32))
+    >>> cells = split_mesh(square, np.zeros(3), np.full(3, 2.0))
+    >>> sorted(cells), round(sum(surface_area(c) for c in cells.values()), 6)
+    ([(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0)], 16.0)
+    """
+    if not len(mesh.faces):
+        return {}
+    origin, size = np.asarray(origin, np.float64), np.asarray(size, np.float64)
+    vertices, faces = mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64)
+    for axis in range(3):
+        vertices, faces = _cut(vertices, faces, axis, float(origin[axis]), float(size[axis]))
+    centre = vertices[faces].mean(axis=1)
+    cells = np.maximum(np.floor((centre - origin) / size), 0).astype(np.int64)
+    keys, group = np.unique(cells, axis=0, return_inverse=True)
+    out = {}
+    for k, key in enumerate(keys):
+        mine = faces[group.reshape(-1) == k]
+        used, local = np.unique(mine, return_inverse=True)
+        out[(int(key[0]), int(key[1]), int(key[2]))] = Mesh(vertices[used], local.reshape(-1, 3).astype(np.uint32))
+    return out

@@ -14,7 +14,7 @@ def _cmd_mesh(args: argparse.Namespace) -> ExitCode:
     summary = api.mesh(args.output, bodies=_ids(args.bodies), executor=args.executor, workers=args.workers,
                        spark_master=args.spark_master, dask_scheduler=args.dask_scheduler, resume=args.resume,
                        overwrite=args.overwrite, max_error=args.max_error, lods=args.lods, sharded=args.sharded, subvolume_size=_size(args.subvolume_size),
-                       work=args.work, progress=_progress(args))
+                       work=args.work, supervoxels=args.supervoxels, progress=_progress(args))
     print(json.dumps(summary.to_dict()) if args.json else summary)
     return ExitCode.OK
 
@@ -30,11 +30,13 @@ def _cmd_skeletonize(args: argparse.Namespace) -> ExitCode:
 
 
 def mesh_after_run(args: argparse.Namespace, output: str) -> None:
-    """``run --mesh``: mesh the output just written, keeping whatever meshes are current."""
-    summary = api.mesh(output, executor=args.executor, workers=args.workers, spark_master=args.spark_master,
-                       dask_scheduler=args.dask_scheduler, resume=True, progress=_progress(args))
-    if not args.json:
-        print(summary)
+    """``run --mesh``: mesh the output just written, keeping whatever meshes are current (and,
+    for a DVID labelmap output, its supervoxels' meshes too)."""
+    for supervoxels in (False, True) if api.keeps_supervoxels(output) else (False,):
+        summary = api.mesh(output, executor=args.executor, workers=args.workers, spark_master=args.spark_master,
+                           dask_scheduler=args.dask_scheduler, resume=True, supervoxels=supervoxels, progress=_progress(args))
+        if not args.json:
+            print(summary)
 
 
 def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.ArgumentParser) -> None:
@@ -57,6 +59,8 @@ def add_commands(sub: Any, where: argparse.ArgumentParser, out: argparse.Argumen
                    "format; for volumes with many bodies)")
     p.add_argument("--work", default=None, metavar="DIR", help="for a DVID output: a local folder for the pieces "
                    "(default: its run's checkpoint folder); the meshes go to DVID's NAME_meshes keyvalue instance")
+    p.add_argument("--supervoxels", action="store_true", help="for a DVID labelmap output: mesh each supervoxel instead, "
+                   "into its NAME_sv_meshes tarsupervoxels instance (Draco; --bodies are then supervoxel ids)")
     p.set_defaults(func=_cmd_mesh)
 
     p = sub.add_parser("skeletonize", help="a skeleton (kimimaro's TEASAR) of every body, made subvolume by subvolume "

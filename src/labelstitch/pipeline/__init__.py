@@ -24,8 +24,8 @@ from __future__ import annotations
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
 from .driver import compare, restitch, run, tune
 from .planning import PreparedRun, check_plan_output, prepare
-from .shapes import ShapeSummary, evaluate_skeletons, mesh, skeletonize
-from .scoring import Audit, audit, pareto_front, score_floor, score_regions, score_volumes
+from .shapes import ShapeSummary, keeps_supervoxels, mesh, skeletonize
+from .scoring import Audit, audit, evaluate_skeletons, pareto_front, score_floor, score_regions, score_volumes
 from .segment import BlocksFailed, PipelineError, segment_all, segment_subvolume
 from .values import BlockFailure, ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
 
@@ -51,6 +51,7 @@ __all__ = [
     "check_plan_output",
     "compare",
     "evaluate_skeletons",
+    "keeps_supervoxels",
     "load_config",
     "mesh",
     "pareto_front",

@@ -1,5 +1,6 @@
 """Scoring: VI of stored volumes read box by box, and of stitching variants without writing
-them (``labelstitch compare``, ``labelstitch tune``, with the tuning grid and its Pareto front).
+them (``labelstitch compare``, ``labelstitch tune``, with the tuning grid and its Pareto front),
+and the expected run length along ground-truth skeletons (``evaluate --skeletons``).
 
 Every variant of a finished run (another rule, other thresholds, connected components on
 or off) relabels the same segmented subvolumes through its own mapping, so its VI against
@@ -27,13 +28,15 @@ from ..metrics import RegionalVI, Score, floor_blockwise, regional_vi, score_tab
 from ..plugins.rules import get_rule, rule_parameters
 from ..stitching import StitchResult, to_bodies
 from ..seams import Agreement, SeamAudit, agreement_blockwise, audit_bands, seam_bands
+from ..skeletons import ErlScore, expected_run_length
 from ..stores import StoreError, VolumeRef, VolumeStore, open_volume
+from ..stores._precomputed import read_skeletons
 from .planning import PreparedRun
 from .progress import bar
 from .stitch import across_blocks, match_variants
 from .values import PreservedBodies, SegmentedSubvolume, Variant
 
-__all__ = ["Audit", "audit", "default_grid", "pareto_front", "plan_of_output", "score_floor", "score_regions", "score_variants", "score_volumes"]
+__all__ = ["Audit", "audit", "default_grid", "evaluate_skeletons", "pareto_front", "plan_of_output", "score_floor", "score_regions", "score_variants", "score_volumes"]
 
 #: marks a table key that is already a final id (background 0, a preserved body)
 FINAL = np.uint64(1 << 63)
@@ -287,3 +290,35 @@ def audit(
                 else:
                     found["agreement"] = agreement_blockwise(seg.shape, lambda box: (seg.read(box), ref.read(box)))
     return Audit(str(output), plan, other=against, **found)
+
+
+def evaluate_skeletons(segmentation: str, skeletons: str, *, block: int = 64) -> ErlScore:
+    """Expected run length of ``segmentation`` along the ground-truth ``skeletons`` (an SWC
+    file, a folder of ``ID.swc``, or a precomputed skeleton folder; physical units, mapped to
+    voxels with the segmentation's voxel size), with the merging segments and the splits along
+    them (``labelstitch evaluate SEG --skeletons GT_SKELETONS``). The segmentation is read
+    only around the skeletons' nodes, ``block`` voxels at a time."""
+    found = read_skeletons(skeletons)
+    if not found:
+        raise StoreError(f"{skeletons} holds no skeletons")
+    with open_volume(segmentation) as volume:
+        resolution = np.asarray(volume.voxel_size or (1.0, 1.0, 1.0), np.float64)
+        ids = list(found)
+        points = np.concatenate([found[i].vertices for i in ids]).astype(np.float64)[:, ::-1]  # XYZ -> ZYX
+        voxels = np.floor(points / resolution).astype(np.int64)
+        inside = np.all((voxels >= 0) & (voxels < np.asarray(volume.shape)), axis=1)
+        if not inside.any():
+            raise StoreError(f"no node of {skeletons} lies inside {segmentation} (shape {volume.shape}, voxel size "
+                             f"{tuple(resolution)}): are the skeletons in physical units of the same volume?")
+        labels = np.zeros(len(voxels), np.uint64)
+        cells = voxels[inside] // block
+        order = np.flatnonzero(inside)
+        keys, group = np.unique(cells, axis=0, return_inverse=True)
+        for k in range(len(keys)):
+            rows = order[group.reshape(-1) == k]
+            lo, hi = voxels[rows].min(axis=0), voxels[rows].max(axis=0) + 1
+            data = volume.read(Box(tuple(lo), tuple(hi)))
+            local = voxels[rows] - lo
+            labels[rows] = data[local[:, 0], local[:, 1], local[:, 2]].astype(np.uint64)
+    starts = np.cumsum([0] + [len(found[i].vertices) for i in ids])
+    return expected_run_length(found, {i: labels[starts[k]:starts[k + 1]] for k, i in enumerate(ids)})

@@ -31,17 +31,17 @@ from ..executors import Executor
 from ..geometry import Box, Plan, Subvolume
 from ..locks import hold
 from ..meshing import Mesh, mesh_labels, mesh_read_box, open_edges, simplify, weld
-from ..skeletons import ErlScore, Skeleton, components, expected_run_length, join_skeletons, skeletonize_labels
+from ..skeletons import Skeleton, components, join_skeletons, skeletonize_labels
 from ..stores import PrecomputedShapes, StoreError, VolumeRef, open_volume, parse_volume
-from ..stores._precomputed import read_skeletons, shard_location, write_swc
+from ..stores._precomputed import shard_location, write_swc
 from .progress import bar
 from .scoring import plan_of_output
 from .values import ExecutorChoice
 
-__all__ = ["ShapeSummary", "evaluate_skeletons", "mesh", "skeletonize"]
+__all__ = ["ShapeSummary", "keeps_supervoxels", "mesh", "skeletonize"]
 
 #: changes when the shapes this module makes change, so fingerprints from older ones mismatch
-_FORMAT = "labelstitch-shapes-1"
+_FORMAT = "labelstitch-shapes-2"
 
 
 @dataclass
@@ -88,6 +88,7 @@ class _Meshes:
     lods: int = 1
     sharded: bool = False
     kind: str = "mesh"
+    supervoxels: bool = False  # of a DVID labelmap's supervoxels
 
     def read_box(self, sv: Subvolume, shape: tuple[int, ...]) -> tuple[Box, Any]:
         box, low, high = mesh_read_box(sv.interior, shape)
@@ -191,6 +192,10 @@ class _JoinBodies:
     resume: bool
 
     def __call__(self, batch: list[tuple[int, list[int], str, int | None]]) -> list[tuple[int, int, bool, bool]]:
+        with self.shapes.batched_posts():
+            return self._join(batch)
+
+    def _join(self, batch: list[tuple[int, list[int], str, int | None]]) -> list[tuple[int, int, bool, bool]]:
         out = []
         cached: dict[int, dict[int, dict[str, NDArray[Any]]]] = {}
         kind = self.how.kind
@@ -256,8 +261,16 @@ def _make(
     """Both passes for ``how`` (meshes or skeletons) over ``output``'s grid, under the
     output's lock."""
     ref = parse_volume(output)
-    shapes = PrecomputedShapes.of(ref, _work_folder(ref, work)).with_options(getattr(how, "lods", 1), how.sharded)
     noun = "meshes" if how.kind == "mesh" else "skeletons"
+    if getattr(how, "supervoxels", False):
+        if not keeps_supervoxels(output):
+            raise StoreError(f"{output} keeps no supervoxels (only a DVID labelmap output written with supervoxels does): "
+                             "drop --supervoxels to mesh its bodies")
+        ref = parse_volume(ref.detail.with_options(supervoxels="true").uri)
+    elif ref.scheme == "dvid" and ref.detail.options.get("supervoxels") == "true":
+        if how.kind != "mesh":
+            raise StoreError(f"{output}: skeletons are made of bodies, not supervoxels: drop ?supervoxels=true")
+    shapes = PrecomputedShapes.of(ref, _work_folder(ref, work)).with_options(getattr(how, "lods", 1), how.sharded)
     if shapes.exists(how.kind) and not (resume or overwrite):
         raise StoreError(f"{output} already has {noun} ({shapes.folder(how.kind)}): add --resume to make only what "
                          "changed, or --overwrite to make them all again")
@@ -383,6 +396,13 @@ def _pack_shards(shapes: PrecomputedShapes, kind: str, changed: set[int], resume
     return len(todo)
 
 
+def keeps_supervoxels(output: str) -> bool:
+    """Whether ``output`` keeps supervoxels and a supervoxel → body mapping (a DVID labelmap
+    written with supervoxels), so that :func:`mesh` can mesh each supervoxel too."""
+    ref = parse_volume(output)
+    return ref.scheme == "dvid" and ref.detail.options.get("supervoxels") != "true" and ref.keeps_supervoxels()
+
+
 def mesh(
     output: str,
     *,
@@ -398,6 +418,7 @@ def mesh(
     sharded: bool = False,
     subvolume_size: int | tuple[int, int, int] | None = None,
     work: str | None = None,
+    supervoxels: bool = False,
     progress: bool = False,
 ) -> ShapeSummary:
     """Mesh the bodies of the segmentation ``output`` (all, or ``bodies``), block by block on
@@ -412,6 +433,8 @@ def mesh(
     meshes are refused unless ``overwrite``. The grid is the output's own (its plan), or
     ``subvolume_size``. A DVID output's meshes also go to its ``NAME_meshes`` keyvalue
     instance (``ID.ngmesh``), its pieces to ``work`` (default: its run's checkpoint folder).
+    ``supervoxels`` meshes a DVID labelmap output's supervoxels instead (``bodies`` are then
+    supervoxel ids), one Draco file each in its ``NAME_sv_meshes`` tarsupervoxels instance.
     Returns a :class:`ShapeSummary`.
     """
     if max_error is not None and max_error < 0:
@@ -419,7 +442,7 @@ def mesh(
     if not 1 <= lods <= 8:
         raise ValueError(f"lods must be 1 to 8 levels of detail, got {lods}")
     error = None if max_error is None else float(max_error)
-    return _make(output, _Meshes(error, int(lods), bool(sharded)), bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
+    return _make(output, _Meshes(error, int(lods), bool(sharded), supervoxels=bool(supervoxels)), bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
                  resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress, work=work)
 
 
@@ -461,35 +484,3 @@ def skeletonize(
                      bool(sharded))
     return _make(output, how, bodies=bodies, choice=ExecutorChoice(executor, workers, spark_master, dask_scheduler),
                  resume=resume, overwrite=overwrite, subvolume_size=subvolume_size, progress=progress, work=work)
-
-
-def evaluate_skeletons(segmentation: str, skeletons: str, *, block: int = 64) -> ErlScore:
-    """Expected run length of ``segmentation`` along the ground-truth ``skeletons`` (an SWC
-    file, a folder of ``ID.swc``, or a precomputed skeleton folder; physical units, mapped to
-    voxels with the segmentation's voxel size), with the merging segments and the splits along
-    them (``labelstitch evaluate SEG --skeletons GT_SKELETONS``). The segmentation is read
-    only around the skeletons' nodes, ``block`` voxels at a time."""
-    found = read_skeletons(skeletons)
-    if not found:
-        raise StoreError(f"{skeletons} holds no skeletons")
-    with open_volume(segmentation) as volume:
-        resolution = np.asarray(volume.voxel_size or (1.0, 1.0, 1.0), np.float64)
-        ids = list(found)
-        points = np.concatenate([found[i].vertices for i in ids]).astype(np.float64)[:, ::-1]  # XYZ -> ZYX
-        voxels = np.floor(points / resolution).astype(np.int64)
-        inside = np.all((voxels >= 0) & (voxels < np.asarray(volume.shape)), axis=1)
-        if not inside.any():
-            raise StoreError(f"no node of {skeletons} lies inside {segmentation} (shape {volume.shape}, voxel size "
-                             f"{tuple(resolution)}): are the skeletons in physical units of the same volume?")
-        labels = np.zeros(len(voxels), np.uint64)
-        cells = voxels[inside] // block
-        order = np.flatnonzero(inside)
-        keys, group = np.unique(cells, axis=0, return_inverse=True)
-        for k in range(len(keys)):
-            rows = order[group.reshape(-1) == k]
-            lo, hi = voxels[rows].min(axis=0), voxels[rows].max(axis=0) + 1
-            data = volume.read(Box(tuple(lo), tuple(hi)))
-            local = voxels[rows] - lo
-            labels[rows] = data[local[:, 0], local[:, 1], local[:, 2]].astype(np.uint64)
-    starts = np.cumsum([0] + [len(found[i].vertices) for i in ids])
-    return expected_run_length(found, {i: labels[starts[k]:starts[k + 1]] for k, i in enumerate(ids)})

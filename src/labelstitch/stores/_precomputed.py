@@ -34,6 +34,12 @@ retrying client as the volume: its mesh to the keyvalue instance ``NAME_meshes``
 ``ID.ngmesh`` (the legacy format above: the key NeuTu, neuclease and natverse's malevnc
 fetch), its skeleton to ``NAME_skeletons`` under ``ID_swc`` as SWC text (NeuTu's key). The
 instances are created when missing; a body that is gone is deleted from them.
+
+The meshes of a labelmap's *supervoxels* (the volume ``NAME?supervoxels=true``; local folder
+``WORK/NAME_supervoxels.precomputed``) go to the ``tarsupervoxels`` instance ``NAME_sv_meshes``
+(extension ``drc``, synced to ``NAME``) as one Draco file per supervoxel, posted in tar batches
+(``POST load``): DVID then serves a body's supervoxel meshes as one tar (``tarfile/BODY``),
+which is where NeuTu and neuclease look for them.
 """
 
 from __future__ import annotations
@@ -43,9 +49,11 @@ import io
 import json
 import os
 import shutil
+import tarfile
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,7 +63,7 @@ from ..skeletons import Skeleton
 from ._base import StoreError, VolumeRef
 from ._dvid_client import DvidAddress, DvidError, dvid_request, instance_info
 from ._shape_formats import (QUANTIZATION_BITS, SKELETON_INFO, decode_legacy_mesh, decode_multilod, decode_skeleton,
-                             encode_legacy_mesh, encode_multilod, encode_shard, encode_skeleton, encode_swc, read_shard_chunk,
+                             encode_draco, encode_legacy_mesh, encode_multilod, encode_shard, encode_skeleton, encode_swc, read_shard_chunk,
                              read_skeletons, shard_location, sharding_spec)
 
 __all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_multilod", "decode_skeleton", "encode_legacy_mesh",
@@ -107,9 +115,19 @@ class PrecomputedShapes:
         self.dvid = dvid  # a DVID volume's address: its shapes are posted beside it too
         self.lods = lods  # levels of detail of the meshes
         self.sharded = sharded  # shard files for viewers; the per-body files are kept under unsharded/
+        self._batch: list[tuple[int, bytes | None]] | None = None  # supervoxel meshes waiting to be posted
+        self._held: list[tuple[Path, bytes]] = []  # their fingerprints, written once they are posted
 
     def with_options(self, lods: int = 1, sharded: bool = False) -> PrecomputedShapes:
         return PrecomputedShapes(self.root, self.dvid, lods, sharded)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_batch": None, "_held": []}
+
+    @property
+    def supervoxels(self) -> bool:
+        """Whether these are the shapes of a DVID labelmap's supervoxels (``?supervoxels=true``)."""
+        return self.dvid is not None and DvidAddress.parse(self.dvid).options.get("supervoxels") == "true"
 
     @property
     def multires(self) -> bool:
@@ -128,6 +146,8 @@ class PrecomputedShapes:
         if ref.scheme != "dvid" or base is None:
             raise StoreError(f"{ref} is not a local volume: give a local folder for the meshes' and skeletons' pieces "
                              "(--work DIR)")
+        if ref.detail.options.get("supervoxels") == "true":
+            return cls(Path(f"{base}_supervoxels.precomputed"), dvid=ref.text)
         return cls(Path(f"{base}.precomputed"), dvid=ref.text)
 
     def __repr__(self) -> str:
@@ -139,17 +159,60 @@ class PrecomputedShapes:
         if self.dvid is None:
             return None
         address = DvidAddress.parse(self.dvid)
+        if self.supervoxels:
+            return address.sibling(f"{address.name}_sv_meshes") if kind == "mesh" else None
         return address.sibling(f"{address.name}_{'meshes' if kind == 'mesh' else 'skeletons'}")
 
     def _dvid_key(self, kind: str, body: int) -> str:
-        return f"{body}.ngmesh" if kind == "mesh" else f"{body}_swc"
+        if self.supervoxels:
+            return f"supervoxel/{body}"
+        return f"key/{body}.ngmesh" if kind == "mesh" else f"key/{body}_swc"
+
+    def _dvid_mesh(self, mesh: Mesh) -> bytes:
+        """A mesh as DVID keeps it: a supervoxel's as Draco, a body's in the legacy format."""
+        return encode_draco(mesh) if self.supervoxels else encode_legacy_mesh(mesh)
+
+    @contextmanager
+    def batched_posts(self) -> Iterator[None]:
+        """Supervoxel meshes written inside are posted together at the end, as one tar
+        (``POST load``), and only then get their fingerprints, so that a crash before the post
+        leaves them to be made again; other shapes are posted one by one as they are written."""
+        self._batch, self._held = [], []
+        try:
+            yield
+            self._flush()
+            for path, data in self._held:
+                _atomic_write(path, data)
+        finally:
+            self._batch, self._held = None, []
+
+    def _flush(self) -> None:
+        kv = self._dvid_instance("mesh")
+        pending, self._batch = self._batch or [], []
+        if kv is None:
+            return
+        posts = [(sv, data) for sv, data in pending if data is not None]
+        for k in range(0, len(posts), 512):  # a few MB a request
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for sv, data in posts[k:k + 512]:
+                    member = tarfile.TarInfo(f"{sv}.drc")
+                    member.size = len(data)  # type: ignore[arg-type]
+                    tar.addfile(member, io.BytesIO(data))  # type: ignore[arg-type]
+            dvid_request(kv.server, "POST", f"{kv.node_path}/load", data=buffer.getvalue())
+        for sv, data in pending:
+            if data is None:
+                dvid_request(kv.server, "DELETE", f"{kv.node_path}/supervoxel/{sv}")
 
     def _post(self, kind: str, body: int, data: bytes | None) -> None:
         """Post (or, with None, delete) a body's shape in DVID."""
         kv = self._dvid_instance(kind)
         if kv is None:
             return
-        path = f"{kv.node_path}/key/{self._dvid_key(kind, body)}"
+        if self.supervoxels and self._batch is not None:
+            self._batch.append((body, data))
+            return
+        path = f"{kv.node_path}/{self._dvid_key(kind, body)}"
         if data is not None:
             dvid_request(kv.server, "POST", path, data=data)
             return
@@ -163,18 +226,24 @@ class PrecomputedShapes:
         kv = self._dvid_instance(kind)
         if kv is None or instance_info(kv) is not None:
             return
+        spec = {"typename": "keyvalue", "dataname": kv.name}
+        if self.supervoxels:  # one Draco file per supervoxel, found through the labelmap's mapping
+            spec = {"typename": "tarsupervoxels", "dataname": kv.name, "Extension": "drc"}
         try:
-            dvid_request(kv.server, "POST", f"repo/{kv.uuid}/instance", json_body={"typename": "keyvalue", "dataname": kv.name})
+            dvid_request(kv.server, "POST", f"repo/{kv.uuid}/instance", json_body=spec)
         except DvidError as exc:
             if "already exists" not in str(exc):
                 raise
+        if self.supervoxels:
+            dvid_request(kv.server, "POST", f"{kv.node_path}/sync", json_body={"sync": DvidAddress.parse(str(self.dvid)).name})
 
     def fetch_dvid(self, kind: str, body: int) -> bytes:
-        """A body's shape as DVID serves it (the ``.ngmesh`` bytes, or the SWC text)."""
+        """A body's shape as DVID serves it (the ``.ngmesh`` bytes, the SWC text, or a
+        supervoxel's ``.drc``)."""
         kv = self._dvid_instance(kind)
         if kv is None:
-            raise StoreError(f"{self.root} belongs to no DVID volume")
-        return bytes(dvid_request(kv.server, "GET", f"{kv.node_path}/key/{self._dvid_key(kind, body)}").content)
+            raise StoreError(f"{self.root} has no {kind} in DVID")
+        return bytes(dvid_request(kv.server, "GET", f"{kv.node_path}/{self._dvid_key(kind, body)}").content)
 
     def folder(self, kind: str) -> Path:
         """Where viewers read ``kind``: its ``info`` and the per-body files or the shards."""
@@ -289,8 +358,14 @@ class PrecomputedShapes:
         else:
             _atomic_write(folder / f"{body}:0:0", encode_legacy_mesh(levels[0]))
             _atomic_write(folder / f"{body}:0", json.dumps({"fragments": [f"{body}:0:0"]}).encode())
-        self._post("mesh", body, encode_legacy_mesh(levels[0]))
-        _atomic_write(self._fingerprint_file("mesh", body), fingerprint.encode())
+        self._post("mesh", body, self._dvid_mesh(levels[0]))
+        self._set_fingerprint("mesh", body, fingerprint)
+
+    def _set_fingerprint(self, kind: str, body: int, fingerprint: str) -> None:
+        if self.supervoxels and self._batch is not None:
+            self._held.append((self._fingerprint_file(kind, body), fingerprint.encode()))
+        else:
+            _atomic_write(self._fingerprint_file(kind, body), fingerprint.encode())
 
     def write_skeleton(self, body: int, skeleton: Skeleton, fingerprint: str) -> None:
         """The body's skeleton, then its fingerprint."""
@@ -369,18 +444,19 @@ class PrecomputedShapes:
         if kind == "mesh":
             if not self.multires:
                 _atomic_write(self._body_files(kind, body)[0], json.dumps({"fragments": [f"{body}:0:0"]}).encode())
-            self._post("mesh", body, encode_legacy_mesh(self.read_mesh(body)))
+            self._post("mesh", body, self._dvid_mesh(self.read_mesh(body)))
         else:
             self._post("skeletons", body, encode_swc(self.read_skeleton(body), body).encode())
-        _atomic_write(self._fingerprint_file(kind, body), fingerprint.encode())
+        self._set_fingerprint(kind, body, fingerprint)
 
     def clear_staging(self, kind: str) -> None:
         shutil.rmtree(self.root / "staging" / kind, ignore_errors=True)
 
     def remove_body(self, kind: str, body: int) -> None:
-        """Forget a body that is no longer in the segmentation (fingerprint first)."""
-        self._fingerprint_file(kind, body).unlink(missing_ok=True)
+        """Forget a body that is no longer in the segmentation (in DVID first, then its
+        fingerprint: a crash in between leaves it listed, to be removed again)."""
         self._post(kind, body, None)
+        self._fingerprint_file(kind, body).unlink(missing_ok=True)
         for path in self._body_files(kind, body):
             path.unlink(missing_ok=True)
 

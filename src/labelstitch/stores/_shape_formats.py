@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ..meshing import Mesh
+from numpy.typing import NDArray
+
+from ..meshing import Mesh, split_mesh, stack, surface_area  # noqa: F401  (surface_area: the doctest)
 from ..skeletons import Skeleton
 from ._base import StoreError
 
-__all__ = ["QUANTIZATION_BITS", "SKELETON_INFO", "decode_legacy_mesh", "decode_multilod", "decode_skeleton",
-           "encode_legacy_mesh", "encode_multilod", "encode_shard", "encode_skeleton", "encode_swc", "read_shard_chunk",
+__all__ = ["QUANTIZATION_BITS", "SKELETON_INFO", "decode_draco", "decode_legacy_mesh", "decode_multilod", "decode_skeleton",
+           "encode_draco", "encode_legacy_mesh", "encode_multilod", "multilod_nodes", "encode_shard", "encode_skeleton", "encode_swc", "read_shard_chunk",
            "read_shard_chunks", "read_skeletons", "shard_location", "sharding_spec"]
 
 #: bits per vertex coordinate in the multi-resolution format (Neuroglancer allows 10 or 16)
@@ -47,59 +49,143 @@ def decode_legacy_mesh(data: bytes) -> Mesh:
     return Mesh(vertices.astype(np.float32), faces.astype(np.uint32))
 
 
+def encode_draco(mesh: Mesh) -> bytes:
+    """A mesh as one Draco file (``.drc``, FlyEM's supervoxel meshes), its positions kept
+    to 16 bits of its bounding box.
+
+    >>> tri = Mesh(np.array([[0, 0, 0], [8, 0, 0], [0, 8, 4]], np.float32), np.array([[0, 1, 2]], np.uint32))
+    >>> back = decode_draco(encode_draco(tri))
+    >>> np.allclose(back.vertices[back.faces[0]], tri.vertices[tri.faces[0]], atol=0.01)
+    True
+    """
+    import DracoPy
+
+    if not len(mesh.faces):
+        return b""
+    return bytes(DracoPy.encode(mesh.vertices.astype(np.float32), mesh.faces.astype(np.uint32),
+                                quantization_bits=QUANTIZATION_BITS, compression_level=7))
+
+
+def decode_draco(data: bytes) -> Mesh:
+    """The inverse of :func:`encode_draco` (an empty file is an empty mesh)."""
+    import DracoPy
+
+    if not data:
+        return Mesh.empty()
+    found = DracoPy.decode(data)
+    return Mesh(np.asarray(found.points, np.float32).reshape(-1, 3), np.asarray(found.faces, np.uint32).reshape(-1, 3))
+
+
+def _zorder(positions: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Morton codes of octree positions (x, y, z), z the most significant bit of each
+    level: the order Neuroglancer expects a level's nodes in."""
+    code = np.zeros(len(positions), np.int64)
+    for bit in range(20):
+        for axis in range(3):
+            code |= ((positions[:, axis] >> bit) & 1) << (3 * bit + axis)
+    return code
+
+
 def encode_multilod(levels: list[Mesh]) -> tuple[bytes, bytes]:
     """A body's levels of detail (finest first) in Neuroglancer's unsharded multi-resolution
-    format: the manifest (``ID.index``) and the fragment data (``ID``). Each level is one
-    octree node at the origin of a grid whose chunk holds the whole body (so coarser levels
-    cover it too), its vertices quantized to 16 bits of that chunk and Draco-encoded.
+    format: the manifest (``ID.index``) and the fragment data (``ID``).
+
+    The levels form an octree: the coarsest level is one node whose cell holds the whole
+    body, and each finer level has cells of half the side, so the finest of ``n`` levels cuts
+    the body into up to ``2**(n-1)`` cells per axis and a viewer loads the detail of only the
+    part it looks at closely. Each level's mesh is cut along its cells' faces
+    (:func:`~labelstitch.meshing.split_mesh`), each node's piece has its vertices quantized to
+    16 bits of its cell and is Draco-encoded, nodes are in Z-curve order, and every node's
+    parent is listed (empty if the coarser mesh has nothing there), as Neuroglancer walks it.
 
     >>> cube = Mesh(np.array([[0, 0, 0], [8, 0, 0], [0, 8, 0], [0, 0, 8]], np.float32),
     ...             np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.uint32))
     >>> index, data = encode_multilod([cube, cube])
-    >>> decoded = decode_multilod(index, data, 1)
-    >>> np.allclose(np.sort(decoded.vertices, axis=0), np.sort(cube.vertices, axis=0), atol=0.01), len(decoded.faces)
-    (True, 4)
+    >>> decoded = decode_multilod(index, data, 0)
+    >>> np.allclose(np.sort(decoded.vertices, axis=0)[[0, -1]], [[0, 0, 0], [8, 8, 8]], atol=0.01)
+    True
+    >>> round(surface_area(decoded), 2) == round(surface_area(cube), 2), len(multilod_nodes(index)[0]) > 1
+    (True, True)
     """
     import DracoPy
 
+    n = len(levels)
     everything = np.concatenate([m.vertices for m in levels if len(m.vertices)] or [np.zeros((1, 3), np.float32)])
     origin = everything.min(axis=0).astype(np.float64)
     extent = float(max((everything.max(axis=0) - origin).max(), 1e-3)) * 1.001
-    chunk = np.full(3, extent, np.float64)
+    chunk = np.full(3, extent / 2 ** (n - 1), np.float64)  # the finest cell; level k's is 2**k times it
     quantum = float((1 << QUANTIZATION_BITS) - 1)
-    parts, sizes = [], []
+    nodes: list[dict[tuple[int, int, int], bytes]] = []
     for lod, mesh in enumerate(levels):
-        stored = np.clip(np.round((mesh.vertices - origin) / (chunk * 2**lod) * quantum), 0, quantum)
-        encoded = DracoPy.encode(stored.astype(np.float32), mesh.faces.astype(np.uint32), quantization_bits=QUANTIZATION_BITS,
-                                 compression_level=7, quantization_range=quantum, quantization_origin=np.zeros(3)) \
-            if len(mesh.faces) else b""
-        parts.append(encoded)
-        sizes.append(len(encoded))
-    n = len(levels)
+        size = chunk * 2**lod
+        found = {}
+        for cell, piece in split_mesh(mesh, origin, size).items():
+            stored = np.clip(np.round((piece.vertices - origin - np.asarray(cell) * size) / size * quantum), 0, quantum)
+            found[cell] = DracoPy.encode(stored.astype(np.float32), piece.faces, quantization_bits=QUANTIZATION_BITS,
+                                         compression_level=7, quantization_range=quantum, quantization_origin=np.zeros(3))
+        if lod:  # every finer node's parent is here
+            for cell in nodes[-1]:
+                found.setdefault((cell[0] >> 1, cell[1] >> 1, cell[2] >> 1), b"")
+        nodes.append(found)
+    for lod in range(n - 2, -1, -1):  # and every node's parent at the coarser levels, up to the root
+        for cell in list(nodes[lod]):
+            nodes[lod + 1].setdefault((cell[0] >> 1, cell[1] >> 1, cell[2] >> 1), b"")
     header = (chunk.astype("<f4").tobytes() + origin.astype("<f4").tobytes() + struct.pack("<I", n)
               + np.array([2.0**lod for lod in range(n)], "<f4").tobytes() + np.zeros(3 * n, "<f4").tobytes()
-              + np.ones(n, "<u4").tobytes())
-    for size in sizes:  # per level: one node at grid position (0, 0, 0), and its size
-        header += np.zeros(3, "<u4").tobytes() + struct.pack("<I", size)
+              + np.array([len(found) for found in nodes], "<u4").tobytes())
+    parts = []
+    for found in nodes:
+        cells = np.array(sorted(found), np.int64).reshape(-1, 3)
+        cells = cells[np.argsort(_zorder(cells), kind="stable")]
+        header += cells.T.astype("<u4").tobytes()  # all x, then all y, then all z
+        header += np.array([len(found[tuple(c)]) for c in cells.tolist()], "<u4").tobytes()
+        parts += [found[tuple(c)] for c in cells.tolist()]
     return header, b"".join(parts)
 
 
+def multilod_nodes(index: bytes) -> list[list[tuple[tuple[int, int, int], int]]]:
+    """Per level of detail of a multi-resolution manifest: its nodes' positions and sizes."""
+    (n,) = struct.unpack_from("<I", index, 24)
+    counts = np.frombuffer(index, "<u4", n, 28 + 16 * n)
+    at = 28 + 20 * n
+    out = []
+    for count in counts.tolist():
+        cells = np.frombuffer(index, "<u4", 3 * count, at).reshape(3, count).T
+        sizes = np.frombuffer(index, "<u4", count, at + 12 * count)
+        out.append([((int(c[0]), int(c[1]), int(c[2])), int(k)) for c, k in zip(cells, sizes)])
+        at += 16 * count
+    return out
+
+
 def decode_multilod(index: bytes, data: bytes, lod: int = 0) -> Mesh:
-    """One level of detail of :func:`encode_multilod`'s body (its one node at that level)."""
+    """One level of detail of :func:`encode_multilod`'s body: its nodes' pieces joined, the
+    vertices on the cells' faces (the same 16-bit position in both neighbours) made one, and
+    the slivers that 16 bits collapse (two corners at one position) left out."""
     import DracoPy
 
     chunk = np.frombuffer(index, "<f4", 3, 0).astype(np.float64)
     origin = np.frombuffer(index, "<f4", 3, 12).astype(np.float64)
     (n,) = struct.unpack_from("<I", index, 24)
     offsets = np.frombuffer(index, "<f4", 3 * n, 28 + 4 * n).reshape(n, 3).astype(np.float64)
-    sizes = [struct.unpack_from("<I", index, 28 + 20 * n + 16 * k + 12)[0] for k in range(n)]
-    start = sum(sizes[:lod])
-    if not sizes[lod]:
+    levels = multilod_nodes(index)
+    start = sum(size for level in levels[:lod] for _, size in level)
+    quantum = (1 << QUANTIZATION_BITS) - 1
+    points, faces = [], []
+    for cell, size in levels[lod]:
+        if size:
+            found = DracoPy.decode(data[start:start + size])
+            stored = np.rint(np.asarray(found.points, np.float64).reshape(-1, 3)).astype(np.int64)
+            points.append(stored + np.asarray(cell, np.int64) * quantum)  # in 1/quantum of a cell from the origin
+            faces.append(np.asarray(found.faces, np.int64).reshape(-1, 3))
+        start += size
+    if not points:
         return Mesh.empty()
-    found = DracoPy.decode(data[start:start + sizes[lod]])
-    stored = np.asarray(found.points, np.float64).reshape(-1, 3)
-    vertices = origin + offsets[lod] + chunk * 2**lod * (stored / ((1 << QUANTIZATION_BITS) - 1))
-    return Mesh(vertices.astype(np.float32), np.asarray(found.faces, np.uint32).reshape(-1, 3))
+    keys, triangles = stack(points, faces)
+    unique, inverse = np.unique(keys.astype(np.int64), axis=0, return_inverse=True)
+    vertices = origin + offsets[lod] + chunk * 2**lod * (unique / quantum)
+    faces = inverse.reshape(-1)[triangles]
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
+    return Mesh(vertices.astype(np.float32), faces.astype(np.uint32))
 
 
 def encode_skeleton(skeleton: Skeleton) -> bytes:

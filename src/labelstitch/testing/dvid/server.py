@@ -15,6 +15,7 @@ import numpy as np
 
 
 from .keyvalue import KeyvalueCalls
+from .tarsupervoxels import TarsupervoxelsCalls
 from .labelmap import LabelmapCalls
 from .roi import RoiCalls
 from .state import InstanceCall, DvidHTTPError, DvidState, Faults, _Node, _bad, _json, _flag, BLOCK_TYPES
@@ -23,7 +24,7 @@ from .voxels import VoxelCalls
 __all__ = ["DvidTestServer", "main"]
 
 
-class _Handler(VoxelCalls, LabelmapCalls, RoiCalls, KeyvalueCalls, BaseHTTPRequestHandler):
+class _Handler(VoxelCalls, LabelmapCalls, RoiCalls, KeyvalueCalls, TarsupervoxelsCalls, BaseHTTPRequestHandler):
     """Routes a request to the calls of its instance's type (one module each)."""
 
     protocol_version = "HTTP/1.1"
@@ -174,6 +175,8 @@ class _Handler(VoxelCalls, LabelmapCalls, RoiCalls, KeyvalueCalls, BaseHTTPReque
                 return self._roi(call)
             if inst.typename == "keyvalue":
                 return self._keyvalue(call)
+            if inst.typename == "tarsupervoxels":
+                return self._tarsupervoxels(call)
             raise unmatched
         finally:
             if throttled:

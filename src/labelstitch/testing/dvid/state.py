@@ -20,7 +20,7 @@ __all__ = ["DvidHTTPError", "DvidState", "Faults"]
 
 LABEL_TYPES = ("labelblk", "labelarray", "labelmap")
 BLOCK_TYPES = ("uint8blk",) + LABEL_TYPES
-KNOWN_TYPES = BLOCK_TYPES + ("roi", "keyvalue", "labelvol")
+KNOWN_TYPES = BLOCK_TYPES + ("roi", "keyvalue", "labelvol", "tarsupervoxels")
 _DTYPE = {"uint8blk": np.dtype("<u1"), "labelblk": np.dtype("<u8"), "labelarray": np.dtype("<u8"), "labelmap": np.dtype("<u8")}
 
 
@@ -102,6 +102,7 @@ class _Instance:
     min_point: list[int] | None = None  # x, y, z
     max_point: list[int] | None = None
     labelmap: lm.LabelmapData | None = None  # supervoxels, mapping, indices, scales (labelmap only)
+    extension: str | None = None  # the files' extension (tarsupervoxels only)
 
 
 class DvidState:
@@ -257,6 +258,11 @@ class DvidState:
                 if not 0 <= levels <= 255:
                     raise _bad(f"MaxDownresLevel {levels} is not in 0..255")
                 labelmap = lm.LabelmapData(indexed=spec.get("indexedlabels", "true").lower() != "false", max_level=levels)
+            extension = None
+            if typename == "tarsupervoxels":
+                extension = str(spec.get("extension", "")).lstrip(".")
+                if not extension:
+                    raise _bad("tarsupervoxels instances must have Extension set in the configuration")
             tags = dict(t.split("=", 1) for t in str(spec.get("tags", "")).split(",") if "=" in t)
             voxel = [float(v) for v in str(spec.get("voxelsize", "8,8,8")).split(",")]
             self.instances[node.root][name] = _Instance(
@@ -269,6 +275,7 @@ class DvidState:
                 tags=tags,
                 voxel_size=voxel,
                 labelmap=labelmap,
+                extension=extension,
             )
             return f"Added {name} [{typename}] to node {node.uuid}"
 
@@ -292,6 +299,8 @@ class DvidState:
                 "Base": base,
                 "Extended": {"BlockSize": list(inst.block[::-1]), "MinZ": min(zs, default=0), "MaxZ": max(zs, default=0)},
             }
+        if inst.typename == "tarsupervoxels":
+            return {"Base": base, "Extended": {"Extension": inst.extension}}
         if inst.typename not in BLOCK_TYPES:
             return {"Base": base, "Extended": {}}
         assert inst.block is not None
