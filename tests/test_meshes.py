@@ -17,6 +17,7 @@ from labelstitch.geometry import Plan
 from labelstitch.meshing import Mesh, enclosed_volume, mesh_labels, mesh_read_box, open_edges, simplify, surface_area, weld
 from labelstitch.stores import open_volume, parse_volume, staged_output
 from labelstitch.stores._precomputed import PrecomputedShapes, decode_legacy_mesh
+from labelstitch.testing import executor_params
 
 pytest.importorskip("zmesh", reason="needs zmesh (a core dependency)")
 
@@ -142,10 +143,8 @@ def test_every_body_gets_a_closed_mesh_that_cloud_volume_reads(volume, tmp_path)
         assert np.array_equal(np.asarray(read[body].faces), mine.faces)
 
 
-@pytest.mark.parametrize("executor", ["processes", "spark"])
+@pytest.mark.parametrize("executor", executor_params("processes", "spark", "dask"))
 def test_every_executor_writes_the_same_files(volume, tmp_path, executor):
-    if executor == "spark":
-        pytest.importorskip("pyspark", reason="needs pyspark")
     folder, labels = volume
     reference = tmp_path / "serial.zarr"
     other = tmp_path / f"{executor}.zarr"

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import labelstitch as ls
+from labelstitch.testing import executor_params
 from labelstitch._cli.main import ExitCode, main
 from labelstitch.geometry import Plan
 from labelstitch.skeletons import Skeleton, cable_length, components, expected_run_length, join_skeletons, skeletonize_labels
@@ -168,14 +169,16 @@ def test_every_body_gets_one_tree_that_cloud_volume_and_swc_readers_read(tmp_pat
         assert np.array_equal(np.asarray(read.radius), mine.radii)
 
 
-def test_processes_write_the_same_files_and_resume_keeps_them(tmp_path):
+@pytest.mark.parametrize("executor", executor_params("processes", "spark", "dask"))
+def test_every_executor_writes_the_same_files_and_resume_keeps_them(tmp_path, executor):
     labels = _neurites()
-    for name in ("serial", "processes"):
+    for name in ("serial", executor):
         _write(tmp_path / f"{name}.zarr", labels)
-    ls.skeletonize(str(tmp_path / "serial.zarr"))
-    ls.skeletonize(str(tmp_path / "processes.zarr"), executor="processes", workers=2)
+    ls.skeletonize(str(tmp_path / "serial.zarr"), swc=str(tmp_path / "serial-swc"))
+    ls.skeletonize(str(tmp_path / f"{executor}.zarr"), executor=executor, workers=2, swc=str(tmp_path / f"{executor}-swc"))
     root = tmp_path / "serial.zarr.precomputed"
-    assert _files(root) == _files(tmp_path / "processes.zarr.precomputed")
+    assert _files(root) == _files(tmp_path / f"{executor}.zarr.precomputed")
+    assert _files(tmp_path / "serial-swc") == _files(tmp_path / f"{executor}-swc")
     again = ls.skeletonize(str(tmp_path / "serial.zarr"), resume=True)
     assert again.subvolumes == 0 and again.bodies_kept == again.bodies == 3
     with pytest.raises(ls.api.StoreError, match="already has skeletons"):

@@ -28,18 +28,9 @@ Every file is written under a temporary name and renamed into place, and a body'
 fingerprint is written after the body's files, so a crash leaves either the old shape with its
 fingerprint or a shape that ``--resume`` makes again.
 
-For a DVID output the folder is kept locally (``WORK/NAME.precomputed``: the pieces need a
-file system) and every body's shape also goes where FlyEM's tools read it, through the same
-retrying client as the volume: its mesh to the keyvalue instance ``NAME_meshes`` under
-``ID.ngmesh`` (the legacy format above: the key NeuTu, neuclease and natverse's malevnc
-fetch), its skeleton to ``NAME_skeletons`` under ``ID_swc`` as SWC text (NeuTu's key). The
-instances are created when missing; a body that is gone is deleted from them.
-
-The meshes of a labelmap's *supervoxels* (the volume ``NAME?supervoxels=true``; local folder
-``WORK/NAME_supervoxels.precomputed``) go to the ``tarsupervoxels`` instance ``NAME_sv_meshes``
-(extension ``drc``, synced to ``NAME``) as one Draco file per supervoxel, posted in tar batches
-(``POST load``): DVID then serves a body's supervoxel meshes as one tar (``tarfile/BODY``),
-which is where NeuTu and neuclease look for them.
+For a DVID output the folder is kept locally (``WORK/NAME.precomputed``, or
+``WORK/NAME_supervoxels.precomputed`` for a labelmap's supervoxels: the pieces need a file
+system), and every shape also goes where FlyEM's tools read it (:mod:`._dvid_shapes`).
 """
 
 from __future__ import annotations
@@ -49,7 +40,6 @@ import io
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,9 +51,9 @@ from numpy.typing import NDArray
 from ..meshing import Mesh, stack
 from ..skeletons import Skeleton
 from ._base import StoreError, VolumeRef
-from ._dvid_client import DvidAddress, DvidError, dvid_request, instance_info
+from ._dvid_shapes import DvidShapes
 from ._shape_formats import (QUANTIZATION_BITS, SKELETON_INFO, decode_legacy_mesh, decode_multilod, decode_skeleton,
-                             encode_draco, encode_legacy_mesh, encode_multilod, encode_shard, encode_skeleton, encode_swc, read_shard_chunk,
+                             encode_legacy_mesh, encode_multilod, encode_shard, encode_skeleton, encode_swc, read_shard_chunk,
                              read_skeletons, shard_location, sharding_spec)
 
 __all__ = ["KINDS", "PrecomputedShapes", "decode_legacy_mesh", "decode_multilod", "decode_skeleton", "encode_legacy_mesh",
@@ -115,19 +105,14 @@ class PrecomputedShapes:
         self.dvid = dvid  # a DVID volume's address: its shapes are posted beside it too
         self.lods = lods  # levels of detail of the meshes
         self.sharded = sharded  # shard files for viewers; the per-body files are kept under unsharded/
-        self._batch: list[tuple[int, bytes | None]] | None = None  # supervoxel meshes waiting to be posted
-        self._held: list[tuple[Path, bytes]] = []  # their fingerprints, written once they are posted
+        self._dvid = DvidShapes(dvid) if dvid is not None else None
+        self._held: list[tuple[Path, bytes]] | None = None  # fingerprints written once their shapes are posted
 
     def with_options(self, lods: int = 1, sharded: bool = False) -> PrecomputedShapes:
         return PrecomputedShapes(self.root, self.dvid, lods, sharded)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_batch": None, "_held": []}
-
-    @property
-    def supervoxels(self) -> bool:
-        """Whether these are the shapes of a DVID labelmap's supervoxels (``?supervoxels=true``)."""
-        return self.dvid is not None and DvidAddress.parse(self.dvid).options.get("supervoxels") == "true"
+        return {**self.__dict__, "_held": None}
 
     @property
     def multires(self) -> bool:
@@ -155,95 +140,36 @@ class PrecomputedShapes:
 
     # ------------------------------------------------------------------ DVID
 
-    def _dvid_instance(self, kind: str) -> DvidAddress | None:
-        if self.dvid is None:
-            return None
-        address = DvidAddress.parse(self.dvid)
-        if self.supervoxels:
-            return address.sibling(f"{address.name}_sv_meshes") if kind == "mesh" else None
-        return address.sibling(f"{address.name}_{'meshes' if kind == 'mesh' else 'skeletons'}")
-
-    def _dvid_key(self, kind: str, body: int) -> str:
-        if self.supervoxels:
-            return f"supervoxel/{body}"
-        return f"key/{body}.ngmesh" if kind == "mesh" else f"key/{body}_swc"
-
-    def _dvid_mesh(self, mesh: Mesh) -> bytes:
-        """A mesh as DVID keeps it: a supervoxel's as Draco, a body's in the legacy format."""
-        return encode_draco(mesh) if self.supervoxels else encode_legacy_mesh(mesh)
-
     @contextmanager
     def batched_posts(self) -> Iterator[None]:
-        """Supervoxel meshes written inside are posted together at the end, as one tar
+        """Supervoxel meshes written inside are posted together at the end, as tars
         (``POST load``), and only then get their fingerprints, so that a crash before the post
         leaves them to be made again; other shapes are posted one by one as they are written."""
-        self._batch, self._held = [], []
-        try:
+        if self._dvid is None or not self._dvid.supervoxels:
             yield
-            self._flush()
+            return
+        self._held = []
+        try:
+            with self._dvid.batched():
+                yield
             for path, data in self._held:
                 _atomic_write(path, data)
         finally:
-            self._batch, self._held = None, []
-
-    def _flush(self) -> None:
-        kv = self._dvid_instance("mesh")
-        pending, self._batch = self._batch or [], []
-        if kv is None:
-            return
-        posts = [(sv, data) for sv, data in pending if data is not None]
-        for k in range(0, len(posts), 512):  # a few MB a request
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w") as tar:
-                for sv, data in posts[k:k + 512]:
-                    member = tarfile.TarInfo(f"{sv}.drc")
-                    member.size = len(data)  # type: ignore[arg-type]
-                    tar.addfile(member, io.BytesIO(data))  # type: ignore[arg-type]
-            dvid_request(kv.server, "POST", f"{kv.node_path}/load", data=buffer.getvalue())
-        for sv, data in pending:
-            if data is None:
-                dvid_request(kv.server, "DELETE", f"{kv.node_path}/supervoxel/{sv}")
-
-    def _post(self, kind: str, body: int, data: bytes | None) -> None:
-        """Post (or, with None, delete) a body's shape in DVID."""
-        kv = self._dvid_instance(kind)
-        if kv is None:
-            return
-        if self.supervoxels and self._batch is not None:
-            self._batch.append((body, data))
-            return
-        path = f"{kv.node_path}/{self._dvid_key(kind, body)}"
-        if data is not None:
-            dvid_request(kv.server, "POST", path, data=data)
-            return
-        try:
-            dvid_request(kv.server, "DELETE", path)
-        except DvidError as exc:
-            if exc.status != 404:
-                raise
-
-    def _create_dvid_instance(self, kind: str) -> None:
-        kv = self._dvid_instance(kind)
-        if kv is None or instance_info(kv) is not None:
-            return
-        spec = {"typename": "keyvalue", "dataname": kv.name}
-        if self.supervoxels:  # one Draco file per supervoxel, found through the labelmap's mapping
-            spec = {"typename": "tarsupervoxels", "dataname": kv.name, "Extension": "drc"}
-        try:
-            dvid_request(kv.server, "POST", f"repo/{kv.uuid}/instance", json_body=spec)
-        except DvidError as exc:
-            if "already exists" not in str(exc):
-                raise
-        if self.supervoxels:
-            dvid_request(kv.server, "POST", f"{kv.node_path}/sync", json_body={"sync": DvidAddress.parse(str(self.dvid)).name})
+            self._held = None
 
     def fetch_dvid(self, kind: str, body: int) -> bytes:
         """A body's shape as DVID serves it (the ``.ngmesh`` bytes, the SWC text, or a
         supervoxel's ``.drc``)."""
-        kv = self._dvid_instance(kind)
-        if kv is None:
-            raise StoreError(f"{self.root} has no {kind} in DVID")
-        return bytes(dvid_request(kv.server, "GET", f"{kv.node_path}/{self._dvid_key(kind, body)}").content)
+        if self._dvid is None:
+            raise StoreError(f"{self.root} belongs to no DVID volume")
+        return self._dvid.fetch(kind, body)
+
+    def _post(self, kind: str, body: int, data: bytes | None) -> None:
+        if self._dvid is not None:
+            self._dvid.post(kind, body, data)
+
+    def _dvid_mesh(self, mesh: Mesh) -> bytes:
+        return self._dvid.mesh_bytes(mesh) if self._dvid is not None else b""
 
     def folder(self, kind: str) -> Path:
         """Where viewers read ``kind``: its ``info`` and the per-body files or the shards."""
@@ -277,7 +203,8 @@ class PrecomputedShapes:
             data = json.dumps(content, indent=1).encode()
             if not path.exists() or path.read_bytes() != data:
                 _atomic_write(path, data)
-        self._create_dvid_instance(kind)
+        if self._dvid is not None:
+            self._dvid.create(kind)
 
     def clear(self, kind: str) -> None:
         """Remove every shape of ``kind`` and its pieces (``--overwrite``)."""
@@ -362,7 +289,7 @@ class PrecomputedShapes:
         self._set_fingerprint("mesh", body, fingerprint)
 
     def _set_fingerprint(self, kind: str, body: int, fingerprint: str) -> None:
-        if self.supervoxels and self._batch is not None:
+        if self._held is not None:
             self._held.append((self._fingerprint_file(kind, body), fingerprint.encode()))
         else:
             _atomic_write(self._fingerprint_file(kind, body), fingerprint.encode())

@@ -5,7 +5,7 @@ It implements the subset of DVID's REST API that a segmentation pipeline uses, f
 (commit, newversion, branch, copy-on-write by block), ``uint8blk`` grayscale and
 ``labelblk``/``labelarray``/``labelmap`` labels (raw GET at any geometry, block-aligned raw
 POST, uint64 little-endian, raw LZ4 block framing), ``roi`` (runs, partition, ptquery,
-mask), ``keyvalue``, and throttling (``throttle=on``: at most ``max_throttled_ops`` at once,
+mask), ``keyvalue``, ``tarsupervoxels`` (from DVID's own help text), and throttling (``throttle=on``: at most ``max_throttled_ops`` at once,
 503 beyond). Status codes are DVID's: 400 for nearly every error, unknown instances
 included; 404 only for unmatched routes, missing keys and missing sparse volumes.
 
