@@ -7,10 +7,16 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench clean
 
+# PyTorch for the tests of PyTorch models, only as a CPU-only build (PyPI's wheel brings
+# gigabytes of CUDA libraries): where pip finds none, those tests skip with a one-line reason.
+TORCH_CPU ?= torch==2.13.0+cpu
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet '$(TORCH_CPU)' 2>/dev/null \
+	  || echo "no CPU-only PyTorch build ($(TORCH_CPU)) to be had here: the tests of PyTorch models will skip"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,11 +1,12 @@
-"""Networks trained elsewhere, run blockwise: an ONNX model and the JSON beside it.
+"""Networks trained elsewhere, run blockwise: an ONNX or TorchScript model and the JSON beside it.
 
 Labs train their boundary, affinity or LSD networks in PyTorch (PyTorch Connectomics,
-gunpowder/LSD, volara-torch) and export them to ONNX. ``network_predictions`` runs such a
-model on every subvolume with ONNX Runtime, tile by tile with the margin the model's
+gunpowder/LSD, volara-torch) and export them to ONNX or TorchScript. ``network_predictions``
+runs such a model on every subvolume (``MODEL.onnx`` with ONNX Runtime; ``MODEL.pt2``, a
+``torch.export`` program, or ``MODEL.pt``, TorchScript, with PyTorch), tile by tile with the margin the model's
 valid output needs, and writes the channels the sidecar declares, so that the stages
 that read them are checked against them before any work. The sidecar, ``MODEL.json``
-beside ``MODEL.onnx``::
+beside the model::
 
     {"format": "labelstitch-network/1",
      "input": {"scale": 0.00392156862745098, "offset": -0.5},
@@ -28,9 +29,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +45,10 @@ __all__ = ["NetworkModel", "declare_network", "load_network"]
 log = logging.getLogger("labelstitch")
 
 _FORMAT = "labelstitch-network/1"
+#: suffixes of PyTorch files: exported programs (``torch.export``) and TorchScript; anything
+#: else is read as ONNX
+EXPORTED_SUFFIXES = (".pt2",)
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
 _DEFAULT_TILE = (32, 128, 128)
 _NOTED: list[bool] = []  # the CPU fallback was noted in this process
 
@@ -69,13 +75,14 @@ class NetworkModel:
 
 
 def load_network(model_path: str | Path) -> NetworkModel:
-    """Read ``MODEL.onnx``'s sidecar ``MODEL.json`` and check it, each problem in one line."""
+    """Read the sidecar ``MODEL.json`` of ``MODEL.onnx`` (or ``MODEL.pt``) and check it, each
+    problem in one line."""
     path = Path(model_path)
     side = _sidecar(path)
     if not str(model_path):
-        raise ValueError("network_predictions needs `model_path`, an ONNX file with its sidecar JSON beside it")
+        raise ValueError("network_predictions needs `model_path`, an ONNX or TorchScript file with its sidecar JSON beside it")
     if not path.is_file():
-        raise ValueError(f"no model file at {path}; export the network to ONNX (docs/pipeline.md, 'Networks')")
+        raise ValueError(f"no model file at {path}; export the network to ONNX or TorchScript (docs/pipeline.md, 'Networks')")
     try:
         spec = json.loads(side.read_text())
     except FileNotFoundError:
@@ -122,44 +129,94 @@ def declare_network(model_path: str = "", **_: Any) -> dict[str, Any]:
     return {"writes": model.outputs, "context": model.margin, "bytes_per_voxel": 4 * (model.channels + 3)}
 
 
-def _session(model: NetworkModel, device: str) -> Any:
+def _cpu_note(runtime: str) -> None:
+    if not _NOTED:
+        _NOTED.append(True)  # once a process
+        log.warning(f"network_predictions: {runtime} has no CUDA device here; running on the CPU "
+                    "(device cpu says so without this note)")
+
+
+def _onnx_runner(model: NetworkModel, device: str) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ValueError("network_predictions needs ONNX Runtime: pip install 'labelstitch[network]'") from None
+        raise ValueError("network_predictions needs ONNX Runtime for an ONNX model: pip install 'labelstitch[network]'") from None
     available = ort.get_available_providers()
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"network_predictions: device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and "CUDAExecutionProvider" not in available:
         raise ValueError("network_predictions: device cuda asked for, but this ONNX Runtime has no CUDA provider "
                          "(pip install onnxruntime-gpu on a machine with a GPU, or device auto)")
     providers = ["CPUExecutionProvider"]
     if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
         providers.insert(0, "CUDAExecutionProvider")
-    elif device == "auto" and not _NOTED:
-        _NOTED.append(True)  # once a process
-        log.warning("network_predictions: ONNX Runtime has no CUDA provider here; running on the CPU "
-                    "(device cpu says so without this note)")
+    elif device == "auto":
+        _cpu_note("ONNX Runtime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = get_threads()  # one per executor core, as the other stages
     options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(model.path), options, providers=providers)
+        session = ort.InferenceSession(str(model.path), options, providers=providers)
     except Exception as exc:  # ONNX Runtime's own error types: a file it cannot read as a model
         raise ValueError(f"{model.path} is not a model ONNX Runtime can run: {str(exc).splitlines()[0]}") from None
+    name = session.get_inputs()[0].name
+    return lambda tiles: session.run(None, {name: tiles})[0]
+
+
+def _torch_runner(model: NetworkModel, device: str) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"network_predictions needs PyTorch for the model {model.path.name}: "
+                         "pip install 'labelstitch[torch]', or export the model to ONNX") from None
+    cuda = torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise ValueError("network_predictions: device cuda asked for, but PyTorch sees no CUDA device here (device auto "
+                         "or cpu)")
+    where = "cuda" if device in ("auto", "cuda") and cuda else "cpu"
+    if device == "auto" and where == "cpu":
+        _cpu_note("PyTorch")
+    torch.set_num_threads(get_threads())  # one per executor core, as the other stages
+    exported = model.path.suffix.lower() in EXPORTED_SUFFIXES
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # PyTorch deprecates TorchScript; its files still load
+            if exported:
+                network = torch.export.load(str(model.path)).module().to(where)
+            else:
+                network = torch.jit.load(str(model.path), map_location=where).eval()
+    except Exception as exc:  # PyTorch's own error types: a file it cannot read
+        what = "an exported program (torch.export)" if exported else "a TorchScript model"
+        raise ValueError(f"{model.path} is not {what} PyTorch can load: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+
+    def run(tiles: NDArray[np.float32]) -> NDArray[np.float32]:
+        with torch.inference_mode():
+            return network(torch.from_numpy(tiles).to(where)).float().cpu().numpy()
+
+    return run
+
+
+def _runner(model: NetworkModel, device: str) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+    """A function from a batch of input tiles to the model's outputs, on ``device``."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"network_predictions: device must be auto, cpu or cuda, not {device!r}")
+    if model.path.suffix.lower() in EXPORTED_SUFFIXES + TORCHSCRIPT_SUFFIXES:
+        return _torch_runner(model, device)
+    return _onnx_runner(model, device)
 
 
 def predict_network(model: NetworkModel, grayscale: NDArray[Any], device: str = "auto") -> NDArray[np.float32]:
     """The model's channels over ``grayscale``, (Z, Y, X, C) float32: tile by tile, each
     tile's input its output box plus the margin (the box's own edges mirrored), so that
-    every voxel's answer is the one of the whole volume wherever the box lies in it."""
-    session = _session(model, device)
-    name = session.get_inputs()[0].name
+    every voxel's answer is the one of the whole volume wherever the box lies in it.
+
+    A box one voxel thin is computed two voxels thick and cut (exported PyTorch programs
+    refuse outputs of size 1: they specialise on it), which needs one more mirrored voxel
+    on the high sides."""
+    run = _runner(model, device)
     m = model.margin
     image = grayscale.astype(np.float32)
     image *= np.float32(model.scale)
     image += np.float32(model.offset)
-    padded = np.pad(image, m, mode="symmetric") if m else image
+    padded = np.pad(image, [(m, m + 1)] * 3, mode="symmetric")
     del image
     out = np.empty(grayscale.shape + (model.channels,), np.float32)
     boxes: dict[tuple[int, ...], list[tuple[slice, ...]]] = {}  # output boxes of one shape, batched together
@@ -169,12 +226,14 @@ def predict_network(model: NetworkModel, grayscale: NDArray[Any], device: str = 
     for shape, same in boxes.items():
         for first in range(0, len(same), model.batch):
             group = same[first:first + model.batch]
-            tiles = np.stack([padded[tuple(slice(b.start, b.stop + 2 * m) for b in box)] for box in group])[:, None]
-            answer = session.run(None, {name: tiles})[0]
-            want = (len(group), model.channels, *shape)
+            grown = tuple(max(n, 2) for n in shape)
+            tiles = np.stack([padded[tuple(slice(b.start, b.start + g + 2 * m) for b, g in zip(box, grown))]
+                              for box in group])[:, None]
+            answer = run(tiles)
+            want = (len(group), model.channels, *grown)
             if answer.shape != want:
                 raise ValueError(f"{model.path} gave an output of shape {answer.shape} for an input of shape "
                                  f"{tiles.shape}; its sidecar (margin {m}, {model.channels} outputs) promises {want}")
             for box, tile in zip(group, answer):
-                out[box] = np.moveaxis(tile, 0, -1)
+                out[box] = np.moveaxis(tile[:, :shape[0], :shape[1], :shape[2]], 0, -1)
     return out

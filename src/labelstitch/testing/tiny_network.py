@@ -6,6 +6,10 @@ Two valid 3x3x3 convolutions (one input channel, ``hidden`` ReLU channels, one s
 output): a 5x5x5 receptive field, so the model's margin is 2. Trained by Adam on the
 balanced binary cross-entropy of membrane against inside at random voxels.
 
+The same network can also be trained in PyTorch, the way labs train theirs, and exported as
+TorchScript or ONNX (:func:`train_tiny_torch_network`, :func:`export_torch_network`; PyTorch
+is then needed, the ``labelstitch[torch]`` extra).
+
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["TinyNetwork", "export_tiny_network", "train_tiny_network"]
+__all__ = ["TinyNetwork", "export_torch_network", "export_tiny_network", "train_tiny_network", "train_tiny_torch_network"]
 
 SCALE, OFFSET = 1.0 / 255.0, -0.5
 
@@ -103,6 +107,63 @@ def export_tiny_network(network: TinyNetwork, path: str | Path, *, tile: tuple[i
     target = Path(path)
     onnx.save(model, str(target))
     sidecar = {"format": "labelstitch-network/1", "input": {"scale": SCALE, "offset": OFFSET}, "margin": 2,
+               "outputs": [{"meaning": "boundary"}], "tile": list(tile)}
+    target.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    return target
+
+
+def train_tiny_torch_network(grayscale: NDArray[Any], membrane: NDArray[np.bool_], *, hidden: int = 6, steps: int = 300,
+                             crop: int = 12, batch: int = 8, seed: int = 0, rate: float = 0.01) -> Any:
+    """The same architecture in PyTorch (``torch.nn.Sequential``), trained by Adam on random
+    crops with the classes' weights balanced; returned in eval mode on the CPU."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, hidden, 3), torch.nn.ReLU(), torch.nn.Conv3d(hidden, 1, 3), torch.nn.Sigmoid())
+    image = torch.from_numpy((grayscale.astype(np.float32) * np.float32(SCALE) + np.float32(OFFSET)).astype(np.float32))
+    target = torch.from_numpy(membrane.astype(np.float32))
+    share = float(membrane.mean())
+    weight_in, weight_out = 0.5 / max(share, 1e-6), 0.5 / max(1 - share, 1e-6)
+    optimiser = torch.optim.Adam(net.parameters(), lr=rate)
+    side = crop + 4
+    for _ in range(steps):
+        corners = [tuple(int(rng.integers(0, n - side + 1)) for n in grayscale.shape) for _ in range(batch)]
+        x = torch.stack([image[z:z + side, y:y + side, w:w + side] for z, y, w in corners])[:, None]
+        t = torch.stack([target[z + 2:z + side - 2, y + 2:y + side - 2, w + 2:w + side - 2] for z, y, w in corners])[:, None]
+        weights = t * weight_in + (1 - t) * weight_out
+        loss = torch.nn.functional.binary_cross_entropy(net(x), t, weight=weights)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return net.eval()
+
+
+def export_torch_network(network: Any, path: str | Path, *, tile: tuple[int, int, int] = (32, 128, 128)) -> Path:
+    """Write a PyTorch module with valid convolutions (margin 2, one boundary channel) as an
+    exported program (``.pt2``, ``torch.export`` with the batch and box dynamic), TorchScript
+    (``.pt``, traced) or ONNX (``.onnx``), with its sidecar JSON beside it; returns ``path``.
+    The recipes docs/pipeline.md gives for a lab's own model."""
+    import warnings
+
+    import torch
+
+    target = Path(path)
+    example = torch.zeros(2, 1, 12, 20, 20)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript and the ONNX exporter it uses are deprecated
+        if target.suffix == ".onnx":
+            axes = {0: "n", 2: "z", 3: "y", 4: "x"}
+            torch.onnx.export(network, example, str(target), input_names=["image"], output_names=["boundary"],
+                              dynamic_axes={"image": axes, "boundary": axes}, opset_version=17, dynamo=False)
+        elif target.suffix == ".pt2":
+            auto = torch.export.Dim.AUTO
+            torch.export.save(torch.export.export(network, (example,), dynamic_shapes=({0: auto, 2: auto, 3: auto, 4: auto},)),
+                              str(target))
+        else:
+            torch.jit.trace(network, example).save(str(target))
+        margin = (example.shape[2] - network(example).shape[2]) // 2
+    sidecar = {"format": "labelstitch-network/1", "input": {"scale": SCALE, "offset": OFFSET}, "margin": int(margin),
                "outputs": [{"meaning": "boundary"}], "tile": list(tile)}
     target.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
     return target
