@@ -22,7 +22,7 @@ from labelstitch.plugins.builtin import naive_membrane_predictions, network_pred
 from labelstitch.plugins.classifier import membrane_annotations  # noqa: E402
 from labelstitch.stores import open_volume  # noqa: E402
 from labelstitch.synthetic import em_volume  # noqa: E402
-from labelstitch.testing import executor_params  # noqa: E402
+from labelstitch.testing import executor_params, roc_auc  # noqa: E402
 from labelstitch.testing.tiny_network import export_tiny_network, train_tiny_network  # noqa: E402
 
 
@@ -33,22 +33,13 @@ def model(tmp_path_factory):
     return export_tiny_network(network, tmp_path_factory.mktemp("net") / "boundary.onnx", tile=(8, 24, 24))
 
 
-def _auc(score, label):
-    from scipy.stats import rankdata
-
-    ranks = rankdata(score.ravel())
-    positive = label.ravel()
-    n1, n0 = positive.sum(), positive.size - positive.sum()
-    return (ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
-
-
 def test_a_network_trained_here_beats_the_naive_predictions_on_an_unseen_volume(model):
     gray, truth = em_volume((32, 64, 64), n_neurites=20, seed=4)
     membrane = membrane_annotations(truth) == 1
     mask = np.zeros(gray.shape, bool)
     learned = network_predictions(gray, mask, model_path=str(model))
     assert learned.shape == gray.shape and learned.dtype == np.float32
-    assert _auc(learned, membrane) > _auc(naive_membrane_predictions(gray, mask, sigma=1.0), membrane) + 0.005
+    assert roc_auc(learned, membrane) > roc_auc(naive_membrane_predictions(gray, mask, sigma=1.0), membrane) + 0.005
 
 
 @settings(max_examples=25)

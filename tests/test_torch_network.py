@@ -19,7 +19,7 @@ from labelstitch.plugins.builtin import naive_membrane_predictions, network_pred
 from labelstitch.plugins.classifier import membrane_annotations  # noqa: E402
 from labelstitch.stores import open_volume  # noqa: E402
 from labelstitch.synthetic import em_volume  # noqa: E402
-from labelstitch.testing import executor_params  # noqa: E402
+from labelstitch.testing import executor_params, roc_auc  # noqa: E402
 from labelstitch.testing.tiny_network import export_torch_network, train_tiny_torch_network  # noqa: E402
 
 
@@ -41,22 +41,13 @@ def exported(trained, tmp_path_factory):
     return export_torch_network(trained, tmp_path_factory.mktemp("exported") / "boundary.pt2", tile=(8, 24, 24))
 
 
-def _auc(score, label):
-    from scipy.stats import rankdata
-
-    ranks = rankdata(score.ravel())
-    positive = label.ravel()
-    n1, n0 = positive.sum(), positive.size - positive.sum()
-    return (ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
-
-
 def test_a_network_trained_in_pytorch_beats_the_naive_predictions_on_an_unseen_volume(model):
     gray, truth = em_volume((32, 64, 64), n_neurites=20, seed=4)
     membrane = membrane_annotations(truth) == 1
     mask = np.zeros(gray.shape, bool)
     learned = network_predictions(gray, mask, model_path=str(model), device="cpu")
     assert learned.shape == gray.shape and learned.dtype == np.float32
-    assert _auc(learned, membrane) > _auc(naive_membrane_predictions(gray, mask, sigma=1.0), membrane) + 0.005
+    assert roc_auc(learned, membrane) > roc_auc(naive_membrane_predictions(gray, mask, sigma=1.0), membrane) + 0.005
 
 
 def test_pytorch_and_onnx_exports_of_one_network_give_the_same_answers(trained, model, tmp_path):

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from ..contingency import count_pairs
 from .._validation import as_labels, check_same_shape, flat
 
-__all__ = ["assert_same_partition", "executor_params", "is_refinement"]
+__all__ = ["assert_same_partition", "executor_params", "is_refinement", "roc_auc"]
 
 
 def _missing(executor: str) -> str:
@@ -75,3 +75,18 @@ def assert_same_partition(a: ArrayLike, b: ArrayLike) -> None:
         raise AssertionError(f"a segment of `a` is split in `b` ({ka.size} pairs for {np.unique(ka).size} labels)")
     if np.unique(kb).size != kb.size:
         raise AssertionError(f"a segment of `b` is split in `a` ({kb.size} pairs for {np.unique(kb).size} labels)")
+
+
+def roc_auc(score: ArrayLike, label: ArrayLike) -> float:
+    """The area under the ROC curve of ``score`` for the boolean ``label`` (the chance that a
+    random positive voxel scores above a random negative one; ties count half).
+
+    >>> roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
+    0.75
+    """
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.ravel(score))
+    positive = np.ravel(label).astype(bool)
+    n1, n0 = positive.sum(), positive.size - positive.sum()
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
