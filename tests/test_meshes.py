@@ -319,7 +319,7 @@ def test_a_dvid_output_gets_its_meshes_and_skeletons_where_flyem_tools_read_them
     assert requests.get(f"{api}/node/{root}/seg_meshes/key/{bodies[1]}.ngmesh").ok
 
 
-def test_a_labelmap_outputs_supervoxels_get_draco_meshes_in_its_tarsupervoxels_instance(dvid_server, tmp_path):
+def test_a_labelmap_outputs_supervoxels_get_draco_meshes_in_its_tarsupervoxels_instance(dvid_server, tmp_path, capsys):
     """A labelmap output written with supervoxels: ``mesh --supervoxels`` posts one Draco mesh
     per supervoxel to NAME_sv_meshes, which DVID serves per body as a tar (where NeuTu and
     neuclease read them); together they fill the body's own mesh."""
@@ -368,6 +368,9 @@ def test_a_labelmap_outputs_supervoxels_get_draco_meshes_in_its_tarsupervoxels_i
 
     again = ls.mesh(seg, work=str(tmp_path), supervoxels=True, resume=True)
     assert again.bodies_kept == again.bodies == len(every)
+    capsys.readouterr()
+    assert main(["mesh", seg, "--supervoxels", "--resume", "--work", str(tmp_path), "--json", "-q"]) == ExitCode.OK
+    assert json.loads(capsys.readouterr().out)["bodies_kept"] == len(every)
     _write(tmp_path / "local.zarr", _blobs(1, shape=(8, 8, 8), bodies=2))
     with pytest.raises(StoreError, match="keeps no supervoxels"):
         ls.mesh(str(tmp_path / "local.zarr"), supervoxels=True)
