@@ -371,6 +371,19 @@ def test_a_labelmap_outputs_supervoxels_get_draco_meshes_in_its_tarsupervoxels_i
     capsys.readouterr()
     assert main(["mesh", seg, "--supervoxels", "--resume", "--work", str(tmp_path), "--json", "-q"]) == ExitCode.OK
     assert json.loads(capsys.readouterr().out)["bodies_kept"] == len(every)
+    # `run --mesh` into a new labelmap: refused before any work without a folder for the pieces,
+    # then bodies and supervoxels meshed after the run
+    config["dvid-info"]["segmentation-name"] = "seg2"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["run", str(tmp_path / "config.json"), "--create-output", "--mesh", "-q"]) == ExitCode.USAGE_ERROR
+    assert "set options.checkpoint-dir or give --work DIR" in capsys.readouterr().err
+    assert requests.get(f"{api}/node/{uuid}/seg2/info").status_code != 200  # nothing was written
+    assert main(["run", str(tmp_path / "config.json"), "--create-output", "--mesh", "--work", str(tmp_path / "w"),
+                 "-q"]) == ExitCode.OK
+    assert requests.get(f"{api}/node/{uuid}/seg2_meshes/keys").json()
+    assert requests.get(f"{api}/node/{uuid}/seg2_sv_meshes/info").json()["Extended"]["Extension"] == "drc"
+    assert (tmp_path / "w" / "seg2_supervoxels.precomputed" / "mesh" / "info").exists()
+
     _write(tmp_path / "local.zarr", _blobs(1, shape=(8, 8, 8), bodies=2))
     with pytest.raises(StoreError, match="keeps no supervoxels"):
         ls.mesh(str(tmp_path / "local.zarr"), supervoxels=True)

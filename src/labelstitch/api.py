@@ -28,7 +28,7 @@ from .geometry import Box, Plan
 from .metrics import Score, format_scores
 from .pipeline import Audit, BlocksFailed, ConfigError, ExecutorChoice, PipelineError, ShapeSummary, RunConfig, StageConfig, audit, check_plan_output, compare, evaluate_skeletons, mesh, prepare, restitch, run, skeletonize, tune
 from .pipeline.planning import check_subvolume_memory
-from .pipeline import keeps_supervoxels, score_floor, score_regions, score_volumes  # noqa: F401  (keeps_supervoxels: the command line asks it)
+from .pipeline import check_shapes_work, keeps_supervoxels, score_floor, score_regions, score_volumes  # noqa: F401  (the command line asks the first two)
 from .pipeline.config import EXAMPLE, SCHEMA
 from .pipeline.options import markdown_table
 from .hookspecs import describe_stage

@@ -22,6 +22,9 @@ from .._version import __version__
 
 
 def _cmd_run(args: argparse.Namespace) -> ExitCode:
+    if args.mesh:  # a DVID output needs a local folder for the pieces: said before the run, not after
+        config = api.RunConfig.load(args.config)
+        api.check_shapes_work(str(config.output), args.work or config.checkpoint_dir)
     result = api.run(
         args.config,
         executor=args.executor,
@@ -252,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (only once the run succeeds)")
     p.add_argument("--create-output", action="store_true", help="create a missing DVID output instance (labelmap, 32³)")
     p.add_argument("--mesh", action="store_true", help="then mesh every body (as `labelstitch mesh OUTPUT --resume`)")
+    p.add_argument("--work", default=None, metavar="DIR", help="with --mesh and a DVID output: a local folder for the "
+                   "meshes' pieces (default: options.checkpoint-dir)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("info", help="how an output was made: versions, commit, config, input fingerprints, models, "

@@ -34,7 +34,8 @@ def mesh_after_run(args: argparse.Namespace, output: str) -> None:
     for a DVID labelmap output, its supervoxels' meshes too)."""
     for supervoxels in (False, True) if api.keeps_supervoxels(output) else (False,):
         summary = api.mesh(output, executor=args.executor, workers=args.workers, spark_master=args.spark_master,
-                           dask_scheduler=args.dask_scheduler, resume=True, supervoxels=supervoxels, progress=_progress(args))
+                           dask_scheduler=args.dask_scheduler, resume=True, supervoxels=supervoxels,
+                           work=getattr(args, "work", None), progress=_progress(args))
         if not args.json:
             print(summary)
 

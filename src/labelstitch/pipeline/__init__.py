@@ -24,7 +24,7 @@ from __future__ import annotations
 from .config import EXAMPLE, SCHEMA, ConfigError, RunConfig, StageConfig, load_config
 from .driver import compare, restitch, run, tune
 from .planning import PreparedRun, check_plan_output, prepare
-from .shapes import ShapeSummary, keeps_supervoxels, mesh, skeletonize
+from .shapes import ShapeSummary, check_shapes_work, keeps_supervoxels, mesh, skeletonize
 from .scoring import Audit, audit, evaluate_skeletons, pareto_front, score_floor, score_regions, score_volumes
 from .segment import BlocksFailed, PipelineError, segment_all, segment_subvolume
 from .values import BlockFailure, ExecutorChoice, PreservedBodies, RunResult, SegmentedSubvolume, SegmentTask, Variant
@@ -49,6 +49,7 @@ __all__ = [
     "Variant",
     "audit",
     "check_plan_output",
+    "check_shapes_work",
     "compare",
     "evaluate_skeletons",
     "keeps_supervoxels",

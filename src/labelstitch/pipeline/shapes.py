@@ -38,7 +38,7 @@ from .progress import bar
 from .scoring import plan_of_output
 from .values import ExecutorChoice
 
-__all__ = ["ShapeSummary", "keeps_supervoxels", "mesh", "skeletonize"]
+__all__ = ["ShapeSummary", "check_shapes_work", "keeps_supervoxels", "mesh", "skeletonize"]
 
 #: changes when the shapes this module makes change, so fingerprints from older ones mismatch
 _FORMAT = "labelstitch-shapes-2"
@@ -394,6 +394,14 @@ def _pack_shards(shapes: PrecomputedShapes, kind: str, changed: set[int], resume
     finally:
         counter.close()
     return len(todo)
+
+
+def check_shapes_work(output: str, work: str | None) -> None:
+    """Refuse, before a run, to mesh an output that is not a local volume (DVID) without a
+    local folder for the pieces (``work``, or the run's checkpoint folder)."""
+    if work is None and parse_volume(output).local_path() is None:
+        raise StoreError(f"{output} is not a local volume: meshing it keeps the pieces in a local folder; set "
+                         "options.checkpoint-dir or give --work DIR")
 
 
 def keeps_supervoxels(output: str) -> bool:
