@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from .geometry import Box
 
-__all__ = ["Mesh", "canonical", "enclosed_volume", "geometric_order", "merge_points", "stack", "mesh_labels", "mesh_read_box", "open_edges", "simplify", "split_mesh", "surface_area", "weld"]
+__all__ = ["Mesh", "canonical", "enclosed_volume", "geometric_order", "merge_points", "stack", "mesh_labels", "mesh_read_box", "open_edges", "simplify", "split_mesh", "surface_area", "weld", "without_degenerate"]
 
 #: vertices closer than this (in physical units) are the same vertex when fragments are welded
 WELD_TOLERANCE = 1e-3
@@ -173,10 +173,12 @@ def weld(pieces: list[Mesh], tolerance: float | NDArray[np.float64] = WELD_TOLER
         return Mesh.empty()
     vertices, faces = stack([p.vertices for p in pieces], [p.faces for p in pieces])
     first, group = merge_points(vertices, tolerance)
-    faces = group[faces]
-    good = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    faces = faces[good]
-    return Mesh(vertices[first].astype(np.float32), faces.astype(np.uint32))
+    return Mesh(vertices[first].astype(np.float32), without_degenerate(group[faces]).astype(np.uint32))
+
+
+def without_degenerate(faces: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The faces whose three corners are three vertices (merging points collapses the others)."""
+    return faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
 
 
 def simplify(mesh: Mesh, max_error: float) -> Mesh:

@@ -263,13 +263,13 @@ def _make(
     ref = parse_volume(output)
     noun = "meshes" if how.kind == "mesh" else "skeletons"
     if getattr(how, "supervoxels", False):
-        if not keeps_supervoxels(output):
+        view = ref.supervoxel_view()
+        if view is None or view is ref:  # the bodies' volume only, as keeps_supervoxels
             raise StoreError(f"{output} keeps no supervoxels (only a DVID labelmap output written with supervoxels does): "
                              "drop --supervoxels to mesh its bodies")
-        ref = parse_volume(ref.detail.with_options(supervoxels="true").uri)
-    elif ref.scheme == "dvid" and ref.detail.options.get("supervoxels") == "true":
-        if how.kind != "mesh":
-            raise StoreError(f"{output}: skeletons are made of bodies, not supervoxels: drop ?supervoxels=true")
+        ref = view
+    elif how.kind != "mesh" and ref.supervoxel_view() is ref:
+        raise StoreError(f"{output}: skeletons are made of bodies, not supervoxels: drop ?supervoxels=true")
     shapes = PrecomputedShapes.of(ref, _work_folder(ref, work)).with_options(getattr(how, "lods", 1), how.sharded)
     if shapes.exists(how.kind) and not (resume or overwrite):
         raise StoreError(f"{output} already has {noun} ({shapes.folder(how.kind)}): add --resume to make only what "
@@ -408,7 +408,8 @@ def keeps_supervoxels(output: str) -> bool:
     """Whether ``output`` keeps supervoxels and a supervoxel → body mapping (a DVID labelmap
     written with supervoxels), so that :func:`mesh` can mesh each supervoxel too."""
     ref = parse_volume(output)
-    return ref.scheme == "dvid" and ref.detail.options.get("supervoxels") != "true" and ref.keeps_supervoxels()
+    view = ref.supervoxel_view()
+    return view is not None and view is not ref
 
 
 def mesh(

@@ -163,6 +163,10 @@ class VolumeRef:
         """This output written as ``supervoxels`` or ``bodies`` (a DVID labelmap's choice)."""
         return self.store.with_write_mode(self, mode)
 
+    def supervoxel_view(self) -> VolumeRef | None:
+        """This volume read as its supervoxels (itself if it reads them), or None if it keeps none."""
+        return self.store.supervoxel_view(self)
+
     # ------------------------------------------------------------------ lifecycle
 
     def open(self, *, read_only: bool = True) -> VolumeStore:
@@ -346,6 +350,10 @@ class VolumeStore(ABC):
     def with_write_mode(cls, ref: VolumeRef, mode: str) -> VolumeRef:
         """``ref`` written as ``supervoxels`` or ``bodies``: only a DVID labelmap chooses."""
         raise StoreError(f"the output {ref} is not a DVID volume, which alone writes supervoxels or bodies")
+
+    @classmethod
+    def supervoxel_view(cls, ref: VolumeRef) -> VolumeRef | None:
+        return None  # only a DVID labelmap keeps supervoxels
 
     @classmethod
     def signature(cls, ref: VolumeRef) -> dict[str, Any]:

@@ -109,6 +109,13 @@ class DvidStore(VolumeStore):
         return ref if "write" in address.options else _ref(address.with_options(write=mode))
 
     @classmethod
+    def supervoxel_view(cls, ref: VolumeRef) -> VolumeRef | None:
+        """``?supervoxels=true`` (``ref`` itself if it says so) of a labelmap that keeps supervoxels."""
+        if ref.detail.options.get("supervoxels") == "true":
+            return ref
+        return _ref(ref.detail.with_options(supervoxels="true")) if cls.keeps_supervoxels(ref) else None
+
+    @classmethod
     def roi_sibling(cls, ref: VolumeRef, name: str) -> VolumeRef:
         """The roi instance ``name`` on ``ref``'s node."""
         return _ref(ref.detail.sibling(name))

@@ -14,7 +14,7 @@ import numpy as np
 
 from numpy.typing import NDArray
 
-from ..meshing import Mesh, split_mesh, stack, surface_area  # noqa: F401  (surface_area: the doctest)
+from ..meshing import Mesh, merge_points, split_mesh, stack, without_degenerate
 from ..skeletons import Skeleton
 from ._base import StoreError
 
@@ -100,6 +100,7 @@ def encode_multilod(levels: list[Mesh]) -> tuple[bytes, bytes]:
 
     >>> cube = Mesh(np.array([[0, 0, 0], [8, 0, 0], [0, 8, 0], [0, 0, 8]], np.float32),
     ...             np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.uint32))
+    >>> from labelstitch.meshing import surface_area
     >>> index, data = encode_multilod([cube, cube])
     >>> decoded = decode_multilod(index, data, 0)
     >>> np.allclose(np.sort(decoded.vertices, axis=0)[[0, -1]], [[0, 0, 0], [8, 8, 8]], atol=0.01)
@@ -123,19 +124,16 @@ def encode_multilod(levels: list[Mesh]) -> tuple[bytes, bytes]:
             stored = np.clip(np.round((piece.vertices - origin - np.asarray(cell) * size) / size * quantum), 0, quantum)
             found[cell] = DracoPy.encode(stored.astype(np.float32), piece.faces, quantization_bits=QUANTIZATION_BITS,
                                          compression_level=7, quantization_range=quantum, quantization_origin=np.zeros(3))
-        if lod:  # every finer node's parent is here
+        if lod:  # every finer node's parent is here (parents added here get theirs at the next level)
             for cell in nodes[-1]:
                 found.setdefault((cell[0] >> 1, cell[1] >> 1, cell[2] >> 1), b"")
         nodes.append(found)
-    for lod in range(n - 2, -1, -1):  # and every node's parent at the coarser levels, up to the root
-        for cell in list(nodes[lod]):
-            nodes[lod + 1].setdefault((cell[0] >> 1, cell[1] >> 1, cell[2] >> 1), b"")
     header = (chunk.astype("<f4").tobytes() + origin.astype("<f4").tobytes() + struct.pack("<I", n)
               + np.array([2.0**lod for lod in range(n)], "<f4").tobytes() + np.zeros(3 * n, "<f4").tobytes()
               + np.array([len(found) for found in nodes], "<u4").tobytes())
     parts = []
     for found in nodes:
-        cells = np.array(sorted(found), np.int64).reshape(-1, 3)
+        cells = np.array(list(found), np.int64).reshape(-1, 3)
         cells = cells[np.argsort(_zorder(cells), kind="stable")]
         header += cells.T.astype("<u4").tobytes()  # all x, then all y, then all z
         header += np.array([len(found[tuple(c)]) for c in cells.tolist()], "<u4").tobytes()
@@ -181,11 +179,9 @@ def decode_multilod(index: bytes, data: bytes, lod: int = 0) -> Mesh:
     if not points:
         return Mesh.empty()
     keys, triangles = stack(points, faces)
-    unique, inverse = np.unique(keys.astype(np.int64), axis=0, return_inverse=True)
-    vertices = origin + offsets[lod] + chunk * 2**lod * (unique / quantum)
-    faces = inverse.reshape(-1)[triangles]
-    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
-    return Mesh(vertices.astype(np.float32), faces.astype(np.uint32))
+    first, group = merge_points(keys, 1.0)  # integer positions: equal ones are one vertex
+    vertices = origin + offsets[lod] + chunk * 2**lod * (keys[first] / quantum)
+    return Mesh(vertices.astype(np.float32), without_degenerate(group[triangles]).astype(np.uint32))
 
 
 def encode_skeleton(skeleton: Skeleton) -> bytes:
