@@ -52,6 +52,32 @@ def test_edge_statistics_of_merged_regions_are_the_sums_of_their_parts(seed, n_l
     np.testing.assert_allclose(inside[1 : coarse.size.size], coarse.inside[1:, 0], rtol=1e-9)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.3, 0.65))
+def test_the_features_scored_after_merges_are_those_of_the_merged_labels(seed, threshold):
+    """Every edge left when the agglomeration stops was last scored with the features a
+    fresh graph of the merged labels gives: sizes, contacts, histograms and each region's
+    surface (its contacts with all neighbours, pooled minus the contact merged away)."""
+    rng = np.random.default_rng(seed)
+    cells = np.zeros((6, 8, 8), np.uint32)  # four cells, each cut into random fragments
+    cells[:, :4, 4:], cells[:, 4:, :4], cells[:, 4:, 4:] = 1, 2, 3
+    labels = (cells * 8 + rng.integers(1, 8, cells.shape)).astype(np.uint32)
+    walls = np.zeros(cells.shape, bool)
+    walls[:, 3:5, :] = walls[:, :, 3:5] = True
+    boundary = (0.5 * rng.random(cells.shape) + 0.5 * walls).astype(np.float32)
+    scored = set()
+
+    def probability(features):
+        scored.update(tuple(np.round(row, 9)) for row in features)
+        return 1.0 - features[:, 0]
+
+    merged = agglomerate(labels, boundary, probability, threshold)[labels]
+    fresh = edge_stats(merged, boundary).features()
+    assert fresh.shape[0] > 0 and fresh.shape[1] == len(feature_names())
+    assert np.unique(merged).size < np.unique(labels).size  # something merged
+    assert all(tuple(np.round(row, 9)) in scored for row in fresh)
+
+
 def test_the_numba_forest_gives_scikit_learns_probabilities():
     from sklearn.ensemble import RandomForestClassifier
 
@@ -116,7 +142,7 @@ def test_the_classifier_file_is_versioned_and_checked(trained, tmp_path):
     again = load_agglomeration_classifier(path, channels=1)
     x = np.random.default_rng(1).random((50, len(model.features)))
     np.testing.assert_array_equal(again.predict(x), model.predict(x))
-    with pytest.raises(ValueError, match=r"trained on 23 edge features .* give 26 \(2 channel"):
+    with pytest.raises(ValueError, match=r"trained on 25 edge features .* give 28 \(2 channel"):
         load_agglomeration_classifier(path, channels=2)
     (tmp_path / "bad.npz").write_bytes(b"not a classifier")
     with pytest.raises(ValueError, match="is not a labelstitch agglomeration classifier"):

@@ -117,3 +117,43 @@ def test_a_bad_torchscript_file_or_device_is_refused_in_one_line(model, tmp_path
             network_predictions(gray, mask, model_path=str(model), device="cuda")
     with pytest.raises(ValueError, match="device must be auto, cpu or cuda"):
         network_predictions(gray, mask, model_path=str(model), device="tpu")
+
+
+def test_float16_runs_where_its_first_batch_shows_it_safe_and_float32_elsewhere(model, tmp_path, caplog):
+    """``precision`` float16 is checked on the first batch against float32: a network whose
+    activations stay in float16's range runs in float16 (answers within 0.01, not the same
+    bits); one that overflows it (here its input scaled by 10^5) runs in float32 with a
+    note. ``auto`` on the CPU is float32, to the bit."""
+    gray, _ = em_volume((12, 30, 30), n_neurites=8, seed=9)
+    mask = np.zeros(gray.shape, bool)
+    exact = network_predictions(gray, mask, model_path=str(model), device="cpu", precision="float32")
+    np.testing.assert_array_equal(network_predictions(gray, mask, model_path=str(model), device="cpu"), exact)
+    half = network_predictions(gray, mask, model_path=str(model), device="cpu", precision="float16")
+    assert not np.array_equal(half, exact) and np.abs(half - exact).max() < 0.01
+    spec = json.loads(model.with_suffix(".json").read_text())
+    spec["input"] = {"scale": 1e5, "offset": 0.0}
+    loud = tmp_path / f"loud{model.suffix}"
+    loud.write_bytes(model.read_bytes())
+    loud.with_suffix(".json").write_text(json.dumps(spec))
+    caplog.set_level("WARNING", logger="labelstitch")
+    exact = network_predictions(gray, mask, model_path=str(loud), device="cpu", precision="float32")
+    np.testing.assert_array_equal(network_predictions(gray, mask, model_path=str(loud), device="cpu", precision="float16"),
+                                  exact)
+    notes = [r.getMessage() for r in caplog.records if r.name == "labelstitch"]
+    assert len(notes) == 1 and "float16 answers differ from float32 ones by" in notes[0], notes
+
+
+def test_a_bad_precision_is_refused_before_any_work(model, tmp_path):
+    from labelstitch.plugins.network import declare_network
+
+    with pytest.raises(ValueError, match="precision must be auto, float32 or float16, not 'half'"):
+        declare_network(str(model), precision="half")
+    with pytest.raises(ValueError, match="device must be auto, cpu or cuda, not 'gpu'"):
+        declare_network(str(model), device="gpu")
+    pytest.importorskip("onnxruntime", reason="needs the labelstitch[network] extra (ONNX Runtime)")
+    onnx_model = tmp_path / "m.onnx"
+    onnx_model.write_bytes(b"")
+    onnx_model.with_suffix(".json").write_text(model.with_suffix(".json").read_text())
+    gray = np.zeros((8, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match="is an ONNX model, which runs in the precision it was exported in"):
+        network_predictions(gray, np.zeros(gray.shape, bool), model_path=str(onnx_model), precision="float16")

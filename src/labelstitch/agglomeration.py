@@ -7,6 +7,8 @@ voxel-pair count, the sum and a histogram of the boundary probability along it; 
 region, its size and the sum of the boundary probability inside it (per channel, with
 several prediction channels). Merging two regions pools those sums, so the features of
 every edge of the merged region are those a fresh graph of the merged labels would give.
+A region's surface (its contacts with all its neighbours) is the sum of its edges' counts,
+so it too is known from the graph alone and pooled on merges.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def feature_names(channels: int = 1) -> tuple[str, ...]:
     """The names of the columns :func:`edge_features` returns, in order (a trained
     classifier records them and is refused by a run whose features differ)."""
     names = ["mean", *(f"q{int(q * 100)}" for q in _QUANTILES), *(f"hist{b}" for b in range(BINS)),
-             "log_contact", "log_small", "log_large", "contact_ratio"]
+             "log_contact", "log_small", "log_large", "contact_ratio", "share_min", "share_max"]
     for c in range(channels):
         names += [f"inside{c}_min", f"inside{c}_max", f"inside{c}_diff"]
     return tuple(names)
@@ -60,6 +62,18 @@ class EdgeStats:
     hist: NDArray[np.float64]  # (edges, BINS)
     size: NDArray[np.float64]  # (K + 1,)
     inside: NDArray[np.float64]  # (K + 1, channels)
+
+    def surface(self) -> NDArray[np.float64]:
+        """Each region's contact with all its neighbours (voxel pairs; index = label)."""
+        n = self.size.size
+        return (np.bincount(self.u, weights=self.count, minlength=n)
+                + np.bincount(self.v, weights=self.count, minlength=n))[:n]
+
+    def features(self) -> NDArray[np.float64]:
+        """:func:`edge_features` of every edge."""
+        u, v, surface = self.u, self.v, self.surface()
+        return edge_features(self.count, self.total, self.hist, self.size[u], self.size[v], self.inside[u],
+                             self.inside[v], surface[u], surface[v])
 
     def subset(self, keep: NDArray[np.bool_]) -> EdgeStats:
         """The same regions with only the edges where ``keep`` is True."""
@@ -103,9 +117,13 @@ def stats_of_pairs(labels: NDArray[np.uint32], channels: NDArray[np.floating], k
 def edge_features(
     count: NDArray[np.float64], total: NDArray[np.float64], hist: NDArray[np.float64],
     size_u: NDArray[np.float64], size_v: NDArray[np.float64], inside_u: NDArray[np.float64], inside_v: NDArray[np.float64],
+    surface_u: NDArray[np.float64], surface_v: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Feature rows (columns :func:`feature_names`) of edges given their statistics and their
-    two regions' (sizes and per-channel inside sums, rows of ``inside``)."""
+    two regions' (sizes, per-channel inside sums as rows of ``inside``, and surfaces: their
+    contacts with all neighbours). The contact's share of each region's surface tells a
+    region wrapped by its neighbour (a fragment cut off a neurite by a false membrane)
+    from two neurites that touch along a strip."""
     n = count.size
     frac = hist / np.maximum(count, 1)[:, None]
     cum = np.cumsum(frac, axis=1)
@@ -123,8 +141,9 @@ def edge_features(
     for c in range(mean_u.shape[1]):
         inside += [np.minimum(mean_u[:, c], mean_v[:, c]), np.maximum(mean_u[:, c], mean_v[:, c]),
                    np.abs(mean_u[:, c] - mean_v[:, c])]
+    share_u, share_v = count / np.maximum(surface_u, 1), count / np.maximum(surface_v, 1)
     columns = [total / np.maximum(count, 1), *quantiles, *frac.T, np.log1p(count), np.log1p(small), np.log1p(large),
-               count / np.maximum(small, 1) ** (2 / 3), *inside]
+               count / np.maximum(small, 1) ** (2 / 3), np.minimum(share_u, share_v), np.maximum(share_u, share_v), *inside]
     return np.stack(columns, axis=1) if n else np.zeros((0, len(columns)))
 
 
@@ -166,6 +185,7 @@ def agglomerate_graph(
     k = stats.size.size - 1
     size = stats.size.copy()
     inside = stats.inside.copy()
+    surface = stats.surface()
     adjacency: list[dict[int, int]] = [dict() for _ in range(k + 1)]  # neighbour -> edge slot
     count, total, hist = list(stats.count), list(stats.total), [row for row in stats.hist]
     for e, (a, b) in enumerate(zip(stats.u.tolist(), stats.v.tolist())):
@@ -182,7 +202,8 @@ def agglomerate_graph(
         ua = np.array([a for a, _ in pairs])
         vb = np.array([b for _, b in pairs])
         feats = edge_features(np.array([count[s] for s in slots]), np.array([total[s] for s in slots]),
-                              np.array([hist[s] for s in slots]), size[ua], size[vb], inside[ua], inside[vb])
+                              np.array([hist[s] for s in slots]), size[ua], size[vb], inside[ua], inside[vb],
+                              surface[ua], surface[vb])
         prob = np.asarray(merge_probability(feats), np.float64)
         for (a, b), p, f in zip(pairs, prob.tolist(), feats):
             if oracle is not None:  # training: every edge is taken from the queue, with its features
@@ -211,6 +232,7 @@ def agglomerate_graph(
         parent[b] = a
         size[a] += size[b]
         inside[a] += inside[b]
+        surface[a] += surface[b] - 2 * count[adjacency[a][b]]  # their contact is inside the merged region
         del adjacency[a][b]
         del adjacency[b][a]
         for w, slot in adjacency[b].items():

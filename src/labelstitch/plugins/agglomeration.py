@@ -10,6 +10,14 @@ round ordered by that forest adds the states it would meet, and the forest is fi
 A classifier for a context-aware agglomeration (``mitochondria_channel``) is trained on the
 graph without the mitochondria's edges, the graph it will see.
 
+The forest learns from balanced classes, so its raw output is not a probability of the
+edges it will meet. Its answers are calibrated (Platt: a logistic curve over the raw
+output's log-odds) on held-out predictions, each example scored by a forest fitted without
+it (three folds), so that a threshold means the same on another volume: 0.5 is "as likely
+one neuron as two" among the edges an agglomeration meets. (scikit-learn's out-of-bag
+answers would be cheaper, but with balanced class weights they are wrong: 0 for every
+positive example in scikit-learn 1.9.)
+
 The trees are stored as flat arrays (``.npz``, no pickle) and evaluated in numba, so an
 agglomeration can score a handful of edges after every merge at no per-call cost.
 """
@@ -28,7 +36,7 @@ from .._kernels.forest import forest_predict
 from ..agglomeration import agglomerate_graph, edge_stats, feature_names, mitochondria_nodes
 from ..rag import renumber
 
-__all__ = ["AgglomerationClassifier", "load_agglomeration_classifier", "train_agglomeration"]
+__all__ = ["AgglomerationClassifier", "calibrated", "fit_calibration", "load_agglomeration_classifier", "train_agglomeration"]
 
 _FORMAT = "labelstitch-agglomeration-classifier/1"
 
@@ -45,6 +53,8 @@ class AgglomerationClassifier:
     roots: NDArray[np.int64]
     features: tuple[str, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    #: Platt calibration ``(slope, offset)`` of the forest's log-odds; None: raw forest output
+    calibration: tuple[float, float] | None = None
 
     @classmethod
     def from_forest(cls, forest: Any, features: tuple[str, ...], info: dict[str, Any]) -> AgglomerationClassifier:
@@ -75,13 +85,14 @@ class AgglomerationClassifier:
         out = np.empty(rows.shape[0])
         if rows.shape[0]:
             forest_predict(rows, self.feature, self.threshold, self.left, self.right, self.value, self.roots, out)
-        return out
+        return out if self.calibration is None else calibrated(out, self.calibration, self.roots.size)
 
     def save(self, path: str | Path) -> None:
         """Write the classifier to ``path`` (``.npz``: arrays and a JSON header, no pickle)."""
         target = Path(path)
         tmp = target.with_name(target.name + ".partial.npz")
-        header = json.dumps({"format": _FORMAT, "features": list(self.features), "info": self.info})
+        header = json.dumps({"format": _FORMAT, "features": list(self.features), "info": self.info,
+                             "calibration": None if self.calibration is None else list(self.calibration)})
         with open(tmp, "wb") as f:
             np.savez_compressed(f, header=np.array(header), feature=self.feature, threshold=self.threshold,
                                 left=self.left, right=self.right, value=self.value, roots=self.roots)
@@ -110,7 +121,69 @@ def load_agglomeration_classifier(path: str | Path, channels: int | None = None)
             f"{path} was trained on {len(features)} edge features ({features[-1]} last) but this run's predictions "
             f"give {len(feature_names(channels))} ({channels} channel(s)); train it on predictions like this run's"
         )
-    return AgglomerationClassifier(**arrays, features=features, info=header.get("info", {}))
+    calibration = header.get("calibration")  # absent from classifiers trained before calibration
+    return AgglomerationClassifier(**arrays, features=features, info=header.get("info", {}),
+                                   calibration=None if calibration is None else (float(calibration[0]), float(calibration[1])))
+
+
+def _log_odds(p: NDArray[np.float64], trees: int) -> NDArray[np.float64]:
+    """The log-odds of forest votes, clipped half a vote from 0 and 1 (a unanimous forest
+    is not certain)."""
+    eps = 0.5 / max(trees, 1)
+    q = np.clip(p, eps, 1 - eps)
+    return np.log(q / (1 - q))
+
+
+def calibrated(p: NDArray[np.float64], calibration: tuple[float, float], trees: int) -> NDArray[np.float64]:
+    """Forest output ``p`` through the Platt curve ``1 / (1 + exp(-(slope * logit(p) + offset)))``."""
+    slope, offset = calibration
+    return 1.0 / (1.0 + np.exp(-(slope * _log_odds(p, trees) + offset)))
+
+
+def fit_calibration(p: NDArray[np.float64], y: NDArray[np.integer], trees: int) -> tuple[float, float]:
+    """Platt's ``(slope, offset)`` for held-out forest outputs ``p`` of examples ``y`` (0/1):
+    the logistic regression of ``y`` on ``logit(p)``, by Newton's method, with Platt's
+    smoothed targets (a class of n examples aims at (n + 1) / (n + 2), not 1, so that a
+    separable sample does not drive the slope to infinity). Examples without a held-out
+    output (NaN) are left out.
+
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=4000)
+    >>> y = (rng.random(4000) < 1 / (1 + np.exp(-(2 * z - 1)))).astype(int)
+    >>> slope, offset = fit_calibration(1 / (1 + np.exp(-z)), y, trees=10**6)
+    >>> round(slope, 1), round(offset, 1)
+    (2.0, -1.0)
+    """
+    keep = np.isfinite(p)
+    z, y = _log_odds(p[keep], trees), np.asarray(y)[keep].astype(np.float64)
+    positives, negatives = y.sum(), y.size - y.sum()
+    target = np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    a, b = 1.0, 0.0
+    for _ in range(50):
+        q = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        w = np.maximum(q * (1 - q), 1e-12)
+        g = np.array([np.sum((q - target) * z), np.sum(q - target)])
+        h = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(a), float(b)
+
+
+def _held_out(x: NDArray[np.float64], y: NDArray[np.int8], fit: Any, names: tuple[str, ...], seed: int,
+              folds: int = 3) -> NDArray[np.float64]:
+    """Each example's merge probability from a forest fitted on the other folds (NaN where a
+    fold's training part holds one class only). Identical rows (one edge state met in two
+    rounds) share a fold, so that no example is scored by a forest that saw its twin."""
+    _, row = np.unique(np.column_stack([x, y]), axis=0, return_inverse=True)
+    fold = np.random.default_rng(seed).permutation(int(row.max()) + 1)[row.reshape(-1)] % folds
+    out = np.full(y.size, np.nan)
+    for f in range(folds):
+        held = fold == f
+        if held.any() and np.unique(y[~held]).size == 2:
+            out[held] = AgglomerationClassifier.from_forest(fit(x[~held], y[~held]), names, {}).predict(x[held])
+    return out
 
 
 def _best_bodies(supervoxels: NDArray[np.uint32], truth: NDArray[np.integer], k: int) -> NDArray[np.int64]:
@@ -138,8 +211,10 @@ def train_agglomeration(
     seed: int = 0,
     mitochondria_channel: int = -1,
     mitochondria_threshold: float = 0.5,
+    calibrate: bool = True,
 ) -> AgglomerationClassifier:
-    """Fit the merge classifier on one volume with ground truth (see the module docstring).
+    """Fit the merge classifier on one volume with ground truth (see the module docstring;
+    ``calibrate=False`` keeps the forest's raw output).
 
     ``predictions`` is (Z, Y, X) boundary probability or (Z, Y, X, C) with the boundary first;
     ``supervoxels`` the over-segmentation to agglomerate; ``truth`` the neurons. With a
@@ -174,12 +249,13 @@ def train_agglomeration(
         if np.unique(y).size < 2:
             raise ValueError("the training volume gives only one kind of edge (all merges or all splits); "
                              "use a volume with several neurons and supervoxels that split them")
-        forest = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=3, class_weight="balanced",
-                                        n_jobs=1, random_state=seed)
-        forest.fit(x, y)
+        fit = lambda x, y: RandomForestClassifier(  # noqa: E731
+            n_estimators=n_estimators, min_samples_leaf=3, class_weight="balanced", n_jobs=1, random_state=seed).fit(x, y)
         model = AgglomerationClassifier.from_forest(
-            forest, names, {"edges": int(y.size), "merges": int(y.sum()), "rounds": rounds, "n_estimators": n_estimators,
-                            "mitochondria_channel": mitochondria_channel})
+            fit(x, y), names, {"edges": int(y.size), "merges": int(y.sum()), "rounds": rounds,
+                               "n_estimators": n_estimators, "mitochondria_channel": mitochondria_channel})
         score = model.predict  # the next round meets the states the learned order leads to
     assert model is not None
+    if calibrate:  # a monotone curve: it would not change the order of the rounds before
+        model.calibration = fit_calibration(_held_out(x, y, fit, names, seed), y, n_estimators)
     return model

@@ -131,15 +131,17 @@ def two_stage_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], clas
 # channels, context (the model's margin) and memory come from the model's sidecar JSON
 @stage_function(declare=declare_network)
 def network_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], model_path: str = "",
-                        device: str = "auto") -> NDArray[np.float32]:
+                        device: str = "auto", precision: str = "auto") -> NDArray[np.float32]:
     """The channels of a network trained elsewhere (boundaries, affinities, ...), exported
-    to ONNX with a sidecar JSON that says its input scaling, margin and outputs; run tile by
-    tile with ONNX Runtime on the CPU, or the GPU with ``device`` auto or cuda. Masked
-    voxels get 1 in boundary channels and 0 in the others."""
+    to ONNX or PyTorch with a sidecar JSON that says its input scaling, margin and outputs;
+    run tile by tile on the CPU, or the GPU with ``device`` auto or cuda. ``precision``
+    auto runs a PyTorch model in float16 on a GPU where its first batch shows that safe
+    (float32 on the CPU: deterministic); float32 or float16 say which. Masked voxels get 1
+    in boundary channels and 0 in the others."""
     from .network import load_network, predict_network
 
     model = load_network(model_path)
-    out = predict_network(model, grayscale, device)
+    out = predict_network(model, grayscale, device, precision)
     for channel in model.outputs:
         out[..., channel.index][mask] = 1.0 if channel.meaning == "boundary" else 0.0
     return out[..., 0] if model.channels == 1 else out
@@ -377,11 +379,7 @@ def _cut_probability(stats: Any, classifier_path: str) -> NDArray[np.float64]:
     along the contact, or one minus a learned agglomeration classifier's merge probability."""
     if not classifier_path:
         return np.asarray(stats.total / np.maximum(stats.count, 1), np.float64)
-    from ..agglomeration import edge_features
-    u, v = stats.u, stats.v
-    features = edge_features(stats.count, stats.total, stats.hist, stats.size[u], stats.size[v],
-                             stats.inside[u], stats.inside[v])
-    merge = _classifier(classifier_path, int(stats.inside.shape[1])).predict(features)
+    merge = _classifier(classifier_path, int(stats.inside.shape[1])).predict(stats.features())
     return 1.0 - np.asarray(merge, np.float64)
 
 

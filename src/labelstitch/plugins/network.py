@@ -118,11 +118,16 @@ def load_network(model_path: str | Path) -> NetworkModel:
     return NetworkModel(path, scale, offset, margin, tuple(channels), tile, batch)  # type: ignore[arg-type]
 
 
-def declare_network(model_path: str = "", **_: Any) -> dict[str, Any]:
+def declare_network(model_path: str = "", device: str = "auto", precision: str = "auto", **_: Any) -> dict[str, Any]:
     """The stage descriptor's fields that the model's sidecar decides: the channels it
     writes, the context it needs (its margin), and its memory per voxel (the scaled input,
     its mirrored copy and the output, float32, on top of its tiles: 25 bytes a voxel
-    measured for one channel before the scaling was made in place)."""
+    measured for one channel before the scaling was made in place). ``device`` and
+    ``precision`` are checked here too, before any work."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"network_predictions: device must be auto, cpu or cuda, not {device!r}")
+    if precision not in ("auto", "float32", "float16"):
+        raise ValueError(f"network_predictions: precision must be auto, float32 or float16, not {precision!r}")
     if not model_path:
         return {}
     model = load_network(model_path)
@@ -161,7 +166,7 @@ def _onnx_runner(model: NetworkModel, device: str) -> Callable[[NDArray[np.float
     return lambda tiles: session.run(None, {name: tiles})[0]
 
 
-def _torch_runner(model: NetworkModel, device: str) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+def _torch_runner(model: NetworkModel, device: str, precision: str) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
     try:
         import torch
     except ImportError:
@@ -176,13 +181,16 @@ def _torch_runner(model: NetworkModel, device: str) -> Callable[[NDArray[np.floa
         _cpu_note("PyTorch")
     torch.set_num_threads(get_threads())  # one per executor core, as the other stages
     exported = model.path.suffix.lower() in EXPORTED_SUFFIXES
-    try:
+
+    def load() -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # PyTorch deprecates TorchScript; its files still load
             if exported:
-                network = torch.export.load(str(model.path)).module().to(where)
-            else:
-                network = torch.jit.load(str(model.path), map_location=where).eval()
+                return torch.export.load(str(model.path)).module().to(where)
+            return torch.jit.load(str(model.path), map_location=where).eval()
+
+    try:
+        network = load()
     except Exception as exc:  # PyTorch's own error types: a file it cannot read
         what = "an exported program (torch.export)" if exported else "a TorchScript model"
         raise ValueError(f"{model.path} is not {what} PyTorch can load: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
@@ -191,19 +199,74 @@ def _torch_runner(model: NetworkModel, device: str) -> Callable[[NDArray[np.floa
         with torch.inference_mode():
             return network(torch.from_numpy(tiles).to(where)).float().cpu().numpy()
 
-    return run
+    if not (precision == "float16" or (precision == "auto" and where == "cuda")):
+        return run  # float32: on the CPU always, unless float16 is asked for
+    try:
+        half_network = load().half()  # a second copy: the first batch is checked against float32
+    except Exception as exc:  # a module PyTorch cannot convert
+        log.warning(f"network_predictions: {model.path.name} cannot run in float16 ({exc}); running in float32")
+        return run
+
+    def run_half(tiles: NDArray[np.float32]) -> NDArray[np.float32]:
+        with torch.inference_mode():
+            return half_network(torch.from_numpy(tiles).to(where).half()).float().cpu().numpy()
+
+    return _checked_half(run, run_half, model.path.name)
 
 
-def _runner(model: NetworkModel, device: str) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
-    """A function from a batch of input tiles to the model's outputs, on ``device``."""
+#: float16 answers may differ from float32 ones by this much, relative to the largest
+#: float32 answer (at least 1): a probability by 0.01
+HALF_TOLERANCE = 0.01
+
+
+def _checked_half(run: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+                  run_half: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+                  name: str) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+    """``run_half`` where it is safe: its first batch is computed in float32 too, and float16
+    is kept only if every answer is finite and within :data:`HALF_TOLERANCE` of float32's
+    (a network whose activations overflow float16's range, 65504, or that leans on small
+    differences, is run in float32 with a note). The check is made once a process."""
+    chosen: list[Callable[[NDArray[np.float32]], NDArray[np.float32]]] = []
+
+    def run_checked(tiles: NDArray[np.float32]) -> NDArray[np.float32]:
+        if chosen:
+            return chosen[0](tiles)
+        exact = run(tiles)
+        try:
+            half = run_half(tiles)
+        except Exception as exc:  # an operation without a float16 kernel on this device
+            half, problem = None, f"it failed in float16 ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        if half is not None:
+            error = float(np.max(np.abs(half - exact))) if np.isfinite(half).all() else float("inf")
+            limit = HALF_TOLERANCE * max(1.0, float(np.max(np.abs(exact))))
+            problem = "" if error <= limit else f"float16 answers differ from float32 ones by {error:.3g} (> {limit:.3g})"
+        if problem:
+            log.warning(f"network_predictions: {name}: {problem}; running in float32")
+            chosen.append(run)
+            return exact
+        chosen.append(run_half)
+        return half
+
+    return run_checked
+
+
+def _runner(model: NetworkModel, device: str, precision: str = "auto") -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+    """A function from a batch of input tiles to the model's outputs, on ``device``, in
+    ``precision`` (auto: float16 on a CUDA device where it is safe, float32 on the CPU)."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"network_predictions: device must be auto, cpu or cuda, not {device!r}")
+    if precision not in ("auto", "float32", "float16"):
+        raise ValueError(f"network_predictions: precision must be auto, float32 or float16, not {precision!r}")
     if model.path.suffix.lower() in EXPORTED_SUFFIXES + TORCHSCRIPT_SUFFIXES:
-        return _torch_runner(model, device)
+        return _torch_runner(model, device, precision)
+    if precision == "float16":
+        raise ValueError(f"network_predictions: {model.path.name} is an ONNX model, which runs in the precision it was "
+                         "exported in; precision float16 needs the PyTorch file (.pt2 or .pt)")
     return _onnx_runner(model, device)
 
 
-def predict_network(model: NetworkModel, grayscale: NDArray[Any], device: str = "auto") -> NDArray[np.float32]:
+def predict_network(model: NetworkModel, grayscale: NDArray[Any], device: str = "auto",
+                    precision: str = "auto") -> NDArray[np.float32]:
     """The model's channels over ``grayscale``, (Z, Y, X, C) float32: tile by tile, each
     tile's input its output box plus the margin (the box's own edges mirrored), so that
     every voxel's answer is the one of the whole volume wherever the box lies in it.
@@ -211,7 +274,7 @@ def predict_network(model: NetworkModel, grayscale: NDArray[Any], device: str = 
     A box one voxel thin is computed two voxels thick and cut (exported PyTorch programs
     refuse outputs of size 1: they specialise on it), which needs one more mirrored voxel
     on the high sides."""
-    run = _runner(model, device)
+    run = _runner(model, device, precision)
     m = model.margin
     image = grayscale.astype(np.float32)
     image *= np.float32(model.scale)
