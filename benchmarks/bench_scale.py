@@ -5,11 +5,15 @@ mapping step with synthetic matches, with an extrapolation to the paper's Table 
     .venv/bin/python benchmarks/bench_scale.py                  # (a) 256^3, 512^3, 1024^3 and (b)
     .venv/bin/python benchmarks/bench_scale.py --sides 256 512  # smaller (a)
     .venv/bin/python benchmarks/bench_scale.py --only resolve --matches 1e7
+    .venv/bin/python benchmarks/bench_scale.py --only pipeline --sides 512 --chunk 256 --serial-side 0 \
+        --trained quality-output/model/segmentor.json --across     # the trained pipeline
 
 (a) runs ``labelstitch run CONFIG --executor processes --workers 2 --json`` (naive plugins,
 128^3 subvolumes + 20 voxels of halo, no checkpoint folder) in a fresh process per size, after
 one small warm-up run that fills numba's disk cache, and reports wall time per stage, MVx/s per
-core, and the driver's and the largest worker's peak RSS. (b) builds ``Plan.grid((7680,)*3,
+core, and the driver's and the largest worker's peak RSS. With ``--trained SEGMENTOR.json``
+(what ``labelstitch train`` wrote) the runs use that segmentor instead of the naive plugins
+(and ``--across`` agglomerates across blocks, as a multicut should be run). (b) builds ``Plan.grid((7680,)*3,
 block=512, halo=20)``, gives every subvolume ``--segments`` labels and every face ``matches /
 n_faces`` matches between random labels of its two sides, and times ``resolve`` plus the
 per-subvolume mapping lookups the write step does, in a fresh process (peak RSS is its own).
@@ -88,14 +92,20 @@ def run_cli(config: dict, folder: Path, name: str, executor: str = "processes") 
     return report
 
 
-def end_to_end(sides: list[int], serial_side: int | None, chunk: int = 128) -> list[tuple[int, dict]]:
+def end_to_end(sides: list[int], serial_side: int | None, chunk: int = 128, trained: str = "",
+               across: bool = False) -> list[tuple[int, dict]]:
     raw = np.load(ROOT.parent / "shared" / "data" / "gala_test.npz")["raw"]
     folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    options = {"chunk-size": chunk, "overlap": 20, "resolution": [10, 10, 10]}
+    options: dict = {"chunk-size": chunk, "overlap": 20, "resolution": [10, 10, 10]}
+    if trained:
+        options["segmentor"] = {"configuration": json.loads(Path(trained).read_text())}
+    if across:
+        options.update({"agglomerate-across-blocks": True, "context": 8})
     np.save(folder / "warm.npy", tiled(raw, 128))
     run_cli({"input": str(folder / "warm.npy"), "output": str(folder / "warm.zarr"), "options": options}, folder, "warm")
     rows = []
-    print(f"(a) end to end, processes executor on {CORES} cores, {chunk}^3 subvolumes + 20 halo, naive plugins")
+    what = f"the trained segmentor {trained}{' across blocks' if across else ''}" if trained else "naive plugins"
+    print(f"(a) end to end, processes executor on {CORES} cores, {chunk}^3 subvolumes + 20 halo, {what}")
     print(f"{'volume':>8} {'subvol':>6} {'wall s':>7} {'segment':>8} {'stitch':>7} {'write':>7} "
           f"{'MVx/s/core':>10} {'driver MB':>9} {'worker MB':>9} {'ckpt ratio':>10}")
     for side in sides:
@@ -159,9 +169,12 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=30_000, help="labels per subvolume in (b)")
     parser.add_argument("--only", choices=["pipeline", "resolve"])
     parser.add_argument("--serial-side", type=int, default=512, help="also run the serial executor at this size (0: never)")
+    parser.add_argument("--trained", default="", help="a segmentor.json from labelstitch train instead of the naive plugins")
+    parser.add_argument("--across", action="store_true", help="options.agglomerate-across-blocks (and context 8)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    rows = end_to_end(args.sides, args.serial_side or None, args.chunk) if args.only != "resolve" else []
+    rows = (end_to_end(args.sides, args.serial_side or None, args.chunk, args.trained, args.across)
+            if args.only != "resolve" else [])
     plan_row = paper_plan(args.matches, args.segments) if args.only != "pipeline" else None
     if rows:
         extrapolate(rows, plan_row)

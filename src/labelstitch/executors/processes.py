@@ -14,6 +14,8 @@ workers; put it in a module, or add the guard).
 from __future__ import annotations
 
 import ast
+import atexit
+import logging
 import multiprocessing
 import multiprocessing.context
 import os
@@ -43,6 +45,23 @@ def _init_worker(ledger: str) -> None:
     os.environ["LABELSTITCH_LEDGER"] = ledger
     # Ctrl-C reaches the whole process group: the driver decides, and stops the workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    atexit.register(_exit_quickly)  # registered first, so it runs last of the exit handlers
+
+
+def _exit_quickly() -> None:
+    """End a worker without tearing its interpreter down. A spawned worker that leaves the
+    pool exits through ``sys.exit``, and tearing down numba's compiled kernels, zarr's event
+    loop and every module took 0.2-0.4 s a worker, which the driver waited for at the end
+    of every run (a fifth of a small run's time). By then every item's files are written
+    and closed; the other exit handlers (registered later, so run before this one) have
+    run; the logs and standard streams are flushed here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def _run_item(fn: Callable[[Any], Any], item: Any, index: int, description: str) -> Any:

@@ -298,7 +298,7 @@ def _train_into(
                     families: list[tuple[str, str, dict[str, Any], Callable[[float], Any], tuple[float, ...]]] = [
                         ("learned_agglomeration", "threshold", {},
                          lambda t: learned_agglomeration(pred_v, sv_v, str(agglo_path), threshold=t, **context),
-                         (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)),
+                         (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)),  # calibrated: 0.5 is "as likely one as two"
                         ("rag_agglomeration", "threshold", {},
                          lambda t: rag_agglomeration(pred_v, sv_v, threshold=t, **context), (0.2, 0.3, 0.4, 0.5, 0.6)),
                     ]
