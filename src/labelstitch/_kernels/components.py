@@ -65,14 +65,6 @@ def label_components(labels):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _root(parent, i):  # type: ignore[no-untyped-def]
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
-@jit
 def mask_components(mask):  # type: ignore[no-untyped-def]
     """Number the 6-connected components of a C-contiguous 3-D boolean array 1..k in raster
     order of their first voxel (scikit-image's ``label(mask, connectivity=1)``).
@@ -100,7 +92,7 @@ def mask_components(mask):  # type: ignore[no-untyped-def]
         for j in (i - 1 if x > 0 else -1, i - nx if y > 0 else -1, i - sz if i >= sz else -1):
             if j < 0 or not flat[j]:
                 continue
-            r = _root(parent, out[j])
+            r = _find(parent, out[j])
             if best == 0:
                 best = r
             elif r != best:
@@ -117,7 +109,7 @@ def mask_components(mask):  # type: ignore[no-untyped-def]
     final = np.zeros(k + 1, np.uint32)
     count = 0
     for label in range(1, k + 1):
-        r = _root(parent, label)
+        r = _find(parent, label)
         if r == label:
             count += 1
             final[label] = count
