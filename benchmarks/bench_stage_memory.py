@@ -70,6 +70,8 @@ STAGES = {
     "pixel_classifier, plain": ("predict-voxels", (plain(classifier), {}), lambda f, g, m, p, s: f(g, m)),
     "two_stage_predictions": ("predict-voxels", ("two_stage_predictions", {"classifier_path": two}), lambda f, g, m, p, s: f(g, m)),
     "two_stage, plain": ("predict-voxels", (plain(two), {}), lambda f, g, m, p, s: f(g, m)),
+    "affinity_classifier": ("predict-voxels", ("affinity_classifier", {"classifier_path": classifier + ".aff"}),
+                            lambda f, g, m, p, s: f(g, m)),
     "network_predictions (tiny)": ("predict-voxels", ("network_predictions", {"model_path": classifier + ".onnx"}),
                                    lambda f, g, m, p, s: f(g, m)),
     "seeded_watershed": ("create-supervoxels", ("seeded_watershed", {}), lambda f, g, m, p, s: f(p, m)),
@@ -121,13 +123,14 @@ def main() -> None:
         f"np.save({str(folder / 'g.npy')!r}, d['raw']); np.save({str(folder / 't.npy')!r}, d['gt'])\n"
         f"ls.train_pixel_classifier({str(folder / 'g.npy')!r}, {str(folder / 't.npy')!r}, {str(classifier)!r})\n"
         f"ls.train_pixel_classifier({str(folder / 'g.npy')!r}, {str(folder / 't.npy')!r}, {str(classifier) + '.two'!r}, two_stage=True)\n"
+        f"ls.train_pixel_classifier({str(folder / 'g.npy')!r}, {str(folder / 't.npy')!r}, {str(classifier) + '.aff'!r}, affinities=True)\n"
         "from labelstitch.plugins.classifier import membrane_annotations\n"
         "from labelstitch.testing.tiny_network import export_tiny_network, train_tiny_network\n"
         f"export_tiny_network(train_tiny_network(d['raw'], membrane_annotations(d['gt']) == 1), {str(classifier) + '.onnx'!r})\n"
     )], check=True)
     print(f"{'stage':28} " + " ".join(f"{f'{s}^3 B/voxel':>16}" for s in args.sides) + f" {'inputs held B/voxel':>20}")
     stages = ("naive_membrane_predictions", "pixel_classifier", "pixel_classifier, plain", "two_stage_predictions",
-              "two_stage, plain", "network_predictions (tiny)", "seeded_watershed", "rag_agglomeration", "worker",
+              "two_stage, plain", "affinity_classifier", "network_predictions (tiny)", "seeded_watershed", "rag_agglomeration", "worker",
               "worker, pixel classifier")
     for stage in [s for s in stages if not args.stages or s in args.stages]:
         cells, held = [], 0.0

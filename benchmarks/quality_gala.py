@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--out", default="quality-output")
     parser.add_argument("--trained", action="store_true", help="use labelstitch.train on gala_train (learned agglomeration)")
     parser.add_argument("--two-stage", action="store_true", help="with --trained: a two-stage voxel classifier")
+    parser.add_argument("--affinities", action="store_true", help="with --trained: the affinity forest among the choices")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(exist_ok=True)
@@ -56,7 +57,7 @@ def main() -> None:
         np.save(out / "train-gt.npy", train["gt"])
         start = time.perf_counter()
         trained = train_segmentor(str(out / "train-raw.npy"), str(out / "train-gt.npy"), str(out / "model"),
-                                  two_stage=args.two_stage)
+                                  two_stage=args.two_stage, affinities=args.affinities, overwrite=True)
         print(f"labelstitch.train on gala_train in {time.perf_counter() - start:.0f} s")
         print(trained.table())
         configuration = trained.segmentor

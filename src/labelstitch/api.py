@@ -279,38 +279,38 @@ def _whole(volume: str) -> Any:
 
 def train_pixel_classifier(
     grayscale: str, labels: str, output: str, *, annotations: bool = False, trees: int = 50, samples: int = 200_000,
-    two_stage: bool = False, mitochondria: str | None = None,
+    two_stage: bool = False, mitochondria: str | None = None, affinities: bool = False,
 ) -> dict[str, Any]:
     """Fit the ``pixel_classifier`` plugin's random forest from a grayscale volume and a
     label volume (membranes are label changes and 0) or, with ``annotations``, 1/2/3/0 marks;
     write it to ``output`` and return its info. ``mitochondria``, a mask volume (non-zero
-    = mitochondrion), adds a second output channel, the mitochondria probability."""
+    = mitochondrion), adds a second output channel, the mitochondria probability;
+    ``affinities`` a forest of nearest-neighbour affinities (``affinity_classifier``)."""
     from .plugins.classifier import membrane_annotations
     from .plugins.classifier import train_pixel_classifier as _train
 
-    if annotations and mitochondria:
-        raise ValueError("give mitochondria as class 3 of the annotations, or as a mask beside a label volume, not both")
+    if annotations and (mitochondria or affinities):
+        raise ValueError("annotations go without --mitochondria (class 3 instead) and --affinities (which needs labels)")
     gray, marks = _whole(grayscale), _whole(labels)
     mito = _whole(mitochondria) if mitochondria else None
     clf = _train(gray, marks.astype("uint8") if annotations else membrane_annotations(marks, mito), n_estimators=trees,
-                 max_samples=samples, two_stage=two_stage)
+                 max_samples=samples, two_stage=two_stage, affinities=marks if affinities else None)
     clf.save(output)
     return dict(clf.info)
 
 
 def train(
     grayscale: str, ground_truth: str, out: str, *, validation: tuple[int, int] | None = None, trees: int = 50,
-    margin: float = 0.05, two_stage: bool = False, mitochondria: str | None = None, overwrite: bool = False,
-    progress: bool = False,
+    margin: float = 0.05, two_stage: bool = False, mitochondria: str | None = None, affinities: bool = False,
+    overwrite: bool = False, progress: bool = False,
 ) -> Any:
     """Train every model of a segmentor on one volume with ground truth and tune it on a
     held-out Z range of it (``validation``; by default the last and the first quarter, each in turn): the voxel classifier,
-    the supervoxel stage, the agglomeration (learned, if it beats mean-boundary
-    agglomeration by ``margin`` bits there) and its threshold. ``two_stage`` trains a
-    two-stage (auto-context) voxel classifier, used through ``two_stage_predictions``.
-    ``mitochondria``, a mask volume of the ground truth's shape (non-zero =
-    mitochondrion), adds a mitochondria channel and tries every agglomeration
-    context-aware too (mitochondria merged last). An existing ``out`` is replaced only with
+    the supervoxel stage, the agglomeration (learned, if it beats mean-boundary agglomeration by ``margin`` bits there)
+    and its threshold. ``two_stage``: a two-stage (auto-context) voxel classifier (``two_stage_predictions``).
+    ``mitochondria``, a mask volume (non-zero = mitochondrion), adds a mitochondria channel and tries every
+    agglomeration context-aware too. ``affinities`` also tries ``affinity_agglomeration`` with the voxel
+    classifier's own affinity forest (``affinity_classifier``). An existing ``out`` is replaced only with
     ``overwrite``, and only once training succeeded. Writes the models and ``out/segmentor.json`` (the value of
     ``options.segmentor.configuration``; a config can name the file as ``options.segmentor``)
     and returns a :class:`~labelstitch.plugins.training.TrainResult` (``.table()`` prints the validation
@@ -333,7 +333,7 @@ def train(
     mito = _whole(mitochondria) if mitochondria else None
     log = (lambda line: print(f"train: {line}", file=sys.stderr)) if progress else (lambda line: None)
     return train_segmentor(gray, truth, out, validation=validation, trees=trees, margin=margin, two_stage=two_stage,
-                           mitochondria=mito, overwrite=overwrite, log=log)
+                           mitochondria=mito, affinities=affinities, overwrite=overwrite, log=log)
 
 
 def _checked(value: Any, name: str) -> Any:

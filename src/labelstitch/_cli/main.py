@@ -79,8 +79,8 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
             raise ValueError(f"--validation {args.validation!r}: write Z0:Z1, e.g. 150:200") from None
         validation = (z0, z1)
     result = api.train(args.grayscale, args.ground_truth, args.out, validation=validation, trees=args.trees,
-                       two_stage=args.two_stage, mitochondria=args.mitochondria, overwrite=args.overwrite,
-                       progress=_progress(args))
+                       two_stage=args.two_stage, mitochondria=args.mitochondria, affinities=args.affinities,
+                       overwrite=args.overwrite, progress=_progress(args))
     if args.json:
         print(json.dumps({"segmentor": result.segmentor, "path": result.path,
                           "choices": [{"choice": n, **s.to_dict()} for n, s in result.choices]}))
@@ -182,9 +182,9 @@ def _cmd_config(args: argparse.Namespace) -> ExitCode:
 def _cmd_train(args: argparse.Namespace) -> ExitCode:
     info = api.train_pixel_classifier(
         args.grayscale, args.labels, args.output, annotations=args.annotations, trees=args.trees, samples=args.samples,
-        two_stage=args.two_stage, mitochondria=args.mitochondria,
+        two_stage=args.two_stage, mitochondria=args.mitochondria, affinities=args.affinities,
     )
-    stages = " in two stages" if args.two_stage else ""
+    stages = " in two stages" if args.two_stage else " and an affinity forest" if args.affinities else ""
     print(json.dumps({**info, "path": args.output}, default=str) if args.json else
           f"trained on {info['samples']} voxels with {args.trees} trees{stages}; wrote {args.output}")
     return ExitCode.OK
@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--two-stage", action="store_true", help="add a second, auto-context forest (two_stage_predictions)")
     p.add_argument("--mitochondria", metavar="VOLUME",
                    help="a mitochondria mask (non-zero = mitochondrion): predict a second channel, their probability")
+    p.add_argument("--affinities", action="store_true",
+                   help="also a forest of nearest-neighbour affinities from the labels (the affinity_classifier stage)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("train", help="train and tune a whole segmentor on a volume with ground truth; writes DIR/segmentor.json", parents=[out])
@@ -341,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mitochondria", metavar="VOLUME",
                    help="a mitochondria mask (non-zero = mitochondrion): a mitochondria channel, and context-aware "
                         "agglomerations (mitochondria merged last) tried too")
+    p.add_argument("--affinities", action="store_true",
+                   help="also an affinity forest, and affinity_agglomeration with its affinities among the choices")
     p.set_defaults(func=_cmd_train_segmentor)
 
     p = sub.add_parser("demo", help="the whole pipeline on a synthetic EM volume, stitched with every rule", parents=[out])

@@ -5,7 +5,7 @@ stage                      functions
 =========================  =======================================================
 predict-voxels             ``naive_membrane_predictions``, ``threshold_predictions``,
                            ``pixel_classifier``, ``two_stage_predictions``,
-                           ``network_predictions``
+                           ``network_predictions``, ``affinity_classifier``
 create-supervoxels         ``seeded_watershed``, ``distance_transform_watershed``,
                            ``mutex_watershed`` (needs ``mwatershed``)
 agglomerate-supervoxels    ``rag_agglomeration``, ``learned_agglomeration``,
@@ -42,6 +42,7 @@ __all__ = [
     "threshold_predictions",
     "pixel_classifier",
     "network_predictions",
+    "affinity_classifier",
     "seeded_watershed",
     "rag_agglomeration",
     "no_agglomeration",
@@ -125,6 +126,29 @@ def two_stage_predictions(grayscale: NDArray[Any], mask: NDArray[np.bool_], clas
         raise ValueError(f"{classifier_path} holds a one-stage classifier; use pixel_classifier, or train with --two-stage")
     out = classifier.predict(grayscale)
     out[mask] = 1.0
+    return out
+
+
+_AFFINITIES_OUT = (Channel("boundary", 0), Channel("affinity", 1, (-1, 0, 0)), Channel("affinity", 2, (0, -1, 0)),
+                   Channel("affinity", 3, (0, 0, -1)))
+
+
+# the one-stage arrays, plus the pair rows of a slab (twice its features) and 16 bytes of output
+@stage_function(writes=_AFFINITIES_OUT, bytes_per_voxel=48)
+def affinity_classifier(grayscale: NDArray[Any], mask: NDArray[np.bool_], classifier_path: str = "") -> NDArray[np.float32]:
+    """Membrane probability and nearest-neighbour affinities from random forests, no network
+    needed: channel 0 is ``pixel_classifier``'s boundary, channels 1-3 the probability that
+    a voxel and its neighbour before it along Z, Y, X are one body (offsets -1), from a
+    forest of voxel pairs trained with ``labelstitch train-pixel-classifier --affinities``.
+    For ``mutex_watershed`` and ``affinity_agglomeration`` (``affinity_channels`` "1,2,3",
+    ``affinity_offsets`` "-1,0,0;0,-1,0;0,0,-1"). Masked voxels: boundary 1, affinities 0."""
+    from .classifier import load_classifier
+
+    if not classifier_path:
+        raise ValueError("affinity_classifier needs `classifier_path`, a file written by "
+                         "`labelstitch train-pixel-classifier --affinities`")
+    out = load_classifier(classifier_path).predict_affinities(grayscale)
+    out[mask] = (1.0, 0.0, 0.0, 0.0)
     return out
 
 
@@ -427,6 +451,7 @@ def labelstitch_stage_functions() -> dict[str, dict[str, Callable[..., Any]]]:
             "threshold_predictions": threshold_predictions,
             "pixel_classifier": pixel_classifier,
             "network_predictions": network_predictions,
+            "affinity_classifier": affinity_classifier,
             "two_stage_predictions": two_stage_predictions,
         },
         "create-supervoxels": {"seeded_watershed": seeded_watershed, "distance_transform_watershed": distance_transform_watershed,

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .voxelforest import ContextFeatures, FilterFeatures, FlatForest, as_image, class_columns, features_at, predict_slabs
+from .voxelforest import (ContextFeatures, FilterFeatures, FlatForest, as_image, class_columns, features_at, pair_rows,
+                          predict_slabs, predict_with_affinities)
 
 __all__ = ["PixelClassifier", "train_pixel_classifier", "load_classifier", "membrane_annotations",
            "reference_probabilities"]
@@ -78,6 +79,8 @@ class PixelClassifier:
     sigmas: tuple[float, ...]
     info: dict[str, Any] = field(default_factory=dict)
     second: Any = None
+    #: the forest of nearest-neighbour affinities (``affinity_classifier``), if trained
+    affinities: Any = None
 
     @property
     def two_stage(self) -> bool:
@@ -102,6 +105,17 @@ class PixelClassifier:
         del first
         return _shaped(predict_slabs(self.forests[1], features, context, z_range=z_range))
 
+    def predict_affinities(self, grayscale: NDArray[Any]) -> NDArray[np.float32]:
+        """(Z, Y, X, 4): the membrane probability, then the affinities of every voxel with its
+        neighbour before it along Z, Y and X (0 where there is none), from one pass of
+        features (:func:`~labelstitch.plugins.voxelforest.predict_with_affinities`)."""
+        if self.affinities is None or self.second is not None or self.channels != 1:
+            raise ValueError("this classifier has no affinity forest (train it with affinities: "
+                             "`labelstitch train-pixel-classifier --affinities`, one stage, membranes only)")
+        if "_pairs" not in self.__dict__:
+            self.__dict__["_pairs"] = FlatForest.from_forest(self.affinities, [1])
+        return predict_with_affinities(self.forests[0], self.__dict__["_pairs"], FilterFeatures(grayscale, self.sigmas))
+
     @property
     def forests(self) -> list[FlatForest]:
         """The forests as flat arrays for the compiled evaluation (made once, not saved)."""
@@ -115,7 +129,7 @@ class PixelClassifier:
         tmp = Path(str(path) + ".partial")
         with open(tmp, "wb") as f:
             pickle.dump({"format": _FORMAT, "model": self.model, "sigmas": self.sigmas, "info": self.info,
-                         "second": self.second}, f)
+                         "second": self.second, "affinities": self.affinities}, f)
         tmp.replace(path)
 
 
@@ -128,7 +142,8 @@ def load_classifier(path: str | Path) -> PixelClassifier:
         raise ValueError(f"no classifier file at {path}; train one with `labelstitch train-pixel-classifier`") from None
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a labelstitch pixel classifier")
-    return PixelClassifier(data["model"], tuple(data["sigmas"]), data.get("info", {}), data.get("second"))
+    return PixelClassifier(data["model"], tuple(data["sigmas"]), data.get("info", {}), data.get("second"),
+                           data.get("affinities"))
 
 
 def membrane_annotations(segmentation: NDArray[np.integer], mitochondria: NDArray[Any] | None = None) -> NDArray[np.uint8]:
@@ -166,10 +181,14 @@ def train_pixel_classifier(
     max_samples: int = 200_000,
     seed: int = 0,
     two_stage: bool = False,
+    affinities: NDArray[np.integer] | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> PixelClassifier:
     """Fit a random forest on the annotated voxels (1 membrane, 2 inside, 3 mitochondrion
     if any, 0 unknown), and with ``two_stage`` a second one on top (see the module docstring).
+    ``affinities``, the neurons as a label volume, adds a forest of nearest-neighbour
+    affinities (two neighbours are one body when both carry one non-zero label), fitted on
+    ``max_samples`` voxel pairs drawn evenly from the three axes.
 
     At most ``max_samples`` annotated voxels are used, drawn evenly from the classes.
     ``log`` receives a line as each long step (features, each forest) ends.
@@ -189,6 +208,13 @@ def train_pixel_classifier(
     model = _fit(x, annotations.ravel()[rows], n_estimators, seed)
     log(f"forest: {n_estimators} trees on {rows.size:,} voxels in {time.perf_counter() - start:.1f} s")
     info = {"samples": int(rows.size), "n_estimators": n_estimators}
+    if affinities is not None:
+        if two_stage or 3 in classes:
+            raise ValueError("an affinity forest goes with a one-stage classifier of membranes only")
+        start = time.perf_counter()
+        pairs = _fit_affinities(features, np.asarray(affinities), max_samples, n_estimators, seed)
+        log(f"affinity forest: {n_estimators} trees on voxel pairs in {time.perf_counter() - start:.1f} s")
+        return PixelClassifier(model, tuple(sigmas), {**info, "affinities": True}, affinities=pairs)
     if not two_stage:
         return PixelClassifier(model, tuple(sigmas), info)
     depth = grayscale.shape[0]
@@ -225,6 +251,34 @@ def _picks(annotations: NDArray[np.integer], max_samples: int, seed: int) -> NDA
         where = np.flatnonzero(annotations.ravel() == cls)
         picks.append(rng.choice(where, size=min(where.size, max_samples // len(classes)), replace=False))
     return np.concatenate(picks)
+
+
+def _fit_affinities(features: FilterFeatures, truth: NDArray[np.integer], max_samples: int, n_estimators: int,
+                    seed: int) -> Any:
+    """The affinity forest: ``max_samples`` random voxel pairs, a third along each axis (of
+    those with two voxels or more), labelled 1 where both voxels carry one non-zero label."""
+    if truth.shape != features.shape:
+        raise ValueError(f"the affinities' label volume (shape {truth.shape}) must have the grayscale's shape {features.shape}")
+    rng = np.random.default_rng(seed + 2)
+    axes = [a for a in range(3) if truth.shape[a] > 1]
+    strides = (truth.shape[1] * truth.shape[2], truth.shape[2], 1)
+    flat = truth.reshape(-1)
+    highs, lows, rows_axis = [], [], []
+    for axis in axes:
+        n = max(1, max_samples // len(axes))
+        coords = [rng.integers(1 if a == axis else 0, truth.shape[a], n) for a in range(3)]
+        high = np.ravel_multi_index(coords, truth.shape)
+        highs.append(high)
+        lows.append(high - strides[axis])
+        rows_axis.append(np.full(n, axis))
+    high, low, axis_of = np.concatenate(highs), np.concatenate(lows), np.concatenate(rows_axis)
+    same = (flat[high] == flat[low]) & (flat[high] != 0)
+    if np.unique(same).size < 2:
+        raise ValueError("the affinities' label volume gives only one kind of voxel pair; use one with several neurons")
+    x_high, x_low = features_at(features, high), features_at(features, low)
+    x = np.concatenate([pair_rows(x_low[axis_of == a], x_high[axis_of == a], a) for a in axes])
+    y = np.concatenate([same[axis_of == a] for a in axes]).astype(np.int8)
+    return _fit(x, y, n_estimators, seed + 2)
 
 
 def _fit(x: NDArray[np.float32], y: NDArray[np.integer], n_estimators: int, seed: int) -> Any:

@@ -18,6 +18,9 @@ merged last, into the body they touch most, as NeuroProof does). The held-out pa
 decides among all of it, the classifier without mitochondria included: the mitochondria
 channel is chosen only when its best segmentor beats the best one without it by the same
 margin the learned agglomeration must beat mean-boundary agglomeration by.
+
+With ``affinities`` the voxel classifier also gets its forest of nearest-neighbour
+affinities, and ``affinity_agglomeration`` over them is one more learned choice.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from numpy.typing import NDArray
 from ..metrics import Score, floor_blockwise, vi
 from ..stores import publish_folder, remove_stale_staging, staging_path
 from .agglomeration import train_agglomeration
+from .affinities import affinity_agglomeration
 from .builtin import (distance_transform_watershed, learned_agglomeration, multicut_agglomeration, rag_agglomeration,
                       seeded_watershed)
 from .classifier import membrane_annotations, train_pixel_classifier
@@ -119,8 +123,11 @@ def _floor(supervoxels: NDArray[np.integer], truth: NDArray[np.integer]) -> Scor
     return floor_blockwise(supervoxels.shape, lambda box: (supervoxels[box.slices()], truth[box.slices()]))
 
 
-#: the agglomerations that need a trained classifier, and those that do not
-LEARNED = ("learned_agglomeration", "multicut_agglomeration+classifier")
+#: the agglomerations that need a trained classifier (the agglomeration's, or the voxel
+#: classifier's affinity forest), and those that do not
+LEARNED = ("learned_agglomeration", "multicut_agglomeration+classifier", "affinity_agglomeration")
+#: what ``affinity_agglomeration`` is told of ``affinity_classifier``'s channels
+FOREST_AFFINITIES = {"affinity_channels": "1,2,3", "affinity_offsets": "-1,0,0;0,-1,0;0,0,-1"}
 PLAIN = ("rag_agglomeration", "multicut_agglomeration")
 
 
@@ -208,6 +215,7 @@ def train_segmentor(
     margin: float = 0.05,
     two_stage: bool = False,
     mitochondria: NDArray[Any] | None = None,
+    affinities: bool = False,
     overwrite: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> TrainResult:
@@ -219,7 +227,9 @@ def train_segmentor(
     ``mitochondria`` (non-zero = mitochondrion, the shape of ``truth``) adds a voxel
     classifier with a mitochondria channel and the context-aware agglomerations to the
     choices (see the module docstring); they too are chosen only when they beat the best
-    segmentor without them by ``margin``.
+    segmentor without them by ``margin``. ``affinities`` also trains the voxel classifier's
+    affinity forest and tries ``affinity_agglomeration`` with its affinities
+    (``affinity_classifier``), as a learned agglomeration (the same margin).
 
     An existing folder ``out`` (configs may point to its models) is replaced only with
     ``overwrite``, and only when training succeeded: the models are written to a hidden
@@ -239,7 +249,7 @@ def train_segmentor(
     folder.mkdir(parents=True)
     try:
         result = _train_into(grayscale, truth, folder, final, validation=validation, trees=trees, margin=margin,
-                             two_stage=two_stage, mitochondria=mitochondria, log=log)
+                             two_stage=two_stage, mitochondria=mitochondria, affinities=affinities, log=log)
         publish_folder(folder, final)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -249,7 +259,8 @@ def train_segmentor(
 
 def _train_into(
     grayscale: NDArray[Any], truth: NDArray[np.integer], folder: Path, final: Path, *, validation: tuple[int, int] | None,
-    trees: int, margin: float, two_stage: bool, mitochondria: NDArray[Any] | None, log: Callable[[str], None],
+    trees: int, margin: float, two_stage: bool, mitochondria: NDArray[Any] | None, affinities: bool,
+    log: Callable[[str], None],
 ) -> TrainResult:
     """:func:`train_segmentor`'s work, written to ``folder``; the segmentor names its models
     where they will be once ``folder`` is published as ``final``."""
@@ -275,9 +286,12 @@ def _train_into(
         for kind, (prefix, mito, contexts) in enumerate(kinds):
             log(f"training the voxel classifier{' (membranes and mitochondria)' if mito is not None else ''}")
             notes = membrane_annotations(truth_t, None if mito is None else mito[train])
+            forest_affinities = affinities and mito is None and not two_stage
             pixel = train_pixel_classifier(gray_t, notes, n_estimators=trees, two_stage=two_stage,
+                                           affinities=truth_t if forest_affinities else None,
                                            log=lambda line: log(f"  {line}"))
-            pred_v = pixel.predict(gray_v)
+            aff_v = pixel.predict_affinities(gray_v) if forest_affinities else None
+            pred_v = pixel.predict(gray_v) if aff_v is None else aff_v[..., 0]
             log("predicting the training part out of fold (the agglomeration learns from predictions like a new volume's)")
             pred_t = out_of_fold(gray_t, notes, n_estimators=trees, two_stage=two_stage)
             log(f"trying every supervoxel stage ({len(candidates)}) with every agglomeration on the validation part")
@@ -310,6 +324,10 @@ def _train_into(
                              lambda b: multicut_agglomeration(pred_v, sv_v, beta=b, classifier_path=str(agglo_path)),
                              (0.3, 0.4, 0.5, 0.6, 0.7)),
                         ]
+                    if not context and aff_v is not None:  # the voxel classifier's own affinities
+                        families.append(("affinity_agglomeration", "threshold", dict(FOREST_AFFINITIES),
+                                         lambda t: affinity_agglomeration(aff_v, sv_v, threshold=t, **FOREST_AFFINITIES),
+                                         (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)))
                     for agg_name, knob, extra, agglomerate, grid in families:
                         family = (kind, k, len(context), agg_name, bool(extra))
                         scores: dict[float, Score] = {}
@@ -323,7 +341,8 @@ def _train_into(
                         else:
                             for t in [key[-1] for key in found if key[:-1] == family]:
                                 total(t)
-                        learned = " (learned costs)" if extra else ""
+                        learned = (" (forest affinities)" if agg_name == "affinity_agglomeration" else
+                                   " (learned costs)" if extra else "")
                         for t in sorted(scores):
                             key = (*family, t)
                             names[key] = f"{label} + {agg_name}{learned} {knob} {t}{aware}"
@@ -353,8 +372,9 @@ def _train_into(
     # the settings are chosen; the models are fitted again on the whole volume (more data,
     # the same choices): the held-out part only ever chose among settings
     log("fitting the chosen models again on the whole volume")
+    by_affinities = agg_name == "affinity_agglomeration"
     pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage,
-                                   log=lambda line: log(f"  {line}"))
+                                   affinities=truth if by_affinities else None, log=lambda line: log(f"  {line}"))
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
     pixel_path, published_agglo = final / pixel_path.name, final / agglo_path.name  # where the config finds them
@@ -366,7 +386,8 @@ def _train_into(
         train_agglomeration(supervoxels, predictions, truth, n_estimators=2 * trees, **context).save(agglo_path)
         agg_params = {**agg_params, "classifier_path": str(published_agglo)}
     segmentor = {
-        "predict-voxels": {"function": "two_stage_predictions" if two_stage else "pixel_classifier",
+        "predict-voxels": {"function": "affinity_classifier" if by_affinities else
+                           "two_stage_predictions" if two_stage else "pixel_classifier",
                            "parameters": {"classifier_path": str(pixel_path)}},
         "create-supervoxels": {"function": sv_name, "parameters": sv_params},
         "agglomerate-supervoxels": {"function": agg_name, "parameters": agg_params},

@@ -10,6 +10,11 @@ on the same values, so the features are the same to the bit; only the Hessian ei
 come from a closed form instead of LAPACK, and where a float32 rounding boundary lies within
 the error bound of the two, LAPACK gives them (about one voxel in a thousand).
 Training reads its features through the same code (:func:`features_at`).
+
+A classifier may also hold a forest of *affinities* (:func:`predict_with_affinities`): for
+two neighbouring voxels, the mean and the absolute difference of their features (the same
+whichever comes first) and the axis as three indicator columns; one forest for the three
+axes. It answers the probability that the two voxels lie in one body.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from numpy.typing import NDArray
 
 from .._kernels.voxelforest import NODE, forest_probabilities, hessian_eigenvalues
 
-__all__ = ["ContextFeatures", "FilterFeatures", "FlatForest", "class_columns", "features_at", "predict_slabs"]
+__all__ = ["AFFINITY_OFFSETS", "ContextFeatures", "FilterFeatures", "FlatForest", "class_columns", "features_at", "pair_rows",
+           "predict_slabs", "predict_with_affinities"]
 
 #: voxels per slab of features (with four scales, about 85 MB of working arrays, measured)
 SLAB_VOXELS = 1 << 19
@@ -33,6 +39,9 @@ _MARGIN = 2
 #: Gaussian smoothings of the first stage's answer that the second stage sees
 CONTEXT_SIGMAS = (1.0, 2.0, 4.0)
 _PAIRS = list(combinations_with_replacement(range(3), 2))  # the Hessian's upper triangle, as scikit-image orders it
+#: the affinity channels' offsets: channel ``a`` at a voxel joins it with its neighbour
+#: before it along axis ``a`` (0 where that neighbour lies outside the box)
+AFFINITY_OFFSETS = ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
 
 
 def scales(sigmas: Sequence[float]) -> NDArray[np.float64]:
@@ -240,4 +249,42 @@ def features_at(features: FilterFeatures, rows: NDArray[np.intp]) -> NDArray[np.
             continue
         inside = (ordered[lo:hi] - z0 * plane).astype(np.intp)
         out[order[lo:hi]] = features.slab(z0, z1, exact=inside)[inside]
+    return out
+
+
+def pair_rows(low: NDArray[np.float32], high: NDArray[np.float32], axis: int) -> NDArray[np.float32]:
+    """The affinity forest's rows for voxel pairs: ``low`` and ``high`` are the two voxels'
+    feature rows (pairs along ``axis``); their mean, their absolute difference, the axis."""
+    n, f = low.shape
+    out = np.zeros((n, 2 * f + 3), np.float32)
+    np.add(low, high, out=out[:, :f])
+    out[:, :f] *= np.float32(0.5)
+    np.subtract(low, high, out=out[:, f:2 * f])
+    np.abs(out[:, f:2 * f], out=out[:, f:2 * f])
+    out[:, 2 * f + axis] = 1.0
+    return out
+
+
+def predict_with_affinities(forest: FlatForest, pairs: FlatForest, features: FilterFeatures) -> NDArray[np.float32]:
+    """(Z, Y, X, 1 + 3): the voxel forest's boundary probability, then the pair forest's
+    affinities at :data:`AFFINITY_OFFSETS`, slab by slab; a slab's features are made with
+    the slice before it, for the pairs across the slab's first plane."""
+    depth, height, width = features.shape
+    out = np.zeros((depth, height, width, 4), np.float32)
+    f = features.columns
+    for z0, z1 in _slabs((0, depth), height * width):
+        first = max(z0 - 1, 0)
+        x = features.slab(first, z1, f).reshape(z1 - first, height, width, f)
+        own = x[z0 - first:]
+        out[z0:z1, ..., 0] = forest.probabilities(own.reshape(-1, f))[:, 0].reshape(own.shape[:3])
+        if x.shape[0] > 1:  # z pairs: (z - 1, z) for the slab's planes that have a plane before them
+            low, high = x[:-1].reshape(-1, f), x[1:].reshape(-1, f)
+            out[first + 1:z1, ..., 1] = pairs.probabilities(pair_rows(low, high, 0))[:, 0].reshape(x.shape[0] - 1, height, width)
+        if height > 1:
+            low, high = own[:, :-1].reshape(-1, f), own[:, 1:].reshape(-1, f)
+            out[z0:z1, 1:, :, 2] = pairs.probabilities(pair_rows(low, high, 1))[:, 0].reshape(z1 - z0, height - 1, width)
+        if width > 1:
+            low, high = own[:, :, :-1].reshape(-1, f), own[:, :, 1:].reshape(-1, f)
+            out[z0:z1, :, 1:, 3] = pairs.probabilities(pair_rows(low, high, 2))[:, 0].reshape(z1 - z0, height, width - 1)
+        del x, own
     return out
