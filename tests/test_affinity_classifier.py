@@ -65,11 +65,15 @@ def test_the_forests_affinities_beat_affinities_made_from_the_boundary_on_an_uns
 def test_the_lean_affinities_are_scikit_learns_to_the_bit(trained):
     """Slab by slab, the pairs across a slab's first plane included (a box of 80 slices takes
     several slabs), against scikit-learn's ``predict_proba`` on the pair rows of the whole
-    box; channel 0 is the voxel classifier's own answer; the first plane of each affinity,
-    without a neighbour before it, is 0."""
+    box, through the forest's Platt calibration (fitted on its out-of-bag answers: it
+    sharpens them here, slope above 1); channel 0 is the voxel classifier's own answer; the
+    first plane of each affinity, without a neighbour before it, is 0."""
     from labelstitch.plugins import voxelforest
+    from labelstitch.plugins.agglomeration import calibrated
 
     classifier, path = trained
+    calibration = tuple(classifier.info["affinity_calibration"])
+    assert calibration[0] > 0  # a higher forest answer stays a higher affinity
     gray, _ = em_volume((80, 48, 48), n_neurites=12, seed=13)
     slab = voxelforest.SLAB_VOXELS
     voxelforest.SLAB_VOXELS = 48 * 48 * 9  # slabs of 9 slices: many slab edges
@@ -83,7 +87,8 @@ def test_the_lean_affinities_are_scikit_learns_to_the_bit(trained):
     for axis in range(3):
         moved = np.moveaxis(features, axis, 0)
         low, high = moved[:-1].reshape(-1, features.shape[-1]), moved[1:].reshape(-1, features.shape[-1])
-        expected = classifier.affinities.predict_proba(pair_rows(low, high, axis))[:, 1].astype(np.float32)
+        forest = classifier.affinities.predict_proba(pair_rows(low, high, axis))[:, 1].astype(np.float32)
+        expected = calibrated(forest.astype(np.float64), calibration, classifier.affinities.n_estimators).astype(np.float32)
         channel = np.moveaxis(out[..., 1 + axis], axis, 0)
         np.testing.assert_array_equal(channel[1:].reshape(-1), expected)
         assert not channel[0].any()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .agglomeration import calibrated, fit_calibration
 from .voxelforest import (ContextFeatures, FilterFeatures, FlatForest, as_image, class_columns, features_at, pair_rows,
                           predict_slabs, predict_with_affinities)
 
@@ -114,7 +115,14 @@ class PixelClassifier:
                              "`labelstitch train-pixel-classifier --affinities`, one stage, membranes only)")
         if "_pairs" not in self.__dict__:
             self.__dict__["_pairs"] = FlatForest.from_forest(self.affinities, [1])
-        return predict_with_affinities(self.forests[0], self.__dict__["_pairs"], FilterFeatures(grayscale, self.sigmas))
+        out = predict_with_affinities(self.forests[0], self.__dict__["_pairs"], FilterFeatures(grayscale, self.sigmas))
+        calibration = self.info.get("affinity_calibration")
+        if calibration:  # where each channel has a neighbour (the first plane along its axis stays 0)
+            for axis in range(3):
+                inside = (slice(None),) * axis + (slice(1, None),)
+                channel = out[..., 1 + axis][inside]
+                channel[...] = calibrated(channel.astype(np.float64), tuple(calibration), self.affinities.n_estimators)
+        return out
 
     @property
     def forests(self) -> list[FlatForest]:
@@ -212,9 +220,10 @@ def train_pixel_classifier(
         if two_stage or 3 in classes:
             raise ValueError("an affinity forest goes with a one-stage classifier of membranes only")
         start = time.perf_counter()
-        pairs = _fit_affinities(features, np.asarray(affinities), max_samples, n_estimators, seed)
+        pairs, calibration = _fit_affinities(features, np.asarray(affinities), max_samples, n_estimators, seed)
         log(f"affinity forest: {n_estimators} trees on voxel pairs in {time.perf_counter() - start:.1f} s")
-        return PixelClassifier(model, tuple(sigmas), {**info, "affinities": True}, affinities=pairs)
+        return PixelClassifier(model, tuple(sigmas), {**info, "affinities": True, "affinity_calibration": list(calibration)},
+                               affinities=pairs)
     if not two_stage:
         return PixelClassifier(model, tuple(sigmas), info)
     depth = grayscale.shape[0]
@@ -254,9 +263,16 @@ def _picks(annotations: NDArray[np.integer], max_samples: int, seed: int) -> NDA
 
 
 def _fit_affinities(features: FilterFeatures, truth: NDArray[np.integer], max_samples: int, n_estimators: int,
-                    seed: int) -> Any:
+                    seed: int) -> tuple[Any, tuple[float, float]]:
     """The affinity forest: ``max_samples`` random voxel pairs, a third along each axis (of
-    those with two voxels or more), labelled 1 where both voxels carry one non-zero label."""
+    those with two voxels or more), labelled 1 where both voxels carry one non-zero label;
+    and its Platt calibration, fitted on out-of-bag answers (each pair scored by the trees
+    that did not see it), so that a threshold chosen with one forest means the same with
+    another (``train`` chooses with forests of part of the volume, then refits)."""
+    import warnings
+
+    from sklearn.ensemble import RandomForestClassifier
+
     if truth.shape != features.shape:
         raise ValueError(f"the affinities' label volume (shape {truth.shape}) must have the grayscale's shape {features.shape}")
     rng = np.random.default_rng(seed + 2)
@@ -278,7 +294,13 @@ def _fit_affinities(features: FilterFeatures, truth: NDArray[np.integer], max_sa
     x_high, x_low = features_at(features, high), features_at(features, low)
     x = np.concatenate([pair_rows(x_low[axis_of == a], x_high[axis_of == a], a) for a in axes])
     y = np.concatenate([same[axis_of == a] for a in axes]).astype(np.int8)
-    return _fit(x, y, n_estimators, seed + 2)
+    model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=1, random_state=seed + 2,
+                                   oob_score=True)
+    with warnings.catch_warnings():  # with few trees some pairs are in every bootstrap: no out-of-bag answer (NaN)
+        warnings.simplefilter("ignore", UserWarning)
+        model.fit(x, y)
+    oob = model.oob_decision_function_[:, list(model.classes_).index(1)]
+    return model, fit_calibration(oob, y, n_estimators)
 
 
 def _fit(x: NDArray[np.float32], y: NDArray[np.integer], n_estimators: int, seed: int) -> Any:
