@@ -143,7 +143,7 @@ def test_refusals_in_one_line(trained, tmp_path):
                                affinities=truth)
     np.save(tmp_path / "g.npy", gray)
     np.save(tmp_path / "t.npy", membrane_annotations(truth))
-    with pytest.raises(ValueError, match="--affinities \\(which needs labels\\)"):
+    with pytest.raises(ValueError, match="--affinities needs a label volume of neurons, not annotations"):
         api.train_pixel_classifier(str(tmp_path / "g.npy"), str(tmp_path / "t.npy"), str(tmp_path / "x.clf"),
                                    annotations=True, affinities=True)
     assert not (tmp_path / "x.clf").exists()

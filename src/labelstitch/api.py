@@ -290,7 +290,8 @@ def train_pixel_classifier(
     from .plugins.classifier import train_pixel_classifier as _train
 
     if annotations and (mitochondria or affinities):
-        raise ValueError("annotations go without --mitochondria (class 3 instead) and --affinities (which needs labels)")
+        raise ValueError("give mitochondria as class 3 of the annotations, or as a mask beside a label volume, not both"
+                         if mitochondria else "--affinities needs a label volume of neurons, not annotations")
     gray, marks = _whole(grayscale), _whole(labels)
     mito = _whole(mitochondria) if mitochondria else None
     clf = _train(gray, marks.astype("uint8") if annotations else membrane_annotations(marks, mito), n_estimators=trees,
