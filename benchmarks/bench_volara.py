@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import shutil
 import time
 from pathlib import Path
@@ -121,6 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(args.out).resolve()
     folder.mkdir(exist_ok=True)
+    os.chdir(folder)  # daisy writes its workers' logs to ./volara_logs: keep them with the outputs, out of the checkout
     for name, gray, boundary, truth, block, seeds, bias in volumes():
         n = boundary.size
         print(f"\n### {name} ({n / 1e6:.1f} M voxels, blocks {block}, {args.workers} workers)\n")
