@@ -119,7 +119,7 @@ def _plane(slab: NDArray[Any], axis: int, offset: int) -> NDArray[Any]:
     return np.take(slab, offset, axis=axis)
 
 
-def _components(slab: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.uint64]]:
+def _components(slab: NDArray[Any]) -> tuple[NDArray[np.uint32], NDArray[np.uint64]]:
     """Connected pieces of each label in the slab, and the label of each piece (index 0: 0)."""
     comp, k = label_components(np.ascontiguousarray(slab))
     label_of = np.zeros(k + 1, np.uint64)

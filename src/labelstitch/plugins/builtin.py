@@ -191,11 +191,11 @@ def seeded_watershed(
     channel from them; masked voxels stay 0. Segments smaller than ``min_segment_size``
     voxels are then merged into the neighbour they share the longest contact with.
     """
-    from .._kernels.components import mask_components  # scikit-image's label, without its imports in every worker
+    from .._kernels.components import label_components  # scikit-image's label, without its imports in every worker
     from ..watershed import watershed
 
     boundary = boundary_of(predictions, boundary_channel)
-    seeds, _ = mask_components(np.ascontiguousarray((boundary < seed_threshold) & ~mask))
+    seeds, _ = label_components(np.ascontiguousarray((boundary < seed_threshold) & ~mask))
     if seed_size > 1 and seeds.any():
         ids, sizes = label_counts(seeds)
         small = ids[(sizes < seed_size) & (ids != 0)]
