@@ -115,14 +115,11 @@ class PixelClassifier:
                              "`labelstitch train-pixel-classifier --affinities`, one stage, membranes only)")
         if "_pairs" not in self.__dict__:
             self.__dict__["_pairs"] = FlatForest.from_forest(self.affinities, [1])
-        out = predict_with_affinities(self.forests[0], self.__dict__["_pairs"], FilterFeatures(grayscale, self.sigmas))
-        calibration = self.info.get("affinity_calibration")
-        if calibration:  # where each channel has a neighbour (the first plane along its axis stays 0)
-            for axis in range(3):
-                inside = (slice(None),) * axis + (slice(1, None),)
-                channel = out[..., 1 + axis][inside]
-                channel[...] = calibrated(channel.astype(np.float64), tuple(calibration), self.affinities.n_estimators)
-        return out
+        curve, trees = self.info.get("affinity_calibration"), self.affinities.n_estimators
+        calibrate = None if not curve else (
+            lambda p: calibrated(p.astype(np.float64), tuple(curve), trees).astype(np.float32))
+        return predict_with_affinities(self.forests[0], self.__dict__["_pairs"], FilterFeatures(grayscale, self.sigmas),
+                                       calibrate)
 
     @property
     def forests(self) -> list[FlatForest]:
@@ -269,10 +266,6 @@ def _fit_affinities(features: FilterFeatures, truth: NDArray[np.integer], max_sa
     and its Platt calibration, fitted on out-of-bag answers (each pair scored by the trees
     that did not see it), so that a threshold chosen with one forest means the same with
     another (``train`` chooses with forests of part of the volume, then refits)."""
-    import warnings
-
-    from sklearn.ensemble import RandomForestClassifier
-
     if truth.shape != features.shape:
         raise ValueError(f"the affinities' label volume (shape {truth.shape}) must have the grayscale's shape {features.shape}")
     rng = np.random.default_rng(seed + 2)
@@ -294,18 +287,22 @@ def _fit_affinities(features: FilterFeatures, truth: NDArray[np.integer], max_sa
     x_high, x_low = features_at(features, high), features_at(features, low)
     x = np.concatenate([pair_rows(x_low[axis_of == a], x_high[axis_of == a], a) for a in axes])
     y = np.concatenate([same[axis_of == a] for a in axes]).astype(np.int8)
-    model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=1, random_state=seed + 2,
-                                   oob_score=True)
-    with warnings.catch_warnings():  # with few trees some pairs are in every bootstrap: no out-of-bag answer (NaN)
-        warnings.simplefilter("ignore", UserWarning)
-        model.fit(x, y)
+    model = _fit(x, y, n_estimators, seed + 2, out_of_bag=True)
     oob = model.oob_decision_function_[:, list(model.classes_).index(1)]
     return model, fit_calibration(oob, y, n_estimators)
 
 
-def _fit(x: NDArray[np.float32], y: NDArray[np.integer], n_estimators: int, seed: int) -> Any:
+def _fit(x: NDArray[np.float32], y: NDArray[np.integer], n_estimators: int, seed: int, *, out_of_bag: bool = False) -> Any:
+    """A forest of the voxel classifier's kind; with ``out_of_bag``, its out-of-bag answers too
+    (NaN for examples in every tree's bootstrap, which scikit-learn warns of with few trees)."""
+    import warnings
+
     from sklearn.ensemble import RandomForestClassifier
 
-    model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=1, random_state=seed)
-    model.fit(x, y)
+    model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=1, random_state=seed,
+                                   oob_score=out_of_bag)
+    with warnings.catch_warnings():
+        if out_of_bag:
+            warnings.simplefilter("ignore", UserWarning)
+        model.fit(x, y)
     return model

@@ -19,7 +19,7 @@ axes. It answers the probability that the two voxels lie in one body.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
 from typing import Any
@@ -265,10 +265,13 @@ def pair_rows(low: NDArray[np.float32], high: NDArray[np.float32], axis: int) ->
     return out
 
 
-def predict_with_affinities(forest: FlatForest, pairs: FlatForest, features: FilterFeatures) -> NDArray[np.float32]:
+def predict_with_affinities(forest: FlatForest, pairs: FlatForest, features: FilterFeatures,
+                            calibrate: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None,
+                            ) -> NDArray[np.float32]:
     """(Z, Y, X, 1 + 3): the voxel forest's boundary probability, then the pair forest's
-    affinities at :data:`AFFINITY_OFFSETS`, slab by slab; a slab's features are made with
-    the slice before it, for the pairs across the slab's first plane."""
+    affinities at :data:`AFFINITY_OFFSETS` (through ``calibrate``, where given), slab by
+    slab; a slab's features are made with the slice before it, for the pairs across the
+    slab's first plane."""
     depth, height, width = features.shape
     out = np.zeros((depth, height, width, 4), np.float32)
     f = features.columns
@@ -277,14 +280,18 @@ def predict_with_affinities(forest: FlatForest, pairs: FlatForest, features: Fil
         x = features.slab(first, z1, f).reshape(z1 - first, height, width, f)
         own = x[z0 - first:]
         out[z0:z1, ..., 0] = forest.probabilities(own.reshape(-1, f))[:, 0].reshape(own.shape[:3])
-        if x.shape[0] > 1:  # z pairs: (z - 1, z) for the slab's planes that have a plane before them
-            low, high = x[:-1].reshape(-1, f), x[1:].reshape(-1, f)
-            out[first + 1:z1, ..., 1] = pairs.probabilities(pair_rows(low, high, 0))[:, 0].reshape(x.shape[0] - 1, height, width)
-        if height > 1:
-            low, high = own[:, :-1].reshape(-1, f), own[:, 1:].reshape(-1, f)
-            out[z0:z1, 1:, :, 2] = pairs.probabilities(pair_rows(low, high, 1))[:, 0].reshape(z1 - z0, height - 1, width)
-        if width > 1:
-            low, high = own[:, :, :-1].reshape(-1, f), own[:, :, 1:].reshape(-1, f)
-            out[z0:z1, :, 1:, 3] = pairs.probabilities(pair_rows(low, high, 2))[:, 0].reshape(z1 - z0, height, width - 1)
+        # pairs (x - 1, x) along each axis; along Z they reach into the slice before the slab
+        for axis, planes, start in ((0, x, first), (1, own, z0), (2, own, z0)):
+            if planes.shape[axis] < 2:
+                continue
+            low, high = _along(planes, axis, slice(None, -1)), _along(planes, axis, slice(1, None))
+            answer = pairs.probabilities(pair_rows(low.reshape(-1, f), high.reshape(-1, f), axis))[:, 0]
+            answer = answer if calibrate is None else calibrate(answer)
+            _along(out[start:z1, ..., 1 + axis], axis, slice(1, None))[...] = answer.reshape(low.shape[:3])
         del x, own
     return out
+
+
+def _along(array: NDArray[Any], axis: int, part: slice) -> NDArray[Any]:
+    """``array`` cut to ``part`` along ``axis`` (a view)."""
+    return array[(slice(None),) * axis + (part,)]
