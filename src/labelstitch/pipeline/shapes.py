@@ -263,8 +263,8 @@ def _make(
     ref = parse_volume(output)
     noun = "meshes" if how.kind == "mesh" else "skeletons"
     if getattr(how, "supervoxels", False):
-        view = ref.supervoxel_view()
-        if view is None or view is ref:  # the bodies' volume only, as keeps_supervoxels
+        view = _supervoxels_of(ref)
+        if view is None:
             raise StoreError(f"{output} keeps no supervoxels (only a DVID labelmap output written with supervoxels does): "
                              "drop --supervoxels to mesh its bodies")
         ref = view
@@ -407,9 +407,14 @@ def check_shapes_work(output: str, work: str | None) -> None:
 def keeps_supervoxels(output: str) -> bool:
     """Whether ``output`` keeps supervoxels and a supervoxel → body mapping (a DVID labelmap
     written with supervoxels), so that :func:`mesh` can mesh each supervoxel too."""
-    ref = parse_volume(output)
+    return _supervoxels_of(parse_volume(output)) is not None
+
+
+def _supervoxels_of(ref: VolumeRef) -> VolumeRef | None:
+    """The supervoxels of a volume read as bodies that keeps them; None for any other (one
+    that keeps none, or that already reads its supervoxels)."""
     view = ref.supervoxel_view()
-    return view is not None and view is not ref
+    return None if view is ref else view
 
 
 def mesh(

@@ -118,16 +118,21 @@ def load_network(model_path: str | Path) -> NetworkModel:
     return NetworkModel(path, scale, offset, margin, tuple(channels), tile, batch)  # type: ignore[arg-type]
 
 
+def _check_choices(device: str, precision: str) -> None:
+    """Refuse a ``device`` or ``precision`` the stage does not know, in one line."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"network_predictions: device must be auto, cpu or cuda, not {device!r}")
+    if precision not in ("auto", "float32", "float16"):
+        raise ValueError(f"network_predictions: precision must be auto, float32 or float16, not {precision!r}")
+
+
 def declare_network(model_path: str = "", device: str = "auto", precision: str = "auto", **_: Any) -> dict[str, Any]:
     """The stage descriptor's fields that the model's sidecar decides: the channels it
     writes, the context it needs (its margin), and its memory per voxel (the scaled input,
     its mirrored copy and the output, float32, on top of its tiles: 25 bytes a voxel
     measured for one channel before the scaling was made in place). ``device`` and
     ``precision`` are checked here too, before any work."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"network_predictions: device must be auto, cpu or cuda, not {device!r}")
-    if precision not in ("auto", "float32", "float16"):
-        raise ValueError(f"network_predictions: precision must be auto, float32 or float16, not {precision!r}")
+    _check_choices(device, precision)
     if not model_path:
         return {}
     model = load_network(model_path)
@@ -253,10 +258,7 @@ def _checked_half(run: Callable[[NDArray[np.float32]], NDArray[np.float32]],
 def _runner(model: NetworkModel, device: str, precision: str = "auto") -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
     """A function from a batch of input tiles to the model's outputs, on ``device``, in
     ``precision`` (auto: float16 on a CUDA device where it is safe, float32 on the CPU)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"network_predictions: device must be auto, cpu or cuda, not {device!r}")
-    if precision not in ("auto", "float32", "float16"):
-        raise ValueError(f"network_predictions: precision must be auto, float32 or float16, not {precision!r}")
+    _check_choices(device, precision)
     if model.path.suffix.lower() in EXPORTED_SUFFIXES + TORCHSCRIPT_SUFFIXES:
         return _torch_runner(model, device, precision)
     if precision == "float16":
