@@ -151,35 +151,46 @@ def test_refusals_in_one_line(trained, tmp_path):
     assert "affinities" not in plain.info and trained[0].info["affinities"] is True
 
 
-def test_train_with_affinities_weighs_the_forests_affinities_and_writes_a_segmentor_that_runs(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("steer", ["affinity_agglomeration", "learned_agglomeration"])
+def test_train_with_affinities_weighs_the_forests_affinities_and_writes_a_segmentor_that_runs(steer, tmp_path, capsys,
+                                                                                            monkeypatch):
     """``labelstitch train --affinities``: ``affinity_agglomeration`` with the voxel
-    classifier's own affinities is among the held-out choices. Which choice wins on a small
-    volume is the data's call; here it is steered to the best affinity row, so that what a
-    win writes is checked: ``affinity_classifier`` with a classifier refitted with its
-    affinity forest, which a blocked run on another volume uses to merge supervoxels well."""
+    classifier's own affinities, and the learned agglomeration with their features, are
+    among the held-out choices. Which choice wins on a small volume is the data's call; here
+    it is steered to the best row of one of them, so that what a win writes is checked:
+    ``affinity_classifier`` with a classifier refitted with its affinity forest (and an
+    agglomeration classifier with affinity features), which a blocked run on another volume
+    (across blocks, for the learned one) uses to merge supervoxels well."""
     from labelstitch.pipeline import run
     from labelstitch.plugins import training
+    from labelstitch.plugins.agglomeration import load_agglomeration_classifier
     from labelstitch.plugins.classifier import load_classifier
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(training, "_pick", lambda rows, margin, log: min(
-        (row for row in rows if row[4] == "affinity_agglomeration"), key=lambda row: row[0]))
+        (row for row in rows if row[4] == steer and "affinity_channels" in row[5]), key=lambda row: row[0]))
     gray, truth = em_volume((48, 64, 64), n_neurites=20, seed=17)
     np.save("gray.npy", gray)
     np.save("truth.npy", truth)
     assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "10", "--validation", "36:48",
                  "--affinities", "-q"]) == ExitCode.OK
-    assert "+ affinity_agglomeration (forest affinities) threshold" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "+ affinity_agglomeration (forest affinities) threshold" in out
+    assert "+ learned_agglomeration (affinity features) threshold" in out
+    assert "+ multicut_agglomeration (learned costs, affinity features) beta" in out
     segmentor = json.loads((tmp_path / "model" / "segmentor.json").read_text())
     assert segmentor["predict-voxels"]["function"] == "affinity_classifier"
     agglomeration = segmentor["agglomerate-supervoxels"]
-    assert agglomeration["function"] == "affinity_agglomeration"
+    assert agglomeration["function"] == steer
     assert agglomeration["parameters"]["affinity_offsets"] == "-1,0,0;0,-1,0;0,0,-1"
+    if steer == "learned_agglomeration":
+        features = load_agglomeration_classifier(agglomeration["parameters"]["classifier_path"]).features
+        assert "affinity_mean" in features and "channel1_mean" not in features
     assert load_classifier(segmentor["predict-voxels"]["parameters"]["classifier_path"]).affinities is not None
     other, other_truth = em_volume((32, 64, 64), n_neurites=20, seed=18)
     np.save("other.npy", other)
     np.save("other-truth.npy", other_truth)
-    options = {"chunk-size": 32, "overlap": 8}
+    options = {"chunk-size": 32, "overlap": 8, "agglomerate-across-blocks": steer == "learned_agglomeration"}
     trained = run({"input": "other.npy", "output": "trained.zarr", "ground-truth": "other-truth.npy",
                    "options": {**options, "segmentor": {"configuration": segmentor}}})
     apart = {**segmentor, "agglomerate-supervoxels": {"function": "no_agglomeration"}}

@@ -169,13 +169,15 @@ def test_a_classifier_file_written_again_is_read_again(trained, tmp_path):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 9), st.integers(1, 5), st.sampled_from([1, 2]))
+@given(st.integers(0, 2**32 - 1), st.integers(1, 9), st.integers(1, 5), st.sampled_from([1, 2, 5]))
 def test_the_parts_of_a_blocked_volume_sum_to_its_region_graph(seed, n_labels, block, channels):
     """Agglomeration across blocks relies on it: every voxel pair lies in one interior or
     straddles one face, so interior graphs plus face contacts, each in local ids mapped to
-    global ones, sum to exactly the region graph of the whole volume."""
+    global ones, sum to exactly the region graph of the whole volume; so do the contacts'
+    further values (a further channel, and with five channels affinities in 1-3)."""
     from labelstitch.across import face_contacts
     from labelstitch.agglomeration import interior_graph, sum_graph
+    from labelstitch.contacts import Contacts
     from labelstitch.geometry import Plan
 
     rng = np.random.default_rng(seed)
@@ -186,9 +188,10 @@ def test_the_parts_of_a_blocked_volume_sum_to_its_region_graph(seed, n_labels, b
     offset = {sv.id: 1000 * (sv.id + 1) for sv in plan}  # each subvolume's labels in ids of its own
     local = lambda sv, x: np.where(x != 0, x + np.uint64(offset[sv.id]), 0)  # noqa: E731
     to_global = lambda sv, x: (x - np.uint64(offset[sv.id])).astype(np.uint64)  # noqa: E731
+    contacts = Contacts.of(channels, (1, 2, 3) if channels == 5 else None)
     parts = []
     for sv in plan:
-        part = interior_graph(local(sv, labels[sv.interior.slices()]), pred[sv.interior.slices()])
+        part = interior_graph(local(sv, labels[sv.interior.slices()]), pred[sv.interior.slices()], contacts)
         part.nodes, part.u, part.v = (to_global(sv, x) for x in (part.nodes, part.u, part.v))
         parts.append(part)
     for face in plan.faces():
@@ -197,13 +200,17 @@ def test_the_parts_of_a_blocked_volume_sum_to_its_region_graph(seed, n_labels, b
         lo[face.axis] = slice(face.plane - 1, face.plane)
         hi[face.axis] = slice(face.plane, face.plane + 1)
         part = face_contacts(local(a, labels[tuple(lo)]), pred[tuple(lo)][..., 0],
-                             local(b, labels[tuple(hi)]), pred[tuple(hi)][..., 0])
+                             local(b, labels[tuple(hi)]), pred[tuple(hi)][..., 0],
+                             contacts.planes(pred[a.interior.slices()], face.axis)[1],
+                             contacts.planes(pred[b.interior.slices()], face.axis)[0], contacts.kinds)
         part.u, part.v = to_global(a, part.u), to_global(b, part.v)
         parts.append(part)
     summed = sum_graph(parts, n_labels, channels)
-    whole = edge_stats(labels.astype(np.uint32), pred)
+    whole = edge_stats(labels.astype(np.uint32), pred, contacts=contacts)
     assert summed.u.tolist() == whole.u.tolist() and summed.v.tolist() == whole.v.tolist()
     assert np.array_equal(summed.count, whole.count) and np.array_equal(summed.hist, whole.hist)
+    assert summed.extra.shape == whole.extra.shape == (whole.u.size, 11 * len(contacts.kinds))
+    np.testing.assert_allclose(summed.extra, whole.extra, rtol=1e-9)
     np.testing.assert_allclose(summed.total, whole.total, rtol=1e-9)
     np.testing.assert_allclose(summed.size[1:], whole.size[1 : n_labels + 1])
     np.testing.assert_allclose(summed.inside[1:], whole.inside[1 : n_labels + 1], rtol=1e-6)

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .agglomeration import EdgeStats, GraphPart, pair_statistics, sum_graph
+from .contacts import across
 from .matching import FaceCandidates, reasons
 from .rag import numbered_roots
 from .resolve import LabelMapping
@@ -33,19 +34,26 @@ __all__ = ["agglomerate_across", "face_contacts", "protective_refusals", "refuse
 def face_contacts(
     labels_a: NDArray[np.integer], boundary_a: NDArray[np.floating],
     labels_b: NDArray[np.integer], boundary_b: NDArray[np.floating],
+    further_a: NDArray[np.floating] | None = None, further_b: NDArray[np.floating] | None = None,
+    kinds: tuple[int, ...] = (),
 ) -> GraphPart:
     """The contacts across one face: ``labels_a`` / ``boundary_a`` are the lower
     subvolume's last interior plane (labels, boundary probability), ``labels_b`` /
     ``boundary_b`` the upper one's first, voxel for voxel; each pair of non-zero labels is
-    valued by the mean of its two voxels' boundary probability, as inside a volume."""
+    valued by the mean of its two voxels' boundary probability, as inside a volume, and
+    with ``kinds`` carries the further values of the two planes ``further_a`` /
+    ``further_b`` (:meth:`labelstitch.contacts.Contacts.planes`)."""
     la, lb = np.asarray(labels_a).reshape(-1), np.asarray(labels_b).reshape(-1)
     ba = np.asarray(boundary_a, np.float32).reshape(-1)
     bb = np.asarray(boundary_b, np.float32).reshape(-1)
     both = (la != 0) & (lb != 0)
     values = (ba[both] + bb[both]) * np.float32(0.5)  # as the region-graph kernel rounds it
-    u, v, count, total, hist = pair_statistics(la[both], lb[both], values)
-    none = np.zeros(0, np.uint64)
-    return GraphPart(none, np.zeros(0), np.zeros((0, 1)), u, v, count, total, hist)
+    further = None
+    if kinds:
+        assert further_a is not None and further_b is not None
+        rows = [np.asarray(f, np.float32).reshape(-1, len(kinds))[both] for f in (further_a, further_b)]
+        further = across(kinds, *rows)
+    return pair_statistics(la[both], lb[both], values, further)
 
 
 def refused_pairs(found: FaceCandidates | None, rule: StitchRule, **params: object) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
@@ -146,11 +154,11 @@ def agglomerate_across(
         g = graphs[sv.id]
         channels = g.inside.shape[1]
         ids = [to_bodies(x, labels, bodies) for x in (g.nodes, g.u, g.v)]
-        parts.append(GraphPart(ids[0], g.size, g.inside, ids[1], ids[2], g.count, g.total, g.hist))
+        parts.append(GraphPart(ids[0], g.size, g.inside, ids[1], ids[2], g.count, g.total, g.hist, g.extra))
     for face, c in zip(result.plan.faces(), contacts):
         u = to_bodies(c.u, *mapping.for_subvolume(face.a))
         v = to_bodies(c.v, *mapping.for_subvolume(face.b))
-        parts.append(GraphPart(c.nodes, c.size, c.inside, u, v, c.count, c.total, c.hist))
+        parts.append(GraphPart(c.nodes, c.size, c.inside, u, v, c.count, c.total, c.hist, c.extra))
     stats = sum_graph(parts, mapping.n_bodies, channels)
     graph_bytes = sum(p.nbytes for p in parts)
     del parts

@@ -8,7 +8,9 @@ region, its size and the sum of the boundary probability inside it (per channel,
 several prediction channels). Merging two regions pools those sums, so the features of
 every edge of the merged region are those a fresh graph of the merged labels would give.
 A region's surface (its contacts with all its neighbours) is the sum of its edges' counts,
-so it too is known from the graph alone and pooled on merges.
+so it too is known from the graph alone and pooled on merges. Contacts may carry further
+values beside the boundary (:mod:`labelstitch.contacts`: the other prediction channels,
+the predicted affinities), summed and histogrammed the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._kernels.rag import boundary_pairs
+from .contacts import BINS, Contacts, contact_sums
 from .rag import renumber, roots_of
 
 __all__ = [
@@ -30,18 +33,22 @@ __all__ = [
     "mitochondria_nodes", "stats_of_pairs", "sum_graph",
 ]
 
-#: histogram bins of the boundary probability along a contact, over [0, 1]
-BINS = 10
 _QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-def feature_names(channels: int = 1) -> tuple[str, ...]:
+def _contact_names(prefix: str = "") -> list[str]:
+    return [f"{prefix}mean", *(f"{prefix}q{int(q * 100)}" for q in _QUANTILES), *(f"{prefix}hist{b}" for b in range(BINS))]
+
+
+def feature_names(channels: int = 1, contacts: Contacts | None = None) -> tuple[str, ...]:
     """The names of the columns :func:`edge_features` returns, in order (a trained
-    classifier records them and is refused by a run whose features differ)."""
-    names = ["mean", *(f"q{int(q * 100)}" for q in _QUANTILES), *(f"hist{b}" for b in range(BINS)),
-             "log_contact", "log_small", "log_large", "contact_ratio", "share_min", "share_max"]
+    classifier records them and is refused by a run whose features differ), for
+    predictions of ``channels`` channels whose contacts carry ``contacts`` beside the boundary."""
+    names = [*_contact_names(), "log_contact", "log_small", "log_large", "contact_ratio", "share_min", "share_max"]
     for c in range(channels):
         names += [f"inside{c}_min", f"inside{c}_max", f"inside{c}_diff"]
+    for name in contacts.names() if contacts is not None else ():
+        names += _contact_names(f"{name}_")
     return tuple(names)
 
 
@@ -62,6 +69,13 @@ class EdgeStats:
     hist: NDArray[np.float64]  # (edges, BINS)
     size: NDArray[np.float64]  # (K + 1,)
     inside: NDArray[np.float64]  # (K + 1, channels)
+    #: (edges, values x (1 + BINS)): each further contact value's sum and histogram
+    #: (:mod:`labelstitch.contacts`); no columns when the contacts carry only the boundary
+    extra: NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        if self.extra is None:
+            self.extra = np.zeros((self.u.size, 0))
 
     def surface(self) -> NDArray[np.float64]:
         """Each region's contact with all its neighbours (voxel pairs; index = label)."""
@@ -73,57 +87,81 @@ class EdgeStats:
         """:func:`edge_features` of every edge."""
         u, v, surface = self.u, self.v, self.surface()
         return edge_features(self.count, self.total, self.hist, self.size[u], self.size[v], self.inside[u],
-                             self.inside[v], surface[u], surface[v])
+                             self.inside[v], surface[u], surface[v], self.extra)
 
     def subset(self, keep: NDArray[np.bool_]) -> EdgeStats:
         """The same regions with only the edges where ``keep`` is True."""
+        assert self.extra is not None
         return EdgeStats(self.u[keep], self.v[keep], self.count[keep], self.total[keep], self.hist[keep], self.size,
-                         self.inside)
+                         self.inside, self.extra[keep])
 
 
-def edge_stats(labels: NDArray[np.integer], predictions: NDArray[np.floating], *, largest: bool = False) -> EdgeStats:
+def edge_stats(labels: NDArray[np.integer], predictions: NDArray[np.floating], *, largest: bool = False,
+               contacts: Contacts | None = None) -> EdgeStats:
     """The statistics of the region graph of ``labels`` (1..K, 0 = background, below 2**32)
     over ``predictions`` (Z, Y, X) boundary probability, or (Z, Y, X, C) with the boundary
     first; the contacts are the 6-neighbour voxel pairs (numba), each valued by the mean of
     its two voxels' boundary probability (with ``largest``, the larger: one minus the pair's
-    affinity, as waterz scores contacts)."""
+    affinity, as waterz scores contacts), and carrying the further values of ``contacts``."""
     pred = np.asarray(predictions, np.float32)
     channels = pred[..., None] if pred.ndim == 3 else pred
     lab = np.ascontiguousarray(labels).astype(np.uint32, copy=False)
-    keys, values = boundary_pairs(lab, np.ascontiguousarray(channels[..., 0]), largest)
-    return stats_of_pairs(lab, channels, keys, values)
+    further = contacts is not None and bool(contacts.kinds)
+    keys, values, where = boundary_pairs(lab, np.ascontiguousarray(channels[..., 0]), largest, further)
+    return stats_of_pairs(lab, channels, keys, values, contacts.values(channels, where) if further else None)
 
 
 def stats_of_pairs(labels: NDArray[np.uint32], channels: NDArray[np.floating], keys: NDArray[np.uint64],
-                   values: NDArray[np.float32]) -> EdgeStats:
+                   values: NDArray[np.float32], further: NDArray[np.float32] | None = None) -> EdgeStats:
     """The :class:`EdgeStats` of voxel pairs between regions of ``labels``: ``keys`` are
-    ``low << 32 | high`` label pairs, ``values`` each pair's value; ``channels`` (Z, Y, X, C)
-    give the regions' inside sums."""
+    ``low << 32 | high`` label pairs, ``values`` each pair's value (and ``further`` its
+    further values, a row each); ``channels`` (Z, Y, X, C) give the regions' inside sums."""
     k = int(labels.max()) if labels.size else 0
     flat = labels.reshape(-1)
     size = np.bincount(flat, minlength=k + 1).astype(np.float64)
     inside = np.stack([np.bincount(flat, weights=channels[..., c].reshape(-1), minlength=k + 1)
                        for c in range(channels.shape[-1])], axis=1)
+    columns = 0 if further is None else further.shape[1] * (1 + BINS)
     if keys.size == 0:
         none = np.zeros(0, np.int64)
-        return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside)
+        return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside, np.zeros((0, columns)))
     edges, index = np.unique(keys, return_inverse=True)
     count, total, hist = _pair_statistics(index.reshape(-1), edges.size, values)
+    extra = None if further is None else contact_sums(index.reshape(-1), edges.size, further)
     u = (edges >> np.uint64(32)).astype(np.int64)
     v = (edges & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    return EdgeStats(u, v, count, total, hist, size, inside)
+    return EdgeStats(u, v, count, total, hist, size, inside, extra)
 
 
 def edge_features(
     count: NDArray[np.float64], total: NDArray[np.float64], hist: NDArray[np.float64],
     size_u: NDArray[np.float64], size_v: NDArray[np.float64], inside_u: NDArray[np.float64], inside_v: NDArray[np.float64],
-    surface_u: NDArray[np.float64], surface_v: NDArray[np.float64],
+    surface_u: NDArray[np.float64], surface_v: NDArray[np.float64], extra: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """Feature rows (columns :func:`feature_names`) of edges given their statistics and their
     two regions' (sizes, per-channel inside sums as rows of ``inside``, and surfaces: their
-    contacts with all neighbours). The contact's share of each region's surface tells a
-    region wrapped by its neighbour (a fragment cut off a neurite by a false membrane)
-    from two neurites that touch along a strip."""
+    contacts with all neighbours; ``extra`` the further contact values' sums and histograms).
+    The contact's share of each region's surface tells a region wrapped by its neighbour (a
+    fragment cut off a neurite by a false membrane) from two neurites that touch along a strip."""
+    n = count.size
+    small, large = np.minimum(size_u, size_v), np.maximum(size_u, size_v)
+    mean_u = inside_u / np.maximum(size_u, 1)[:, None]
+    mean_v = inside_v / np.maximum(size_v, 1)[:, None]
+    inside = []
+    for c in range(mean_u.shape[1]):
+        inside += [np.minimum(mean_u[:, c], mean_v[:, c]), np.maximum(mean_u[:, c], mean_v[:, c]),
+                   np.abs(mean_u[:, c] - mean_v[:, c])]
+    share_u, share_v = count / np.maximum(surface_u, 1), count / np.maximum(surface_v, 1)
+    columns = [*_along_contact(count, total, hist), np.log1p(count), np.log1p(small), np.log1p(large),
+               count / np.maximum(small, 1) ** (2 / 3), np.minimum(share_u, share_v), np.maximum(share_u, share_v), *inside]
+    width = 1 + BINS
+    for k in range(0 if extra is None else extra.shape[1] // width):
+        columns += _along_contact(count, extra[:, k * width], extra[:, k * width + 1:(k + 1) * width])
+    return np.stack(columns, axis=1) if n else np.zeros((0, len(columns)))
+
+
+def _along_contact(count: NDArray[np.float64], total: NDArray[np.float64], hist: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    """A value's mean, quantiles and histogram (shares) along each contact, from its sum and histogram."""
     n = count.size
     frac = hist / np.maximum(count, 1)[:, None]
     cum = np.cumsum(frac, axis=1)
@@ -134,17 +172,7 @@ def edge_features(
         share = frac[np.arange(n), b]
         within = np.where(share > 0, (q - before) / np.where(share > 0, share, 1), 0.5)
         quantiles.append((b + np.clip(within, 0, 1)) / BINS)
-    small, large = np.minimum(size_u, size_v), np.maximum(size_u, size_v)
-    mean_u = inside_u / np.maximum(size_u, 1)[:, None]
-    mean_v = inside_v / np.maximum(size_v, 1)[:, None]
-    inside = []
-    for c in range(mean_u.shape[1]):
-        inside += [np.minimum(mean_u[:, c], mean_v[:, c]), np.maximum(mean_u[:, c], mean_v[:, c]),
-                   np.abs(mean_u[:, c] - mean_v[:, c])]
-    share_u, share_v = count / np.maximum(surface_u, 1), count / np.maximum(surface_v, 1)
-    columns = [total / np.maximum(count, 1), *quantiles, *frac.T, np.log1p(count), np.log1p(small), np.log1p(large),
-               count / np.maximum(small, 1) ** (2 / 3), np.minimum(share_u, share_v), np.maximum(share_u, share_v), *inside]
-    return np.stack(columns, axis=1) if n else np.zeros((0, len(columns)))
+    return [total / np.maximum(count, 1), *quantiles, *frac.T]
 
 
 def agglomerate(
@@ -188,6 +216,8 @@ def agglomerate_graph(
     surface = stats.surface()
     adjacency: list[dict[int, int]] = [dict() for _ in range(k + 1)]  # neighbour -> edge slot
     count, total, hist = list(stats.count), list(stats.total), [row for row in stats.hist]
+    assert stats.extra is not None
+    extra, further = [row for row in stats.extra], stats.extra.shape[1] > 0
     for e, (a, b) in enumerate(zip(stats.u.tolist(), stats.v.tolist())):
         adjacency[a][b] = e
         adjacency[b][a] = e
@@ -203,7 +233,7 @@ def agglomerate_graph(
         vb = np.array([b for _, b in pairs])
         feats = edge_features(np.array([count[s] for s in slots]), np.array([total[s] for s in slots]),
                               np.array([hist[s] for s in slots]), size[ua], size[vb], inside[ua], inside[vb],
-                              surface[ua], surface[vb])
+                              surface[ua], surface[vb], np.array([extra[s] for s in slots]) if further else None)
         prob = np.asarray(merge_probability(feats), np.float64)
         for (a, b), p, f in zip(pairs, prob.tolist(), feats):
             if oracle is not None:  # training: every edge is taken from the queue, with its features
@@ -242,6 +272,8 @@ def agglomerate_graph(
                 count[mine] += count[slot]
                 total[mine] += total[slot]
                 hist[mine] = hist[mine] + hist[slot]
+                if further:
+                    extra[mine] = extra[mine] + extra[slot]
             else:
                 adjacency[a][w] = slot
                 adjacency[w][a] = slot
@@ -339,30 +371,41 @@ class GraphPart:
     count: NDArray[np.float64]
     total: NDArray[np.float64]
     hist: NDArray[np.float64]  # (edges, BINS)
+    #: the further contact values' sums and histograms, as :attr:`EdgeStats.extra`
+    extra: NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        if self.extra is None:
+            self.extra = np.zeros((self.u.size, 0))
 
     @property
     def nbytes(self) -> int:
-        return sum(int(getattr(self, f).nbytes) for f in ("nodes", "size", "inside", "u", "v", "count", "total", "hist"))
+        return sum(int(getattr(self, f).nbytes) for f in ("nodes", "size", "inside", "u", "v", "count", "total", "hist",
+                                                          "extra"))
 
     def arrays(self) -> dict[str, NDArray[Any]]:
         """The part as named arrays (for ``np.savez``; counts as uint32, they are whole numbers)."""
-        return {"nodes": self.nodes, "size": self.size, "inside": self.inside, "u": self.u, "v": self.v,
-                "count": self.count.astype(np.uint32), "total": self.total, "hist": self.hist.astype(np.uint32)}
+        assert self.extra is not None
+        out = {"nodes": self.nodes, "size": self.size, "inside": self.inside, "u": self.u, "v": self.v,
+               "count": self.count.astype(np.uint32), "total": self.total, "hist": self.hist.astype(np.uint32)}
+        return {**out, "extra": self.extra} if self.extra.shape[1] else out
 
     @classmethod
     def from_arrays(cls, a: Any) -> GraphPart:
         return cls(*(np.asarray(a[k]) for k in ("nodes", "size", "inside", "u", "v")),
-                   np.asarray(a["count"], np.float64), np.asarray(a["total"]), np.asarray(a["hist"], np.float64))
+                   np.asarray(a["count"], np.float64), np.asarray(a["total"]), np.asarray(a["hist"], np.float64),
+                   np.asarray(a["extra"]) if "extra" in a else None)
 
     def empty(self) -> GraphPart:
         """This part's nodes without any edge."""
+        assert self.extra is not None
         none = np.zeros(0, np.uint64)
         return GraphPart(self.nodes, self.size, self.inside, none, none, np.zeros(0), np.zeros(0),
-                         np.zeros((0, self.hist.shape[1])))
+                         np.zeros((0, self.hist.shape[1])), np.zeros((0, self.extra.shape[1])))
 
     def without_histograms(self) -> GraphPart:
-        """This part without the boundary histograms (an agglomeration by mean boundary needs
-        only counts and sums: 32 bytes per edge instead of 112)."""
+        """This part without the boundary histograms and further values (an agglomeration by
+        mean boundary needs only counts and sums: 32 bytes per edge instead of 112)."""
         return GraphPart(self.nodes, self.size, self.inside, self.u, self.v, self.count, self.total,
                          np.zeros((self.u.size, 0)))
 
@@ -374,18 +417,16 @@ class GraphPart:
         keys_v, iv = np.unique(np.concatenate([self.v, drop_v]), return_inverse=True)
         key = iu.astype(np.int64) * keys_v.size + iv
         keep = ~np.isin(key[: self.u.size], key[self.u.size :])
+        assert self.extra is not None
         return GraphPart(self.nodes, self.size, self.inside, self.u[keep], self.v[keep], self.count[keep],
-                         self.total[keep], self.hist[keep])
+                         self.total[keep], self.hist[keep], self.extra[keep])
 
 
 def _pair_statistics(index: NDArray[np.int64], n: int, values: NDArray[np.float32]) -> tuple[NDArray[np.float64], ...]:
     """(count, total, hist) of ``n`` contacts from voxel pairs: pair ``i`` belongs to contact
     ``index[i]`` and is valued ``values[i]``."""
-    count = np.bincount(index, minlength=n).astype(np.float64)
-    total = np.bincount(index, weights=values, minlength=n)
-    bins = np.minimum((values * BINS).astype(np.int64), BINS - 1)
-    hist = np.bincount(index * BINS + bins, minlength=n * BINS).reshape(n, BINS).astype(np.float64)
-    return count, total, hist
+    sums = contact_sums(index, n, values[:, None])
+    return np.bincount(index, minlength=n).astype(np.float64), sums[:, 0], sums[:, 1:]
 
 
 def _group_pairs(u: NDArray[Any], v: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
@@ -397,25 +438,27 @@ def _group_pairs(u: NDArray[Any], v: NDArray[Any]) -> tuple[NDArray[np.int64], N
     return order, np.cumsum(new) - 1, new
 
 
-def pair_statistics(u: NDArray[Any], v: NDArray[Any], values: NDArray[np.float32]) -> tuple[NDArray[Any], ...]:
-    """Pair statistics (u, v, count, total, hist) of voxel pairs ``(u[i], v[i])`` valued ``values[i]``."""
-    if u.size == 0:
-        none = np.zeros(0, np.uint64)
-        return none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS))
+def pair_statistics(u: NDArray[Any], v: NDArray[Any], values: NDArray[np.float32],
+                    further: NDArray[np.float32] | None = None) -> GraphPart:
+    """The contacts (no nodes) of voxel pairs ``(u[i], v[i])`` valued ``values[i]``, with
+    the further values ``further[i]``."""
     order, index, new = _group_pairs(u, v)
     count, total, hist = _pair_statistics(index, int(new.sum()), values[order])
-    return u[order][new].astype(np.uint64), v[order][new].astype(np.uint64), count, total, hist
+    extra = None if further is None else contact_sums(index, int(new.sum()), further[order])
+    return GraphPart(np.zeros(0, np.uint64), np.zeros(0), np.zeros((0, 1)), u[order][new].astype(np.uint64),
+                     v[order][new].astype(np.uint64), count, total, hist, extra)
 
 
-def interior_graph(labels: NDArray[np.integer], predictions: NDArray[np.floating]) -> GraphPart:
+def interior_graph(labels: NDArray[np.integer], predictions: NDArray[np.floating],
+                   contacts: Contacts | None = None) -> GraphPart:
     """The :class:`GraphPart` of one subvolume's interior: its labels' sizes and inside sums,
     and the contacts between two of its labels (the voxel pairs inside it), keyed by the
-    labels' own values. ``predictions`` as for :func:`edge_stats` (boundary first)."""
+    labels' own values. ``predictions`` and ``contacts`` as for :func:`edge_stats` (boundary first)."""
     dense, old = renumber(np.asarray(labels))
-    stats = edge_stats(dense, predictions)
+    stats = edge_stats(dense, predictions, contacts=contacts)
     present = stats.size[1:] > 0
     return GraphPart(old[present], stats.size[1:][present], stats.inside[1:][present],
-                     old[stats.u - 1], old[stats.v - 1], stats.count, stats.total, stats.hist)
+                     old[stats.u - 1], old[stats.v - 1], stats.count, stats.total, stats.hist, stats.extra)
 
 
 def sum_graph(parts: list[GraphPart], n: int, channels: int = 1) -> EdgeStats:
@@ -430,15 +473,17 @@ def sum_graph(parts: list[GraphPart], n: int, channels: int = 1) -> EdgeStats:
             np.add.at(size, p.nodes.astype(np.int64), p.size)
             np.add.at(inside, p.nodes.astype(np.int64), p.inside)
     edges = [p for p in parts if p.u.size]
+    width = min((p.extra.shape[1] for p in parts if p.extra is not None), default=0)
     if not edges:
         none = np.zeros(0, np.int64)
-        return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside)
+        return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside, np.zeros((0, width)))
     u = np.concatenate([p.u for p in edges]).astype(np.int64)
     v = np.concatenate([p.v for p in edges]).astype(np.int64)
     count = np.concatenate([p.count for p in edges])
     total = np.concatenate([p.total for p in edges])
     bins = min(p.hist.shape[1] for p in edges)  # 0 when the parts came without histograms
-    hist = np.concatenate([p.hist[:, :bins] for p in edges])
+    # the histograms and the further values' sums and histograms add up alike: one matrix
+    hist = np.concatenate([np.hstack([p.hist[:, :bins], p.extra[:, :width]]) for p in edges])  # type: ignore[index]
     lo, hi = np.minimum(u, v), np.maximum(u, v)
     keep = lo != hi
     lo, hi, count, total, hist = lo[keep], hi[keep], count[keep], total[keep], hist[keep]
@@ -447,7 +492,7 @@ def sum_graph(parts: list[GraphPart], n: int, channels: int = 1) -> EdgeStats:
     m = int(new.sum())
     out_count = np.bincount(index, weights=count[order], minlength=m)
     out_total = np.bincount(index, weights=total[order], minlength=m)
-    out_hist = np.zeros((m, bins))
-    for b in range(bins):
+    out_hist = np.zeros((m, hist.shape[1]))
+    for b in range(hist.shape[1]):
         out_hist[:, b] = np.bincount(index, weights=hist[order, b], minlength=m)
-    return EdgeStats(lo[new], hi[new], out_count, out_total, out_hist, size, inside)
+    return EdgeStats(lo[new], hi[new], out_count, out_total, out_hist[:, :bins], size, inside, out_hist[:, bins:])

@@ -68,7 +68,10 @@ class StageInfo:
     ``graph(stats, **parameters)`` returning the root of every node 0..K, which
     ``options.agglomerate-across-blocks`` runs once on the driver; ``graph_histograms``
     False says it never reads the boundary histograms (a mean-boundary agglomeration), so
-    they never reach the driver. ``declare``: for what only the configured parameters
+    they never reach the driver; ``graph_contacts(channels, **parameters)`` says which
+    further values (a :class:`labelstitch.contacts.Contacts`, or None) its graph's
+    contacts carry beside the boundary, for predictions of ``channels`` channels with the
+    boundary first. ``declare``: for what only the configured parameters
     tell (a network's channels and margin, from the file it loads),
     ``declare(**parameters)`` returning the fields above that differ, as a dict.
     """
@@ -80,6 +83,7 @@ class StageInfo:
     graph: Callable[..., Any] | None = None
     graph_histograms: bool = True
     declare: Callable[..., dict[str, Any]] | None = None
+    graph_contacts: Callable[..., Any] | None = None
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -94,6 +98,7 @@ def stage_function(
     graph: Callable[..., Any] | None = None,
     graph_histograms: bool = True,
     declare: Callable[..., dict[str, Any]] | None = None,
+    graph_contacts: Callable[..., Any] | None = None,
 ) -> Callable[[_F], _F]:
     """Declare what a stage function needs (its :class:`StageInfo`); the function is
     returned as it is, so it still runs on plain arrays.
@@ -104,7 +109,8 @@ def stage_function(
     >>> describe_stage(my_supervoxels).bytes_per_voxel
     16
     """
-    info = StageInfo(tuple(reads), tuple(writes), int(bytes_per_voxel), int(context), graph, graph_histograms, declare)
+    info = StageInfo(tuple(reads), tuple(writes), int(bytes_per_voxel), int(context), graph, graph_histograms, declare,
+                     graph_contacts)
 
     def mark(fn: _F) -> _F:
         fn.__labelstitch_stage__ = info  # type: ignore[attr-defined]

@@ -67,7 +67,7 @@ def region_graph(labels: NDArray[np.integer], boundary: NDArray[np.floating], *,
     lab = np.ascontiguousarray(as_labels(labels, "labels"))
     if lab.size and int(lab.max()) >= 2**32:
         raise ValueError("`labels` must be below 2**32 for region_graph; renumber them first")
-    keys, values = boundary_pairs(lab, np.ascontiguousarray(boundary, dtype=np.float32), largest)
+    keys, values, _ = boundary_pairs(lab, np.ascontiguousarray(boundary, dtype=np.float32), largest)
     if keys.size == 0:
         empty = np.zeros(0, np.uint64)
         return RegionGraph(empty, empty, np.zeros(0, np.int64), np.zeros(0))

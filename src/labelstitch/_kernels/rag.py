@@ -8,10 +8,11 @@ from . import jit
 
 
 @jit
-def _scan(labels, boundary, keys, values, fill, largest):  # type: ignore[no-untyped-def]
+def _scan(labels, boundary, keys, values, where, fill, largest):  # type: ignore[no-untyped-def]
     """Visit every 6-neighbour pair with two different non-zero labels; with ``fill``, write
-    its key and the mean (with ``largest``, the larger) of its two boundary values. Returns
-    the number of such pairs."""
+    its key and the mean (with ``largest``, the larger) of its two boundary values, and
+    where ``where`` has room, its place: the first voxel's flat index times 3 plus the axis
+    (0: Z, 1: Y, 2: X) of the second. Returns the number of such pairs."""
     nz, ny, nx = labels.shape
     k = 0
     for z in range(nz):
@@ -20,7 +21,7 @@ def _scan(labels, boundary, keys, values, fill, largest):  # type: ignore[no-unt
                 v = labels[z, y, x]
                 if v == 0:
                     continue
-                for dz, dy, dx in ((0, 0, 1), (0, 1, 0), (1, 0, 0)):
+                for axis, dz, dy, dx in ((2, 0, 0, 1), (1, 0, 1, 0), (0, 1, 0, 0)):
                     zz, yy, xx = z + dz, y + dy, x + dx
                     if zz >= nz or yy >= ny or xx >= nx:
                         continue
@@ -34,24 +35,29 @@ def _scan(labels, boundary, keys, values, fill, largest):  # type: ignore[no-unt
                             values[k] = max(boundary[z, y, x], boundary[zz, yy, xx])
                         else:
                             values[k] = 0.5 * (boundary[z, y, x] + boundary[zz, yy, xx])
+                        if where.size:
+                            where[k] = ((z * ny + y) * nx + x) * 3 + axis
                     k += 1
     return k
 
 
 @jit
-def boundary_pairs(labels, boundary, largest=False):  # type: ignore[no-untyped-def]
+def boundary_pairs(labels, boundary, largest=False, locate=False):  # type: ignore[no-untyped-def]
     """Every 6-neighbour voxel pair with two different non-zero labels.
 
     ``labels`` holds values below 2**32. Returns ``(keys, values)``: ``keys`` is
     ``low << 32 | high`` for the two labels and ``values`` the mean of the two voxels'
-    boundary probabilities (with ``largest``, the larger: one minus their affinity). Two
-    passes: count, then fill arrays of exactly that size.
+    boundary probabilities (with ``largest``, the larger: one minus their affinity); with
+    ``locate`` also ``where``, each pair's place (see ``_scan``), for the other channels'
+    values of the same pairs. Two passes: count, then fill arrays of exactly that size.
     """
-    count = _scan(labels, boundary, np.empty(0, np.uint64), np.empty(0, np.float32), False, largest)
+    count = _scan(labels, boundary, np.empty(0, np.uint64), np.empty(0, np.float32), np.empty(0, np.int64), False,
+                  largest)
     keys = np.empty(count, np.uint64)
     values = np.empty(count, np.float32)
-    _scan(labels, boundary, keys, values, True, largest)
-    return keys, values
+    where = np.empty(count if locate else 0, np.int64)
+    _scan(labels, boundary, keys, values, where, True, largest)
+    return keys, values, where
 
 
 @jit

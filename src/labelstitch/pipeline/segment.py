@@ -262,7 +262,8 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
     """The region-graph statistics of ``original``'s interior (``labels`` and ``predictions``
     cover ``sv.outer``), with the boundary probability of its six faces' planes, as
     ``.npz`` bytes. The boundary is the channel the agglomeration declares it reads as
-    ``boundary`` (channel 0 if it reads none); other channels follow it."""
+    ``boundary`` (channel 0 if it reads none); other channels follow it. The contacts carry
+    the further values the agglomeration declares (``graph_contacts``), and so do the planes."""
     channel = agglomerate.channel("boundary") or 0
     pred = predictions if predictions.ndim == 4 else predictions[..., None]
     for meaning, index in (("boundary", channel), ("mitochondria", agglomerate.channel("mitochondria"))):
@@ -272,10 +273,15 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
     order = [channel] + [c for c in range(pred.shape[-1]) if c != channel]
     inner = original.interior.slices(sv.outer)
     inside = pred[inner] if channel == 0 else pred[inner][..., order]  # a view unless channels move
-    arrays = interior_graph(labels[inner], inside).arrays()
+    further = agglomerate.info.graph_contacts
+    contacts = further(pred.shape[-1], **agglomerate.parameters) if further is not None else None
+    arrays = interior_graph(labels[inner], inside, contacts).arrays()
     for axis in range(3):  # the planes the face contacts need: first and last of the interior along each axis
         arrays[f"lo{axis}"] = np.ascontiguousarray(np.take(inside[..., 0], 0, axis=axis))
         arrays[f"hi{axis}"] = np.ascontiguousarray(np.take(inside[..., 0], -1, axis=axis))
+        if contacts is not None and contacts.kinds:  # and the further values' (labelstitch.contacts)
+            arrays[f"lox{axis}"], arrays[f"hix{axis}"] = contacts.planes(inside, axis)
+            arrays["kinds"] = np.array(contacts.kinds, np.int8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()

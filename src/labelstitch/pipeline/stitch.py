@@ -67,7 +67,8 @@ class _EmitSlabs:
         face_of = dict(faces)
         for i, slab in face_slabs(sv, labels, list(faces)):
             face = face_of[i]
-            plane = (planes[f"hi{face.axis}"] if sv.id == face.a else planes[f"lo{face.axis}"]) if self.graph else None
+            side = "hi" if sv.id == face.a else "lo"  # the plane next to the face, and its further values
+            plane = (planes[f"{side}{face.axis}"], planes.get(f"{side}x{face.axis}"), planes.get("kinds")) if self.graph else None
             pairs.append((("face", i), (sv.id, encode_labels(slab, "lz4"), plane)))
         return pairs
 
@@ -103,7 +104,9 @@ class _Matcher:
             return kind, index, matched
         below = self.interiors[index]  # the lower interior's last plane; the upper's first is the next one
         above = tuple(slice(s.stop, s.stop + 1) if axis == face.axis else s for axis, s in enumerate(below))
-        contacts = face_contacts(a[below], sides[face.a][1], b[above], sides[face.b][1])
+        (boundary_a, further_a, kinds), (boundary_b, further_b, _) = sides[face.a][1], sides[face.b][1]
+        contacts = face_contacts(a[below], boundary_a, b[above], boundary_b, further_a, further_b,
+                                 () if kinds is None else tuple(int(k) for k in kinds))
         if not self.histograms:
             contacts = contacts.without_histograms()
         lower = tuple(slice(0, face.plane_offset) if axis == face.axis else s for axis, s in enumerate(below))

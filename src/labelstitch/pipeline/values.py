@@ -186,7 +186,7 @@ def load_graph(data: bytes) -> tuple[GraphPart, dict[str, NDArray[np.float32]]]:
     (``lo0``..``hi2``) from :func:`interior_graph_bytes`."""
     with np.load(io.BytesIO(data), allow_pickle=False) as found:
         arrays = {k: found[k] for k in found.files}
-    return GraphPart.from_arrays(arrays), {k: v for k, v in arrays.items() if k[:2] in ("lo", "hi")}
+    return GraphPart.from_arrays(arrays), {k: v for k, v in arrays.items() if k[:2] in ("lo", "hi") or k == "kinds"}
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,18 @@ attractive nearest-neighbour edges and repulsive long-range ones, without seeds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ..contacts import Contacts
 from ..hookspecs import Channel, Range, stage_function
 from .channels import boundary_of
 
-__all__ = ["given_affinities", "parse_affinities", "affinities_from_boundary", "affinity_agglomeration", "mutex_watershed", "neighbourhood"]
+__all__ = ["contact_affinities", "given_affinities", "learned_contacts", "parse_affinities", "affinities_from_boundary",
+           "affinity_agglomeration", "mutex_watershed", "neighbourhood", "with_affinities"]
 
 
 def neighbourhood(long_range: int = 9, long_range_z: int = 3) -> list[list[int]]:
@@ -94,6 +97,40 @@ def _declared_affinities(**parameters: object) -> dict[str, object]:
         return {}
     pairs = parse_affinities(channels, str(parameters.get("affinity_offsets") or ""))
     return {"reads": tuple(Channel("affinity", i, tuple(o)) for i, o in pairs)}
+
+
+def with_affinities(reads: tuple[Channel, ...]) -> Callable[..., dict[str, object]]:
+    """A stage's ``declare``: it reads ``reads`` and also any affinity channels it is given."""
+
+    def declare(**parameters: object) -> dict[str, object]:
+        given = _declared_affinities(**parameters).get("reads", ())
+        return {"reads": reads + given} if given else {}  # type: ignore[operator]
+
+    return declare
+
+
+def contact_affinities(channels: str, offsets: str) -> tuple[int, int, int] | None:
+    """The channels of the nearest-neighbour affinities with offsets -1 along Z, Y and X
+    among ``affinity_channels`` / ``affinity_offsets`` (None when none are given): the
+    pairs' own affinities a learned agglomeration's contacts carry.
+
+    >>> contact_affinities("3,1,2", "0,0,-1;-1,0,0;0,-1,0")
+    (1, 2, 3)
+    """
+    if not channels:
+        return None
+    found = {tuple(o): c for c, o in parse_affinities(channels, offsets)}
+    axes = [found.get(tuple(-1 if a == axis else 0 for a in range(3))) for axis in range(3)]
+    if any(c is None for c in axes):
+        raise ValueError(f"`affinity_offsets` {offsets!r}: the learned agglomeration's features need the nearest-"
+                         "neighbour affinities with offsets -1,0,0;0,-1,0;0,0,-1 (each voxel with the one before it)")
+    return tuple(axes)  # type: ignore[return-value]
+
+
+def learned_contacts(channels: int, affinity_channels: str = "", affinity_offsets: str = "", **_: object) -> Contacts:
+    """What a learned agglomeration's contacts carry beside the boundary: every further
+    prediction channel, and the pairs' own affinities where the predictions hold them."""
+    return Contacts.of(channels, contact_affinities(affinity_channels, affinity_offsets))
 
 
 def given_affinities(predictions: NDArray[np.floating], pairs: list[tuple[int, list[int]]]) -> tuple[NDArray[np.float32], list[list[int]]]:

@@ -34,7 +34,9 @@ from numpy.typing import NDArray
 
 from .._kernels.forest import forest_predict
 from ..agglomeration import agglomerate_graph, edge_stats, feature_names, mitochondria_nodes
+from ..contacts import Contacts
 from ..rag import renumber
+from .affinities import learned_contacts
 
 __all__ = ["AgglomerationClassifier", "calibrated", "fit_calibration", "load_agglomeration_classifier", "train_agglomeration"]
 
@@ -99,9 +101,11 @@ class AgglomerationClassifier:
         tmp.replace(target)
 
 
-def load_agglomeration_classifier(path: str | Path, channels: int | None = None) -> AgglomerationClassifier:
+def load_agglomeration_classifier(path: str | Path, channels: int | None = None,
+                                  contacts: Contacts | None = None) -> AgglomerationClassifier:
     """Read a classifier written by :meth:`AgglomerationClassifier.save`; with ``channels``,
-    refuse one trained on other features than a run with that many prediction channels has."""
+    refuse one trained on other features than a run with that many prediction channels
+    (whose contacts carry ``contacts``) has."""
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -116,10 +120,12 @@ def load_agglomeration_classifier(path: str | Path, channels: int | None = None)
     if header.get("format") != _FORMAT:
         raise ValueError(f"{path} is a {header.get('format')!r} file, not a {_FORMAT} (train it again with this version)")
     features = tuple(header["features"])
-    if channels is not None and features != feature_names(channels):
+    expected = feature_names(channels, contacts) if channels is not None else features
+    if features != expected:
         raise ValueError(
             f"{path} was trained on {len(features)} edge features ({features[-1]} last) but this run's predictions "
-            f"give {len(feature_names(channels))} ({channels} channel(s)); train it on predictions like this run's"
+            f"give {len(expected)} ({channels} channel(s){', with affinities' if contacts and contacts.affinities else ''}"
+            f"; {expected[-1]} last); train it on predictions like this run's, with the same affinity channels"
         )
     calibration = header.get("calibration")  # absent from classifiers trained before calibration
     return AgglomerationClassifier(**arrays, features=features, info=header.get("info", {}),
@@ -212,9 +218,12 @@ def train_agglomeration(
     mitochondria_channel: int = -1,
     mitochondria_threshold: float = 0.5,
     calibrate: bool = True,
+    affinity_channels: str = "",
+    affinity_offsets: str = "",
 ) -> AgglomerationClassifier:
     """Fit the merge classifier on one volume with ground truth (see the module docstring;
-    ``calibrate=False`` keeps the forest's raw output).
+    ``calibrate=False`` keeps the forest's raw output; ``affinity_channels`` /
+    ``affinity_offsets`` as for ``learned_agglomeration``, whose features they add).
 
     ``predictions`` is (Z, Y, X) boundary probability or (Z, Y, X, C) with the boundary first;
     ``supervoxels`` the over-segmentation to agglomerate; ``truth`` the neurons. With a
@@ -234,9 +243,10 @@ def train_agglomeration(
         return bool(body[a] == body[b])
 
     channels = 1 if np.ndim(predictions) == 3 else int(np.shape(predictions)[3])
-    names = feature_names(channels)
+    contacts = learned_contacts(channels, affinity_channels, affinity_offsets)
+    names = feature_names(channels, contacts)
     examples: list[tuple[NDArray[np.float64], NDArray[np.int8]]] = []
-    stats = edge_stats(lab, predictions)
+    stats = edge_stats(lab, predictions, contacts=contacts)
     if mitochondria_channel >= 0:  # the graph a context-aware agglomeration merges
         mito = mitochondria_nodes(stats, mitochondria_channel, mitochondria_threshold)
         stats = stats.subset(~(mito[stats.u] | mito[stats.v]))

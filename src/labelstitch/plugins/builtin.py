@@ -33,7 +33,7 @@ from ..hookspecs import Channel, Range, hookimpl, stage_function
 from ..rag import agglomerate_mean_boundary, merge_small_segments
 from ..relabel import remap
 from ..rules import BUILTIN_RULES, Rule
-from .affinities import affinity_agglomeration, mutex_watershed
+from .affinities import affinity_agglomeration, learned_contacts, mutex_watershed, with_affinities
 from .channels import boundary_of
 from .network import declare_network
 
@@ -266,12 +266,8 @@ def _graph_channel(channel: int, boundary_channel: int) -> int:
     return channel + 1 if channel < boundary_channel else channel
 
 
-# Agglomeration across blocks (``options.agglomerate-across-blocks``) calls a stage
-# function's declared ``graph(stats, **parameters)`` once, on the driver, with the whole
-# volume's region graph (an :class:`~labelstitch.agglomeration.EdgeStats` whose boundary
-# statistics come from the stage's boundary channel): it returns the root of every node.
-# ``graph_histograms=False``: the graph comes without the boundary histograms (the
-# features of a learned agglomeration need them; a mean needs only sums).
+# A stage's declared ``graph(stats, **parameters)`` is its agglomeration over a whole
+# volume's region graph (``options.agglomerate-across-blocks``; see StageInfo).
 
 
 def _with_mitochondria(stats: Any, merge: Callable[[Any], NDArray[np.int64]], channel: int, threshold: float) -> NDArray[np.int64]:
@@ -295,10 +291,11 @@ def _rag_graph(stats: Any, threshold: float = 0.2, boundary_channel: int = 0, mi
 
 
 def _learned_graph(stats: Any, classifier_path: str = "", threshold: float = 0.5, mitochondria_channel: int = -1,
-                   mitochondria_threshold: float = 0.5) -> NDArray[np.int64]:
+                   mitochondria_threshold: float = 0.5, affinity_channels: str = "", affinity_offsets: str = "") -> NDArray[np.int64]:
     from ..agglomeration import agglomerate_graph
 
-    predict = _classifier(classifier_path, int(stats.inside.shape[1])).predict
+    channels = int(stats.inside.shape[1])
+    predict = _classifier(classifier_path, channels, learned_contacts(channels, affinity_channels, affinity_offsets)).predict
     return _with_mitochondria(stats, lambda g: agglomerate_graph(g, predict, threshold), mitochondria_channel,
                               mitochondria_threshold)
 
@@ -339,9 +336,10 @@ def rag_agglomeration(
 _LOADED: dict[str, tuple[Any, Any]] = {}  # classifier file -> (its version, classifier), once per worker process
 
 
-def _classifier(path: str, channels: int) -> Any:
-    """The agglomeration classifier at ``path`` for predictions of ``channels`` channels,
-    loaded once per process, and again when the file was rewritten (``train`` rewrites it)."""
+def _classifier(path: str, channels: int, contacts: Any) -> Any:
+    """The agglomeration classifier at ``path`` for predictions of ``channels`` channels whose
+    contacts carry ``contacts``, loaded once per process, and again when the file was
+    rewritten (``train`` rewrites it)."""
     import os
 
     from .agglomeration import load_agglomeration_classifier
@@ -350,16 +348,20 @@ def _classifier(path: str, channels: int) -> Any:
         raise ValueError("learned_agglomeration needs `classifier_path`, a file written by `labelstitch train`")
     try:
         info = os.stat(path)
-        version: Any = (info.st_mtime_ns, info.st_size, info.st_ino, channels)
+        version: Any = (info.st_mtime_ns, info.st_size, info.st_ino, channels, contacts)
     except OSError:
         version = None  # the loader says what is wrong
     key = os.path.abspath(path)
     if version is None or _LOADED.get(key, (None,))[0] != version:
-        _LOADED[key] = (version, load_agglomeration_classifier(path, channels))
+        _LOADED[key] = (version, load_agglomeration_classifier(path, channels, contacts))
     return _LOADED[key][1]
 
 
-@stage_function(reads=(Channel("boundary", 0), Channel("mitochondria", "mitochondria_channel")), graph=_learned_graph)
+_LEARNED_READS = (Channel("boundary", 0), Channel("mitochondria", "mitochondria_channel"))
+
+
+@stage_function(reads=_LEARNED_READS, graph=_learned_graph, graph_contacts=learned_contacts,
+                declare=with_affinities(_LEARNED_READS))
 def learned_agglomeration(
     predictions: NDArray[np.floating],
     supervoxels: NDArray[np.integer],
@@ -367,24 +369,30 @@ def learned_agglomeration(
     threshold: Annotated[float, Range(0, 1)] = 0.5,
     mitochondria_channel: Annotated[int, Range(-1, None)] = -1,
     mitochondria_threshold: Annotated[float, Range(0, 1)] = 0.5,
+    affinity_channels: str = "",
+    affinity_offsets: str = "",
 ) -> NDArray[np.uint32]:
     """Priority merging of touching supervoxels by a trained classifier's probability that
     they are one neuron, most probable first, while it is at least ``threshold``; each
     merge pools the two regions' contact and region statistics and scores the merged
     region's edges again (NeuroProof's and gala's agglomeration). The classifier comes from
-    ``labelstitch train`` (or :func:`labelstitch.plugins.agglomeration.train_agglomeration`)
-    and must have been trained on predictions with as many channels as this run's. With a
-    ``mitochondria_channel`` (-1: none), mitochondria supervoxels (non-membrane content at
-    least ``mitochondria_threshold`` mitochondrion there) are merged last, each into the
-    body it touches most (NeuroProof's context-aware mode; train the classifier the same way)."""
+    ``labelstitch train`` (or :func:`labelstitch.plugins.agglomeration.train_agglomeration`),
+    on predictions with this run's channels. With a ``mitochondria_channel`` (-1: none),
+    mitochondria supervoxels (non-membrane content at least ``mitochondria_threshold``
+    mitochondrion there) are merged last, each into the body it touches most (NeuroProof's
+    context-aware mode; train the classifier the same way). The features include the mean,
+    quantiles and histogram of every channel along the contact; of ``affinity_channels``
+    (offsets -1 along Z, Y and X, as ``affinity_classifier`` writes them), the pairs' own."""
     from ..agglomeration import edge_stats
     from ..rag import numbered_roots, renumber
 
     if mitochondria_channel >= 0:
         _mitochondria_channel(predictions, mitochondria_channel, 0)
     labels, _ = renumber(supervoxels)
-    roots = _learned_graph(edge_stats(labels, predictions), classifier_path, threshold, mitochondria_channel,
-                           mitochondria_threshold)
+    contacts = learned_contacts(1 if predictions.ndim == 3 else predictions.shape[-1], affinity_channels, affinity_offsets)
+    stats = edge_stats(labels, predictions, contacts=contacts)
+    roots = _learned_graph(stats, classifier_path, threshold, mitochondria_channel, mitochondria_threshold,
+                           affinity_channels, affinity_offsets)
     return numbered_roots(roots, np.uint32)[labels]
 
 
@@ -397,25 +405,34 @@ def no_agglomeration(predictions: NDArray[np.floating], supervoxels: NDArray[np.
 # ----------------------------------------------------------------------------- multicut
 
 
-def _cut_probability(stats: Any, classifier_path: str) -> NDArray[np.float64]:
+def _cut_probability(stats: Any, classifier_path: str, contacts: Any = None) -> NDArray[np.float64]:
     """Per edge, the probability that its two regions are two neurons: the mean boundary
     along the contact, or one minus a learned agglomeration classifier's merge probability."""
     if not classifier_path:
         return np.asarray(stats.total / np.maximum(stats.count, 1), np.float64)
-    merge = _classifier(classifier_path, int(stats.inside.shape[1])).predict(stats.features())
+    merge = _classifier(classifier_path, int(stats.inside.shape[1]), contacts).predict(stats.features())
     return 1.0 - np.asarray(merge, np.float64)
 
 
+def _multicut_contacts(channels: int, classifier_path: str = "", **parameters: Any) -> Any:
+    """A multicut's contacts carry a learned agglomeration's further values when its costs are learned."""
+    return learned_contacts(channels, **parameters) if classifier_path else None
+
+
 def _multicut_graph(stats: Any, beta: float = 0.5, boundary_channel: int = 0, classifier_path: str = "",
-                    size_weighted: bool = True) -> NDArray[np.int64]:
+                    size_weighted: bool = True, affinity_channels: str = "", affinity_offsets: str = "") -> NDArray[np.int64]:
     """The multicut of a region graph's statistics: the root of every node."""
     from ..multicut import multicut, multicut_weights
 
-    weights = multicut_weights(_cut_probability(stats, classifier_path), stats.count if size_weighted else None, beta=beta)
+    contacts = _multicut_contacts(int(stats.inside.shape[1]), classifier_path, affinity_channels=affinity_channels,
+                                  affinity_offsets=affinity_offsets)
+    weights = multicut_weights(_cut_probability(stats, classifier_path, contacts), stats.count if size_weighted else None,
+                               beta=beta)
     return multicut(stats.u, stats.v, weights, stats.size.size - 1)
 
 
-@stage_function(reads=(Channel("boundary", "boundary_channel"),), graph=_multicut_graph, bytes_per_voxel=16)
+@stage_function(reads=(Channel("boundary", "boundary_channel"),), graph=_multicut_graph, bytes_per_voxel=16,
+                graph_contacts=_multicut_contacts, declare=with_affinities((Channel("boundary", "boundary_channel"),)))
 def multicut_agglomeration(
     predictions: NDArray[np.floating],
     supervoxels: NDArray[np.integer],
@@ -423,6 +440,8 @@ def multicut_agglomeration(
     boundary_channel: Annotated[int, Range(0, None)] = 0,
     classifier_path: str = "",
     size_weighted: bool = True,
+    affinity_channels: str = "",
+    affinity_offsets: str = "",
 ) -> NDArray[np.uint32]:
     """Partition the supervoxels by a multicut of their region graph: every contact weighs
     ``log((1 - p) / p) + log((1 - beta) / beta)`` (times its size over the mean, with
@@ -430,16 +449,19 @@ def multicut_agglomeration(
     ``classifier_path`` (from ``labelstitch train``) one minus the learned merge probability;
     the partition that cuts the least weight is found by greedy additive edge contraction
     refined by greedy node moves (elf's and cluster_tools' solvers). ``beta`` is the prior
-    probability of a cut: higher, more bodies."""
+    probability of a cut: higher, more bodies. ``affinity_channels`` / ``affinity_offsets``
+    as for :func:`learned_agglomeration`, whose classifier gives the learned costs."""
     from ..agglomeration import edge_stats
     from ..rag import numbered_roots, renumber
 
     labels, _ = renumber(supervoxels)
-    if classifier_path:
-        stats = edge_stats(labels, predictions)  # every channel, boundary first: the classifier's features
+    if classifier_path:  # every channel, boundary first: the classifier's features
+        contacts = learned_contacts(1 if predictions.ndim == 3 else predictions.shape[-1], affinity_channels, affinity_offsets)
+        stats = edge_stats(labels, predictions, contacts=contacts)
     else:
         stats = edge_stats(labels, boundary_of(predictions, boundary_channel))
-    roots = _multicut_graph(stats, beta, boundary_channel, classifier_path, size_weighted)
+    roots = _multicut_graph(stats, beta, boundary_channel, classifier_path, size_weighted, affinity_channels,
+                            affinity_offsets)
     return numbered_roots(roots, np.uint32)[labels]
 
 

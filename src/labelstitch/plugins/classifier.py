@@ -106,10 +106,11 @@ class PixelClassifier:
         del first
         return _shaped(predict_slabs(self.forests[1], features, context, z_range=z_range))
 
-    def predict_affinities(self, grayscale: NDArray[Any]) -> NDArray[np.float32]:
+    def predict_affinities(self, grayscale: NDArray[Any], z_range: tuple[int, int] | None = None) -> NDArray[np.float32]:
         """(Z, Y, X, 4): the membrane probability, then the affinities of every voxel with its
         neighbour before it along Z, Y and X (0 where there is none), from one pass of
-        features (:func:`~labelstitch.plugins.voxelforest.predict_with_affinities`)."""
+        features (:func:`~labelstitch.plugins.voxelforest.predict_with_affinities`); for the
+        slices ``z_range`` (default all) of ``grayscale``."""
         if self.affinities is None or self.second is not None or self.channels != 1:
             raise ValueError("this classifier has no affinity forest (train it with affinities: "
                              "`labelstitch train-pixel-classifier --affinities`, one stage, membranes only)")
@@ -119,7 +120,7 @@ class PixelClassifier:
         calibrate = None if not curve else (
             lambda p: calibrated(p.astype(np.float64), tuple(curve), trees).astype(np.float32))
         return predict_with_affinities(self.forests[0], self.__dict__["_pairs"], FilterFeatures(grayscale, self.sigmas),
-                                       calibrate)
+                                       calibrate, z_range)
 
     @property
     def forests(self) -> list[FlatForest]:
@@ -193,7 +194,7 @@ def train_pixel_classifier(
     if any, 0 unknown), and with ``two_stage`` a second one on top (see the module docstring).
     ``affinities``, the neurons as a label volume, adds a forest of nearest-neighbour
     affinities (two neighbours are one body when both carry one non-zero label), fitted on
-    ``max_samples`` voxel pairs drawn evenly from the three axes.
+    ``max_samples`` voxel pairs of annotated voxels drawn evenly from the three axes.
 
     At most ``max_samples`` annotated voxels are used, drawn evenly from the classes.
     ``log`` receives a line as each long step (features, each forest) ends.
@@ -217,7 +218,8 @@ def train_pixel_classifier(
         if two_stage or 3 in classes:
             raise ValueError("an affinity forest goes with a one-stage classifier of membranes only")
         start = time.perf_counter()
-        pairs, calibration = _fit_affinities(features, np.asarray(affinities), max_samples, n_estimators, seed)
+        pairs, calibration = _fit_affinities(features, np.asarray(affinities), max_samples, n_estimators, seed,
+                                             annotations.reshape(-1) != 0)
         log(f"affinity forest: {n_estimators} trees on voxel pairs in {time.perf_counter() - start:.1f} s")
         return PixelClassifier(model, tuple(sigmas), {**info, "affinities": True, "affinity_calibration": list(calibration)},
                                affinities=pairs)
@@ -260,8 +262,9 @@ def _picks(annotations: NDArray[np.integer], max_samples: int, seed: int) -> NDA
 
 
 def _fit_affinities(features: FilterFeatures, truth: NDArray[np.integer], max_samples: int, n_estimators: int,
-                    seed: int) -> tuple[Any, tuple[float, float]]:
-    """The affinity forest: ``max_samples`` random voxel pairs, a third along each axis (of
+                    seed: int, annotated: NDArray[np.bool_]) -> tuple[Any, tuple[float, float]]:
+    """The affinity forest: ``max_samples`` random voxel pairs of two ``annotated`` voxels
+    (flat; a slab left out for out-of-fold training is not), a third along each axis (of
     those with two voxels or more), labelled 1 where both voxels carry one non-zero label;
     and its Platt calibration, fitted on out-of-bag answers (each pair scored by the trees
     that did not see it), so that a threshold chosen with one forest means the same with
@@ -275,11 +278,17 @@ def _fit_affinities(features: FilterFeatures, truth: NDArray[np.integer], max_sa
     highs, lows, rows_axis = [], [], []
     for axis in axes:
         n = max(1, max_samples // len(axes))
-        coords = [rng.integers(1 if a == axis else 0, truth.shape[a], n) for a in range(3)]
-        high = np.ravel_multi_index(coords, truth.shape)
+        drawn: list[NDArray[np.intp]] = []
+        for _ in range(50):  # drawn again until n pairs of two annotated voxels (at once when all are)
+            coords = [rng.integers(1 if a == axis else 0, truth.shape[a], n) for a in range(3)]
+            high = np.ravel_multi_index(coords, truth.shape)
+            drawn.append(high[annotated[high] & annotated[high - strides[axis]]][:n - sum(d.size for d in drawn)])
+            if sum(d.size for d in drawn) == n:
+                break
+        high = np.concatenate(drawn)
         highs.append(high)
         lows.append(high - strides[axis])
-        rows_axis.append(np.full(n, axis))
+        rows_axis.append(np.full(high.size, axis))
     high, low, axis_of = np.concatenate(highs), np.concatenate(lows), np.concatenate(rows_axis)
     same = (flat[high] == flat[low]) & (flat[high] != 0)
     if np.unique(same).size < 2:

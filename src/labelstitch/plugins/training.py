@@ -20,7 +20,8 @@ channel is chosen only when its best segmentor beats the best one without it by 
 margin the learned agglomeration must beat mean-boundary agglomeration by.
 
 With ``affinities`` the voxel classifier also gets its forest of nearest-neighbour
-affinities, and ``affinity_agglomeration`` over them is one more learned choice.
+affinities, and three more learned choices use them: ``affinity_agglomeration`` over them,
+and the learned agglomeration (greedy and multicut) with their features along each contact.
 """
 
 from __future__ import annotations
@@ -146,18 +147,22 @@ def _pick(rows: list[tuple[Any, ...]], margin: float, log: Callable[[str], None]
 
 
 def out_of_fold(grayscale: NDArray[Any], annotations: NDArray[np.integer], *, folds: int = 2,
-                **fit: Any) -> NDArray[np.float32]:
+                affinities: NDArray[np.integer] | None = None, **fit: Any) -> NDArray[np.float32]:
     """Voxel predictions of ``grayscale`` as an unseen volume would get them: each of
     ``folds`` Z slabs predicted by a classifier trained on the annotations of the others.
     The agglomeration classifier learns from these, not from the voxel classifier's
     in-sample predictions, which are sharper than any it will meet (on gala that was the
-    difference between losing to mean-boundary agglomeration and beating it)."""
+    difference between losing to mean-boundary agglomeration and beating it). With
+    ``affinities`` (the neurons) each classifier has its affinity forest too, fitted on the
+    other slabs' voxel pairs, and the answer is its four channels (``predict_affinities``)."""
     edges = np.linspace(0, grayscale.shape[0], folds + 1).astype(int)
     parts = []
     for a, b in zip(edges[:-1], edges[1:]):
         held = annotations.copy()
         held[a:b] = 0
-        parts.append(train_pixel_classifier(grayscale, held, **fit).predict(grayscale, z_range=(int(a), int(b))))
+        pixel = train_pixel_classifier(grayscale, held, affinities=affinities, **fit)
+        zr = (int(a), int(b))
+        parts.append(pixel.predict(grayscale, z_range=zr) if affinities is None else pixel.predict_affinities(grayscale, zr))
     return np.concatenate(parts)
 
 
@@ -293,7 +298,8 @@ def _train_into(
             aff_v = pixel.predict_affinities(gray_v) if forest_affinities else None
             pred_v = pixel.predict(gray_v) if aff_v is None else aff_v[..., 0]
             log("predicting the training part out of fold (the agglomeration learns from predictions like a new volume's)")
-            pred_t = out_of_fold(gray_t, notes, n_estimators=trees, two_stage=two_stage)
+            aff_t = out_of_fold(gray_t, notes, n_estimators=trees, affinities=truth_t) if forest_affinities else None
+            pred_t = out_of_fold(gray_t, notes, n_estimators=trees, two_stage=two_stage) if aff_t is None else aff_t[..., 0]
             log(f"trying every supervoxel stage ({len(candidates)}) with every agglomeration on the validation part")
             for k, (sv_name, sv_params) in enumerate(candidates):
                 start = time.perf_counter()
@@ -307,6 +313,9 @@ def _train_into(
                     log(f"training the agglomeration classifier on {label}{aware}")
                     agglo_path = folder / f"agglomeration-{kind}-{k}-{len(context)}.npz"
                     train_agglomeration(sv_t, pred_t, truth_t, n_estimators=2 * trees, **context).save(agglo_path)
+                    with_path = folder / f"agglomeration-{kind}-{k}-{len(context)}-affinities.npz"
+                    if aff_t is not None and not context:  # and one that also learns from the forest's affinities
+                        train_agglomeration(sv_t, aff_t, truth_t, n_estimators=2 * trees, **FOREST_AFFINITIES).save(with_path)
                     # each agglomeration's thresholds are searched until the first part's held-out
                     # curve turns; the other parts score the same thresholds
                     families: list[tuple[str, str, dict[str, Any], Callable[[float], Any], tuple[float, ...]]] = [
@@ -325,11 +334,19 @@ def _train_into(
                              (0.3, 0.4, 0.5, 0.6, 0.7)),
                         ]
                     if not context and aff_v is not None:  # the voxel classifier's own affinities
-                        families.append(("affinity_agglomeration", "threshold", dict(FOREST_AFFINITIES),
-                                         lambda t: affinity_agglomeration(aff_v, sv_v, threshold=t, **FOREST_AFFINITIES),
-                                         (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)))
+                        families += [
+                            ("affinity_agglomeration", "threshold", dict(FOREST_AFFINITIES),
+                             lambda t: affinity_agglomeration(aff_v, sv_v, threshold=t, **FOREST_AFFINITIES),
+                             (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)),
+                            ("learned_agglomeration", "threshold", dict(FOREST_AFFINITIES),
+                             lambda t: learned_agglomeration(aff_v, sv_v, str(with_path), threshold=t, **FOREST_AFFINITIES),
+                             (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)),
+                            ("multicut_agglomeration", "beta", {"classifier_path": "learned", **FOREST_AFFINITIES},
+                             lambda b: multicut_agglomeration(aff_v, sv_v, beta=b, classifier_path=str(with_path),
+                                                              **FOREST_AFFINITIES), (0.3, 0.4, 0.5, 0.6, 0.7)),
+                        ]
                     for agg_name, knob, extra, agglomerate, grid in families:
-                        family = (kind, k, len(context), agg_name, bool(extra))
+                        family = (kind, k, len(context), agg_name, tuple(sorted(extra)))
                         scores: dict[float, Score] = {}
 
                         def total(t: float) -> float:
@@ -341,14 +358,16 @@ def _train_into(
                         else:
                             for t in [key[-1] for key in found if key[:-1] == family]:
                                 total(t)
-                        learned = (" (forest affinities)" if agg_name == "affinity_agglomeration" else
-                                   " (learned costs)" if extra else "")
+                        tags = (["forest affinities"] if agg_name == "affinity_agglomeration" else
+                                ["learned costs"] * ("classifier_path" in extra) + ["affinity features"] * ("affinity_channels" in extra))
+                        learned = f" ({', '.join(tags)})" if tags else ""
                         for t in sorted(scores):
                             key = (*family, t)
                             names[key] = f"{label} + {agg_name}{learned} {knob} {t}{aware}"
                             rows[key] = (kind, sv_name, sv_params, agg_name, {knob: t, **extra, **context})
                             found.setdefault(key, []).append(scores[t])
                     agglo_path.unlink()  # only the chosen one is kept, fitted again on the whole volume
+                    with_path.unlink(missing_ok=True)
                 best = min((sum(s.total for s in v) / len(v) for key, v in found.items() if key in rows), default=float("nan"))
                 log(f"  [{k + 1}/{len(candidates)}] {label}: best held-out VI so far {best:.3f} "
                     f"({time.perf_counter() - start:.1f} s)")
@@ -372,7 +391,7 @@ def _train_into(
     # the settings are chosen; the models are fitted again on the whole volume (more data,
     # the same choices): the held-out part only ever chose among settings
     log("fitting the chosen models again on the whole volume")
-    by_affinities = agg_name == "affinity_agglomeration"
+    by_affinities = "affinity_channels" in agg_params  # the forest's affinities: affinity_classifier's channels
     pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage,
                                    affinities=truth if by_affinities else None, log=lambda line: log(f"  {line}"))
     pixel.save(pixel_path)
@@ -380,9 +399,10 @@ def _train_into(
     pixel_path, published_agglo = final / pixel_path.name, final / agglo_path.name  # where the config finds them
     if agg_name == "learned_agglomeration" or "classifier_path" in agg_params:
         log("fitting the agglomeration classifier again on out-of-fold predictions of the whole volume")
-        predictions = out_of_fold(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage)
+        predictions = out_of_fold(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage,
+                                  affinities=truth if by_affinities else None)
         supervoxels = stages[sv_name](predictions, np.zeros(grayscale.shape, bool), **sv_params)
-        context = {key: v for key, v in agg_params.items() if key.startswith("mitochondria")}
+        context = {key: v for key, v in agg_params.items() if key.startswith(("mitochondria", "affinity"))}
         train_agglomeration(supervoxels, predictions, truth, n_estimators=2 * trees, **context).save(agglo_path)
         agg_params = {**agg_params, "classifier_path": str(published_agglo)}
     segmentor = {

@@ -267,27 +267,29 @@ def pair_rows(low: NDArray[np.float32], high: NDArray[np.float32], axis: int) ->
 
 def predict_with_affinities(forest: FlatForest, pairs: FlatForest, features: FilterFeatures,
                             calibrate: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None,
-                            ) -> NDArray[np.float32]:
-    """(Z, Y, X, 1 + 3): the voxel forest's boundary probability, then the pair forest's
-    affinities at :data:`AFFINITY_OFFSETS` (through ``calibrate``, where given), slab by
-    slab; a slab's features are made with the slice before it, for the pairs across the
-    slab's first plane."""
+                            z_range: tuple[int, int] | None = None) -> NDArray[np.float32]:
+    """(Z, Y, X, 1 + 3) for the slices ``z_range`` (default all): the voxel forest's boundary
+    probability, then the pair forest's affinities at :data:`AFFINITY_OFFSETS` (through
+    ``calibrate``, where given), slab by slab; a slab's features are made with the slice
+    before it, for the pairs across the slab's first plane."""
     depth, height, width = features.shape
-    out = np.zeros((depth, height, width, 4), np.float32)
+    start, stop = z_range or (0, depth)
+    out = np.zeros((stop - start, height, width, 4), np.float32)
     f = features.columns
-    for z0, z1 in _slabs((0, depth), height * width):
+    for z0, z1 in _slabs((start, stop), height * width):
         first = max(z0 - 1, 0)
         x = features.slab(first, z1, f).reshape(z1 - first, height, width, f)
         own = x[z0 - first:]
-        out[z0:z1, ..., 0] = forest.probabilities(own.reshape(-1, f))[:, 0].reshape(own.shape[:3])
-        # pairs (x - 1, x) along each axis; along Z they reach into the slice before the slab
-        for axis, planes, start in ((0, x, first), (1, own, z0), (2, own, z0)):
+        out[z0 - start:z1 - start, ..., 0] = forest.probabilities(own.reshape(-1, f))[:, 0].reshape(own.shape[:3])
+        # pairs (x - 1, x) along each axis, written at x; along Z they reach into the slice before the slab
+        for axis, planes in ((0, x), (1, own), (2, own)):
             if planes.shape[axis] < 2:
                 continue
             low, high = _along(planes, axis, slice(None, -1)), _along(planes, axis, slice(1, None))
             answer = pairs.probabilities(pair_rows(low.reshape(-1, f), high.reshape(-1, f), axis))[:, 0]
             answer = answer if calibrate is None else calibrate(answer)
-            _along(out[start:z1, ..., 1 + axis], axis, slice(1, None))[...] = answer.reshape(low.shape[:3])
+            rows = out[(first + 1 if axis == 0 else z0) - start:z1 - start, ..., 1 + axis]
+            (rows if axis == 0 else _along(rows, axis, slice(1, None)))[...] = answer.reshape(low.shape[:3])
         del x, own
     return out
 
