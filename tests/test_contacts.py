@@ -138,32 +138,56 @@ def test_a_classifier_with_affinity_features_runs_only_with_them(affinity_model)
         learned_agglomeration(pred, supervoxels, str(affinity_model))
 
 
-def test_across_blocks_the_contacts_carry_what_they_carry_unblocked(affinity_model, tmp_path):
-    """With a context covering the volume every block makes the unblocked predictions and
-    supervoxels, so the summed graph, its affinity features (interiors and faces' planes)
-    and the agglomeration are exactly the unblocked ones."""
+@pytest.fixture()
+def blocked(affinity_model, tmp_path):
+    """``segment(name, agglomeration, **options)``: a run of ``affinity_classifier``,
+    distance-transform supervoxels and ``agglomeration`` (stage entry) on a synthetic volume."""
     from labelstitch.pipeline import run
     from labelstitch.plugins.classifier import membrane_annotations, train_pixel_classifier
     from labelstitch.stores import open_volume
-    from labelstitch.testing import assert_same_partition
 
     gray, truth = em_volume((32, 64, 64), n_neurites=15, seed=5)
     train_pixel_classifier(gray, membrane_annotations(truth), n_estimators=8, max_samples=20_000,
                            affinities=truth).save(tmp_path / "pixel.clf")
     np.save(tmp_path / "g.npy", gray)
-    seg = {"predict-voxels": {"function": "affinity_classifier", "parameters": {"classifier_path": str(tmp_path / "pixel.clf")}},
-           "create-supervoxels": {"function": "distance_transform_watershed", "parameters": {}},
-           "agglomerate-supervoxels": {"function": "learned_agglomeration", "parameters": {
-               "classifier_path": str(affinity_model), "threshold": 0.5, "affinity_channels": CHANNELS,
-               "affinity_offsets": OFFSETS}}}
 
-    def segment(name, **options):
+    def segment(name, agglomeration, **options):
+        seg = {"predict-voxels": {"function": "affinity_classifier", "parameters": {"classifier_path": str(tmp_path / "pixel.clf")}},
+               "create-supervoxels": {"function": "distance_transform_watershed", "parameters": {}},
+               "agglomerate-supervoxels": agglomeration}
         result = run({"input": str(tmp_path / "g.npy"), "output": str(tmp_path / f"{name}.zarr"),
-                      "options": {"segmentor": {"configuration": seg}, "background-value": None, **options}})
+                      "options": {"segmentor": {"configuration": seg}, "background-value": None, **options}},
+                     resume=bool(options.get("checkpoint-dir")))
         with open_volume(result.output) as store:
             return store.read(), result
 
-    whole, _ = segment("whole", **{"chunk-size": [32, 64, 64], "overlap": 0})
-    across, result = segment("across", **{"chunk-size": 32, "overlap": 4, "context": 64, "agglomerate-across-blocks": True})
+    learned = {"function": "learned_agglomeration", "parameters": {
+        "classifier_path": str(affinity_model), "threshold": 0.5, "affinity_channels": CHANNELS, "affinity_offsets": OFFSETS}}
+    return segment, learned
+
+
+def test_across_blocks_the_contacts_carry_what_they_carry_unblocked(blocked):
+    """With a context covering the volume every block makes the unblocked predictions and
+    supervoxels, so the summed graph, its affinity features (interiors and faces' planes)
+    and the agglomeration are exactly the unblocked ones."""
+    from labelstitch.testing import assert_same_partition
+
+    segment, learned = blocked
+    whole, _ = segment("whole", learned, **{"chunk-size": [32, 64, 64], "overlap": 0})
+    across, result = segment("across", learned, **{"chunk-size": 32, "overlap": 4, "context": 64,
+                                                   "agglomerate-across-blocks": True})
     assert result.stitch["agglomeration"]["bodies"] < result.stitch["agglomeration"]["supervoxels"]
     assert_same_partition(across, whole)
+
+
+def test_checkpoints_without_the_contacts_a_learned_agglomeration_reads_are_refused(blocked, tmp_path):
+    """Across blocks the agglomeration may change on checkpoints, but one that reads further
+    contact values cannot run on a graph kept without them: one line says to segment again."""
+    from labelstitch.stores import StoreError
+
+    segment, learned = blocked
+    options = {"chunk-size": 32, "overlap": 4, "agglomerate-across-blocks": True, "checkpoint-dir": str(tmp_path / "ckpt")}
+    segment("mean", {"function": "rag_agglomeration", "parameters": {"threshold": 0.3}}, **options)
+    with pytest.raises(StoreError, match="learned_agglomeration reads the contacts' affinity, but the region graph kept "
+                                         "with the checkpoints carries 0 further value.*segment again"):
+        segment("learned", learned, **options)

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..across import agglomerate_across, face_contacts, protective_refusals, refused_pairs, touching_pairs
-from ..agglomeration import EdgeStats, GraphPart
+from ..agglomeration import BINS, EdgeStats, GraphPart
 from ..codec import decode_labels, encode_labels
 from ..executors import Executor, SerialExecutor
 from ..geometry import Face, Plan, Subvolume
@@ -149,8 +149,15 @@ class AcrossBlocks:
         return self.stage.info.graph_histograms
 
     def __call__(self, stats: EdgeStats) -> NDArray[np.int64]:
-        graph = self.stage.info.graph
+        graph, further = self.stage.info.graph, self.stage.info.graph_contacts
         assert graph is not None  # checked by planning.check_across_blocks
+        contacts = further(stats.inside.shape[1], **self.stage.parameters) if further is not None else None
+        wanted = () if contacts is None else contacts.names()
+        assert stats.extra is not None
+        if stats.extra.shape[1] != len(wanted) * (1 + BINS):
+            raise StoreError(f"{self.stage.name} reads the contacts' {', '.join(wanted) or 'boundary only'}, but the region "
+                             f"graph kept with the checkpoints carries {stats.extra.shape[1] // (1 + BINS)} further value(s); "
+                             "segment again (without --resume) to keep what it reads")
         return np.asarray(graph(stats, **self.stage.parameters), np.int64)
 
 
