@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from labelstitch.agglomeration import GraphPart, interior_graph, sum_graph
+from labelstitch.graphparts import GraphPart, interior_graph, sum_graph
 from labelstitch.hookspecs import describe_stage
 from labelstitch.plugins.builtin import rag_agglomeration
 

@@ -142,7 +142,7 @@ def test_the_classifier_file_is_versioned_and_checked(trained, tmp_path):
     again = load_agglomeration_classifier(path, channels=1)
     x = np.random.default_rng(1).random((50, len(model.features)))
     np.testing.assert_array_equal(again.predict(x), model.predict(x))
-    with pytest.raises(ValueError, match=r"trained on 25 edge features .* give 28 \(2 channel"):
+    with pytest.raises(ValueError, match=r"trained on 26 edge features .* give 46 \(2 channel"):
         load_agglomeration_classifier(path, channels=2)
     (tmp_path / "bad.npz").write_bytes(b"not a classifier")
     with pytest.raises(ValueError, match="is not a labelstitch agglomeration classifier"):
@@ -176,7 +176,7 @@ def test_the_parts_of_a_blocked_volume_sum_to_its_region_graph(seed, n_labels, b
     global ones, sum to exactly the region graph of the whole volume; so do the contacts'
     further values (a further channel, and with five channels affinities in 1-3)."""
     from labelstitch.across import face_contacts
-    from labelstitch.agglomeration import interior_graph, sum_graph
+    from labelstitch.graphparts import interior_graph, sum_graph
     from labelstitch.contacts import Contacts
     from labelstitch.geometry import Plan
 
@@ -211,6 +211,8 @@ def test_the_parts_of_a_blocked_volume_sum_to_its_region_graph(seed, n_labels, b
     assert np.array_equal(summed.count, whole.count) and np.array_equal(summed.hist, whole.hist)
     assert summed.extra.shape == whole.extra.shape == (whole.u.size, 11 * len(contacts.kinds))
     np.testing.assert_allclose(summed.extra, whole.extra, rtol=1e-9)
+    assert whole.inside_hist.shape == (whole.size.size, BINS * channels)  # each region's histogram of every channel
+    np.testing.assert_array_equal(summed.inside_hist[1:], whole.inside_hist[1 : n_labels + 1])
     np.testing.assert_allclose(summed.total, whole.total, rtol=1e-9)
     np.testing.assert_allclose(summed.size[1:], whole.size[1 : n_labels + 1])
     np.testing.assert_allclose(summed.inside[1:], whole.inside[1 : n_labels + 1], rtol=1e-6)

@@ -23,7 +23,7 @@ PACKAGE = Path(labelstitch.__file__).parent
 LAYERS = {
     "_kernels": 0,
     **dict.fromkeys(
-        ["_processes", "_threads", "_validation", "_version", "across", "agglomeration", "contacts", "meshing", "skeletons", "codec", "contingency", "geometry", "parameters",
+        ["_processes", "_threads", "_validation", "_version", "across", "agglomeration", "contacts", "graphparts", "meshing", "skeletons", "codec", "contingency", "geometry", "parameters",
          "matching", "metrics", "rag", "relabel", "resolve", "rules", "stitching", "synthetic", "watershed", "pyramid", "seams", "multicut"], 1),
     "testing": 2,
     **dict.fromkeys(["executors", "stores", "plugins", "hookspecs", "checkpoints", "locks", "report", "figures", "runstatus"], 3),

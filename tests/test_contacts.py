@@ -61,7 +61,7 @@ def test_contacts_carry_each_channels_pair_mean_and_the_pairs_own_affinity(seed,
         np.testing.assert_array_equal(extra[2 + BINS:], hists[1])
     features = stats.features()
     names = feature_names(5, contacts)
-    assert features.shape == (stats.u.size, len(names)) and names[-16:][0] == "affinity_mean"
+    assert features.shape == (stats.u.size, len(names)) and names[-21] == "affinity_mean"
     if stats.u.size:
         np.testing.assert_allclose(features[:, names.index("affinity_mean")], stats.extra[:, 1 + BINS] / stats.count)
 
@@ -69,8 +69,9 @@ def test_contacts_carry_each_channels_pair_mean_and_the_pairs_own_affinity(seed,
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.floats(0.3, 0.65))
 def test_after_merges_the_further_features_are_those_of_the_merged_labels(seed, threshold):
-    """The pooling of the further values: every edge left when the agglomeration stops was
-    last scored with the features a fresh graph of the merged labels gives."""
+    """The pooling of the further values and the regions' histograms: every edge left when
+    the agglomeration stops was last scored with the features a fresh graph of the merged
+    labels gives."""
     rng = np.random.default_rng(seed)
     cells = np.zeros((6, 8, 8), np.uint32)
     cells[:, :4, 4:], cells[:, 4:, :4], cells[:, 4:, 4:] = 1, 2, 3
@@ -86,6 +87,7 @@ def test_after_merges_the_further_features_are_those_of_the_merged_labels(seed, 
     roots = agglomerate_graph(edge_stats(labels, pred, contacts=contacts), probability, threshold)
     merged = roots[labels]
     fresh = edge_stats(merged, pred, contacts=contacts).features()
+    assert fresh.shape[1] == len(feature_names(5, contacts)) and feature_names(5, contacts)[-1] == "inside4_hist_distance"
     assert np.unique(merged).size < np.unique(labels).size
     assert all(tuple(np.round(row, 9)) in scored for row in fresh)
 
@@ -134,7 +136,7 @@ def test_a_classifier_with_affinity_features_runs_only_with_them(affinity_model)
     merged = learned_agglomeration(pred, supervoxels, str(affinity_model), affinity_channels=CHANNELS,
                                    affinity_offsets=OFFSETS)
     assert vi(merged, truth).total < 0.5 * vi(supervoxels, truth).total
-    with pytest.raises(ValueError, match=r"trained on 50 edge features \(affinity_hist9 last\).* give 82 .*same affinity channels"):
+    with pytest.raises(ValueError, match=r"trained on 54 edge features .* give 86 .*feature 35 is 'affinity_mean' there, 'channel1_mean' here"):
         learned_agglomeration(pred, supervoxels, str(affinity_model))
 
 
@@ -188,6 +190,6 @@ def test_checkpoints_without_the_contacts_a_learned_agglomeration_reads_are_refu
     segment, learned = blocked
     options = {"chunk-size": 32, "overlap": 4, "agglomerate-across-blocks": True, "checkpoint-dir": str(tmp_path / "ckpt")}
     segment("mean", {"function": "rag_agglomeration", "parameters": {"threshold": 0.3}}, **options)
-    with pytest.raises(StoreError, match="learned_agglomeration reads the contacts' affinity, but the region graph kept "
-                                         "with the checkpoints carries 0 further value.*segment again"):
+    with pytest.raises(StoreError, match="learned_agglomeration reads the contacts' affinity and the regions' histograms, "
+                                         "but the region graph kept with the checkpoints has 0 further contact value.*segment again"):
         segment("learned", learned, **options)

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .agglomeration import EdgeStats, GraphPart, pair_statistics, sum_graph
+from .agglomeration import EdgeStats
+from .graphparts import GraphPart, pair_statistics, sum_graph
 from .contacts import across
 from .matching import FaceCandidates, reasons
 from .rag import numbered_roots
@@ -154,11 +155,11 @@ def agglomerate_across(
         g = graphs[sv.id]
         channels = g.inside.shape[1]
         ids = [to_bodies(x, labels, bodies) for x in (g.nodes, g.u, g.v)]
-        parts.append(GraphPart(ids[0], g.size, g.inside, ids[1], ids[2], g.count, g.total, g.hist, g.extra))
+        parts.append(replace(g, nodes=ids[0], u=ids[1], v=ids[2]))
     for face, c in zip(result.plan.faces(), contacts):
         u = to_bodies(c.u, *mapping.for_subvolume(face.a))
         v = to_bodies(c.v, *mapping.for_subvolume(face.b))
-        parts.append(GraphPart(c.nodes, c.size, c.inside, u, v, c.count, c.total, c.hist, c.extra))
+        parts.append(replace(c, u=u, v=v))
     stats = sum_graph(parts, mapping.n_bodies, channels)
     graph_bytes = sum(p.nbytes for p in parts)
     del parts

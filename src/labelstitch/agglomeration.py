@@ -23,14 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ._kernels.rag import boundary_pairs
+from ._kernels.rag import boundary_pairs, region_histograms
 from .contacts import BINS, Contacts, contact_sums
-from .rag import renumber, roots_of
+from .rag import roots_of
 
 __all__ = [
-    "BINS", "FEATURES", "EdgeStats", "GraphPart", "agglomerate", "agglomerate_graph", "attach_to_largest_contact",
-    "context_aware", "edge_features", "edge_stats", "feature_names", "interior_graph", "pair_statistics",
-    "mitochondria_nodes", "stats_of_pairs", "sum_graph",
+    "BINS", "FEATURES", "EdgeStats", "agglomerate", "agglomerate_graph", "attach_to_largest_contact",
+    "context_aware", "edge_features", "edge_stats", "feature_names", "group_pairs", "grouped_statistics", "mitochondria_nodes",
+    "stats_of_pairs",
 ]
 
 _QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -49,7 +49,7 @@ def feature_names(channels: int = 1, contacts: Contacts | None = None) -> tuple[
         names += [f"inside{c}_min", f"inside{c}_max", f"inside{c}_diff"]
     for name in contacts.names() if contacts is not None else ():
         names += _contact_names(f"{name}_")
-    return tuple(names)
+    return tuple(names) + (tuple(f"inside{c}_hist_distance" for c in range(channels)) if contacts is not None else ())
 
 
 #: the features of single-channel predictions
@@ -72,10 +72,15 @@ class EdgeStats:
     #: (edges, values x (1 + BINS)): each further contact value's sum and histogram
     #: (:mod:`labelstitch.contacts`); no columns when the contacts carry only the boundary
     extra: NDArray[np.float64] | None = None
+    #: (K + 1, channels x BINS): each region's histogram of every channel inside it (a
+    #: learned agglomeration's graph; no columns otherwise)
+    inside_hist: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         if self.extra is None:
             self.extra = np.zeros((self.u.size, 0))
+        if self.inside_hist is None:
+            self.inside_hist = np.zeros((self.size.size, 0))
 
     def surface(self) -> NDArray[np.float64]:
         """Each region's contact with all its neighbours (voxel pairs; index = label)."""
@@ -86,14 +91,15 @@ class EdgeStats:
     def features(self) -> NDArray[np.float64]:
         """:func:`edge_features` of every edge."""
         u, v, surface = self.u, self.v, self.surface()
+        assert self.inside_hist is not None
         return edge_features(self.count, self.total, self.hist, self.size[u], self.size[v], self.inside[u],
-                             self.inside[v], surface[u], surface[v], self.extra)
+                             self.inside[v], surface[u], surface[v], self.extra, self.inside_hist[u], self.inside_hist[v])
 
     def subset(self, keep: NDArray[np.bool_]) -> EdgeStats:
         """The same regions with only the edges where ``keep`` is True."""
         assert self.extra is not None
         return EdgeStats(self.u[keep], self.v[keep], self.count[keep], self.total[keep], self.hist[keep], self.size,
-                         self.inside, self.extra[keep])
+                         self.inside, self.extra[keep], self.inside_hist)
 
 
 def edge_stats(labels: NDArray[np.integer], predictions: NDArray[np.floating], *, largest: bool = False,
@@ -108,39 +114,47 @@ def edge_stats(labels: NDArray[np.integer], predictions: NDArray[np.floating], *
     lab = np.ascontiguousarray(labels).astype(np.uint32, copy=False)
     further = contacts is not None and bool(contacts.kinds)
     keys, values, where = boundary_pairs(lab, np.ascontiguousarray(channels[..., 0]), largest, further)
-    return stats_of_pairs(lab, channels, keys, values, contacts.values(channels, where) if further else None)
+    return stats_of_pairs(lab, channels, keys, values, contacts.values(channels, where) if further else None,
+                          regions=contacts is not None)
 
 
 def stats_of_pairs(labels: NDArray[np.uint32], channels: NDArray[np.floating], keys: NDArray[np.uint64],
-                   values: NDArray[np.float32], further: NDArray[np.float32] | None = None) -> EdgeStats:
+                   values: NDArray[np.float32], further: NDArray[np.float32] | None = None, *,
+                   regions: bool = False) -> EdgeStats:
     """The :class:`EdgeStats` of voxel pairs between regions of ``labels``: ``keys`` are
     ``low << 32 | high`` label pairs, ``values`` each pair's value (and ``further`` its
-    further values, a row each); ``channels`` (Z, Y, X, C) give the regions' inside sums."""
+    further values, a row each); ``channels`` (Z, Y, X, C) give the regions' inside sums
+    (and with ``regions`` their histograms)."""
     k = int(labels.max()) if labels.size else 0
     flat = labels.reshape(-1)
     size = np.bincount(flat, minlength=k + 1).astype(np.float64)
     inside = np.stack([np.bincount(flat, weights=channels[..., c].reshape(-1), minlength=k + 1)
                        for c in range(channels.shape[-1])], axis=1)
+    inside_hist = region_histograms(flat, channels.reshape(-1, channels.shape[-1]), k + 1, BINS) if regions else None
     columns = 0 if further is None else further.shape[1] * (1 + BINS)
     if keys.size == 0:
         none = np.zeros(0, np.int64)
-        return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside, np.zeros((0, columns)))
+        return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside, np.zeros((0, columns)),
+                         inside_hist)
     edges, index = np.unique(keys, return_inverse=True)
-    count, total, hist = _pair_statistics(index.reshape(-1), edges.size, values)
+    count, total, hist = grouped_statistics(index.reshape(-1), edges.size, values)
     extra = None if further is None else contact_sums(index.reshape(-1), edges.size, further)
     u = (edges >> np.uint64(32)).astype(np.int64)
     v = (edges & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    return EdgeStats(u, v, count, total, hist, size, inside, extra)
+    return EdgeStats(u, v, count, total, hist, size, inside, extra, inside_hist)
 
 
 def edge_features(
     count: NDArray[np.float64], total: NDArray[np.float64], hist: NDArray[np.float64],
     size_u: NDArray[np.float64], size_v: NDArray[np.float64], inside_u: NDArray[np.float64], inside_v: NDArray[np.float64],
     surface_u: NDArray[np.float64], surface_v: NDArray[np.float64], extra: NDArray[np.float64] | None = None,
+    hist_u: NDArray[np.float64] | None = None, hist_v: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """Feature rows (columns :func:`feature_names`) of edges given their statistics and their
     two regions' (sizes, per-channel inside sums as rows of ``inside``, and surfaces: their
-    contacts with all neighbours; ``extra`` the further contact values' sums and histograms).
+    contacts with all neighbours; ``extra`` the further contact values' sums and histograms;
+    ``hist_u`` / ``hist_v`` the regions' histograms of every channel, whose distance, half
+    the summed difference of their shares, tells two regions of unlike content apart).
     The contact's share of each region's surface tells a region wrapped by its neighbour (a
     fragment cut off a neurite by a false membrane) from two neurites that touch along a strip."""
     n = count.size
@@ -157,6 +171,10 @@ def edge_features(
     width = 1 + BINS
     for k in range(0 if extra is None else extra.shape[1] // width):
         columns += _along_contact(count, extra[:, k * width], extra[:, k * width + 1:(k + 1) * width])
+    for c in range(0 if hist_u is None or hist_v is None else hist_u.shape[1] // BINS):
+        part = slice(c * BINS, (c + 1) * BINS)
+        columns.append(0.5 * np.abs(hist_u[:, part] / np.maximum(size_u, 1)[:, None]  # type: ignore[index]
+                                    - hist_v[:, part] / np.maximum(size_v, 1)[:, None]).sum(axis=1))  # type: ignore[index]
     return np.stack(columns, axis=1) if n else np.zeros((0, len(columns)))
 
 
@@ -213,6 +231,8 @@ def agglomerate_graph(
     k = stats.size.size - 1
     size = stats.size.copy()
     inside = stats.inside.copy()
+    assert stats.inside_hist is not None
+    inside_hist = stats.inside_hist.copy()
     surface = stats.surface()
     adjacency: list[dict[int, int]] = [dict() for _ in range(k + 1)]  # neighbour -> edge slot
     count, total, hist = list(stats.count), list(stats.total), [row for row in stats.hist]
@@ -233,7 +253,8 @@ def agglomerate_graph(
         vb = np.array([b for _, b in pairs])
         feats = edge_features(np.array([count[s] for s in slots]), np.array([total[s] for s in slots]),
                               np.array([hist[s] for s in slots]), size[ua], size[vb], inside[ua], inside[vb],
-                              surface[ua], surface[vb], np.array([extra[s] for s in slots]) if further else None)
+                              surface[ua], surface[vb], np.array([extra[s] for s in slots]) if further else None,
+                              inside_hist[ua], inside_hist[vb])
         prob = np.asarray(merge_probability(feats), np.float64)
         for (a, b), p, f in zip(pairs, prob.tolist(), feats):
             if oracle is not None:  # training: every edge is taken from the queue, with its features
@@ -262,6 +283,7 @@ def agglomerate_graph(
         parent[b] = a
         size[a] += size[b]
         inside[a] += inside[b]
+        inside_hist[a] += inside_hist[b]
         surface[a] += surface[b] - 2 * count[adjacency[a][b]]  # their contact is inside the merged region
         del adjacency[a][b]
         del adjacency[b][a]
@@ -336,7 +358,7 @@ def attach_to_largest_contact(stats: EdgeStats, roots: NDArray[np.int64], member
         if not ready.any():
             break
         x, body, c = ends[ready], out[others[ready]], count[ready]
-        order, index, new = _group_pairs(x, body)
+        order, index, new = group_pairs(x, body)
         contact = np.bincount(index, weights=c[order])
         gx, gb = x[order][new], body[order][new]
         best = np.lexsort((gb, -contact, gx))
@@ -348,151 +370,20 @@ def attach_to_largest_contact(stats: EdgeStats, roots: NDArray[np.int64], member
     return out
 
 
-# ----------------------------------------------------------------------------- graphs of blocked runs
+# ----------------------------------------------------------------------------- pairs grouped into contacts
 
 
-@dataclass
-class GraphPart:
-    """The additive region-graph statistics one piece of a blocked volume contributes, in
-    labels of its own: the regions of one subvolume's interior (``nodes`` with their size
-    and per-channel inside sums; edges between two of its labels), or the contacts across
-    one face (no nodes; ``u`` a label of the lower subvolume, ``v`` of the upper).
-
-    Every voxel pair of the volume lies in exactly one interior or straddles exactly one
-    face, so the parts of a plan, mapped to global ids and summed (:func:`sum_graph`), give
-    the region graph of the stitched volume.
-    """
-
-    nodes: NDArray[np.uint64]
-    size: NDArray[np.float64]
-    inside: NDArray[np.float64]  # (nodes, channels)
-    u: NDArray[np.uint64]
-    v: NDArray[np.uint64]
-    count: NDArray[np.float64]
-    total: NDArray[np.float64]
-    hist: NDArray[np.float64]  # (edges, BINS)
-    #: the further contact values' sums and histograms, as :attr:`EdgeStats.extra`
-    extra: NDArray[np.float64] | None = None
-
-    def __post_init__(self) -> None:
-        if self.extra is None:
-            self.extra = np.zeros((self.u.size, 0))
-
-    @property
-    def nbytes(self) -> int:
-        return sum(int(getattr(self, f).nbytes) for f in ("nodes", "size", "inside", "u", "v", "count", "total", "hist",
-                                                          "extra"))
-
-    def arrays(self) -> dict[str, NDArray[Any]]:
-        """The part as named arrays (for ``np.savez``; counts as uint32, they are whole numbers)."""
-        assert self.extra is not None
-        out = {"nodes": self.nodes, "size": self.size, "inside": self.inside, "u": self.u, "v": self.v,
-               "count": self.count.astype(np.uint32), "total": self.total, "hist": self.hist.astype(np.uint32)}
-        return {**out, "extra": self.extra} if self.extra.shape[1] else out
-
-    @classmethod
-    def from_arrays(cls, a: Any) -> GraphPart:
-        return cls(*(np.asarray(a[k]) for k in ("nodes", "size", "inside", "u", "v")),
-                   np.asarray(a["count"], np.float64), np.asarray(a["total"]), np.asarray(a["hist"], np.float64),
-                   np.asarray(a["extra"]) if "extra" in a else None)
-
-    def empty(self) -> GraphPart:
-        """This part's nodes without any edge."""
-        assert self.extra is not None
-        none = np.zeros(0, np.uint64)
-        return GraphPart(self.nodes, self.size, self.inside, none, none, np.zeros(0), np.zeros(0),
-                         np.zeros((0, self.hist.shape[1])), np.zeros((0, self.extra.shape[1])))
-
-    def without_histograms(self) -> GraphPart:
-        """This part without the boundary histograms and further values (an agglomeration by
-        mean boundary needs only counts and sums: 32 bytes per edge instead of 112)."""
-        return GraphPart(self.nodes, self.size, self.inside, self.u, self.v, self.count, self.total,
-                         np.zeros((self.u.size, 0)))
-
-    def without_pairs(self, drop_u: NDArray[np.uint64], drop_v: NDArray[np.uint64]) -> GraphPart:
-        """This part without the edges ``(drop_u[i], drop_v[i])``."""
-        if drop_u.size == 0 or self.u.size == 0:
-            return self
-        keys_u, iu = np.unique(np.concatenate([self.u, drop_u]), return_inverse=True)
-        keys_v, iv = np.unique(np.concatenate([self.v, drop_v]), return_inverse=True)
-        key = iu.astype(np.int64) * keys_v.size + iv
-        keep = ~np.isin(key[: self.u.size], key[self.u.size :])
-        assert self.extra is not None
-        return GraphPart(self.nodes, self.size, self.inside, self.u[keep], self.v[keep], self.count[keep],
-                         self.total[keep], self.hist[keep], self.extra[keep])
-
-
-def _pair_statistics(index: NDArray[np.int64], n: int, values: NDArray[np.float32]) -> tuple[NDArray[np.float64], ...]:
+def grouped_statistics(index: NDArray[np.int64], n: int, values: NDArray[np.float32]) -> tuple[NDArray[np.float64], ...]:
     """(count, total, hist) of ``n`` contacts from voxel pairs: pair ``i`` belongs to contact
     ``index[i]`` and is valued ``values[i]``."""
     sums = contact_sums(index, n, values[:, None])
     return np.bincount(index, minlength=n).astype(np.float64), sums[:, 0], sums[:, 1:]
 
 
-def _group_pairs(u: NDArray[Any], v: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+def group_pairs(u: NDArray[Any], v: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
     """Rows ``(u[i], v[i])`` grouped: the order that sorts them, the group of each sorted
     row (0, 1, ...) and which sorted rows start a group."""
     order = np.lexsort((v, u))
     su, sv = u[order], v[order]
     new = np.r_[True, (su[1:] != su[:-1]) | (sv[1:] != sv[:-1])] if su.size else np.zeros(0, bool)
     return order, np.cumsum(new) - 1, new
-
-
-def pair_statistics(u: NDArray[Any], v: NDArray[Any], values: NDArray[np.float32],
-                    further: NDArray[np.float32] | None = None) -> GraphPart:
-    """The contacts (no nodes) of voxel pairs ``(u[i], v[i])`` valued ``values[i]``, with
-    the further values ``further[i]``."""
-    order, index, new = _group_pairs(u, v)
-    count, total, hist = _pair_statistics(index, int(new.sum()), values[order])
-    extra = None if further is None else contact_sums(index, int(new.sum()), further[order])
-    return GraphPart(np.zeros(0, np.uint64), np.zeros(0), np.zeros((0, 1)), u[order][new].astype(np.uint64),
-                     v[order][new].astype(np.uint64), count, total, hist, extra)
-
-
-def interior_graph(labels: NDArray[np.integer], predictions: NDArray[np.floating],
-                   contacts: Contacts | None = None) -> GraphPart:
-    """The :class:`GraphPart` of one subvolume's interior: its labels' sizes and inside sums,
-    and the contacts between two of its labels (the voxel pairs inside it), keyed by the
-    labels' own values. ``predictions`` and ``contacts`` as for :func:`edge_stats` (boundary first)."""
-    dense, old = renumber(np.asarray(labels))
-    stats = edge_stats(dense, predictions, contacts=contacts)
-    present = stats.size[1:] > 0
-    return GraphPart(old[present], stats.size[1:][present], stats.inside[1:][present],
-                     old[stats.u - 1], old[stats.v - 1], stats.count, stats.total, stats.hist, stats.extra)
-
-
-def sum_graph(parts: list[GraphPart], n: int, channels: int = 1) -> EdgeStats:
-    """The region graph of nodes 1..``n`` summed from parts whose labels are already global
-    ids: sizes and inside sums add up per node, contacts per unordered pair (a part's
-    edges between two labels that became one node are dropped). Parts without histograms
-    (:meth:`GraphPart.without_histograms`) give a graph without them."""
-    size = np.zeros(n + 1)
-    inside = np.zeros((n + 1, channels))
-    for p in parts:
-        if p.nodes.size:
-            np.add.at(size, p.nodes.astype(np.int64), p.size)
-            np.add.at(inside, p.nodes.astype(np.int64), p.inside)
-    edges = [p for p in parts if p.u.size]
-    width = min((p.extra.shape[1] for p in parts if p.extra is not None), default=0)
-    if not edges:
-        none = np.zeros(0, np.int64)
-        return EdgeStats(none, none, np.zeros(0), np.zeros(0), np.zeros((0, BINS)), size, inside, np.zeros((0, width)))
-    u = np.concatenate([p.u for p in edges]).astype(np.int64)
-    v = np.concatenate([p.v for p in edges]).astype(np.int64)
-    count = np.concatenate([p.count for p in edges])
-    total = np.concatenate([p.total for p in edges])
-    bins = min(p.hist.shape[1] for p in edges)  # 0 when the parts came without histograms
-    # the histograms and the further values' sums and histograms add up alike: one matrix
-    hist = np.concatenate([np.hstack([p.hist[:, :bins], p.extra[:, :width]]) for p in edges])  # type: ignore[index]
-    lo, hi = np.minimum(u, v), np.maximum(u, v)
-    keep = lo != hi
-    lo, hi, count, total, hist = lo[keep], hi[keep], count[keep], total[keep], hist[keep]
-    order, index, new = _group_pairs(lo, hi)
-    lo, hi = lo[order], hi[order]
-    m = int(new.sum())
-    out_count = np.bincount(index, weights=count[order], minlength=m)
-    out_total = np.bincount(index, weights=total[order], minlength=m)
-    out_hist = np.zeros((m, hist.shape[1]))
-    for b in range(hist.shape[1]):
-        out_hist[:, b] = np.bincount(index, weights=hist[order, b], minlength=m)
-    return EdgeStats(lo[new], hi[new], out_count, out_total, out_hist[:, :bins], size, inside, out_hist[:, bins:])

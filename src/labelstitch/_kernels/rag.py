@@ -251,3 +251,17 @@ def merge_mean_boundary(u, v, count, total, n, threshold):  # type: ignore[no-un
     merges, ties included, is that of the plain-Python version it replaces (tested)."""
     values = np.stack((np.asarray(count, np.float64), np.asarray(total, np.float64)), axis=1)
     return contract(u, v, values, n, float(threshold), True)
+
+
+@jit
+def region_histograms(labels, values, n, bins):  # type: ignore[no-untyped-def]
+    """(n, channels x bins): per label 0..n-1 of the flat ``labels``, the histogram over
+    [0, 1] of each channel of ``values`` (voxels, channels) inside it, with no temporaries."""
+    channels = values.shape[1]
+    out = np.zeros((n, channels * bins))
+    for i in range(labels.size):
+        row = labels[i]
+        for c in range(channels):
+            b = int(values[i, c] * bins)
+            out[row, c * bins + min(max(b, 0), bins - 1)] += 1.0
+    return out

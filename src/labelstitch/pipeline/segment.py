@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..checkpoints import CheckpointDir, block_name, save_block
-from ..agglomeration import interior_graph
+from ..graphparts import interior_graph
 from ..codec import bundle_graph, bundle_supervoxels, encode_labels, holds
 from ..executors import Executor, ExecutorError
 from ..geometry import Box, Subvolume, roi_mask

@@ -19,7 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..across import agglomerate_across, face_contacts, protective_refusals, refused_pairs, touching_pairs
-from ..agglomeration import BINS, EdgeStats, GraphPart
+from ..agglomeration import BINS, EdgeStats
+from ..graphparts import GraphPart
 from ..codec import decode_labels, encode_labels
 from ..executors import Executor, SerialExecutor
 from ..geometry import Face, Plan, Subvolume
@@ -153,11 +154,14 @@ class AcrossBlocks:
         assert graph is not None  # checked by planning.check_across_blocks
         contacts = further(stats.inside.shape[1], **self.stage.parameters) if further is not None else None
         wanted = () if contacts is None else contacts.names()
-        assert stats.extra is not None
-        if stats.extra.shape[1] != len(wanted) * (1 + BINS):
-            raise StoreError(f"{self.stage.name} reads the contacts' {', '.join(wanted) or 'boundary only'}, but the region "
-                             f"graph kept with the checkpoints carries {stats.extra.shape[1] // (1 + BINS)} further value(s); "
-                             "segment again (without --resume) to keep what it reads")
+        assert stats.extra is not None and stats.inside_hist is not None
+        regions = 0 if contacts is None else stats.inside.shape[1] * BINS  # and the regions' histograms
+        if stats.extra.shape[1] != len(wanted) * (1 + BINS) or stats.inside_hist.shape[1] != regions:
+            needs = [f"the contacts' {name}" for name in wanted] + (["the regions' histograms"] if regions else [])
+            has = f"{stats.extra.shape[1] // (1 + BINS)} further contact value(s)" + (
+                " and the regions' histograms" if stats.inside_hist.shape[1] else "")
+            raise StoreError(f"{self.stage.name} reads {' and '.join(needs) or 'the boundary only'}, but the region graph kept "
+                             f"with the checkpoints has {has}; segment again (without --resume) to keep what it reads")
         return np.asarray(graph(stats, **self.stage.parameters), np.int64)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..agglomeration import GraphPart
+from ..graphparts import GraphPart
 from ..checkpoints import read_block
 from ..codec import DEFAULT_CODEC, decode_labels, split_graph, split_supervoxels
 from ..executors import Executor
@@ -182,7 +182,7 @@ class SegmentedSubvolume:
 
 
 def load_graph(data: bytes) -> tuple[GraphPart, dict[str, NDArray[np.float32]]]:
-    """The interior's :class:`~labelstitch.agglomeration.GraphPart` and boundary planes
+    """The interior's :class:`~labelstitch.graphparts.GraphPart` and boundary planes
     (``lo0``..``hi2``) from :func:`interior_graph_bytes`."""
     with np.load(io.BytesIO(data), allow_pickle=False) as found:
         arrays = {k: found[k] for k in found.files}

@@ -120,12 +120,15 @@ def load_agglomeration_classifier(path: str | Path, channels: int | None = None,
     if header.get("format") != _FORMAT:
         raise ValueError(f"{path} is a {header.get('format')!r} file, not a {_FORMAT} (train it again with this version)")
     features = tuple(header["features"])
-    expected = feature_names(channels, contacts) if channels is not None else features
+    expected = feature_names(channels, contacts or Contacts.of(channels)) if channels is not None else features
     if features != expected:
+        at = next((i for i, (a, b) in enumerate(zip(features, expected)) if a != b), min(len(features), len(expected)))
+        mine = features[at] if at < len(features) else "nothing"
+        theirs = expected[at] if at < len(expected) else "nothing"
         raise ValueError(
-            f"{path} was trained on {len(features)} edge features ({features[-1]} last) but this run's predictions "
-            f"give {len(expected)} ({channels} channel(s){', with affinities' if contacts and contacts.affinities else ''}"
-            f"; {expected[-1]} last); train it on predictions like this run's, with the same affinity channels"
+            f"{path} was trained on {len(features)} edge features but this run's predictions give {len(expected)} "
+            f"({channels} channel(s){', with affinities' if contacts and contacts.affinities else ''}; feature {at + 1} is "
+            f"{mine!r} there, {theirs!r} here); train it on predictions like this run's, with the same affinity channels"
         )
     calibration = header.get("calibration")  # absent from classifiers trained before calibration
     return AgglomerationClassifier(**arrays, features=features, info=header.get("info", {}),
