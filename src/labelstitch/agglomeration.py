@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._kernels.rag import boundary_pairs, region_histograms
-from .contacts import BINS, Contacts, contact_sums
+from .contacts import BINS, Contacts, contact_sums, or_no_columns
 from .rag import roots_of
 
 __all__ = [
@@ -77,10 +77,7 @@ class EdgeStats:
     inside_hist: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
-        if self.extra is None:
-            self.extra = np.zeros((self.u.size, 0))
-        if self.inside_hist is None:
-            self.inside_hist = np.zeros((self.size.size, 0))
+        self.extra, self.inside_hist = or_no_columns(self.extra, self.u.size), or_no_columns(self.inside_hist, self.size.size)
 
     def surface(self) -> NDArray[np.float64]:
         """Each region's contact with all its neighbours (voxel pairs; index = label)."""

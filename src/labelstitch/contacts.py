@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BINS", "Contacts", "across", "contact_sums", "pair_mean"]
+__all__ = ["BINS", "Contacts", "across", "contact_sums", "or_no_columns", "pair_mean"]
 
 #: histogram bins of a value along a contact, over [0, 1]
 BINS = 10
@@ -121,3 +121,9 @@ def contact_sums(index: NDArray[np.int64], n: int, values: NDArray[np.float32]) 
         out[:, k * (1 + BINS) + 1:(k + 1) * (1 + BINS)] = np.bincount(
             index * BINS + bins, minlength=n * BINS).reshape(n, BINS)
     return out
+
+
+def or_no_columns(array: NDArray[np.float64] | None, rows: int) -> NDArray[np.float64]:
+    """``array``, or where there is none, ``rows`` rows of no columns (a graph without
+    further values or histograms)."""
+    return np.zeros((rows, 0)) if array is None else array

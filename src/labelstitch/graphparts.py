@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .agglomeration import EdgeStats, group_pairs, grouped_statistics, edge_stats
-from .contacts import BINS, Contacts, contact_sums
+from .contacts import BINS, Contacts, contact_sums, or_no_columns
 from .rag import renumber
 
 __all__ = ["GraphPart", "interior_graph", "pair_statistics", "sum_graph"]
@@ -44,10 +44,7 @@ class GraphPart:
     inside_hist: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
-        if self.extra is None:
-            self.extra = np.zeros((self.u.size, 0))
-        if self.inside_hist is None:
-            self.inside_hist = np.zeros((self.nodes.size, 0))
+        self.extra, self.inside_hist = or_no_columns(self.extra, self.u.size), or_no_columns(self.inside_hist, self.nodes.size)
 
     @property
     def nbytes(self) -> int:

@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a mitochondria mask (non-zero = mitochondrion): a mitochondria channel, and context-aware "
                         "agglomerations (mitochondria merged last) tried too")
     p.add_argument("--affinities", action="store_true",
-                   help="also an affinity forest, and affinity_agglomeration with its affinities among the choices")
+                   help="also an affinity forest, and among the choices affinity_agglomeration with its affinities and "
+                        "the learned agglomeration (greedy, multicut) with their features")
     p.set_defaults(func=_cmd_train_segmentor)
 
     p = sub.add_parser("demo", help="the whole pipeline on a synthetic EM volume, stitched with every rule", parents=[out])
