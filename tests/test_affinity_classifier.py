@@ -168,7 +168,7 @@ def test_train_with_affinities_weighs_the_forests_affinities_and_writes_a_segmen
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(training, "_pick", lambda rows, margin, log: min(
-        (row for row in rows if row[4] == steer and "affinity_channels" in row[5]), key=lambda row: row[0]))
+        (row for row in rows if row[4] == steer and "affinity_channels" in row[5]), key=training.rank))
     gray, truth = em_volume((48, 64, 64), n_neurites=20, seed=17)
     np.save("gray.npy", gray)
     np.save("truth.npy", truth)

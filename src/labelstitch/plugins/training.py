@@ -45,7 +45,7 @@ from .builtin import (distance_transform_watershed, learned_agglomeration, multi
                       seeded_watershed)
 from .classifier import membrane_annotations, train_pixel_classifier
 
-__all__ = ["TrainResult", "out_of_fold", "split_validation", "train_segmentor"]
+__all__ = ["TrainResult", "out_of_fold", "rank", "split_validation", "train_segmentor"]
 
 
 @dataclass
@@ -136,11 +136,25 @@ def _family(row: tuple[Any, ...]) -> str:
     return row[4] + ("+classifier" if "classifier_path" in row[5] else "")
 
 
+def rank(row: tuple[Any, ...]) -> tuple[float, float]:
+    """A setting's rank: its held-out score (with its neighbours'), and among equal scores
+    (a small held-out part often scores a whole stretch of a curve alike) the threshold or
+    ``beta`` nearest 0.5, the middle of the probability scale, where a calibrated merge
+    probability means "as likely one neuron as two", rather than whichever end was tried first.
+
+    >>> rows = [(0.30, 0, "sv", {}, "learned_agglomeration", {"threshold": t}) for t in (0.2, 0.5, 0.7)]
+    >>> min(rows, key=rank)[5], min(rows[:1] + [(0.31, *rows[1][1:])], key=rank)[5]
+    ({'threshold': 0.5}, {'threshold': 0.2})
+    """
+    knob = row[5].get("threshold", row[5].get("beta", 0.5))
+    return round(float(row[0]), 9), abs(float(knob) - 0.5)
+
+
 def _pick(rows: list[tuple[Any, ...]], margin: float, log: Callable[[str], None]) -> tuple[Any, ...]:
     """The best agglomeration with a learned classifier if it beats the best one without by
-    ``margin``, else that one."""
-    best_learned = min((row for row in rows if _family(row) in LEARNED), key=lambda row: row[0])
-    best_plain = min((row for row in rows if _family(row) in PLAIN), key=lambda row: row[0])
+    ``margin``, else that one (each the first by :func:`rank`)."""
+    best_learned = min((row for row in rows if _family(row) in LEARNED), key=rank)
+    best_plain = min((row for row in rows if _family(row) in PLAIN), key=rank)
     log(f"best with a learned classifier {best_learned[0]:.3f} ({_family(best_learned)}), best without "
         f"{best_plain[0]:.3f} ({_family(best_plain)})")
     return best_learned if best_learned[0] < best_plain[0] - margin else best_plain
