@@ -6,7 +6,9 @@ derived from a boundary map).
 
 Each such value is summed and histogrammed per contact exactly like the boundary, so it
 pools when regions merge and adds up over the interiors and faces of a blocked run; the
-features are its mean, quantiles and histogram along the contact.
+features are its mean, quantiles and histogram along the contact. A graph made with a
+:class:`Contacts` (even one carrying nothing further) also keeps each region's histogram of
+every channel, for the learned agglomeration's region features.
 """
 
 from __future__ import annotations
