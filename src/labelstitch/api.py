@@ -310,8 +310,8 @@ def train(
     the supervoxel stage, the agglomeration (learned, if it beats mean-boundary agglomeration by ``margin`` bits there)
     and its threshold. ``two_stage``: a two-stage (auto-context) voxel classifier (``two_stage_predictions``).
     ``mitochondria``, a mask volume (non-zero = mitochondrion), adds a mitochondria channel and tries every
-    agglomeration context-aware too. ``affinities`` also tries ``affinity_agglomeration`` with the voxel
-    classifier's own affinity forest (``affinity_classifier``). An existing ``out`` is replaced only with
+    agglomeration context-aware too. ``affinities`` adds the voxel classifier's affinity forest
+    (``affinity_classifier``) and tries ``affinity_agglomeration`` and the learned agglomeration with its affinities. An existing ``out`` is replaced only with
     ``overwrite``, and only once training succeeded. Writes the models and ``out/segmentor.json`` (the value of
     ``options.segmentor.configuration``; a config can name the file as ``options.segmentor``)
     and returns a :class:`~labelstitch.plugins.training.TrainResult` (``.table()`` prints the validation

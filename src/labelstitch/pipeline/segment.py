@@ -273,15 +273,16 @@ def interior_graph_bytes(sv: Subvolume, original: Subvolume, labels: NDArray[Any
     order = [channel] + [c for c in range(pred.shape[-1]) if c != channel]
     inner = original.interior.slices(sv.outer)
     inside = pred[inner] if channel == 0 else pred[inner][..., order]  # a view unless channels move
-    further = agglomerate.info.graph_contacts
-    contacts = further(pred.shape[-1], **agglomerate.parameters) if further is not None else None
+    contacts = agglomerate.graph_contacts(pred.shape[-1])
     arrays = interior_graph(labels[inner], inside, contacts).arrays()
+    further = contacts is not None and bool(contacts.kinds)  # planes of the further values too (labelstitch.contacts)
+    if further:
+        arrays["kinds"] = np.array(contacts.kinds, np.int8)
     for axis in range(3):  # the planes the face contacts need: first and last of the interior along each axis
         arrays[f"lo{axis}"] = np.ascontiguousarray(np.take(inside[..., 0], 0, axis=axis))
         arrays[f"hi{axis}"] = np.ascontiguousarray(np.take(inside[..., 0], -1, axis=axis))
-        if contacts is not None and contacts.kinds:  # and the further values' (labelstitch.contacts)
+        if further:
             arrays[f"lox{axis}"], arrays[f"hix{axis}"] = contacts.planes(inside, axis)
-            arrays["kinds"] = np.array(contacts.kinds, np.int8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()

@@ -150,9 +150,9 @@ class AcrossBlocks:
         return self.stage.info.graph_histograms
 
     def __call__(self, stats: EdgeStats) -> NDArray[np.int64]:
-        graph, further = self.stage.info.graph, self.stage.info.graph_contacts
+        graph = self.stage.info.graph
         assert graph is not None  # checked by planning.check_across_blocks
-        contacts = further(stats.inside.shape[1], **self.stage.parameters) if further is not None else None
+        contacts = self.stage.graph_contacts(stats.inside.shape[1])
         wanted = () if contacts is None else contacts.names()
         assert stats.extra is not None and stats.inside_hist is not None
         regions = 0 if contacts is None else stats.inside.shape[1] * BINS  # and the regions' histograms

@@ -151,6 +151,12 @@ class Stage:
         """The position of the channel the stage reads as ``meaning`` (None: it reads none)."""
         return next((index for channel, index in self.channels() if channel.meaning == meaning), None)
 
+    def graph_contacts(self, channels: int) -> Any:
+        """What this agglomeration's region graph must carry beside the boundary, for
+        predictions of ``channels`` channels (its declared ``graph_contacts``; None: nothing)."""
+        declared = self.info.graph_contacts
+        return None if declared is None else declared(channels, **self.parameters)
+
 
 def _import_dotted(path: str, stage: str) -> Callable[..., Any]:
     module_name, _, attr = path.rpartition(".")

@@ -33,12 +33,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._kernels.forest import forest_predict
-from ..agglomeration import agglomerate_graph, edge_stats, feature_names, mitochondria_nodes
+from ..agglomeration import EdgeStats, agglomerate_graph, edge_stats, feature_names, mitochondria_nodes
 from ..contacts import Contacts
 from ..rag import renumber
 from .affinities import learned_contacts
 
-__all__ = ["AgglomerationClassifier", "calibrated", "fit_calibration", "load_agglomeration_classifier", "train_agglomeration"]
+__all__ = ["AgglomerationClassifier", "calibrated", "fit_calibration", "learned_graph", "load_agglomeration_classifier",
+           "train_agglomeration"]
 
 _FORMAT = "labelstitch-agglomeration-classifier/1"
 
@@ -133,6 +134,16 @@ def load_agglomeration_classifier(path: str | Path, channels: int | None = None,
     calibration = header.get("calibration")  # absent from classifiers trained before calibration
     return AgglomerationClassifier(**arrays, features=features, info=header.get("info", {}),
                                    calibration=None if calibration is None else (float(calibration[0]), float(calibration[1])))
+
+
+def learned_graph(labels: NDArray[np.integer], predictions: NDArray[np.floating], affinity_channels: str = "",
+                  affinity_offsets: str = "") -> tuple[EdgeStats, Contacts]:
+    """The region graph a learned agglomeration classifier scores (every channel, the boundary
+    first) and what its contacts carry beside the boundary (``affinity_channels`` /
+    ``affinity_offsets`` as for ``learned_agglomeration``)."""
+    channels = 1 if np.ndim(predictions) == 3 else int(np.shape(predictions)[3])
+    contacts = learned_contacts(channels, affinity_channels, affinity_offsets)
+    return edge_stats(labels, predictions, contacts=contacts), contacts
 
 
 def _log_odds(p: NDArray[np.float64], trees: int) -> NDArray[np.float64]:
@@ -245,11 +256,9 @@ def train_agglomeration(
             return None  # an unlabelled region: neither merged nor learned from
         return bool(body[a] == body[b])
 
-    channels = 1 if np.ndim(predictions) == 3 else int(np.shape(predictions)[3])
-    contacts = learned_contacts(channels, affinity_channels, affinity_offsets)
-    names = feature_names(channels, contacts)
+    stats, contacts = learned_graph(lab, predictions, affinity_channels, affinity_offsets)
+    names = feature_names(stats.inside.shape[1], contacts)
     examples: list[tuple[NDArray[np.float64], NDArray[np.int8]]] = []
-    stats = edge_stats(lab, predictions, contacts=contacts)
     if mitochondria_channel >= 0:  # the graph a context-aware agglomeration merges
         mito = mitochondria_nodes(stats, mitochondria_channel, mitochondria_threshold)
         stats = stats.subset(~(mito[stats.u] | mito[stats.v]))

@@ -383,14 +383,13 @@ def learned_agglomeration(
     context-aware mode; train the classifier the same way). The features include the mean,
     quantiles and histogram of every channel along the contact; of ``affinity_channels``
     (offsets -1 along Z, Y and X, as ``affinity_classifier`` writes them), the pairs' own."""
-    from ..agglomeration import edge_stats
     from ..rag import numbered_roots, renumber
+    from .agglomeration import learned_graph
 
     if mitochondria_channel >= 0:
         _mitochondria_channel(predictions, mitochondria_channel, 0)
     labels, _ = renumber(supervoxels)
-    contacts = learned_contacts(1 if predictions.ndim == 3 else predictions.shape[-1], affinity_channels, affinity_offsets)
-    stats = edge_stats(labels, predictions, contacts=contacts)
+    stats, _ = learned_graph(labels, predictions, affinity_channels, affinity_offsets)
     roots = _learned_graph(stats, classifier_path, threshold, mitochondria_channel, mitochondria_threshold,
                            affinity_channels, affinity_offsets)
     return numbered_roots(roots, np.uint32)[labels]
@@ -456,8 +455,9 @@ def multicut_agglomeration(
 
     labels, _ = renumber(supervoxels)
     if classifier_path:  # every channel, boundary first: the classifier's features
-        contacts = learned_contacts(1 if predictions.ndim == 3 else predictions.shape[-1], affinity_channels, affinity_offsets)
-        stats = edge_stats(labels, predictions, contacts=contacts)
+        from .agglomeration import learned_graph
+
+        stats, _ = learned_graph(labels, predictions, affinity_channels, affinity_offsets)
     else:
         stats = edge_stats(labels, boundary_of(predictions, boundary_channel))
     roots = _multicut_graph(stats, beta, boundary_channel, classifier_path, size_weighted, affinity_channels,

@@ -279,11 +279,13 @@ def _fit_affinities(features: FilterFeatures, truth: NDArray[np.integer], max_sa
     for axis in axes:
         n = max(1, max_samples // len(axes))
         drawn: list[NDArray[np.intp]] = []
+        missing = n
         for _ in range(50):  # drawn again until n pairs of two annotated voxels (at once when all are)
             coords = [rng.integers(1 if a == axis else 0, truth.shape[a], n) for a in range(3)]
             high = np.ravel_multi_index(coords, truth.shape)
-            drawn.append(high[annotated[high] & annotated[high - strides[axis]]][:n - sum(d.size for d in drawn)])
-            if sum(d.size for d in drawn) == n:
+            drawn.append(high[annotated[high] & annotated[high - strides[axis]]][:missing])
+            missing -= drawn[-1].size
+            if missing == 0:
                 break
         high = np.concatenate(drawn)
         highs.append(high)

@@ -44,6 +44,7 @@ from .affinities import affinity_agglomeration
 from .builtin import (distance_transform_watershed, learned_agglomeration, multicut_agglomeration, rag_agglomeration,
                       seeded_watershed)
 from .classifier import membrane_annotations, train_pixel_classifier
+from .voxelforest import AFFINITY_OFFSETS
 
 __all__ = ["TrainResult", "out_of_fold", "rank", "split_validation", "train_segmentor"]
 
@@ -128,7 +129,8 @@ def _floor(supervoxels: NDArray[np.integer], truth: NDArray[np.integer]) -> Scor
 #: classifier's affinity forest), and those that do not
 LEARNED = ("learned_agglomeration", "multicut_agglomeration+classifier", "affinity_agglomeration")
 #: what ``affinity_agglomeration`` is told of ``affinity_classifier``'s channels
-FOREST_AFFINITIES = {"affinity_channels": "1,2,3", "affinity_offsets": "-1,0,0;0,-1,0;0,0,-1"}
+FOREST_AFFINITIES = {"affinity_channels": "1,2,3",
+                     "affinity_offsets": ";".join(",".join(map(str, o)) for o in AFFINITY_OFFSETS)}
 PLAIN = ("rag_agglomeration", "multicut_agglomeration")
 
 
