@@ -130,3 +130,56 @@ def test_the_compiled_forest_is_scikit_learns_predict_proba_to_the_bit(seed, cla
     flat = FlatForest.from_forest(model, wanted)
     np.testing.assert_array_equal(flat.probabilities(np.ascontiguousarray(probe)),
                                   model.predict_proba(probe)[:, columns].astype(np.float32))
+
+
+def test_a_walk_stops_when_all_eight_neighbours_are_at_leaves_whatever_their_depths():
+    """The compiled walk stops a group of eight rows only once none moved: rows whose
+    paths differ in depth by far (a leaf at the root's child beside a chain of 40 nodes)
+    and a tree that is one leaf still give scikit-learn's answers, in every place of a group."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.arange(64, dtype=np.float32)[:, None]
+    y = np.where(x[:, 0] < 24, 1, 2) ^ (x[:, 0].astype(int) % 2 * (x[:, 0] >= 24))  # one leaf below 24, a chain above
+    model = RandomForestClassifier(n_estimators=3, bootstrap=False, random_state=0).fit(x, y)
+    pure = RandomForestClassifier(n_estimators=2, random_state=0).fit(x, np.ones(64, int) * 5)  # each tree one leaf
+    depths = [e.tree_.max_depth for e in model.estimators_]
+    assert min(depths) >= 20
+    rng = np.random.default_rng(0)
+    for rows in (x, x[rng.permutation(64)], x[:13]):
+        rows = np.ascontiguousarray(rows)
+        np.testing.assert_array_equal(FlatForest.from_forest(model, [1]).probabilities(rows),
+                                      model.predict_proba(rows)[:, :1].astype(np.float32))
+        np.testing.assert_array_equal(FlatForest.from_forest(pure, [5]).probabilities(rows), np.ones((rows.shape[0], 1)))
+
+
+def test_a_forest_beyond_the_node_records_is_refused_in_one_line():
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.random.default_rng(0).random((40, 300), dtype=np.float32)
+    model = RandomForestClassifier(n_estimators=2, random_state=0).fit(x, np.arange(40) % 2)
+    with pytest.raises(ValueError, match=r"300 features does not fit .*at most 256 features .* fewer scales"):
+        FlatForest.from_forest(model, [1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.tuples(st.integers(1, 7), st.integers(1, 7), st.integers(1, 7)), seed=st.integers(0, 2**16),
+       kind=st.sampled_from(["uniform", "wide range", "sparse"]), data=st.data())
+def test_the_sobel_kernel_is_scikit_images_sobel_to_the_bit(shape, seed, kind, data):
+    """Also where float64 sums round (values 30 orders of magnitude apart), at the volume's
+    edges (one-voxel sides included) and for slabs of slices inside it."""
+    from skimage import filters
+
+    from labelstitch._kernels.voxelforest import sobel_magnitude
+
+    rng = np.random.default_rng(seed)
+    volume = rng.random(shape, dtype=np.float32)
+    if kind == "wide range":
+        volume = (volume * np.float32(10.0) ** rng.integers(-30, 3, size=shape)).astype(np.float32)
+    elif kind == "sparse":
+        volume = np.where(rng.random(shape) < 0.7, np.float32(0), volume)
+    z0 = data.draw(st.integers(0, shape[0] - 1))
+    z1 = data.draw(st.integers(z0 + 1, shape[0]))
+    around = volume[max(z0 - 1, 0):min(z1 + 1, shape[0])]
+    out = np.empty((z1 - z0, *shape[1:]), np.float32)
+    sobel_magnitude(np.pad(around, ((int(z0 == 0), int(z1 == shape[0])), (1, 1), (1, 1)), mode="symmetric"), out)
+    np.testing.assert_array_equal(out.view(np.uint32), filters.sobel(volume)[z0:z1].view(np.uint32))

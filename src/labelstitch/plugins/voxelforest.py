@@ -4,11 +4,13 @@ scikit-learn's ``predict_proba``, without the full feature stack of the box.
 The Gaussian smoothings of the whole box are kept (one float32 volume per scale); the
 features that need only a voxel's neighbours (Sobel edges, Hessian eigenvalues) are made
 slab by slab along Z, with the two slices of margin they reach, and each slab goes straight
-into a forest compiled with numba over flat tree arrays. Every filter is the scikit-image
-or SciPy call that :func:`~labelstitch.plugins.classifier.reference_probabilities` makes,
-on the same values, so the features are the same to the bit; only the Hessian eigenvalues
-come from a closed form instead of LAPACK, and where a float32 rounding boundary lies within
-the error bound of the two, LAPACK gives them (about one voxel in a thousand).
+into a forest compiled with numba over flat tree arrays. Every feature is what
+:func:`~labelstitch.plugins.classifier.reference_probabilities` computes with scikit-image
+and SciPy, on the same values, to the bit: the Gaussians and gradients are the same calls;
+the Sobel edges are a kernel of ours that adds ndimage's taps in ndimage's order (tested
+bit for bit against ``skimage.filters.sobel``); the Hessian eigenvalues come from a closed
+form instead of LAPACK, and where a float32 rounding boundary lies within the error bound
+of the two, LAPACK gives them (about one voxel in a thousand).
 Training reads its features through the same code (:func:`features_at`).
 
 A classifier may also hold a forest of *affinities* (:func:`predict_with_affinities`): for
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .._kernels.voxelforest import NODE, forest_probabilities, hessian_eigenvalues
+from .._kernels.voxelforest import FEATURE_BITS, NODE, forest_probabilities, hessian_eigenvalues, sobel_magnitude
 
 __all__ = ["AFFINITY_OFFSETS", "ContextFeatures", "FilterFeatures", "FlatForest", "class_columns", "features_at", "pair_rows",
            "predict_slabs", "predict_with_affinities"]
@@ -92,16 +94,19 @@ class FilterFeatures:
         """The features of slices ``z0:z1``, a row per voxel, in the first columns of
         ``width`` (default: just these). Eigenvalues come from the closed form, and from
         LAPACK where the closed form may round otherwise and at the rows ``exact``."""
-        from skimage import filters
-
-        lo, hi = max(z0 - _MARGIN, 0), min(z1 + _MARGIN, self.shape[0])
+        depth = self.shape[0]
+        lo, hi = max(z0 - _MARGIN, 0), min(z1 + _MARGIN, depth)
         crop = slice(z0 - lo, z0 - lo + (z1 - z0))
         n = (z1 - z0) * self.shape[1] * self.shape[2]
         x = np.empty((n, width or self.columns), np.float32)
+        edges = np.empty((z1 - z0, *self.shape[1:]), np.float32)
         for k, smooth in enumerate(self.smoothed):
             part = smooth[lo:hi]
             x[:, 5 * k] = smooth[z0:z1].ravel()
-            x[:, 5 * k + 1] = filters.sobel(part)[crop].ravel()
+            # one voxel of margin, the edge voxel repeated where the volume ends (ndimage's "reflect")
+            around = smooth[max(z0 - 1, 0):min(z1 + 1, depth)]
+            sobel_magnitude(np.pad(around, ((int(z0 == 0), int(z1 == depth)), (1, 1), (1, 1)), mode="symmetric"), edges)
+            x[:, 5 * k + 1] = edges.ravel()
             gradient = np.gradient(part)
             entries = [np.ascontiguousarray(np.gradient(gradient[a], axis=b)[crop]).ravel() for a, b in _PAIRS]
             del gradient
@@ -147,22 +152,15 @@ def class_columns(forest: Any, classes: Sequence[int]) -> list[int]:
     return [int(np.flatnonzero(forest.classes_ == c)[0]) for c in classes]
 
 
-#: the share of a tree's training voxels whose leaf a walk of ``steps`` reaches: deeper
-#: walks finish one by one (measured fastest between 0.8 and 0.9 on gala)
-_COMMON_DEPTH = 0.85
-
-
-def _breadth_first(tree: Any) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def _breadth_first(tree: Any) -> NDArray[np.int64]:
     """scikit-learn's node numbers in breadth-first order (each node's children adjacent,
-    left first), and each node's depth."""
-    order, depths, level, depth = [], [], np.array([0]), 0
+    left first)."""
+    order, level = [], np.array([0])
     while level.size:
         order.append(level)
-        depths.append(np.full(level.size, depth))
         inner = level[tree.children_left[level] >= 0]
         level = np.stack([tree.children_left[inner], tree.children_right[inner]], axis=1).ravel()
-        depth += 1
-    return np.concatenate(order), np.concatenate(depths)
+    return np.concatenate(order)
 
 
 @dataclass
@@ -174,46 +172,39 @@ class FlatForest:
     nodes: NDArray[np.void]
     value: NDArray[np.float64]  # (nodes, returned classes)
     roots: NDArray[np.int64]
-    steps: NDArray[np.int64]
-    shift: int = 0  # a record's meta is (left child's index in its tree) << shift | feature
 
     @classmethod
     def from_forest(cls, forest: Any, classes: Sequence[int]) -> FlatForest:
         columns = class_columns(forest, classes)
-        nodes, values, roots, steps, offset = [], [], [], [], 0
-        shift = max(int(forest.n_features_in_) - 1, 1).bit_length()
-        largest = max(e.tree_.node_count for e in forest.estimators_)
-        if largest >= 1 << (31 - shift):
-            raise ValueError(f"a tree of {largest} nodes on {forest.n_features_in_} features does not fit the compiled "
-                             "forest's 32-bit node records")
+        total = sum(e.tree_.node_count for e in forest.estimators_)
+        wide = forest.n_features_in_ > 1 << FEATURE_BITS
+        if wide or total >= 1 << (32 - FEATURE_BITS):
+            raise ValueError(f"a forest of {total} nodes on {forest.n_features_in_} features does not fit the compiled "
+                             f"forest's node records (at most {1 << FEATURE_BITS} features and {1 << (32 - FEATURE_BITS)} "
+                             f"nodes): train it with {'fewer scales' if wide else 'fewer trees or samples'}")
+        nodes, values, roots, offset = [], [], [], 0
         for estimator in forest.estimators_:
             tree = estimator.tree_
-            order, depth = _breadth_first(tree)
+            order = _breadth_first(tree)
             place = np.empty(order.size, np.int64)
             place[order] = np.arange(order.size)
             inner = tree.children_left[order] >= 0
             records = np.zeros(order.size, NODE)
-            child = np.where(inner, place[np.maximum(tree.children_left[order], 0)], np.arange(order.size))  # in the tree
-            records["meta"] = (child << shift) | np.where(inner, tree.feature[order], 0)
+            child = offset + np.where(inner, place[np.maximum(tree.children_left[order], 0)], np.arange(order.size))
+            records["meta"] = (child << FEATURE_BITS) | np.where(inner, tree.feature[order], 0)
             high = tree.threshold[order].astype(np.float32)  # the largest float32 not above the threshold:
             high = np.where(high.astype(np.float64) > tree.threshold[order], np.nextafter(high, np.float32(-np.inf)), high)
             records["threshold"] = np.where(inner, high, np.float32(np.inf))
-            leaves = ~inner
-            weight = tree.weighted_n_node_samples[order][leaves]
-            by_depth = np.argsort(depth[leaves], kind="stable")
-            share = np.cumsum(weight[by_depth]) / max(weight.sum(), 1e-300)
-            steps.append(int(depth[leaves][by_depth][min(np.searchsorted(share, _COMMON_DEPTH), share.size - 1)]))
             nodes.append(records)
             values.append(tree.value[order, 0][:, columns])
             roots.append(offset)
             offset += order.size
-        return cls(np.concatenate(nodes), np.ascontiguousarray(np.concatenate(values), np.float64),
-                   np.array(roots, np.int64), np.array(steps, np.int64), shift)
+        return cls(np.concatenate(nodes), np.ascontiguousarray(np.concatenate(values), np.float64), np.array(roots, np.int64))
 
     def probabilities(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """(rows, classes)."""
         out = np.empty((x.shape[0], self.value.shape[1]), np.float32)
-        forest_probabilities(x, self.nodes, self.value, self.roots, self.steps, self.shift, out)
+        forest_probabilities(np.ascontiguousarray(x), self.nodes, self.value, self.roots, out)
         return out
 
 
