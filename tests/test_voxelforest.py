@@ -183,3 +183,23 @@ def test_the_sobel_kernel_is_scikit_images_sobel_to_the_bit(shape, seed, kind, d
     out = np.empty((z1 - z0, *shape[1:]), np.float32)
     sobel_magnitude(np.pad(around, ((int(z0 == 0), int(z1 == shape[0])), (1, 1), (1, 1)), mode="symmetric"), out)
     np.testing.assert_array_equal(out.view(np.uint32), filters.sobel(volume)[z0:z1].view(np.uint32))
+
+
+def test_training_on_more_cores_grows_the_same_forest(synthetic):
+    """Forests are fitted on every core the thread cap allows: the trees, the lean answers
+    and scikit-learn's own ``predict_proba`` are those of a fit on one core."""
+    from labelstitch._threads import set_threads
+
+    gray, truth, _ = synthetic
+    models = []
+    for threads in (1, 2):
+        set_threads(threads)
+        try:
+            models.append(train_pixel_classifier(gray, membrane_annotations(truth), n_estimators=6, max_samples=4000))
+        finally:
+            set_threads(None)
+    one, two = models
+    for a, b in zip(one.model.estimators_, two.model.estimators_):
+        np.testing.assert_array_equal(a.tree_.threshold, b.tree_.threshold)
+    np.testing.assert_array_equal(one.predict(gray), two.predict(gray))
+    np.testing.assert_array_equal(reference_probabilities(one, gray), reference_probabilities(two, gray))

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._kernels.forest import forest_predict
+from .._threads import get_threads
 from ..agglomeration import EdgeStats, agglomerate_graph, edge_stats, feature_names, mitochondria_nodes
 from ..contacts import Contacts
 from ..rag import renumber
@@ -271,8 +272,9 @@ def train_agglomeration(
         if np.unique(y).size < 2:
             raise ValueError("the training volume gives only one kind of edge (all merges or all splits); "
                              "use a volume with several neurons and supervoxels that split them")
-        fit = lambda x, y: RandomForestClassifier(  # noqa: E731
-            n_estimators=n_estimators, min_samples_leaf=3, class_weight="balanced", n_jobs=1, random_state=seed).fit(x, y)
+        fit = lambda x, y: RandomForestClassifier(  # noqa: E731 - the same trees on any number of cores
+            n_estimators=n_estimators, min_samples_leaf=3, class_weight="balanced", n_jobs=get_threads(),
+            random_state=seed).fit(x, y)
         model = AgglomerationClassifier.from_forest(
             fit(x, y), names, {"edges": int(y.size), "merges": int(y.sum()), "rounds": rounds,
                                "n_estimators": n_estimators, "mitochondria_channel": mitochondria_channel})

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._threads import get_threads
 from .agglomeration import calibrated, fit_calibration
 from .voxelforest import (ContextFeatures, FilterFeatures, FlatForest, as_image, class_columns, features_at, pair_rows,
                           predict_slabs, predict_with_affinities)
@@ -310,10 +311,13 @@ def _fit(x: NDArray[np.float32], y: NDArray[np.integer], n_estimators: int, seed
 
     from sklearn.ensemble import RandomForestClassifier
 
-    model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=1, random_state=seed,
-                                   oob_score=out_of_bag)
+    # the trees on every core the thread cap allows: the same forest whatever their number
+    # (each tree's seed is drawn from ``seed`` before any is grown)
+    model = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5, n_jobs=get_threads(),
+                                   random_state=seed, oob_score=out_of_bag)
     with warnings.catch_warnings():
         if out_of_bag:
             warnings.simplefilter("ignore", UserWarning)
         model.fit(x, y)
+    model.n_jobs = 1  # scikit-learn's predict_proba sums the trees in one order only on one thread
     return model
