@@ -320,7 +320,7 @@ def train(
     >>> import labelstitch as ls, numpy as np, json, tempfile
     >>> from pathlib import Path
     >>> from labelstitch.synthetic import em_volume
-    >>> gray, truth = em_volume((32, 48, 48), n_neurites=12, seed=3)
+    >>> gray, truth = em_volume((40, 48, 48), n_neurites=16, seed=3)
     >>> folder = tempfile.mkdtemp(); np.save(f"{folder}/g.npy", gray); np.save(f"{folder}/t.npy", truth)
     >>> result = ls.train(f"{folder}/g.npy", f"{folder}/t.npy", f"{folder}/model", trees=5)
     >>> sorted(json.loads(Path(result.path).read_text()))
