@@ -212,3 +212,31 @@ def test_a_signal_whose_exception_python_drops_still_stops_the_run(project):
     assert (project / "finalized").exists()
     assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
     _check_stopped_and_resume(project, name, config, tag, run.returncode, run.stderr, 143)
+
+
+def _first_key(pair):
+    return [(pair % 2, pair)]
+
+
+def _group_sum(group):
+    return sum(group[1])
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_stop_whose_exception_was_dropped_ends_the_next_map_before_it_starts(executor, monkeypatch):
+    """A signal's handler that runs inside a finalizer between two maps (py4j's run all the
+    time) stops the workers that are running, maybe none, and its exception is dropped: the
+    next ``map`` or ``map_grouped`` must raise it instead of running to the end, on every
+    executor (Spark let a stitch run on to exit 0 this way, now and then)."""
+    from labelstitch.executors import _base
+    from labelstitch.plugins import get_executor
+
+    with get_executor(executor, workers=2) as pool:
+        assert list(pool.map(abs, [-1, -2])) == [1, 2]  # a map before the signal runs
+        stop = KeyboardInterrupt("SIGTERM")
+        monkeypatch.setattr(_base, "_REQUESTED", [stop])  # remembered; its raise dropped
+        with pytest.raises(KeyboardInterrupt) as caught:
+            list(pool.map(abs, [-1, -2]))
+        assert caught.value is stop
+        with pytest.raises(KeyboardInterrupt):
+            list(pool.map_grouped(_first_key, [1, 2, 3], _group_sum))

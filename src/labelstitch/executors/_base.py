@@ -151,6 +151,16 @@ def stop_requested() -> BaseException | None:
     return _REQUESTED[0] if _REQUESTED else None
 
 
+def raise_if_stopped() -> None:
+    """Raise the stop a signal asked for, where Python dropped its exception (the handler ran
+    inside a finalizer, as py4j's are, between two maps): every executor calls this before
+    it starts work, so that the next map ends the run instead of running to the end (the
+    stopped workers of the map before may have had nothing left to fail on)."""
+    stop = stop_requested()
+    if stop is not None:
+        raise stop
+
+
 @contextmanager
 def shielded() -> Iterator[None]:
     """A block that a signal does not interrupt: the signal's exception is raised when the

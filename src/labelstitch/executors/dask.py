@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from .._threads import usable_cores
 from ..hookspecs import hookimpl
-from ._base import Executor, ExecutorError, _emit_list
+from ._base import Executor, ExecutorError, _emit_list, raise_if_stopped
 from .processes import main_script_hidden, main_script_unguarded
 
 T = TypeVar("T")
@@ -149,6 +149,7 @@ class DaskExecutor(Executor):
             self._cancel([f for f in futures if not f.done()])
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
+        raise_if_stopped()
         listed = list(items)
         if not listed:
             return
@@ -164,6 +165,7 @@ class DaskExecutor(Executor):
     ) -> Iterator[R]:
         """Emit on the workers, learn only the keys, and run each reduce with the futures of
         its values: the slabs move between workers and never through this client."""
+        raise_if_stopped()
         listed = list(items)
         if not listed:
             return

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from .._processes import oom_kills, why_it_ended
 from .._threads import usable_cores
-from ._base import Executor, ExecutorError
+from ._base import Executor, ExecutorError, raise_if_stopped
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -192,6 +192,7 @@ class ProcessesExecutor(Executor):
         return self._pool
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
+        raise_if_stopped()
         pool = self._get_pool()
         oom_before = oom_kills()
         futures: list[Any] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from ._base import Executor, stop_requested
+from ._base import Executor, raise_if_stopped
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,7 +22,5 @@ class SerialExecutor(Executor):
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
         for item in items:
-            stop = stop_requested()
-            if stop is not None:  # a signal whose exception Python dropped (raised in a finalizer)
-                raise stop
+            raise_if_stopped()  # before each item: one at a time, a stop waits for no more than one
             yield fn(item)

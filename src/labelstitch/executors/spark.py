@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._base import Executor, ExecutorError, shielded
+from ._base import Executor, ExecutorError, raise_if_stopped, shielded
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -137,6 +137,7 @@ class SparkExecutor(Executor):
         self.session = _session(self.master)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, describe: Callable[[T], str] = repr) -> Iterator[R]:
+        raise_if_stopped()
         indexed = list(enumerate(items))
         if not indexed:
             return
@@ -162,9 +163,11 @@ class SparkExecutor(Executor):
     ) -> Iterator[R]:
         """``flatMap(emit)`` → ``groupByKey`` → ``map(reduce)`` → ``collect``: the grouped values
         move between workers in Spark's shuffle and never pass the driver (the paper's Figure 7)."""
+        raise_if_stopped()
         indexed = list(enumerate(items))
         if not indexed:
             return
+
         def tagged(pair: tuple[int, T]) -> list[tuple[Any, tuple[int, Any]]]:
             return [(key, (pair[0], value)) for key, value in emit(pair[1])]
 
