@@ -214,8 +214,8 @@ def test_a_signal_whose_exception_python_drops_still_stops_the_run(project):
     _check_stopped_and_resume(project, name, config, tag, run.returncode, run.stderr, 143)
 
 
-def _first_key(pair):
-    return [(pair % 2, pair)]
+def _by_parity(number):
+    return [(number % 2, number)]
 
 
 def _group_sum(group):
@@ -239,4 +239,4 @@ def test_a_stop_whose_exception_was_dropped_ends_the_next_map_before_it_starts(e
             list(pool.map(abs, [-1, -2]))
         assert caught.value is stop
         with pytest.raises(KeyboardInterrupt):
-            list(pool.map_grouped(_first_key, [1, 2, 3], _group_sum))
+            list(pool.map_grouped(_by_parity, [1, 2, 3], _group_sum))
