@@ -22,8 +22,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/labelstitch demo
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each test file on one worker so that
+# its module fixtures are made once; the tests marked `serial` (real processes timed against
+# signals and kills) run alone afterwards, on an idle machine. Both parts run; either failing fails.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	status=0; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" || status=$$?; \
+	$(PY) -m pytest -q -m serial || status=$$?; \
+	exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py

@@ -134,6 +134,7 @@ def test_resume_refuses_another_config_or_plan(volume):
         run(config(volume, "b.zarr"), resume=True)
 
 
+@pytest.mark.serial  # a signal timed against a running process: `make test` runs it alone, after the parallel run
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_output(volume):
     run(config(volume, "reference.zarr"))
     ckpt = volume / "ckpt"

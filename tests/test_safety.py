@@ -119,6 +119,7 @@ def wait_for(condition, what, timeout=60.0):
         time.sleep(0.05)
 
 
+@pytest.mark.serial  # a signal timed against a running process: `make test` runs it alone, after the parallel run
 def test_a_second_run_on_the_same_output_or_checkpoints_is_refused_naming_the_first(gray, tmp_path, monkeypatch):
     import signal
 
@@ -193,6 +194,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
+@pytest.mark.serial  # a signal timed against a running process: `make test` runs it alone, after the parallel run
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(after=st.integers(min_value=1, max_value=17), extra=st.floats(min_value=0.0, max_value=0.2))
 def test_a_kill_at_any_moment_loses_no_finished_subvolume(killable, after, extra):
@@ -581,6 +583,7 @@ def test_a_chunk_size_too_large_for_the_workers_is_refused_before_the_checkpoint
     assert main(["config", "--check", str(tmp_path / "run.json"), "--workers", "1", "--executor", "processes"]) == 0
 
 
+@pytest.mark.serial  # a signal timed against a running process: `make test` runs it alone, after the parallel run
 def test_ctrl_c_says_what_is_kept_and_how_to_go_on(killable):
     """SIGINT (Ctrl-C): with a checkpoint folder, how many subvolumes are kept and the
     command that resumes; without one, that nothing is kept."""

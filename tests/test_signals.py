@@ -22,6 +22,9 @@ from labelstitch.stores import open_volume
 from labelstitch.testing import executor_params
 from labelstitch.synthetic import em_volume
 
+# real processes timed against signals and kills: `make test` runs these alone, after the parallel run
+pytestmark = pytest.mark.serial
+
 STAGES = '''
 import os, signal, time
 from labelstitch.plugins.builtin import naive_membrane_predictions

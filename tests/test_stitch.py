@@ -16,11 +16,13 @@ STITCHING_RULES = ["conservative", "medium", "aggressive"]
 
 @st.composite
 def tilings(draw, max_side=14):
-    """A random volume of 26-connected segments and a random plan over it (halo >= 1)."""
+    """A random volume of 26-connected segments and a random plan over it (halo >= 1), with
+    at most 7 blocks along an axis (one-voxel blocks on small sides), so that no example
+    costs thousands of blocks."""
     shape = draw(st.tuples(*(st.integers(2, max_side),) * 3))
     raw = draw(hnp.arrays(np.uint8, shape, elements=st.integers(0, 3)))
     truth = connected(raw, connectivity=3, background=0).astype(np.uint32)
-    block = tuple(draw(st.integers(1, s)) for s in shape)
+    block = tuple(draw(st.integers(-(-s // 7), s)) for s in shape)
     halo = tuple(draw(st.integers(1, b)) for b in block)
     return truth, Plan.grid(shape, block, halo)
 
