@@ -21,7 +21,8 @@ def test_train_writes_a_segmentor_a_run_can_use_and_it_beats_the_defaults(tmp_pa
     gray, truth = em_volume((64, 96, 96), n_neurites=30, seed=11)
     np.save("gray.npy", gray)
     np.save("truth.npy", truth)
-    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "20", "--validation", "48:64", "-q"]) == ExitCode.OK
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "20", "--samples", "40000",
+                 "--validation", "48:64", "-q"]) == ExitCode.OK
     out = capsys.readouterr().out
     assert "validation (z 48:64)" in out and "floor" in out and "+ learned_agglomeration threshold" in out
     segmentor = json.loads((tmp_path / "model" / "segmentor.json").read_text())
@@ -62,9 +63,13 @@ def test_a_model_folder_is_replaced_only_with_overwrite_and_a_config_can_name_it
     (tmp_path / "model" / "keep.txt").write_text("a model other configs use")
     assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "-q"]) == ExitCode.USAGE_ERROR
     assert "exists already" in capsys.readouterr().err and (tmp_path / "model" / "keep.txt").exists()
-    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "--overwrite"]) == ExitCode.OK
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "--samples", "30",
+                 "--overwrite"]) == ExitCode.USAGE_ERROR
+    assert "a forest needs at least 1 tree and 100 samples" in capsys.readouterr().err
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "4", "--samples", "30000",
+                 "--overwrite"]) == ExitCode.OK
     out, err = capsys.readouterr()
-    for step in ("train:   features: ", "train:   forest: 4 trees on ", "train:   [1/4] ", "train:   [4/4] "):
+    for step in ("train:   features: ", "train:   forest: 4 trees on 30,000 voxels", "train:   [1/4] ", "train:   [4/4] "):
         assert step in err, (step, err)  # progress inside the long steps
     assert not (tmp_path / "model" / "keep.txt").exists() and (tmp_path / "model" / "segmentor.json").exists()
     before = (tmp_path / "model" / "segmentor.json").read_text()

@@ -302,20 +302,20 @@ def train_pixel_classifier(
 
 def train(
     grayscale: str, ground_truth: str, out: str, *, validation: tuple[int, int] | None = None, trees: int = 50,
-    margin: float = 0.05, two_stage: bool = False, mitochondria: str | None = None, affinities: bool = False,
-    overwrite: bool = False, progress: bool = False,
+    samples: int = 200_000, margin: float = 0.05, two_stage: bool = False, mitochondria: str | None = None,
+    affinities: bool = False, overwrite: bool = False, progress: bool = False,
 ) -> Any:
     """Train every model of a segmentor on one volume with ground truth and tune it on a
     held-out Z range of it (``validation``; by default the last and the first quarter, each in turn): the voxel classifier,
     the supervoxel stage, the agglomeration (learned, if it beats mean-boundary agglomeration by ``margin`` bits there)
-    and its threshold. ``two_stage``: a two-stage (auto-context) voxel classifier (``two_stage_predictions``).
-    ``mitochondria``, a mask volume (non-zero = mitochondrion), adds a mitochondria channel and tries every
-    agglomeration context-aware too. ``affinities`` adds the voxel classifier's affinity forest
-    (``affinity_classifier``) and tries ``affinity_agglomeration`` and the learned agglomeration with its affinities. An existing ``out`` is replaced only with
-    ``overwrite``, and only once training succeeded. Writes the models and ``out/segmentor.json`` (the value of
-    ``options.segmentor.configuration``; a config can name the file as ``options.segmentor``)
-    and returns a :class:`~labelstitch.plugins.training.TrainResult` (``.table()`` prints the validation
-    VI of every choice). The same as ``labelstitch train``.
+    and its threshold. Voxel classifiers learn from at most ``samples`` voxels (fewer: faster). ``two_stage``: a
+    two-stage (auto-context) voxel classifier (``two_stage_predictions``). ``mitochondria``, a mask volume (non-zero =
+    mitochondrion), adds a mitochondria channel and tries every agglomeration context-aware too. ``affinities`` adds
+    the voxel classifier's affinity forest (``affinity_classifier``) and tries ``affinity_agglomeration`` and the
+    learned agglomeration with its affinities. An existing ``out`` is replaced only with ``overwrite``, and only once
+    training succeeded. Writes the models and ``out/segmentor.json`` (the value of ``options.segmentor.configuration``;
+    a config can name the file as ``options.segmentor``) and returns a :class:`~labelstitch.plugins.training.TrainResult`
+    (``.table()`` prints the validation VI of every choice). The same as ``labelstitch train``.
 
     >>> import labelstitch as ls, numpy as np, json, tempfile
     >>> from pathlib import Path
@@ -333,8 +333,8 @@ def train(
     gray, truth = _whole(grayscale), _whole(ground_truth)
     mito = _whole(mitochondria) if mitochondria else None
     log = (lambda line: print(f"train: {line}", file=sys.stderr)) if progress else (lambda line: None)
-    return train_segmentor(gray, truth, out, validation=validation, trees=trees, margin=margin, two_stage=two_stage,
-                           mitochondria=mito, affinities=affinities, overwrite=overwrite, log=log)
+    return train_segmentor(gray, truth, out, validation=validation, trees=trees, samples=samples, margin=margin,
+                           two_stage=two_stage, mitochondria=mito, affinities=affinities, overwrite=overwrite, log=log)
 
 
 def _checked(value: Any, name: str) -> Any:

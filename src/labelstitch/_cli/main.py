@@ -79,7 +79,7 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
             raise ValueError(f"--validation {args.validation!r}: write Z0:Z1, e.g. 150:200") from None
         validation = (z0, z1)
     result = api.train(args.grayscale, args.ground_truth, args.out, validation=validation, trees=args.trees,
-                       two_stage=args.two_stage, mitochondria=args.mitochondria, affinities=args.affinities,
+                       samples=args.samples, two_stage=args.two_stage, mitochondria=args.mitochondria, affinities=args.affinities,
                        overwrite=args.overwrite, progress=_progress(args))
     if args.json:
         print(json.dumps({"segmentor": result.segmentor, "path": result.path,
@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR (once training has succeeded)")
     p.add_argument("--validation", metavar="Z0:Z1", help="held-out Z range to tune on (default: the last quarter, then the first quarter; each setting scored by its mean)")
     p.add_argument("--trees", type=int, default=50, help="voxel classifier's forest size (the agglomeration's is twice)")
+    p.add_argument("--samples", type=int, default=200_000,
+                   help="annotated voxels (and voxel pairs) each voxel classifier learns from at most (default 200000)")
     p.add_argument("--two-stage", action="store_true", help="a two-stage (auto-context) voxel classifier")
     p.add_argument("--mitochondria", metavar="VOLUME",
                    help="a mitochondria mask (non-zero = mitochondrion): a mitochondria channel, and context-aware "

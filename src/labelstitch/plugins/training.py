@@ -233,6 +233,7 @@ def train_segmentor(
     *,
     validation: tuple[int, int] | None = None,
     trees: int = 50,
+    samples: int = 200_000,
     margin: float = 0.05,
     two_stage: bool = False,
     mitochondria: NDArray[Any] | None = None,
@@ -259,6 +260,9 @@ def train_segmentor(
         raise ValueError(f"grayscale {grayscale.shape} and ground truth {truth.shape} must be 3-D volumes of one shape")
     if mitochondria is not None and np.shape(mitochondria) != truth.shape:
         raise ValueError(f"the mitochondria mask {np.shape(mitochondria)} must have the ground truth's shape {truth.shape}")
+    if trees < 1 or samples < 100:
+        raise ValueError(f"--trees {trees} / --samples {samples}: a forest needs at least 1 tree and 100 samples "
+                         "(the defaults are 50 and 200000)")
     final = Path(out).resolve()
     if final.exists() and not overwrite:
         raise ValueError(f"{final} exists already, and configs may point to its models; pass --overwrite "
@@ -269,8 +273,8 @@ def train_segmentor(
     folder = staging_path(final)  # the models are written here and published at the end
     folder.mkdir(parents=True)
     try:
-        result = _train_into(grayscale, truth, folder, final, validation=validation, trees=trees, margin=margin,
-                             two_stage=two_stage, mitochondria=mitochondria, affinities=affinities, log=log)
+        result = _train_into(grayscale, truth, folder, final, validation=validation, trees=trees, samples=samples,
+                             margin=margin, two_stage=two_stage, mitochondria=mitochondria, affinities=affinities, log=log)
         publish_folder(folder, final)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -280,7 +284,7 @@ def train_segmentor(
 
 def _train_into(
     grayscale: NDArray[Any], truth: NDArray[np.integer], folder: Path, final: Path, *, validation: tuple[int, int] | None,
-    trees: int, margin: float, two_stage: bool, mitochondria: NDArray[Any] | None, affinities: bool,
+    trees: int, samples: int, margin: float, two_stage: bool, mitochondria: NDArray[Any] | None, affinities: bool,
     log: Callable[[str], None],
 ) -> TrainResult:
     """:func:`train_segmentor`'s work, written to ``folder``; the segmentor names its models
@@ -308,14 +312,15 @@ def _train_into(
             log(f"training the voxel classifier{' (membranes and mitochondria)' if mito is not None else ''}")
             notes = membrane_annotations(truth_t, None if mito is None else mito[train])
             forest_affinities = affinities and mito is None and not two_stage
-            pixel = train_pixel_classifier(gray_t, notes, n_estimators=trees, two_stage=two_stage,
-                                           affinities=truth_t if forest_affinities else None,
+            pixel = train_pixel_classifier(gray_t, notes, n_estimators=trees, max_samples=samples,
+                                           two_stage=two_stage, affinities=truth_t if forest_affinities else None,
                                            log=lambda line: log(f"  {line}"))
             aff_v = pixel.predict_affinities(gray_v) if forest_affinities else None
             pred_v = pixel.predict(gray_v) if aff_v is None else aff_v[..., 0]
             log("predicting the training part out of fold (the agglomeration learns from predictions like a new volume's)")
-            aff_t = out_of_fold(gray_t, notes, n_estimators=trees, affinities=truth_t) if forest_affinities else None
-            pred_t = out_of_fold(gray_t, notes, n_estimators=trees, two_stage=two_stage) if aff_t is None else aff_t[..., 0]
+            fit = {"n_estimators": trees, "max_samples": samples}
+            aff_t = out_of_fold(gray_t, notes, affinities=truth_t, **fit) if forest_affinities else None
+            pred_t = out_of_fold(gray_t, notes, two_stage=two_stage, **fit) if aff_t is None else aff_t[..., 0]
             log(f"trying every supervoxel stage ({len(candidates)}) with every agglomeration on the validation part")
             for k, (sv_name, sv_params) in enumerate(candidates):
                 start = time.perf_counter()
@@ -408,15 +413,15 @@ def _train_into(
     # the same choices): the held-out part only ever chose among settings
     log("fitting the chosen models again on the whole volume")
     by_affinities = "affinity_channels" in agg_params  # the forest's affinities: affinity_classifier's channels
-    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage,
-                                   affinities=truth if by_affinities else None, log=lambda line: log(f"  {line}"))
+    pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, max_samples=samples,
+                                   two_stage=two_stage, affinities=truth if by_affinities else None, log=lambda line: log(f"  {line}"))
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
     pixel_path, published_agglo = final / pixel_path.name, final / agglo_path.name  # where the config finds them
     if agg_name == "learned_agglomeration" or "classifier_path" in agg_params:
         log("fitting the agglomeration classifier again on out-of-fold predictions of the whole volume")
-        predictions = out_of_fold(grayscale, membrane_annotations(truth, mito), n_estimators=trees, two_stage=two_stage,
-                                  affinities=truth if by_affinities else None)
+        predictions = out_of_fold(grayscale, membrane_annotations(truth, mito), n_estimators=trees, max_samples=samples,
+                                  two_stage=two_stage, affinities=truth if by_affinities else None)
         supervoxels = stages[sv_name](predictions, np.zeros(grayscale.shape, bool), **sv_params)
         context = {key: v for key, v in agg_params.items() if key.startswith(("mitochondria", "affinity"))}
         train_agglomeration(supervoxels, predictions, truth, n_estimators=2 * trees, **context).save(agglo_path)
