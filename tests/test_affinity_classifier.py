@@ -175,8 +175,8 @@ def test_train_with_affinities_weighs_the_forests_affinities_and_writes_a_segmen
     gray, truth = em_volume((48, 64, 64), n_neurites=20, seed=17)
     np.save("gray.npy", gray)
     np.save("truth.npy", truth)
-    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "10", "--samples", "40000", "--validation", "36:48",
-                 "--affinities", "-q"]) == ExitCode.OK
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "10", "--samples", "40000",
+                 "--validation", "36:48", "--affinities", "-q"]) == ExitCode.OK
     out = capsys.readouterr().out
     assert "+ affinity_agglomeration (forest affinities) threshold" in out
     assert "+ learned_agglomeration (affinity features) threshold" in out

@@ -141,8 +141,8 @@ def test_train_with_mitochondria_tries_both_classifiers_and_context_aware_agglom
     np.save("gray.npy", gray)
     np.save("truth.npy", truth)
     np.save("mito.npy", mito)
-    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "8", "--samples", "40000", "--mitochondria", "mito.npy",
-                 "--validation", "30:40", "-q"]) == ExitCode.OK
+    assert main(["train", "gray.npy", "truth.npy", "--out", "model", "--trees", "8", "--samples", "40000",
+                 "--mitochondria", "mito.npy", "--validation", "30:40", "-q"]) == ExitCode.OK
     out = capsys.readouterr().out
     assert "\ndistance_transform_watershed + learned_agglomeration threshold 0.5 " in out  # membranes only
     assert "mitochondria channel: distance_transform_watershed + learned_agglomeration threshold 0.5 " in out

@@ -414,7 +414,8 @@ def _train_into(
     log("fitting the chosen models again on the whole volume")
     by_affinities = "affinity_channels" in agg_params  # the forest's affinities: affinity_classifier's channels
     pixel = train_pixel_classifier(grayscale, membrane_annotations(truth, mito), n_estimators=trees, max_samples=samples,
-                                   two_stage=two_stage, affinities=truth if by_affinities else None, log=lambda line: log(f"  {line}"))
+                                   two_stage=two_stage, affinities=truth if by_affinities else None,
+                                   log=lambda line: log(f"  {line}"))
     pixel.save(pixel_path)
     agglo_path = folder / "agglomeration.npz"
     pixel_path, published_agglo = final / pixel_path.name, final / agglo_path.name  # where the config finds them
