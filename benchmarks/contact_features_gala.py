@@ -70,14 +70,14 @@ def predictions(cache: Path, parts: int) -> dict[str, np.ndarray]:
 
 def blended_multicut(predictions: np.ndarray, supervoxels: np.ndarray, classifier: str, beta: float) -> np.ndarray:
     """A multicut whose cut probabilities average, in log-odds, the mean boundary and the
-    learned classifier's (a two-model ensemble, for when neither wins on held-out data)."""
+    learned classifier's (a two-model ensemble, for when neither wins on held-out data): the
+    mean of the two multicuts' edge weights, which are those log-odds plus the same prior."""
     labels, _ = renumber(supervoxels)
     stats, _ = learned_graph(labels, predictions, **FOREST_AFFINITIES)
     contacts = _multicut_contacts(int(stats.inside.shape[1]), classifier, **FOREST_AFFINITIES)
-    logit = [np.log(p / (1 - p)) for p in (np.clip(q, 1e-6, 1 - 1e-6) for q in (
-        stats.total / np.maximum(stats.count, 1), _cut_probability(stats, classifier, contacts)))]
-    blend = 1 / (1 + np.exp(-(logit[0] + logit[1]) / 2))
-    roots = multicut(stats.u, stats.v, multicut_weights(blend, stats.count, beta=beta), stats.size.size - 1)
+    weights = [multicut_weights(p, stats.count, beta=beta)
+               for p in (_cut_probability(stats, ""), _cut_probability(stats, classifier, contacts))]
+    roots = multicut(stats.u, stats.v, (weights[0] + weights[1]) / 2, stats.size.size - 1)
     return numbered_roots(roots, np.uint32)[labels]
 
 
