@@ -79,8 +79,8 @@ def _cmd_train_segmentor(args: argparse.Namespace) -> ExitCode:
             raise ValueError(f"--validation {args.validation!r}: write Z0:Z1, e.g. 150:200") from None
         validation = (z0, z1)
     result = api.train(args.grayscale, args.ground_truth, args.out, validation=validation, trees=args.trees,
-                       samples=args.samples, two_stage=args.two_stage, mitochondria=args.mitochondria, affinities=args.affinities,
-                       overwrite=args.overwrite, progress=_progress(args))
+                       samples=args.samples, two_stage=args.two_stage, mitochondria=args.mitochondria,
+                       affinities=args.affinities, overwrite=args.overwrite, progress=_progress(args))
     if args.json:
         print(json.dumps({"segmentor": result.segmentor, "path": result.path,
                           "choices": [{"choice": n, **s.to_dict()} for n, s in result.choices]}))
